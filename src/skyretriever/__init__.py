@@ -1,0 +1,47 @@
+"""skyretriever: time-series photometry for every star in a catalog.
+
+Public names: :class:`Project`, :class:`Catalog`, the observatories and the
+models. Importing the package creates no engine, connection or table.
+
+Examples
+--------
+>>> from skyretriever import Project
+>>> proj = Project(cfg_file="configs/demo.yaml")            # doctest: +SKIP
+>>> print(proj.run())                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from skyretriever.analysis import Analysis, Finder, Histogram, QualityChecker
+from skyretriever.catalogs import Catalog
+from skyretriever.models import (
+    Detection,
+    HistogramBatch,
+    Lightcurve,
+    Properties,
+    RawPhotometry,
+    Source,
+)
+from skyretriever.observatories import VirtualDemoObs, VirtualObservatory
+from skyretriever.project import Project, RunSummary
+
+__all__ = [
+    "Analysis",
+    "Catalog",
+    "Detection",
+    "Finder",
+    "Histogram",
+    "HistogramBatch",
+    "Lightcurve",
+    "Project",
+    "Properties",
+    "QualityChecker",
+    "RawPhotometry",
+    "RunSummary",
+    "Source",
+    "VirtualDemoObs",
+    "VirtualObservatory",
+    "__version__",
+]

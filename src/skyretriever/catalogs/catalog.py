@@ -1,0 +1,500 @@
+"""Catalog: the list of targets a project works through.
+
+A catalog comes from a file (CSV, FITS, HDF5 or Parquet), from a preset
+(``Catalog(default="test")`` is a deterministic synthetic catalog of any
+size), or from a remote service registered as a loader. Its columns are mapped
+to the standard names (``name, ra, dec, mag, mag_err, mag_filter, pmra, pmdec``
+and the cross-ids ``tic_id, epic_id, kic_id, gaia_id, ztf_oid``); columns that
+already have exactly those names are picked up without configuration.
+
+Rows are numbered from 0 in catalog order; ``start`` and ``stop`` of a run and
+every error about a bad row use those numbers.
+
+Examples
+--------
+>>> cat = Catalog(default="test", num_sources=10)
+>>> len(cat)
+10
+>>> row = cat.get_row(3)
+>>> sorted(k for k in row if k in ("name", "ra", "dec"))
+['dec', 'name', 'ra']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from skyretriever.parameters import ParameterError, Parameters, parameter
+
+__all__ = [
+    "CROSS_ID_COLUMNS",
+    "STANDARD_COLUMNS",
+    "BadRow",
+    "Catalog",
+    "CatalogError",
+    "CatalogParameters",
+    "ColumnMap",
+    "LOADERS",
+    "register_loader",
+]
+
+CROSS_ID_COLUMNS = ("tic_id", "epic_id", "kic_id", "gaia_id", "ztf_oid")
+STANDARD_COLUMNS = (
+    "name", "ra", "dec", "mag", "mag_err", "mag_filter", "pmra", "pmdec", *CROSS_ID_COLUMNS,
+)
+_FLOAT_COLUMNS = ("ra", "dec", "mag", "mag_err", "pmra", "pmdec")
+_REPORTED_BAD_ROWS = 20
+
+
+class CatalogError(ValueError):
+    """The catalog cannot be read, or has rows that cannot be used (listed with row numbers)."""
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A catalog row that cannot be used, with its 0-based row number and the reason."""
+
+    row: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: {self.reason}"
+
+
+class ColumnMap(Parameters):
+    """Which catalog column holds each standard quantity (``None``: a column of that name, if any)."""
+
+    name: str | None = parameter(None, "Column with the source name (unique per catalog).")
+    ra: str | None = parameter(None, "Column with right ascension in degrees (ICRS).")
+    dec: str | None = parameter(None, "Column with declination in degrees (ICRS).")
+    mag: str | None = parameter(None, "Column with a magnitude used for selection and binning.")
+    mag_err: str | None = parameter(None, "Column with the magnitude's uncertainty.")
+    mag_filter: str | None = parameter(None, "Column with the band of the magnitude.")
+    pmra: str | None = parameter(None, "Column with proper motion in RA*cos(Dec) (mas/yr).")
+    pmdec: str | None = parameter(None, "Column with proper motion in Dec (mas/yr).")
+    tic_id: str | None = parameter(None, "Column with the TESS Input Catalog id.")
+    epic_id: str | None = parameter(None, "Column with the K2 EPIC id.")
+    kic_id: str | None = parameter(None, "Column with the Kepler Input Catalog id.")
+    gaia_id: str | None = parameter(None, "Column with the Gaia DR3 source_id.")
+    ztf_oid: str | None = parameter(None, "Column with the ZTF object id.")
+
+
+class CatalogParameters(Parameters):
+    """Where the catalog comes from and how its columns are read."""
+
+    preset_field = "default"
+    presets = {
+        "test": {"kind": "synthetic"},
+        "demo": {"kind": "file", "filename": str(Path("catalogs") / "demo.csv")},
+    }
+
+    default: str | None = parameter(
+        None, "Name of a preset catalog ('test' synthetic, 'demo' file, or a remote preset)."
+    )
+    kind: str = parameter(
+        "file", "How the catalog is made: 'file', 'synthetic', or a registered remote loader."
+    )
+    filename: str | None = parameter(
+        None, "Catalog file (CSV, FITS, HDF5 or Parquet); relative paths are from the working folder."
+    )
+    file_format: Literal["auto", "csv", "fits", "hdf5", "parquet"] = parameter(
+        "auto", "File format; 'auto' goes by the file extension."
+    )
+    hdf5_path: str | None = parameter(None, "Path of the table inside an HDF5 catalog file.")
+    columns: ColumnMap = parameter(default_factory=ColumnMap, doc="Catalog column for each standard name.")
+    mag_filter: str | None = parameter(
+        None, "Band of the magnitude when the catalog has no mag_filter column (e.g. 'Gaia_G')."
+    )
+    extra_columns: list[str] | None = parameter(
+        None, "Other catalog columns to keep with each source (None keeps them all)."
+    )
+    num_sources: int = parameter(1000, "Number of sources of the synthetic catalog.", ge=0)
+    seed: int = parameter(0, "Random seed of the synthetic catalog.")
+    bad_rows: Literal["raise", "skip"] = parameter(
+        "raise", "What to do with unusable rows: raise an error listing them, or skip them."
+    )
+    cache_dir: str = parameter(
+        "catalogs", "Folder where downloaded catalogs are cached.", critical=False
+    )
+
+
+Loader = Callable[[CatalogParameters], pd.DataFrame]
+LOADERS: dict[str, Loader] = {}
+
+
+def register_loader(kind: str, presets: dict[str, dict[str, Any]] | None = None):
+    """Register a function that makes the catalog table for ``kind`` (and its presets).
+
+    Examples
+    --------
+    >>> @register_loader("my_survey", presets={"my_survey": {"kind": "my_survey"}})
+    ... def load_my_survey(pars):
+    ...     return pd.DataFrame({"name": ["a"], "ra": [1.0], "dec": [2.0]})
+    """
+
+    def decorator(function: Loader) -> Loader:
+        LOADERS[kind] = function
+        for name, values in (presets or {}).items():
+            CatalogParameters.presets[name] = values
+        return function
+
+    return decorator
+
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    """Counter-based random bits: the same index always gives the same number."""
+    with np.errstate(over="ignore"):
+        z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _uniform(index: np.ndarray, seed: int, stream: int) -> np.ndarray:
+    base = np.uint64((seed * 1_000_003 + stream * 7919) % (1 << 63))
+    with np.errstate(over="ignore"):
+        bits = _splitmix64(index.astype(np.uint64) * np.uint64(8) + base)
+    return (bits >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def synthetic_rows(start: int, stop: int, seed: int = 0) -> pd.DataFrame:
+    """Rows ``start`` to ``stop`` of the synthetic catalog: uniform on the sky, mags 12 to 20."""
+    index = np.arange(start, stop, dtype=np.int64)
+    ra = 360.0 * _uniform(index, seed, 1)
+    dec = np.degrees(np.arcsin(2.0 * _uniform(index, seed, 2) - 1.0))
+    mag = 12.0 + 8.0 * _uniform(index, seed, 3)
+    return pd.DataFrame(
+        {
+            "name": [f"test_{i:07d}" for i in index],
+            "ra": ra,
+            "dec": dec,
+            "mag": mag,
+            "mag_err": 0.01 + 0.002 * (mag - 12.0) ** 2,
+            "pmra": 20.0 * (_uniform(index, seed, 4) - 0.5),
+            "pmdec": 20.0 * (_uniform(index, seed, 5) - 0.5),
+        }
+    )
+
+
+def _read_file(pars: CatalogParameters) -> pd.DataFrame:
+    if not pars.filename:
+        raise CatalogError("catalog: give a filename or choose a preset with 'default'")
+    path = Path(pars.filename).expanduser()
+    if not path.exists():
+        raise CatalogError(f"catalog file {str(path)!r} does not exist")
+    fmt = pars.file_format
+    if fmt == "auto":
+        suffixes = "".join(path.suffixes).lower()
+        if suffixes.endswith((".csv", ".csv.gz", ".txt")):
+            fmt = "csv"
+        elif suffixes.endswith((".fits", ".fit", ".fits.gz", ".fts")):
+            fmt = "fits"
+        elif suffixes.endswith((".h5", ".hdf5", ".hdf")):
+            fmt = "hdf5"
+        elif suffixes.endswith((".parquet", ".pq")):
+            fmt = "parquet"
+        else:
+            raise CatalogError(
+                f"catalog file {str(path)!r}: cannot tell the format from the extension; "
+                "set catalog.file_format to csv, fits, hdf5 or parquet"
+            )
+    try:
+        if fmt == "csv":
+            return pd.read_csv(path, comment="#", skipinitialspace=True)
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+        from astropy.table import Table
+
+        if fmt == "fits":
+            table = Table.read(path, format="fits")
+        else:
+            table = Table.read(path, format="hdf5", path=pars.hdf5_path) if pars.hdf5_path else (
+                Table.read(path, format="hdf5")
+            )
+        names = [name for name in table.colnames if len(table[name].shape) <= 1]
+        return table[names].to_pandas()
+    except CatalogError:
+        raise
+    except Exception as error:
+        raise CatalogError(f"cannot read catalog file {str(path)!r} as {fmt}: {error}") from None
+
+
+LOADERS["file"] = _read_file
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_INTEGER_IN_TEXT = re.compile(r"(\d+)\s*$")
+
+
+def _parse_cross_id(values: pd.Series) -> pd.Series:
+    """Integers from ids such as 25155310, '25155310' or 'TIC 25155310' (None when absent)."""
+
+    def parse(value: Any) -> int | None:
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return None
+        if isinstance(value, (int, np.integer)):
+            return int(value) if value >= 0 else None
+        if isinstance(value, (float, np.floating)):
+            return int(value) if value.is_integer() and value >= 0 else None
+        match = _INTEGER_IN_TEXT.search(str(value).strip())
+        return int(match.group(1)) if match else None
+
+    return values.map(parse).astype(object)
+
+
+def _to_python(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+class Catalog:
+    """A table of targets with standard column names, read in slices.
+
+    Parameters
+    ----------
+    pars
+        A :class:`CatalogParameters`, or ``None`` to build one from ``kwargs``.
+    **kwargs
+        Parameter values (``default``, ``filename``, ``columns``, ...).
+
+    Examples
+    --------
+    >>> cat = Catalog(default="test", num_sources=5)
+    >>> [row["name"] for row in cat.get_rows(0, 2)]
+    ['test_0000000', 'test_0000001']
+    """
+
+    Parameters = CatalogParameters
+
+    def __init__(self, pars: CatalogParameters | None = None, **kwargs: Any) -> None:
+        self.pars = pars if pars is not None else self.Parameters.build(kwargs, where="catalog")
+        if pars is not None and kwargs:
+            self.pars = self.Parameters.build(pars.model_dump(), kwargs, where="catalog")
+        self._table: pd.DataFrame | None = None
+        self._hash: str | None = None
+        self.bad_rows: list[BadRow] = []
+
+    # -- loading ---------------------------------------------------------------------------
+    @property
+    def is_synthetic(self) -> bool:
+        return self.pars.kind == "synthetic"
+
+    def load(self) -> Catalog:
+        """Read (or download) the table, map its columns and check its rows; returns itself."""
+        if self._table is not None or self.is_synthetic:
+            return self
+        loader = LOADERS.get(self.pars.kind)
+        if loader is None:
+            raise ParameterError(
+                f"catalog.kind: no loader for {self.pars.kind!r}; known: {', '.join(sorted(LOADERS))}"
+            )
+        table = loader(self.pars)
+        self._table = self._standardise(table)
+        self._check_rows()
+        return self
+
+    def _column_for(self, standard: str, available: list[str]) -> str | None:
+        chosen = getattr(self.pars.columns, standard)
+        if chosen is not None:
+            if chosen not in available:
+                raise CatalogError(
+                    f"catalog.columns.{standard} names column {chosen!r}, which the catalog does "
+                    f"not have; its columns are: {', '.join(available)}"
+                )
+            return chosen
+        return standard if standard in available else None
+
+    def _standardise(self, table: pd.DataFrame) -> pd.DataFrame:
+        available = [str(name) for name in table.columns]
+        table = table.copy()
+        table.columns = available
+        mapping = {std: self._column_for(std, available) for std in STANDARD_COLUMNS}
+        for required in ("name", "ra", "dec"):
+            if mapping[required] is None:
+                raise CatalogError(
+                    f"catalog has no {required!r} column; set catalog.columns.{required} to one "
+                    f"of: {', '.join(available)}"
+                )
+        result = pd.DataFrame(index=table.index)
+        for std, column in mapping.items():
+            if column is None:
+                continue
+            values = table[column]
+            if std in _FLOAT_COLUMNS:
+                result[std] = pd.to_numeric(values, errors="coerce").astype(float)
+            elif std in CROSS_ID_COLUMNS:
+                result[std] = _parse_cross_id(values)
+            else:
+                result[std] = values
+        if "mag_filter" not in result and self.pars.mag_filter is not None:
+            result["mag_filter"] = self.pars.mag_filter
+        used = {column for column in mapping.values() if column is not None}
+        extra = [c for c in available if c not in used]
+        if self.pars.extra_columns is not None:
+            missing = [c for c in self.pars.extra_columns if c not in available]
+            if missing:
+                raise CatalogError(
+                    f"catalog.extra_columns names columns the catalog does not have: {missing}"
+                )
+            extra = [c for c in self.pars.extra_columns if c not in used]
+        for column in extra:
+            result[f"extra:{column}"] = table[column]
+        return result.reset_index(drop=True)
+
+    def _check_rows(self) -> None:
+        table = self._table
+        names = table["name"]
+        bad: dict[int, list[str]] = {}
+
+        def add(rows: np.ndarray, reason: str) -> None:
+            for row in np.flatnonzero(rows):
+                bad.setdefault(int(row), []).append(reason)
+
+        missing = names.isna().to_numpy() | (names.astype(str).str.strip() == "").to_numpy()
+        add(missing, "missing name")
+        text = names.astype(str)
+        add(text.str.contains("\x00", regex=False).to_numpy() & ~missing, "name contains a NUL byte")
+        ra, dec = table["ra"].to_numpy(), table["dec"].to_numpy()
+        with np.errstate(invalid="ignore"):
+            add(~np.isfinite(ra), "RA is missing or not a number")
+            add(np.isfinite(ra) & ((ra < 0) | (ra >= 360)), "RA outside 0 to 360 degrees")
+            add(~np.isfinite(dec), "Dec is missing or not a number")
+            add(np.isfinite(dec) & ((dec < -90) | (dec > 90)), "Dec outside -90 to +90 degrees")
+        duplicated = text.duplicated(keep="first").to_numpy() & ~missing
+        first_row = {}
+        for row, name in enumerate(text):
+            first_row.setdefault(name, row)
+        for row in np.flatnonzero(duplicated):
+            bad.setdefault(int(row), []).append(
+                f"duplicate name {text.iloc[row]!r} (first at row {first_row[text.iloc[row]]})"
+            )
+        self.bad_rows = [BadRow(row, "; ".join(reasons)) for row, reasons in sorted(bad.items())]
+        if not self.bad_rows:
+            table["name"] = text
+            return
+        if self.pars.bad_rows == "raise":
+            shown = "\n  ".join(str(item) for item in self.bad_rows[:_REPORTED_BAD_ROWS])
+            more = len(self.bad_rows) - _REPORTED_BAD_ROWS
+            tail = f"\n  ... and {more} more" if more > 0 else ""
+            raise CatalogError(
+                f"catalog {self.describe()} has {len(self.bad_rows)} unusable row(s) "
+                f"(rows numbered from 0):\n  {shown}{tail}\n"
+                "Fix them, or set catalog.bad_rows: skip to leave them out."
+            )
+        keep = np.ones(len(table), dtype=bool)
+        keep[[item.row for item in self.bad_rows]] = False
+        table["name"] = text
+        table["cat_index"] = np.arange(len(table))
+        self._table = table[keep].reset_index(drop=True)
+
+    def describe(self) -> str:
+        """A short description for messages: the file name or the preset."""
+        if self.pars.filename and self.pars.kind == "file":
+            return repr(self.pars.filename)
+        return f"preset {self.pars.default or self.pars.kind!r}"
+
+    # -- access ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        if self.is_synthetic:
+            return self.pars.num_sources
+        self.load()
+        return len(self._table)
+
+    def get_rows(self, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        """Rows ``start`` to ``stop`` (exclusive) as dictionaries with standard keys.
+
+        Each dictionary has every standard key (``None`` where the catalog has no
+        value), ``cat_index`` (the row number) and ``extra`` (other kept columns).
+        """
+        length = len(self)
+        start = max(0, min(start, length))
+        stop = length if stop is None else max(start, min(stop, length))
+        if self.is_synthetic:
+            frame = synthetic_rows(start, stop, self.pars.seed)
+            frame["cat_index"] = np.arange(start, stop)
+        else:
+            frame = self._table.iloc[start:stop]
+            if "cat_index" not in frame:
+                frame = frame.assign(cat_index=np.arange(start, stop))
+        return self._rows_to_dicts(frame)
+
+    def _rows_to_dicts(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
+        columns = list(frame.columns)
+        extra_columns = [c for c in columns if c.startswith("extra:")]
+        rows = []
+        for values in frame.itertuples(index=False, name=None):
+            record = dict(zip(columns, values))
+            row = {key: _to_python(record.get(key)) for key in STANDARD_COLUMNS}
+            if row["mag_filter"] is None and self.pars.mag_filter is not None:
+                row["mag_filter"] = self.pars.mag_filter
+            row["name"] = str(row["name"])
+            row["cat_index"] = int(record["cat_index"])
+            row["extra"] = {c[len("extra:") :]: _to_python(record[c]) for c in extra_columns}
+            rows.append(row)
+        return rows
+
+    def get_row(self, index: int, output: Literal["dict", "series"] = "dict") -> Any:
+        """One row by its number, as a dictionary (or a pandas Series with ``output="series"``)."""
+        length = len(self)
+        if not -length <= index < length:
+            raise IndexError(f"catalog row {index} does not exist (the catalog has {length} rows)")
+        index = index % length if length else index
+        row = self.get_rows(index, index + 1)[0]
+        if output == "dict":
+            return row
+        if output == "series":
+            return pd.Series(row)
+        raise ValueError(f"output must be 'dict' or 'series', not {output!r}")
+
+    def iter_slices(self, start: int = 0, stop: int | None = None, size: int = 500
+                    ) -> Iterator[list[dict[str, Any]]]:
+        """Rows from ``start`` to ``stop`` in lists of at most ``size``, never all at once."""
+        if size < 1:
+            raise ValueError("slice size must be at least 1")
+        length = len(self)
+        stop = length if stop is None else min(stop, length)
+        for first in range(max(0, start), stop, size):
+            yield self.get_rows(first, min(first + size, stop))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for rows in self.iter_slices():
+            yield from rows
+
+    @property
+    def catalog_hash(self) -> str:
+        """SHA-256 identifying the catalog's content (file bytes, or the synthetic recipe)."""
+        if self._hash is None:
+            if self.is_synthetic:
+                recipe = {"kind": "synthetic", "num_sources": self.pars.num_sources,
+                          "seed": self.pars.seed}
+                self._hash = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+            elif self.pars.kind == "file" and self.pars.filename:
+                path = Path(self.pars.filename).expanduser()
+                self._hash = _file_sha256(path) if path.exists() else ""
+            else:
+                self.load()
+                data = pd.util.hash_pandas_object(self._table.astype(str), index=True).to_numpy()
+                self._hash = hashlib.sha256(data.tobytes()).hexdigest()
+        return self._hash

@@ -1,0 +1,330 @@
+"""Engine and sessions from one URL; schema creation and migrations.
+
+One URL decides everything: the ``database.url`` parameter if a project set
+one, else ``$SKYRETRIEVER_DB_URL``, else a SQLite file under the data root,
+so a first run needs no server. PostgreSQL (through psycopg2) is the
+production database. Nothing is created at import: the engine is made on first
+use, once per process, and the schema is made or migrated by :func:`upgrade`
+(``skyretriever db upgrade``).
+
+Examples
+--------
+>>> import sqlalchemy as sa
+>>> from skyretriever.database import Session, configure
+>>> from skyretriever.models import Source
+>>> configure("sqlite:///:memory:")
+>>> upgrade()
+>>> with Session() as session:
+...     session.scalar(sa.select(sa.func.count(Source.id)))
+0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy import orm
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.pool import NullPool
+
+from skyretriever import storage
+
+__all__ = [
+    "DatabaseError",
+    "Session",
+    "SmartSession",
+    "configure",
+    "get_engine",
+    "get_url",
+    "normalize_url",
+    "redact_url",
+    "upgrade",
+]
+
+ENV_URL = "SKYRETRIEVER_DB_URL"
+DEFAULT_SQLITE_NAME = "skyretriever.db"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"url": None, "engine": None, "pid": None, "factory": None}
+
+
+class DatabaseError(RuntimeError):
+    """The database URL is wrong, the server cannot be reached, or the schema is not usable."""
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a database URL; ``postgresql://`` means the psycopg2 driver.
+
+    Raises
+    ------
+    DatabaseError
+        If the URL cannot be parsed or names an unsupported database.
+
+    Examples
+    --------
+    >>> normalize_url("postgresql://me@db/sky").drivername
+    'postgresql+psycopg2'
+    """
+    try:
+        parsed = make_url(url)
+    except (sa.exc.ArgumentError, ValueError, TypeError):
+        raise DatabaseError(
+            f"cannot parse the database URL {redact_url(url)!r}; expected for example "
+            "'sqlite:////path/to/file.db' or 'postgresql://user@host:5432/dbname'"
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise DatabaseError(
+            f"unsupported database {backend!r} in URL {redact_url(parsed)!r}; "
+            "skyretriever works with SQLite and PostgreSQL"
+        )
+    return parsed
+
+
+def redact_url(url: str | URL | None) -> str:
+    """The URL with any password replaced by ``***``, safe to print or log."""
+    if url is None:
+        return "None"
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparseable URL may still hold a secret: show only its scheme
+        text = str(url)
+        return text.split("://", 1)[0] + "://***" if "://" in text else "***"
+
+
+def _default_url() -> URL:
+    path = storage.data_root() / DEFAULT_SQLITE_NAME
+    return URL.create("sqlite", database=str(path))
+
+
+def configure(url: str | URL | None = None) -> URL:
+    """Choose the database for this process (``None``: environment, then default SQLite).
+
+    An engine already made for another URL is disposed. Returns the URL in use.
+    """
+    if url is None and os.environ.get(ENV_URL):
+        url = os.environ[ENV_URL]
+    parsed = normalize_url(url) if url is not None else None
+    with _lock:
+        if _state["engine"] is not None and parsed != _state["url"]:
+            _dispose_locked()
+        _state["url"] = parsed
+    return get_url()
+
+
+def get_url() -> URL:
+    """The URL in use (the default SQLite file under the data root if none was configured)."""
+    url = _state["url"]
+    if url is None:
+        env = os.environ.get(ENV_URL)
+        url = normalize_url(env) if env else _default_url()
+    return url
+
+
+def _dispose_locked() -> None:
+    engine = _state["engine"]
+    if engine is not None:
+        # In a forked child, the parent's connections must not be closed from here.
+        engine.dispose(close=_state["pid"] == os.getpid())
+    _state.update(engine=None, pid=None, factory=None)
+
+
+def _register_numpy_adapters() -> None:
+    import psycopg2.extensions as extensions
+
+    def adapt_number(value: np.generic) -> Any:
+        return extensions.AsIs(repr(value.item()) if np.isfinite(value) else "'NaN'")
+
+    for kind in (np.float16, np.float32, np.float64):
+        extensions.register_adapter(kind, adapt_number)
+    for kind in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64):
+        extensions.register_adapter(kind, lambda value: extensions.AsIs(int(value)))
+    extensions.register_adapter(np.bool_, lambda value: extensions.AsIs(bool(value)))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def _make_engine(url: URL) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        options: dict[str, Any] = {"connect_args": {"timeout": 60}}
+        if not url.database or url.database == ":memory:":
+            options["poolclass"] = sa.pool.StaticPool
+            options["connect_args"]["check_same_thread"] = False
+        engine = sa.create_engine(url, **options)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    _register_numpy_adapters()
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 10, "application_name": "skyretriever"},
+    )
+
+
+def get_engine() -> Engine:
+    """The engine of this process, made on first use (a new one after a fork)."""
+    with _lock:
+        if _state["engine"] is None or _state["pid"] != os.getpid():
+            if _state["engine"] is not None:
+                _dispose_locked()
+            engine = _make_engine(get_url())
+            _state.update(
+                engine=engine,
+                pid=os.getpid(),
+                factory=orm.sessionmaker(bind=engine, expire_on_commit=False),
+            )
+        return _state["engine"]
+
+
+def worker_engine(url: str | URL) -> Engine:
+    """An engine without a pool, for worker processes that must not share connections."""
+    return sa.create_engine(normalize_url(url), poolclass=NullPool)
+
+
+def Session() -> orm.Session:
+    """A new ORM session on the configured database; use it as a context manager.
+
+    Examples
+    --------
+    >>> with Session() as session:                                   # doctest: +SKIP
+    ...     session.scalars(sa.select(Source).limit(5)).all()
+    """
+    get_engine()
+    return _state["factory"]()
+
+
+class _NoSession:
+    """Stands in for a session where nothing must be read or written."""
+
+    def __getattr__(self, name: str) -> Any:
+        def nothing(*_args: Any, **_kwargs: Any) -> None:
+            return None
+
+        return nothing
+
+    def __bool__(self) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def SmartSession(session: orm.Session | None | bool = None) -> Iterator[Any]:
+    """Use the given session, or open (and close) a new one, or none at all.
+
+    ``SmartSession(session)`` passes ``session`` through untouched (the caller
+    commits and closes it); ``SmartSession(None)`` opens a session and closes it
+    afterwards; ``SmartSession(False)`` gives a no-op session whose methods do
+    nothing and return ``None``, for code paths that must not touch the database.
+
+    Examples
+    --------
+    >>> with SmartSession() as session:                               # doctest: +SKIP
+    ...     session.scalar(sa.select(sa.func.count(Source.id)))
+    """
+    if session is False:
+        yield _NoSession()
+    elif session is None or session is True:
+        with Session() as new_session:
+            yield new_session
+    else:
+        yield session
+
+
+def _connect_error(error: Exception, url: URL) -> DatabaseError:
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+    reason_text = reason[0] if reason else type(error).__name__
+    password = url.password
+    if password:
+        reason_text = reason_text.replace(str(password), "***")
+    return DatabaseError(
+        f"cannot use the database {redact_url(url)}: {reason_text}. Check database.url "
+        f"(or ${ENV_URL}) and that the server is running and reachable."
+    )
+
+
+@contextlib.contextmanager
+def _migration_lock(connection: sa.Connection, url: URL) -> Iterator[None]:
+    if url.get_backend_name() == "postgresql":
+        key = zlib.crc32(b"skyretriever-schema")
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        yield
+        return
+    if not url.database or url.database == ":memory:":
+        yield
+        return
+    lock_path = Path(f"{url.database}.lock")
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _alembic_config(connection: sa.Connection | None = None):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def current_revision() -> str | None:
+    """The schema revision of the configured database (``None`` for an empty database)."""
+    from alembic.runtime.migration import MigrationContext
+
+    url = get_url()
+    try:
+        with get_engine().connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except sa.exc.OperationalError as error:
+        raise _connect_error(error, url) from None
+
+
+def head_revision() -> str:
+    """The newest schema revision this version of the code knows."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def upgrade(revision: str = "head") -> None:
+    """Create or migrate the schema to ``revision``; safe when several processes race.
+
+    Raises
+    ------
+    DatabaseError
+        If the database cannot be reached.
+    """
+    from alembic import command
+
+    url = get_url()
+    if revision == "head" and current_revision() == head_revision():
+        return
+    try:
+        with get_engine().begin() as connection, _migration_lock(connection, url):
+            command.upgrade(_alembic_config(connection), revision)
+    except sa.exc.OperationalError as error:
+        raise _connect_error(error, url) from None

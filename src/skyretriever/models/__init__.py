@@ -1,0 +1,24 @@
+"""The tables: one module per model.
+
+Importing this package defines the tables; it creates no engine and no table.
+"""
+
+from __future__ import annotations
+
+from skyretriever.models.base import Base
+from skyretriever.models.datasets import Lightcurve, RawPhotometry, save_lightcurves
+from skyretriever.models.detection import Detection
+from skyretriever.models.histogram import HistogramBatch
+from skyretriever.models.properties import Properties
+from skyretriever.models.source import Source
+
+__all__ = [
+    "Base",
+    "Detection",
+    "HistogramBatch",
+    "Lightcurve",
+    "Properties",
+    "RawPhotometry",
+    "Source",
+    "save_lightcurves",
+]

@@ -1,0 +1,239 @@
+"""RawPhotometry (what an archive gave us) and Lightcurve (one reduced series)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from skyretriever import storage
+from skyretriever.models.base import Base, FileBacked, utcnow
+
+if TYPE_CHECKING:
+    from skyretriever.models.source import Source
+
+__all__ = ["Lightcurve", "RawPhotometry", "save_lightcurves"]
+
+
+def _finite_or_none(value: Any) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+class RawPhotometry(FileBacked, Base):
+    """All the photometry one observatory has for one source, as downloaded.
+
+    One row and one file per (source name, observatory), shared by every
+    project. A source with no data has ``is_empty=True`` and no file, so it is
+    not asked for again.
+
+    Examples
+    --------
+    >>> raw = RawPhotometry(source_name="star", observatory="demo", ra=10.0, dec=5.0)
+    >>> raw.data = pd.DataFrame({"mjd": [60000.0, 60001.0], "mag": [15.0, 15.1]})
+    >>> raw.save()                                                  # doctest: +SKIP
+    >>> raw.num_points
+    2
+    """
+
+    __tablename__ = "raw_photometry"
+    __table_args__ = (sa.UniqueConstraint("source_name", "observatory"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, doc="Database id of this raw-data row.")
+    source_name: Mapped[str] = mapped_column(
+        index=True, doc="Name of the source (as in the catalog) this data belongs to."
+    )
+    observatory: Mapped[str] = mapped_column(
+        sa.String(20), doc="Observatory name in lower case (demo, tess, k2, kepler, ztf)."
+    )
+    ra: Mapped[float] = mapped_column(doc="Right ascension used for the download (degrees).")
+    dec: Mapped[float] = mapped_column(doc="Declination used for the download (degrees).")
+    is_empty: Mapped[bool] = mapped_column(
+        default=False, doc="True when the archive has no data for this source."
+    )
+    num_points: Mapped[int] = mapped_column(default=0, doc="Number of epochs in the raw data.")
+    time_start: Mapped[float | None] = mapped_column(doc="First epoch (MJD).")
+    time_end: Mapped[float | None] = mapped_column(doc="Last epoch (MJD).")
+    filters: Mapped[list[Any] | None] = mapped_column(doc="Filters present in the raw data.")
+    altdata: Mapped[dict[str, Any] | None] = mapped_column(
+        doc="Provenance: archive, data release, product ids, FITS headers."
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, doc="When the row was made (UTC).")
+
+    lightcurves: Mapped[list[Lightcurve]] = relationship(
+        back_populates="raw_data",
+        passive_deletes=True,
+        doc="Light curves reduced from this raw data (in every project).",
+    )
+
+    def __init__(self, data: pd.DataFrame | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if data is not None:
+            self.data = data
+
+    def compute_summaries(self) -> None:
+        """Fill ``num_points``, ``time_start``, ``time_end`` and ``filters`` from ``data``."""
+        frame = self._data
+        if frame is None or len(frame) == 0:
+            self.num_points, self.time_start, self.time_end = 0, None, None
+            self.filters = []
+            return
+        self.num_points = int(len(frame))
+        if "mjd" in frame:
+            times = frame["mjd"].to_numpy(dtype=float)
+            self.time_start = _finite_or_none(np.nanmin(times))
+            self.time_end = _finite_or_none(np.nanmax(times))
+        if "filter" in frame:
+            self.filters = sorted({str(value) for value in frame["filter"].unique()})
+
+    def save(self) -> None:
+        """Write ``data`` to this source's raw file atomically and record its checksum.
+
+        An empty table marks the row ``is_empty`` and writes no file.
+        """
+        self.compute_summaries()
+        if self._data is None or len(self._data) == 0:
+            self.is_empty = True
+            self.filename = self.key = self.checksum = self.file_size = None
+            return
+        self.is_empty = False
+        relative = storage.raw_filename(self.observatory, self.source_name, self.ra)
+        self.key = storage.sanitize_name(self.source_name)
+        metadata = {
+            "source_name": self.source_name,
+            "observatory": self.observatory,
+            "ra": self.ra,
+            "dec": self.dec,
+            "altdata": self.altdata or {},
+        }
+        info = storage.write_tables(relative, {self.key: (self._data, metadata)})
+        self.filename, self.checksum, self.file_size = info.filename, info.checksum, info.file_size
+
+
+class Lightcurve(FileBacked, Base):
+    """One reduced light curve: one filter, one continuous stretch of one observatory.
+
+    Unique per (source, observatory, series number, processed, simulated,
+    cfg_hash). The light curves of one source and observatory share one file,
+    with keys ``<source>_reduction_XX_of_YY`` ordered by start time; save them
+    together with :func:`save_lightcurves`.
+    """
+
+    __tablename__ = "lightcurves"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "source_id",
+            "observatory",
+            "series_number",
+            "was_processed",
+            "is_simulated",
+            "cfg_hash",
+            name="uq_lightcurves_identity",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, doc="Database id of this light curve.")
+    source_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("sources.id", ondelete="CASCADE"),
+        index=True,
+        doc="The source this light curve belongs to.",
+    )
+    raw_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("raw_photometry.id", ondelete="CASCADE"),
+        index=True,
+        doc="The raw data this light curve was reduced from.",
+    )
+    project: Mapped[str] = mapped_column(doc="Project that made this light curve.")
+    cfg_hash: Mapped[str] = mapped_column(
+        sa.String(64), doc="Config hash of the project (empty when version control is off)."
+    )
+    observatory: Mapped[str] = mapped_column(sa.String(20), doc="Observatory name in lower case.")
+    filter: Mapped[str | None] = mapped_column(doc="Filter (band) of every point in this series.")
+    series_number: Mapped[int] = mapped_column(
+        doc="Position of this series among the source's series of this observatory (1-based)."
+    )
+    series_total: Mapped[int] = mapped_column(
+        doc="How many series the raw data of this observatory was split into."
+    )
+    was_processed: Mapped[bool] = mapped_column(
+        default=True, doc="True once reduced from raw data (false for raw copies)."
+    )
+    is_simulated: Mapped[bool] = mapped_column(
+        default=False, doc="True when events were injected into this light curve."
+    )
+    num_points: Mapped[int] = mapped_column(default=0, doc="Number of epochs.")
+    num_good_points: Mapped[int] = mapped_column(
+        default=0, doc="Number of epochs not flagged by the quality checks (qflag false)."
+    )
+    time_start: Mapped[float | None] = mapped_column(doc="First epoch (MJD).")
+    time_end: Mapped[float | None] = mapped_column(doc="Last epoch (MJD).")
+    exptime: Mapped[float | None] = mapped_column(doc="Median exposure time or cadence (seconds).")
+    mag_mean: Mapped[float | None] = mapped_column(doc="Mean magnitude of the good epochs.")
+    mag_rms: Mapped[float | None] = mapped_column(doc="Standard deviation of the good magnitudes.")
+    flux_mean: Mapped[float | None] = mapped_column(doc="Mean flux of the good epochs.")
+    flux_rms: Mapped[float | None] = mapped_column(doc="Standard deviation of the good fluxes.")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, doc="When the row was made (UTC).")
+
+    source: Mapped[Source] = relationship(back_populates="lightcurves", doc="The source.")
+    raw_data: Mapped[RawPhotometry | None] = relationship(
+        back_populates="lightcurves", doc="The raw data it came from."
+    )
+
+    def __init__(self, data: pd.DataFrame | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if data is not None:
+            self.data = data
+            self.compute_summaries()
+
+    def compute_summaries(self) -> None:
+        """Fill the summary columns (points, times, cadence, mean and rms) from ``data``."""
+        frame = self._data
+        self.num_points = int(len(frame)) if frame is not None else 0
+        if frame is None or len(frame) == 0:
+            self.num_good_points = 0
+            return
+        good = ~frame["qflag"].to_numpy(dtype=bool) if "qflag" in frame else np.ones(len(frame), bool)
+        self.num_good_points = int(good.sum())
+        times = frame["mjd"].to_numpy(dtype=float)
+        self.time_start = _finite_or_none(np.nanmin(times))
+        self.time_end = _finite_or_none(np.nanmax(times))
+        if "exptime" in frame:
+            self.exptime = _finite_or_none(np.nanmedian(frame["exptime"].to_numpy(dtype=float)))
+        for column in ("mag", "flux"):
+            if column not in frame or not good.any():
+                continue
+            values = frame[column].to_numpy(dtype=float)[good]
+            values = values[np.isfinite(values)]
+            if len(values):
+                setattr(self, f"{column}_mean", float(values.mean()))
+                setattr(self, f"{column}_rms", float(values.std()))
+
+    def save(self) -> None:
+        """Write this light curve, with the others of its file (``siblings``), atomically."""
+        save_lightcurves(getattr(self, "siblings", None) or [self])
+
+
+def save_lightcurves(lightcurves: Iterable[Lightcurve]) -> None:
+    """Write light curves to their reduced files, one file per (source, observatory).
+
+    Each light curve must have ``filename`` and ``key`` set (as
+    :meth:`VirtualObservatory.reduce` does); the file's checksum and size are
+    written into every row that shares the file.
+    """
+    groups: dict[str, list[Lightcurve]] = defaultdict(list)
+    for lightcurve in lightcurves:
+        if not lightcurve.filename or not lightcurve.key:
+            raise storage.StorageError(f"{lightcurve!r} has no file name or key to save to")
+        groups[lightcurve.filename].append(lightcurve)
+    for filename, group in groups.items():
+        tables = {lc.key: (lc.data, lc._metadata) for lc in group}
+        info = storage.write_tables(filename, tables)
+        for lc in group:
+            lc.checksum, lc.file_size = info.checksum, info.file_size
+

@@ -1,0 +1,106 @@
+"""Source: one catalog row as seen by one project and configuration."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from skyretriever.models.base import Base, utcnow
+
+if TYPE_CHECKING:
+    from skyretriever.models.datasets import Lightcurve, RawPhotometry
+    from skyretriever.models.detection import Detection
+    from skyretriever.models.properties import Properties
+
+__all__ = ["SOURCE_STATES", "Source"]
+
+SOURCE_STATES = ("new", "done", "failed")
+
+
+class Source(Base):
+    """A star from the catalog, unique per (name, project, cfg_hash).
+
+    Raw data is shared by every project and is linked by the source name and
+    observatory (``raw_photometry``); everything a project makes from it
+    (light curves, properties, detections) hangs off this row by foreign key
+    and is deleted with it.
+
+    Examples
+    --------
+    >>> import sqlalchemy as sa
+    >>> from skyretriever.database import Session
+    >>> with Session() as session:                                  # doctest: +SKIP
+    ...     done = session.scalars(sa.select(Source).where(Source.status == "done")).all()
+    """
+
+    __tablename__ = "sources"
+    __table_args__ = (
+        sa.UniqueConstraint("name", "project", "cfg_hash"),
+        sa.Index(None, "project", "cfg_hash", "status"),
+        sa.CheckConstraint("status IN ('new', 'done', 'failed')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, doc="Database id of this source row.")
+    name: Mapped[str] = mapped_column(doc="Name of the source as in the catalog (not sanitised).")
+    project: Mapped[str] = mapped_column(doc="Name of the project that made this row.")
+    cfg_hash: Mapped[str] = mapped_column(
+        sa.String(64),
+        doc="SHA-256 of the project's config.yaml; empty when version control is off.",
+    )
+    cat_index: Mapped[int | None] = mapped_column(doc="Row number of the source in the catalog.")
+    ra: Mapped[float] = mapped_column(doc="Right ascension (ICRS, degrees) from the catalog.")
+    dec: Mapped[float] = mapped_column(doc="Declination (ICRS, degrees) from the catalog.")
+    mag: Mapped[float | None] = mapped_column(doc="Catalog magnitude.")
+    mag_err: Mapped[float | None] = mapped_column(doc="Uncertainty of the catalog magnitude.")
+    mag_filter: Mapped[str | None] = mapped_column(doc="Band of the catalog magnitude.")
+    pmra: Mapped[float | None] = mapped_column(doc="Proper motion in RA * cos(Dec) (mas/yr).")
+    pmdec: Mapped[float | None] = mapped_column(doc="Proper motion in Dec (mas/yr).")
+    tic_id: Mapped[int | None] = mapped_column(sa.BigInteger, doc="TESS Input Catalog id.")
+    epic_id: Mapped[int | None] = mapped_column(sa.BigInteger, doc="K2 EPIC id.")
+    kic_id: Mapped[int | None] = mapped_column(sa.BigInteger, doc="Kepler Input Catalog id.")
+    gaia_id: Mapped[int | None] = mapped_column(sa.BigInteger, doc="Gaia DR3 source_id.")
+    ztf_oid: Mapped[int | None] = mapped_column(sa.BigInteger, doc="ZTF object id.")
+    cat_extra: Mapped[dict[str, Any] | None] = mapped_column(
+        doc="Other catalog columns of this row, kept as they were."
+    )
+    status: Mapped[str] = mapped_column(
+        sa.String(10),
+        default="new",
+        doc="'new' (not finished), 'done' (every step finished) or 'failed' (see error).",
+    )
+    error: Mapped[str | None] = mapped_column(
+        doc="Why the last run failed on this source (step, observatory and reason)."
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, doc="When the row was made (UTC).")
+    modified_at: Mapped[dt.datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, doc="When the row last changed (UTC)."
+    )
+
+    raw_photometry: Mapped[list[RawPhotometry]] = relationship(
+        primaryjoin="Source.name == foreign(RawPhotometry.source_name)",
+        viewonly=True,
+        doc="Raw data of this source from every observatory (shared by all projects).",
+    )
+    lightcurves: Mapped[list[Lightcurve]] = relationship(
+        back_populates="source",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="(Lightcurve.observatory, Lightcurve.series_number)",
+        doc="Reduced light curves of this source in this project and configuration.",
+    )
+    properties: Mapped[Properties | None] = relationship(
+        back_populates="source",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        uselist=False,
+        doc="Summary statistics of the analysis of this source.",
+    )
+    detections: Mapped[list[Detection]] = relationship(
+        back_populates="source",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        doc="Events found in the light curves of this source (real and simulated).",
+    )

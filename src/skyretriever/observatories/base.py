@@ -1,0 +1,392 @@
+"""VirtualObservatory: download one source's photometry and reduce it to light curves.
+
+A subclass names the observatory (``name``), declares its parameters, and
+implements :meth:`VirtualObservatory.download_from_observatory` (what the
+archive has for one catalog row, as a table and provenance) and, where the
+archive's columns differ from the standard ones, :meth:`standardize`.
+Archives that answer many sources in one query override
+:meth:`prepare_download`, which the pipeline calls once per batch of rows
+before the per-source downloads.
+
+The standard reduced columns are ``mjd, flux, flux_err, mag, mag_err, filter,
+quality, qflag, exptime``; observatories may add more (BJD times, centroids).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from skyretriever import storage
+from skyretriever.models.datasets import Lightcurve, RawPhotometry
+from skyretriever.parameters import ParameterError, Parameters, parameter
+
+__all__ = [
+    "OBSERVATORIES",
+    "ObservatoryParameters",
+    "ProjectContext",
+    "ReducerParameters",
+    "VirtualObservatory",
+    "observatory_class",
+    "register_observatory",
+]
+
+log = logging.getLogger(__name__)
+
+STANDARD_LIGHTCURVE_COLUMNS = (
+    "mjd", "flux", "flux_err", "mag", "mag_err", "filter", "quality", "qflag", "exptime",
+)
+AB_ZEROPOINT_MICROJANSKY = 23.9
+
+
+class ReducerParameters(Parameters):
+    """How raw photometry is split into light curves."""
+
+    gap: float = parameter(
+        40.0, "Split a series where consecutive epochs are further apart than this (days).", gt=0
+    )
+    min_points: int = parameter(1, "Drop series with fewer epochs than this.", ge=1)
+
+
+class ObservatoryParameters(Parameters):
+    """Parameters every observatory has."""
+
+    reducer: ReducerParameters = parameter(
+        default_factory=ReducerParameters, doc="How raw photometry is split into light curves."
+    )
+    quality_bitmask: int | str = parameter(
+        "default",
+        "Quality bits that set qflag: a named preset (none, default, hard, hardest) or an integer.",
+    )
+    download_batch_size: int = parameter(
+        200, "Sources per batch query to the archive.", critical=False, ge=1
+    )
+    download_workers: int = parameter(
+        4, "Downloads in flight at once for this observatory (be polite to archives).",
+        critical=False, ge=1,
+    )
+
+
+@dataclass(frozen=True)
+class ProjectContext:
+    """What an observatory needs to know of the project it works for."""
+
+    name: str
+    cfg_hash: str
+    folder: str
+
+    @classmethod
+    def standalone(cls) -> ProjectContext:
+        return cls(name="standalone", cfg_hash="", folder="STANDALONE")
+
+
+OBSERVATORIES: dict[str, type[VirtualObservatory]] = {}
+
+
+def register_observatory(cls: type[VirtualObservatory]) -> type[VirtualObservatory]:
+    """Class decorator: make an observatory available by its (case-insensitive) name."""
+    OBSERVATORIES[cls.name.lower()] = cls
+    return cls
+
+
+def observatory_class(name: str) -> type[VirtualObservatory]:
+    """The observatory class for a name such as ``'TESS'`` or ``'demo'`` (any case)."""
+    from skyretriever.parameters import unknown_key_message
+
+    _import_builtin_observatories()
+    try:
+        return OBSERVATORIES[name.lower()]
+    except KeyError:
+        raise ParameterError(
+            "obs_names: " + unknown_key_message(name, OBSERVATORIES, "observatory")
+        ) from None
+
+
+def _import_builtin_observatories() -> None:
+    import importlib
+
+    for module in ("demo", "tess", "k2", "kepler", "ztf"):
+        try:
+            importlib.import_module(f"skyretriever.observatories.{module}")
+        except ModuleNotFoundError as error:
+            if error.name != f"skyretriever.observatories.{module}":
+                raise
+
+
+class VirtualObservatory(abc.ABC):
+    """Base of every observatory: download, standardise and reduce one source at a time.
+
+    Parameters
+    ----------
+    pars
+        Parameters object, or ``None`` to build one from ``kwargs``.
+    context
+        The project the products belong to (set by :class:`~skyretriever.Project`).
+    **kwargs
+        Parameter values.
+    """
+
+    name: ClassVar[str] = ""
+    Parameters: ClassVar[type[ObservatoryParameters]] = ObservatoryParameters
+    QUALITY_PRESETS: ClassVar[dict[str, int]] = {
+        "none": 0, "default": 0xFFFFFFFF, "hard": 0xFFFFFFFF, "hardest": 0xFFFFFFFF,
+    }
+    #: Columns (besides gaps in time) along which raw data is split into series.
+    split_columns: ClassVar[tuple[str, ...]] = ("filter",)
+
+    def __init__(self, pars: ObservatoryParameters | None = None,
+                 context: ProjectContext | None = None, **kwargs: Any) -> None:
+        if pars is None:
+            pars = self.Parameters.build(kwargs, where=f"observatories.{self.name}")
+        elif kwargs:
+            pars = self.Parameters.build(pars.model_dump(), kwargs, where=f"observatories.{self.name}")
+        self.pars = pars
+        self.context = context or ProjectContext.standalone()
+        self.project = None
+        self.quality_mask  # noqa: B018 - validate the mask now, not in the middle of a run
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Worker processes get a copy without the project (and its database state).
+        state = dict(self.__dict__)
+        state["project"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(project={self.context.name!r})"
+
+    @property
+    def quality_mask(self) -> int:
+        """The quality bits that set ``qflag``, resolved from a preset name or an integer."""
+        value = self.pars.quality_bitmask
+        if isinstance(value, int):
+            if value < 0:
+                raise ParameterError(f"observatories.{self.name}.quality_bitmask must be >= 0")
+            return value
+        if value not in self.QUALITY_PRESETS:
+            from skyretriever.parameters import unknown_key_message
+
+            raise ParameterError(
+                f"observatories.{self.name}.quality_bitmask: "
+                + unknown_key_message(value, self.QUALITY_PRESETS, "preset")
+            )
+        return self.QUALITY_PRESETS[value]
+
+    # -- downloading -----------------------------------------------------------------------
+    def prepare_download(self, cat_rows: list[dict[str, Any]]) -> None:  # noqa: B027
+        """Called once per batch of rows before their downloads; batch archive queries go here.
+
+        The default does nothing.
+        """
+
+    @abc.abstractmethod
+    def download_from_observatory(self, cat_row: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
+        """Everything the archive has for one catalog row: a table (empty if nothing) and provenance."""
+
+    def download(self, cat_row: dict[str, Any]) -> RawPhotometry:
+        """Download one source into an (unsaved) RawPhotometry object."""
+        frame, altdata = self.download_from_observatory(cat_row)
+        if frame is None:
+            frame = pd.DataFrame()
+        return RawPhotometry(
+            data=frame,
+            source_name=str(cat_row["name"]),
+            observatory=self.name,
+            ra=float(cat_row["ra"]),
+            dec=float(cat_row["dec"]),
+            altdata=altdata or {},
+        )
+
+    # -- reducing --------------------------------------------------------------------------
+    def standardize(self, frame: pd.DataFrame, altdata: dict[str, Any]) -> pd.DataFrame:
+        """Raw table to standard columns; fills ``mag`` from ``flux`` (AB, microjansky) or back.
+
+        Observatories whose archives use other columns override this.
+        """
+        result = frame.copy()
+        if "mag" not in result and "flux" in result:
+            flux = result["flux"].to_numpy(dtype=float)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                result["mag"] = AB_ZEROPOINT_MICROJANSKY - 2.5 * np.log10(flux)
+                result["mag_err"] = 2.5 / np.log(10) * result["flux_err"].to_numpy(float) / flux
+        if "flux" not in result and "mag" in result:
+            mag = result["mag"].to_numpy(dtype=float)
+            result["flux"] = 10 ** (-0.4 * (mag - AB_ZEROPOINT_MICROJANSKY))
+            if "mag_err" in result:
+                result["flux_err"] = result["flux"] * result["mag_err"].to_numpy(float) * np.log(10) / 2.5
+        if "quality" not in result:
+            result["quality"] = np.zeros(len(result), dtype=np.int64)
+        if "filter" not in result:
+            result["filter"] = self.name
+        return result
+
+    def reduce(self, raw: RawPhotometry, data_type: str = "photometry",
+               source: Any = None) -> list[Lightcurve]:
+        """Reduce raw data to light curves: standard columns, ``qflag``, split and numbered.
+
+        The raw table is split by ``split_columns`` (the filter, by default) and
+        wherever consecutive epochs are more than ``reducer.gap`` days apart; the
+        pieces are numbered 1 to N by start time. The raw data is not changed.
+
+        Returns
+        -------
+        list of Lightcurve
+            Unsaved light curves with ``filename`` and ``key`` set; save them
+            together with :func:`~skyretriever.models.save_lightcurves`.
+
+        Examples
+        --------
+        >>> from skyretriever.observatories.demo import VirtualDemoObs
+        >>> obs = VirtualDemoObs(empty_fraction=0)
+        >>> raw = obs.download({"name": "star", "ra": 10.0, "dec": 5.0, "mag": 15.0})
+        >>> [lc.filter for lc in obs.reduce(raw)][:2]
+        ['g', 'r']
+        """
+        if data_type != "photometry":
+            raise ValueError(f"{self.name} can only reduce photometry, not {data_type!r}")
+        if raw.is_empty or raw.data is None or len(raw.data) == 0:
+            return []
+        frame = self.standardize(raw.data, raw.altdata or {})
+        frame = frame[np.isfinite(frame["mjd"].to_numpy(dtype=float))]
+        quality = frame["quality"].to_numpy(dtype=np.int64)
+        frame = frame.assign(qflag=(quality & self.quality_mask) != 0)
+        pieces = self._split(frame)
+        total = len(pieces)
+        folder = self.context.folder
+        filename = storage.reduced_filename(folder, self.name, raw.source_name, raw.ra)
+        lightcurves = []
+        for number, piece in enumerate(pieces, start=1):
+            filters = piece["filter"].unique() if "filter" in piece else [None]
+            lc = Lightcurve(
+                data=piece.reset_index(drop=True),
+                observatory=self.name,
+                filter=str(filters[0]) if len(filters) == 1 else None,
+                series_number=number,
+                series_total=total,
+                was_processed=True,
+                is_simulated=False,
+                project=self.context.name,
+                cfg_hash=self.context.cfg_hash,
+                filename=filename,
+                key=storage.reduction_key(raw.source_name, number, total),
+            )
+            lc._metadata = {
+                "source_name": raw.source_name,
+                "observatory": self.name,
+                "project": self.context.name,
+                "cfg_hash": self.context.cfg_hash,
+                "series_number": number,
+                "series_total": total,
+                "filter": lc.filter,
+                "raw_checksum": raw.checksum,
+            }
+            lightcurves.append(lc)
+        for lc in lightcurves:
+            lc.siblings = lightcurves
+        return lightcurves
+
+    def _split(self, frame: pd.DataFrame) -> list[pd.DataFrame]:
+        """Split into series by ``split_columns`` and time gaps, sorted by start time."""
+        columns = [c for c in self.split_columns if c in frame]
+        groups = frame.groupby(columns, sort=False, dropna=False) if columns else [(None, frame)]
+        pieces = []
+        gap = self.pars.reducer.gap
+        for _, group in groups:
+            group = group.sort_values("mjd", kind="stable")
+            times = group["mjd"].to_numpy(dtype=float)
+            breaks = np.flatnonzero(np.diff(times) > gap) + 1
+            for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(group)]):
+                if stop - start >= self.pars.reducer.min_points:
+                    pieces.append(group.iloc[start:stop])
+        pieces.sort(key=lambda piece: (float(piece["mjd"].iloc[0]), str(piece["filter"].iloc[0])
+                                       if "filter" in piece else ""))
+        return pieces
+
+    # -- whole sources ---------------------------------------------------------------------
+    def fetch_source(self, cat_row: dict[str, Any], save: bool = True, reduce: bool = True):
+        """Download (and reduce) one catalog row.
+
+        With ``save=True`` this goes through the project's pipeline: files are
+        written, rows committed, and data already on disk is reused. With
+        ``save=False`` nothing is written and ``(raw, lightcurves)`` is returned.
+        """
+        if not save:
+            raw = self.download(cat_row)
+            return raw, (self.reduce(raw) if reduce else [])
+        project = self._require_project("fetch_source")
+        return project.run(rows=[cat_row], obs_names=[self.name], analyze=False, reduce=reduce)
+
+    def fetch_all_sources(self, start: int = 0, stop: int | None = None, save: bool = True,
+                          reduce: bool = True):
+        """Download (and reduce) catalog rows ``start`` to ``stop`` of the project's catalog.
+
+        With ``save=True`` returns the run summary; with ``save=False`` a list of
+        ``(raw, lightcurves)`` pairs kept in memory.
+        """
+        project = self._require_project("fetch_all_sources")
+        if not save:
+            rows = project.catalog.get_rows(start, stop)
+            return [self.fetch_source(row, save=False, reduce=reduce) for row in rows]
+        return project.run(start=start, stop=stop, obs_names=[self.name], analyze=False,
+                           reduce=reduce)
+
+    def _require_project(self, what: str):
+        if self.project is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.{what} with save=True needs a project: use "
+                "Project(...).observatories[name], or pass save=False"
+            )
+        return self.project
+
+    def populate_sources(self, session=None) -> int:
+        """Make RawPhotometry rows for raw files on disk that have none; returns how many.
+
+        Each raw file records its source's name and position, so rows lost (or
+        never committed after a crash) are rebuilt without downloading again.
+        """
+        from skyretriever.database import SmartSession
+        from skyretriever.pipeline import raw_row_from_file
+
+        root = storage.data_root()
+        folder = root / self.name.upper()
+        if not folder.exists():
+            return 0
+        files = sorted(folder.glob(f"RA*/{self.name.upper()}_photometry_*.h5"))
+        import sqlalchemy as sa
+
+        made = 0
+        with SmartSession(session) as session:
+            known = set(session.scalars(
+                sa.select(RawPhotometry.filename).where(RawPhotometry.observatory == self.name)
+            ))
+            for path in files:
+                relative = path.relative_to(root).as_posix()
+                if relative in known:
+                    continue
+                values = raw_row_from_file(relative)
+                if values is None:
+                    log.warning("skipping unreadable raw file %s", path)
+                    continue
+                exists = session.scalar(sa.select(RawPhotometry.id).where(
+                    RawPhotometry.source_name == values["source_name"],
+                    RawPhotometry.observatory == self.name,
+                ))
+                if exists is not None:
+                    row = session.get(RawPhotometry, exists)
+                    for key, value in values.items():
+                        setattr(row, key, value)
+                else:
+                    session.add(RawPhotometry(**values))
+                made += 1
+            session.commit()
+        return made
+
+
+def names_of(observatories: Iterable[VirtualObservatory]) -> list[str]:
+    """Observatory names, in order."""
+    return [obs.name for obs in observatories]

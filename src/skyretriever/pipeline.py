@@ -1,0 +1,545 @@
+"""The work on one batch of sources: plan, download, reduce and analyse, then write.
+
+A run goes through the catalog in batches. For each batch the driver:
+
+1. **plans** it with one query per table (which sources are done, which raw
+   data and light curves exist);
+2. **downloads** what is missing (I/O, on threads; an observatory may first
+   query its archive for the whole batch in :meth:`prepare_download`), reusing
+   intact files already on disk;
+3. **reduces and analyses** (CPU, in worker processes), reusing light curves
+   whose files are intact;
+4. **writes** every row of the batch in one transaction, with the batch's
+   histogram counts, and commits once.
+
+Files are always written (atomically) before the rows that point at them are
+committed, so a kill at any moment leaves either nothing or a complete file
+that the next run adopts instead of downloading again. A failure on one source
+is recorded on that source and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy import orm
+from sqlalchemy.dialects import postgresql, sqlite
+
+from skyretriever import storage
+from skyretriever.analysis.analysis import Analysis, AnalysisResult
+from skyretriever.analysis.histogram import SparseCounts, add_sparse
+from skyretriever.catalogs.catalog import CROSS_ID_COLUMNS
+from skyretriever.models import (
+    Detection,
+    HistogramBatch,
+    Lightcurve,
+    Properties,
+    RawPhotometry,
+    Source,
+    save_lightcurves,
+)
+from skyretriever.observatories.base import ProjectContext, VirtualObservatory
+
+__all__ = [
+    "SourceResult",
+    "SourceTask",
+    "Worker",
+    "plan_batch",
+    "raw_row_from_file",
+    "write_batch",
+]
+
+log = logging.getLogger(__name__)
+
+RAW_COLUMNS = ("id", "source_name", "observatory", "ra", "dec", "is_empty", "num_points",
+               "time_start", "time_end", "filters", "altdata", "filename", "key", "checksum",
+               "file_size")
+LIGHTCURVE_STATE_COLUMNS = ("id", "source_id", "raw_id", "observatory", "series_number",
+                            "filter", "filename", "key", "checksum", "file_size", "exptime",
+                            "mag_mean", "num_points", "num_good_points", "time_start", "time_end",
+                            "series_total")
+LIGHTCURVE_VALUE_COLUMNS = ("project", "cfg_hash", "observatory", "filter", "series_number",
+                            "series_total", "was_processed", "is_simulated", "num_points",
+                            "num_good_points", "time_start", "time_end", "exptime", "mag_mean",
+                            "mag_rms", "flux_mean", "flux_rms", "filename", "key", "checksum",
+                            "file_size")
+_MAX_ERROR_LENGTH = 2000
+
+
+def _python(value: Any) -> Any:
+    """Plain Python values for the database (numpy scalars and NaN handled)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _error_text(step: str, observatory: str | None, error: BaseException) -> str:
+    where = f"{step} ({observatory})" if observatory else step
+    text = f"{where}: {type(error).__name__}: {error}"
+    return text[:_MAX_ERROR_LENGTH]
+
+
+@dataclass
+class SourceTask:
+    """One source of a batch: its catalog row and what the database already holds for it."""
+
+    row: dict[str, Any]
+    source_id: int | None = None
+    status: str | None = None
+    raw: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lightcurves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    analyzed: bool = False
+    raw_new: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    downloaded: int = 0
+    skip: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.row["name"]
+
+    def current_raw(self, observatory: str) -> dict[str, Any] | None:
+        return self.raw_new.get(observatory) or self.raw.get(observatory)
+
+
+@dataclass
+class SourceResult:
+    """What the work on one source produced, as plain values for the driver to write."""
+
+    row: dict[str, Any]
+    raw_new: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lightcurves_new: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    analysis: AnalysisResult | None = None
+    status: str = "new"
+    error: str | None = None
+    skipped: bool = False
+    downloaded: int = 0
+    reduced: int = 0
+    empty: bool = False
+    kept_lightcurves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: (observatory, series number) of each light curve, in the order the analysis saw them.
+    analysed_keys: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.row["name"]
+
+
+def _dialect_insert(session: orm.Session):
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _chunks(items: list[Any], size: int = 500) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# -- 1. planning ---------------------------------------------------------------------------
+def plan_batch(session: orm.Session, rows: list[dict[str, Any]], context: ProjectContext,
+               observatories: list[str]) -> list[SourceTask]:
+    """What exists for each row of a batch: one query per table, not one per source."""
+    tasks = {row["name"]: SourceTask(row=row) for row in rows}
+    names = list(tasks)
+    for chunk in _chunks(names):
+        for source_id, name, status in session.execute(
+            sa.select(Source.id, Source.name, Source.status).where(
+                Source.project == context.name,
+                Source.cfg_hash == context.cfg_hash,
+                Source.name.in_(chunk),
+            )
+        ):
+            tasks[name].source_id, tasks[name].status = source_id, status
+        columns = [getattr(RawPhotometry, c) for c in RAW_COLUMNS]
+        for values in session.execute(
+            sa.select(*columns).where(
+                RawPhotometry.source_name.in_(chunk), RawPhotometry.observatory.in_(observatories)
+            )
+        ).mappings():
+            tasks[values["source_name"]].raw[values["observatory"]] = dict(values)
+    by_id = {task.source_id: task for task in tasks.values() if task.source_id is not None}
+    ids = list(by_id)
+    for chunk in _chunks(ids):
+        columns = [getattr(Lightcurve, c) for c in LIGHTCURVE_STATE_COLUMNS]
+        for values in session.execute(
+            sa.select(*columns)
+            .where(
+                Lightcurve.source_id.in_(chunk),
+                Lightcurve.observatory.in_(observatories),
+                Lightcurve.was_processed.is_(True),
+                Lightcurve.is_simulated.is_(False),
+            )
+            .order_by(Lightcurve.source_id, Lightcurve.observatory, Lightcurve.series_number)
+        ).mappings():
+            task = by_id[values["source_id"]]
+            task.lightcurves.setdefault(values["observatory"], []).append(dict(values))
+        for source_id in session.scalars(
+            sa.select(Properties.source_id).where(Properties.source_id.in_(chunk))
+        ):
+            by_id[source_id].analyzed = True
+    return [tasks[row["name"]] for row in rows]
+
+
+# -- 2. downloading ------------------------------------------------------------------------
+def _raw_values(raw: RawPhotometry) -> dict[str, Any]:
+    values = {c: _python(getattr(raw, c)) for c in RAW_COLUMNS if c != "id"}
+    values["filters"] = list(raw.filters or [])
+    values["altdata"] = raw.altdata or {}
+    return values
+
+
+def raw_row_from_file(relative: str) -> dict[str, Any] | None:
+    """Rebuild the values of a RawPhotometry row from its file (``None`` if unreadable)."""
+    try:
+        keys = storage.read_table_keys(relative)
+        if len(keys) != 1:
+            return None
+        frame, metadata = storage.read_table(relative, keys[0])
+        path = storage.full_path(relative)
+        raw = RawPhotometry(
+            data=frame,
+            source_name=metadata["source_name"],
+            observatory=metadata["observatory"],
+            ra=float(metadata["ra"]),
+            dec=float(metadata["dec"]),
+            altdata=metadata.get("altdata") or {},
+        )
+        raw.compute_summaries()
+        raw.is_empty = False
+        raw.filename, raw.key = relative, keys[0]
+        raw.checksum, raw.file_size = storage.file_sha256(path), path.stat().st_size
+    except (storage.StorageError, KeyError, TypeError, ValueError):
+        return None
+    return _raw_values(raw)
+
+
+def _raw_intact(values: dict[str, Any]) -> bool:
+    if values.get("is_empty"):
+        return True
+    if not values.get("filename"):
+        return False
+    return storage.verify_file(storage.full_path(values["filename"]), values["checksum"],
+                               values["file_size"])
+
+
+def _lightcurves_intact(states: list[dict[str, Any]]) -> bool:
+    checked: dict[str, bool] = {}
+    for state in states:
+        filename = state["filename"]
+        if filename not in checked:
+            checked[filename] = bool(filename) and storage.verify_file(
+                storage.full_path(filename), state["checksum"], state["file_size"]
+            )
+        if not checked[filename]:
+            return False
+    return True
+
+
+def download_source(task: SourceTask, observatories: list[VirtualObservatory],
+                    reduce: bool = True) -> SourceTask:
+    """Make sure every observatory's raw data for one source is on disk (I/O stage).
+
+    Intact raw files are kept; a complete file on disk without a row (left by
+    a run that was killed before committing) is adopted; anything else is
+    downloaded. A source already done whose every file is intact is marked
+    ``skip`` and goes no further.
+    """
+    names = [obs.name for obs in observatories]
+    if task.status == "done" and all(obs in task.raw and _raw_intact(task.raw[obs]) for obs in names):
+        if not reduce or all(
+            _lightcurves_intact(task.lightcurves.get(obs, []))
+            and (task.raw[obs]["is_empty"] or task.lightcurves.get(obs))
+            for obs in names
+        ):
+            task.skip = True
+            return task
+    for obs in observatories:
+        existing = task.raw.get(obs.name)
+        if existing is not None and _raw_intact(existing):
+            continue
+        try:
+            relative = storage.raw_filename(obs.name, task.name, task.row["ra"])
+            adopted = None
+            if storage.full_path(relative).exists():
+                adopted = raw_row_from_file(relative)
+                if adopted is not None and adopted["source_name"] != task.name:
+                    adopted = None
+            if adopted is not None:
+                task.raw_new[obs.name] = adopted
+                continue
+            raw = obs.download(task.row)
+            raw.save()
+            task.raw_new[obs.name] = _raw_values(raw)
+            task.downloaded += 1
+        except Exception as error:  # one source's failure must not stop the run
+            log.debug("download failed for %s (%s)", task.name, obs.name, exc_info=True)
+            task.errors.append(_error_text("download", obs.name, error))
+    return task
+
+
+# -- 3. reducing and analysing -------------------------------------------------------------
+def _lightcurve_values(lc: Lightcurve) -> dict[str, Any]:
+    return {c: _python(getattr(lc, c)) for c in LIGHTCURVE_VALUE_COLUMNS}
+
+
+def _lightcurve_from_state(state: dict[str, Any], context: ProjectContext) -> Lightcurve:
+    lc = Lightcurve(
+        **{c: state[c] for c in ("observatory", "filter", "series_number", "series_total",
+                                 "filename", "key", "checksum", "file_size", "exptime",
+                                 "mag_mean", "num_points", "num_good_points", "time_start",
+                                 "time_end")},
+        project=context.name, cfg_hash=context.cfg_hash,
+    )
+    return lc
+
+
+class Worker:
+    """The CPU stage, built once per worker process from the project's objects."""
+
+    def __init__(self, context: ProjectContext, observatories: list[VirtualObservatory],
+                 analysis: Analysis | None, data_root: str) -> None:
+        self.context = context
+        self.observatories = observatories
+        self.analysis = analysis
+        self.data_root = data_root
+
+    def setup(self) -> None:
+        """Point this process at the project's data root (run in each worker process)."""
+        storage.configure(self.data_root)
+
+    def process(self, task: SourceTask, reduce: bool = True, analyze: bool = True) -> SourceResult:
+        """Reduce (where needed) and analyse one source; failures become the result's error."""
+        result = SourceResult(row=task.row, raw_new=task.raw_new, downloaded=task.downloaded)
+        if task.skip:
+            result.skipped, result.status = True, "done"
+            return result
+        errors = list(task.errors)
+        lightcurves: list[Lightcurve] = []
+        changed = False
+        for obs in self.observatories:
+            raw_values = task.current_raw(obs.name)
+            if raw_values is None or not reduce:
+                continue
+            try:
+                kept = task.lightcurves.get(obs.name, [])
+                if raw_values["is_empty"]:
+                    if kept:
+                        result.lightcurves_new[obs.name] = []
+                        changed = True
+                    continue
+                if (obs.name not in task.raw_new and kept
+                        and all(state["raw_id"] == raw_values.get("id") for state in kept)
+                        and _lightcurves_intact(kept)):
+                    result.kept_lightcurves[obs.name] = kept
+                    for state in kept:
+                        lightcurves.append(_lightcurve_from_state(state, self.context))
+                        result.analysed_keys.append((obs.name, state["series_number"]))
+                    continue
+                raw = RawPhotometry(**{k: v for k, v in raw_values.items() if k != "id"})
+                raw.load()
+                reduced = obs.reduce(raw)
+                save_lightcurves(reduced)
+                result.lightcurves_new[obs.name] = [_lightcurve_values(lc) for lc in reduced]
+                result.reduced += len(reduced)
+                lightcurves += reduced
+                result.analysed_keys += [(obs.name, lc.series_number) for lc in reduced]
+                changed = True
+            except Exception as error:  # one source's failure must not stop the run
+                log.debug("reduction failed for %s (%s)", task.name, obs.name, exc_info=True)
+                errors.append(_error_text("reduce", obs.name, error))
+        if errors:
+            result.status, result.error = "failed", "; ".join(errors)[:_MAX_ERROR_LENGTH]
+            return result
+        result.empty = all(
+            (task.current_raw(obs.name) or {}).get("is_empty") for obs in self.observatories
+        )
+        if not (reduce and analyze and self.analysis is not None):
+            # Partial work (download or reduce only) never marks a source done.
+            result.status = "done" if task.status == "done" and not changed else "new"
+            return result
+        if changed or not task.analyzed:
+            try:
+                result.analysis = self.analysis.analyze_photometry(lightcurves, task.row)
+            except Exception as error:  # one source's failure must not stop the run
+                log.debug("analysis failed for %s", task.name, exc_info=True)
+                result.status, result.error = "failed", _error_text("analysis", None, error)
+                return result
+        result.status = "done"
+        return result
+
+
+# -- 4. writing ----------------------------------------------------------------------------
+def _source_values(row: dict[str, Any], context: ProjectContext) -> dict[str, Any]:
+    values = {
+        "name": row["name"],
+        "project": context.name,
+        "cfg_hash": context.cfg_hash,
+        "cat_index": row.get("cat_index"),
+        "status": "new",
+        "cat_extra": row.get("extra") or None,
+    }
+    for column in ("ra", "dec", "mag", "mag_err", "mag_filter", "pmra", "pmdec", *CROSS_ID_COLUMNS):
+        values[column] = _python(row.get(column))
+    return values
+
+
+@dataclass
+class BatchWrite:
+    """What one committed batch changed (for the run summary)."""
+
+    histogram_batch_ids: list[int] = field(default_factory=list)
+    statements: int = 0
+
+
+def write_batch(session: orm.Session, results: list[SourceResult], context: ProjectContext,
+                histogram_name: str | None) -> BatchWrite:
+    """Write every row of a batch in one transaction and commit once.
+
+    Sources are inserted if new (ON CONFLICT DO NOTHING) and locked; raw rows
+    are upserted; light curves, properties and detections of the sources that
+    were redone replace the old ones; statuses and errors are updated; the
+    batch's histogram counts are stored with it.
+    """
+    insert = _dialect_insert(session)
+    is_postgresql = session.get_bind().dialect.name == "postgresql"
+    written = BatchWrite()
+    work = [r for r in results if not r.skipped]
+    if not work:
+        return written
+
+    def execute(statement, parameters=None):
+        written.statements += 1
+        return session.execute(statement, parameters) if parameters is not None else (
+            session.execute(statement)
+        )
+
+    # sources
+    execute(
+        insert(Source).on_conflict_do_nothing(index_elements=["name", "project", "cfg_hash"]),
+        [_source_values(r.row, context) for r in work],
+    )
+    names = [r.name for r in work]
+    query = sa.select(Source.id, Source.name).where(
+        Source.project == context.name, Source.cfg_hash == context.cfg_hash, Source.name.in_(names)
+    )
+    if is_postgresql:
+        query = query.order_by(Source.id).with_for_update()
+    source_ids = {name: source_id for source_id, name in execute(query)}
+
+    # raw data (shared by projects)
+    raw_rows = [values for r in work for values in r.raw_new.values()]
+    if raw_rows:
+        statement = insert(RawPhotometry)
+        updates = {c: statement.excluded[c] for c in RAW_COLUMNS if c not in
+                   ("id", "source_name", "observatory")}
+        execute(statement.on_conflict_do_update(
+            index_elements=["source_name", "observatory"], set_=updates
+        ), [{k: v for k, v in values.items() if k != "id"} for values in raw_rows])
+    raw_ids: dict[tuple[str, str], int] = {}
+    for raw_id, source_name, observatory in execute(
+        sa.select(RawPhotometry.id, RawPhotometry.source_name, RawPhotometry.observatory).where(
+            RawPhotometry.source_name.in_(names)
+        )
+    ):
+        raw_ids[(source_name, observatory)] = raw_id
+
+    # light curves replaced where they were reduced again
+    by_observatory: dict[str, list[int]] = {}
+    for r in work:
+        for obs in r.lightcurves_new:
+            by_observatory.setdefault(obs, []).append(source_ids[r.name])
+    for obs, ids in by_observatory.items():
+        execute(sa.delete(Lightcurve).where(
+            Lightcurve.source_id.in_(ids), Lightcurve.observatory == obs,
+            Lightcurve.was_processed.is_(True), Lightcurve.is_simulated.is_(False),
+        ))
+    lightcurve_rows, lightcurve_keys = [], []
+    for r in work:
+        for obs, rows in r.lightcurves_new.items():
+            for values in rows:
+                lightcurve_rows.append(dict(values, source_id=source_ids[r.name],
+                                            raw_id=raw_ids.get((r.name, obs))))
+                lightcurve_keys.append((r.name, obs, values["series_number"]))
+    lightcurve_ids: dict[tuple[str, str, int], int] = {}
+    if lightcurve_rows:
+        returned = execute(
+            sa.insert(Lightcurve).returning(Lightcurve.id, sort_by_parameter_order=True),
+            lightcurve_rows,
+        ).scalars().all()
+        lightcurve_ids = dict(zip(lightcurve_keys, returned))
+    for r in work:
+        for obs, states in r.kept_lightcurves.items():
+            for state in states:
+                lightcurve_ids[(r.name, obs, state["series_number"])] = state["id"]
+
+    # light curves made again without analysis: their old analysis no longer holds
+    stale = [source_ids[r.name] for r in work if r.lightcurves_new and r.analysis is None]
+    if stale:
+        execute(sa.delete(Detection).where(Detection.source_id.in_(stale)))
+        execute(sa.delete(Properties).where(Properties.source_id.in_(stale)))
+
+    # analysis results replace the old ones
+    analysed = [r for r in work if r.analysis is not None]
+    if analysed:
+        ids = [source_ids[r.name] for r in analysed]
+        execute(sa.delete(Detection).where(Detection.source_id.in_(ids)))
+        execute(sa.delete(Properties).where(Properties.source_id.in_(ids)))
+        execute(sa.insert(Properties), [
+            {**{k: _python(v) for k, v in r.analysis.properties.items()},
+             "source_id": source_ids[r.name], "project": context.name,
+             "cfg_hash": context.cfg_hash}
+            for r in analysed
+        ])
+        detection_rows = []
+        for r in analysed:
+            lightcurves = [(r.name, obs, number) for obs, number in r.analysed_keys]
+            for detection in r.analysis.detections:
+                values = {k: _python(v) for k, v in detection.items() if k != "lightcurve_index"}
+                index = detection.get("lightcurve_index")
+                if index is not None:
+                    values["lightcurve_id"] = lightcurve_ids.get(lightcurves[index])
+                values.update(source_id=source_ids[r.name], project=context.name,
+                              cfg_hash=context.cfg_hash)
+                detection_rows.append(values)
+        if detection_rows:
+            execute(sa.insert(Detection), detection_rows)
+        if histogram_name is not None:
+            counts: SparseCounts = {}
+            for r in analysed:
+                add_sparse(counts, r.analysis.histogram)
+            batch_id = execute(sa.insert(HistogramBatch).returning(HistogramBatch.id).values(
+                project=context.name, cfg_hash=context.cfg_hash, name=histogram_name,
+                num_sources=len(analysed),
+                counts={v: {str(i): n for i, n in cells.items()} for v, cells in counts.items()},
+            )).scalar_one()
+            written.histogram_batch_ids.append(batch_id)
+
+    # statuses
+    execute(sa.update(Source), [
+        {"id": source_ids[r.name], "status": r.status, "error": r.error} for r in work
+    ])
+    session.commit()
+    return written
+
+
+def summarize(results: Iterable[SourceResult]) -> Counter:
+    """Counts of what a batch did (done, skipped, empty, failed, downloads, reductions)."""
+    counts: Counter = Counter()
+    for r in results:
+        counts["sources"] += 1
+        if r.skipped:
+            counts["skipped"] += 1
+            continue
+        counts[r.status] += 1
+        counts["downloaded"] += r.downloaded
+        counts["reduced"] += r.reduced
+        counts["analyzed"] += int(r.analysis is not None)
+        counts["empty"] += int(r.empty and r.status == "done")
+    return counts

@@ -1,0 +1,574 @@
+"""Project: builds the catalog, observatories and analysis from parameters, and runs them.
+
+Examples
+--------
+>>> from skyretriever import Project
+>>> proj = Project(name="quick", obs_names=["demo"],
+...                catalog_kwargs={"default": "test", "num_sources": 20})   # doctest: +SKIP
+>>> summary = proj.run()                                                     # doctest: +SKIP
+>>> summary.counts["done"]                                                   # doctest: +SKIP
+20
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+
+from skyretriever import __version__, database, storage
+from skyretriever.analysis.analysis import Analysis, load_class
+from skyretriever.analysis.histogram import Histogram, update_histogram_file
+from skyretriever.catalogs.catalog import Catalog, CatalogParameters
+from skyretriever.execution import ExecutionParameters, make_executor
+from skyretriever.models import HistogramBatch, Source
+from skyretriever.observatories.base import (
+    OBSERVATORIES,
+    ProjectContext,
+    VirtualObservatory,
+    observatory_class,
+)
+from skyretriever.parameters import (
+    ParameterError,
+    Parameters,
+    load_yaml,
+    merge,
+    parameter,
+    unknown_key_message,
+)
+from skyretriever.pipeline import Worker, plan_batch, summarize, write_batch
+
+__all__ = ["Project", "ProjectParameters", "RunSummary"]
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("project", "database", "data_root", "catalog", "observatories", "analysis", "execution")
+CONSTRUCTOR_KEYWORDS = ("catalog_kwargs", "obs_kwargs", "analysis_kwargs", "execution_kwargs",
+                        "database_url", "data_root", "analysis_module", "analysis_class")
+
+
+class ProjectParameters(Parameters):
+    """Parameters of the project itself."""
+
+    name: str = parameter(..., "Name of the project; names its output folder.", min_length=1)
+    description: str = parameter("", "Free text describing the project.", critical=False)
+    version_control: bool = parameter(
+        False, "Keep products of each configuration apart, in a folder named by the config hash."
+    )
+    obs_names: list[str] = parameter(["demo"], "Observatories to use (demo, TESS, K2, Kepler, ZTF).",
+                                     min_length=1)
+    analysis_module: str | None = parameter(
+        None, "Module of a custom Analysis class (e.g. extensions.my_analysis)."
+    )
+    analysis_class: str | None = parameter(None, "Name of the custom Analysis class in that module.")
+    progress: bool = parameter(True, "Show a progress bar during runs.", critical=False)
+    verbose: bool = parameter(False, "Log every source's steps.", critical=False)
+
+    @classmethod
+    def prepare_input(cls, data: dict[str, Any]) -> dict[str, Any]:
+        name = data.get("name")
+        if isinstance(name, str) and storage.sanitize_name(name) != name:
+            raise ValueError(
+                f"name: project name {name!r} may only use letters, digits and . _ + - "
+                "(it names a folder)"
+            )
+        return data
+
+
+@dataclass
+class RunSummary:
+    """What one run did: counts, failures with their reasons, and time spent."""
+
+    project: str
+    cfg_hash: str
+    counts: Counter = field(default_factory=Counter)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    statements: int = 0
+
+    @property
+    def elapsed(self) -> float:
+        return self.seconds.get("total", 0.0)
+
+    def __str__(self) -> str:
+        c = self.counts
+        rate = c["sources"] / self.elapsed if self.elapsed > 0 else 0.0
+        lines = [
+            f"project {self.project} ({self.cfg_hash[:12] or 'no version control'}): "
+            f"{c['sources']} sources in {self.elapsed:.1f} s ({rate:.1f} per second)",
+            f"  done {c['done']}, skipped (already done) {c['skipped']}, empty {c['empty']}, "
+            f"failed {c['failed']}",
+            f"  downloads {c['downloaded']}, light curves reduced {c['reduced']}, "
+            f"sources analysed {c['analyzed']}",
+        ]
+        if self.failures:
+            lines.append("  failures:")
+            lines += [f"    {name}: {reason}" for name, reason in self.failures[:20]]
+            if len(self.failures) > 20:
+                lines.append(f"    ... and {len(self.failures) - 20} more "
+                             "(skyretriever status lists them)")
+        return "\n".join(lines)
+
+
+class _ObservatoryDict(dict):
+    """Observatories by name, looked up in any case."""
+
+    def __getitem__(self, key: str) -> VirtualObservatory:
+        try:
+            return super().__getitem__(key.lower())
+        except KeyError:
+            raise KeyError(unknown_key_message(key, self.keys(), "observatory")) from None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.lower())
+
+
+def _split_observatory_section(section: dict[str, Any], where: str
+                               ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Common keys, and per-observatory sub-dictionaries (keys naming an observatory, any case)."""
+    from skyretriever.observatories.base import _import_builtin_observatories
+
+    _import_builtin_observatories()
+    common, per_observatory = {}, {}
+    for key, value in (section or {}).items():
+        if str(key).lower() in OBSERVATORIES:
+            if not isinstance(value, dict):
+                raise ParameterError(f"{where}.{key}: expected a mapping of parameters")
+            per_observatory[str(key).lower()] = merge(per_observatory.get(str(key).lower()), value)
+        else:
+            common[key] = value
+    return common, per_observatory
+
+
+class Project:
+    """A catalog, the observatories to query for it, and the analysis to run on what they give.
+
+    Parameters
+    ----------
+    name
+        Names the project and its output folder (required unless ``cfg_file`` names it).
+    cfg_file
+        YAML configuration; default ``configs/<name>.yaml`` if that file exists.
+        ``False`` reads no file.
+    version_control, obs_names, analysis_module, analysis_class, ...
+        Project parameters (see :class:`ProjectParameters`).
+    catalog_kwargs, obs_kwargs, analysis_kwargs, execution_kwargs
+        Parameters of the catalog, of every observatory, of the analysis, of execution.
+    database_url, data_root
+        Where rows and files go (default ``$SKYRETRIEVER_DB_URL`` or a SQLite file in
+        the data root; ``$SKYRETRIEVER_DATA`` or ``./data``).
+    **observatory_kwargs
+        ``TESS={...}``, ``demo={...}``: parameters of one observatory (highest priority).
+
+    Examples
+    --------
+    >>> proj = Project(name="quick", cfg_file=False, catalog_kwargs={"default": "test"},
+    ...                obs_kwargs={"reducer": {"gap": 20}}, demo={"num_points": 50})
+    >>> proj.observatories["demo"].pars.reducer.gap, proj.demo.pars.num_points
+    (20.0, 50)
+    """
+
+    def __init__(self, name: str | None = None, cfg_file: str | os.PathLike | bool | None = None,
+                 **kwargs: Any) -> None:
+        config, self.cfg_file = self._read_config(name, cfg_file)
+        unknown = [key for key in config if key not in SECTIONS]
+        if unknown:
+            raise ParameterError(
+                f"{self.cfg_file}: " + unknown_key_message(unknown[0], SECTIONS, "section")
+            )
+        project_keys = set(ProjectParameters.model_fields)
+        project_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in project_keys}
+        if name is not None:
+            project_kwargs["name"] = name
+        observatory_kwargs = {k.lower(): kwargs.pop(k) for k in list(kwargs)
+                              if k.lower() in OBSERVATORIES}
+        constructor = {k: kwargs.pop(k) for k in list(kwargs) if k in CONSTRUCTOR_KEYWORDS}
+        if kwargs:
+            key = next(iter(kwargs))
+            valid = [*project_keys, *CONSTRUCTOR_KEYWORDS, *(k.upper() for k in OBSERVATORIES)]
+            raise ParameterError("Project: " + unknown_key_message(key, valid, "keyword argument"))
+        for key in ("analysis_module", "analysis_class"):
+            if key in constructor:
+                project_kwargs[key] = constructor.pop(key)
+        where = f"project section of {self.cfg_file}" if self.cfg_file else "project"
+        if "name" not in project_kwargs and not (config.get("project") or {}).get("name"):
+            raise ParameterError(
+                "Project needs a name: Project(name=...) or 'project: {name: ...}' in the YAML file"
+            )
+        self.pars = ProjectParameters.build(config.get("project"), project_kwargs, where=where)
+        self._configure_storage(config, constructor)
+
+        source = f" of {self.cfg_file}" if self.cfg_file else ""
+        self.catalog = Catalog(CatalogParameters.build(
+            config.get("catalog"), constructor.get("catalog_kwargs"), where=f"catalog{source}"
+        ))
+        self.execution = ExecutionParameters.build(
+            config.get("execution"), constructor.get("execution_kwargs"), where=f"execution{source}"
+        )
+        self.observatories = _ObservatoryDict()
+        common, per_observatory = _split_observatory_section(
+            config.get("observatories"), f"observatories{source}"
+        )
+        obs_common_kwargs, obs_per_kwargs = _split_observatory_section(
+            constructor.get("obs_kwargs"), "obs_kwargs"
+        )
+        for obs_name in self.pars.obs_names:
+            cls = observatory_class(obs_name)
+            pars = cls.Parameters.build(
+                common, obs_common_kwargs, per_observatory.get(cls.name),
+                obs_per_kwargs.get(cls.name), observatory_kwargs.get(cls.name),
+                where=f"observatories.{cls.name}{source}",
+            )
+            obs = cls(pars)
+            obs.project = self
+            self.observatories[cls.name] = obs
+        analysis_cls = self._analysis_class()
+        self.analysis = analysis_cls(analysis_cls.Parameters.build(
+            config.get("analysis"), constructor.get("analysis_kwargs"), where=f"analysis{source}"
+        ))
+        self._update_context()
+
+    # -- construction helpers --------------------------------------------------------------
+    @staticmethod
+    def _read_config(name: str | None, cfg_file: Any) -> tuple[dict[str, Any], str | None]:
+        if cfg_file is False:
+            return {}, None
+        if cfg_file is None or cfg_file is True:
+            if name is None:
+                return {}, None
+            default = Path("configs") / f"{name}.yaml"
+            if not default.exists():
+                if cfg_file is True:
+                    raise ParameterError(f"no configuration file {str(default)!r}")
+                return {}, None
+            cfg_file = default
+        return load_yaml(cfg_file), str(cfg_file)
+
+    def _configure_storage(self, config: dict[str, Any], constructor: dict[str, Any]) -> None:
+        root = constructor.get("data_root") or config.get("data_root")
+        if root is not None and not isinstance(root, (str, os.PathLike)):
+            raise ParameterError(f"data_root must be a path, not {type(root).__name__}")
+        self.data_root = storage.configure(root)
+        section = config.get("database") or {}
+        if not isinstance(section, dict):
+            raise ParameterError("database: expected a mapping such as {url: ...}")
+        unknown = [k for k in section if k != "url"]
+        if unknown:
+            raise ParameterError("database: " + unknown_key_message(unknown[0], ["url"]))
+        url = constructor.get("database_url") or section.get("url")
+        self.database_url = database.configure(url)
+
+    def _analysis_class(self) -> type[Analysis]:
+        module, name = self.pars.analysis_module, self.pars.analysis_class
+        if not module and not name:
+            return Analysis
+        if not (module and name):
+            raise ParameterError("analysis_module and analysis_class must be given together")
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        cls = load_class(f"{module}:{name}", "analysis_module/analysis_class")
+        if not (isinstance(cls, type) and issubclass(cls, Analysis)):
+            raise ParameterError(f"{module}:{name} is not a subclass of skyretriever Analysis")
+        return cls
+
+    # -- configuration and hash ------------------------------------------------------------
+    def critical_config(self) -> dict[str, Any]:
+        """Everything that changes results: the contents of ``config.yaml``."""
+        project = self.pars.to_dict(critical_only=True)
+        catalog = self.catalog.pars.to_dict(critical_only=True)
+        catalog["catalog_hash"] = self.catalog.catalog_hash
+        return {
+            "skyretriever_version": __version__,
+            "project": project,
+            "catalog": catalog,
+            "observatories": {name: obs.pars.to_dict(critical_only=True)
+                              for name, obs in self.observatories.items()},
+            "analysis": self.analysis.critical_parameters(),
+        }
+
+    def config_text(self) -> str:
+        """``config.yaml`` as text; its SHA-256 is the config hash."""
+        header = "# skyretriever configuration: the parameters that change results.\n" \
+                 "# The SHA-256 of this file is the project's cfg_hash.\n"
+        return header + yaml.safe_dump(self.critical_config(), sort_keys=True)
+
+    @property
+    def cfg_hash(self) -> str:
+        """SHA-256 of ``config.yaml`` (the parameters that change results)."""
+        return hashlib.sha256(self.config_text().encode("utf-8")).hexdigest()
+
+    def full_config(self) -> dict[str, Any]:
+        """Every resolved parameter, critical or not (written to ``settings.yaml``)."""
+        return {
+            "project": self.pars.to_dict(),
+            "database": {"url": database.redact_url(self.database_url)},
+            "data_root": str(self.data_root),
+            "catalog": self.catalog.pars.to_dict(),
+            "observatories": {name: obs.pars.to_dict() for name, obs in self.observatories.items()},
+            "analysis": self.analysis.resolved_parameters(),
+            "execution": self.execution.to_dict(),
+        }
+
+    def _update_context(self) -> ProjectContext:
+        cfg_hash = self.cfg_hash
+        folder = storage.project_folder_name(self.pars.name, cfg_hash, self.pars.version_control)
+        self.context = ProjectContext(
+            name=self.pars.name,
+            cfg_hash=cfg_hash if self.pars.version_control else "",
+            folder=folder,
+        )
+        for obs in self.observatories.values():
+            obs.context = self.context
+        return self.context
+
+    @property
+    def output_folder(self) -> Path:
+        """``DATA_ROOT/<NAME>`` or, with version control, ``DATA_ROOT/<NAME>_<cfg_hash>``."""
+        return self.data_root / self.context.folder
+
+    def write_config(self) -> Path:
+        """Write ``config.yaml`` (hashed) and ``settings.yaml`` (everything) atomically."""
+        folder = self.output_folder
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in (("config.yaml", self.config_text()),
+                           ("settings.yaml", yaml.safe_dump(self.full_config(), sort_keys=True))):
+            path = folder / name
+            if path.exists() and path.read_text() == text:
+                continue
+            temporary = path.with_name(f"{name}.{os.getpid()}.tmp")
+            temporary.write_text(text)
+            os.replace(temporary, path)
+        return folder / "config.yaml"
+
+    def __getattr__(self, name: str) -> VirtualObservatory:
+        observatories = self.__dict__.get("observatories")
+        if observatories is not None and name.lower() in observatories:
+            return observatories[name.lower()]
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        return f"Project(name={self.pars.name!r}, obs_names={self.pars.obs_names!r})"
+
+    # -- running ---------------------------------------------------------------------------
+    def _rows(self, start: int | None, stop: int | None, source_names: Iterable[str] | None,
+              rows: list[dict[str, Any]] | None) -> Iterator[list[dict[str, Any]]]:
+        size = self.execution.batch_size
+        if rows is not None:
+            for first in range(0, len(rows), size):
+                yield rows[first : first + size]
+            return
+        if source_names is not None:
+            wanted = set(source_names)
+            batch: list[dict[str, Any]] = []
+            for chunk in self.catalog.iter_slices(start or 0, stop, size):
+                batch += [row for row in chunk if row["name"] in wanted]
+                while len(batch) >= size:
+                    yield batch[:size]
+                    batch = batch[size:]
+            if batch:
+                yield batch
+            return
+        yield from self.catalog.iter_slices(start or 0, stop, size)
+
+    def _count(self, start: int | None, stop: int | None, source_names: Any, rows: Any) -> int:
+        if rows is not None:
+            return len(rows)
+        if source_names is not None:
+            return len(set(source_names))
+        total = len(self.catalog)
+        stop = total if stop is None else min(stop, total)
+        return max(0, stop - (start or 0))
+
+    def run(self, start: int | None = None, stop: int | None = None,
+            source_names: Iterable[str] | None = None, *, rows: list[dict[str, Any]] | None = None,
+            obs_names: Iterable[str] | None = None, reduce: bool = True, analyze: bool = True
+            ) -> RunSummary:
+        """Download, reduce and analyse catalog rows ``start`` to ``stop`` (or named sources).
+
+        Resumable: what exists and passes its checksum is skipped, so a second run
+        of a finished project does no downloads, reductions or analysis. A failure
+        on one source is recorded on it (and in the summary) and the run goes on;
+        the next run retries it.
+
+        Returns
+        -------
+        RunSummary
+            Counts (done, skipped, empty, failed, downloads...), failures with
+            reasons, and time per step.
+        """
+        begin = time.perf_counter()
+        self.catalog.load()
+        context = self._update_context()
+        database.upgrade()
+        self.write_config()
+        observatories = (list(self.observatories.values()) if obs_names is None
+                         else [self.observatories[name] for name in obs_names])
+        names = [obs.name for obs in observatories]
+        summary = RunSummary(project=self.pars.name, cfg_hash=context.cfg_hash)
+        worker = Worker(context, observatories, self.analysis if analyze else None,
+                        str(self.data_root))
+        download_threads = max(obs.pars.download_workers for obs in observatories)
+        total = self._count(start, stop, source_names, rows)
+        progress = _progress_bar(total, self.pars.progress, self.pars.name)
+        histogram_batches: list[int] = []
+        seconds: Counter = Counter()
+        try:
+            with make_executor(worker, self.execution, download_threads) as executor:
+                for batch in self._rows(start, stop, source_names, rows):
+                    clock = time.perf_counter()
+                    with database.Session() as session:
+                        tasks = plan_batch(session, batch, context, names)
+                    seconds["plan"] += time.perf_counter() - clock
+                    clock = time.perf_counter()
+                    for obs in observatories:
+                        needed = [t.row for t in tasks if obs.name not in t.raw]
+                        if needed:
+                            _prepare_download(obs, needed)
+                    results = executor.run_batch(tasks, reduce, analyze,
+                                                 lambda _result: progress.update(1))
+                    seconds["work"] += time.perf_counter() - clock
+                    clock = time.perf_counter()
+                    with database.Session() as session:
+                        written = write_batch(session, results, context,
+                                              self.analysis.histogram_name if analyze else None)
+                    seconds["write"] += time.perf_counter() - clock
+                    histogram_batches += written.histogram_batch_ids
+                    summary.statements += written.statements
+                    summary.counts.update(summarize(results))
+                    summary.failures += [(r.name, r.error or "") for r in results
+                                         if r.status == "failed"]
+        finally:
+            progress.close()
+        clock = time.perf_counter()
+        if analyze:
+            self.update_histograms()
+        seconds["histograms"] = time.perf_counter() - clock
+        seconds["total"] = time.perf_counter() - begin
+        summary.seconds = dict(seconds)
+        if self.pars.verbose or summary.failures:
+            log.info("%s", summary)
+        return summary
+
+    # -- results ---------------------------------------------------------------------------
+    def histogram_path(self, name: str | None = None) -> Path:
+        """``<output folder>/histograms_<name>.nc``."""
+        return self.output_folder / f"histograms_{name or self.analysis.histogram_name}.nc"
+
+    def update_histograms(self) -> Histogram:
+        """Fold every committed batch of counts that the netCDF file lacks into it."""
+        name = self.analysis.histogram_name
+        path = self.histogram_path(name)
+        held = Histogram.load(path).batch_ids if path.exists() else set()
+        with database.Session() as session:
+            query = sa.select(HistogramBatch.id, HistogramBatch.counts).where(
+                HistogramBatch.project == self.context.name,
+                HistogramBatch.cfg_hash == self.context.cfg_hash,
+                HistogramBatch.name == name,
+            )
+            if held:
+                ids = session.scalars(sa.select(HistogramBatch.id).where(
+                    HistogramBatch.project == self.context.name,
+                    HistogramBatch.cfg_hash == self.context.cfg_hash,
+                    HistogramBatch.name == name,
+                )).all()
+                missing = [i for i in ids if i not in held]
+                query = query.where(HistogramBatch.id.in_(missing or [-1]))
+            batches = list(session.execute(query))
+        return update_histogram_file(path, self.analysis.pars.histogram, name, batches)
+
+
+    def status(self, max_failures: int = 20) -> dict[str, Any]:
+        """Counts per stage and observatory, and the failures with their reasons.
+
+        Examples
+        --------
+        >>> proj.status()["sources"]                                 # doctest: +SKIP
+        {'done': 195, 'failed': 3, 'new': 2}
+        """
+        from skyretriever.models import Detection, Lightcurve, Properties, RawPhotometry
+
+        context = self._update_context()
+        database.upgrade()
+        mine = (Source.project == context.name, Source.cfg_hash == context.cfg_hash)
+        with database.Session() as session:
+            by_status = dict(session.execute(
+                sa.select(Source.status, sa.func.count()).where(*mine).group_by(Source.status)
+            ).all())
+            names = sa.select(Source.name).where(*mine)
+            observatories = {}
+            for obs in self.observatories:
+                raw = session.execute(
+                    sa.select(RawPhotometry.is_empty, sa.func.count()).where(
+                        RawPhotometry.observatory == obs, RawPhotometry.source_name.in_(names)
+                    ).group_by(RawPhotometry.is_empty)
+                ).all()
+                raw_counts = {bool(empty): n for empty, n in raw}
+                lightcurves = session.scalar(
+                    sa.select(sa.func.count(Lightcurve.id)).join(Source).where(
+                        *mine, Lightcurve.observatory == obs
+                    )
+                )
+                observatories[obs] = {
+                    "raw": raw_counts.get(False, 0) + raw_counts.get(True, 0),
+                    "empty": raw_counts.get(True, 0),
+                    "lightcurves": lightcurves,
+                }
+            properties = session.scalar(
+                sa.select(sa.func.count(Properties.id)).join(Source).where(*mine)
+            )
+            detections = dict(session.execute(
+                sa.select(Detection.is_simulated, sa.func.count()).join(Source).where(*mine)
+                .group_by(Detection.is_simulated)
+            ).all())
+            failures = session.execute(
+                sa.select(Source.name, Source.error).where(*mine, Source.status == "failed")
+                .order_by(Source.cat_index).limit(max_failures)
+            ).all()
+        return {
+            "project": context.name,
+            "cfg_hash": context.cfg_hash,
+            "folder": str(self.output_folder),
+            "database": database.redact_url(self.database_url),
+            "catalog_rows": len(self.catalog),
+            "sources": {state: by_status.get(state, 0) for state in ("done", "failed", "new")},
+            "observatories": observatories,
+            "properties": properties,
+            "detections": {"real": detections.get(False, 0), "simulated": detections.get(True, 0)},
+            "failures": [(name, error) for name, error in failures],
+        }
+
+
+def _prepare_download(obs: VirtualObservatory, rows: list[dict[str, Any]]) -> None:
+    try:
+        obs.prepare_download(rows)
+    except Exception as error:  # the per-source downloads will try again and record failures
+        log.warning("batch query to %s failed (%s); downloading source by source", obs.name, error)
+
+
+class _NoProgress:
+    def update(self, _n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool, name: str):
+    if not enabled:
+        return _NoProgress()
+    from tqdm.auto import tqdm
+
+    tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked from this one
+    return tqdm(total=total, unit="source", desc=name, dynamic_ncols=True,
+                disable=None, mininterval=0.5)
+

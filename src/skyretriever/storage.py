@@ -1,0 +1,327 @@
+"""Files: the data root, file naming, atomic HDF5 writes, checksums and loading.
+
+Every product file is written to a temporary name beside its final place and
+renamed into place only when complete, so a reader (or a run that was killed)
+never sees half a file. The SHA-256 and size of the file go into the database
+row that points at it, and :func:`read_table` checks them before it returns
+data: a file that fails the check is treated as missing and made again.
+
+A table is stored as one HDF5 compound dataset per key (one row per epoch),
+with the column kinds and any metadata as JSON attributes. This keeps a
+100-point light curve to a few kilobytes.
+
+Layout (``DATA_ROOT`` from :func:`configure`, ``$SKYRETRIEVER_DATA`` or ``./data``)::
+
+    DATA_ROOT/<OBS>/RA<ddd>/<OBS>_photometry_<source>.h5                      raw, key <source>
+    DATA_ROOT/<PROJECT>[_<cfg_hash>]/RA<ddd>/<OBS>_photometry_<source>_reduced.h5
+        keys <source>_reduction_XX_of_YY
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "ChecksumError",
+    "StorageError",
+    "TEMP_SUFFIX",
+    "FileInfo",
+    "configure",
+    "data_root",
+    "file_sha256",
+    "full_path",
+    "project_folder_name",
+    "ra_folder",
+    "raw_filename",
+    "read_table",
+    "read_table_keys",
+    "reduced_filename",
+    "reduction_key",
+    "sanitize_name",
+    "verify_file",
+    "write_tables",
+]
+
+TEMP_SUFFIX = ".tmp"
+MAX_NAME_LENGTH = 80
+_COMPRESS_ABOVE_BYTES = 64 * 1024
+_SAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
+
+_state: dict[str, Path | None] = {"data_root": None}
+
+
+class StorageError(RuntimeError):
+    """A product file is missing, unreadable or not where it should be."""
+
+
+class ChecksumError(StorageError):
+    """A product file's SHA-256 or size differs from the one in its database row."""
+
+
+def configure(root: str | os.PathLike | None = None) -> Path:
+    """Set the data root for this process and return it (absolute).
+
+    ``None`` means ``$SKYRETRIEVER_DATA`` or else ``./data``.
+    """
+    if root is None:
+        root = os.environ.get("SKYRETRIEVER_DATA") or "data"
+    path = Path(root).expanduser().resolve()
+    _state["data_root"] = path
+    return path
+
+
+def data_root() -> Path:
+    """The data root in use (configured on first use if nobody set it)."""
+    root = _state["data_root"]
+    return root if root is not None else configure()
+
+
+def sanitize_name(name: Any) -> str:
+    """Turn a source name into a safe, bounded piece of a file name.
+
+    Path separators, ``..``, NUL and other characters outside ``[A-Za-z0-9._+-]``
+    become ``_``; leading dots are dropped; the result is at most 80 characters.
+    When anything had to change, a short hash of the original name is appended,
+    so two different names never share a file. The database keeps the original.
+
+    Examples
+    --------
+    >>> sanitize_name("TIC 25155310")[:13]
+    'TIC_25155310_'
+    >>> sanitize_name("Gaia_DR3_123")
+    'Gaia_DR3_123'
+    >>> "/" in sanitize_name("../../etc/passwd")
+    False
+    """
+    original = str(name)
+    text = unicodedata.normalize("NFKD", original).encode("ascii", "ignore").decode("ascii")
+    text = _SAFE_CHARACTERS.sub("_", text).lstrip(".")
+    text = re.sub(r"\.{2,}", "_", text)
+    if text == original and 0 < len(text) <= MAX_NAME_LENGTH:
+        return text
+    digest = hashlib.sha256(original.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{text[: MAX_NAME_LENGTH - 11]}_{digest}" if text else f"_{digest}"
+
+
+def ra_folder(ra: float) -> str:
+    """``RA000`` to ``RA359``: the folder of one degree of right ascension."""
+    if ra is None or not math.isfinite(ra):
+        raise StorageError(f"right ascension {ra!r} is not a finite number")
+    return f"RA{int(math.floor(ra)) % 360:03d}"
+
+
+def project_folder_name(project: str, cfg_hash: str | None, version_control: bool) -> str:
+    """``WD_FLARES`` or, with version control, ``WD_FLARES_<cfg_hash>``."""
+    base = sanitize_name(project).upper()
+    return f"{base}_{cfg_hash}" if version_control and cfg_hash else base
+
+
+def raw_filename(observatory: str, source_name: str, ra: float) -> str:
+    """Path of a raw-data file relative to the data root (POSIX separators)."""
+    obs = observatory.upper()
+    return f"{obs}/{ra_folder(ra)}/{obs}_photometry_{sanitize_name(source_name)}.h5"
+
+
+def reduced_filename(project_folder: str, observatory: str, source_name: str, ra: float) -> str:
+    """Path of a reduced-data file relative to the data root (POSIX separators)."""
+    obs = observatory.upper()
+    return (
+        f"{project_folder}/{ra_folder(ra)}/"
+        f"{obs}_photometry_{sanitize_name(source_name)}_reduced.h5"
+    )
+
+
+def reduction_key(source_name: str, number: int, total: int) -> str:
+    """``<source>_reduction_01_of_03``: the key of one reduced light curve."""
+    return f"{sanitize_name(source_name)}_reduction_{number:02d}_of_{total:02d}"
+
+
+def full_path(relative: str | os.PathLike) -> Path:
+    """Absolute path of a file named relative to the data root; refuses to leave the root."""
+    relative = PurePosixPath(str(relative).replace(os.sep, "/"))
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise StorageError(f"refusing a product path outside the data root: {str(relative)!r}")
+    return data_root().joinpath(*relative.parts)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What the database keeps about one product file."""
+
+    filename: str
+    checksum: str
+    file_size: int
+
+
+def verify_file(path: str | os.PathLike, checksum: str | None, file_size: int | None = None) -> bool:
+    """True when the file exists and has the expected size and SHA-256."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return False
+    if file_size is not None and size != file_size:
+        return False
+    return checksum is None or file_sha256(path) == checksum
+
+
+def _column_for_hdf5(values: np.ndarray) -> tuple[np.ndarray, str]:
+    kind = values.dtype.kind
+    if kind in "OUS":
+        encoded = np.array(["" if v is None else str(v) for v in values], dtype=object)
+        as_bytes = np.array([text.encode("utf-8") for text in encoded], dtype=bytes)
+        if as_bytes.dtype.itemsize == 0:
+            as_bytes = as_bytes.astype("S1")
+        return as_bytes, "str"
+    if kind == "b":
+        return values.astype(np.bool_), "bool"
+    if kind in "iuf":
+        return values, kind
+    if kind == "M":
+        return values.astype("datetime64[ns]").astype(np.int64), "datetime64[ns]"
+    raise StorageError(f"cannot store a column of dtype {values.dtype} in HDF5")
+
+
+def _frame_to_records(frame: pd.DataFrame) -> tuple[np.ndarray, list[list[str]]]:
+    columns, kinds, fields = [], [], []
+    for name in frame.columns:
+        values, kind = _column_for_hdf5(np.asarray(frame[name].to_numpy()))
+        columns.append(values)
+        kinds.append([str(name), kind])
+        fields.append((str(name), values.dtype))
+    records = np.empty(len(frame), dtype=fields)
+    for (name, _), values in zip(fields, columns):
+        records[name] = values
+    return records, kinds
+
+
+def _records_to_frame(records: np.ndarray, kinds: list[list[str]]) -> pd.DataFrame:
+    data = {}
+    for name, kind in kinds:
+        values = records[name]
+        if kind == "str":
+            data[name] = np.array([v.decode("utf-8") for v in values], dtype=object)
+        elif kind == "datetime64[ns]":
+            data[name] = values.astype("datetime64[ns]")
+        else:
+            data[name] = values
+    return pd.DataFrame(data, columns=[name for name, _ in kinds])
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def write_tables(
+    relative: str,
+    tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any] | None]],
+) -> FileInfo:
+    """Write tables to one HDF5 file atomically and return its name, SHA-256 and size.
+
+    Parameters
+    ----------
+    relative
+        Path relative to the data root (from :func:`raw_filename` or :func:`reduced_filename`).
+    tables
+        ``{key: (frame, metadata)}``; metadata is any JSON-able mapping kept with the table.
+
+    The file is written under a temporary name in the same folder and renamed
+    into place, replacing any older file of that name in one step.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> info = write_tables("DEMO/RA010/x.h5", {"x": (pd.DataFrame({"mjd": [1.0]}), {"a": 1})})
+    >>> read_table(info.filename, "x", info.checksum)[1]
+    {'a': 1}
+    """
+    final = full_path(relative)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = final.with_name(f"{final.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    try:
+        with h5py.File(temporary, "w", libver="latest") as handle:
+            for key, (frame, metadata) in tables.items():
+                records, kinds = _frame_to_records(frame)
+                options: dict[str, Any] = {}
+                if records.nbytes > _COMPRESS_ABOVE_BYTES:
+                    options = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+                dataset = handle.create_dataset(key, data=records, **options)
+                dataset.attrs["columns"] = json.dumps(kinds)
+                dataset.attrs["metadata"] = json.dumps(dict(metadata or {}), default=_json_default)
+        checksum = file_sha256(temporary)
+        size = temporary.stat().st_size
+        os.replace(temporary, final)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return FileInfo(filename=str(relative), checksum=checksum, file_size=size)
+
+
+def read_table(
+    relative: str, key: str, checksum: str | None = None, file_size: int | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Load one table and its metadata, checking the file's size and SHA-256 first.
+
+    Raises
+    ------
+    StorageError
+        If the file or key is missing or unreadable.
+    ChecksumError
+        If the file's size or SHA-256 differs from what the database holds.
+    """
+    path = full_path(relative)
+    if checksum is not None or file_size is not None:
+        if not path.exists():
+            raise StorageError(f"product file {str(path)!r} is missing")
+        if not verify_file(path, checksum, file_size):
+            raise ChecksumError(
+                f"product file {str(path)!r} does not match the checksum in its database "
+                "row (changed or damaged on disk); the next run will make it again"
+            )
+    try:
+        with h5py.File(path, "r") as handle:
+            if key not in handle:
+                raise StorageError(f"product file {str(path)!r} has no table {key!r}")
+            dataset = handle[key]
+            kinds = json.loads(dataset.attrs["columns"])
+            metadata = json.loads(dataset.attrs["metadata"])
+            records = dataset[()]
+    except (OSError, KeyError, ValueError) as error:
+        raise StorageError(f"cannot read table {key!r} of {str(path)!r}: {error}") from None
+    return _records_to_frame(records, kinds), metadata
+
+
+def read_table_keys(relative: str) -> list[str]:
+    """The table keys stored in a product file."""
+    path = full_path(relative)
+    try:
+        with h5py.File(path, "r") as handle:
+            return list(handle.keys())
+    except OSError as error:
+        raise StorageError(f"cannot read {str(path)!r}: {error}") from None

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Set up the environment and run the demo project or the test suite.
+
+Needs nothing but Python 3.11: it creates ``.venv`` beside this file, installs
+the exact pins of ``requirements.txt`` and the package itself (editable), and
+reinstalls only when ``requirements.txt`` or ``pyproject.toml`` change.
+
+Examples
+--------
+    python3 tasks.py demo          # run configs/demo.yaml end to end
+    python3 tasks.py test          # lint, then the whole test suite
+    python3 tasks.py test -k storage -x   # extra arguments go to pytest
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("SKYRETRIEVER_VENV", ROOT / ".venv"))
+BIN = VENV / "bin"
+
+
+def _stamp() -> str:
+    digest = hashlib.sha256()
+    for name in ("requirements.txt", "pyproject.toml"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_venv() -> None:
+    """Create the virtual environment and install the pinned requirements once."""
+    stamp_file = VENV / ".skyretriever-stamp"
+    if stamp_file.exists() and stamp_file.read_text() == _stamp():
+        return
+    if not (BIN / "python").exists():
+        print(f"creating virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("installing pinned requirements (about a minute the first time)", flush=True)
+    pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "-r", str(ROOT / "requirements.txt")], check=True)
+    subprocess.run([*pip, "install", "--no-deps", "--no-build-isolation", "-e", str(ROOT)],
+                   check=True)
+    stamp_file.write_text(_stamp())
+
+
+def run(*command: str) -> int:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run(command, cwd=ROOT, env=env).returncode
+
+
+def demo(args: list[str]) -> int:
+    return run(str(BIN / "skyretriever"), "run", "configs/demo.yaml", *args)
+
+
+def test(args: list[str]) -> int:
+    status = run(str(BIN / "ruff"), "check", "src", "tests", "bench", "extensions", "tasks.py")
+    if status:
+        return status
+    workers = ["-n", os.environ.get("SKYRETRIEVER_TEST_WORKERS", "2")]
+    return run(str(BIN / "python"), "-m", "pytest", *workers, *args)
+
+
+def main() -> int:
+    commands = {"demo": demo, "test": test}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print(__doc__)
+        return 2
+    ensure_venv()
+    return commands[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
