@@ -44,6 +44,7 @@ from skyretriever.models import (
     Source,
     save_lightcurves,
 )
+from skyretriever.models.base import utcnow
 from skyretriever.observatories.base import ProjectContext, VirtualObservatory
 
 __all__ = [
@@ -98,6 +99,8 @@ class SourceTask:
     lightcurves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     analyzed: bool = False
     raw_new: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Tables just downloaded or adopted, handed to the CPU stage so it need not read them again.
+    raw_frames: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     downloaded: int = 0
     skip: bool = False
@@ -197,6 +200,11 @@ def _raw_values(raw: RawPhotometry) -> dict[str, Any]:
 
 def raw_row_from_file(relative: str) -> dict[str, Any] | None:
     """Rebuild the values of a RawPhotometry row from its file (``None`` if unreadable)."""
+    adopted = _raw_from_file(relative)
+    return None if adopted is None else adopted[0]
+
+
+def _raw_from_file(relative: str) -> tuple[dict[str, Any], Any] | None:
     try:
         keys = storage.read_table_keys(relative)
         if len(keys) != 1:
@@ -217,7 +225,7 @@ def raw_row_from_file(relative: str) -> dict[str, Any] | None:
         raw.checksum, raw.file_size = storage.file_sha256(path), path.stat().st_size
     except (storage.StorageError, KeyError, TypeError, ValueError):
         return None
-    return _raw_values(raw)
+    return _raw_values(raw), frame
 
 
 def _raw_intact(values: dict[str, Any]) -> bool:
@@ -266,17 +274,14 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
             continue
         try:
             relative = storage.raw_filename(obs.name, task.name, task.row["ra"])
-            adopted = None
-            if storage.full_path(relative).exists():
-                adopted = raw_row_from_file(relative)
-                if adopted is not None and adopted["source_name"] != task.name:
-                    adopted = None
-            if adopted is not None:
-                task.raw_new[obs.name] = adopted
+            adopted = _raw_from_file(relative) if storage.full_path(relative).exists() else None
+            if adopted is not None and adopted[0]["source_name"] == task.name:
+                task.raw_new[obs.name], task.raw_frames[obs.name] = adopted
                 continue
             raw = obs.download(task.row)
             raw.save()
             task.raw_new[obs.name] = _raw_values(raw)
+            task.raw_frames[obs.name] = raw.data
             task.downloaded += 1
         except Exception as error:  # one source's failure must not stop the run
             log.debug("download failed for %s (%s)", task.name, obs.name, exc_info=True)
@@ -343,7 +348,10 @@ class Worker:
                         result.analysed_keys.append((obs.name, state["series_number"]))
                     continue
                 raw = RawPhotometry(**{k: v for k, v in raw_values.items() if k != "id"})
-                raw.load()
+                if obs.name in task.raw_frames:
+                    raw.data = task.raw_frames[obs.name]
+                else:
+                    raw.load()
                 reduced = obs.reduce(raw)
                 save_lightcurves(reduced)
                 result.lightcurves_new[obs.name] = [_lightcurve_values(lc) for lc in reduced]
@@ -414,15 +422,19 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
     if not work:
         return written
 
+    # Core statements on the session's connection: executemany sends each table's rows as
+    # multi-row INSERTs (the ORM bulk path would split them by which values are None).
+    connection = session.connection()
+
     def execute(statement, parameters=None):
         written.statements += 1
-        return session.execute(statement, parameters) if parameters is not None else (
-            session.execute(statement)
+        return connection.execute(statement, parameters) if parameters is not None else (
+            connection.execute(statement)
         )
 
     # sources
     execute(
-        insert(Source).on_conflict_do_nothing(index_elements=["name", "project", "cfg_hash"]),
+        insert(Source.__table__).on_conflict_do_nothing(index_elements=["name", "project", "cfg_hash"]),
         [_source_values(r.row, context) for r in work],
     )
     names = [r.name for r in work]
@@ -436,7 +448,7 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
     # raw data (shared by projects)
     raw_rows = [values for r in work for values in r.raw_new.values()]
     if raw_rows:
-        statement = insert(RawPhotometry)
+        statement = insert(RawPhotometry.__table__)
         updates = {c: statement.excluded[c] for c in RAW_COLUMNS if c not in
                    ("id", "source_name", "observatory")}
         execute(statement.on_conflict_do_update(
@@ -460,20 +472,23 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
             Lightcurve.source_id.in_(ids), Lightcurve.observatory == obs,
             Lightcurve.was_processed.is_(True), Lightcurve.is_simulated.is_(False),
         ))
-    lightcurve_rows, lightcurve_keys = [], []
-    for r in work:
-        for obs, rows in r.lightcurves_new.items():
-            for values in rows:
-                lightcurve_rows.append(dict(values, source_id=source_ids[r.name],
-                                            raw_id=raw_ids.get((r.name, obs))))
-                lightcurve_keys.append((r.name, obs, values["series_number"]))
+    lightcurve_rows = [
+        dict(values, source_id=source_ids[r.name], raw_id=raw_ids.get((r.name, obs)))
+        for r in work for obs, rows in r.lightcurves_new.items() for values in rows
+    ]
     lightcurve_ids: dict[tuple[str, str, int], int] = {}
     if lightcurve_rows:
-        returned = execute(
-            sa.insert(Lightcurve).returning(Lightcurve.id, sort_by_parameter_order=True),
-            lightcurve_rows,
-        ).scalars().all()
-        lightcurve_ids = dict(zip(lightcurve_keys, returned))
+        execute(Lightcurve.__table__.insert(), lightcurve_rows)
+        names_by_id = {source_id: name for name, source_id in source_ids.items()}
+        new_ids = sorted({values["source_id"] for values in lightcurve_rows})
+        for lc_id, source_id, obs, number in execute(
+            sa.select(Lightcurve.id, Lightcurve.source_id, Lightcurve.observatory,
+                      Lightcurve.series_number).where(
+                Lightcurve.source_id.in_(new_ids), Lightcurve.was_processed.is_(True),
+                Lightcurve.is_simulated.is_(False),
+            )
+        ):
+            lightcurve_ids[(names_by_id[source_id], obs, number)] = lc_id
     for r in work:
         for obs, states in r.kept_lightcurves.items():
             for state in states:
@@ -491,7 +506,7 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
         ids = [source_ids[r.name] for r in analysed]
         execute(sa.delete(Detection).where(Detection.source_id.in_(ids)))
         execute(sa.delete(Properties).where(Properties.source_id.in_(ids)))
-        execute(sa.insert(Properties), [
+        execute(Properties.__table__.insert(), [
             {**{k: _python(v) for k, v in r.analysis.properties.items()},
              "source_id": source_ids[r.name], "project": context.name,
              "cfg_hash": context.cfg_hash}
@@ -509,12 +524,12 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
                               cfg_hash=context.cfg_hash)
                 detection_rows.append(values)
         if detection_rows:
-            execute(sa.insert(Detection), detection_rows)
+            execute(Detection.__table__.insert(), detection_rows)
         if histogram_name is not None:
             counts: SparseCounts = {}
             for r in analysed:
                 add_sparse(counts, r.analysis.histogram)
-            batch_id = execute(sa.insert(HistogramBatch).returning(HistogramBatch.id).values(
+            batch_id = execute(HistogramBatch.__table__.insert().returning(HistogramBatch.id).values(
                 project=context.name, cfg_hash=context.cfg_hash, name=histogram_name,
                 num_sources=len(analysed),
                 counts={v: {str(i): n for i, n in cells.items()} for v, cells in counts.items()},
@@ -522,9 +537,15 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
             written.histogram_batch_ids.append(batch_id)
 
     # statuses
-    execute(sa.update(Source), [
-        {"id": source_ids[r.name], "status": r.status, "error": r.error} for r in work
-    ])
+    table = Source.__table__
+    execute(
+        table.update().where(table.c.id == sa.bindparam("source_id")).values(
+            status=sa.bindparam("new_status"), error=sa.bindparam("new_error"),
+            modified_at=sa.bindparam("modified"),
+        ),
+        [{"source_id": source_ids[r.name], "new_status": r.status, "new_error": r.error,
+          "modified": utcnow()} for r in work],
+    )
     session.commit()
     return written
 

@@ -59,6 +59,8 @@ __all__ = [
 TEMP_SUFFIX = ".tmp"
 MAX_NAME_LENGTH = 80
 _COMPRESS_ABOVE_BYTES = 64 * 1024
+_LARGEST_ATTRIBUTE = 60_000
+_METADATA_SUFFIX = ".metadata"
 _SAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
 
 _state: dict[str, Path | None] = {"data_root": None}
@@ -190,11 +192,12 @@ def verify_file(path: str | os.PathLike, checksum: str | None, file_size: int | 
 def _column_for_hdf5(values: np.ndarray) -> tuple[np.ndarray, str]:
     kind = values.dtype.kind
     if kind in "OUS":
-        encoded = np.array(["" if v is None else str(v) for v in values], dtype=object)
-        as_bytes = np.array([text.encode("utf-8") for text in encoded], dtype=bytes)
-        if as_bytes.dtype.itemsize == 0:
-            as_bytes = as_bytes.astype("S1")
-        return as_bytes, "str"
+        text = np.array(["" if v is None else str(v) for v in values], dtype=str) if kind == "O" \
+            else values.astype(str)
+        encoded = np.char.encode(text, "utf-8") if len(text) else np.zeros(0, dtype="S1")
+        if encoded.dtype.itemsize == 0:
+            encoded = encoded.astype("S1")
+        return encoded, "str"
     if kind == "b":
         return values.astype(np.bool_), "bool"
     if kind in "iuf":
@@ -222,12 +225,12 @@ def _records_to_frame(records: np.ndarray, kinds: list[list[str]]) -> pd.DataFra
     for name, kind in kinds:
         values = records[name]
         if kind == "str":
-            data[name] = np.array([v.decode("utf-8") for v in values], dtype=object)
+            data[name] = np.char.decode(values, "utf-8").astype(object)
         elif kind == "datetime64[ns]":
             data[name] = values.astype("datetime64[ns]")
         else:
             data[name] = values
-    return pd.DataFrame(data, columns=[name for name, _ in kinds])
+    return pd.DataFrame(data, columns=[name for name, _ in kinds], copy=False)
 
 
 def _json_default(value: Any) -> Any:
@@ -265,7 +268,7 @@ def write_tables(
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = final.with_name(f"{final.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     try:
-        with h5py.File(temporary, "w", libver="latest") as handle:
+        with h5py.File(temporary, "w") as handle:
             for key, (frame, metadata) in tables.items():
                 records, kinds = _frame_to_records(frame)
                 options: dict[str, Any] = {}
@@ -273,7 +276,12 @@ def write_tables(
                     options = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
                 dataset = handle.create_dataset(key, data=records, **options)
                 dataset.attrs["columns"] = json.dumps(kinds)
-                dataset.attrs["metadata"] = json.dumps(dict(metadata or {}), default=_json_default)
+                text = json.dumps(dict(metadata or {}), default=_json_default)
+                if len(text) < _LARGEST_ATTRIBUTE:
+                    dataset.attrs["metadata"] = text
+                else:  # HDF5 attributes are limited to 64 kB: long headers go in a dataset
+                    handle.create_dataset(f"{key}{_METADATA_SUFFIX}",
+                                          data=np.frombuffer(text.encode(), dtype=np.uint8))
         checksum = file_sha256(temporary)
         size = temporary.stat().st_size
         os.replace(temporary, final)
@@ -310,7 +318,10 @@ def read_table(
                 raise StorageError(f"product file {str(path)!r} has no table {key!r}")
             dataset = handle[key]
             kinds = json.loads(dataset.attrs["columns"])
-            metadata = json.loads(dataset.attrs["metadata"])
+            if "metadata" in dataset.attrs:
+                metadata = json.loads(dataset.attrs["metadata"])
+            else:
+                metadata = json.loads(handle[f"{key}{_METADATA_SUFFIX}"][()].tobytes())
             records = dataset[()]
     except (OSError, KeyError, ValueError) as error:
         raise StorageError(f"cannot read table {key!r} of {str(path)!r}: {error}") from None
@@ -322,6 +333,6 @@ def read_table_keys(relative: str) -> list[str]:
     path = full_path(relative)
     try:
         with h5py.File(path, "r") as handle:
-            return list(handle.keys())
+            return [key for key in handle.keys() if not key.endswith(_METADATA_SUFFIX)]
     except OSError as error:
         raise StorageError(f"cannot read {str(path)!r}: {error}") from None
