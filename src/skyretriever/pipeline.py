@@ -398,6 +398,16 @@ def _source_values(row: dict[str, Any], context: ProjectContext) -> dict[str, An
     return values
 
 
+def _same_keys(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every row every key any row has (None where missing).
+
+    An executemany INSERT is compiled from the first row's keys; a key missing
+    there would silently be dropped from all the others.
+    """
+    keys = {key for row in rows for key in row}
+    return [row if len(row) == len(keys) else {key: row.get(key) for key in keys} for row in rows]
+
+
 @dataclass
 class BatchWrite:
     """What one committed batch changed (for the run summary)."""
@@ -428,9 +438,9 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
 
     def execute(statement, parameters=None):
         written.statements += 1
-        return connection.execute(statement, parameters) if parameters is not None else (
-            connection.execute(statement)
-        )
+        if parameters is None:
+            return connection.execute(statement)
+        return connection.execute(statement, _same_keys(parameters))
 
     # sources
     execute(

@@ -229,14 +229,14 @@ class Project:
                 obs_per_kwargs.get(cls.name), observatory_kwargs.get(cls.name),
                 where=f"observatories.{cls.name}{source}",
             )
-            obs = cls(pars)
-            obs.project = self
-            self.observatories[cls.name] = obs
+            self.observatories[cls.name] = cls(pars)
         analysis_cls = self._analysis_class()
         self.analysis = analysis_cls(analysis_cls.Parameters.build(
             config.get("analysis"), constructor.get("analysis_kwargs"), where=f"analysis{source}"
         ))
-        self._update_context()
+        self._context: ProjectContext | None = None
+        for obs in self.observatories.values():
+            obs.project = self
 
     # -- construction helpers --------------------------------------------------------------
     @staticmethod
@@ -320,16 +320,20 @@ class Project:
         }
 
     def _update_context(self) -> ProjectContext:
+        """Work out the config hash and output folder from the parameters as they are now."""
         cfg_hash = self.cfg_hash
         folder = storage.project_folder_name(self.pars.name, cfg_hash, self.pars.version_control)
-        self.context = ProjectContext(
+        self._context = ProjectContext(
             name=self.pars.name,
             cfg_hash=cfg_hash if self.pars.version_control else "",
             folder=folder,
         )
-        for obs in self.observatories.values():
-            obs.context = self.context
-        return self.context
+        return self._context
+
+    @property
+    def context(self) -> ProjectContext:
+        """Name, config hash (empty without version control) and output folder of the project."""
+        return self._context if self._context is not None else self._update_context()
 
     @property
     def output_folder(self) -> Path:

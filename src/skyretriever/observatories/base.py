@@ -152,13 +152,24 @@ class VirtualObservatory(abc.ABC):
         elif kwargs:
             pars = self.Parameters.build(pars.model_dump(), kwargs, where=f"observatories.{self.name}")
         self.pars = pars
-        self.context = context or ProjectContext.standalone()
+        self._context = context or ProjectContext.standalone()
         self.project = None
         self.quality_mask  # noqa: B018 - validate the mask now, not in the middle of a run
 
+    @property
+    def context(self) -> ProjectContext:
+        """The project the products belong to (its name, config hash and folder)."""
+        return self.project.context if self.project is not None else self._context
+
+    @context.setter
+    def context(self, value: ProjectContext) -> None:
+        self._context = value
+
     def __getstate__(self) -> dict[str, Any]:
-        # Worker processes get a copy without the project (and its database state).
+        # Worker processes get a copy without the project (and its database state),
+        # holding the project's context as it is now.
         state = dict(self.__dict__)
+        state["_context"] = self.context
         state["project"] = None
         return state
 
@@ -198,14 +209,17 @@ class VirtualObservatory(abc.ABC):
         frame, altdata = self.download_from_observatory(cat_row)
         if frame is None:
             frame = pd.DataFrame()
-        return RawPhotometry(
+        raw = RawPhotometry(
             data=frame,
             source_name=str(cat_row["name"]),
             observatory=self.name,
             ra=float(cat_row["ra"]),
             dec=float(cat_row["dec"]),
             altdata=altdata or {},
+            is_empty=len(frame) == 0,
         )
+        raw.compute_summaries()
+        return raw
 
     # -- reducing --------------------------------------------------------------------------
     def standardize(self, frame: pd.DataFrame, altdata: dict[str, Any]) -> pd.DataFrame:

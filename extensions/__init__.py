@@ -1,0 +1,1 @@
+"""Examples of user code: subclasses of skyretriever's Analysis and Finder."""
