@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -22,6 +21,7 @@ from skyretriever.models import (
     Source,
 )
 from skyretriever.observatories import VirtualDemoObs, register_observatory
+from tests.helpers import snapshot
 
 
 @register_observatory
@@ -45,31 +45,6 @@ def flaky():
     FlakyDemoObs.calls = Counter()
     yield FlakyDemoObs
     FlakyDemoObs.failing = set()
-
-
-def snapshot(project) -> dict[str, Any]:
-    """Every row of the project (without ids and times) and every product file's checksum."""
-    with Session() as session:
-        sources = sorted(
-            (s.name, s.status, s.error) for s in session.scalars(sa.select(Source))
-        )
-        raws = sorted((r.source_name, r.observatory, r.is_empty, r.num_points, r.checksum)
-                      for r in session.scalars(sa.select(RawPhotometry)))
-        lightcurves = sorted((lc.source.name, lc.observatory, lc.series_number, lc.num_points,
-                              lc.checksum, lc.raw_data.source_name)
-                             for lc in session.scalars(sa.select(Lightcurve)))
-        properties = sorted((p.source.name, p.num_points, round(p.best_snr or 0, 9),
-                             p.num_detections) for p in session.scalars(sa.select(Properties)))
-        detections = sorted((d.source.name, d.lightcurve.series_number, d.time_peak,
-                             round(d.snr, 9)) for d in session.scalars(sa.select(Detection)))
-    files = {}
-    for path in sorted(project.data_root.rglob("*.h5")):
-        files[path.relative_to(project.data_root).as_posix()] = hashlib.sha256(
-            path.read_bytes()).hexdigest()
-    histogram = Histogram.load(project.histogram_path())
-    return {"sources": sources, "raw": raws, "lightcurves": lightcurves,
-            "properties": properties, "detections": detections, "files": files,
-            "histogram": {v: c.tolist() for v, c in histogram.counts.items()}}
 
 
 def test_run_makes_every_row_and_file(project_factory):

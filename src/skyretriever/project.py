@@ -349,7 +349,7 @@ class Project:
             path = folder / name
             if path.exists() and path.read_text() == text:
                 continue
-            temporary = path.with_name(f"{name}.{os.getpid()}.tmp")
+            temporary = path.with_name(storage.temporary_name(name))
             temporary.write_text(text)
             os.replace(temporary, path)
         return folder / "config.yaml"

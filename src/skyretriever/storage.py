@@ -25,6 +25,7 @@ import math
 import os
 import re
 import secrets
+import socket
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ __all__ = [
     "reduced_filename",
     "reduction_key",
     "sanitize_name",
+    "temporary_name",
     "verify_file",
     "write_tables",
 ]
@@ -62,6 +64,7 @@ _COMPRESS_ABOVE_BYTES = 64 * 1024
 _LARGEST_ATTRIBUTE = 60_000
 _METADATA_SUFFIX = ".metadata"
 _SAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
+_HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()) or "host"
 
 _state: dict[str, Path | None] = {"data_root": None}
 
@@ -241,6 +244,14 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def temporary_name(name: str) -> str:
+    """``<name>.<host>.<pid>.<random>.tmp``: where a file is written before it is renamed.
+
+    The host and process id tell a consistency checker whether the writer is still alive.
+    """
+    return f"{name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
 def write_tables(
     relative: str,
     tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any] | None]],
@@ -266,7 +277,7 @@ def write_tables(
     """
     final = full_path(relative)
     final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final.with_name(f"{final.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    temporary = final.with_name(temporary_name(final.name))
     try:
         with h5py.File(temporary, "w") as handle:
             for key, (frame, metadata) in tables.items():
