@@ -116,3 +116,14 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(data_root):
         write_tables("T/RA001/a.h5", {"k": (bad, {})})
     assert storage.verify_file(storage.full_path(info.filename), info.checksum, info.file_size)
     assert not list(storage.full_path("T/RA001").glob("*.tmp"))
+
+
+def test_the_same_tables_always_give_the_same_bytes(data_root):
+    first = write_tables("T/RA001/d.h5", {"k": (_frame(), {"a": 1}), "l": (_frame(), None)})
+    again = write_tables("T/RA001/d.h5", {"k": (_frame(), {"a": 1}), "l": (_frame(), None)})
+    assert first.checksum == again.checksum
+    big = pd.DataFrame({"mjd": np.arange(20000.0), "flux": np.ones(20000)})   # compressed path
+    one = write_tables("T/RA001/e.h5", {"k": (big, {})})
+    two = write_tables("T/RA001/e.h5", {"k": (big, {})})
+    assert one.checksum == two.checksum
+    assert read_table(two.filename, "k", two.checksum)[0].equals(big)
