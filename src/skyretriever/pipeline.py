@@ -95,6 +95,7 @@ class SourceTask:
     row: dict[str, Any]
     source_id: int | None = None
     status: str | None = None
+    counted: bool = False
     raw: dict[str, dict[str, Any]] = field(default_factory=dict)
     lightcurves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     analyzed: bool = False
@@ -119,6 +120,8 @@ class SourceResult:
 
     row: dict[str, Any]
     raw_new: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Whether the source's histogram counts were already added (they are added only once).
+    counted: bool = False
     lightcurves_new: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     analysis: AnalysisResult | None = None
     status: str = "new"
@@ -152,14 +155,15 @@ def plan_batch(session: orm.Session, rows: list[dict[str, Any]], context: Projec
     tasks = {row["name"]: SourceTask(row=row) for row in rows}
     names = list(tasks)
     for chunk in _chunks(names):
-        for source_id, name, status in session.execute(
-            sa.select(Source.id, Source.name, Source.status).where(
+        for source_id, name, status, counted in session.execute(
+            sa.select(Source.id, Source.name, Source.status, Source.counted).where(
                 Source.project == context.name,
                 Source.cfg_hash == context.cfg_hash,
                 Source.name.in_(chunk),
             )
         ):
             tasks[name].source_id, tasks[name].status = source_id, status
+            tasks[name].counted = counted
         columns = [getattr(RawPhotometry, c) for c in RAW_COLUMNS]
         for values in session.execute(
             sa.select(*columns).where(
@@ -321,7 +325,8 @@ class Worker:
 
     def process(self, task: SourceTask, reduce: bool = True, analyze: bool = True) -> SourceResult:
         """Reduce (where needed) and analyse one source; failures become the result's error."""
-        result = SourceResult(row=task.row, raw_new=task.raw_new, downloaded=task.downloaded)
+        result = SourceResult(row=task.row, raw_new=task.raw_new, downloaded=task.downloaded,
+                              counted=task.counted)
         if task.skip:
             result.skipped, result.status = True, "done"
             return result
@@ -391,6 +396,7 @@ def _source_values(row: dict[str, Any], context: ProjectContext) -> dict[str, An
         "cfg_hash": context.cfg_hash,
         "cat_index": row.get("cat_index"),
         "status": "new",
+        "counted": False,
         "cat_extra": row.get("extra") or None,
     }
     for column in ("ra", "dec", "mag", "mag_err", "mag_filter", "pmra", "pmdec", *CROSS_ID_COLUMNS):
@@ -535,13 +541,17 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
                 detection_rows.append(values)
         if detection_rows:
             execute(Detection.__table__.insert(), detection_rows)
-        if histogram_name is not None:
+        # A source adds to the histograms once: analysed again (after its files were
+        # damaged) it gives the same counts, which are already there.
+        uncounted = [r for r in analysed if not r.counted]
+        if histogram_name is not None and uncounted:
             counts: SparseCounts = {}
-            for r in analysed:
+            for r in uncounted:
                 add_sparse(counts, r.analysis.histogram)
+                r.counted = True
             batch_id = execute(HistogramBatch.__table__.insert().returning(HistogramBatch.id).values(
                 project=context.name, cfg_hash=context.cfg_hash, name=histogram_name,
-                num_sources=len(analysed),
+                num_sources=len(uncounted),
                 counts={v: {str(i): n for i, n in cells.items()} for v, cells in counts.items()},
             )).scalar_one()
             written.histogram_batch_ids.append(batch_id)
@@ -551,10 +561,10 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
     execute(
         table.update().where(table.c.id == sa.bindparam("source_id")).values(
             status=sa.bindparam("new_status"), error=sa.bindparam("new_error"),
-            modified_at=sa.bindparam("modified"),
+            counted=sa.bindparam("new_counted"), modified_at=sa.bindparam("modified"),
         ),
         [{"source_id": source_ids[r.name], "new_status": r.status, "new_error": r.error,
-          "modified": utcnow()} for r in work],
+          "new_counted": r.counted, "modified": utcnow()} for r in work],
     )
     session.commit()
     return written
