@@ -12,12 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from skyretriever import Project, database, storage
+from skyretriever.database import Session
+from skyretriever.models import Source
 from tests.helpers import snapshot
 
 NUM_SOURCES = 40
-WAIT = 0.1                   # seconds per download, one at a time: about 4 s of work per run
+WAIT = 0.05                  # seconds per download, one at a time: 0.2 s per batch of 4
 
 
 def _config(path: Path, data_root: Path, url: str, scheduler: str) -> Path:
@@ -33,6 +36,11 @@ def _config(path: Path, data_root: Path, url: str, scheduler: str) -> Path:
     return path
 
 
+def _done(project: Project) -> int:
+    with Session() as session:
+        return session.scalar(sa.select(sa.func.count(Source.id)).where(Source.status == "done"))
+
+
 def _run(config: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "skyretriever", "run", str(config)],
                           capture_output=True, text=True, timeout=timeout)
@@ -45,28 +53,34 @@ def test_killed_runs_finish_like_an_uninterrupted_run(tmp_path, database_url, da
     reference_root = tmp_path / "reference"
     reference_config = _config(tmp_path / "reference.yaml", reference_root,
                                f"sqlite:///{tmp_path / 'reference.db'}", scheduler)
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import skyretriever.project, skyretriever.cli"],
-                   check=True)
-    startup = time.perf_counter() - started
     assert _run(reference_config).returncode == 0
     database.configure(f"sqlite:///{tmp_path / 'reference.db'}")
     reference = snapshot(Project(cfg_file=reference_config), reference_root)
 
     config = _config(tmp_path / "killed.yaml", data_root, database_url, scheduler)
     project = Project(cfg_file=config)
+    database.upgrade()
     rng = random.Random(20261122)
-    done_after_kills = []
+    done_at_kills = []
     for _ in range(4):
+        done = _done(project)
+        if done >= NUM_SOURCES - 8:
+            break
+        target = rng.randint(done + 1, NUM_SOURCES - 8)
         process = subprocess.Popen([sys.executable, "-m", "skyretriever", "run", str(config)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    start_new_session=True)
-        # Past the start-up (imports), before the end of a full run's downloads.
-        time.sleep(startup + NUM_SOURCES * WAIT * rng.uniform(0.1, 0.9))
+        # Kill once `target` sources are committed, at a random moment of the next batch
+        # (downloading, reducing, writing files or committing).
+        deadline = time.monotonic() + 120
+        while _done(project) < target and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.3))
+        assert process.poll() is None, "the run ended before it could be killed"
         os.killpg(process.pid, signal.SIGKILL)                   # the run and its workers
         process.wait()
-        done_after_kills.append(project.status()["sources"]["done"])
-    assert any(0 < done < NUM_SOURCES for done in done_after_kills), done_after_kills
+        done_at_kills.append(_done(project))
+    assert len(done_at_kills) >= 2 and all(0 < d < NUM_SOURCES for d in done_at_kills)
     final = _run(config)
     assert final.returncode == 0, final.stdout + final.stderr
     assert f"{NUM_SOURCES} sources" in final.stdout
