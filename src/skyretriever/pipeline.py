@@ -102,6 +102,8 @@ class SourceTask:
     raw_new: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Tables just downloaded or adopted, handed to the CPU stage so it need not read them again.
     raw_frames: dict[str, Any] = field(default_factory=dict)
+    #: (table, provenance) downloaded by the I/O stage, written to disk by the CPU stage.
+    downloads: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     downloaded: int = 0
     skip: bool = False
@@ -256,12 +258,12 @@ def _lightcurves_intact(states: list[dict[str, Any]]) -> bool:
 
 def download_source(task: SourceTask, observatories: list[VirtualObservatory],
                     reduce: bool = True) -> SourceTask:
-    """Make sure every observatory's raw data for one source is on disk (I/O stage).
+    """Get every observatory's raw data for one source (I/O stage, on a thread).
 
     Intact raw files are kept; a complete file on disk without a row (left by
     a run that was killed before committing) is adopted; anything else is
-    downloaded. A source already done whose every file is intact is marked
-    ``skip`` and goes no further.
+    downloaded into memory, for the CPU stage to write. A source already done
+    whose every file is intact is marked ``skip`` and goes no further.
     """
     names = [obs.name for obs in observatories]
     if task.status == "done" and all(obs in task.raw and _raw_intact(task.raw[obs]) for obs in names):
@@ -283,9 +285,7 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
                 task.raw_new[obs.name], task.raw_frames[obs.name] = adopted
                 continue
             raw = obs.download(task.row)
-            raw.save()
-            task.raw_new[obs.name] = _raw_values(raw)
-            task.raw_frames[obs.name] = raw.data
+            task.downloads[obs.name] = (raw.data, raw.altdata)
             task.downloaded += 1
         except Exception as error:  # one source's failure must not stop the run
             log.debug("download failed for %s (%s)", task.name, obs.name, exc_info=True)
@@ -323,6 +323,22 @@ class Worker:
         """Point this process at the project's data root (run in each worker process)."""
         storage.configure(self.data_root)
 
+    def _save_downloads(self, task: SourceTask) -> list[str]:
+        """Write the raw data the I/O stage downloaded; returns the errors."""
+        errors = []
+        for name, (frame, altdata) in task.downloads.items():
+            try:
+                raw = RawPhotometry(data=frame, source_name=task.name, observatory=name,
+                                    ra=float(task.row["ra"]), dec=float(task.row["dec"]),
+                                    altdata=altdata or {})
+                raw.save()
+                task.raw_new[name], task.raw_frames[name] = _raw_values(raw), frame
+            except Exception as error:  # one source's failure must not stop the run
+                log.debug("saving raw data failed for %s (%s)", task.name, name, exc_info=True)
+                errors.append(_error_text("save", name, error))
+        task.downloads = {}
+        return errors
+
     def process(self, task: SourceTask, reduce: bool = True, analyze: bool = True) -> SourceResult:
         """Reduce (where needed) and analyse one source; failures become the result's error."""
         result = SourceResult(row=task.row, raw_new=task.raw_new, downloaded=task.downloaded,
@@ -330,7 +346,7 @@ class Worker:
         if task.skip:
             result.skipped, result.status = True, "done"
             return result
-        errors = list(task.errors)
+        errors = list(task.errors) + self._save_downloads(task)
         lightcurves: list[Lightcurve] = []
         changed = False
         for obs in self.observatories:
