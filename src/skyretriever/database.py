@@ -22,7 +22,6 @@ Examples
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import threading
 import zlib
@@ -284,13 +283,8 @@ def _migration_lock(connection: sa.Connection, url: URL) -> Iterator[None]:
     if not url.database or url.database == ":memory:":
         yield
         return
-    lock_path = Path(f"{url.database}.lock")
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with storage.file_lock(url.database):
+        yield
 
 
 def _alembic_config(connection: sa.Connection | None = None):

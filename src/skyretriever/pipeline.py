@@ -470,12 +470,18 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
         [_source_values(r.row, context) for r in work],
     )
     names = [r.name for r in work]
-    query = sa.select(Source.id, Source.name).where(
+    query = sa.select(Source.id, Source.name, Source.counted).where(
         Source.project == context.name, Source.cfg_hash == context.cfg_hash, Source.name.in_(names)
     )
     if is_postgresql:
+        # Lock the batch's sources (in id order, so concurrent runs never deadlock): a run
+        # working on the same sources at the same time waits here, then replaces our rows.
         query = query.order_by(Source.id).with_for_update()
-    source_ids = {name: source_id for source_id, name in execute(query)}
+    source_ids, counted = {}, {}
+    for source_id, name, is_counted in execute(query):
+        source_ids[name], counted[name] = source_id, is_counted
+    for r in work:
+        r.counted = counted[r.name]          # as committed now, not as planned
 
     # raw data (shared by projects)
     raw_rows = [values for r in work for values in r.raw_new.values()]

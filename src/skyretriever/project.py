@@ -469,27 +469,26 @@ class Project:
         return self.output_folder / f"histograms_{name or self.analysis.histogram_name}.nc"
 
     def update_histograms(self) -> Histogram:
-        """Fold every committed batch of counts that the netCDF file lacks into it."""
+        """Fold every committed batch of counts that the netCDF file lacks into it.
+
+        Safe when several runs of the project (a job array) finish at once: the
+        file is updated under a lock, and each batch is in it exactly once.
+        """
         name = self.analysis.histogram_name
         path = self.histogram_path(name)
-        held = Histogram.load(path).batch_ids if path.exists() else set()
-        with database.Session() as session:
-            query = sa.select(HistogramBatch.id, HistogramBatch.counts).where(
-                HistogramBatch.project == self.context.name,
-                HistogramBatch.cfg_hash == self.context.cfg_hash,
-                HistogramBatch.name == name,
-            )
-            if held:
-                ids = session.scalars(sa.select(HistogramBatch.id).where(
-                    HistogramBatch.project == self.context.name,
-                    HistogramBatch.cfg_hash == self.context.cfg_hash,
-                    HistogramBatch.name == name,
-                )).all()
-                missing = [i for i in ids if i not in held]
-                query = query.where(HistogramBatch.id.in_(missing or [-1]))
-            batches = list(session.execute(query))
-        return update_histogram_file(path, self.analysis.pars.histogram, name, batches)
-
+        mine = (HistogramBatch.project == self.context.name,
+                HistogramBatch.cfg_hash == self.context.cfg_hash, HistogramBatch.name == name)
+        with storage.file_lock(path), database.Session() as session:
+            held = Histogram.load(path).batch_ids if path.exists() else set()
+            ids = session.scalars(sa.select(HistogramBatch.id).where(*mine)).all()
+            missing = [i for i in ids if i not in held]
+            batches = []
+            for chunk in range(0, len(missing), 1000):
+                batches += session.execute(
+                    sa.select(HistogramBatch.id, HistogramBatch.counts).where(
+                        *mine, HistogramBatch.id.in_(missing[chunk : chunk + 1000]))
+                ).all()
+            return update_histogram_file(path, self.analysis.pars.histogram, name, batches)
 
     def status(self, max_failures: int = 20) -> dict[str, Any]:
         """Counts per stage and observatory, and the failures with their reasons.

@@ -19,6 +19,8 @@ Layout (``DATA_ROOT`` from :func:`configure`, ``$SKYRETRIEVER_DATA`` or ``./data
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -27,7 +29,7 @@ import re
 import secrets
 import socket
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -43,6 +45,7 @@ __all__ = [
     "FileInfo",
     "configure",
     "data_root",
+    "file_lock",
     "file_sha256",
     "full_path",
     "project_folder_name",
@@ -268,6 +271,23 @@ def _create_dataset(handle: h5py.File, key: str, records: np.ndarray) -> h5py.Da
     if len(records):
         dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, records)
     return h5py.Dataset(dataset)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` (POSIX advisory lock) while inside the block.
+
+    Serialises writers of one file across processes of this machine (and across
+    machines on file systems with working ``flock``).
+    """
+    lock_path = Path(f"{path}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def temporary_name(name: str) -> str:
