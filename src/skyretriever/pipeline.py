@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql, sqlite
@@ -102,8 +103,8 @@ class SourceTask:
     raw_new: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Tables just downloaded or adopted, handed to the CPU stage so it need not read them again.
     raw_frames: dict[str, Any] = field(default_factory=dict)
-    #: (table, provenance) downloaded by the I/O stage, written to disk by the CPU stage.
-    downloads: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
+    #: What the I/O stage fetched (``obs.fetch``), parsed and written by the CPU stage.
+    downloads: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     downloaded: int = 0
     skip: bool = False
@@ -284,8 +285,7 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
             if adopted is not None and adopted[0]["source_name"] == task.name:
                 task.raw_new[obs.name], task.raw_frames[obs.name] = adopted
                 continue
-            raw = obs.download(task.row)
-            task.downloads[obs.name] = (raw.data, raw.altdata)
+            task.downloads[obs.name] = obs.fetch(task.row)
             task.downloaded += 1
         except Exception as error:  # one source's failure must not stop the run
             log.debug("download failed for %s (%s)", task.name, obs.name, exc_info=True)
@@ -326,16 +326,21 @@ class Worker:
     def _save_downloads(self, task: SourceTask) -> list[str]:
         """Write the raw data the I/O stage downloaded; returns the errors."""
         errors = []
-        for name, (frame, altdata) in task.downloads.items():
+        observatories = {obs.name: obs for obs in self.observatories}
+        for name, fetched in task.downloads.items():
             try:
+                frame, altdata = observatories[name].parse(fetched)
+                if frame is None:
+                    frame = pd.DataFrame()
                 raw = RawPhotometry(data=frame, source_name=task.name, observatory=name,
                                     ra=float(task.row["ra"]), dec=float(task.row["dec"]),
                                     altdata=altdata or {})
                 raw.save()
                 task.raw_new[name], task.raw_frames[name] = _raw_values(raw), frame
             except Exception as error:  # one source's failure must not stop the run
-                log.debug("saving raw data failed for %s (%s)", task.name, name, exc_info=True)
-                errors.append(_error_text("save", name, error))
+                log.debug("reading or saving raw data failed for %s (%s)", task.name, name,
+                          exc_info=True)
+                errors.append(_error_text("download", name, error))
         task.downloads = {}
         return errors
 

@@ -204,9 +204,23 @@ class VirtualObservatory(abc.ABC):
     def download_from_observatory(self, cat_row: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
         """Everything the archive has for one catalog row: a table (empty if nothing) and provenance."""
 
+    def fetch(self, cat_row: dict[str, Any]) -> Any:
+        """The I/O half of a download, run on a download thread; its result must pickle.
+
+        The default calls :meth:`download_from_observatory`. Observatories whose
+        archives send files that take CPU to read (FITS) override this to only
+        fetch the files, and :meth:`parse` to read them in a worker process, so
+        download threads never hold the interpreter with parsing.
+        """
+        return self.download_from_observatory(cat_row)
+
+    def parse(self, fetched: Any) -> tuple[pd.DataFrame, dict]:
+        """The CPU half of a download, run in a worker process: ``fetch``'s result to (table, provenance)."""
+        return fetched
+
     def download(self, cat_row: dict[str, Any]) -> RawPhotometry:
         """Download one source into an (unsaved) RawPhotometry object."""
-        frame, altdata = self.download_from_observatory(cat_row)
+        frame, altdata = self.parse(self.fetch(cat_row))
         if frame is None:
             frame = pd.DataFrame()
         raw = RawPhotometry(
