@@ -77,6 +77,11 @@ def _columns(product: Product, sky: SimulatedSky) -> tuple[dict[str, np.ndarray]
     flagged = rng.random(count) < sky.flagged_fraction
     quality[flagged] = np.asarray(bits, dtype=np.int32)[rng.integers(0, len(bits), flagged.sum())]
     nan_time = rng.random(count) < sky.nan_time_fraction
+    if count > len(bits) + 1:
+        # However short the file, each quality bit and a NaN time appear at least once.
+        chosen = rng.choice(count, size=len(bits) + 1, replace=False)
+        quality[chosen[:-1]] = bits
+        nan_time[chosen[-1]] = True
     time = np.where(nan_time, np.nan, time)
     for values in (pdcsap, pdcsap_err, sap):
         values[nan_time] = np.nan

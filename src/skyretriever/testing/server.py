@@ -17,7 +17,10 @@ what real archives do on a bad day, from its :class:`Faults`:
 Whether a fault hits is decided from a hash of the seed, the request (without
 cache breakers) and how many times that request was seen before, so the same
 run meets the same faults whatever the order of its threads, and a retried
-request gets a fresh draw. ``paths`` limits the faults to some path prefixes.
+request gets a fresh draw. ``paths`` limits the faults to some path prefixes;
+``faults_per_request`` lets only the first tries of each request fail (so
+``Faults(unavailable_rate=1, faults_per_request=2)`` answers every request
+with 503 twice, then normally).
 
 Every server also answers ``GET /_sim/stats`` (counts, the log of requests),
 ``POST /_sim/stats/reset`` and ``POST /_sim/faults`` (a JSON object of fault
@@ -103,6 +106,7 @@ class Faults:
     executing_rate: float = 0.0
     seed: int = 0
     paths: tuple[str, ...] = ()
+    faults_per_request: int | None = None
 
     def __post_init__(self) -> None:
         for kind in FAULT_KINDS:
@@ -130,7 +134,8 @@ class Faults:
     def hits(self, kind: str, key: str, occurrence: int) -> bool:
         """Whether fault ``kind`` hits the ``occurrence``-th time request ``key`` is seen."""
         rate = getattr(self, f"{kind}_rate")
-        if rate <= 0:
+        if rate <= 0 or (self.faults_per_request is not None
+                         and occurrence >= self.faults_per_request):
             return False
         if rate >= 1:
             return True
@@ -248,7 +253,7 @@ class RequestRecord:
 
 class _Statistics:
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.reset()
 
     def reset(self) -> None:
@@ -266,10 +271,18 @@ class _Statistics:
             self.occurrences[key] += 1
             return occurrence
 
-    def end(self, record: RequestRecord) -> None:
+    def add(self, record: RequestRecord) -> None:
+        with self.lock:
+            self.records.append(record)
+
+    def end(self) -> None:
         with self.lock:
             self.in_flight -= 1
-            self.records.append(record)
+            self.lock.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self.lock:
+            return self.lock.wait_for(lambda: self.in_flight == 0, timeout)
 
     def summary(self) -> dict[str, Any]:
         with self.lock:
@@ -416,6 +429,10 @@ class ArchiveServer:
     def reset_stats(self) -> None:
         self._stats.reset()
 
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no request is being handled (e.g. after a client gave up on a slow one)."""
+        return self._stats.wait_idle(timeout)
+
     def summary(self) -> dict[str, Any]:
         """Counts by path, status and fault, the peak concurrency and the request log."""
         return self._stats.summary()
@@ -440,23 +457,33 @@ class ArchiveServer:
                           query=parse_qs(parts.query, keep_blank_values=True),
                           headers={k.lower(): v for k, v in handler.headers.items()}, body=body)
         if path.startswith(ADMIN_PREFIX):
-            self._send(handler, request, self._admin(request))
+            self._write(handler, request, *self._prepare(request, self._admin(request)))
             return
         faults = self.faults
         service, route, path_known = self._route(request.method, path)
         request.key = (service or Service()).request_key(request)
         request.faults = faults
         request.occurrence = self._stats.begin(request.key)
-        status, fault = None, None
         start = time.time()
+
+        def record(status: int | None, fault: str | None) -> None:
+            # Recorded before the answer is written, so a client that has its answer
+            # always finds its request in the statistics.
+            self._stats.add(RequestRecord(
+                start=start, method=request.method, path=path, query=parts.query,
+                status=status, fault=fault, service=service.name if service else "",
+                headers=dict(request.headers),
+            ))
+
         try:
             if faults.latency:
                 time.sleep(faults.latency)
             applies = faults.applies_to(path)
             if applies and faults.hits("reset", request.key, request.occurrence):
-                fault = "reset"
+                record(None, "reset")
                 handler.reset_connection()
                 return
+            fault = None
             for kind in ("unavailable", "throttle"):
                 if applies and faults.hits(kind, request.key, request.occurrence):
                     fault = kind
@@ -475,16 +502,15 @@ class ArchiveServer:
                     elif faults.hits("truncate", request.key, request.occurrence):
                         fault = "truncate"
                 fault = fault or reply.fault
-            status = self._send(handler, request, reply, truncate=fault == "truncate")
+            status, headers, content = self._prepare(request, reply)
+            record(status, fault)
+            self._write(handler, request, status, headers, content, truncate=fault == "truncate")
         finally:
-            self._stats.end(RequestRecord(
-                start=start, method=request.method, path=path, query=parts.query,
-                status=status, fault=fault, service=service.name if service else "",
-                headers=dict(request.headers),
-            ))
+            self._stats.end()
 
-    def _send(self, handler: _Handler, request: Request, reply: Reply,
-              truncate: bool = False) -> int:
+    @staticmethod
+    def _prepare(request: Request, reply: Reply) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers and body to send (a file reply's ``Range`` applied)."""
         body, status = reply.body, reply.status
         headers = {"Content-Type": reply.content_type, **reply.headers}
         if reply.is_file:
@@ -492,19 +518,23 @@ class ArchiveServer:
             status, body, extra = _apply_range(request, reply)
             headers.update(extra)
         headers["Content-Length"] = str(len(body))
+        return status, headers, body
+
+    @staticmethod
+    def _write(handler: _Handler, request: Request, status: int, headers: dict[str, str],
+               body: bytes, truncate: bool = False) -> None:
         handler.send_response(status)
         for name, value in headers.items():
             handler.send_header(name, value)
         handler.end_headers()
         if request.method == "HEAD":
-            return status
+            return
         if truncate:
             handler.wfile.write(body[: len(body) // 2])
             handler.wfile.flush()
             handler.reset_connection()
-            return status
+            return
         handler.wfile.write(body)
-        return status
 
     def _admin(self, request: Request) -> Reply:
         if request.path == "/_sim/stats" and request.method == "GET":

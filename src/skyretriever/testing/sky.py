@@ -65,6 +65,8 @@ KEPLER_QUARTER_STAMPS = {
 #: Start of K2 campaign 1 in BKJD and the spacing of campaigns (approximate).
 K2_CAMPAIGN_ONE_BKJD = 1975.2
 K2_CAMPAIGN_DAYS = 82.5
+#: TIC ids of the simulated neighbours (stars without data) start here.
+NEIGHBOUR_TIC_IDS = 1_990_000_000
 #: Cadences (seconds between exposures) and MAST ``t_exptime`` values of each product kind.
 CADENCE_SECONDS = {"tess_fast": 20.0, "tess_short": 120.0, "kepler_long": 1765.46,
                    "kepler_short": 58.85}
@@ -286,7 +288,8 @@ class SimulatedSky:
             ra = (star.ra + separation * math.cos(angle) / max(math.cos(math.radians(star.dec)),
                                                                 1e-6)) % 360.0
             dec = float(np.clip(star.dec + separation * math.sin(angle), -90, 90))
-            self.tic.append(self._tic_row(star.tic_id + 1, ra, dec, star.tmag + 4.0, None))
+            self.tic.append(self._tic_row(NEIGHBOUR_TIC_IDS + len(self.tic), ra, dec,
+                                          star.tmag + 4.0, None))
 
     @staticmethod
     def _tic_row(tic_id: int, ra: float, dec: float, tmag: float,
