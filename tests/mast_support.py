@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from skyretriever.net import validate_fits
 from skyretriever.testing import SimulatedSky, SimulatedStar, Transit
@@ -64,3 +66,31 @@ def leftover_problems(root: Path) -> list[str]:
             except ValueError as error:
                 problems.append(str(error))
     return problems
+
+
+def catalog_rows(stars: list[SimulatedStar], ids: bool = True, **changes: Any
+                 ) -> list[dict[str, Any]]:
+    """Catalog rows (as :meth:`Catalog.get_rows` makes them) for simulated stars."""
+    rows = []
+    for index, star in enumerate(stars):
+        row = {"name": star.name, "ra": star.ra, "dec": star.dec, "mag": star.tmag,
+               "mag_err": None, "mag_filter": None, "pmra": None, "pmdec": None,
+               "tic_id": None, "epic_id": None, "kic_id": None, "gaia_id": None,
+               "ztf_oid": None, "cat_index": index, "extra": {}}
+        if ids:
+            row.update(tic_id=star.tic_id, epic_id=star.epic_id, kic_id=star.kic_id,
+                       gaia_id=star.gaia_id)
+        row.update(changes)
+        rows.append(row)
+    return rows
+
+
+def invoked(server, service: str) -> list[dict[str, Any]]:
+    """The service requests of one kind a simulated MAST server received (params and all)."""
+    found = []
+    for record in server.records:
+        if record.key.startswith("invoke "):
+            request = json.loads(record.key[len("invoke "):])
+            if request["service"].lower() == service.lower():
+                found.append(request)
+    return found

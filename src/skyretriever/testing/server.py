@@ -249,6 +249,7 @@ class RequestRecord:
     fault: str | None
     service: str
     headers: dict[str, str]
+    key: str = ""
 
 
 class _Statistics:
@@ -472,7 +473,7 @@ class ArchiveServer:
             self._stats.add(RequestRecord(
                 start=start, method=request.method, path=path, query=parts.query,
                 status=status, fault=fault, service=service.name if service else "",
-                headers=dict(request.headers),
+                headers=dict(request.headers), key=request.key,
             ))
 
         try:
