@@ -6,8 +6,8 @@ import pickle
 
 import numpy as np
 import pytest
-from mast_support import QUICK, catalog_rows, invoked, kepler_stars, small_sky, tess_stars
 
+from mast_support import QUICK, catalog_rows, invoked, small_sky, tess_stars
 from skyretriever.net import NetworkError, RetriesExhausted
 from skyretriever.observatories.k2 import VirtualK2
 from skyretriever.observatories.kepler import VirtualKepler
@@ -347,4 +347,3 @@ def test_unknown_simulated_targets_are_empty_not_errors(data_root):
     with SimulatedArchives(sky) as archives:
         raw = download_all(tess(archives), catalog_rows(sky.stars))["lonely"]
     assert raw.data.empty and raw.altdata["target_name"] == "306000001"
-    assert kepler_stars()  # the helper's stars are only for the other tests

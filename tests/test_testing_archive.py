@@ -10,10 +10,10 @@ import urllib.request
 import numpy as np
 import pytest
 from astropy.io import fits
-from mast_support import TRANSIT, small_sky
 
+from mast_support import TRANSIT, small_sky
 from skyretriever.net import HttpClient, NetworkPolicy
-from skyretriever.testing import BUCKET, Faults, SimulatedArchives
+from skyretriever.testing import BUCKET, Faults, SimulatedArchives, SimulatedStar
 from skyretriever.testing.fitsfiles import SIMULATED_QUALITY_BITS, expected_flux
 
 PORTAL_URLS = {"MAST_REQUEST_URL": "/api/v0/invoke",
@@ -163,8 +163,8 @@ def test_download_answers_head_and_ranges(archives, sky):
 
 
 def test_path_lookup_and_resolver_answer_like_mast(archives, sky):
-    cloudless = small_sky([sky.star("quiet_star").__class__(
-        "offline", 1.0, 1.0, tic_id=9, tess_sectors=(7,), in_cloud=False)])
+    cloudless = small_sky([SimulatedStar("offline", 1.0, 1.0, tic_id=9, tess_sectors=(7,),
+                                         in_cloud=False)])
     product = sky.files_of("planet_host")[0]
     answer = HttpClient().request_json("GET", archives.mast_url + "/api/v0.1/path_lookup/",
                                        params={"uri": [product.data_uri, "mast:TESS/none.fits"]})
