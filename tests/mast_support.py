@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from skyretriever.net import validate_fits
+from skyretriever.fitsfile import validate_fits
 from skyretriever.testing import SimulatedSky, SimulatedStar, Transit
 
 #: Observatory parameters for tests: quick retries, no waiting between attempts.

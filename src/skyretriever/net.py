@@ -11,8 +11,8 @@ Every request to an archive goes through an :class:`HttpClient`:
 - redirects followed by hand, without credentials when they lead to another host;
 - downloads written to a temporary file beside the destination, resumed with
   ``Range`` after a cut, checked (length, and a validator such as
-  :func:`validate_fits`) and only then renamed into place: a bad file is
-  fetched again and never kept.
+  :func:`skyretriever.fitsfile.validate_fits`) and only then renamed into
+  place: a bad file is fetched again and never kept.
 
 Other transports (the S3 client of :mod:`skyretriever.observatories.mast`)
 reuse the same pieces: :meth:`HttpClient.call_with_retries` for the retry
@@ -25,6 +25,7 @@ Examples
 >>> client = HttpClient(NetworkPolicy(max_connections_per_host=4, max_attempts=3))
 >>> rows = client.request_json("GET", "https://mast.stsci.edu/api/v0.1/path_lookup/",
 ...                            params={"uri": ["mast:TESS/product/x_lc.fits"]})  # doctest: +SKIP
+>>> from skyretriever.fitsfile import validate_fits
 >>> client.download("https://example.org/file.fits", "file.fits",
 ...                 validator=validate_fits)                                  # doctest: +SKIP
 """
@@ -52,15 +53,14 @@ __all__ = [
     "HostLimiter",
     "HttpClient",
     "HttpError",
-    "InvalidFileError",
     "NetworkError",
     "NetworkPolicy",
     "Response",
     "RetriesExhausted",
     "TransientError",
     "host_of",
+    "join_url",
     "shared_client",
-    "validate_fits",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,6 @@ REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
 _CHUNK_BYTES = 64 * 1024
 _PARTIAL_SUFFIX = ".part"
-_FITS_BLOCK = 2880
-_FITS_CARD = 80
 
 
 class NetworkError(RuntimeError):
@@ -117,10 +115,6 @@ class RetriesExhausted(NetworkError):
     def __init__(self, message: str, last_error: TransientError) -> None:
         super().__init__(message)
         self.last_error = last_error
-
-
-class InvalidFileError(ValueError):
-    """A downloaded file is not what it should be (cut short, an HTML page, a broken FITS file)."""
 
 
 @dataclass(frozen=True)
@@ -544,8 +538,8 @@ class HttpClient:
         short is resumed with ``Range`` (when the server accepts ranges and the
         file has not changed, by ``ETag``) on the next attempt; the complete
         file must match ``Content-Length`` and ``expected_size`` (if given) and
-        pass ``validator`` (which raises :class:`InvalidFileError`, e.g.
-        :func:`validate_fits`), else it is deleted and fetched again. Only then
+        pass ``validator`` (which raises ``ValueError``, e.g.
+        :func:`skyretriever.fitsfile.validate_fits`), else it is deleted and fetched again. Only then
         is it renamed into place, so the destination is never a bad file.
 
         Raises
@@ -619,10 +613,10 @@ class HttpClient:
             expected = expected_size if expected_size is not None else total
             try:
                 if expected is not None and size != expected:
-                    raise InvalidFileError(f"has {size} bytes, expected {expected}")
+                    raise ValueError(f"has {size} bytes, expected {expected}")
                 if validator is not None:
                     validator(temporary)
-            except InvalidFileError as error:
+            except ValueError as error:
                 temporary.unlink(missing_ok=True)
                 raise TransientError(f"{what}: the downloaded file is not valid: {error}") from None
 
@@ -676,106 +670,6 @@ def _forget_shared_clients() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_shared_clients)
-
-
-# -- validators ----------------------------------------------------------------------------
-def _fits_cards(block: bytes) -> Iterator[str]:
-    for start in range(0, len(block), _FITS_CARD):
-        yield block[start : start + _FITS_CARD].decode("ascii", "replace")
-
-
-def _fits_value(card: str) -> str:
-    return card[10:].split("/", 1)[0].strip()
-
-
-def validate_fits(path: str | os.PathLike) -> None:
-    """Raise :class:`InvalidFileError` unless the file is a complete FITS file.
-
-    Reads only the headers: each header must end with ``END``, the first must
-    start with ``SIMPLE = T`` and the others with ``XTENSION``, and the file
-    must end exactly where the sizes its headers declare say it does. This
-    catches cut-short files and HTML error pages served in place of FITS,
-    without the cost of parsing the tables.
-
-    Examples
-    --------
-    >>> import io, tempfile
-    >>> from astropy.io import fits
-    >>> path = tempfile.mktemp(suffix=".fits")
-    >>> fits.HDUList([fits.PrimaryHDU()]).writeto(path)
-    >>> validate_fits(path)
-    >>> open(path, "r+b").truncate(100)
-    >>> validate_fits(path)
-    Traceback (most recent call last):
-    ...
-    skyretriever.net.InvalidFileError: ...: ends inside the header of HDU 0 ...
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        position, number = 0, 0
-        while position < size:
-            keywords: dict[str, str] = {}
-            first_card = None
-            ended = False
-            expected_start = "SIMPLE" if number == 0 else "XTENSION"
-            while not ended:
-                block = handle.read(_FITS_BLOCK)
-                if first_card is None and block[:8].decode("ascii", "replace").strip() != (
-                        expected_start):
-                    raise InvalidFileError(
-                        f"{path}: HDU {number} does not start with {expected_start} (not a FITS "
-                        f"file; starts with {block[:40].decode('ascii', 'replace')!r})"
-                    )
-                if len(block) < _FITS_BLOCK:
-                    raise InvalidFileError(
-                        f"{path}: ends inside the header of HDU {number} (file has {size} bytes; "
-                        "cut short, or not a FITS file)"
-                    )
-                position += _FITS_BLOCK
-                for card in _fits_cards(block):
-                    name = card[:8].strip()
-                    if first_card is None:
-                        first_card = card
-                    if name == "END":
-                        ended = True
-                        break
-                    if card[8:10] == "= ":
-                        keywords.setdefault(name, _fits_value(card))
-            if number == 0 and keywords.get("SIMPLE") != "T":
-                raise InvalidFileError(f"{path}: SIMPLE is not T (not a standard FITS file)")
-            try:
-                bitpix = abs(int(keywords["BITPIX"]))
-                axes = [int(keywords[f"NAXIS{i}"]) for i in range(1, int(keywords["NAXIS"]) + 1)]
-                pcount = int(keywords.get("PCOUNT", "0"))
-                gcount = int(keywords.get("GCOUNT", "1"))
-            except (KeyError, ValueError) as error:
-                raise InvalidFileError(f"{path}: HDU {number} has a broken header ({error})") from None
-            elements = 1
-            for axis in axes:
-                elements *= axis
-            data_bytes = bitpix // 8 * gcount * (pcount + elements) if axes else 0
-            padded = -(-data_bytes // _FITS_BLOCK) * _FITS_BLOCK
-            if position + padded > size:
-                raise InvalidFileError(
-                    f"{path}: HDU {number} declares {data_bytes} bytes of data but the file ends "
-                    f"{size - position} bytes after its header (cut short)"
-                )
-            position += padded
-            handle.seek(position)
-            number += 1
-        if number == 0:
-            raise InvalidFileError(f"{path}: empty file")
-
-
-def validate_all(*validators: Callable[[Path], None]) -> Callable[[Path], None]:
-    """One validator that runs several in turn."""
-
-    def validate(path: Path) -> None:
-        for validator in validators:
-            validator(path)
-
-    return validate
 
 
 def join_url(base: str, *parts: str) -> str:

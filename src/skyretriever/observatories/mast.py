@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import shutil
 import threading
 import time
@@ -50,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 from skyretriever import storage
+from skyretriever.fitsfile import InvalidFileError, read_fits_table, validate_fits
 from skyretriever.net import (
     TRANSIENT_STATUS,
     HttpClient,
@@ -58,7 +58,6 @@ from skyretriever.net import (
     TransientError,
     join_url,
     shared_client,
-    validate_fits,
 )
 from skyretriever.observatories.base import ObservatoryParameters, VirtualObservatory
 from skyretriever.parameters import parameter
@@ -107,8 +106,6 @@ KEPLER_QUALITY_PRESETS = {"none": 0, "default": 1130799, "hard": 1664431, "harde
 PRODUCTS_PER_REQUEST = 500
 #: URIs per ``path_lookup`` request (more give "414 Request-URI Too Large").
 URIS_PER_PATH_LOOKUP = 50
-_STRUCTURAL_CARDS = re.compile(r"^(T(TYPE|FORM|UNIT|DISP|NULL|DIM)\d+|XTENSION|BITPIX|NAXIS\d*|"
-                               r"PCOUNT|GCOUNT|TFIELDS|CHECKSUM|DATASUM|COMMENT|HISTORY|)$")
 
 
 class MastError(NetworkError):
@@ -452,68 +449,42 @@ class S3Bucket:
 
 
 # -- FITS light-curve files ------------------------------------------------------------------
-def _header_dict(header: Any) -> dict[str, Any]:
-    """A FITS header as JSON-safe values, without the table-structure and checksum cards."""
-    values: dict[str, Any] = {}
-    for card in header.cards:
-        name = card.keyword
-        if _STRUCTURAL_CARDS.match(name) or name in values:
-            continue
-        value = card.value
-        if isinstance(value, (bool, int, str)):
-            values[name] = value
-        elif isinstance(value, float):
-            values[name] = value if math.isfinite(value) else None
-        elif isinstance(value, np.generic):
-            values[name] = value.item()
-        else:
-            values[name] = None
-    return values
-
-
 def read_lightcurve_fits(path: str | Path) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Read a TESS, K2 or Kepler light-curve file: its table (every row) and its headers.
 
     Column names are lower-cased; ``bjd`` (full barycentric Julian date,
     TDB), ``mjd`` (that date minus 2400000.5) and ``exptime`` (the cadence in
     seconds, from ``TIMEDEL``) are added. Rows with NaN ``TIME`` are kept
-    (reduction drops them).
+    (reduction drops them). Headers lose their table-layout and checksum cards.
 
     Returns
     -------
     frame, headers
         The table, and ``{"primary": {...}, "lightcurve": {...}}`` header values.
 
+    Raises
+    ------
+    skyretriever.fitsfile.InvalidFileError
+        If the file is not whole, or has no ``LIGHTCURVE`` table with a ``TIME`` column.
+
     Examples
     --------
     >>> frame, headers = read_lightcurve_fits("tess2018206045859-s0001-..._lc.fits")  # doctest: +SKIP
     >>> headers["primary"]["SECTOR"], frame[["time", "bjd", "pdcsap_flux", "quality"]]   # doctest: +SKIP
     """
-    from astropy.io import fits
-
-    with fits.open(path, memmap=False) as hdul:
-        try:
-            table = hdul["LIGHTCURVE"]
-        except KeyError:
-            raise NetworkError(f"{path}: no LIGHTCURVE extension; not a light-curve file") from None
-        data = table.data
-        columns = {}
-        for name in data.columns.names:
-            values = np.asarray(data[name])
-            if values.ndim != 1:
-                continue
-            columns[name.lower()] = values.astype(values.dtype.newbyteorder("="))
-        header = table.header
-        headers = {"primary": _header_dict(hdul[0].header), "lightcurve": _header_dict(header)}
-    if "time" not in columns:
-        raise NetworkError(f"{path}: the LIGHTCURVE table has no TIME column")
-    frame = pd.DataFrame(columns)
+    columns, hdus = read_fits_table(path, "LIGHTCURVE")
+    table = next(hdu for hdu in hdus if hdu.name == "LIGHTCURVE")
+    if "TIME" not in columns:
+        raise InvalidFileError(f"{path}: the LIGHTCURVE table has no TIME column")
+    frame = pd.DataFrame({name.lower(): values for name, values in columns.items()
+                          if values.ndim == 1})
+    header = table.header
     reference = float(header.get("BJDREFI", 0)) + float(header.get("BJDREFF", 0.0))
     frame["bjd"] = frame["time"].to_numpy(dtype=float) + reference
     frame["mjd"] = frame["bjd"] - MJD_OFFSET
     timedel = header.get("TIMEDEL")
     frame["exptime"] = float(timedel) * 86400.0 if timedel else np.nan
-    return frame, headers
+    return frame, {"primary": hdus[0].described(), "lightcurve": table.described()}
 
 
 # -- what a source's download needs ----------------------------------------------------------
@@ -910,7 +881,7 @@ class VirtualMAST(VirtualObservatory):
             paths.append(path)
             try:
                 frame, headers = read_lightcurve_fits(path)
-            except (OSError, ValueError) as error:
+            except (OSError, InvalidFileError) as error:
                 path.unlink(missing_ok=True)
                 raise NetworkError(f"{product.filename} from {route} cannot be read: {error}"
                                    ) from error
