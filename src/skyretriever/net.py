@@ -414,7 +414,7 @@ class HttpClient:
                 headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
             url = target
         raise HttpError(f"{method} {url}: more than {self.policy.max_redirects} redirects",
-                        310, url)
+                        response.status, url)
 
     @staticmethod
     def _check_status(method: str, url: str, response: urllib3.BaseHTTPResponse) -> None:

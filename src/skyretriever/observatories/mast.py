@@ -59,7 +59,11 @@ from skyretriever.net import (
     join_url,
     shared_client,
 )
-from skyretriever.observatories.base import ObservatoryParameters, VirtualObservatory
+from skyretriever.observatories.base import (
+    ObservatoryParameters,
+    ProjectContext,
+    VirtualObservatory,
+)
 from skyretriever.parameters import parameter
 
 __all__ = [
@@ -608,19 +612,26 @@ class VirtualMAST(VirtualObservatory):
     quality_column: ClassVar[str] = "quality"
     zero_point: ClassVar[tuple[float, float]] = TESS_ZERO_POINT
 
-    def __init__(self, pars: MastParameters | None = None, context=None, **kwargs: Any) -> None:
+    def __init__(self, pars: MastParameters | None = None, context: ProjectContext | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(pars, context, **kwargs)
         self._init_runtime()
+
+    #: Attributes made at run time (clients, locks, the batch's plans); never pickled.
+    _RUNTIME = ("_mast", "_mast_key", "_s3", "_s3_key", "_plans", "_runtime_lock")
 
     def _init_runtime(self) -> None:
         self._mast: MastClient | None = None
         self._s3: S3Bucket | None = None
+        self._mast_key: tuple | None = None
+        self._s3_key: tuple | None = None
         self._plans: dict[str, SourcePlan] = {}
         self._runtime_lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
+        # Worker processes reduce; they never download, so they get no clients or sockets.
         state = super().__getstate__()
-        for name in ("_mast", "_s3", "_plans", "_runtime_lock"):
+        for name in self._RUNTIME:
             state.pop(name, None)
         return state
 
@@ -644,23 +655,28 @@ class VirtualMAST(VirtualObservatory):
 
     @property
     def mast(self) -> MastClient:
-        """The MAST portal client (shared HTTP client, so the per-host limit holds across missions)."""
+        """The MAST portal client (on the shared HTTP client: the host limit holds across missions).
+
+        Made on first use, and again if the parameters it depends on changed.
+        """
+        pars = self.pars
+        key = (pars.mast_url, pars.page_size, pars.query_timeout, self.network_policy)
         with self._runtime_lock:
-            if self._mast is None or self._mast.mast_url != self.pars.mast_url.rstrip("/"):
-                self._mast = MastClient(self.pars.mast_url, shared_client(self.network_policy),
-                                        page_size=self.pars.page_size,
-                                        query_timeout=self.pars.query_timeout)
+            if self._mast is None or self._mast_key != key:
+                self._mast = MastClient(pars.mast_url, shared_client(key[-1]),
+                                        page_size=pars.page_size, query_timeout=pars.query_timeout)
+                self._mast_key = key
             return self._mast
 
     @property
     def s3(self) -> S3Bucket:
-        """The public bucket."""
+        """The public bucket (made on first use, and again if its parameters changed)."""
+        pars = self.pars
+        key = (pars.s3_bucket, pars.s3_endpoint_url, pars.s3_region, self.network_policy)
         with self._runtime_lock:
-            pars = self.pars
-            if self._s3 is None or (self._s3.endpoint_url, self._s3.bucket) != (
-                    pars.s3_endpoint_url, pars.s3_bucket):
-                self._s3 = S3Bucket(pars.s3_bucket, pars.s3_endpoint_url, pars.s3_region,
-                                    shared_client(self.network_policy))
+            if self._s3 is None or self._s3_key != key:
+                self._s3 = S3Bucket(*key[:3], shared_client(key[-1]))
+                self._s3_key = key
             return self._s3
 
     # -- what subclasses say -------------------------------------------------------------------
@@ -737,7 +753,12 @@ class VirtualMAST(VirtualObservatory):
 
     # -- planning a batch ------------------------------------------------------------------------
     def plan_sources(self, rows: list[dict[str, Any]]) -> dict[str, SourcePlan]:
-        """The files each row's download will fetch, from batched queries.
+        """The files each row's download will fetch, found with batched queries.
+
+        Targets are resolved (:meth:`resolve_targets`), their observations
+        asked for ``download_batch_size`` targets at a time, the products of
+        the wanted observations 500 observations at a time, and (with
+        ``use_cloud``) the S3 keys of the chosen files 50 at a time.
 
         Raises
         ------
@@ -745,63 +766,72 @@ class VirtualMAST(VirtualObservatory):
             If MAST cannot be queried (:class:`MastError` if it refused a query).
         """
         resolutions = self.resolve_targets(rows)
+        observations = self._wanted_observations(resolutions)
+        obsids = sorted({str(o["obsid"]) for found in observations.values() for o in found})
+        products: dict[str, list[dict[str, Any]]] = {}
+        for product in self.mast.products(obsids):
+            products.setdefault(str(product.get("obsID") or product.get("parent_obsid")),
+                                []).append(product)
+        plans = {row["name"]: self._plan(resolutions[row["name"]],
+                                         observations.get(row["name"], []), products)
+                 for row in rows}
+        if self.pars.use_cloud:
+            chosen = [p for plan in plans.values() for p in plan.products]
+            keys = self.mast.cloud_keys([p.data_uri for p in chosen]) if chosen else {}
+            for product in chosen:
+                product.cloud_key = keys.get(product.data_uri)
+        return plans
+
+    def _wanted_observations(self, resolutions: dict[str, Resolution]
+                             ) -> dict[str, list[dict[str, Any]]]:
+        """The wanted observations of each resolved source (targets queried in batches)."""
         named = sorted({r.target_name for r in resolutions.values()
                         if r.target_name is not None and r.observations is None})
         criteria = self.observation_criteria()
-        queried = self.mast.map(lambda chunk: self.mast.observations(chunk, criteria),
+        batches = self.mast.map(lambda chunk: self.mast.observations(chunk, criteria),
                                 in_chunks(named, self.pars.download_batch_size))
         by_target: dict[str, list[dict[str, Any]]] = {}
-        for observation in (o for batch in queried for o in batch):
-            by_target.setdefault(str(observation.get("target_name", "")).lower(), []).append(
-                observation)
-        chosen: dict[str, list[dict[str, Any]]] = {}
+        for observation in (o for batch in batches for o in batch):
+            target = str(observation.get("target_name", "")).lower()
+            by_target.setdefault(target, []).append(observation)
+        wanted = {}
         for name, resolution in resolutions.items():
             if resolution.target_name is None:
                 continue
-            observations = (resolution.observations if resolution.observations is not None
-                            else by_target.get(resolution.target_name.lower(), []))
-            chosen[name] = [o for o in observations if self.wanted_observation(o)]
-        products_by_obsid: dict[str, list[dict[str, Any]]] = {}
-        obsids = sorted({str(o["obsid"]) for obs in chosen.values() for o in obs if o.get("obsid")})
-        for product in self.mast.products(obsids):
-            products_by_obsid.setdefault(str(product.get("obsID") or product.get("parent_obsid")),
-                                         []).append(product)
-        plans: dict[str, SourcePlan] = {}
-        for row in rows:
-            resolution = resolutions[row["name"]]
-            provenance = {"archive": "MAST", "mission": self.mission,
-                          "target_name": resolution.target_name, **resolution.provenance}
-            plan = SourcePlan(resolution.target_name, provenance=provenance)
-            plans[row["name"]] = plan
-            seen = set()
-            for observation in chosen.get(row["name"], []):
-                for product in products_by_obsid.get(str(observation["obsid"]), []):
-                    uri = product.get("dataURI") or ""
-                    if uri in seen or not self.wanted_product(product, observation):
-                        continue
-                    sequence = self.product_sequence(product, observation)
-                    wanted = self.wanted_sequences()
-                    if wanted is not None and sequence is not None and sequence not in wanted:
-                        continue
-                    seen.add(uri)
-                    plan.products.append(ProductInfo(
-                        data_uri=uri, filename=product.get("productFilename") or uri.rsplit("/")[-1],
-                        obs_id=str(observation.get("obs_id") or ""), obsid=str(observation["obsid"]),
-                        sequence=sequence, exptime=self.product_exptime(product, observation),
-                        author=str(observation.get("provenance_name") or ""),
-                        size=_as_int(product.get("size")),
-                    ))
-            plan.products.sort(key=lambda p: (p.sequence if p.sequence is not None else -1,
-                                              p.exptime or 0.0, p.filename))
-            if resolution.target_name is not None and not plan.products:
-                provenance["reason"] = f"MAST has no {self.mission} light curves of the asked kind"
-        if self.pars.use_cloud:
-            uris = [p.data_uri for plan in plans.values() for p in plan.products]
-            keys = self.mast.cloud_keys(uris) if uris else {}
-            for plan in plans.values():
-                for product in plan.products:
-                    product.cloud_key = keys.get(product.data_uri)
-        return plans
+            found = (resolution.observations if resolution.observations is not None
+                     else by_target.get(resolution.target_name.lower(), []))
+            wanted[name] = [o for o in found if o.get("obsid") and self.wanted_observation(o)]
+        return wanted
+
+    def _plan(self, resolution: Resolution, observations: list[dict[str, Any]],
+              products: dict[str, list[dict[str, Any]]]) -> SourcePlan:
+        """One source's plan: its wanted light-curve files, in sequence and cadence order."""
+        provenance = {"archive": "MAST", "mission": self.mission,
+                      "target_name": resolution.target_name, **resolution.provenance}
+        plan = SourcePlan(resolution.target_name, provenance=provenance)
+        wanted = self.wanted_sequences()
+        seen = set()
+        for observation in observations:
+            for product in products.get(str(observation["obsid"]), []):
+                uri = product.get("dataURI") or ""
+                if not uri or uri in seen or not self.wanted_product(product, observation):
+                    continue
+                sequence = self.product_sequence(product, observation)
+                if wanted is not None and sequence is not None and sequence not in wanted:
+                    continue
+                seen.add(uri)
+                plan.products.append(ProductInfo(
+                    data_uri=uri, filename=product.get("productFilename") or uri.rsplit("/")[-1],
+                    obs_id=str(observation.get("obs_id") or ""), obsid=str(observation["obsid"]),
+                    sequence=sequence, exptime=self.product_exptime(product, observation),
+                    author=str(observation.get("provenance_name") or ""),
+                    size=_as_int(product.get("size")),
+                ))
+        plan.products.sort(key=lambda p: (p.sequence if p.sequence is not None else -1,
+                                          p.exptime or 0.0, p.filename))
+        if resolution.target_name is not None and not plan.products:
+            provenance["reason"] = f"MAST has no {self.mission} light curves of the asked kind"
+        return plan
 
     def prepare_download(self, cat_rows: list[dict[str, Any]]) -> None:
         """Query MAST once for the whole batch; each source's download then only fetches files.
@@ -840,9 +870,10 @@ class VirtualMAST(VirtualObservatory):
     def fetch_file(self, product: ProductInfo, folder: Path) -> tuple[Path, str]:
         """A product's file on disk, and how it came: ``"cache"``, ``"s3"`` or ``"https"``.
 
-        A complete file left by an earlier try is reused. Otherwise the S3
-        bucket is tried first (when ``use_cloud`` and the file has a cloud
-        key), then MAST HTTPS.
+        A complete file left by an earlier try (files stay when a source
+        fails part-way, so its next try fetches only what is missing) is
+        reused. Otherwise the S3 bucket is tried first (when ``use_cloud`` and
+        the file has a cloud key), then MAST HTTPS.
         """
         destination = folder / storage.sanitize_name(product.filename)
         if destination.exists():
@@ -867,6 +898,8 @@ class VirtualMAST(VirtualObservatory):
         skyretriever.net.NetworkError
             If MAST could not be queried or a file could not be fetched (the
             source is then recorded as failed, and tried again by the next run).
+        skyretriever.fitsfile.InvalidFileError
+            If a file is whole but not a light curve this reader knows.
         """
         plan = self._take_plan(cat_row)
         altdata: dict[str, Any] = {**plan.provenance, "mast_url": self.pars.mast_url,
@@ -875,16 +908,15 @@ class VirtualMAST(VirtualObservatory):
             return pd.DataFrame(), altdata
         folder = self.fits_folder(cat_row["name"])
         wanted = self.wanted_sequences()
-        frames, paths = [], []
+        frames = []
         for product in plan.products:
             path, route = self.fetch_file(product, folder)
-            paths.append(path)
             try:
                 frame, headers = read_lightcurve_fits(path)
-            except (OSError, InvalidFileError) as error:
+            except InvalidFileError as error:
                 path.unlink(missing_ok=True)
-                raise NetworkError(f"{product.filename} from {route} cannot be read: {error}"
-                                   ) from error
+                raise InvalidFileError(f"{product.data_uri} (from {route}) cannot be read as a "
+                                       f"light curve: {error}") from error
             sequence = _as_int(headers["primary"].get(self.sequence_column.upper()))
             sequence = sequence if sequence is not None else product.sequence
             if wanted is not None and sequence not in wanted:
@@ -896,13 +928,10 @@ class VirtualMAST(VirtualObservatory):
                                         "route": route, "num_rows": len(frame)})
             altdata["headers"][product.filename] = headers
         if not self.pars.keep_fits:
-            for path in paths:
-                path.unlink(missing_ok=True)
             shutil.rmtree(folder, ignore_errors=True)
         if not frames:
             return pd.DataFrame(), altdata
-        combined = pd.concat(frames, ignore_index=True)
-        return combined, altdata
+        return pd.concat(frames, ignore_index=True), altdata
 
     # -- reducing --------------------------------------------------------------------------------
     def standardize(self, frame: pd.DataFrame, altdata: dict[str, Any]) -> pd.DataFrame:

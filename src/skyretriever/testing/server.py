@@ -22,7 +22,7 @@ request gets a fresh draw. ``paths`` limits the faults to some path prefixes;
 ``Faults(unavailable_rate=1, faults_per_request=2)`` answers every request
 with 503 twice, then normally).
 
-Every server also answers ``GET /_sim/stats`` (counts, the log of requests),
+Every server also answers ``GET /_sim/stats`` (counts; ``?log=1`` adds the requests),
 ``POST /_sim/stats/reset`` and ``POST /_sim/faults`` (a JSON object of fault
 knobs), without latency or faults, so a server in another process can be
 inspected and steered.
@@ -65,7 +65,7 @@ import socket
 import struct
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -253,15 +253,23 @@ class RequestRecord:
 
 
 class _Statistics:
+    """Counts of handled requests, the peak concurrency, and a log of the latest requests."""
+
+    #: The log keeps this many records (the counts cover every request).
+    LOG_LENGTH = 100_000
+
     def __init__(self) -> None:
         self.lock = threading.Condition()
+        self.in_flight = 0
         self.reset()
 
     def reset(self) -> None:
         with self.lock:
-            self.records: list[RequestRecord] = []
-            self.in_flight = 0
-            self.max_in_flight = 0
+            self.records: deque[RequestRecord] = deque(maxlen=self.LOG_LENGTH)
+            self.counts: dict[str, Counter] = {"path": Counter(), "status": Counter(),
+                                               "fault": Counter()}
+            self.total = 0
+            self.max_in_flight = self.in_flight
             self.occurrences: Counter = Counter()
 
     def begin(self, key: str) -> int:
@@ -275,6 +283,11 @@ class _Statistics:
     def add(self, record: RequestRecord) -> None:
         with self.lock:
             self.records.append(record)
+            self.total += 1
+            self.counts["path"][record.path] += 1
+            self.counts["status"][str(record.status)] += 1
+            if record.fault:
+                self.counts["fault"][record.fault] += 1
 
     def end(self) -> None:
         with self.lock:
@@ -285,18 +298,16 @@ class _Statistics:
         with self.lock:
             return self.lock.wait_for(lambda: self.in_flight == 0, timeout)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, log: bool = True) -> dict[str, Any]:
         with self.lock:
-            records = list(self.records)
-            maximum = self.max_in_flight
-        return {
-            "requests": len(records),
-            "max_in_flight": maximum,
-            "by_path": dict(Counter(r.path for r in records)),
-            "by_status": {str(k): v for k, v in Counter(r.status for r in records).items()},
-            "faults": dict(Counter(r.fault for r in records if r.fault)),
-            "log": [asdict(r) for r in records],
-        }
+            return {
+                "requests": self.total,
+                "max_in_flight": self.max_in_flight,
+                "by_path": dict(self.counts["path"]),
+                "by_status": dict(self.counts["status"]),
+                "faults": dict(self.counts["fault"]),
+                "log": [asdict(r) for r in self.records] if log else [],
+            }
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -306,12 +317,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # requests are counted in the statistics; printing them would flood test output
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.archive._connections.add(self.connection)
+
     def do_GET(self) -> None:
         self.server.archive._handle(self)
 
     do_POST = do_HEAD = do_PUT = do_DELETE = do_GET
 
     def finish(self) -> None:
+        self.server.archive._connections.discard(self.connection)
         try:
             super().finish()
         except OSError:
@@ -362,6 +378,7 @@ class ArchiveServer:
         self._address = (host, port)
         self._server: _ThreadingServer | None = None
         self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> ArchiveServer:
@@ -379,6 +396,12 @@ class ArchiveServer:
             return
         self._server.shutdown()
         self._server.server_close()
+        # Kept-alive connections would hold their handler threads (and clients' pools) forever.
+        for connection in list(self._connections):
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._thread.join(timeout=5)
         self._server = self._thread = None
 
@@ -434,9 +457,10 @@ class ArchiveServer:
         """Wait until no request is being handled (e.g. after a client gave up on a slow one)."""
         return self._stats.wait_idle(timeout)
 
-    def summary(self) -> dict[str, Any]:
-        """Counts by path, status and fault, the peak concurrency and the request log."""
-        return self._stats.summary()
+    def summary(self, log: bool = True) -> dict[str, Any]:
+        """Counts by path, status and fault, the peak concurrency and (with ``log``) the
+        latest requests."""
+        return self._stats.summary(log)
 
     # -- handling ----------------------------------------------------------------------------
     def _route(self, method: str, path: str) -> tuple[Service | None, Route | None, bool]:
@@ -539,7 +563,7 @@ class ArchiveServer:
 
     def _admin(self, request: Request) -> Reply:
         if request.path == "/_sim/stats" and request.method == "GET":
-            return Reply.json(self.summary())
+            return Reply.json(self.summary(log=request.arg("log", "0") == "1"))
         if request.path == "/_sim/stats/reset" and request.method == "POST":
             self.reset_stats()
             return Reply.json({"reset": True})
