@@ -8,6 +8,9 @@ file's ``QUARTER`` keyword. Raw data holds every quarter (column
 ``quarter``); reduction gives one light curve per quarter, with ``bkjd``
 (BJD - 2454833) beside ``mjd``.
 
+:class:`VirtualKeplerSpacecraft` holds what Kepler and K2 share (the same
+spacecraft, file layout, quality bits and cadences); :mod:`.k2` builds on it.
+
 Examples
 --------
 >>> obs = VirtualKepler(quarters=[1, 2, 3])
@@ -33,61 +36,75 @@ from skyretriever.observatories.mast import (
 )
 from skyretriever.parameters import parameter
 
-__all__ = ["KeplerParameters", "VirtualKepler", "kepler_file_wanted"]
+__all__ = [
+    "KeplerParameters",
+    "KeplerSpacecraftParameters",
+    "VirtualKepler",
+    "VirtualKeplerSpacecraft",
+]
 
 #: File-name endings of Kepler and K2 light curves, by cadence (seconds, as MAST's ``t_exptime``).
 LIGHTCURVE_SUFFIXES = {1800: "_llc.fits", 60: "_slc.fits"}
 _QUARTER_IN_DESCRIPTION = re.compile(r"Q\s*-?\s*(\d+)\s*$", re.IGNORECASE)
 
 
-def kepler_file_wanted(product: dict[str, Any], cadences: list[int]) -> bool:
-    """Whether a Kepler/K2 product row is a light curve at one of ``cadences``."""
-    filename = str(product.get("productFilename") or "").lower()
-    return any(filename.endswith(LIGHTCURVE_SUFFIXES[c]) for c in cadences)
-
-
-class KeplerParameters(MastParameters):
-    """Which Kepler light curves to fetch, and how."""
+class KeplerSpacecraftParameters(MastParameters):
+    """Parameters of the Kepler spacecraft's missions (Kepler and K2)."""
 
     cadences: list[Literal[60, 1800]] = parameter(
         [1800], "Cadences in seconds: 1800 (long cadence), 60 (short cadence).", min_length=1
     )
+
+
+class KeplerParameters(KeplerSpacecraftParameters):
+    """Which Kepler light curves to fetch, and how."""
+
     quarters: list[int] | None = parameter(None, "Quarters to fetch, 0 to 17 (None: every quarter).")
 
 
-@register_observatory
-class VirtualKepler(VirtualMAST):
-    """Kepler light curves from MAST (the S3 bucket first, MAST HTTPS as fallback)."""
+class VirtualKeplerSpacecraft(VirtualMAST):
+    """What Kepler and K2 share: file layout, time system, quality bits, cadences, bandpass."""
 
-    name = "kepler"
-    Parameters = KeplerParameters
     QUALITY_PRESETS = KEPLER_QUALITY_PRESETS
-    split_columns = ("quarter", "exptime")
-    mission = "Kepler"
-    sequence_column = "quarter"
     time_column = "bkjd"
     band = "Kepler"
     quality_column = "sap_quality"
     zero_point = KEPLER_ZERO_POINT
 
+    def observation_criteria(self) -> list[dict[str, Any]]:
+        return [
+            {"paramName": "obs_collection", "values": [self.mission]},
+            {"paramName": "provenance_name", "values": [self.mission]},
+            {"paramName": "dataproduct_type", "values": ["cube", "timeseries"]},
+            exptime_filter(self.pars.cadences),
+            *self.sequence_criteria(),
+        ]
+
+    def wanted_observation(self, observation: dict[str, Any]) -> bool:
+        return (str(observation.get("provenance_name") or "").lower() == self.mission.lower()
+                and exptime_matches(observation.get("t_exptime"), self.pars.cadences))
+
+    def wanted_product(self, product: dict[str, Any], observation: dict[str, Any]) -> bool:
+        filename = str(product.get("productFilename") or "").lower()
+        return any(filename.endswith(LIGHTCURVE_SUFFIXES[c]) for c in self.pars.cadences)
+
+
+@register_observatory
+class VirtualKepler(VirtualKeplerSpacecraft):
+    """Kepler light curves from MAST (the S3 bucket first, MAST HTTPS as fallback)."""
+
+    name = "kepler"
+    Parameters = KeplerParameters
+    split_columns = ("quarter", "exptime")
+    mission = "Kepler"
+    sequence_column = "quarter"
+
     def target_from_row(self, row: dict[str, Any]) -> str | None:
         kic = row.get("kic_id")
         return None if kic is None else f"kplr{int(kic):09d}"
 
-    def observation_criteria(self) -> list[dict[str, Any]]:
-        return [
-            {"paramName": "obs_collection", "values": ["Kepler"]},
-            {"paramName": "provenance_name", "values": ["Kepler"]},
-            {"paramName": "dataproduct_type", "values": ["cube", "timeseries"]},
-            exptime_filter(self.pars.cadences),
-        ]
-
-    def wanted_observation(self, observation: dict[str, Any]) -> bool:
-        return (str(observation.get("provenance_name") or "").lower() == "kepler"
-                and exptime_matches(observation.get("t_exptime"), self.pars.cadences))
-
-    def wanted_product(self, product: dict[str, Any], observation: dict[str, Any]) -> bool:
-        return kepler_file_wanted(product, self.pars.cadences)
+    def sequence_criteria(self) -> list[dict[str, Any]]:
+        return []  # one observation holds every quarter: quarters are chosen file by file
 
     def product_sequence(self, product: dict[str, Any], observation: dict[str, Any]) -> int | None:
         match = _QUARTER_IN_DESCRIPTION.search(str(product.get("description") or ""))

@@ -158,7 +158,24 @@ def _normalize_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-class MastClient:
+class _RuntimeState:
+    """Pickles without its run-time attributes (pools, clients, locks), which are made again."""
+
+    #: Names of the attributes :meth:`_init_runtime` makes; never pickled.
+    _RUNTIME: ClassVar[tuple[str, ...]] = ()
+
+    def _init_runtime(self) -> None:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._RUNTIME}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+
+class MastClient(_RuntimeState):
     """The MAST portal API: service requests, cloud paths and HTTPS downloads.
 
     Thread-safe; made from a base URL (``mast_url``) and an :class:`HttpClient`.
@@ -181,14 +198,13 @@ class MastClient:
         self.http = http
         self.page_size = page_size
         self.query_timeout = query_timeout
+        self._init_runtime()
+
+    _RUNTIME = ("_executor", "_lock")
+
+    def _init_runtime(self) -> None:
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_executor", "_lock")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _executor=None, _lock=threading.Lock())
 
     @property
     def invoke_url(self) -> str:
@@ -331,7 +347,7 @@ class MastClient:
 
 
 # -- the public S3 bucket --------------------------------------------------------------------
-class S3Bucket:
+class S3Bucket(_RuntimeState):
     """Unsigned reads from a public bucket (``stpubdata``) through boto3, politely and atomically.
 
     Requests count against the :class:`HttpClient`'s per-host limit and go
@@ -356,14 +372,13 @@ class S3Bucket:
         self.endpoint_url = endpoint_url
         self.region = region
         self.http = http
+        self._init_runtime()
+
+    _RUNTIME = ("_client", "_lock")
+
+    def _init_runtime(self) -> None:
         self._client = None
         self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_client", "_lock")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _client=None, _lock=threading.Lock())
 
     @property
     def host_url(self) -> str:
@@ -703,6 +718,13 @@ class VirtualMAST(VirtualObservatory):
     def wanted_sequences(self) -> list[int] | None:
         """The sectors, campaigns or quarters asked for (``None``: all)."""
         return None
+
+    def sequence_criteria(self) -> list[dict[str, Any]]:
+        """Query filters choosing the wanted sequences (observations hold one sequence each)."""
+        wanted = self.wanted_sequences()
+        if wanted is None:
+            return []
+        return [{"paramName": "sequence_number", "values": [str(s) for s in wanted]}]
 
     def product_exptime(self, product: dict[str, Any], observation: dict[str, Any]) -> float | None:
         return _as_float(observation.get("t_exptime"))

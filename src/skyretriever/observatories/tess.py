@@ -93,17 +93,14 @@ class VirtualTESS(VirtualMAST):
 
     def observation_criteria(self) -> list[dict[str, Any]]:
         pars = self.pars
-        criteria = [
+        return [
             {"paramName": "obs_collection",
              "values": sorted({AUTHOR_COLLECTIONS[a] for a in pars.authors})},
             {"paramName": "dataproduct_type", "values": ["timeseries"]},
             {"paramName": "provenance_name", "values": list(pars.authors)},
             exptime_filter(pars.cadences),
+            *self.sequence_criteria(),
         ]
-        if pars.sectors is not None:
-            criteria.append({"paramName": "sequence_number",
-                             "values": [str(s) for s in pars.sectors]})
-        return criteria
 
     def wanted_observation(self, observation: dict[str, Any]) -> bool:
         pars = self.pars
