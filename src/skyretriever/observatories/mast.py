@@ -939,8 +939,11 @@ class VirtualMAST(VirtualObservatory):
                 path.unlink(missing_ok=True)
                 raise InvalidFileError(f"{product.data_uri} (from {route}) cannot be read as a "
                                        f"light curve: {error}") from error
-            sequence = _as_int(headers["primary"].get(self.sequence_column.upper()))
-            sequence = sequence if sequence is not None else product.sequence
+            # MAST's rows name the sequence as users ask for it (K2's campaign 9 is one
+            # campaign, though its files say 91 and 92); the file's header is the fallback.
+            sequence = product.sequence
+            if sequence is None:
+                sequence = _as_int(headers["primary"].get(self.sequence_column.upper()))
             if wanted is not None and sequence not in wanted:
                 continue
             frame[self.sequence_column] = -1 if sequence is None else sequence
