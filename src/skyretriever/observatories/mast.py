@@ -940,7 +940,7 @@ class VirtualMAST(VirtualObservatory):
                 raise InvalidFileError(f"{product.data_uri} (from {route}) cannot be read as a "
                                        f"light curve: {error}") from error
             # MAST's rows name the sequence as users ask for it (K2's campaign 9 is one
-            # campaign, though its files say 91 and 92); the file's header is the fallback.
+            # campaign, though its files are named c91 and c92); the header is the fallback.
             sequence = product.sequence
             if sequence is None:
                 sequence = _as_int(headers["primary"].get(self.sequence_column.upper()))

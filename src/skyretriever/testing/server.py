@@ -219,7 +219,9 @@ class Service:
     """A simulated archive: a name and routes. Subclasses set ``routes`` in ``__init__``."""
 
     name = "service"
-    routes: list[Route] = []
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
 
     def request_key(self, request: Request) -> str:
         """What makes two requests "the same" for fault draws (override to drop cache breakers)."""
