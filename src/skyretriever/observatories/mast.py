@@ -31,6 +31,7 @@ Examples
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import math
@@ -158,14 +159,15 @@ def _normalize_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-class _RuntimeState:
+class _RuntimeState(abc.ABC):
     """Pickles without its run-time attributes (pools, clients, locks), which are made again."""
 
     #: Names of the attributes :meth:`_init_runtime` makes; never pickled.
     _RUNTIME: ClassVar[tuple[str, ...]] = ()
 
+    @abc.abstractmethod
     def _init_runtime(self) -> None:
-        raise NotImplementedError
+        """Make the run-time attributes (called on construction and after unpickling)."""
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._RUNTIME}
@@ -695,21 +697,21 @@ class VirtualMAST(VirtualObservatory):
             return self._s3
 
     # -- what subclasses say -------------------------------------------------------------------
+    @abc.abstractmethod
     def target_from_row(self, row: dict[str, Any]) -> str | None:
         """The MAST ``target_name`` given by the row's cross-id, or ``None``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def observation_criteria(self) -> list[dict[str, Any]]:
         """Filters (besides ``target_name``) of the observation queries."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def wanted_observation(self, observation: dict[str, Any]) -> bool:
         """Whether an observation row is one this observatory's parameters ask for."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def wanted_product(self, product: dict[str, Any], observation: dict[str, Any]) -> bool:
         """Whether a product row is a light-curve file this observatory's parameters ask for."""
-        raise NotImplementedError
 
     def product_sequence(self, product: dict[str, Any], observation: dict[str, Any]) -> int | None:
         """The sector, campaign or quarter a product holds (``None`` if the rows do not say)."""
