@@ -7,7 +7,6 @@ import pickle
 import numpy as np
 import pytest
 
-from mast_support import QUICK, catalog_rows, invoked, small_sky, tess_stars
 from skyretriever.net import NetworkError, RetriesExhausted
 from skyretriever.observatories.k2 import VirtualK2
 from skyretriever.observatories.kepler import VirtualKepler
@@ -15,6 +14,7 @@ from skyretriever.observatories.mast import MastError
 from skyretriever.observatories.tess import VirtualTESS
 from skyretriever.parameters import ParameterError
 from skyretriever.testing import Faults, SimulatedArchives, SimulatedSky, SimulatedStar
+from tests.mast_support import QUICK, catalog_rows, invoked, small_sky, tess_stars
 
 
 @pytest.fixture(scope="module")

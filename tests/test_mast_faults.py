@@ -14,10 +14,10 @@ from dataclasses import replace
 import pytest
 import sqlalchemy as sa
 
-from mast_support import QUICK, leftover_problems, small_sky, tess_stars, write_catalog
 from skyretriever.database import Session
 from skyretriever.models import Lightcurve, RawPhotometry, Source
 from skyretriever.testing import Faults, SimulatedArchives
+from tests.mast_support import QUICK, leftover_problems, small_sky, tess_stars, write_catalog
 
 FILE_PATHS = ("/api/v0.1/Download/file", "/stpubdata/")
 KNOBS = {

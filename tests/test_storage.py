@@ -127,3 +127,25 @@ def test_the_same_tables_always_give_the_same_bytes(data_root):
     two = write_tables("T/RA001/e.h5", {"k": (big, {})})
     assert one.checksum == two.checksum
     assert read_table(two.filename, "k", two.checksum)[0].equals(big)
+
+
+def test_temporary_files_live_in_a_folder_per_writer_and_dead_ones_are_cleared(data_root):
+    import subprocess
+    import sys
+
+    final = storage.full_path("T/RA001/f.h5")
+    temporary = storage.temporary_path(final)
+    assert temporary.parent.parent == data_root / storage.TEMP_FOLDER
+    assert storage.writer_alive(temporary.parent.name) is True
+    # a writer that has died: a finished child process's folder
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    dead = temporary.parent.with_name(f"{temporary.parent.name.rpartition('.')[0]}."
+                                      f"{child.stdout.strip()}")
+    dead.mkdir()
+    (dead / "half.h5.abcd.tmp").write_bytes(b"half")
+    foreign = data_root / storage.TEMP_FOLDER / "otherhost.1"
+    foreign.mkdir()
+    assert storage.writer_alive(foreign.name) is None
+    assert storage.clean_temporary() == [dead]
+    assert not dead.exists() and foreign.exists() and temporary.parent.exists()

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from mast_support import (
+from skyretriever.database import Session
+from skyretriever.models import Lightcurve, RawPhotometry, Source
+from skyretriever.testing import SimulatedArchives
+from tests.mast_support import (
     QUICK,
     kepler_stars,
     leftover_problems,
@@ -14,9 +17,6 @@ from mast_support import (
     tess_stars,
     write_catalog,
 )
-from skyretriever.database import Session
-from skyretriever.models import Lightcurve, RawPhotometry, Source
-from skyretriever.testing import SimulatedArchives
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from mast_support import TRANSIT, small_sky
 from skyretriever.net import HttpClient, NetworkPolicy
 from skyretriever.testing import BUCKET, Faults, SimulatedArchives, SimulatedStar
 from skyretriever.testing.fitsfiles import SIMULATED_QUALITY_BITS, expected_flux
+from tests.mast_support import TRANSIT, small_sky
 
 PORTAL_URLS = {"MAST_REQUEST_URL": "/api/v0/invoke",
                "COLUMNS_CONFIG_URL": "/portal/Mashup/Mashup.asmx/columnsconfig",

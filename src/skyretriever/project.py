@@ -349,7 +349,7 @@ class Project:
             path = folder / name
             if path.exists() and path.read_text() == text:
                 continue
-            temporary = path.with_name(storage.temporary_name(name))
+            temporary = storage.temporary_path(path)
             temporary.write_text(text)
             os.replace(temporary, path)
         return folder / "config.yaml"
@@ -414,6 +414,8 @@ class Project:
         self.catalog.load()
         context = self._update_context()
         database.upgrade()
+        for folder in storage.clean_temporary():
+            log.info("removed files half-written by a run that died: %s", folder)
         self.write_config()
         observatories = (list(self.observatories.values()) if obs_names is None
                          else [self.observatories[name] for name in obs_names])

@@ -27,6 +27,7 @@ import math
 import os
 import re
 import secrets
+import shutil
 import socket
 import unicodedata
 from collections.abc import Iterator, Mapping
@@ -41,6 +42,7 @@ import pandas as pd
 __all__ = [
     "ChecksumError",
     "StorageError",
+    "TEMP_FOLDER",
     "TEMP_SUFFIX",
     "FileInfo",
     "configure",
@@ -56,12 +58,15 @@ __all__ = [
     "reduced_filename",
     "reduction_key",
     "sanitize_name",
-    "temporary_name",
+    "clean_temporary",
+    "temporary_path",
+    "writer_alive",
     "verify_file",
     "write_tables",
 ]
 
 TEMP_SUFFIX = ".tmp"
+TEMP_FOLDER = ".tmp"
 MAX_NAME_LENGTH = 80
 _COMPRESS_ABOVE_BYTES = 64 * 1024
 _LARGEST_ATTRIBUTE = 60_000
@@ -71,6 +76,7 @@ _SAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
 _HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()) or "host"
 
 _state: dict[str, Path | None] = {"data_root": None}
+_TEMPORARY_FOLDERS: dict[tuple[Path, int], Path] = {}
 
 
 class StorageError(RuntimeError):
@@ -290,12 +296,60 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def temporary_name(name: str) -> str:
-    """``<name>.<host>.<pid>.<random>.tmp``: where a file is written before it is renamed.
+def temporary_path(final: str | os.PathLike) -> Path:
+    """Where a file is written before it is renamed to ``final``.
 
-    The host and process id tell a consistency checker whether the writer is still alive.
+    Under the data root that is ``DATA_ROOT/.tmp/<host>.<pid>/<name>.<random>.tmp``: one
+    folder per writing process, on the same file system as the final place (so the
+    rename is atomic), and easy to clear when that process has died
+    (:func:`clean_temporary`). Outside the data root it is beside ``final``.
     """
-    return f"{name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    final = Path(final)
+    token = secrets.token_hex(4)
+    root = data_root()
+    if not final.is_relative_to(root):
+        return final.with_name(f"{final.name}.{_HOST}.{os.getpid()}.{token}{TEMP_SUFFIX}")
+    key = (root, os.getpid())
+    folder = _TEMPORARY_FOLDERS.get(key)
+    if folder is None:
+        folder = root / TEMP_FOLDER / f"{_HOST}.{os.getpid()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        _TEMPORARY_FOLDERS[key] = folder
+    return folder / f"{final.name}.{token}{TEMP_SUFFIX}"
+
+
+def writer_alive(folder_name: str) -> bool | None:
+    """Whether the process that owns a temporary folder (``<host>.<pid>``) is alive.
+
+    ``None`` when it ran on another host, where this process cannot tell.
+    """
+    host, _, pid = folder_name.rpartition(".")
+    if host != _HOST or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_temporary() -> list[Path]:
+    """Delete the temporary folders of writers on this host that have died; returns them.
+
+    A run calls this when it starts, so files half-written by a killed run never
+    linger. Folders of live writers and of other hosts are left alone.
+    """
+    base = data_root() / TEMP_FOLDER
+    removed = []
+    if not base.exists():
+        return removed
+    for folder in base.iterdir():
+        if folder.is_dir() and writer_alive(folder.name) is False:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def write_tables(
@@ -323,7 +377,7 @@ def write_tables(
     """
     final = full_path(relative)
     final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final.with_name(temporary_name(final.name))
+    temporary = temporary_path(final)
     try:
         with h5py.File(temporary, "w") as handle:
             for key, (frame, metadata) in tables.items():

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from skyretriever.parameters import Parameters, parameter
-from skyretriever.storage import temporary_name
+from skyretriever.storage import temporary_path
 
 __all__ = [
     "Histogram",
@@ -220,7 +220,7 @@ class Histogram:
         """Write the netCDF file atomically (temporary name, then rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(temporary_name(path.name))
+        temporary = temporary_path(path)
         try:
             self.to_xarray().to_netcdf(temporary, engine="netcdf4")
             os.replace(temporary, path)
