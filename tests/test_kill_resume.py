@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from skyretriever import Project, database, storage
+from skyretriever.checker import check_project
 from skyretriever.database import Session
 from skyretriever.models import Source
 from tests.helpers import snapshot
@@ -87,7 +88,10 @@ def test_killed_runs_finish_like_an_uninterrupted_run(tmp_path, database_url, da
 
     database.configure(database_url)
     storage.configure(data_root)
-    assert snapshot(Project(cfg_file=config), data_root) == reference
+    project = Project(cfg_file=config)
+    assert snapshot(project, data_root) == reference
+    report = check_project(project)
+    assert report.clean, str(report)
     # Files half-written by the killed runs were cleared when the final run started.
     assert not [p for p in data_root.rglob("*") if p.is_file() and p.name.endswith(
         storage.TEMP_SUFFIX)]
