@@ -210,6 +210,7 @@ def _read_file(pars: CatalogParameters) -> pd.DataFrame:
             )
     try:
         if fmt == "csv":
+            _refuse_nul_bytes(path)
             # Only empty fields are missing: names such as "NA" or "nan" stay names.
             return pd.read_csv(path, comment="#", skipinitialspace=True, keep_default_na=False,
                                na_values=[""])
@@ -232,6 +233,22 @@ def _read_file(pars: CatalogParameters) -> pd.DataFrame:
 
 
 LOADERS["file"] = _read_file
+
+
+def _refuse_nul_bytes(path: Path) -> None:
+    """pandas cuts a CSV field at a NUL byte without a word; refuse such files instead."""
+    if path.suffix == ".gz":
+        return
+    line, offset = 1, 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            where = block.find(b"\x00")
+            if where >= 0:
+                line += block.count(b"\n", 0, where)
+                raise CatalogError(f"catalog file {str(path)!r} has a NUL byte on line {line} "
+                                   f"(byte {offset + where}); remove it, it cannot be in a name")
+            line += block.count(b"\n")
+            offset += len(block)
 
 
 def _decode_bytes(frame: pd.DataFrame) -> pd.DataFrame:
@@ -269,7 +286,9 @@ def _parse_cross_id(values: pd.Series) -> pd.Series:
         match = _INTEGER_IN_TEXT.search(str(value).strip())
         return int(match.group(1)) if match else None
 
-    return values.map(parse).astype(object)
+    # Built as a list: Series.map would make floats of these when one is missing, and a
+    # Gaia source_id (up to 2**63) does not survive a float.
+    return pd.Series([parse(value) for value in values], index=values.index, dtype=object)
 
 
 def _to_python(value: Any) -> Any:
