@@ -72,8 +72,10 @@ def cone_ranges(ra: float, dec: float, radius: float) -> list[tuple[int, int]]:
     pixel_size = math.degrees(math.sqrt(4 * math.pi / 12)) / 2.0 ** np.arange(HEALPIX_ORDER + 1)
     wanted = radius * 2 / math.sqrt(_TARGET_PIXELS)
     order = int(np.clip(np.searchsorted(-pixel_size, -wanted), 0, HEALPIX_ORDER))
+    # The pixel search is approximate near pixel edges: pad it by one and a half pixels.
+    padded = min(radius + 1.5 * float(pixel_size[order]), 180.0)
     pixels = np.sort(np.asarray(_grid(order).cone_search_lonlat(
-        ra * u.deg, dec * u.deg, radius * u.deg), dtype=np.int64))
+        ra * u.deg, dec * u.deg, padded * u.deg), dtype=np.int64))
     shift = 2 * (HEALPIX_ORDER - order)
     ranges: list[tuple[int, int]] = []
     for pixel in pixels:
