@@ -38,6 +38,7 @@ from skyretriever.observatories.mast import BJDREF_KEPLER, BJDREF_TESS
 
 __all__ = [
     "KEPLER_QUARTER_STAMPS",
+    "Flare",
     "Product",
     "SimulatedSky",
     "SimulatedStar",
@@ -96,6 +97,23 @@ class Transit:
 
 
 @dataclass(frozen=True)
+class Flare:
+    """A flare seen by ZTF: ``amplitude`` magnitudes brighter at ``peak_mjd``, decaying in
+    ``decay`` days."""
+
+    peak_mjd: float
+    amplitude: float = 1.5
+    decay: float = 2.0
+
+    def brightening(self, mjd: np.ndarray) -> np.ndarray:
+        """Magnitudes brighter than quiescence at each MJD."""
+        after = mjd >= self.peak_mjd
+        result = np.zeros(len(mjd))
+        result[after] = self.amplitude * np.exp(-(mjd[after] - self.peak_mjd) / self.decay)
+        return result
+
+
+@dataclass(frozen=True)
 class SimulatedStar:
     """One star and what the missions observed of it.
 
@@ -119,6 +137,19 @@ class SimulatedStar:
         A transiting planet, or ``None``.
     in_cloud
         ``False`` keeps this star's files off the S3 bucket (MAST HTTPS only).
+    gmag, parallax
+        Gaia G magnitude (default ``tmag`` + 0.4) and parallax (mas), for the
+        simulated Gaia and white-dwarf catalogs and ZTF.
+    ztf
+        Whether ZTF observed the star (it never observes south of Dec -30).
+    ztf_neighbours
+        Other ZTF objects near the star, as (separation in arcsec, magnitudes
+        fainter) pairs: what a cone search must tell from the star.
+    flare
+        A flare in the ZTF light curves, or ``None``.
+    wd_probability
+        Probability of being a white dwarf; stars with one are in the simulated
+        white-dwarf catalogue.
     """
 
     name: str
@@ -142,6 +173,25 @@ class SimulatedStar:
     kepler_quarters: tuple[int, ...] = ()
     transit: Transit | None = None
     in_cloud: bool = True
+    gmag: float | None = None
+    parallax: float = 5.0
+    ztf: bool = True
+    ztf_neighbours: tuple[tuple[float, float], ...] = ()
+    flare: Flare | None = None
+    wd_probability: float | None = None
+
+    @property
+    def gaia_magnitude(self) -> float:
+        """Gaia G magnitude (``gmag``, or ``tmag`` + 0.4 for a Sun-like colour)."""
+        return self.gmag if self.gmag is not None else self.tmag + 0.4
+
+    def position_at(self, year: float | np.ndarray) -> tuple[Any, Any]:
+        """Position (degrees) at ``year``: the epoch-2000 position moved with the proper motion."""
+        years = np.asarray(year, dtype=float) - 2000.0
+        dec = np.clip(self.dec + self.pmdec * years / 3.6e6, -90.0, 90.0)
+        ra = (self.ra + self.pmra * years / 3.6e6
+              / max(math.cos(math.radians(self.dec)), 1e-6)) % 360.0
+        return ra, dec
 
     @property
     def kepler_magnitude(self) -> float:
