@@ -73,6 +73,7 @@ REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 #: Headers never sent to a host other than the one they were meant for.
 CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
 _CHUNK_BYTES = 64 * 1024
+_ERROR_BODY_BYTES = 4096
 _PARTIAL_SUFFIX = ".part"
 
 
@@ -103,10 +104,13 @@ class TransientError(NetworkError):
 class HttpError(NetworkError):
     """The server answered with an error status that asking again will not change (e.g. 404)."""
 
-    def __init__(self, message: str, status: int, url: str) -> None:
+    def __init__(self, message: str, status: int, url: str, body: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.url = url
+        #: The start of the error body (services such as TAP put their reason past the
+        #: short snippet quoted in the message).
+        self.body = body
 
 
 class RetriesExhausted(NetworkError):
@@ -422,15 +426,16 @@ class HttpClient:
         if status < 400:
             return
         try:
-            snippet = " ".join(response.read(300).decode("utf-8", "replace").split())
+            body = response.read(_ERROR_BODY_BYTES).decode("utf-8", "replace")
         except Exception:  # the error body is only a hint
-            snippet = ""
+            body = ""
+        snippet = " ".join(body[:300].split())
         detail = f" ({snippet!r})" if snippet else ""
         if status in TRANSIENT_STATUS:
             raise TransientError(f"{method} {url}: HTTP {status}{detail}",
                                  retry_after=_retry_after_seconds(response.headers.get("retry-after")),
                                  status=status)
-        raise HttpError(f"{method} {url}: HTTP {status}{detail}", status, url)
+        raise HttpError(f"{method} {url}: HTTP {status}{detail}", status, url, body)
 
     @staticmethod
     def _read_body(method: str, url: str, response: urllib3.BaseHTTPResponse,

@@ -256,5 +256,5 @@ def tap_query(http: HttpClient, sync_url: str, adql: str, *, method: str = "POST
     except HttpError as error:
         if 400 <= error.status < 500:
             raise CatalogError(f"{what}: the TAP service refused the query (HTTP "
-                               f"{error.status}): {_tap_error_message(str(error))}") from None
+                               f"{error.status}): {_tap_error_message(error.body)}") from None
         raise
