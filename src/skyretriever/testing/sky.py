@@ -321,6 +321,56 @@ class SimulatedSky:
             ))
         return cls(stars, seed=seed, **kwargs)
 
+    @classmethod
+    def for_projects(cls, num_stars: int = 40, *, seed: int = 0, **kwargs: Any) -> SimulatedSky:
+        """A sky for the ready projects of ``configs/``: white dwarfs and planet hosts.
+
+        Half the stars are white dwarfs (G 14 to 18, fast-moving, a third of
+        them flaring in ZTF, some with TESS sectors), listed in the simulated
+        white-dwarf catalogue; half are planet hosts (a transit, two TESS
+        sectors, a K2 campaign for one in three), listed in the Exoplanet Archive.
+
+        Examples
+        --------
+        >>> sky = SimulatedSky.for_projects(4, seed=1)
+        >>> [star.wd_probability is not None for star in sky.stars]
+        [True, False, True, False]
+        """
+        rng = np.random.default_rng(seed)
+        stars = []
+        for index in range(num_stars):
+            ra = float(rng.uniform(0, 360))
+            dec = float(np.degrees(np.arcsin(rng.uniform(-1, 1))))
+            common = {"name": f"sim_{index:05d}", "ra": ra, "dec": dec,
+                      "tic_id": int(200_000_000 + index), "gaia_id": int(5_000_000_000 + index)}
+            sector = int(rng.integers(1, 60))
+            if index % 2 == 0:
+                flare = None
+                if rng.random() < 1 / 3:
+                    season = int(rng.integers(0, 5))
+                    flare = Flare(peak_mjd=58200.0 + (ra / 360.0) * 200.0 + 365.25 * season
+                                  + float(rng.uniform(10, 140)), amplitude=2.5, decay=4.0)
+                stars.append(SimulatedStar(
+                    **common, tmag=float(rng.uniform(14.0, 18.0)) - 0.4,
+                    gmag=float(rng.uniform(14.0, 18.0)), parallax=float(rng.uniform(5, 50)),
+                    pmra=float(rng.uniform(-300, 300)), pmdec=float(rng.uniform(-300, 300)),
+                    wd_probability=float(rng.uniform(0.8, 1.0)), flare=flare,
+                    tess_sectors=(sector,) if rng.random() < 0.5 else (),
+                ))
+            else:
+                period = float(rng.uniform(0.8, 3.0))
+                campaign = int(rng.integers(1, 19)) if index % 3 == 1 else None
+                stars.append(SimulatedStar(
+                    **common, tmag=float(rng.uniform(8.0, 13.0)),
+                    epic_id=int(201_000_000 + index) if campaign else None,
+                    tess_sectors=(sector, sector + 1),
+                    k2_campaigns=(campaign,) if campaign else (),
+                    transit=Transit(period=period, epoch=BJDREF_TESS + TESS_SECTOR_ONE_BTJD
+                                    + float(rng.uniform(0, period)),
+                                    depth=float(rng.uniform(0.005, 0.02)), duration=0.1),
+                ))
+        return cls(stars, seed=seed, **kwargs)
+
     def _obsid(self) -> str:
         obsid = str(self._next_obsid)
         self._next_obsid += 1
