@@ -49,11 +49,14 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import urllib3
 
+from skyretriever.parameters import Parameters, parameter
+
 __all__ = [
     "HostLimiter",
     "HttpClient",
     "HttpError",
     "NetworkError",
+    "NetworkParameters",
     "NetworkPolicy",
     "Response",
     "RetriesExhausted",
@@ -688,3 +691,44 @@ def join_url(base: str, *parts: str) -> str:
     pieces: Sequence[str] = [base.rstrip("/"), *(part.strip("/") for part in parts)]
     url = "/".join(pieces)
     return url + "/" if parts and parts[-1].endswith("/") else url
+
+
+class NetworkParameters(Parameters):
+    """Parameters of a client of an archive: timeouts, retries, politeness (none change results).
+
+    Mixed into the parameters of the observatories and catalogs that talk to
+    archives; :meth:`network_policy` makes the :class:`NetworkPolicy` of their client.
+
+    Examples
+    --------
+    >>> NetworkParameters(max_attempts=2).network_policy().max_attempts
+    2
+    """
+
+    max_connections_per_host: int = parameter(
+        4, "Requests in flight at once to one host, across all sources.", critical=False, ge=1
+    )
+    timeout: float = parameter(
+        60.0, "Seconds to wait for each read from an archive before the attempt counts as failed.",
+        critical=False, gt=0,
+    )
+    max_attempts: int = parameter(
+        6, "Attempts per request on transient errors (503, 429, resets, timeouts, cut bodies).",
+        critical=False, ge=1,
+    )
+    backoff: float = parameter(
+        1.0, "Seconds of the first wait between attempts (doubled each time, with jitter).",
+        critical=False, ge=0,
+    )
+
+    def network_policy(self) -> NetworkPolicy:
+        """The client policy these parameters describe."""
+        from skyretriever import __version__
+
+        return NetworkPolicy(
+            connect_timeout=min(10.0, self.timeout), timeout=self.timeout,
+            max_attempts=self.max_attempts, backoff=self.backoff,
+            backoff_max=max(60.0, self.backoff),
+            max_connections_per_host=self.max_connections_per_host,
+            user_agent=f"skyretriever/{__version__}",
+        )

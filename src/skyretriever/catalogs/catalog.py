@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from pydantic import model_validator
 
+from skyretriever.net import NetworkParameters
 from skyretriever.parameters import ParameterError, Parameters, parameter
 
 __all__ = [
@@ -90,7 +91,7 @@ class ColumnMap(Parameters):
     ztf_oid: str | None = parameter(None, "Column with the ZTF object id.")
 
 
-class CatalogParameters(Parameters):
+class CatalogParameters(NetworkParameters):
     """Where the catalog comes from and how its columns are read."""
 
     preset_field = "default"
@@ -180,17 +181,10 @@ class CatalogParameters(Parameters):
     refresh: bool = parameter(
         False, "Download a remote catalog again even when it is cached.", critical=False
     )
+    # A synchronous TAP query sends nothing until it has its answer: wait longer by default.
     timeout: float = parameter(
-        120.0, "Remote catalogs: seconds to wait for each read from the service.",
+        300.0, "Remote catalogs: seconds to wait for each read from the service.",
         critical=False, gt=0,
-    )
-    max_attempts: int = parameter(
-        6, "Remote catalogs: attempts per request on transient errors (503, 429, resets).",
-        critical=False, ge=1,
-    )
-    backoff: float = parameter(
-        1.0, "Remote catalogs: seconds of the first wait between attempts (then doubled).",
-        critical=False, ge=0,
     )
 
     @model_validator(mode="after")

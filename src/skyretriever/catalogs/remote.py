@@ -44,7 +44,6 @@ from skyretriever.catalogs.catalog import CatalogError, CatalogParameters
 from skyretriever.net import (
     HttpClient,
     HttpError,
-    NetworkPolicy,
     Response,
     TransientError,
     shared_client,
@@ -204,13 +203,7 @@ def read_csv_text(source: str | Path, where: str) -> pd.DataFrame:
 # -- HTTP and TAP --------------------------------------------------------------------------------
 def http_client(pars: CatalogParameters) -> HttpClient:
     """The shared HTTP client for the catalog's timeouts and retries."""
-    from skyretriever import __version__
-
-    return shared_client(NetworkPolicy(
-        connect_timeout=min(10.0, pars.timeout), timeout=pars.timeout,
-        max_attempts=pars.max_attempts, backoff=pars.backoff,
-        backoff_max=max(60.0, pars.backoff), user_agent=f"skyretriever/{__version__}",
-    ))
+    return shared_client(pars.network_policy())
 
 
 def _tap_answer(response: Response) -> str:

@@ -63,7 +63,7 @@ from pydantic import field_validator
 from skyretriever.net import (
     HttpError,
     NetworkError,
-    NetworkPolicy,
+    NetworkParameters,
     Response,
     TransientError,
     join_url,
@@ -103,7 +103,7 @@ def mjd_to_year(mjd: float | np.ndarray) -> float | np.ndarray:
     return 2000.0 + (np.asarray(mjd, dtype=float) - _MJD_J2000) / _DAYS_PER_YEAR
 
 
-class ZtfParameters(ObservatoryParameters):
+class ZtfParameters(ObservatoryParameters, NetworkParameters):
     """What to ask IRSA for, and how to judge the objects it answers with."""
 
     irsa_url: str = parameter(
@@ -142,22 +142,6 @@ class ZtfParameters(ObservatoryParameters):
         f"for non-public collections (else ${USER_VARIABLE} and ${PASSWORD_VARIABLE}).",
         critical=False,
     )
-    max_connections_per_host: int = parameter(
-        4, "Requests in flight at once to IRSA, across all sources.", critical=False, ge=1
-    )
-    timeout: float = parameter(
-        120.0, "Seconds to wait for each read from IRSA before the attempt counts as failed.",
-        critical=False, gt=0,
-    )
-    max_attempts: int = parameter(
-        6, "Attempts per request on transient errors (503, 429, resets, timeouts, cut bodies).",
-        critical=False, ge=1,
-    )
-    backoff: float = parameter(
-        1.0, "Seconds of the first wait between attempts (doubled each time, with jitter).",
-        critical=False, ge=0,
-    )
-
     @field_validator("irsa_url")
     @classmethod
     def _no_credentials_in_url(cls, value: str) -> str:
@@ -303,19 +287,6 @@ class VirtualZTF(VirtualObservatory):
 
     # -- talking to IRSA ---------------------------------------------------------------------
     @property
-    def network_policy(self) -> NetworkPolicy:
-        from skyretriever import __version__
-
-        pars = self.pars
-        return NetworkPolicy(
-            connect_timeout=min(10.0, pars.timeout), timeout=pars.timeout,
-            max_attempts=pars.max_attempts, backoff=pars.backoff,
-            backoff_max=max(60.0, pars.backoff),
-            max_connections_per_host=pars.max_connections_per_host,
-            user_agent=f"skyretriever/{__version__}",
-        )
-
-    @property
     def light_curve_url(self) -> str:
         return join_url(self.pars.irsa_url, LIGHT_CURVE_PATH)
 
@@ -351,7 +322,7 @@ class VirtualZTF(VirtualObservatory):
 
     def _request(self, params: dict[str, Any], what: str) -> str:
         try:
-            return shared_client(self.network_policy).request(
+            return shared_client(self.pars.network_policy()).request(
                 "GET", self.light_curve_url, params=params, headers=self._auth_headers(),
                 accept=_check_csv, what=what)
         except HttpError as error:
