@@ -10,6 +10,7 @@ Examples
     python3 tasks.py demo          # run configs/demo.yaml end to end
     python3 tasks.py test          # lint, then the whole test suite
     python3 tasks.py test -k storage -x   # extra arguments go to pytest
+    python3 tasks.py simulate configs/wd_flares.yaml   # a ready project on simulated archives
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def demo(args: list[str]) -> int:
     return run(str(BIN / "skyretriever"), "run", "configs/demo.yaml", *args)
 
 
+def simulate(args: list[str]) -> int:
+    return run(str(BIN / "python"), "-m", "skyretriever.testing", "run", *args)
+
+
 def test(args: list[str]) -> int:
     # Lint the folders that exist (extensions/ and bench/ arrive with later work).
     paths = [p for p in ("src", "tests", "bench", "extensions", "tasks.py") if (ROOT / p).exists()]
@@ -69,7 +74,7 @@ def test(args: list[str]) -> int:
 
 
 def main() -> int:
-    commands = {"demo": demo, "test": test}
+    commands = {"demo": demo, "simulate": simulate, "test": test}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2

@@ -30,6 +30,7 @@ from skyretriever.observatories import (
     VirtualKepler,
     VirtualObservatory,
     VirtualTESS,
+    VirtualZTF,
 )
 from skyretriever.project import Project, RunSummary
 
@@ -52,5 +53,6 @@ __all__ = [
     "VirtualKepler",
     "VirtualObservatory",
     "VirtualTESS",
+    "VirtualZTF",
     "__version__",
 ]

@@ -49,11 +49,14 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import urllib3
 
+from skyretriever.parameters import Parameters, parameter
+
 __all__ = [
     "HostLimiter",
     "HttpClient",
     "HttpError",
     "NetworkError",
+    "NetworkParameters",
     "NetworkPolicy",
     "Response",
     "RetriesExhausted",
@@ -73,6 +76,7 @@ REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 #: Headers never sent to a host other than the one they were meant for.
 CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
 _CHUNK_BYTES = 64 * 1024
+_ERROR_BODY_BYTES = 4096
 _PARTIAL_SUFFIX = ".part"
 
 
@@ -103,10 +107,13 @@ class TransientError(NetworkError):
 class HttpError(NetworkError):
     """The server answered with an error status that asking again will not change (e.g. 404)."""
 
-    def __init__(self, message: str, status: int, url: str) -> None:
+    def __init__(self, message: str, status: int, url: str, body: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.url = url
+        #: The start of the error body (services such as TAP put their reason past the
+        #: short snippet quoted in the message).
+        self.body = body
 
 
 class RetriesExhausted(NetworkError):
@@ -422,15 +429,16 @@ class HttpClient:
         if status < 400:
             return
         try:
-            snippet = " ".join(response.read(300).decode("utf-8", "replace").split())
+            body = response.read(_ERROR_BODY_BYTES).decode("utf-8", "replace")
         except Exception:  # the error body is only a hint
-            snippet = ""
+            body = ""
+        snippet = " ".join(body[:300].split())
         detail = f" ({snippet!r})" if snippet else ""
         if status in TRANSIENT_STATUS:
             raise TransientError(f"{method} {url}: HTTP {status}{detail}",
                                  retry_after=_retry_after_seconds(response.headers.get("retry-after")),
                                  status=status)
-        raise HttpError(f"{method} {url}: HTTP {status}{detail}", status, url)
+        raise HttpError(f"{method} {url}: HTTP {status}{detail}", status, url, body)
 
     @staticmethod
     def _read_body(method: str, url: str, response: urllib3.BaseHTTPResponse,
@@ -683,3 +691,44 @@ def join_url(base: str, *parts: str) -> str:
     pieces: Sequence[str] = [base.rstrip("/"), *(part.strip("/") for part in parts)]
     url = "/".join(pieces)
     return url + "/" if parts and parts[-1].endswith("/") else url
+
+
+class NetworkParameters(Parameters):
+    """Parameters of a client of an archive: timeouts, retries, politeness (none change results).
+
+    Mixed into the parameters of the observatories and catalogs that talk to
+    archives; :meth:`network_policy` makes the :class:`NetworkPolicy` of their client.
+
+    Examples
+    --------
+    >>> NetworkParameters(max_attempts=2).network_policy().max_attempts
+    2
+    """
+
+    max_connections_per_host: int = parameter(
+        4, "Requests in flight at once to one host, across all sources.", critical=False, ge=1
+    )
+    timeout: float = parameter(
+        60.0, "Seconds to wait for each read from an archive before the attempt counts as failed.",
+        critical=False, gt=0,
+    )
+    max_attempts: int = parameter(
+        6, "Attempts per request on transient errors (503, 429, resets, timeouts, cut bodies).",
+        critical=False, ge=1,
+    )
+    backoff: float = parameter(
+        1.0, "Seconds of the first wait between attempts (doubled each time, with jitter).",
+        critical=False, ge=0,
+    )
+
+    def network_policy(self) -> NetworkPolicy:
+        """The client policy these parameters describe."""
+        from skyretriever import __version__
+
+        return NetworkPolicy(
+            connect_timeout=min(10.0, self.timeout), timeout=self.timeout,
+            max_attempts=self.max_attempts, backoff=self.backoff,
+            backoff_max=max(60.0, self.backoff),
+            max_connections_per_host=self.max_connections_per_host,
+            user_agent=f"skyretriever/{__version__}",
+        )

@@ -1,7 +1,16 @@
-"""Catalogs: files in four formats, a synthetic catalog, and remote presets."""
+"""Catalogs: files in four formats, a synthetic catalog, and remote presets.
+
+The remote presets register themselves here: ``gaia`` (:mod:`.gaia`),
+``exoplanet_hosts`` (:mod:`.exoplanet_archive`) and ``wd`` (:mod:`.white_dwarfs`).
+"""
 
 from __future__ import annotations
 
+from skyretriever.catalogs import (  # noqa: F401  (they register the presets)
+    exoplanet_archive,
+    gaia,
+    white_dwarfs,
+)
 from skyretriever.catalogs.catalog import (
     CROSS_ID_COLUMNS,
     LOADERS,

@@ -33,7 +33,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import model_validator
 
+from skyretriever.net import NetworkParameters
 from skyretriever.parameters import ParameterError, Parameters, parameter
 
 __all__ = [
@@ -89,7 +91,7 @@ class ColumnMap(Parameters):
     ztf_oid: str | None = parameter(None, "Column with the ZTF object id.")
 
 
-class CatalogParameters(Parameters):
+class CatalogParameters(NetworkParameters):
     """Where the catalog comes from and how its columns are read."""
 
     preset_field = "default"
@@ -126,6 +128,87 @@ class CatalogParameters(Parameters):
     cache_dir: str = parameter(
         "catalogs", "Folder where downloaded catalogs are cached.", critical=False
     )
+    # What a remote catalog (a preset such as gaia, exoplanet_hosts, wd) selects. These
+    # are critical: they choose the rows. The cached file's content also goes into the
+    # config hash (catalog_hash), so a catalog that changes upstream changes the hash.
+    cone: list[float] | None = parameter(
+        None, "Remote catalogs: only rows within this cone, [ra, dec, radius] in degrees.",
+        min_length=3, max_length=3,
+    )
+    box: list[float] | None = parameter(
+        None, "Remote catalogs: only rows in this box, [ra_min, ra_max, dec_min, dec_max] in "
+        "degrees (ra_min > ra_max wraps through 0).", min_length=4, max_length=4,
+    )
+    mag_limit: float | None = parameter(
+        None, "Remote catalogs: faintest magnitude kept (Gaia G; TESS mag for exoplanet hosts)."
+    )
+    bright_limit: float | None = parameter(
+        None, "Remote catalogs: brightest magnitude kept (same band as mag_limit)."
+    )
+    min_parallax: float | None = parameter(
+        None, "Remote catalogs with parallaxes (gaia, wd): smallest parallax kept (mas)."
+    )
+    min_parallax_over_error: float | None = parameter(
+        None, "Remote catalogs with parallaxes (gaia, wd): smallest parallax / its error kept."
+    )
+    min_wd_probability: float = parameter(
+        0.75, "wd preset: smallest probability of being a white dwarf (Pwd) kept.", ge=0, le=1
+    )
+    max_rows: int | None = parameter(
+        None, "Remote catalogs: most rows taken (by source_id for Gaia; None: all).", ge=1
+    )
+    gaia_table: str = parameter(
+        "gaiadr3.gaia_source", "Gaia table queried by the gaia preset (schema.table)."
+    )
+    gaia_tap_url: str = parameter(
+        "https://gea.esac.esa.int/tap-server/tap", "Base URL of the Gaia TAP service.",
+        critical=False,
+    )
+    exoplanet_archive_url: str = parameter(
+        "https://exoplanetarchive.ipac.caltech.edu", "Base URL of the NASA Exoplanet Archive.",
+        critical=False,
+    )
+    wd_catalog_url: str = parameter(
+        "https://warwick.ac.uk/fac/sci/physics/research/astro/research/catalogues/"
+        "gaiaedr3_wd_main.fits.gz",
+        "URL of the Gaia EDR3 white-dwarf catalogue (Gentile Fusillo et al. 2021), FITS or CSV.",
+        critical=False,
+    )
+    page_size: int = parameter(
+        2000, "Remote catalogs: rows per TAP request when paging through a large query.",
+        critical=False, ge=1,
+    )
+    refresh: bool = parameter(
+        False, "Download a remote catalog again even when it is cached.", critical=False
+    )
+    # A synchronous TAP query sends nothing until it has its answer: wait longer by default.
+    timeout: float = parameter(
+        300.0, "Remote catalogs: seconds to wait for each read from the service.",
+        critical=False, gt=0,
+    )
+
+    @model_validator(mode="after")
+    def _check_sky_region(self) -> CatalogParameters:
+        # These numbers are written into ADQL queries: they must be plain, finite numbers.
+        for name in ("cone", "box", "mag_limit", "bright_limit", "min_parallax",
+                     "min_parallax_over_error"):
+            value = getattr(self, name)
+            values = value if isinstance(value, list) else [value]
+            if any(v is not None and not math.isfinite(v) for v in values):
+                raise ValueError(f"{name}: every value must be a finite number, not {value!r}")
+        if self.cone is not None:
+            ra, dec, radius = self.cone
+            if not (0 <= ra < 360 and -90 <= dec <= 90 and 0 < radius <= 180):
+                raise ValueError(f"cone: expected [ra 0-360, dec -90-90, radius 0-180] in "
+                                 f"degrees, not {self.cone}")
+        if self.box is not None:
+            ra_min, ra_max, dec_min, dec_max = self.box
+            if not (0 <= ra_min <= 360 and 0 <= ra_max <= 360 and -90 <= dec_min < dec_max <= 90):
+                raise ValueError(f"box: expected [ra_min, ra_max (0-360), dec_min < dec_max "
+                                 f"(-90-90)] in degrees, not {self.box}")
+        if self.cone is not None and self.box is not None:
+            raise ValueError("cone and box: give one of them, not both")
+        return self
 
 
 Loader = Callable[[CatalogParameters], pd.DataFrame]
@@ -327,6 +410,8 @@ class Catalog:
         self._table: pd.DataFrame | None = None
         self._hash: str | None = None
         self.bad_rows: list[BadRow] = []
+        #: The file a remote catalog was read from (its cache), once loaded.
+        self.source_file: str | None = None
 
     # -- loading ---------------------------------------------------------------------------
     @property
@@ -343,6 +428,8 @@ class Catalog:
                 f"catalog.kind: no loader for {self.pars.kind!r}; known: {', '.join(sorted(LOADERS))}"
             )
         table = loader(self.pars)
+        # Remote loaders name the (cached) file they read, whose bytes identify the catalog.
+        self.source_file = table.attrs.get("source_file")
         self._table = self._standardise(table)
         self._check_rows()
         return self
@@ -516,7 +603,11 @@ class Catalog:
 
     @property
     def catalog_hash(self) -> str:
-        """SHA-256 identifying the catalog's content (file bytes, or the synthetic recipe)."""
+        """SHA-256 identifying the catalog's content (file bytes, or the synthetic recipe).
+
+        A remote catalog is identified by the bytes of its cached file (loading it
+        first: from the cache when there is one, so no network is needed then).
+        """
         if self._hash is None:
             if self.is_synthetic:
                 recipe = {"kind": "synthetic", "num_sources": self.pars.num_sources,
@@ -527,6 +618,9 @@ class Catalog:
                 self._hash = _file_sha256(path) if path.exists() else ""
             else:
                 self.load()
+                if self.source_file is not None:
+                    self._hash = _file_sha256(Path(self.source_file))
+                    return self._hash
                 data = pd.util.hash_pandas_object(self._table.astype(str), index=True).to_numpy()
                 self._hash = hashlib.sha256(data.tobytes()).hexdigest()
         return self._hash

@@ -1,4 +1,4 @@
-"""Observatories: the base class, the demo archive, and the real surveys (TESS, K2, Kepler)."""
+"""Observatories: the base class, the demo archive, and the real surveys (TESS, K2, Kepler, ZTF)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from skyretriever.observatories.k2 import K2Parameters, VirtualK2
 from skyretriever.observatories.kepler import KeplerParameters, VirtualKepler
 from skyretriever.observatories.mast import MastParameters, VirtualMAST
 from skyretriever.observatories.tess import TessParameters, VirtualTESS
+from skyretriever.observatories.ztf import VirtualZTF, ZtfParameters
 
 __all__ = [
     "OBSERVATORIES",
@@ -33,6 +34,8 @@ __all__ = [
     "VirtualMAST",
     "VirtualObservatory",
     "VirtualTESS",
+    "VirtualZTF",
+    "ZtfParameters",
     "observatory_class",
     "register_observatory",
 ]

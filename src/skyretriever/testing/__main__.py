@@ -1,12 +1,20 @@
-"""``python -m skyretriever.testing serve``: start the simulated MAST portal and S3 bucket.
+"""``python -m skyretriever.testing``: serve the simulated archives, or run a project on them.
 
-Prints the URLs (and, last, one JSON line for scripts), optionally writes a
+``serve`` starts the simulated MAST portal, S3 bucket, IRSA (ZTF) and catalog
+services (Gaia and Exoplanet Archive TAP, the white-dwarf catalogue), prints
+their URLs (and, last, one JSON line for scripts), optionally writes a
 catalog of the simulated stars, and serves until interrupted.
+
+``run CONFIG`` starts them over a sky made for the ready projects
+(:meth:`SimulatedSky.for_projects`: white dwarfs and planet hosts), runs the
+project of ``CONFIG`` with every archive URL pointed at them (a data root of
+its own, ``data/simulated`` by default), prints the run's summary and stops.
 
 Examples
 --------
     python -m skyretriever.testing serve --stars 200 --sectors 3 --latency 0.15
     python -m skyretriever.testing serve --catalog sim.csv --unavailable-rate 0.1
+    python -m skyretriever.testing run configs/wd_flares.yaml --stars 40
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from skyretriever.testing.archives import SimulatedArchives
 from skyretriever.testing.server import FAULT_KINDS, Faults
@@ -27,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m skyretriever.testing",
                                      description="Simulated archives on the loopback interface.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = commands.add_parser("serve", help="start the simulated MAST portal and S3 bucket")
+    serve = commands.add_parser("serve", help="start the simulated archives (MAST, S3, IRSA, catalogs)")
     serve.add_argument("--stars", type=int, default=20, help="number of simulated stars")
     serve.add_argument("--sectors", type=int, default=2, help="TESS sectors per star")
     serve.add_argument("--days", type=float, default=3.0,
@@ -48,7 +57,40 @@ def _parser() -> argparse.ArgumentParser:
     for kind in FAULT_KINDS:
         serve.add_argument(f"--{kind}-rate", type=float, default=0.0,
                            help=f"fraction of requests that get the {kind} fault")
+    run = commands.add_parser("run", help="run a project (YAML) against simulated archives")
+    run.add_argument("config", help="the project's YAML file (e.g. configs/wd_flares.yaml)")
+    run.add_argument("--stars", type=int, default=40, help="number of simulated stars")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--data-root", default=str(Path("data") / "simulated"),
+                     help="data root of the simulated run (default data/simulated)")
     return parser
+
+
+def run_project(args: argparse.Namespace) -> int:
+    """Run the project of ``args.config`` with its archives pointed at simulated ones."""
+    from skyretriever import Project
+    from skyretriever.parameters import load_yaml
+
+    config = load_yaml(args.config)
+    obs_names = (config.get("project") or {}).get("obs_names") or ["demo"]
+    sky = SimulatedSky.for_projects(args.stars, seed=args.seed)
+    data_root = Path(args.data_root)
+    with SimulatedArchives(sky) as archives:
+        archives.add_irsa()
+        archives.add_catalogs(max_sync_rows=None)
+        where = {}
+        for name in obs_names:
+            if name.lower() == "ztf":
+                where[name] = archives.ztf_kwargs()
+            elif name.lower() in ("tess", "k2", "kepler"):
+                where[name] = archives.observatory_kwargs()
+        project = Project(cfg_file=args.config, data_root=str(data_root),
+                          database_url=f"sqlite:///{data_root.resolve() / 'skyretriever.db'}",
+                          catalog_kwargs=archives.catalog_kwargs(
+                              cache_dir=str(data_root / "catalogs")), **where)
+        summary = project.run()
+    print(summary)
+    return 3 if summary.failures else 0
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -65,14 +107,19 @@ def serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with SimulatedArchives(sky, faults, mast_port=args.mast_port, s3_port=args.s3_port) as archives:
+        archives.add_irsa(faults)
+        archives.add_catalogs(faults)
         print("skyretriever simulated archives")
         print(f"  MAST portal (mast_url):        {archives.mast_url}")
         print(f"  S3 endpoint (s3_endpoint_url): {archives.s3_endpoint_url}  bucket stpubdata")
+        print(f"  IRSA ZTF (irsa_url):           {archives.irsa.url}")
+        print(f"  catalogs (gaia_tap_url...):    {archives.catalogs.url}")
         print(f"  {len(sky.stars)} stars, {len(sky.files)} light-curve files"
               + (f", catalog {args.catalog}" if args.catalog else ""))
         print("  statistics: GET <url>/_sim/stats; faults: POST <url>/_sim/faults; Ctrl-C stops")
         print(json.dumps({"mast_url": archives.mast_url,
                           "s3_endpoint_url": archives.s3_endpoint_url,
+                          **archives.ztf_kwargs(), **archives.catalog_kwargs(),
                           "catalog": args.catalog}), flush=True)
         try:
             while not stop.wait(0.5):
@@ -86,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "run":
+        return run_project(args)
     return 2  # pragma: no cover - argparse rejects other commands
 
 

@@ -1,9 +1,11 @@
-"""SimulatedArchives: the MAST portal and the S3 bucket over one simulated sky, on loopback.
+"""SimulatedArchives: the MAST portal, the S3 bucket (and IRSA, the catalogs) over one sky, on loopback.
 
 Each archive gets its own :class:`~skyretriever.testing.server.ArchiveServer`
 (its own port, so clients see two hosts, as with mast.stsci.edu and
 s3.amazonaws.com), with its own fault knobs. More servers (IRSA, TAP) can be
-added with :meth:`SimulatedArchives.add_server`.
+added with :meth:`SimulatedArchives.add_server`; :meth:`SimulatedArchives.add_irsa`
+and :meth:`SimulatedArchives.add_catalogs` add the ZTF light-curve API and the
+catalog services (Gaia and Exoplanet Archive TAP, the white-dwarf catalogue).
 
 Examples
 --------
@@ -93,6 +95,45 @@ class SimulatedArchives:
         """Parameters that point a TESS, K2 or Kepler observatory at these archives."""
         return {"mast_url": self.mast_url, "s3_endpoint_url": self.s3_endpoint_url,
                 "s3_bucket": BUCKET, **overrides}
+
+    # -- IRSA and the catalog services ----------------------------------------------------------
+    def add_irsa(self, faults: Faults | None = None, port: int = 0, **options: Any
+                 ) -> ArchiveServer:
+        """Serve the ZTF light-curve API (``irsa``) over the same sky; ``options`` go to
+        :class:`~skyretriever.testing.irsa.IrsaService` (``collections``, ``private``)."""
+        from skyretriever.testing.irsa import IrsaService
+
+        return self.add_server("irsa", [IrsaService(self.sky, **options)], faults, port)
+
+    def add_catalogs(self, faults: Faults | None = None, port: int = 0,
+                     max_sync_rows: int | None = 2000) -> ArchiveServer:
+        """Serve the Gaia archive, the Exoplanet Archive and the white-dwarf catalogue of the
+        sky on one server (``catalogs``; see :func:`~skyretriever.testing.tap.catalog_services`)."""
+        from skyretriever.testing.tap import catalog_services
+
+        return self.add_server("catalogs", catalog_services(self.sky, max_sync_rows), faults,
+                               port)
+
+    @property
+    def irsa(self) -> ArchiveServer:
+        return self.servers["irsa"]
+
+    @property
+    def catalogs(self) -> ArchiveServer:
+        return self.servers["catalogs"]
+
+    def ztf_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """Parameters that point a ZTF observatory at the simulated IRSA."""
+        return {"irsa_url": self.irsa.url, **overrides}
+
+    def catalog_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """Parameters that point the remote catalog presets at the simulated services."""
+        from skyretriever.testing.tap import GAIA_PATH, WD_CATALOG_PATH
+
+        url = self.catalogs.url
+        return {"gaia_tap_url": url + GAIA_PATH,
+                "exoplanet_archive_url": url,  # the client adds EXOPLANET_PATH + /sync
+                "wd_catalog_url": url + WD_CATALOG_PATH, **overrides}
 
     def set_faults(self, faults: Faults | None = None, servers: Iterable[str] | None = None
                    ) -> None:

@@ -38,6 +38,7 @@ from skyretriever.observatories.mast import BJDREF_KEPLER, BJDREF_TESS
 
 __all__ = [
     "KEPLER_QUARTER_STAMPS",
+    "Flare",
     "Product",
     "SimulatedSky",
     "SimulatedStar",
@@ -96,6 +97,23 @@ class Transit:
 
 
 @dataclass(frozen=True)
+class Flare:
+    """A flare seen by ZTF: ``amplitude`` magnitudes brighter at ``peak_mjd``, decaying in
+    ``decay`` days."""
+
+    peak_mjd: float
+    amplitude: float = 1.5
+    decay: float = 2.0
+
+    def brightening(self, mjd: np.ndarray) -> np.ndarray:
+        """Magnitudes brighter than quiescence at each MJD."""
+        after = mjd >= self.peak_mjd
+        result = np.zeros(len(mjd))
+        result[after] = self.amplitude * np.exp(-(mjd[after] - self.peak_mjd) / self.decay)
+        return result
+
+
+@dataclass(frozen=True)
 class SimulatedStar:
     """One star and what the missions observed of it.
 
@@ -119,6 +137,19 @@ class SimulatedStar:
         A transiting planet, or ``None``.
     in_cloud
         ``False`` keeps this star's files off the S3 bucket (MAST HTTPS only).
+    gmag, parallax
+        Gaia G magnitude (default ``tmag`` + 0.4) and parallax (mas), for the
+        simulated Gaia and white-dwarf catalogs and ZTF.
+    ztf
+        Whether ZTF observed the star (it never observes south of Dec -30).
+    ztf_neighbours
+        Other ZTF objects near the star, as (separation in arcsec, magnitudes
+        fainter) pairs: what a cone search must tell from the star.
+    flare
+        A flare in the ZTF light curves, or ``None``.
+    wd_probability
+        Probability of being a white dwarf; stars with one are in the simulated
+        white-dwarf catalogue.
     """
 
     name: str
@@ -142,6 +173,25 @@ class SimulatedStar:
     kepler_quarters: tuple[int, ...] = ()
     transit: Transit | None = None
     in_cloud: bool = True
+    gmag: float | None = None
+    parallax: float = 5.0
+    ztf: bool = True
+    ztf_neighbours: tuple[tuple[float, float], ...] = ()
+    flare: Flare | None = None
+    wd_probability: float | None = None
+
+    @property
+    def gaia_magnitude(self) -> float:
+        """Gaia G magnitude (``gmag``, or ``tmag`` + 0.4 for a Sun-like colour)."""
+        return self.gmag if self.gmag is not None else self.tmag + 0.4
+
+    def position_at(self, year: float | np.ndarray) -> tuple[Any, Any]:
+        """Position (degrees) at ``year``: the epoch-2000 position moved with the proper motion."""
+        years = np.asarray(year, dtype=float) - 2000.0
+        dec = np.clip(self.dec + self.pmdec * years / 3.6e6, -90.0, 90.0)
+        ra = (self.ra + self.pmra * years / 3.6e6
+              / max(math.cos(math.radians(self.dec)), 1e-6)) % 360.0
+        return ra, dec
 
     @property
     def kepler_magnitude(self) -> float:
@@ -269,6 +319,56 @@ class SimulatedSky:
                 tmag=tmag, tess_sectors=sectors, k2_campaigns=campaigns,
                 kepler_quarters=quarters, transit=transit,
             ))
+        return cls(stars, seed=seed, **kwargs)
+
+    @classmethod
+    def for_projects(cls, num_stars: int = 40, *, seed: int = 0, **kwargs: Any) -> SimulatedSky:
+        """A sky for the ready projects of ``configs/``: white dwarfs and planet hosts.
+
+        Half the stars are white dwarfs (G 14 to 18, fast-moving, a third of
+        them flaring in ZTF, some with TESS sectors), listed in the simulated
+        white-dwarf catalogue; half are planet hosts (a transit, two TESS
+        sectors, a K2 campaign for one in three), listed in the Exoplanet Archive.
+
+        Examples
+        --------
+        >>> sky = SimulatedSky.for_projects(4, seed=1)
+        >>> [star.wd_probability is not None for star in sky.stars]
+        [True, False, True, False]
+        """
+        rng = np.random.default_rng(seed)
+        stars = []
+        for index in range(num_stars):
+            ra = float(rng.uniform(0, 360))
+            dec = float(np.degrees(np.arcsin(rng.uniform(-1, 1))))
+            common = {"name": f"sim_{index:05d}", "ra": ra, "dec": dec,
+                      "tic_id": int(200_000_000 + index), "gaia_id": int(5_000_000_000 + index)}
+            sector = int(rng.integers(1, 60))
+            if index % 2 == 0:
+                flare = None
+                if rng.random() < 1 / 3:
+                    season = int(rng.integers(0, 5))
+                    flare = Flare(peak_mjd=58200.0 + (ra / 360.0) * 200.0 + 365.25 * season
+                                  + float(rng.uniform(10, 140)), amplitude=2.5, decay=4.0)
+                stars.append(SimulatedStar(
+                    **common, tmag=float(rng.uniform(14.0, 18.0)) - 0.4,
+                    gmag=float(rng.uniform(14.0, 18.0)), parallax=float(rng.uniform(5, 50)),
+                    pmra=float(rng.uniform(-300, 300)), pmdec=float(rng.uniform(-300, 300)),
+                    wd_probability=float(rng.uniform(0.8, 1.0)), flare=flare,
+                    tess_sectors=(sector,) if rng.random() < 0.5 else (),
+                ))
+            else:
+                period = float(rng.uniform(0.8, 3.0))
+                campaign = int(rng.integers(1, 19)) if index % 3 == 1 else None
+                stars.append(SimulatedStar(
+                    **common, tmag=float(rng.uniform(8.0, 13.0)),
+                    epic_id=int(201_000_000 + index) if campaign else None,
+                    tess_sectors=(sector, sector + 1),
+                    k2_campaigns=(campaign,) if campaign else (),
+                    transit=Transit(period=period, epoch=BJDREF_TESS + TESS_SECTOR_ONE_BTJD
+                                    + float(rng.uniform(0, period)),
+                                    depth=float(rng.uniform(0.005, 0.02)), duration=0.1),
+                ))
         return cls(stars, seed=seed, **kwargs)
 
     def _obsid(self) -> str:

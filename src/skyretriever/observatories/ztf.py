@@ -1,0 +1,573 @@
+"""VirtualZTF: ZTF light curves from IRSA's light-curve service.
+
+A catalog row with a ``ztf_oid`` is fetched by that object id; the rows of a
+batch that have one go to IRSA together, ``ids_per_request`` ids per request
+(:meth:`VirtualZTF.prepare_download`). A row without one is a cone search
+around its catalog position (``POS=CIRCLE ra dec r``; IRSA answers one
+position per request) whose radius is ``match_radius`` plus how far the star
+moves, with its proper motion, between the catalog epoch
+(``position_epoch``) and the furthest end of the ZTF observations asked for
+(``time_range``, or the survey's start to today).
+
+Every request sends ``FORMAT=csv`` (IRSA's default is VOTable) and the
+``BANDNAME``, ``TIME``, ``BAD_CATFLAGS_MASK`` and ``COLLECTION`` parameters
+that are set. The raw data is IRSA's table as sent, with a ``filter`` column
+(``zg``, ``zr``, ``zi``) added; its provenance records the query, the data
+release asked for (``collection``, or IRSA's latest public release, with the
+date) and the catalog values used to judge the objects.
+
+Reduction drops the objects of a cone search that are further than
+``match_radius`` from where the star was (its position moved to each object's
+mean epoch) or whose median magnitude differs from the catalog's by more than
+``mag_tolerance``, then gives one light curve per (object id, filter, season
+split by gaps of ``reducer.gap`` days). ``catflags`` becomes ``quality``,
+from which the base reducer makes ``qflag`` with ``quality_bitmask``.
+
+Credentials for non-public collections come from the environment
+(``SKYRETRIEVER_IRSA_USER`` and ``SKYRETRIEVER_IRSA_PASSWORD``) or from a
+netrc-format file (``credentials_file``, entry ``machine <IRSA host>``). They
+are sent as HTTP basic authentication only to the IRSA host, are never
+parameters, and never appear in logs, errors, ``config.yaml`` or provenance.
+
+Examples
+--------
+>>> obs = VirtualZTF(irsa_url="http://127.0.0.1:8000", bands=["g", "r"])
+>>> obs.search_radius({"ra": 10.0, "dec": 20.0, "pmra": 300.0, "pmdec": 400.0},
+...                   years=(2018.0, 2024.0))
+6.0
+>>> obs.query_params({"ra": 10.0, "dec": 20.0}, years=(2018.0, 2024.0))["POS"]
+'CIRCLE 10.0 20.0 0.0005555555555555556'
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+import logging
+import math
+import netrc
+import os
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+from pydantic import field_validator
+
+from skyretriever.net import (
+    HttpError,
+    NetworkError,
+    NetworkParameters,
+    Response,
+    TransientError,
+    join_url,
+    shared_client,
+)
+from skyretriever.observatories.base import (
+    ObservatoryParameters,
+    ProjectContext,
+    VirtualObservatory,
+    register_observatory,
+)
+from skyretriever.parameters import ParameterError, parameter
+
+__all__ = ["ZTF_COLUMNS", "ZTF_QUALITY_PRESETS", "ZtfAnswer", "ZtfParameters", "VirtualZTF"]
+
+log = logging.getLogger(__name__)
+
+LIGHT_CURVE_PATH = "cgi-bin/ZTF/nph_light_curves"
+#: Columns of IRSA's CSV light curves, in order.
+ZTF_COLUMNS = ("oid", "expid", "hjd", "mjd", "mag", "magerr", "catflags", "filtercode", "ra",
+               "dec", "chi", "sharp", "filefracday", "field", "ccdid", "qid", "limitmag",
+               "magzp", "magzprms", "clrcoeff", "clrcounc", "exptime", "airmass", "programid")
+#: ``catflags`` bits that set ``qflag``: bit 15 (32768) marks unusable epochs; "hard" takes
+#: any flag (the usual ``catflags == 0`` selection).
+ZTF_QUALITY_PRESETS = {"none": 0, "default": 32768, "hard": 0xFFFF, "hardest": 0xFFFFFFFF}
+#: First night of ZTF's public survey (2018-03-17).
+ZTF_START_MJD = 58194.0
+USER_VARIABLE = "SKYRETRIEVER_IRSA_USER"
+PASSWORD_VARIABLE = "SKYRETRIEVER_IRSA_PASSWORD"
+_MJD_J2000 = 51544.5
+_DAYS_PER_YEAR = 365.25
+_COLLECTION = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+def mjd_to_year(mjd: float | np.ndarray) -> float | np.ndarray:
+    """Julian year of a modified Julian date (``2000.0`` is MJD 51544.5)."""
+    return 2000.0 + (np.asarray(mjd, dtype=float) - _MJD_J2000) / _DAYS_PER_YEAR
+
+
+class ZtfParameters(ObservatoryParameters, NetworkParameters):
+    """What to ask IRSA for, and how to judge the objects it answers with."""
+
+    irsa_url: str = parameter(
+        "https://irsa.ipac.caltech.edu", "Base URL of IRSA (or a mirror or simulator).",
+        critical=False,
+    )
+    collection: str | None = parameter(
+        None, "ZTF data release (COLLECTION, e.g. ztf_dr23); None: IRSA's latest public one.",
+    )
+    bands: list[Literal["g", "r", "i"]] = parameter(
+        ["g", "r", "i"], "ZTF filters to fetch (BANDNAME).", min_length=1
+    )
+    time_range: list[float] | None = parameter(
+        None, "Only epochs between these MJDs (TIME); None: all.", min_length=2, max_length=2
+    )
+    bad_catflags_mask: int | None = parameter(
+        None, "Epochs whose catflags have any of these bits are left out by IRSA "
+        "(BAD_CATFLAGS_MASK); None keeps them all (they are flagged by quality_bitmask).", ge=0,
+    )
+    match_radius: float = parameter(
+        2.0, "Radius (arcsec) within which a ZTF object is the catalog star (at the object's "
+        "epoch); the search radius adds the star's motion since the catalog epoch.", gt=0,
+    )
+    mag_tolerance: float | None = parameter(
+        1.0, "Largest |median ZTF mag - catalog mag| of a kept object; None ignores magnitudes.",
+        ge=0,
+    )
+    position_epoch: float = parameter(
+        2016.0, "Epoch (year) of the catalog positions (Gaia DR3: 2016.0)."
+    )
+    ids_per_request: int = parameter(
+        100, "ZTF object ids asked for in one request.", critical=False, ge=1
+    )
+    credentials_file: str | None = parameter(
+        None, "netrc-format file with a 'machine <IRSA host> login ... password ...' entry "
+        f"for non-public collections (else ${USER_VARIABLE} and ${PASSWORD_VARIABLE}).",
+        critical=False,
+    )
+    @field_validator("irsa_url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s) URL, not {value!r}")
+        if parts.username or parts.password:
+            raise ValueError(f"must not hold credentials (they would be written to config files "
+                             f"and logs); use ${USER_VARIABLE}/${PASSWORD_VARIABLE} or "
+                             "credentials_file")
+        return value
+
+    @field_validator("collection")
+    @classmethod
+    def _plain_collection(cls, value: str | None) -> str | None:
+        if value is not None and not _COLLECTION.fullmatch(value):
+            raise ValueError(f"expected a release name such as 'ztf_dr23', not {value!r}")
+        return value
+
+    @field_validator("time_range")
+    @classmethod
+    def _ordered_time_range(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not (math.isfinite(value[0]) and math.isfinite(value[1])
+                                      and value[0] < value[1]):
+            raise ValueError(f"expected [mjd_min, mjd_max] with mjd_min < mjd_max, not {value}")
+        return value
+
+
+@dataclass
+class ZtfAnswer:
+    """What IRSA sent for one source: its CSV (only this source's rows) and the provenance."""
+
+    text: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class _Credentials:
+    """A user name and password that never show in a ``repr``, a log line or a pickle."""
+
+    def __init__(self, user: str, password: str, origin: str) -> None:
+        self._header = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        self.origin = origin
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": self._header}
+
+    def __repr__(self) -> str:
+        return f"<IRSA credentials from {self.origin}>"
+
+    def __reduce__(self):
+        raise TypeError("IRSA credentials are not pickled")
+
+
+def find_credentials(irsa_url: str, credentials_file: str | None) -> _Credentials | None:
+    """IRSA credentials from the environment, else from the netrc file; ``None`` if neither.
+
+    Raises
+    ------
+    ParameterError
+        If only one of the two variables is set, or the file cannot be read
+        (the message names the file, never its content).
+    """
+    user, password = os.environ.get(USER_VARIABLE), os.environ.get(PASSWORD_VARIABLE)
+    if user and password:
+        return _Credentials(user, password, "the environment")
+    if bool(user) != bool(password):
+        raise ParameterError(f"observatories.ztf: set both ${USER_VARIABLE} and "
+                             f"${PASSWORD_VARIABLE}, or neither")
+    if credentials_file is None:
+        return None
+    path = Path(credentials_file).expanduser()
+    try:
+        entry = netrc.netrc(str(path)).authenticators(urlsplit(irsa_url).hostname or "")
+    except (OSError, netrc.NetrcParseError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        raise ParameterError(f"observatories.ztf.credentials_file: cannot read {str(path)!r} "
+                             f"as a netrc file ({reason})") from None
+    if entry is None or not entry[0] or not entry[2]:
+        return None
+    return _Credentials(entry[0], entry[2], str(path))
+
+
+def _check_csv(response: Response) -> str:
+    """IRSA's CSV as text; an HTML page (maintenance) is asked again, anything else refused."""
+    text = response.text
+    start = text.lstrip()[:100]
+    if not start or start.startswith("oid,"):
+        return text
+    snippet = " ".join(text[:200].split())
+    if start.lower().startswith(("<!doctype html", "<html")):
+        raise TransientError(f"{response.url} answered an HTML page instead of a CSV table: "
+                             f"{snippet!r}")
+    raise NetworkError(f"IRSA answered something that is not a ZTF light-curve table: {snippet!r}")
+
+
+def _rows_by_oid(text: str) -> tuple[str, dict[int, list[str]]]:
+    """The header line, and the data lines of each object id (split without parsing)."""
+    lines = text.splitlines()
+    if not lines:
+        return ",".join(ZTF_COLUMNS), {}
+    rows: dict[int, list[str]] = {}
+    for line in lines[1:]:
+        if line.strip():
+            rows.setdefault(int(line.split(",", 1)[0]), []).append(line)
+    return lines[0], rows
+
+
+@register_observatory
+class VirtualZTF(VirtualObservatory):
+    """ZTF light curves from IRSA, by object id (batched) or by position."""
+
+    name = "ztf"
+    Parameters = ZtfParameters
+    QUALITY_PRESETS = ZTF_QUALITY_PRESETS
+    split_columns = ("oid", "filter")
+
+    def __init__(self, pars: ZtfParameters | None = None, context: ProjectContext | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(pars, context, **kwargs)
+        self._init_runtime()
+
+    #: Attributes made at run time (client, credentials, the batch's answers); never pickled.
+    _RUNTIME = ("_credentials", "_credentials_key", "_answers", "_executor", "_lock")
+
+    def _init_runtime(self) -> None:
+        self._credentials: _Credentials | None = None
+        self._credentials_key: tuple | None = None
+        self._answers: dict[str, ZtfAnswer] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Worker processes reduce; they never download, so they get no credentials or pools.
+        state = super().__getstate__()
+        for name in self._RUNTIME:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    # -- talking to IRSA ---------------------------------------------------------------------
+    @property
+    def light_curve_url(self) -> str:
+        return join_url(self.pars.irsa_url, LIGHT_CURVE_PATH)
+
+    def _auth_headers(self) -> dict[str, str]:
+        key = (self.pars.irsa_url, self.pars.credentials_file,
+               os.environ.get(USER_VARIABLE), os.environ.get(PASSWORD_VARIABLE))
+        with self._lock:
+            if self._credentials_key != key:
+                self._credentials = find_credentials(self.pars.irsa_url,
+                                                     self.pars.credentials_file)
+                self._credentials_key = key
+            return self._credentials.headers() if self._credentials is not None else {}
+
+    def query_params(self, cat_row: dict[str, Any] | None = None, ids: list[int] | None = None,
+                     years: tuple[float, float] | None = None) -> dict[str, Any]:
+        """The request's parameters: by position (``cat_row``) or by object ids (``ids``)."""
+        pars = self.pars
+        params: dict[str, Any] = {}
+        if ids is not None:
+            params["ID"] = [str(int(oid)) for oid in ids]
+        else:
+            radius = self.search_radius(cat_row, years) / 3600.0
+            params["POS"] = f"CIRCLE {float(cat_row['ra'])!r} {float(cat_row['dec'])!r} {radius!r}"
+            params["BANDNAME"] = ",".join(pars.bands)
+        params["FORMAT"] = "csv"
+        if pars.time_range is not None:
+            params["TIME"] = f"{pars.time_range[0]!r} {pars.time_range[1]!r}"
+        if pars.bad_catflags_mask is not None:
+            params["BAD_CATFLAGS_MASK"] = str(pars.bad_catflags_mask)
+        if pars.collection is not None:
+            params["COLLECTION"] = pars.collection
+        return params
+
+    def _request(self, params: dict[str, Any], what: str) -> str:
+        try:
+            return shared_client(self.pars.network_policy()).request(
+                "GET", self.light_curve_url, params=params, headers=self._auth_headers(),
+                accept=_check_csv, what=what)
+        except HttpError as error:
+            if error.status in (401, 403):
+                release = self.pars.collection or "the default release"
+                raise NetworkError(
+                    f"{what}: IRSA refused access to {release} (HTTP {error.status}); "
+                    f"non-public collections need credentials (${USER_VARIABLE} and "
+                    f"${PASSWORD_VARIABLE}, or credentials_file)") from None
+            raise
+
+    # -- positions ------------------------------------------------------------------------------
+    def survey_years(self) -> tuple[float, float]:
+        """First and last year of the observations asked for (``time_range``, or ZTF to today)."""
+        if self.pars.time_range is not None:
+            first, last = self.pars.time_range
+        else:
+            today = dt.datetime.now(dt.UTC)
+            first = ZTF_START_MJD
+            last = today.timestamp() / 86400.0 + 40587.0  # MJD of the Unix epoch
+        return float(mjd_to_year(first)), float(mjd_to_year(last))
+
+    def search_radius(self, cat_row: dict[str, Any], years: tuple[float, float] | None = None
+                      ) -> float:
+        """Cone radius (arcsec): ``match_radius`` plus the star's largest motion from the
+        catalog epoch to either end of ``years`` (default :meth:`survey_years`)."""
+        first, last = years or self.survey_years()
+        motion = _total_proper_motion(cat_row)
+        span = max(abs(first - self.pars.position_epoch), abs(last - self.pars.position_epoch))
+        return self.pars.match_radius + motion / 1000.0 * span
+
+    def position_at(self, cat_row: dict[str, Any], year: float | np.ndarray,
+                    epoch: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The catalog position (at ``epoch``, default ``position_epoch``) moved to ``year``
+        with its proper motion (unmoved without one)."""
+        ra, dec = float(cat_row["ra"]), float(cat_row["dec"])
+        pmra, pmdec = cat_row.get("pmra"), cat_row.get("pmdec")
+        if not (_finite(pmra) and _finite(pmdec)):
+            return np.asarray(ra), np.asarray(dec)
+        years = np.asarray(year, dtype=float) - (self.pars.position_epoch if epoch is None
+                                                 else epoch)
+        moved_dec = np.clip(dec + pmdec * years / 3.6e6, -90.0, 90.0)
+        moved_ra = (ra + pmra * years / 3.6e6 / max(math.cos(math.radians(dec)), 1e-6)) % 360.0
+        return moved_ra, moved_dec
+
+    # -- downloading ------------------------------------------------------------------------------
+    def _target(self, cat_row: dict[str, Any]) -> dict[str, Any]:
+        """The catalog values reduction judges the objects by (kept in the provenance)."""
+        return {"ra": float(cat_row["ra"]), "dec": float(cat_row["dec"]),
+                "pmra": _number(cat_row.get("pmra")), "pmdec": _number(cat_row.get("pmdec")),
+                "mag": _number(cat_row.get("mag")), "mag_filter": cat_row.get("mag_filter"),
+                "epoch": self.pars.position_epoch}
+
+    def _provenance(self, cat_row: dict[str, Any], params: dict[str, Any],
+                    resolved_by: str) -> dict[str, Any]:
+        query = {key: value for key, value in params.items() if key != "ID"}
+        if "ID" in params:
+            query["ID"] = [str(int(cat_row["ztf_oid"]))]
+        return {
+            "archive": "IRSA", "irsa_url": self.pars.irsa_url,
+            "data_release": self.pars.collection or "latest public release (no COLLECTION)",
+            "queried_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "query": query, "resolved_by": resolved_by, "target": self._target(cat_row),
+        }
+
+    def prepare_download(self, cat_rows: list[dict[str, Any]]) -> None:
+        """Ask IRSA for the objects of every row with a ``ztf_oid``, many ids per request.
+
+        A request that fails gives its rows an error, so their downloads fail
+        with that reason (and the next run asks again).
+        """
+        by_oid = [row for row in cat_rows if row.get("ztf_oid") is not None]
+        oids = sorted({int(row["ztf_oid"]) for row in by_oid})
+        chunks = [oids[i : i + self.pars.ids_per_request]
+                  for i in range(0, len(oids), self.pars.ids_per_request)]
+
+        def ask(chunk: list[int]) -> tuple[str, dict[int, list[str]]] | str:
+            try:
+                return _rows_by_oid(self._request(self.query_params(ids=chunk),
+                                                  f"IRSA ZTF query of {len(chunk)} object id(s)"))
+            except NetworkError as error:
+                return str(error)
+
+        answers = {}
+        for chunk, answer in zip(chunks, self._map(ask, chunks)):
+            for oid in chunk:
+                answers[oid] = answer
+        found = {}
+        for row in by_oid:
+            oid = int(row["ztf_oid"])
+            provenance = self._provenance(row, self.query_params(ids=[oid]), "catalog ztf_oid")
+            answer = answers.get(oid)
+            if isinstance(answer, str):
+                found[row["name"]] = ZtfAnswer("", provenance, error=answer)
+            elif answer is not None:
+                header, rows = answer
+                lines = rows.get(oid, [])
+                found[row["name"]] = ZtfAnswer("\n".join([header, *lines]) if lines else "",
+                                               provenance)
+        with self._lock:
+            self._answers = found
+
+    def _map(self, function, items: list) -> list:
+        if len(items) <= 1:
+            return [function(item) for item in items]
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.pars.max_connections_per_host,
+                                                    thread_name_prefix="irsa-query")
+        return list(self._executor.map(function, items))
+
+    def fetch(self, cat_row: dict[str, Any]) -> ZtfAnswer:
+        """IRSA's answer for one source (I/O only; :meth:`parse` reads it in a worker).
+
+        Raises
+        ------
+        skyretriever.net.NetworkError
+            If IRSA could not be asked (the source is recorded as failed and
+            tried again by the next run).
+        """
+        with self._lock:
+            answer = self._answers.pop(cat_row["name"], None)
+        if answer is None:
+            if cat_row.get("ztf_oid") is not None:
+                params = self.query_params(ids=[int(cat_row["ztf_oid"])])
+                resolved_by = "catalog ztf_oid"
+            else:
+                params = self.query_params(cat_row)
+                resolved_by = "position"
+            provenance = self._provenance(cat_row, params, resolved_by)
+            if resolved_by == "position":
+                provenance["search_radius_arcsec"] = round(self.search_radius(cat_row), 6)
+            text = self._request(params, f"IRSA ZTF query for {cat_row['name']!r}")
+            answer = ZtfAnswer(text, provenance)
+        if answer.error is not None:
+            raise NetworkError(answer.error)
+        return answer
+
+    def parse(self, fetched: ZtfAnswer) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """IRSA's CSV as a table (with ``filter``), and the provenance with its objects."""
+        altdata = dict(fetched.provenance)
+        frame = read_ztf_csv(fetched.text)
+        altdata["objects"] = [
+            {"oid": int(oid), "filter": str(group["filtercode"].iloc[0]), "num_points": len(group)}
+            for oid, group in frame.groupby("oid", sort=True)
+        ] if len(frame) else []
+        return frame, altdata
+
+    def download_from_observatory(self, cat_row: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
+        """Every ZTF epoch IRSA has for one catalog row (by id or position), and provenance."""
+        return self.parse(self.fetch(cat_row))
+
+    # -- reducing ---------------------------------------------------------------------------------
+    def rejected_objects(self, frame: pd.DataFrame, altdata: dict[str, Any]) -> dict[int, str]:
+        """Objects of a cone search that are not the catalog star, with the reason.
+
+        An object is too far when its median position is more than
+        ``match_radius`` from the catalog position moved to the object's median
+        epoch; too bright or faint when its median magnitude differs from the
+        catalog's by more than ``mag_tolerance``. Objects asked for by id are
+        never rejected.
+        """
+        target = altdata.get("target")
+        if target is None or altdata.get("resolved_by") != "position" or len(frame) == 0:
+            return {}
+        pars = self.pars
+        medians = frame.groupby("oid")[["ra", "dec", "mjd", "mag"]].median()
+        # The epoch the positions were given at when downloaded, whatever it is set to now.
+        ra, dec = self.position_at(target, mjd_to_year(medians["mjd"].to_numpy()),
+                                   epoch=target.get("epoch"))
+        from skyretriever.observatories.mast import angular_distance_arcsec
+
+        distances = angular_distance_arcsec(ra, dec, medians["ra"].to_numpy(),
+                                            medians["dec"].to_numpy())
+        rejected = {}
+        for oid, distance, mag in zip(medians.index, distances, medians["mag"]):
+            if distance > pars.match_radius:
+                rejected[int(oid)] = (f"{distance:.2f} arcsec from the catalog position "
+                                      f"(match_radius {pars.match_radius:g})")
+            elif (pars.mag_tolerance is not None and _finite(target.get("mag"))
+                  and abs(mag - target["mag"]) > pars.mag_tolerance):
+                rejected[int(oid)] = (f"median mag {mag:.2f} differs from the catalog's "
+                                      f"{target['mag']:.2f} by more than {pars.mag_tolerance:g}")
+        return rejected
+
+    def standardize(self, frame: pd.DataFrame, altdata: dict[str, Any]) -> pd.DataFrame:
+        """IRSA's columns to the standard ones, without the rejected objects.
+
+        ``mag``/``mag_err`` are ZTF's PSF magnitudes (``magerr``), ``flux`` is
+        made from them (AB, microjansky), ``quality`` is ``catflags``, ``filter``
+        the ``filtercode``; ``hjd``, ``oid``, ``ra``, ``dec``, ``field``,
+        ``ccdid``, ``qid``, ``limitmag``, ``airmass`` and ``programid`` are kept.
+        """
+        rejected = self.rejected_objects(frame, altdata)
+        if rejected:
+            log.debug("ZTF objects rejected: %s", rejected)
+            frame = frame[~frame["oid"].isin(list(rejected))]
+        result = pd.DataFrame({
+            "mjd": frame["mjd"].to_numpy(dtype=float),
+            "hjd": frame["hjd"].to_numpy(dtype=float),
+            "mag": frame["mag"].to_numpy(dtype=float),
+            "mag_err": frame["magerr"].to_numpy(dtype=float),
+            "filter": frame["filtercode"].astype(str).to_numpy(),
+            "quality": frame["catflags"].to_numpy(dtype=np.int64),
+            "exptime": frame["exptime"].to_numpy(dtype=float),
+            "oid": frame["oid"].to_numpy(dtype=np.int64),
+        })
+        for column in ("ra", "dec", "limitmag", "airmass"):
+            result[column] = frame[column].to_numpy(dtype=float)
+        for column in ("field", "ccdid", "qid", "programid"):
+            result[column] = frame[column].to_numpy(dtype=np.int64)
+        return super().standardize(result, altdata)
+
+
+def read_ztf_csv(text: str) -> pd.DataFrame:
+    """IRSA's ZTF CSV as a table with a ``filter`` column (an empty answer gives no rows).
+
+    Examples
+    --------
+    >>> read_ztf_csv("").columns[:3].tolist()
+    ['oid', 'expid', 'hjd']
+    """
+    if not text.strip():
+        frame = pd.DataFrame({column: pd.Series(dtype=float) for column in ZTF_COLUMNS})
+    else:
+        frame = pd.read_csv(io.StringIO(text), dtype={"oid": np.int64, "filtercode": str})
+        missing = [c for c in ("oid", "mjd", "mag", "magerr", "catflags", "filtercode")
+                   if c not in frame]
+        if missing:
+            raise NetworkError(f"IRSA's ZTF table lacks the columns {missing}")
+    frame["filter"] = frame["filtercode"].astype(str) if len(frame) else pd.Series(dtype=str)
+    return frame
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if _finite(value) else None
+
+
+def _total_proper_motion(cat_row: dict[str, Any]) -> float:
+    """Total proper motion (mas/yr) of a row; 0 without one."""
+    pmra, pmdec = cat_row.get("pmra"), cat_row.get("pmdec")
+    if not (_finite(pmra) and _finite(pmdec)):
+        return 0.0
+    return math.hypot(pmra, pmdec)
