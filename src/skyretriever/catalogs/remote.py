@@ -180,7 +180,7 @@ def cached_file(pars: CatalogParameters, path: Path, make: Callable[[Path], None
     if path.exists() and not pars.refresh:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(storage.temporary_name(path.name))
+    temporary = storage.temporary_path(path)
     try:
         make(temporary)
         os.replace(temporary, path)
