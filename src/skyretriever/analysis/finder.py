@@ -52,6 +52,11 @@ class FinderParameters(Parameters):
 class PeakFinderParameters(FinderParameters):
     """Parameters of the peak finder (single- and multi-epoch excursions)."""
 
+    snr_threshold: float = parameter(
+        5.5, "Robust S/N an event must reach (5.5 keeps false events to a few in a thousand "
+        "light curves of a TESS sector's 19,000 epochs; 5.0 lets through over 1%).", gt=0,
+    )
+
     find_dips: bool = parameter(False, "Also report dimming events (negative S/N).")
     min_event_points: int = parameter(
         1, "Fewest epochs beyond snr_threshold in a single-epoch event.", ge=1

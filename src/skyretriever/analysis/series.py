@@ -16,6 +16,7 @@ __all__ = [
     "MAD_TO_SIGMA",
     "bin_series",
     "binned_scatter",
+    "clipped_std",
     "detrend",
     "point_to_point_scatter",
     "robust_std",
@@ -267,14 +268,39 @@ def bin_series(times: np.ndarray, values: np.ndarray, errors: np.ndarray, width:
     return mean_time, mean_value, 1.0 / np.sqrt(total[filled])
 
 
+def clipped_std(values: np.ndarray, clip: float = 4.0) -> float:
+    """Standard deviation after leaving out values over ``clip`` robust deviations from the median.
+
+    Nearly as precise as the plain standard deviation on normal noise (the
+    median absolute deviation needs almost three times the values for the same
+    precision), yet not thrown by a few outliers.
+
+    Examples
+    --------
+    >>> values = np.r_[np.random.default_rng(0).standard_normal(10_000), 1e3]
+    >>> round(clipped_std(values), 2), round(float(values.std()), 1)
+    (1.0, 10.0)
+    """
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return float("nan")
+    spread = robust_std(values)
+    if spread > 0:
+        values = values[np.abs(values - np.median(values)) <= clip * spread]
+    return float(np.std(values, ddof=1))
+
+
 def binned_scatter(times: np.ndarray, values: np.ndarray, width: float,
-                   min_fill: float = 0.5) -> tuple[float, float]:
-    """Robust scatter of the means of ``values`` in time bins of ``width``, and points per bin.
+                   min_fill: float = 0.5, offsets: int = 4) -> tuple[float, float]:
+    """Scatter of the means of ``values`` in time bins of ``width``, and the points per bin.
 
     Only bins holding at least ``min_fill`` times the typical number of points
     count. Under white noise the scatter is the point scatter over the square
     root of the points per bin; correlated (red) noise makes it larger, which
-    is what a search on that time scale must allow for.
+    is what a search on that time scale must allow for. The bins are laid
+    ``offsets`` times, shifted by a fraction of a bin each time, and the
+    variances averaged, which makes the estimate steadier.
 
     Examples
     --------
@@ -285,11 +311,17 @@ def binned_scatter(times: np.ndarray, values: np.ndarray, width: float,
     """
     if len(times) < 2:
         return float("nan"), float("nan")
-    index = np.floor((times - times[0]) / width).astype(np.int64)
-    counts = np.bincount(index)
-    sums = np.bincount(index, values)
-    typical = float(np.median(counts[counts > 0]))
-    full = counts >= max(1.0, min_fill * typical)
-    if full.sum() < 5:
-        return float("nan"), typical
-    return robust_std(sums[full] / counts[full]), typical
+    variances, typical_counts = [], []
+    for shift in np.arange(offsets) / offsets:
+        index = np.floor((times - times[0]) / width + shift).astype(np.int64)
+        counts = np.bincount(index)
+        sums = np.bincount(index, values)
+        typical = float(np.median(counts[counts > 0]))
+        full = counts >= max(1.0, min_fill * typical)
+        if full.sum() >= 5:
+            variances.append(clipped_std(sums[full] / counts[full]) ** 2)
+            typical_counts.append(typical)
+    if not variances:
+        return float("nan"), float(np.median(np.bincount(
+            np.floor((times - times[0]) / width).astype(np.int64))))
+    return float(np.sqrt(np.mean(variances))), float(np.median(typical_counts))
