@@ -91,7 +91,7 @@ def test_find_source_stitches_sectors_normalised_on_their_own():
     rng = np.random.default_rng(5)
     period, depth = 9.7, 0.003
     frames = []
-    for number, (start, level) in enumerate(((58325.3, 1.0), (58353.3, 1.3))):
+    for start, level in ((58325.3, 1.0), (58353.3, 1.3)):
         times = signal_times(start=start, cadence_minutes=CADENCE)
         signal = transit_model(times, period, 58327.0, 0.15, depth)
         signal = signal * level * (1 + 0.002 * np.sin((times - start) / 5))  # slow systematics

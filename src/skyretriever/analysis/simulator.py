@@ -419,7 +419,9 @@ class Simulator:
                             for band, members in groups.items()}
             best = max(snr_by_group, key=snr_by_group.get)
             if strength is not None and snr_by_group[best] > 0:
-                depth *= strength / snr_by_group[best]
+                # noisy data may need more than all the light for the S/N asked: the event
+                # then records the S/N it really has
+                depth = min(depth * strength / snr_by_group[best], 0.99)
         final = models(depth)
         home = groups[best][0]
         end = max(d.times[-1] for d in data.values())
@@ -457,7 +459,7 @@ class Simulator:
         pars = self.pars.dip
         centre, duration = self._event_time(d, rng), pars.duration.draw(rng)
         unit = {home: dip_model(d.times, centre, 1.0, duration)}
-        depth = min(self._scaled(unit, {home: d}, pars.snr, pars.depth, rng), 0.99)
+        depth = min(self._scaled(unit, {home: d}, pars.snr, pars.depth, rng), 0.99)  # see transits
         model = dip_model(d.times, centre, depth, duration)
         return InjectedEvent(
             kind="dip",
