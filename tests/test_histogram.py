@@ -100,12 +100,15 @@ def test_files_round_trip_and_batches_are_folded_in_once(tmp_path):
     assert again == _filled(4) + _filled(5)                        # not counted twice
 
 
-def test_files_without_the_injection_counts_are_refused(tmp_path):
+def test_files_from_before_injections_load_with_none_injected(tmp_path):
     path = tmp_path / "old.nc"
-    dataset = Histogram().to_xarray().drop_vars(["injected", "recovered"])
-    dataset.to_netcdf(path, engine="netcdf4")
-    with pytest.raises(ValueError, match="no injected, recovered: it was written by an older"):
-        Histogram.load(path)
+    old = _filled(6)
+    old.counts["injected"][:] = old.counts["recovered"][:] = 0
+    old.batch_ids = {1, 2}
+    old.to_xarray().drop_vars(["injected", "recovered"]).to_netcdf(path, engine="netcdf4")
+    loaded = Histogram.load(path)
+    assert loaded == old and loaded.batch_ids == {1, 2}
+    assert loaded.total("lightcurves") == 30 and loaded.total("injected") == 0
 
 
 def test_serial_and_parallel_runs_make_the_same_histograms(project_factory):

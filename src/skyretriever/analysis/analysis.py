@@ -413,12 +413,21 @@ def _row(values: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]:
             row[key] = value
         elif key != "extra":
             extra[key] = value
-    row["extra"] = {k: _plain(v) for k, v in extra.items()} or None
+    row["extra"] = _json_safe(extra) or None
+    if row.get("injected") is not None:
+        row["injected"] = _json_safe(row["injected"])
     return row
 
 
-def _plain(value: Any) -> Any:
-    """JSON-safe: numpy scalars to Python, non-finite floats to None."""
+def _json_safe(value: Any) -> Any:
+    """A value for a JSON column, nested ones too: numpy to Python, NaN and infinities to None.
+
+    (PostgreSQL's JSONB refuses NaN, and the standard json module cannot write numpy integers.)
+    """
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_safe(item) for item in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not np.isfinite(value):

@@ -9,8 +9,8 @@ finder searches each light curve on its own (:meth:`Finder.find`); a finder
 that works on several light curves at once (the transit search) overrides
 :meth:`Finder.find_source`.
 
-The peak finder divides each light curve by its median (or by a running
-median, ``detrend_window``); the scatter is 1.4826 times the median absolute
+The peak finder divides each light curve by its median (or by a robust
+running mean, ``detrend_window``); the scatter is 1.4826 times the median absolute
 deviation, so a few large events do not inflate it. An event is a run of
 epochs beyond ``window_snr`` holding at least ``min_event_points`` epochs
 beyond ``snr_threshold`` (single-epoch events); averages over
@@ -71,7 +71,7 @@ class PeakFinderParameters(FinderParameters):
     )
     detrend_window: float | None = parameter(
         None,
-        "Divide each segment by a running median this wide (days) before the search; "
+        "Divide each segment by a robust running mean this wide (days) before the search; "
         "None divides the light curve by its median only.",
         gt=0,
     )
@@ -222,7 +222,7 @@ class Finder:
 
     def _detrended(self, frame: pd.DataFrame, good: np.ndarray, flux: np.ndarray,
                    flux_err: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Flux (and errors) divided by a running median of each segment; NaN off ``good``."""
+        """Flux (and errors) divided by a robust running mean of each segment; NaN off ``good``."""
         times = frame["mjd"].to_numpy(dtype=float)
         index = np.flatnonzero(good)
         index = index[np.argsort(times[index], kind="stable")]

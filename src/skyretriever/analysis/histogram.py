@@ -280,13 +280,11 @@ class Histogram:
             dataset.load()
             pars = HistogramParameters.model_validate_json(dataset.attrs["parameters"])
             histogram = cls(pars, dataset.attrs.get("name", "analysis"))
-            missing = [v for v in histogram.counts if v not in dataset]
-            if missing:
-                raise ValueError(f"histogram file {str(path)!r} has no {', '.join(missing)}: it was "
-                                 "written by an older version; remove it to rebuild it from the "
-                                 "database")
             for variable in histogram.counts:
-                histogram.counts[variable] = dataset[variable].to_numpy().astype(np.int64)
+                # files written before injections existed have no injected or recovered
+                # counts: those batches injected nothing, so zeros are their true counts
+                if variable in dataset:
+                    histogram.counts[variable] = dataset[variable].to_numpy().astype(np.int64)
             histogram.batch_ids = {int(i) for i in dataset["batch_id"].to_numpy()}
         return histogram
 

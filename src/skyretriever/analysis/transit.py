@@ -2,8 +2,8 @@
 
 The light curves of one source that share a filter (the sectors of TESS, the
 quarters of Kepler) are searched together. Each segment (stretch between gaps
-longer than ``segment_gap``) is divided by its own trend first, a running
-median or a robust spline (``detrend``), so sectors with different flux
+longer than ``segment_gap``) is divided by its own trend first, a robust
+running mean or a robust spline (``detrend``), so sectors with different flux
 levels stitch cleanly; points far above the trend (flares) are left out.
 
 The search (:meth:`TransitFinder.search`) runs
@@ -16,7 +16,10 @@ over a period grid made for the data:
   grid uniform in frequency would waste most of its trials on long periods);
 - durations from ``min_duration`` to ``max_duration`` in steps of
   ``duration_ratio``, each only where it is at most ``max_duty_cycle`` of the
-  period (an eight-hour transit of a half-day orbit is not a planet).
+  period (an eight-hour transit of a half-day orbit is not a planet);
+- a grid that would cost more than ``max_evaluations`` (long spans) is made
+  coarser to fit; light curves sampled more sparsely than ``max_cadence``
+  are not searched.
 
 The ``num_candidates`` highest peaks are then measured on the unbinned data:
 depth, number of transits with data, and an S/N whose error allows for
@@ -24,7 +27,9 @@ correlated noise on the transit's time scale (the scatter of the data binned
 to the duration, after Pont, Zucker & Queloz 2006). The best is refined on a
 finer grid around its period, and reported with its signal detection
 efficiency (SDE: how far its peak stands above the periodogram's mean, in
-standard deviations). A candidate is a detection when its S/N, SDE and number
+standard deviations, once the periodogram's slowly changing floor is taken
+off). A single deep event gives a high S/N at many periods but no peak that
+stands out, so the SDE threshold turns it away. A candidate is a detection when its S/N, SDE and number
 of transits pass the thresholds; the best candidate of the source goes to the
 Properties row whether it passes or not.
 """
@@ -96,17 +101,17 @@ class TransitFinderParameters(FinderParameters):
     phase_oversample: int = parameter(5, "Trial phases per shortest duration.", ge=1)
     max_evaluations: float = parameter(
         2e8, "Most box evaluations (periods x phases x durations, plus points x periods) in "
-        "one search, about 2 s on one core; beyond it the period grid is made coarser (long spans).", gt=0,
+        "one search, about 2 s on one core; beyond it the period grid is made coarser.", gt=0,
     )
     num_candidates: int = parameter(
         5, "Highest periodogram peaks measured before the best is chosen.", ge=1
     )
     detrend: Literal["window", "spline", "none"] = parameter(
-        "window", "Trend removed from each segment: running median (window), robust spline, "
-        "or none (median only).",
+        "window", "Trend removed from each segment: robust running mean (window), robust "
+        "spline, or none (median only).",
     )
     detrend_window: float = parameter(
-        1.0, "Width of the running median, or spacing of the spline knots (days); keep it "
+        1.0, "Width of the running mean, or spacing of the spline knots (days); keep it "
         "at least three times the longest duration.", gt=0,
     )
     segment_gap: float = parameter(
