@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import yaml
 
 from skyretriever import Project
-from skyretriever.analysis import Analysis, Finder, TransitFinder
+from skyretriever.analysis import Analysis, Finder, Histogram, TransitFinder
 from skyretriever.analysis.analysis import DETECTION_COLUMNS, PROPERTIES_COLUMNS
 from skyretriever.analysis.simulator import transit_model
 from skyretriever.analysis.synthetic import as_lightcurve, sector_lightcurve, signal_times
@@ -62,6 +62,22 @@ def test_analysis_returns_full_rows_and_real_properties():
     assert transit["extra"]["num_transits"] == 14 and transit["is_simulated"] is False
     assert properties["num_detections"] == len(result.detections)
     assert set(analysis.timings) == {"quality", "peak", "transit", "properties"}
+    histogram = Histogram(analysis.pars.histogram)
+    histogram.add(result.histogram)
+    assert histogram.total("lightcurves") == 2
+    assert histogram.total("points") == histogram.total("scores") == properties["num_good_points"]
+    detections = histogram.to_xarray()["detections"]
+    assert int(detections.sel(score=slice(None, 0)).sum()) == 1        # the transit: a dip
+    assert int(detections.sum()) == len(result.detections)
+
+
+def test_a_transit_search_alone_still_counts_the_epochs_it_scanned():
+    analysis = Analysis(finders=["transit"])
+    result = analysis.analyze_photometry(_sectors(1, signal=False), {"name": "star"})
+    histogram = Histogram(analysis.pars.histogram)
+    histogram.add(result.histogram)
+    assert histogram.total("points") == result.properties["num_good_points"] > 3000
+    assert histogram.total("scores") == 0 and result.properties["best_snr"] is None
 
 
 def test_a_source_without_data_gets_a_row_of_nothing():

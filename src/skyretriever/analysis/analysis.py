@@ -322,10 +322,10 @@ class Analysis:
                 scores = np.full(len(frames[index]), np.nan) if scores is None else scores
                 stats.add(frames[index], scores)
                 mine = [d["score"] * d["sign"] for d, raw in zip(detections, found.detections)
-                        if _members(raw)[0] == index]
+                        if _members(raw, len(lightcurves))[0] == index]
                 add_sparse(counts, self.histogram.count_lightcurve(
                     self._magnitude(lightcurve, source), lightcurve.exptime, lightcurve.filter,
-                    scores, mine,
+                    scores, mine, points=int(good_epochs(frames[index]).sum()),
                 ))
             properties = stats.properties(len(lightcurves))
             if self.pars.periodogram.enabled:
@@ -383,7 +383,7 @@ class Analysis:
             if values.get(key) is None:
                 raise ValueError(f"finder {values.get('finder')!r} reported a detection "
                                  f"without {key!r}: {sorted(values)}")
-        members = _members(values)
+        members = _members(values, len(lightcurves))
         values.pop("lightcurve_index", None)
         values.setdefault("sign", 1)
         values.setdefault("num_points", 0)
@@ -396,12 +396,16 @@ class Analysis:
         return row
 
 
-def _members(detection: Mapping[str, Any]) -> list[int]:
-    """The light curves a finder's detection came from (``lightcurve_index``: int or list)."""
+def _members(detection: Mapping[str, Any], count: int) -> list[int]:
+    """The light curves a finder's detection came from, of ``count``.
+
+    ``lightcurve_index`` is one index or a list of them; a finder that gives
+    none found the event in all the light curves together.
+    """
     index = detection.get("lightcurve_index")
     if isinstance(index, (list, tuple)):
         return [int(i) for i in index]
-    return [int(index)] if index is not None else [0]
+    return [int(index)] if index is not None else list(range(count))
 
 
 def _row(values: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]:

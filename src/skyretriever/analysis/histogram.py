@@ -146,15 +146,23 @@ class Histogram:
         return int(self._bin(self.mag_edges, mag)), int(self._bin(self.cadence_edges, exptime)), filter_index
 
     def count_lightcurve(self, mag: float | None, exptime: float | None, filter: str | None,
-                         scores: np.ndarray, detection_scores: Iterable[float] = ()) -> SparseCounts:
-        """Sparse counts for one scanned light curve (scores of its good epochs; NaN are skipped)."""
+                         scores: np.ndarray, detection_scores: Iterable[float] = (),
+                         points: int | None = None) -> SparseCounts:
+        """Sparse counts for one scanned light curve.
+
+        ``scores`` are the scores of its epochs (NaN are skipped); ``points``
+        the good epochs scanned, by default as many as there are scores (a
+        search that scores no epochs, such as the transit search, still scans them).
+        """
         scores = np.asarray(scores, dtype=float)
         scores = scores[np.isfinite(scores)]
+        points = len(scores) if points is None else int(points)
         m, c, f = self._cell(mag, exptime, filter)
         base = np.ravel_multi_index((m, c, f), self.counts["points"].shape)
         counts: SparseCounts = {"lightcurves": {int(base): 1}}
+        if points:
+            counts["points"] = {int(base): points}
         if len(scores):
-            counts["points"] = {int(base): int(len(scores))}
             counts["scores"] = self._score_cells(m, c, f, scores)
         detection_scores = np.asarray(list(detection_scores), dtype=float)
         if len(detection_scores):
