@@ -179,9 +179,11 @@ class Finder:
     def recovers(self, event_type: str) -> bool:
         """True when this finder can recover injected events of ``event_type``.
 
-        The simulator uses it to refuse injections no configured finder can find.
+        The analysis uses it to refuse injections no configured finder can find;
+        a subclass with other events overrides it.
         """
-        return event_type == "flare" or (event_type == "dip" and self.pars.find_dips)
+        dips = getattr(self.pars, "find_dips", False)  # subclasses may not have the parameter
+        return event_type == "flare" or (event_type == "dip" and dips)
 
     # -- one source ------------------------------------------------------------------------
     def find_source(self, frames: Sequence[pd.DataFrame]) -> FinderResult:
