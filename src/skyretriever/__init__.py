@@ -24,7 +24,13 @@ from skyretriever.models import (
     RawPhotometry,
     Source,
 )
-from skyretriever.observatories import VirtualDemoObs, VirtualObservatory
+from skyretriever.observatories import (
+    VirtualDemoObs,
+    VirtualK2,
+    VirtualKepler,
+    VirtualObservatory,
+    VirtualTESS,
+)
 from skyretriever.project import Project, RunSummary
 
 __all__ = [
@@ -42,6 +48,9 @@ __all__ = [
     "RunSummary",
     "Source",
     "VirtualDemoObs",
+    "VirtualK2",
+    "VirtualKepler",
     "VirtualObservatory",
+    "VirtualTESS",
     "__version__",
 ]

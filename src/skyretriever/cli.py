@@ -8,11 +8,13 @@ Examples
     skyretriever run configs/demo.yaml
     skyretriever run configs/wd_flares.yaml --start 0 --stop 10000
     skyretriever status configs/demo.yaml
+    skyretriever check configs/demo.yaml --repair
     skyretriever db upgrade configs/demo.yaml
 
 Exit status: 0 when everything asked for was done, 3 when a run finished but
-some sources failed (their reasons are listed and stored), 1 on an error that
-stopped the command (bad configuration, unreachable database), 2 on bad usage.
+some sources failed (their reasons are listed and stored), 4 when ``check``
+found problems (repaired or not), 1 on an error that stopped the command (bad
+configuration, unreachable database), 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from skyretriever import __version__
 __all__ = ["main"]
 
 EXIT_FAILED_SOURCES = 3
+EXIT_PROBLEMS_FOUND = 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("config", help="the project's YAML file")
     status.add_argument("--format", choices=("text", "json"), default="text")
     status.add_argument("--failures", type=int, default=20, help="how many failures to list")
+
+    check = commands.add_parser(
+        "check", help="do the database and the files agree? (exit 0 only when they do)")
+    check.add_argument("config", help="the project's YAML file")
+    check.add_argument("--repair", action="store_true",
+                       help="fix what can be fixed and say what was done")
+    check.add_argument("--no-checksums", action="store_true",
+                       help="compare file sizes only (faster on big data roots)")
 
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -125,6 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 _print_status(status)
             return 0
+        if args.command == "check":
+            from skyretriever.checker import check_project
+
+            report = check_project(_project(args.config), repair=args.repair,
+                                   checksums=not args.no_checksums)
+            print(report)
+            return 0 if report.clean else EXIT_PROBLEMS_FOUND
         if args.command == "db":
             return _db(args)
     except (ParameterError, CatalogError, DatabaseError) as error:

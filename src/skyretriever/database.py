@@ -22,7 +22,6 @@ Examples
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import threading
 import zlib
@@ -154,6 +153,17 @@ def _register_numpy_adapters() -> None:
     extensions.register_adapter(np.bool_, lambda value: extensions.AsIs(bool(value)))
 
 
+def _register_numpy_adapters_sqlite() -> None:
+    # sqlite3 would store numpy integers as 8-byte blobs.
+    import sqlite3
+
+    for kind in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64):
+        sqlite3.register_adapter(kind, int)
+    for kind in (np.float16, np.float32, np.float64):
+        sqlite3.register_adapter(kind, float)
+    sqlite3.register_adapter(np.bool_, bool)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -165,6 +175,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _make_engine(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
+        _register_numpy_adapters_sqlite()
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         options: dict[str, Any] = {"connect_args": {"timeout": 60}}
@@ -272,13 +283,8 @@ def _migration_lock(connection: sa.Connection, url: URL) -> Iterator[None]:
     if not url.database or url.database == ":memory:":
         yield
         return
-    lock_path = Path(f"{url.database}.lock")
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with storage.file_lock(url.database):
+        yield
 
 
 def _alembic_config(connection: sa.Connection | None = None):

@@ -1,33 +1,51 @@
-"""How the work is spread: serially, or on threads and worker processes of one machine.
+"""How the work is spread: serially, on one machine's cores, or on a Dask cluster.
 
-Downloads are I/O bound and run on threads of the driver process; reduction
-and analysis are CPU bound and run in worker processes. The pools are made
-once per run (never per batch), so a slow source holds up only its own slot.
-Workers get the project's observatories and analysis once, when they start,
-and return small plain results; only the driver writes to the database.
+Downloads are I/O bound and run on threads of the driver process (bounded per
+archive by the HTTP layer); reduction and analysis are CPU bound and run in
+worker processes: a local process pool, or the workers of a
+``dask.distributed`` cluster. The pools are made once per run (never per
+batch), so a slow source holds up only its own slot. Workers get the
+project's observatories and analysis once and return small plain results;
+only the driver writes to the database.
+
+Examples
+--------
+In YAML::
+
+    execution:
+      scheduler: dask
+      dask_address: tcp://scheduler.cluster:8786   # omit for a LocalCluster
 """
 
 from __future__ import annotations
 
+import abc
+import logging
 import multiprocessing
 import os
+import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Literal
 
-from skyretriever.parameters import Parameters, parameter
+from skyretriever import database
+from skyretriever.parameters import ParameterError, Parameters, parameter
 from skyretriever.pipeline import SourceResult, SourceTask, Worker, download_source
 
-__all__ = ["ExecutionParameters", "Executor", "make_executor"]
+__all__ = ["DaskExecutor", "ExecutionParameters", "Executor", "LocalExecutor", "make_executor"]
+
+log = logging.getLogger(__name__)
 
 
 class ExecutionParameters(Parameters):
     """How the work of a run is spread (none of these change results)."""
 
-    scheduler: Literal["serial", "local"] = parameter(
-        "local", "serial (one thread, for debugging), or local (threads and worker processes).",
+    scheduler: Literal["serial", "local", "dask"] = parameter(
+        "local",
+        "serial (one thread, for debugging), local (threads and worker processes), "
+        "or dask (a dask.distributed cluster).",
         critical=False,
     )
     workers: int | None = parameter(
@@ -43,46 +61,29 @@ class ExecutionParameters(Parameters):
         critical=False, ge=1,
     )
     start_method: Literal["fork", "spawn", "forkserver"] | None = parameter(
-        None, "How worker processes start (default: fork on Linux, spawn elsewhere).",
+        None, "How local worker processes start (default: fork on Linux, spawn elsewhere).",
+        critical=False,
+    )
+    dask_address: str | None = parameter(
+        None, "Address of a running Dask scheduler; none starts a LocalCluster of `workers`.",
         critical=False,
     )
 
 
-_WORKER: Worker | None = None
-
-
-def _initialize_worker(worker: Worker) -> None:
-    global _WORKER
-    _WORKER = worker
-    worker.setup()
-
-
-def _process_in_worker(task: SourceTask, reduce: bool, analyze: bool) -> SourceResult:
-    return _WORKER.process(task, reduce=reduce, analyze=analyze)
-
-
-def _ready() -> int:
-    return os.getpid()
-
-
 class Executor:
-    """Runs the download stage and the CPU stage of a batch; use as a context manager."""
+    """Runs the download stage and the CPU stage of each batch; use as a context manager.
+
+    This base class runs everything in the calling thread (``scheduler: serial``).
+    """
 
     def __init__(self, worker: Worker, pars: ExecutionParameters, download_threads: int) -> None:
         self.worker = worker
         self.pars = pars
         self.download_threads = pars.download_threads or download_threads
-        self.serial = pars.scheduler == "serial"
         self._threads: ThreadPoolExecutor | None = None
-        self._processes: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> Executor:
-        if self.serial:
-            self.worker.setup()
-            return self
-        # Processes first: forked while this process has no other threads running.
-        self._start_processes()
-        self._threads = ThreadPoolExecutor(self.download_threads, thread_name_prefix="download")
+        self.worker.setup()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -92,66 +93,236 @@ class Executor:
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=cancel)
             self._threads = None
-        if self._processes is not None:
-            self._processes.shutdown(wait=True, cancel_futures=cancel)
-            self._processes = None
-
-    def _start_processes(self) -> None:
-        method = self.pars.start_method or ("fork" if sys.platform.startswith("linux") else "spawn")
-        workers = self.pars.workers or os.cpu_count() or 1
-        self._processes = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context(method),
-            initializer=_initialize_worker,
-            initargs=(self.worker,),
-        )
-        # Start every worker now (fork copies no running threads this way).
-        for future in [self._processes.submit(_ready) for _ in range(workers)]:
-            future.result()
 
     def run_batch(self, tasks: list[SourceTask], reduce: bool, analyze: bool,
                   on_result: Callable[[SourceResult], None]) -> list[SourceResult]:
         """Download, then reduce and analyse every task of a batch; results in completion order."""
-        observatories = self.worker.observatories
+        results: list[SourceResult] = []
+        for task in tasks:
+            download_source(task, self.worker.observatories, reduce)
+            results.append(self.worker.process(task, reduce=reduce, analyze=analyze))
+            on_result(results[-1])
+        return results
+
+
+class _PoolExecutor(Executor, abc.ABC):
+    """Downloads on driver threads feeding a pool of CPU workers (processes or a cluster)."""
+
+    def __enter__(self) -> _PoolExecutor:
+        # The CPU pool first: local workers are forked while no other thread runs.
+        self._start_pool()
+        self._threads = ThreadPoolExecutor(self.download_threads, thread_name_prefix="download")
+        return self
+
+    @abc.abstractmethod
+    def _start_pool(self) -> None:
+        """Start the CPU workers."""
+
+    @abc.abstractmethod
+    def _submit(self, task: SourceTask, reduce: bool, analyze: bool) -> Any:
+        """Send one task to the CPU workers; returns a future."""
+
+    @abc.abstractmethod
+    def _completed(self, futures: Iterable[Any]) -> Iterator[Any]:
+        """The futures in the order they finish."""
+
+    def _lost(self, future: Any, error: BaseException) -> bool:
+        """True when ``error`` means the worker was lost (not a bug in our code)."""
+        return False
+
+    def run_batch(self, tasks: list[SourceTask], reduce: bool, analyze: bool,
+                  on_result: Callable[[SourceResult], None]) -> list[SourceResult]:
         results: list[SourceResult] = []
 
         def finish(result: SourceResult) -> None:
             results.append(result)
             on_result(result)
 
-        if self.serial:
-            for task in tasks:
-                download_source(task, observatories, reduce)
-                finish(self.worker.process(task, reduce=reduce, analyze=analyze))
-            return results
-        downloads = [self._threads.submit(download_source, task, observatories, reduce)
+        downloads = [self._threads.submit(download_source, task, self.worker.observatories, reduce)
                      for task in tasks]
-        processing: dict[Future, tuple[SourceTask, ProcessPoolExecutor]] = {}
+        processing: dict[Any, SourceTask] = {}
         for future in as_completed(downloads):
             task = future.result()
             if task.skip:
                 finish(self.worker.process(task, reduce=reduce, analyze=analyze))
-                continue
-            if self._processes is None:
-                self._start_processes()
-            processing[self._processes.submit(_process_in_worker, task, reduce, analyze)] = (
-                task, self._processes
-            )
-        for future in as_completed(list(processing)):
-            task, pool = processing[future]
+            else:
+                processing[self._submit(task, reduce, analyze)] = task
+        for future in self._completed(list(processing)):
+            task = processing[future]
             try:
                 finish(future.result())
-            except BrokenProcessPool as error:
-                # A worker died (killed, out of memory): the sources it held are recorded as
-                # failed (the next run retries them) and a new pool takes the remaining work.
-                if pool is self._processes:
-                    self._processes.shutdown(wait=False, cancel_futures=True)
-                    self._processes = None
+            except Exception as error:
+                if not self._lost(future, error):
+                    raise
+                # A worker died (killed, out of memory): its sources are recorded as failed,
+                # the next run retries them, and the rest of the work goes on.
                 finish(SourceResult(row=task.row, raw_new=task.raw_new, status="failed",
-                                    error=f"worker process died: {error}"))
+                                    error=f"worker process died: {error}"[:2000]))
         return results
+
+
+_LOCAL_WORKER: Worker | None = None
+
+
+def _initialize_local_worker(worker: Worker) -> None:
+    global _LOCAL_WORKER
+    _LOCAL_WORKER = worker
+    worker.setup()
+
+
+def _process_in_local_worker(task: SourceTask, reduce: bool, analyze: bool) -> SourceResult:
+    return _LOCAL_WORKER.process(task, reduce=reduce, analyze=analyze)
+
+
+def _process_id() -> int:
+    return os.getpid()
+
+
+class LocalExecutor(_PoolExecutor):
+    """Threads for downloads and a process pool for the CPU work (``scheduler: local``)."""
+
+    _processes: ProcessPoolExecutor | None = None
+
+    def _start_pool(self) -> None:
+        method = self.pars.start_method or ("fork" if sys.platform.startswith("linux") else "spawn")
+        workers = self.pars.workers or os.cpu_count() or 1
+        self._processes = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_initialize_local_worker,
+            initargs=(self.worker,),
+        )
+        # Start every worker now (fork copies no running threads this way).
+        for future in [self._processes.submit(_process_id) for _ in range(workers)]:
+            future.result()
+
+    def _submit(self, task: SourceTask, reduce: bool, analyze: bool) -> Future:
+        if self._processes is None:
+            self._start_pool()
+        future = self._processes.submit(_process_in_local_worker, task, reduce, analyze)
+        future.pool = self._processes
+        return future
+
+    def _completed(self, futures: Iterable[Future]) -> Iterator[Future]:
+        return as_completed(futures)
+
+    def _lost(self, future: Future, error: BaseException) -> bool:
+        if not isinstance(error, BrokenProcessPool):
+            return False
+        if future.pool is self._processes:
+            self._processes.shutdown(wait=False, cancel_futures=True)
+            self._processes = None                     # a new pool for the next submission
+        return True
+
+    def close(self, cancel: bool = False) -> None:
+        super().close(cancel)
+        if self._processes is not None:
+            self._processes.shutdown(wait=True, cancel_futures=cancel)
+            self._processes = None
+
+
+_DASK_WORKERS: dict[str, Worker] = {}
+
+
+def _process_on_dask(worker: Worker, task: SourceTask, reduce: bool, analyze: bool
+                     ) -> SourceResult:
+    key = worker.data_root
+    if _DASK_WORKERS.get(key) is not worker:
+        worker.setup()
+        _DASK_WORKERS[key] = worker
+    return worker.process(task, reduce=reduce, analyze=analyze)
+
+
+def _prepare_dask_process(paths: list[str]) -> None:
+    # Worker processes of a LocalCluster import the project's own modules (extensions/).
+    for path in reversed(paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def _can_see(path: str) -> bool:
+    return os.path.exists(path)
+
+
+class DaskExecutor(_PoolExecutor):
+    """Threads for downloads and a ``dask.distributed`` cluster for the CPU work.
+
+    With ``dask_address`` the run joins a running cluster, which needs the data
+    root on a shared file system and a PostgreSQL database; otherwise it starts a
+    ``LocalCluster`` of ``workers`` single-threaded processes for the run.
+    """
+
+    _client = None
+    _cluster = None
+    _worker_future = None
+
+    def _start_pool(self) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:  # pragma: no cover - distributed is a pinned requirement
+            raise ParameterError("execution.scheduler dask needs the 'distributed' package") from None
+        address = self.pars.dask_address
+        if address and database.get_url().get_backend_name() != "postgresql":
+            raise ParameterError(
+                "execution.scheduler is dask with a cluster at "
+                f"{address!r}, but the database is {database.redact_url(database.get_url())}: "
+                "a cluster needs a PostgreSQL database (database.url) that every machine reaches"
+            )
+        if address:
+            self._client = Client(address, timeout="30s")
+        else:
+            self._cluster = LocalCluster(
+                n_workers=self.pars.workers or os.cpu_count() or 1, threads_per_worker=1,
+                processes=True, dashboard_address=":0", silence_logs=logging.WARNING,
+            )
+            self._client = Client(self._cluster)
+        self._client.run(_prepare_dask_process, [os.getcwd(), *sys.path])
+        self._check_shared_data_root()
+        self._worker_future = self._client.scatter(self.worker, broadcast=True)
+
+    def _check_shared_data_root(self) -> None:
+        marker = os.path.join(self.worker.data_root, f".shared-check-{secrets.token_hex(6)}")
+        os.makedirs(self.worker.data_root, exist_ok=True)
+        with open(marker, "w") as handle:
+            handle.write("skyretriever checks that workers see the data root\n")
+        try:
+            seen = self._client.run(_can_see, marker)
+        finally:
+            os.unlink(marker)
+        blind = sorted(name for name, visible in seen.items() if not visible)
+        if blind:
+            raise ParameterError(
+                f"the data root {self.worker.data_root!r} is not visible from Dask workers "
+                f"{', '.join(blind)}; a cluster needs the data root on a file system every "
+                "worker shares (set data_root to such a path)"
+            )
+
+    def _submit(self, task: SourceTask, reduce: bool, analyze: bool) -> Any:
+        return self._client.submit(_process_on_dask, self._worker_future, task, reduce, analyze,
+                                   pure=False)
+
+    def _completed(self, futures: Iterable[Any]) -> Iterator[Any]:
+        from distributed import as_completed as dask_completed
+
+        futures = list(futures)
+        return iter(dask_completed(futures)) if futures else iter(())
+
+    def _lost(self, future: Any, error: BaseException) -> bool:
+        from distributed.scheduler import KilledWorker
+
+        return isinstance(error, KilledWorker)
+
+    def close(self, cancel: bool = False) -> None:
+        super().close(cancel)
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
 
 
 def make_executor(worker: Worker, pars: ExecutionParameters, download_threads: int) -> Executor:
     """The executor for ``execution.scheduler``."""
-    return Executor(worker, pars, download_threads)
+    kinds = {"serial": Executor, "local": LocalExecutor, "dask": DaskExecutor}
+    return kinds[pars.scheduler](worker, pars, download_threads)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql, sqlite
@@ -44,6 +45,7 @@ from skyretriever.models import (
     Source,
     save_lightcurves,
 )
+from skyretriever.models.base import utcnow
 from skyretriever.observatories.base import ProjectContext, VirtualObservatory
 
 __all__ = [
@@ -94,10 +96,15 @@ class SourceTask:
     row: dict[str, Any]
     source_id: int | None = None
     status: str | None = None
+    counted: bool = False
     raw: dict[str, dict[str, Any]] = field(default_factory=dict)
     lightcurves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     analyzed: bool = False
     raw_new: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Tables just downloaded or adopted, handed to the CPU stage so it need not read them again.
+    raw_frames: dict[str, Any] = field(default_factory=dict)
+    #: What the I/O stage fetched (``obs.fetch``), parsed and written by the CPU stage.
+    downloads: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     downloaded: int = 0
     skip: bool = False
@@ -116,6 +123,8 @@ class SourceResult:
 
     row: dict[str, Any]
     raw_new: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Whether the source's histogram counts were already added (they are added only once).
+    counted: bool = False
     lightcurves_new: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     analysis: AnalysisResult | None = None
     status: str = "new"
@@ -149,14 +158,15 @@ def plan_batch(session: orm.Session, rows: list[dict[str, Any]], context: Projec
     tasks = {row["name"]: SourceTask(row=row) for row in rows}
     names = list(tasks)
     for chunk in _chunks(names):
-        for source_id, name, status in session.execute(
-            sa.select(Source.id, Source.name, Source.status).where(
+        for source_id, name, status, counted in session.execute(
+            sa.select(Source.id, Source.name, Source.status, Source.counted).where(
                 Source.project == context.name,
                 Source.cfg_hash == context.cfg_hash,
                 Source.name.in_(chunk),
             )
         ):
             tasks[name].source_id, tasks[name].status = source_id, status
+            tasks[name].counted = counted
         columns = [getattr(RawPhotometry, c) for c in RAW_COLUMNS]
         for values in session.execute(
             sa.select(*columns).where(
@@ -197,6 +207,11 @@ def _raw_values(raw: RawPhotometry) -> dict[str, Any]:
 
 def raw_row_from_file(relative: str) -> dict[str, Any] | None:
     """Rebuild the values of a RawPhotometry row from its file (``None`` if unreadable)."""
+    adopted = _raw_from_file(relative)
+    return None if adopted is None else adopted[0]
+
+
+def _raw_from_file(relative: str) -> tuple[dict[str, Any], Any] | None:
     try:
         keys = storage.read_table_keys(relative)
         if len(keys) != 1:
@@ -217,7 +232,7 @@ def raw_row_from_file(relative: str) -> dict[str, Any] | None:
         raw.checksum, raw.file_size = storage.file_sha256(path), path.stat().st_size
     except (storage.StorageError, KeyError, TypeError, ValueError):
         return None
-    return _raw_values(raw)
+    return _raw_values(raw), frame
 
 
 def _raw_intact(values: dict[str, Any]) -> bool:
@@ -244,12 +259,12 @@ def _lightcurves_intact(states: list[dict[str, Any]]) -> bool:
 
 def download_source(task: SourceTask, observatories: list[VirtualObservatory],
                     reduce: bool = True) -> SourceTask:
-    """Make sure every observatory's raw data for one source is on disk (I/O stage).
+    """Get every observatory's raw data for one source (I/O stage, on a thread).
 
     Intact raw files are kept; a complete file on disk without a row (left by
     a run that was killed before committing) is adopted; anything else is
-    downloaded. A source already done whose every file is intact is marked
-    ``skip`` and goes no further.
+    downloaded into memory, for the CPU stage to write. A source already done
+    whose every file is intact is marked ``skip`` and goes no further.
     """
     names = [obs.name for obs in observatories]
     if task.status == "done" and all(obs in task.raw and _raw_intact(task.raw[obs]) for obs in names):
@@ -266,17 +281,11 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
             continue
         try:
             relative = storage.raw_filename(obs.name, task.name, task.row["ra"])
-            adopted = None
-            if storage.full_path(relative).exists():
-                adopted = raw_row_from_file(relative)
-                if adopted is not None and adopted["source_name"] != task.name:
-                    adopted = None
-            if adopted is not None:
-                task.raw_new[obs.name] = adopted
+            adopted = _raw_from_file(relative) if storage.full_path(relative).exists() else None
+            if adopted is not None and adopted[0]["source_name"] == task.name:
+                task.raw_new[obs.name], task.raw_frames[obs.name] = adopted
                 continue
-            raw = obs.download(task.row)
-            raw.save()
-            task.raw_new[obs.name] = _raw_values(raw)
+            task.downloads[obs.name] = obs.fetch(task.row)
             task.downloaded += 1
         except Exception as error:  # one source's failure must not stop the run
             log.debug("download failed for %s (%s)", task.name, obs.name, exc_info=True)
@@ -314,13 +323,35 @@ class Worker:
         """Point this process at the project's data root (run in each worker process)."""
         storage.configure(self.data_root)
 
+    def _save_downloads(self, task: SourceTask) -> list[str]:
+        """Write the raw data the I/O stage downloaded; returns the errors."""
+        errors = []
+        observatories = {obs.name: obs for obs in self.observatories}
+        for name, fetched in task.downloads.items():
+            try:
+                frame, altdata = observatories[name].parse(fetched)
+                if frame is None:
+                    frame = pd.DataFrame()
+                raw = RawPhotometry(data=frame, source_name=task.name, observatory=name,
+                                    ra=float(task.row["ra"]), dec=float(task.row["dec"]),
+                                    altdata=altdata or {})
+                raw.save()
+                task.raw_new[name], task.raw_frames[name] = _raw_values(raw), frame
+            except Exception as error:  # one source's failure must not stop the run
+                log.debug("reading or saving raw data failed for %s (%s)", task.name, name,
+                          exc_info=True)
+                errors.append(_error_text("download", name, error))
+        task.downloads = {}
+        return errors
+
     def process(self, task: SourceTask, reduce: bool = True, analyze: bool = True) -> SourceResult:
         """Reduce (where needed) and analyse one source; failures become the result's error."""
-        result = SourceResult(row=task.row, raw_new=task.raw_new, downloaded=task.downloaded)
+        result = SourceResult(row=task.row, raw_new=task.raw_new, downloaded=task.downloaded,
+                              counted=task.counted)
         if task.skip:
             result.skipped, result.status = True, "done"
             return result
-        errors = list(task.errors)
+        errors = list(task.errors) + self._save_downloads(task)
         lightcurves: list[Lightcurve] = []
         changed = False
         for obs in self.observatories:
@@ -343,7 +374,10 @@ class Worker:
                         result.analysed_keys.append((obs.name, state["series_number"]))
                     continue
                 raw = RawPhotometry(**{k: v for k, v in raw_values.items() if k != "id"})
-                raw.load()
+                if obs.name in task.raw_frames:
+                    raw.data = task.raw_frames[obs.name]
+                else:
+                    raw.load()
                 reduced = obs.reduce(raw)
                 save_lightcurves(reduced)
                 result.lightcurves_new[obs.name] = [_lightcurve_values(lc) for lc in reduced]
@@ -383,11 +417,22 @@ def _source_values(row: dict[str, Any], context: ProjectContext) -> dict[str, An
         "cfg_hash": context.cfg_hash,
         "cat_index": row.get("cat_index"),
         "status": "new",
+        "counted": False,
         "cat_extra": row.get("extra") or None,
     }
     for column in ("ra", "dec", "mag", "mag_err", "mag_filter", "pmra", "pmdec", *CROSS_ID_COLUMNS):
         values[column] = _python(row.get(column))
     return values
+
+
+def _same_keys(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every row every key any row has (None where missing).
+
+    An executemany INSERT is compiled from the first row's keys; a key missing
+    there would silently be dropped from all the others.
+    """
+    keys = {key for row in rows for key in row}
+    return [row if len(row) == len(keys) else {key: row.get(key) for key in keys} for row in rows]
 
 
 @dataclass
@@ -414,29 +459,39 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
     if not work:
         return written
 
+    # Core statements on the session's connection: executemany sends each table's rows as
+    # multi-row INSERTs (the ORM bulk path would split them by which values are None).
+    connection = session.connection()
+
     def execute(statement, parameters=None):
         written.statements += 1
-        return session.execute(statement, parameters) if parameters is not None else (
-            session.execute(statement)
-        )
+        if parameters is None:
+            return connection.execute(statement)
+        return connection.execute(statement, _same_keys(parameters))
 
     # sources
     execute(
-        insert(Source).on_conflict_do_nothing(index_elements=["name", "project", "cfg_hash"]),
+        insert(Source.__table__).on_conflict_do_nothing(index_elements=["name", "project", "cfg_hash"]),
         [_source_values(r.row, context) for r in work],
     )
     names = [r.name for r in work]
-    query = sa.select(Source.id, Source.name).where(
+    query = sa.select(Source.id, Source.name, Source.counted).where(
         Source.project == context.name, Source.cfg_hash == context.cfg_hash, Source.name.in_(names)
     )
     if is_postgresql:
+        # Lock the batch's sources (in id order, so concurrent runs never deadlock): a run
+        # working on the same sources at the same time waits here, then replaces our rows.
         query = query.order_by(Source.id).with_for_update()
-    source_ids = {name: source_id for source_id, name in execute(query)}
+    source_ids, counted = {}, {}
+    for source_id, name, is_counted in execute(query):
+        source_ids[name], counted[name] = source_id, is_counted
+    for r in work:
+        r.counted = counted[r.name]          # as committed now, not as planned
 
     # raw data (shared by projects)
     raw_rows = [values for r in work for values in r.raw_new.values()]
     if raw_rows:
-        statement = insert(RawPhotometry)
+        statement = insert(RawPhotometry.__table__)
         updates = {c: statement.excluded[c] for c in RAW_COLUMNS if c not in
                    ("id", "source_name", "observatory")}
         execute(statement.on_conflict_do_update(
@@ -460,20 +515,23 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
             Lightcurve.source_id.in_(ids), Lightcurve.observatory == obs,
             Lightcurve.was_processed.is_(True), Lightcurve.is_simulated.is_(False),
         ))
-    lightcurve_rows, lightcurve_keys = [], []
-    for r in work:
-        for obs, rows in r.lightcurves_new.items():
-            for values in rows:
-                lightcurve_rows.append(dict(values, source_id=source_ids[r.name],
-                                            raw_id=raw_ids.get((r.name, obs))))
-                lightcurve_keys.append((r.name, obs, values["series_number"]))
+    lightcurve_rows = [
+        dict(values, source_id=source_ids[r.name], raw_id=raw_ids.get((r.name, obs)))
+        for r in work for obs, rows in r.lightcurves_new.items() for values in rows
+    ]
     lightcurve_ids: dict[tuple[str, str, int], int] = {}
     if lightcurve_rows:
-        returned = execute(
-            sa.insert(Lightcurve).returning(Lightcurve.id, sort_by_parameter_order=True),
-            lightcurve_rows,
-        ).scalars().all()
-        lightcurve_ids = dict(zip(lightcurve_keys, returned))
+        execute(Lightcurve.__table__.insert(), lightcurve_rows)
+        names_by_id = {source_id: name for name, source_id in source_ids.items()}
+        new_ids = sorted({values["source_id"] for values in lightcurve_rows})
+        for lc_id, source_id, obs, number in execute(
+            sa.select(Lightcurve.id, Lightcurve.source_id, Lightcurve.observatory,
+                      Lightcurve.series_number).where(
+                Lightcurve.source_id.in_(new_ids), Lightcurve.was_processed.is_(True),
+                Lightcurve.is_simulated.is_(False),
+            )
+        ):
+            lightcurve_ids[(names_by_id[source_id], obs, number)] = lc_id
     for r in work:
         for obs, states in r.kept_lightcurves.items():
             for state in states:
@@ -491,7 +549,7 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
         ids = [source_ids[r.name] for r in analysed]
         execute(sa.delete(Detection).where(Detection.source_id.in_(ids)))
         execute(sa.delete(Properties).where(Properties.source_id.in_(ids)))
-        execute(sa.insert(Properties), [
+        execute(Properties.__table__.insert(), [
             {**{k: _python(v) for k, v in r.analysis.properties.items()},
              "source_id": source_ids[r.name], "project": context.name,
              "cfg_hash": context.cfg_hash}
@@ -509,22 +567,32 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
                               cfg_hash=context.cfg_hash)
                 detection_rows.append(values)
         if detection_rows:
-            execute(sa.insert(Detection), detection_rows)
-        if histogram_name is not None:
+            execute(Detection.__table__.insert(), detection_rows)
+        # A source adds to the histograms once: analysed again (after its files were
+        # damaged) it gives the same counts, which are already there.
+        uncounted = [r for r in analysed if not r.counted]
+        if histogram_name is not None and uncounted:
             counts: SparseCounts = {}
-            for r in analysed:
+            for r in uncounted:
                 add_sparse(counts, r.analysis.histogram)
-            batch_id = execute(sa.insert(HistogramBatch).returning(HistogramBatch.id).values(
+                r.counted = True
+            batch_id = execute(HistogramBatch.__table__.insert().returning(HistogramBatch.id).values(
                 project=context.name, cfg_hash=context.cfg_hash, name=histogram_name,
-                num_sources=len(analysed),
+                num_sources=len(uncounted),
                 counts={v: {str(i): n for i, n in cells.items()} for v, cells in counts.items()},
             )).scalar_one()
             written.histogram_batch_ids.append(batch_id)
 
     # statuses
-    execute(sa.update(Source), [
-        {"id": source_ids[r.name], "status": r.status, "error": r.error} for r in work
-    ])
+    table = Source.__table__
+    execute(
+        table.update().where(table.c.id == sa.bindparam("source_id")).values(
+            status=sa.bindparam("new_status"), error=sa.bindparam("new_error"),
+            counted=sa.bindparam("new_counted"), modified_at=sa.bindparam("modified"),
+        ),
+        [{"source_id": source_ids[r.name], "new_status": r.status, "new_error": r.error,
+          "new_counted": r.counted, "modified": utcnow()} for r in work],
+    )
     session.commit()
     return written
 

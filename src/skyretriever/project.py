@@ -229,14 +229,14 @@ class Project:
                 obs_per_kwargs.get(cls.name), observatory_kwargs.get(cls.name),
                 where=f"observatories.{cls.name}{source}",
             )
-            obs = cls(pars)
-            obs.project = self
-            self.observatories[cls.name] = obs
+            self.observatories[cls.name] = cls(pars)
         analysis_cls = self._analysis_class()
         self.analysis = analysis_cls(analysis_cls.Parameters.build(
             config.get("analysis"), constructor.get("analysis_kwargs"), where=f"analysis{source}"
         ))
-        self._update_context()
+        self._context: ProjectContext | None = None
+        for obs in self.observatories.values():
+            obs.project = self
 
     # -- construction helpers --------------------------------------------------------------
     @staticmethod
@@ -320,16 +320,20 @@ class Project:
         }
 
     def _update_context(self) -> ProjectContext:
+        """Work out the config hash and output folder from the parameters as they are now."""
         cfg_hash = self.cfg_hash
         folder = storage.project_folder_name(self.pars.name, cfg_hash, self.pars.version_control)
-        self.context = ProjectContext(
+        self._context = ProjectContext(
             name=self.pars.name,
             cfg_hash=cfg_hash if self.pars.version_control else "",
             folder=folder,
         )
-        for obs in self.observatories.values():
-            obs.context = self.context
-        return self.context
+        return self._context
+
+    @property
+    def context(self) -> ProjectContext:
+        """Name, config hash (empty without version control) and output folder of the project."""
+        return self._context if self._context is not None else self._update_context()
 
     @property
     def output_folder(self) -> Path:
@@ -345,7 +349,7 @@ class Project:
             path = folder / name
             if path.exists() and path.read_text() == text:
                 continue
-            temporary = path.with_name(f"{name}.{os.getpid()}.tmp")
+            temporary = storage.temporary_path(path)
             temporary.write_text(text)
             os.replace(temporary, path)
         return folder / "config.yaml"
@@ -410,6 +414,8 @@ class Project:
         self.catalog.load()
         context = self._update_context()
         database.upgrade()
+        for folder in storage.clean_temporary():
+            log.info("removed files half-written by a run that died: %s", folder)
         self.write_config()
         observatories = (list(self.observatories.values()) if obs_names is None
                          else [self.observatories[name] for name in obs_names])
@@ -465,27 +471,26 @@ class Project:
         return self.output_folder / f"histograms_{name or self.analysis.histogram_name}.nc"
 
     def update_histograms(self) -> Histogram:
-        """Fold every committed batch of counts that the netCDF file lacks into it."""
+        """Fold every committed batch of counts that the netCDF file lacks into it.
+
+        Safe when several runs of the project (a job array) finish at once: the
+        file is updated under a lock, and each batch is in it exactly once.
+        """
         name = self.analysis.histogram_name
         path = self.histogram_path(name)
-        held = Histogram.load(path).batch_ids if path.exists() else set()
-        with database.Session() as session:
-            query = sa.select(HistogramBatch.id, HistogramBatch.counts).where(
-                HistogramBatch.project == self.context.name,
-                HistogramBatch.cfg_hash == self.context.cfg_hash,
-                HistogramBatch.name == name,
-            )
-            if held:
-                ids = session.scalars(sa.select(HistogramBatch.id).where(
-                    HistogramBatch.project == self.context.name,
-                    HistogramBatch.cfg_hash == self.context.cfg_hash,
-                    HistogramBatch.name == name,
-                )).all()
-                missing = [i for i in ids if i not in held]
-                query = query.where(HistogramBatch.id.in_(missing or [-1]))
-            batches = list(session.execute(query))
-        return update_histogram_file(path, self.analysis.pars.histogram, name, batches)
-
+        mine = (HistogramBatch.project == self.context.name,
+                HistogramBatch.cfg_hash == self.context.cfg_hash, HistogramBatch.name == name)
+        with storage.file_lock(path), database.Session() as session:
+            held = Histogram.load(path).batch_ids if path.exists() else set()
+            ids = session.scalars(sa.select(HistogramBatch.id).where(*mine)).all()
+            missing = [i for i in ids if i not in held]
+            batches = []
+            for chunk in range(0, len(missing), 1000):
+                batches += session.execute(
+                    sa.select(HistogramBatch.id, HistogramBatch.counts).where(
+                        *mine, HistogramBatch.id.in_(missing[chunk : chunk + 1000]))
+                ).all()
+            return update_histogram_file(path, self.analysis.pars.histogram, name, batches)
 
     def status(self, max_failures: int = 20) -> dict[str, Any]:
         """Counts per stage and observatory, and the failures with their reasons.

@@ -19,14 +19,18 @@ Layout (``DATA_ROOT`` from :func:`configure`, ``$SKYRETRIEVER_DATA`` or ``./data
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
 import os
 import re
 import secrets
+import shutil
+import socket
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -38,10 +42,12 @@ import pandas as pd
 __all__ = [
     "ChecksumError",
     "StorageError",
+    "TEMP_FOLDER",
     "TEMP_SUFFIX",
     "FileInfo",
     "configure",
     "data_root",
+    "file_lock",
     "file_sha256",
     "full_path",
     "project_folder_name",
@@ -52,16 +58,25 @@ __all__ = [
     "reduced_filename",
     "reduction_key",
     "sanitize_name",
+    "clean_temporary",
+    "temporary_path",
+    "writer_alive",
     "verify_file",
     "write_tables",
 ]
 
 TEMP_SUFFIX = ".tmp"
+TEMP_FOLDER = ".tmp"
 MAX_NAME_LENGTH = 80
 _COMPRESS_ABOVE_BYTES = 64 * 1024
+_LARGEST_ATTRIBUTE = 60_000
+_METADATA_SUFFIX = ".metadata"
+_DESCRIPTION = "skyretriever"          # attribute: JSON with the column kinds and the metadata
 _SAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
+_HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()) or "host"
 
 _state: dict[str, Path | None] = {"data_root": None}
+_TEMPORARY_FOLDERS: dict[tuple[Path, int], Path] = {}
 
 
 class StorageError(RuntimeError):
@@ -190,11 +205,12 @@ def verify_file(path: str | os.PathLike, checksum: str | None, file_size: int | 
 def _column_for_hdf5(values: np.ndarray) -> tuple[np.ndarray, str]:
     kind = values.dtype.kind
     if kind in "OUS":
-        encoded = np.array(["" if v is None else str(v) for v in values], dtype=object)
-        as_bytes = np.array([text.encode("utf-8") for text in encoded], dtype=bytes)
-        if as_bytes.dtype.itemsize == 0:
-            as_bytes = as_bytes.astype("S1")
-        return as_bytes, "str"
+        text = np.array(["" if v is None else str(v) for v in values], dtype=str) if kind == "O" \
+            else values.astype(str)
+        encoded = np.char.encode(text, "utf-8") if len(text) else np.zeros(0, dtype="S1")
+        if encoded.dtype.itemsize == 0:
+            encoded = encoded.astype("S1")
+        return encoded, "str"
     if kind == "b":
         return values.astype(np.bool_), "bool"
     if kind in "iuf":
@@ -222,12 +238,12 @@ def _records_to_frame(records: np.ndarray, kinds: list[list[str]]) -> pd.DataFra
     for name, kind in kinds:
         values = records[name]
         if kind == "str":
-            data[name] = np.array([v.decode("utf-8") for v in values], dtype=object)
+            data[name] = np.char.decode(values, "utf-8").astype(object)
         elif kind == "datetime64[ns]":
             data[name] = values.astype("datetime64[ns]")
         else:
             data[name] = values
-    return pd.DataFrame(data, columns=[name for name, _ in kinds])
+    return pd.DataFrame(data, columns=[name for name, _ in kinds], copy=False)
 
 
 def _json_default(value: Any) -> Any:
@@ -236,6 +252,104 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
+
+
+_HDF5_TYPES: dict[np.dtype, Any] = {}
+
+
+def _create_dataset(handle: h5py.File, key: str, records: np.ndarray) -> h5py.Dataset:
+    """One table as a compound dataset; large ones compressed.
+
+    Small tables go through h5py's low-level API with a cached HDF5 type, which
+    halves the cost of the many small files a catalog run writes.
+    """
+    if records.nbytes > _COMPRESS_ABOVE_BYTES:
+        return handle.create_dataset(key, data=records, compression="gzip", compression_opts=4,
+                                     shuffle=True)
+    hdf5_type = _HDF5_TYPES.get(records.dtype)
+    if hdf5_type is None:
+        hdf5_type = _HDF5_TYPES[records.dtype] = h5py.h5t.py_create(records.dtype, logical=True)
+    space = h5py.h5s.create_simple((len(records),))
+    # No modification times in the file: the same table always gives the same bytes.
+    properties = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    properties.set_obj_track_times(False)
+    dataset = h5py.h5d.create(handle.id, key.encode("utf-8"), hdf5_type, space, dcpl=properties)
+    if len(records):
+        dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, records)
+    return h5py.Dataset(dataset)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` (POSIX advisory lock) while inside the block.
+
+    Serialises writers of one file across processes of this machine (and across
+    machines on file systems with working ``flock``).
+    """
+    lock_path = Path(f"{path}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def temporary_path(final: str | os.PathLike) -> Path:
+    """Where a file is written before it is renamed to ``final``.
+
+    Under the data root that is ``DATA_ROOT/.tmp/<host>.<pid>/<name>.<random>.tmp``: one
+    folder per writing process, on the same file system as the final place (so the
+    rename is atomic), and easy to clear when that process has died
+    (:func:`clean_temporary`). Outside the data root it is beside ``final``.
+    """
+    final = Path(final)
+    token = secrets.token_hex(4)
+    root = data_root()
+    if not final.is_relative_to(root):
+        return final.with_name(f"{final.name}.{_HOST}.{os.getpid()}.{token}{TEMP_SUFFIX}")
+    key = (root, os.getpid())
+    folder = _TEMPORARY_FOLDERS.get(key)
+    if folder is None:
+        folder = root / TEMP_FOLDER / f"{_HOST}.{os.getpid()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        _TEMPORARY_FOLDERS[key] = folder
+    return folder / f"{final.name}.{token}{TEMP_SUFFIX}"
+
+
+def writer_alive(folder_name: str) -> bool | None:
+    """Whether the process that owns a temporary folder (``<host>.<pid>``) is alive.
+
+    ``None`` when it ran on another host, where this process cannot tell.
+    """
+    host, _, pid = folder_name.rpartition(".")
+    if host != _HOST or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_temporary() -> list[Path]:
+    """Delete the temporary folders of writers on this host that have died; returns them.
+
+    A run calls this when it starts, so files half-written by a killed run never
+    linger. Folders of live writers and of other hosts are left alone.
+    """
+    base = data_root() / TEMP_FOLDER
+    removed = []
+    if not base.exists():
+        return removed
+    for folder in base.iterdir():
+        if folder.is_dir() and writer_alive(folder.name) is False:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def write_tables(
@@ -263,17 +377,20 @@ def write_tables(
     """
     final = full_path(relative)
     final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final.with_name(f"{final.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    temporary = temporary_path(final)
     try:
-        with h5py.File(temporary, "w", libver="latest") as handle:
+        with h5py.File(temporary, "w") as handle:
             for key, (frame, metadata) in tables.items():
                 records, kinds = _frame_to_records(frame)
-                options: dict[str, Any] = {}
-                if records.nbytes > _COMPRESS_ABOVE_BYTES:
-                    options = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-                dataset = handle.create_dataset(key, data=records, **options)
-                dataset.attrs["columns"] = json.dumps(kinds)
-                dataset.attrs["metadata"] = json.dumps(dict(metadata or {}), default=_json_default)
+                dataset = _create_dataset(handle, key, records)
+                text = json.dumps(dict(metadata or {}), default=_json_default)
+                description = {"columns": kinds}
+                if len(text) < _LARGEST_ATTRIBUTE:
+                    description["metadata"] = json.loads(text)
+                else:  # HDF5 attributes are limited to 64 kB: long headers go in a dataset
+                    handle.create_dataset(f"{key}{_METADATA_SUFFIX}",
+                                          data=np.frombuffer(text.encode(), dtype=np.uint8))
+                dataset.attrs[_DESCRIPTION] = json.dumps(description)
         checksum = file_sha256(temporary)
         size = temporary.stat().st_size
         os.replace(temporary, final)
@@ -309,8 +426,12 @@ def read_table(
             if key not in handle:
                 raise StorageError(f"product file {str(path)!r} has no table {key!r}")
             dataset = handle[key]
-            kinds = json.loads(dataset.attrs["columns"])
-            metadata = json.loads(dataset.attrs["metadata"])
+            description = json.loads(dataset.attrs[_DESCRIPTION])
+            kinds = description["columns"]
+            if "metadata" in description:
+                metadata = description["metadata"]
+            else:
+                metadata = json.loads(handle[f"{key}{_METADATA_SUFFIX}"][()].tobytes())
             records = dataset[()]
     except (OSError, KeyError, ValueError) as error:
         raise StorageError(f"cannot read table {key!r} of {str(path)!r}: {error}") from None
@@ -322,6 +443,6 @@ def read_table_keys(relative: str) -> list[str]:
     path = full_path(relative)
     try:
         with h5py.File(path, "r") as handle:
-            return list(handle.keys())
+            return [key for key in handle.keys() if not key.endswith(_METADATA_SUFFIX)]
     except OSError as error:
         raise StorageError(f"cannot read {str(path)!r}: {error}") from None

@@ -24,7 +24,6 @@ Variables (dimensions):
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from skyretriever.parameters import Parameters, parameter
+from skyretriever.storage import temporary_path
 
 __all__ = [
     "EVENTS",
@@ -271,7 +271,7 @@ class Histogram:
         """Write the netCDF file atomically (temporary name, then rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        temporary = temporary_path(path)
         try:
             self.to_xarray().to_netcdf(temporary, engine="netcdf4")
             os.replace(temporary, path)

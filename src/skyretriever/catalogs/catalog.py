@@ -210,7 +210,9 @@ def _read_file(pars: CatalogParameters) -> pd.DataFrame:
             )
     try:
         if fmt == "csv":
-            return pd.read_csv(path, comment="#", skipinitialspace=True)
+            # Only empty fields are missing: names such as "NA" or "nan" stay names.
+            return pd.read_csv(path, comment="#", skipinitialspace=True, keep_default_na=False,
+                               na_values=[""])
         if fmt == "parquet":
             return pd.read_parquet(path)
         from astropy.table import Table
@@ -222,7 +224,7 @@ def _read_file(pars: CatalogParameters) -> pd.DataFrame:
                 Table.read(path, format="hdf5")
             )
         names = [name for name in table.colnames if len(table[name].shape) <= 1]
-        return table[names].to_pandas()
+        return _decode_bytes(table[names].to_pandas())
     except CatalogError:
         raise
     except Exception as error:
@@ -230,6 +232,17 @@ def _read_file(pars: CatalogParameters) -> pd.DataFrame:
 
 
 LOADERS["file"] = _read_file
+
+
+def _decode_bytes(frame: pd.DataFrame) -> pd.DataFrame:
+    """FITS and HDF5 text columns arrive as bytes; make them text."""
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype == object and len(values) and isinstance(values.iloc[0], bytes):
+            frame[column] = values.map(
+                lambda v: v.decode("utf-8", "replace").strip() if isinstance(v, bytes) else v
+            )
+    return frame
 
 
 def _file_sha256(path: Path) -> str:

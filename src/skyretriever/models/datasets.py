@@ -18,7 +18,8 @@ from skyretriever.models.base import Base, FileBacked, utcnow
 if TYPE_CHECKING:
     from skyretriever.models.source import Source
 
-__all__ = ["Lightcurve", "RawPhotometry", "save_lightcurves"]
+__all__ = ["SUMMARY_COLUMNS", "Lightcurve", "RawPhotometry", "lightcurve_summaries",
+           "save_lightcurves"]
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -116,6 +117,42 @@ class RawPhotometry(FileBacked, Base):
         self.filename, self.checksum, self.file_size = info.filename, info.checksum, info.file_size
 
 
+SUMMARY_COLUMNS = ("mjd", "qflag", "exptime", "mag", "flux")
+
+
+def lightcurve_summaries(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Summary columns of a light curve from its column arrays (``mjd`` required).
+
+    Examples
+    --------
+    >>> lightcurve_summaries({"mjd": np.array([1.0, 2.0]), "mag": np.array([15.0, 15.2])})["mag_mean"]
+    15.1
+    """
+    times = np.asarray(arrays["mjd"], dtype=float)
+    n = len(times)
+    good = ~np.asarray(arrays["qflag"], dtype=bool) if "qflag" in arrays else np.ones(n, bool)
+    finite_times = times[np.isfinite(times)]
+    values: dict[str, Any] = {
+        "num_points": n,
+        "num_good_points": int(good.sum()),
+        "time_start": float(finite_times.min()) if len(finite_times) else None,
+        "time_end": float(finite_times.max()) if len(finite_times) else None,
+    }
+    if "exptime" in arrays:
+        exptime = np.asarray(arrays["exptime"], dtype=float)
+        exptime = exptime[np.isfinite(exptime)]
+        values["exptime"] = float(np.median(exptime)) if len(exptime) else None
+    for column in ("mag", "flux"):
+        if column not in arrays:
+            continue
+        selected = np.asarray(arrays[column], dtype=float)[good]
+        selected = selected[np.isfinite(selected)]
+        if len(selected):
+            values[f"{column}_mean"] = float(selected.mean())
+            values[f"{column}_rms"] = float(selected.std())
+    return values
+
+
 class Lightcurve(FileBacked, Base):
     """One reduced light curve: one filter, one continuous stretch of one observatory.
 
@@ -194,25 +231,12 @@ class Lightcurve(FileBacked, Base):
     def compute_summaries(self) -> None:
         """Fill the summary columns (points, times, cadence, mean and rms) from ``data``."""
         frame = self._data
-        self.num_points = int(len(frame)) if frame is not None else 0
         if frame is None or len(frame) == 0:
-            self.num_good_points = 0
+            self.num_points = self.num_good_points = 0
             return
-        good = ~frame["qflag"].to_numpy(dtype=bool) if "qflag" in frame else np.ones(len(frame), bool)
-        self.num_good_points = int(good.sum())
-        times = frame["mjd"].to_numpy(dtype=float)
-        self.time_start = _finite_or_none(np.nanmin(times))
-        self.time_end = _finite_or_none(np.nanmax(times))
-        if "exptime" in frame:
-            self.exptime = _finite_or_none(np.nanmedian(frame["exptime"].to_numpy(dtype=float)))
-        for column in ("mag", "flux"):
-            if column not in frame or not good.any():
-                continue
-            values = frame[column].to_numpy(dtype=float)[good]
-            values = values[np.isfinite(values)]
-            if len(values):
-                setattr(self, f"{column}_mean", float(values.mean()))
-                setattr(self, f"{column}_rms", float(values.std()))
+        arrays = {c: frame[c].to_numpy() for c in SUMMARY_COLUMNS if c in frame}
+        for name, value in lightcurve_summaries(arrays).items():
+            setattr(self, name, value)
 
     def save(self) -> None:
         """Write this light curve, with the others of its file (``siblings``), atomically."""

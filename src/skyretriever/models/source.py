@@ -74,6 +74,10 @@ class Source(Base):
     error: Mapped[str | None] = mapped_column(
         doc="Why the last run failed on this source (step, observatory and reason)."
     )
+    counted: Mapped[bool] = mapped_column(
+        default=False,
+        doc="True once the source's counts are in the project's histograms (added only once).",
+    )
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, doc="When the row was made (UTC).")
     modified_at: Mapped[dt.datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, doc="When the row last changed (UTC)."

@@ -1,4 +1,4 @@
-"""Observatories: the base class, the demo archive, and the real surveys."""
+"""Observatories: the base class, the demo archive, and the real surveys (TESS, K2, Kepler)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,27 @@ from skyretriever.observatories.base import (
     register_observatory,
 )
 from skyretriever.observatories.demo import DemoParameters, VirtualDemoObs
+from skyretriever.observatories.k2 import K2Parameters, VirtualK2
+from skyretriever.observatories.kepler import KeplerParameters, VirtualKepler
+from skyretriever.observatories.mast import MastParameters, VirtualMAST
+from skyretriever.observatories.tess import TessParameters, VirtualTESS
 
 __all__ = [
     "OBSERVATORIES",
     "DemoParameters",
+    "K2Parameters",
+    "KeplerParameters",
+    "MastParameters",
     "ObservatoryParameters",
     "ProjectContext",
     "ReducerParameters",
+    "TessParameters",
     "VirtualDemoObs",
+    "VirtualK2",
+    "VirtualKepler",
+    "VirtualMAST",
     "VirtualObservatory",
+    "VirtualTESS",
     "observatory_class",
     "register_observatory",
 ]

@@ -24,7 +24,12 @@ import numpy as np
 import pandas as pd
 
 from skyretriever import storage
-from skyretriever.models.datasets import Lightcurve, RawPhotometry
+from skyretriever.models.datasets import (
+    SUMMARY_COLUMNS,
+    Lightcurve,
+    RawPhotometry,
+    lightcurve_summaries,
+)
 from skyretriever.parameters import ParameterError, Parameters, parameter
 
 __all__ = [
@@ -147,13 +152,24 @@ class VirtualObservatory(abc.ABC):
         elif kwargs:
             pars = self.Parameters.build(pars.model_dump(), kwargs, where=f"observatories.{self.name}")
         self.pars = pars
-        self.context = context or ProjectContext.standalone()
+        self._context = context or ProjectContext.standalone()
         self.project = None
         self.quality_mask  # noqa: B018 - validate the mask now, not in the middle of a run
 
+    @property
+    def context(self) -> ProjectContext:
+        """The project the products belong to (its name, config hash and folder)."""
+        return self.project.context if self.project is not None else self._context
+
+    @context.setter
+    def context(self, value: ProjectContext) -> None:
+        self._context = value
+
     def __getstate__(self) -> dict[str, Any]:
-        # Worker processes get a copy without the project (and its database state).
+        # Worker processes get a copy without the project (and its database state),
+        # holding the project's context as it is now.
         state = dict(self.__dict__)
+        state["_context"] = self.context
         state["project"] = None
         return state
 
@@ -188,19 +204,36 @@ class VirtualObservatory(abc.ABC):
     def download_from_observatory(self, cat_row: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
         """Everything the archive has for one catalog row: a table (empty if nothing) and provenance."""
 
+    def fetch(self, cat_row: dict[str, Any]) -> Any:
+        """The I/O half of a download, run on a download thread; its result must pickle.
+
+        The default calls :meth:`download_from_observatory`. Observatories whose
+        archives send files that take CPU to read (FITS) override this to only
+        fetch the files, and :meth:`parse` to read them in a worker process, so
+        download threads never hold the interpreter with parsing.
+        """
+        return self.download_from_observatory(cat_row)
+
+    def parse(self, fetched: Any) -> tuple[pd.DataFrame, dict]:
+        """The CPU half of a download, run in a worker process: ``fetch``'s result to (table, provenance)."""
+        return fetched
+
     def download(self, cat_row: dict[str, Any]) -> RawPhotometry:
         """Download one source into an (unsaved) RawPhotometry object."""
-        frame, altdata = self.download_from_observatory(cat_row)
+        frame, altdata = self.parse(self.fetch(cat_row))
         if frame is None:
             frame = pd.DataFrame()
-        return RawPhotometry(
+        raw = RawPhotometry(
             data=frame,
             source_name=str(cat_row["name"]),
             observatory=self.name,
             ra=float(cat_row["ra"]),
             dec=float(cat_row["dec"]),
             altdata=altdata or {},
+            is_empty=len(frame) == 0,
         )
+        raw.compute_summaries()
+        return raw
 
     # -- reducing --------------------------------------------------------------------------
     def standardize(self, frame: pd.DataFrame, altdata: dict[str, Any]) -> pd.DataFrame:
@@ -252,20 +285,23 @@ class VirtualObservatory(abc.ABC):
         if raw.is_empty or raw.data is None or len(raw.data) == 0:
             return []
         frame = self.standardize(raw.data, raw.altdata or {})
-        frame = frame[np.isfinite(frame["mjd"].to_numpy(dtype=float))]
         quality = frame["quality"].to_numpy(dtype=np.int64)
-        frame = frame.assign(qflag=(quality & self.quality_mask) != 0)
-        pieces = self._split(frame)
-        total = len(pieces)
+        frame["qflag"] = (quality & self.quality_mask) != 0
+        ordered, bounds = self._split(frame)
+        total = len(bounds)
         folder = self.context.folder
         filename = storage.reduced_filename(folder, self.name, raw.source_name, raw.ra)
+        arrays = {c: ordered[c].to_numpy() for c in SUMMARY_COLUMNS if c in ordered}
+        filters = ordered["filter"].to_numpy() if "filter" in ordered else None
         lightcurves = []
-        for number, piece in enumerate(pieces, start=1):
-            filters = piece["filter"].unique() if "filter" in piece else [None]
+        for number, (start, stop) in enumerate(bounds, start=1):
+            summaries = lightcurve_summaries({c: v[start:stop] for c, v in arrays.items()})
+            band = None
+            if filters is not None and (filters[start:stop] == filters[start]).all():
+                band = str(filters[start])
             lc = Lightcurve(
-                data=piece.reset_index(drop=True),
                 observatory=self.name,
-                filter=str(filters[0]) if len(filters) == 1 else None,
+                filter=band,
                 series_number=number,
                 series_total=total,
                 was_processed=True,
@@ -274,7 +310,9 @@ class VirtualObservatory(abc.ABC):
                 cfg_hash=self.context.cfg_hash,
                 filename=filename,
                 key=storage.reduction_key(raw.source_name, number, total),
+                **summaries,
             )
+            lc.data = ordered.iloc[start:stop].reset_index(drop=True)
             lc._metadata = {
                 "source_name": raw.source_name,
                 "observatory": self.name,
@@ -290,22 +328,29 @@ class VirtualObservatory(abc.ABC):
             lc.siblings = lightcurves
         return lightcurves
 
-    def _split(self, frame: pd.DataFrame) -> list[pd.DataFrame]:
-        """Split into series by ``split_columns`` and time gaps, sorted by start time."""
-        columns = [c for c in self.split_columns if c in frame]
-        groups = frame.groupby(columns, sort=False, dropna=False) if columns else [(None, frame)]
-        pieces = []
-        gap = self.pars.reducer.gap
-        for _, group in groups:
-            group = group.sort_values("mjd", kind="stable")
-            times = group["mjd"].to_numpy(dtype=float)
-            breaks = np.flatnonzero(np.diff(times) > gap) + 1
-            for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(group)]):
-                if stop - start >= self.pars.reducer.min_points:
-                    pieces.append(group.iloc[start:stop])
-        pieces.sort(key=lambda piece: (float(piece["mjd"].iloc[0]), str(piece["filter"].iloc[0])
-                                       if "filter" in piece else ""))
-        return pieces
+    def _split(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, int]]]:
+        """Order the epochs for splitting and find the series in them.
+
+        Returns the epochs with a finite time, ordered by ``split_columns`` then
+        time, and the ``(start, stop)`` rows of each series (split by those
+        columns and by time gaps), numbered by start time.
+        """
+        times = frame["mjd"].to_numpy(dtype=float)
+        codes = np.zeros(len(frame), dtype=np.int64)
+        for column in (c for c in self.split_columns if c in frame):
+            column_codes, uniques = pd.factorize(frame[column], use_na_sentinel=False)
+            codes = codes * max(len(uniques), 1) + column_codes
+        valid = np.flatnonzero(np.isfinite(times))
+        order = valid[np.lexsort((times[valid], codes[valid]))]
+        ordered_times, ordered_codes = times[order], codes[order]
+        breaks = np.flatnonzero(
+            (np.diff(ordered_codes) != 0) | (np.diff(ordered_times) > self.pars.reducer.gap)
+        ) + 1
+        bounds = [(int(a), int(b)) for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(order)])
+                  if b - a >= self.pars.reducer.min_points]
+        # Number the series by start time (codes break ties, so the order is deterministic).
+        bounds.sort(key=lambda ab: (ordered_times[ab[0]], ordered_codes[ab[0]]))
+        return frame.take(order), bounds
 
     # -- whole sources ---------------------------------------------------------------------
     def fetch_source(self, cat_row: dict[str, Any], save: bool = True, reduce: bool = True):

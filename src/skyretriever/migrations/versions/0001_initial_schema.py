@@ -88,6 +88,7 @@ def upgrade() -> None:
         sa.Column("cat_extra", JSON_TYPE, nullable=True),
         sa.Column("status", sa.String(length=10), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("counted", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("modified_at", sa.DateTime(), nullable=False),
         sa.CheckConstraint("status IN ('new', 'done', 'failed')", name=op.f("ck_sources_status")),

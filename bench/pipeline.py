@@ -1,0 +1,139 @@
+"""Throughput of the whole pipeline on the demo observatory.
+
+Runs a project over N synthetic sources (``wait_time=0``, about 100 points per
+light curve: 2 filters x 2 seasons x 100 epochs) and prints, per database:
+sources per second, SQL statements per source, bytes on disk per source, peak
+memory, and the time of a resumed run over the finished project.
+
+Usage::
+
+    python bench/pipeline.py 1000                        # SQLite and PostgreSQL
+    python bench/pipeline.py 10000 --backend sqlite --scheduler serial
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+POSTGRES_ADMIN = os.environ.get("SKYRETRIEVER_TEST_POSTGRES",
+                                "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+class StatementCounter:
+    """Counts SQL statements sent by this process (the driver owns every write)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._count)
+
+    def _count(self, *_args) -> None:
+        self.count += 1
+
+
+def folder_bytes(path: Path, skip_suffixes: tuple[str, ...] = ()) -> tuple[int, int]:
+    """Total bytes and number of files below ``path``."""
+    total = files = 0
+    for item in path.rglob("*"):
+        if item.is_file() and not item.name.endswith(skip_suffixes):
+            total += item.stat().st_size
+            files += 1
+    return total, files
+
+
+def peak_memory_mb() -> tuple[float, float]:
+    """Peak resident memory of this process and of its largest child (MB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, children
+
+
+def make_database(backend: str, root: Path) -> tuple[str, callable]:
+    if backend == "sqlite":
+        return f"sqlite:///{root / 'bench.db'}", lambda: None
+    admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    name = f"skyretriever_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        from skyretriever import database
+
+        database.configure("sqlite:///:memory:")
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    return sa.engine.make_url(POSTGRES_ADMIN).set(database=name).render_as_string(False), drop
+
+
+def run(n: int, backend: str, scheduler: str, workers: int | None, batch_size: int) -> dict:
+    from skyretriever import Project
+
+    root = Path(tempfile.mkdtemp(prefix="skyretriever-bench-"))
+    url, drop = make_database(backend, root)
+    counter = StatementCounter()
+    try:
+        project = Project(
+            name="bench", cfg_file=False, data_root=str(root / "data"), database_url=url,
+            progress=False, catalog_kwargs={"default": "test", "num_sources": n},
+            demo={"wait_time": 0.0},
+            execution_kwargs={"scheduler": scheduler, "workers": workers, "batch_size": batch_size},
+        )
+        start = time.perf_counter()
+        summary = project.run()
+        elapsed = time.perf_counter() - start
+        statements = counter.count
+        files_bytes, files = folder_bytes(root / "data", (".db", ".db-wal", ".db-shm", ".lock"))
+        start = time.perf_counter()
+        resumed = project.run()
+        resume_seconds = time.perf_counter() - start
+        own, children = peak_memory_mb()
+        assert summary.counts["done"] == n, summary
+        assert resumed.counts["skipped"] == n, resumed
+        return {
+            "backend": backend, "scheduler": scheduler, "n": n,
+            "seconds": elapsed, "rate": n / elapsed,
+            "statements_per_source": statements / n,
+            "statements_per_batch": statements / max(1, -(-n // batch_size)),
+            "bytes_per_source": files_bytes / n, "files_per_source": files / n,
+            "resume_seconds": resume_seconds,
+            "peak_driver_mb": own, "peak_worker_mb": children,
+            "steps": summary.seconds,
+        }
+    finally:
+        drop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", type=int, nargs="?", default=1000, help="number of sources")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--scheduler", choices=("serial", "local"), default="local")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=500)
+    args = parser.parse_args()
+    backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
+    print(f"demo pipeline, N = {args.n}, scheduler {args.scheduler}, {os.cpu_count()} cores")
+    for backend in backends:
+        r = run(args.n, backend, args.scheduler, args.workers, args.batch_size)
+        steps = ", ".join(f"{k} {v:.1f}s" for k, v in r["steps"].items())
+        print(f"{backend:>10}: {r['rate']:7.1f} sources/s ({r['seconds']:.1f} s); "
+              f"{r['statements_per_source']:.3f} SQL statements/source "
+              f"({r['statements_per_batch']:.1f} per batch of {args.batch_size}); "
+              f"{r['bytes_per_source'] / 1024:.1f} kB and {r['files_per_source']:.1f} files "
+              f"on disk/source; peak memory {r['peak_driver_mb']:.0f} MB driver, "
+              f"{r['peak_worker_mb']:.0f} MB largest worker; resume {r['resume_seconds']:.2f} s")
+        print(f"{'':>12}steps: {steps}")
+
+
+if __name__ == "__main__":
+    main()

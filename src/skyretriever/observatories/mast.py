@@ -1,0 +1,1035 @@
+"""MAST and its public S3 bucket: the client shared by VirtualTESS, VirtualK2 and VirtualKepler.
+
+:class:`MastClient` speaks the MAST portal's JSON protocol (``invoke`` with
+paging and ``EXECUTING`` polling, ``path_lookup``, ``Download/file``) through
+the package's one HTTP layer (:mod:`skyretriever.net`); :class:`S3Bucket`
+fetches files from the public ``stpubdata`` bucket with unsigned boto3,
+within the same per-host limits, retries and atomic, validated writes.
+
+:class:`VirtualMAST` is the observatory base of the three missions. For a
+batch of catalog rows (:meth:`VirtualMAST.prepare_download`) it finds each
+source's target (the catalog's cross-id, else a search by position), asks
+for the observations of up to ``download_batch_size`` targets in one query,
+for their products in batches of 500 observations, and for the cloud paths
+of the light-curve files in batches of 50. Each source's download then
+fetches its files (S3 first when ``use_cloud``, MAST HTTPS otherwise or when
+the bucket fails), reads them, and returns one table holding every
+sector/campaign/quarter, with the FITS headers and product ids as
+provenance. A source with nothing at MAST gets an empty table; a source
+whose files cannot be fetched raises, so the run records it and the next
+run tries again.
+
+Examples
+--------
+>>> from skyretriever.net import HttpClient
+>>> client = MastClient("https://mast.stsci.edu", HttpClient())
+>>> client.invoke("Mast.Caom.Filtered", {"columns": "*", "filters": [
+...     {"paramName": "target_name", "values": ["25155310"]},
+...     {"paramName": "obs_collection", "values": ["TESS"]}]})          # doctest: +SKIP
+[{'obs_collection': 'TESS', 'target_name': '25155310', ...}, ...]
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import math
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, ClassVar, Literal, TypeVar
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+
+from skyretriever import storage
+from skyretriever.fitsfile import InvalidFileError, read_fits_table, validate_fits
+from skyretriever.net import (
+    TRANSIENT_STATUS,
+    HttpClient,
+    NetworkError,
+    NetworkPolicy,
+    TransientError,
+    join_url,
+    shared_client,
+)
+from skyretriever.observatories.base import (
+    ObservatoryParameters,
+    ProjectContext,
+    VirtualObservatory,
+)
+from skyretriever.parameters import parameter
+
+__all__ = [
+    "BJDREF_KEPLER",
+    "BJDREF_TESS",
+    "KEPLER_QUALITY_PRESETS",
+    "KEPLER_ZERO_POINT",
+    "TESS_QUALITY_PRESETS",
+    "TESS_ZERO_POINT",
+    "CloudFileMissing",
+    "MastClient",
+    "MastError",
+    "MastParameters",
+    "ProductInfo",
+    "S3Bucket",
+    "SourcePlan",
+    "VirtualMAST",
+    "angular_distance_arcsec",
+    "exptime_filter",
+    "exptime_matches",
+    "in_chunks",
+    "read_lightcurve_fits",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Integer part of the reference BJD of TESS times (BTJD) and of Kepler/K2 times (BKJD).
+BJDREF_TESS = 2457000
+BJDREF_KEPLER = 2454833
+MJD_OFFSET = 2400000.5
+#: (magnitude, flux in e-/s): a TESS magnitude 10 star gives about 15,000 e-/s
+#: (Vanderspek et al. 2018); a Kepler magnitude 12 star about 1.74e5 e-/s (Kepler
+#: Instrument Handbook). Magnitudes made from fluxes with these are approximate.
+TESS_ZERO_POINT = (10.0, 15000.0)
+KEPLER_ZERO_POINT = (12.0, 1.74e5)
+#: Quality masks of lightkurve 2.6, by name.
+TESS_QUALITY_PRESETS = {"none": 0, "default": 17087, "hard": 24319, "hardest": 65535}
+KEPLER_QUALITY_PRESETS = {"none": 0, "default": 1130799, "hard": 1664431, "hardest": 2096639}
+
+#: Observations per ``Mast.Caom.Products`` request (astroquery 0.4.12 uses 500 too).
+PRODUCTS_PER_REQUEST = 500
+#: URIs per ``path_lookup`` request (more give "414 Request-URI Too Large").
+URIS_PER_PATH_LOOKUP = 50
+
+
+class MastError(NetworkError):
+    """MAST answered ``status: ERROR`` (or kept answering ``EXECUTING`` past the time limit)."""
+
+
+class CloudFileMissing(NetworkError):
+    """The file is not in the S3 bucket (the download falls back to MAST HTTPS)."""
+
+
+# -- the MAST portal ---------------------------------------------------------------------------
+def in_chunks(items: Sequence[T], size: int) -> list[list[T]]:
+    """``items`` in consecutive lists of at most ``size``."""
+    return [list(items[start : start + size]) for start in range(0, len(items), size)]
+
+
+def angular_distance_arcsec(ra1: float, dec1: float, ra2: Any, dec2: Any) -> Any:
+    """Great-circle distance in arcseconds between positions in degrees (haversine; arrays work).
+
+    Examples
+    --------
+    >>> round(float(angular_distance_arcsec(10.0, 0.0, 10.0, 1.0)), 6)
+    3600.0
+    """
+    ra1, dec1 = np.radians(ra1), np.radians(dec1)
+    ra2, dec2 = np.radians(ra2), np.radians(dec2)
+    term = (np.sin((dec2 - dec1) / 2) ** 2
+            + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2)
+    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(term, 0, 1)))) * 3600.0
+
+
+def _normalize_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """MAST's nulls (-999 for integers, null for floats) as ``None``."""
+    types = {f.get("name"): str(f.get("type", "")).lower() for f in result.get("fields") or []}
+    rows = []
+    for raw in result.get("data") or []:
+        row = {}
+        for name, value in raw.items():
+            kind = types.get(name, "")
+            if value is None or (kind in ("int", "long", "short") and value == -999):
+                value = None
+            elif kind in ("float", "double") and isinstance(value, float) and math.isnan(value):
+                value = None
+            row[name] = value
+        rows.append(row)
+    return rows
+
+
+class _RuntimeState(abc.ABC):
+    """Pickles without its run-time attributes (pools, clients, locks), which are made again."""
+
+    #: Names of the attributes :meth:`_init_runtime` makes; never pickled.
+    _RUNTIME: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def _init_runtime(self) -> None:
+        """Make the run-time attributes (called on construction and after unpickling)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._RUNTIME}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+
+class MastClient(_RuntimeState):
+    """The MAST portal API: service requests, cloud paths and HTTPS downloads.
+
+    Thread-safe; made from a base URL (``mast_url``) and an :class:`HttpClient`.
+
+    Parameters
+    ----------
+    mast_url
+        Base URL of the portal (``https://mast.stsci.edu``, or a simulator or mirror).
+    http
+        The HTTP client (timeouts, retries, per-host limits).
+    page_size
+        Rows per page of query results.
+    query_timeout
+        Seconds to keep asking while MAST answers ``EXECUTING``.
+    """
+
+    def __init__(self, mast_url: str, http: HttpClient, page_size: int = 50000,
+                 query_timeout: float = 600.0) -> None:
+        self.mast_url = mast_url.rstrip("/")
+        self.http = http
+        self.page_size = page_size
+        self.query_timeout = query_timeout
+        self._init_runtime()
+
+    _RUNTIME = ("_executor", "_lock")
+
+    def _init_runtime(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def invoke_url(self) -> str:
+        return join_url(self.mast_url, "api/v0/invoke")
+
+    # -- running many requests at once -------------------------------------------------------
+    def map(self, function: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[function(item) ...]`` run on a pool as wide as the per-host limit, in order.
+
+        The first exception raised is re-raised after every call has finished.
+        """
+        if len(items) <= 1:
+            return [function(item) for item in items]
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    self.http.policy.max_connections_per_host, thread_name_prefix="mast-query"
+                )
+        futures = [self._executor.submit(function, item) for item in items]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]
+        return [f.result() for f in futures]
+
+    # -- the portal's service requests ------------------------------------------------------
+    def invoke(self, service: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every row a service returns (all pages), with MAST's nulls as ``None``.
+
+        Raises
+        ------
+        MastError
+            If MAST answers ``ERROR``, or still ``EXECUTING`` after ``query_timeout``.
+        skyretriever.net.NetworkError
+            If MAST cannot be reached (after the HTTP layer's retries).
+        """
+        rows: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            result = self._invoke_page(service, params, page)
+            rows += _normalize_rows(result)
+            paging = result.get("paging") or {}
+            if page >= int(paging.get("pagesFiltered") or 1):
+                return rows
+            page += 1
+
+    def _invoke_page(self, service: str, params: dict[str, Any], page: int) -> dict[str, Any]:
+        # The same request (same cacheBreaker) is sent again while MAST works on it, so the
+        # portal hands back the result of the query it started rather than start another.
+        body = json.dumps({"service": service, "params": params, "format": "json",
+                           "pagesize": self.page_size, "page": page,
+                           "cacheBreaker": str(uuid.uuid4())})
+        what = f"MAST {service} at {self.mast_url} (page {page})"
+        deadline = time.monotonic() + self.query_timeout
+        wait = 0.25
+        while True:
+            result = self.http.request_json("POST", self.invoke_url, data={"request": body},
+                                            what=what)
+            status = result.get("status") if isinstance(result, dict) else None
+            if status == "COMPLETE":
+                return result
+            if status == "EXECUTING":
+                if time.monotonic() + wait > deadline:
+                    raise MastError(f"{what}: still EXECUTING after {self.query_timeout:.0f} s "
+                                    "(query_timeout); the next run asks again")
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
+                continue
+            message = result.get("msg", "") if isinstance(result, dict) else str(result)[:200]
+            raise MastError(f"{what}: MAST answered status {status!r}: {message}")
+
+    def observations(self, target_names: Sequence[str], criteria: list[dict[str, Any]]
+                     ) -> list[dict[str, Any]]:
+        """Observations of many targets in one ``Mast.Caom.Filtered`` query."""
+        if not target_names:
+            return []
+        filters = [{"paramName": "target_name", "values": list(target_names)}, *criteria]
+        return self.invoke("Mast.Caom.Filtered", {"columns": "*", "filters": filters})
+
+    def observations_near(self, ra: float, dec: float, radius_deg: float,
+                          criteria: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Observations around a position (``Mast.Caom.Filtered.Position``), nearest first."""
+        rows = self.invoke("Mast.Caom.Filtered.Position", {
+            "columns": "*", "filters": criteria, "position": f"{ra}, {dec}, {radius_deg}",
+        })
+        return sorted(rows, key=lambda row: row.get("distance") or 0.0)
+
+    def products(self, obsids: Sequence[str]) -> list[dict[str, Any]]:
+        """Products of many observations (``Mast.Caom.Products``, 500 per request, in parallel)."""
+        unique = sorted({str(o) for o in obsids if o})
+        batches = self.map(lambda chunk: self.invoke("Mast.Caom.Products",
+                                                     {"obsid": ",".join(chunk)}),
+                           in_chunks(unique, PRODUCTS_PER_REQUEST))
+        return [row for batch in batches for row in batch]
+
+    def tic_cone(self, ra: float, dec: float, radius_deg: float) -> list[dict[str, Any]]:
+        """TIC stars around a position (``Mast.Catalogs.Tic.Cone``)."""
+        return self.invoke("Mast.Catalogs.Tic.Cone", {"ra": ra, "dec": dec, "radius": radius_deg})
+
+    def tic_rows(self, column: str, values: Sequence[str]) -> list[dict[str, Any]]:
+        """TIC rows whose ``column`` is one of ``values`` (``Mast.Catalogs.Filtered.Tic.Rows``)."""
+        if not values:
+            return []
+        return self.invoke("Mast.Catalogs.Filtered.Tic.Rows", {
+            "columns": "*", "filters": [{"paramName": column, "values": list(values)}],
+        })
+
+    def cloud_keys(self, data_uris: Sequence[str]) -> dict[str, str | None]:
+        """S3 key of each data URI in the public bucket (``None`` where it has none)."""
+        url = join_url(self.mast_url, "api/v0.1/path_lookup/")
+
+        def lookup(chunk: list[str]) -> dict[str, Any]:
+            answer = self.http.request_json("GET", url, params={"uri": chunk},
+                                            what=f"MAST path_lookup at {self.mast_url}")
+            if not isinstance(answer, dict):
+                raise MastError(f"MAST path_lookup at {self.mast_url} answered {answer!r}")
+            return answer
+
+        keys: dict[str, str | None] = {}
+        unique = sorted(set(data_uris))
+        for answer in self.map(lookup, in_chunks(unique, URIS_PER_PATH_LOOKUP)):
+            for uri, entry in answer.items():
+                path = (entry or {}).get("path")
+                if not path:
+                    keys[uri] = None
+                elif "hlsp" in path:
+                    keys[uri] = path.replace("/hlsp_local/public/", "mast/").lstrip("/")
+                else:
+                    keys[uri] = path.lstrip("/")
+        return {uri: keys.get(uri) for uri in data_uris}
+
+    def download_url(self, data_uri: str) -> str:
+        """HTTPS URL of a product: ``<mast_url>/api/v0.1/Download/file?uri=<dataURI>``."""
+        return join_url(self.mast_url, "api/v0.1/Download/file") + "?uri=" + quote(data_uri,
+                                                                                  safe=":/")
+
+    def download(self, data_uri: str, destination: Path,
+                 validator: Callable[[Path], None] | None = validate_fits) -> Path:
+        """Download a product over HTTPS (atomically, validated)."""
+        return self.http.download(self.download_url(data_uri), destination, validator=validator)
+
+
+# -- the public S3 bucket --------------------------------------------------------------------
+class S3Bucket(_RuntimeState):
+    """Unsigned reads from a public bucket (``stpubdata``) through boto3, politely and atomically.
+
+    Requests count against the :class:`HttpClient`'s per-host limit and go
+    through its retry loop (boto3's own retries are off) and its atomic,
+    validated file writes.
+
+    Parameters
+    ----------
+    bucket
+        Bucket name.
+    endpoint_url
+        S3 endpoint (``None``: AWS); path-style addressing is used for other endpoints.
+    region
+        The bucket's region.
+    http
+        The client whose policy, limits and retry loop apply.
+    """
+
+    def __init__(self, bucket: str, endpoint_url: str | None, region: str,
+                 http: HttpClient) -> None:
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.http = http
+        self._init_runtime()
+
+    _RUNTIME = ("_client", "_lock")
+
+    def _init_runtime(self) -> None:
+        self._client = None
+        self._lock = threading.Lock()
+
+    @property
+    def host_url(self) -> str:
+        return self.endpoint_url or f"https://s3.{self.region}.amazonaws.com"
+
+    @property
+    def client(self):
+        """The boto3 S3 client (made once, under a lock: making clients is not thread-safe)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    import boto3
+                    import botocore
+                    from botocore.config import Config
+
+                    policy = self.http.policy
+                    config = Config(
+                        signature_version=botocore.UNSIGNED,
+                        s3={"addressing_style": "path" if self.endpoint_url else "auto"},
+                        retries={"total_max_attempts": 1, "mode": "standard"},
+                        connect_timeout=policy.connect_timeout, read_timeout=policy.timeout,
+                        max_pool_connections=policy.max_connections_per_host,
+                        user_agent_extra=policy.user_agent,
+                    )
+                    self._client = boto3.session.Session().client(
+                        "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+                        config=config,
+                    )
+        return self._client
+
+    def _fault(self, error: Exception, key: str) -> Exception:
+        """Our error for a boto3 one: transient, missing, or final."""
+        from botocore import exceptions
+
+        where = f"s3://{self.bucket}/{key} at {self.host_url}"
+        if isinstance(error, exceptions.ClientError):
+            metadata = error.response.get("ResponseMetadata", {})
+            status = int(metadata.get("HTTPStatusCode") or 0)
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            if status in TRANSIENT_STATUS or code in ("SlowDown", "ServiceUnavailable",
+                                                      "InternalError", "RequestTimeout"):
+                headers = {k.lower(): v for k, v in (metadata.get("HTTPHeaders") or {}).items()}
+                retry_after = headers.get("retry-after")
+                return TransientError(
+                    f"{where}: HTTP {status} {code}",
+                    retry_after=float(retry_after) if retry_after and retry_after.isdigit()
+                    else None, status=status)
+            if status == 404 or code in ("NoSuchKey", "NoSuchBucket", "404"):
+                return CloudFileMissing(f"{where}: {code or status} (not in the bucket)")
+            return NetworkError(f"{where}: HTTP {status} {code}: {error}")
+        if isinstance(error, (exceptions.HTTPClientError, exceptions.ConnectionError,
+                              exceptions.IncompleteReadError)):
+            return TransientError(f"{where}: {type(error).__name__}: {error}")
+        return NetworkError(f"{where}: {type(error).__name__}: {error}")
+
+    def download(self, key: str, destination: Path,
+                 validator: Callable[[Path], None] | None = validate_fits) -> Path:
+        """Fetch ``key`` to ``destination`` (atomically, validated, with retries).
+
+        Raises
+        ------
+        CloudFileMissing
+            If the bucket does not have the key.
+        skyretriever.net.RetriesExhausted, skyretriever.net.NetworkError
+            If the bucket cannot be read.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        def write(handle: IO[bytes]) -> int | None:
+            handle.seek(0)
+            handle.truncate()
+            with self.http.limiter.slot(self.host_url):
+                try:
+                    answer = self.client.get_object(Bucket=self.bucket, Key=key)
+                    body = answer["Body"]
+                    try:
+                        for chunk in body.iter_chunks(256 * 1024):
+                            handle.write(chunk)
+                    finally:
+                        body.close()
+                except (BotoCoreError, ClientError) as error:
+                    raise self._fault(error, key) from error
+            return int(answer.get("ContentLength") or 0) or None
+
+        return self.http.download_with(destination, write, what=f"s3://{self.bucket}/{key}",
+                                       validator=validator)
+
+
+# -- FITS light-curve files ------------------------------------------------------------------
+def read_lightcurve_fits(path: str | Path) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Read a TESS, K2 or Kepler light-curve file: its table (every row) and its headers.
+
+    Column names are lower-cased; ``bjd`` (full barycentric Julian date,
+    TDB), ``mjd`` (that date minus 2400000.5) and ``exptime`` (the cadence in
+    seconds, from ``TIMEDEL``) are added. Rows with NaN ``TIME`` are kept
+    (reduction drops them). Headers lose their table-layout and checksum cards.
+
+    Returns
+    -------
+    frame, headers
+        The table, and ``{"primary": {...}, "lightcurve": {...}}`` header values.
+
+    Raises
+    ------
+    skyretriever.fitsfile.InvalidFileError
+        If the file is not whole, or has no ``LIGHTCURVE`` table with a ``TIME`` column.
+
+    Examples
+    --------
+    >>> frame, headers = read_lightcurve_fits("tess2018206045859-s0001-..._lc.fits")  # doctest: +SKIP
+    >>> headers["primary"]["SECTOR"], frame[["time", "bjd", "pdcsap_flux", "quality"]]   # doctest: +SKIP
+    """
+    columns, hdus = read_fits_table(path, "LIGHTCURVE")
+    table = next(hdu for hdu in hdus if hdu.name == "LIGHTCURVE")
+    if "TIME" not in columns:
+        raise InvalidFileError(f"{path}: the LIGHTCURVE table has no TIME column")
+    frame = pd.DataFrame({name.lower(): values for name, values in columns.items()
+                          if values.ndim == 1})
+    header = table.header
+    reference = float(header.get("BJDREFI", 0)) + float(header.get("BJDREFF", 0.0))
+    frame["bjd"] = frame["time"].to_numpy(dtype=float) + reference
+    frame["mjd"] = frame["bjd"] - MJD_OFFSET
+    timedel = header.get("TIMEDEL")
+    frame["exptime"] = float(timedel) * 86400.0 if timedel else np.nan
+    return frame, {"primary": hdus[0].described(), "lightcurve": table.described()}
+
+
+# -- what a source's download needs ----------------------------------------------------------
+@dataclass
+class ProductInfo:
+    """One light-curve file chosen for a source."""
+
+    data_uri: str
+    filename: str
+    obs_id: str
+    obsid: str
+    sequence: int | None
+    exptime: float | None
+    author: str
+    size: int | None = None
+    cloud_key: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Resolution:
+    """How a catalog row was matched to a MAST target (``target_name`` ``None``: no match)."""
+
+    target_name: str | None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    observations: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class SourcePlan:
+    """What one source's download fetches, found by the batch queries (or why it cannot)."""
+
+    target_name: str | None
+    products: list[ProductInfo] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+# -- the observatory base --------------------------------------------------------------------
+class MastParameters(ObservatoryParameters):
+    """Parameters shared by the MAST missions (TESS, K2, Kepler)."""
+
+    mast_url: str = parameter(
+        "https://mast.stsci.edu", "Base URL of the MAST portal (or a mirror or simulator).",
+        critical=False,
+    )
+    s3_endpoint_url: str | None = parameter(
+        None, "S3 endpoint of the public bucket; None uses AWS (us-east-1).", critical=False
+    )
+    s3_bucket: str = parameter("stpubdata", "Public bucket holding MAST's files.", critical=False)
+    s3_region: str = parameter("us-east-1", "Region of the public bucket.", critical=False)
+    use_cloud: bool = parameter(
+        True, "Fetch files from the S3 bucket when they are there (else, and on failure, MAST HTTPS).",
+        critical=False,
+    )
+    flux_column: Literal["pdcsap", "sap"] = parameter(
+        "pdcsap", "Flux of the reduced light curves: pdcsap (PDCSAP_FLUX) or sap (SAP_FLUX)."
+    )
+    match_radius: float = parameter(
+        10.0, "Radius (arcsec) to find a source without a cross-id by its position.", gt=0
+    )
+    match_mag_tolerance: float | None = parameter(
+        1.0, "Largest |catalog mag - TIC Tmag| for a positional TIC match; None ignores magnitudes.",
+        ge=0,
+    )
+    position_epoch: float = parameter(
+        2016.0, "Epoch (year) of catalog positions; moved to 2000 with pmra/pmdec for matching."
+    )
+    max_connections_per_host: int = parameter(
+        8, "Requests in flight at once to one host (MAST, the S3 endpoint), across all sources.",
+        critical=False, ge=1,
+    )
+    timeout: float = parameter(
+        60.0, "Seconds to wait for each read from an archive before the attempt counts as failed.",
+        critical=False, gt=0,
+    )
+    max_attempts: int = parameter(
+        6, "Attempts per request on transient errors (503, 429, resets, timeouts, cut bodies).",
+        critical=False, ge=1,
+    )
+    backoff: float = parameter(
+        1.0, "Seconds of the first wait between attempts (doubled each time, with jitter).",
+        critical=False, ge=0,
+    )
+    query_timeout: float = parameter(
+        600.0, "Seconds to keep asking while MAST answers EXECUTING.", critical=False, gt=0
+    )
+    page_size: int = parameter(50000, "Rows per page of MAST query results.", critical=False, ge=1)
+    keep_fits: bool = parameter(
+        False, "Keep downloaded FITS files under DATA_ROOT/<OBS>/fits (else deleted once stored).",
+        critical=False,
+    )
+    download_workers: int = parameter(
+        16, "Sources downloading at once for this observatory (within max_connections_per_host).",
+        critical=False, ge=1,
+    )
+
+
+class VirtualMAST(VirtualObservatory):
+    """Base of the MAST missions: batched queries, S3/HTTPS downloads, FITS reading.
+
+    Subclasses set the mission's constants and say how a catalog row names a
+    target (:meth:`target_from_row`), which observations and files are wanted
+    (:meth:`observation_criteria`, :meth:`wanted_observation`,
+    :meth:`wanted_product`), and which sector, campaign or quarter a file
+    holds (:meth:`product_sequence`).
+    """
+
+    Parameters: ClassVar[type[MastParameters]] = MastParameters
+    #: Mission name as MAST spells it in ``obs_collection`` and ``project``.
+    mission: ClassVar[str] = ""
+    #: Raw column saying which sector/campaign/quarter each row comes from.
+    sequence_column: ClassVar[str] = ""
+    #: Name of the mission's time column in the reduced light curves (``btjd``, ``bkjd``).
+    time_column: ClassVar[str] = ""
+    #: The ``filter`` of every point (the mission's bandpass).
+    band: ClassVar[str] = ""
+    #: Raw column holding the quality bits.
+    quality_column: ClassVar[str] = "quality"
+    zero_point: ClassVar[tuple[float, float]] = TESS_ZERO_POINT
+
+    def __init__(self, pars: MastParameters | None = None, context: ProjectContext | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(pars, context, **kwargs)
+        self._init_runtime()
+
+    #: Attributes made at run time (clients, locks, the batch's plans); never pickled.
+    _RUNTIME = ("_mast", "_mast_key", "_s3", "_s3_key", "_plans", "_runtime_lock")
+
+    def _init_runtime(self) -> None:
+        self._mast: MastClient | None = None
+        self._s3: S3Bucket | None = None
+        self._mast_key: tuple | None = None
+        self._s3_key: tuple | None = None
+        self._plans: dict[str, SourcePlan] = {}
+        self._runtime_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Worker processes reduce; they never download, so they get no clients or sockets.
+        state = super().__getstate__()
+        for name in self._RUNTIME:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    # -- clients ---------------------------------------------------------------------------
+    @property
+    def network_policy(self) -> NetworkPolicy:
+        """Timeouts, retries and limits from the parameters."""
+        from skyretriever import __version__
+
+        pars = self.pars
+        return NetworkPolicy(
+            connect_timeout=min(10.0, pars.timeout), timeout=pars.timeout,
+            max_attempts=pars.max_attempts, backoff=pars.backoff,
+            backoff_max=max(60.0, pars.backoff), max_connections_per_host=pars.max_connections_per_host,
+            user_agent=f"skyretriever/{__version__}",
+        )
+
+    @property
+    def mast(self) -> MastClient:
+        """The MAST portal client (on the shared HTTP client: the host limit holds across missions).
+
+        Made on first use, and again if the parameters it depends on changed.
+        """
+        pars = self.pars
+        key = (pars.mast_url, pars.page_size, pars.query_timeout, self.network_policy)
+        with self._runtime_lock:
+            if self._mast is None or self._mast_key != key:
+                self._mast = MastClient(pars.mast_url, shared_client(key[-1]),
+                                        page_size=pars.page_size, query_timeout=pars.query_timeout)
+                self._mast_key = key
+            return self._mast
+
+    @property
+    def s3(self) -> S3Bucket:
+        """The public bucket (made on first use, and again if its parameters changed)."""
+        pars = self.pars
+        key = (pars.s3_bucket, pars.s3_endpoint_url, pars.s3_region, self.network_policy)
+        with self._runtime_lock:
+            if self._s3 is None or self._s3_key != key:
+                self._s3 = S3Bucket(*key[:3], shared_client(key[-1]))
+                self._s3_key = key
+            return self._s3
+
+    # -- what subclasses say -------------------------------------------------------------------
+    @abc.abstractmethod
+    def target_from_row(self, row: dict[str, Any]) -> str | None:
+        """The MAST ``target_name`` given by the row's cross-id, or ``None``."""
+
+    @abc.abstractmethod
+    def observation_criteria(self) -> list[dict[str, Any]]:
+        """Filters (besides ``target_name``) of the observation queries."""
+
+    @abc.abstractmethod
+    def wanted_observation(self, observation: dict[str, Any]) -> bool:
+        """Whether an observation row is one this observatory's parameters ask for."""
+
+    @abc.abstractmethod
+    def wanted_product(self, product: dict[str, Any], observation: dict[str, Any]) -> bool:
+        """Whether a product row is a light-curve file this observatory's parameters ask for."""
+
+    def product_sequence(self, product: dict[str, Any], observation: dict[str, Any]) -> int | None:
+        """The sector, campaign or quarter a product holds (``None`` if the rows do not say)."""
+        return _as_int(observation.get("sequence_number"))
+
+    def wanted_sequences(self) -> list[int] | None:
+        """The sectors, campaigns or quarters asked for (``None``: all)."""
+        return None
+
+    def sequence_criteria(self) -> list[dict[str, Any]]:
+        """Query filters choosing the wanted sequences (observations hold one sequence each)."""
+        wanted = self.wanted_sequences()
+        if wanted is None:
+            return []
+        return [{"paramName": "sequence_number", "values": [str(s) for s in wanted]}]
+
+    def product_exptime(self, product: dict[str, Any], observation: dict[str, Any]) -> float | None:
+        return _as_float(observation.get("t_exptime"))
+
+    # -- resolving catalog rows to targets -----------------------------------------------------
+    def resolve_targets(self, rows: list[dict[str, Any]]) -> dict[str, Resolution]:
+        """Each row's MAST target: its cross-id, else the nearest target observed near it."""
+        found: dict[str, Resolution] = {}
+        by_position = []
+        for row in rows:
+            target = self.target_from_row(row)
+            if target is not None:
+                found[row["name"]] = Resolution(target, {"resolved_by": "catalog cross-id"})
+            else:
+                by_position.append(row)
+        radius = self.pars.match_radius
+        criteria = self.observation_criteria()
+
+        def search(row: dict[str, Any]) -> Resolution:
+            ra, dec = self.position_at_2000(row)
+            observations = [o for o in self.mast.observations_near(ra, dec, radius / 3600.0,
+                                                                   criteria)
+                            if (o.get("distance") or 0.0) <= radius]
+            if not observations:
+                return Resolution(None, {"resolved_by": "position search",
+                                         "reason": f"no {self.mission} target observed within "
+                                                   f"{radius:g} arcsec"})
+            nearest = observations[0]
+            target = nearest["target_name"]
+            return Resolution(target, {"resolved_by": "position search",
+                                       "distance_arcsec": nearest.get("distance")},
+                              observations=[o for o in observations if o["target_name"] == target])
+
+        for row, resolution in zip(by_position, self.mast.map(search, by_position)):
+            found[row["name"]] = resolution
+        return found
+
+    def position_at_2000(self, row: dict[str, Any]) -> tuple[float, float]:
+        """The row's position moved to epoch 2000 with its proper motion (if it has one)."""
+        ra, dec = float(row["ra"]), float(row["dec"])
+        pmra, pmdec = row.get("pmra"), row.get("pmdec")
+        if pmra is None or pmdec is None or not (math.isfinite(pmra) and math.isfinite(pmdec)):
+            return ra, dec
+        years = 2000.0 - self.pars.position_epoch
+        dec2000 = dec + pmdec * years / 3.6e6
+        ra2000 = ra + pmra * years / 3.6e6 / max(math.cos(math.radians(dec)), 1e-6)
+        return ra2000 % 360.0, max(-90.0, min(90.0, dec2000))
+
+    # -- planning a batch ------------------------------------------------------------------------
+    def plan_sources(self, rows: list[dict[str, Any]]) -> dict[str, SourcePlan]:
+        """The files each row's download will fetch, found with batched queries.
+
+        Targets are resolved (:meth:`resolve_targets`), their observations
+        asked for ``download_batch_size`` targets at a time, the products of
+        the wanted observations 500 observations at a time, and (with
+        ``use_cloud``) the S3 keys of the chosen files 50 at a time.
+
+        Raises
+        ------
+        skyretriever.net.NetworkError
+            If MAST cannot be queried (:class:`MastError` if it refused a query).
+        """
+        resolutions = self.resolve_targets(rows)
+        observations = self._wanted_observations(resolutions)
+        obsids = sorted({str(o["obsid"]) for found in observations.values() for o in found})
+        products: dict[str, list[dict[str, Any]]] = {}
+        for product in self.mast.products(obsids):
+            products.setdefault(str(product.get("obsID") or product.get("parent_obsid")),
+                                []).append(product)
+        plans = {row["name"]: self._plan(resolutions[row["name"]],
+                                         observations.get(row["name"], []), products)
+                 for row in rows}
+        if self.pars.use_cloud:
+            chosen = [p for plan in plans.values() for p in plan.products]
+            keys = self.mast.cloud_keys([p.data_uri for p in chosen]) if chosen else {}
+            for product in chosen:
+                product.cloud_key = keys.get(product.data_uri)
+        return plans
+
+    def _wanted_observations(self, resolutions: dict[str, Resolution]
+                             ) -> dict[str, list[dict[str, Any]]]:
+        """The wanted observations of each resolved source (targets queried in batches)."""
+        named = sorted({r.target_name for r in resolutions.values()
+                        if r.target_name is not None and r.observations is None})
+        criteria = self.observation_criteria()
+        batches = self.mast.map(lambda chunk: self.mast.observations(chunk, criteria),
+                                in_chunks(named, self.pars.download_batch_size))
+        by_target: dict[str, list[dict[str, Any]]] = {}
+        for observation in (o for batch in batches for o in batch):
+            target = str(observation.get("target_name", "")).lower()
+            by_target.setdefault(target, []).append(observation)
+        wanted = {}
+        for name, resolution in resolutions.items():
+            if resolution.target_name is None:
+                continue
+            found = (resolution.observations if resolution.observations is not None
+                     else by_target.get(resolution.target_name.lower(), []))
+            wanted[name] = [o for o in found if o.get("obsid") and self.wanted_observation(o)]
+        return wanted
+
+    def _plan(self, resolution: Resolution, observations: list[dict[str, Any]],
+              products: dict[str, list[dict[str, Any]]]) -> SourcePlan:
+        """One source's plan: its wanted light-curve files, in sequence and cadence order."""
+        provenance = {"archive": "MAST", "mission": self.mission,
+                      "target_name": resolution.target_name, **resolution.provenance}
+        plan = SourcePlan(resolution.target_name, provenance=provenance)
+        wanted = self.wanted_sequences()
+        seen = set()
+        for observation in observations:
+            for product in products.get(str(observation["obsid"]), []):
+                uri = product.get("dataURI") or ""
+                if not uri or uri in seen or not self.wanted_product(product, observation):
+                    continue
+                sequence = self.product_sequence(product, observation)
+                if wanted is not None and sequence is not None and sequence not in wanted:
+                    continue
+                seen.add(uri)
+                plan.products.append(ProductInfo(
+                    data_uri=uri, filename=product.get("productFilename") or uri.rsplit("/")[-1],
+                    obs_id=str(observation.get("obs_id") or ""), obsid=str(observation["obsid"]),
+                    sequence=sequence, exptime=self.product_exptime(product, observation),
+                    author=str(observation.get("provenance_name") or ""),
+                    size=_as_int(product.get("size")),
+                ))
+        plan.products.sort(key=lambda p: (p.sequence if p.sequence is not None else -1,
+                                          p.exptime or 0.0, p.filename))
+        if resolution.target_name is not None and not plan.products:
+            provenance["reason"] = f"MAST has no {self.mission} light curves of the asked kind"
+        return plan
+
+    def prepare_download(self, cat_rows: list[dict[str, Any]]) -> None:
+        """Query MAST once for the whole batch; each source's download then only fetches files.
+
+        If MAST refuses the batch query (``ERROR``), each source asks on its own
+        (one bad target does not fail the others). If MAST cannot be reached
+        at all, the batch's sources fail at once with that reason, rather than
+        each retrying a dead archive; the next run tries them again.
+        """
+        try:
+            plans = self.plan_sources(cat_rows)
+        except MastError as error:
+            log.warning("%s: batch query refused (%s); querying source by source",
+                        self.name, error)
+            plans = {}
+        except NetworkError as error:
+            reason = f"MAST query for the batch failed: {error}"
+            plans = {row["name"]: SourcePlan(None, error=reason) for row in cat_rows}
+        with self._runtime_lock:
+            self._plans = plans
+
+    def _take_plan(self, row: dict[str, Any]) -> SourcePlan:
+        with self._runtime_lock:
+            plan = self._plans.pop(row["name"], None)
+        if plan is None:
+            plan = self.plan_sources([row])[row["name"]]
+        if plan.error is not None:
+            raise NetworkError(plan.error)
+        return plan
+
+    # -- downloading ---------------------------------------------------------------------------
+    def fits_folder(self, source_name: str) -> Path:
+        """Where a source's FITS files are downloaded: ``DATA_ROOT/<OBS>/fits/<source>``."""
+        return storage.data_root() / self.name.upper() / "fits" / storage.sanitize_name(source_name)
+
+    def fetch_file(self, product: ProductInfo, folder: Path) -> tuple[Path, str]:
+        """A product's file on disk, and how it came: ``"cache"``, ``"s3"`` or ``"https"``.
+
+        A complete file left by an earlier try (files stay when a source
+        fails part-way, so its next try fetches only what is missing) is
+        reused. Otherwise the S3 bucket is tried first (when ``use_cloud`` and
+        the file has a cloud key), then MAST HTTPS.
+        """
+        destination = folder / storage.sanitize_name(product.filename)
+        if destination.exists():
+            try:
+                validate_fits(destination)
+                return destination, "cache"
+            except (ValueError, OSError):
+                destination.unlink(missing_ok=True)
+        if self.pars.use_cloud and product.cloud_key:
+            try:
+                return self.s3.download(product.cloud_key, destination), "s3"
+            except NetworkError as error:
+                log.info("%s: S3 failed for %s (%s); using MAST HTTPS", self.name,
+                         product.filename, error)
+        return self.mast.download(product.data_uri, destination), "https"
+
+    def download_from_observatory(self, cat_row: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
+        """Every light curve MAST has for one catalog row, as one table with a sequence column.
+
+        Raises
+        ------
+        skyretriever.net.NetworkError
+            If MAST could not be queried or a file could not be fetched (the
+            source is then recorded as failed, and tried again by the next run).
+        skyretriever.fitsfile.InvalidFileError
+            If a file is whole but not a light curve this reader knows.
+        """
+        plan = self._take_plan(cat_row)
+        altdata: dict[str, Any] = {**plan.provenance, "mast_url": self.pars.mast_url,
+                                   "products": [], "headers": {}}
+        if not plan.products:
+            return pd.DataFrame(), altdata
+        folder = self.fits_folder(cat_row["name"])
+        wanted = self.wanted_sequences()
+        frames = []
+        for product in plan.products:
+            path, route = self.fetch_file(product, folder)
+            try:
+                frame, headers = read_lightcurve_fits(path)
+            except InvalidFileError as error:
+                path.unlink(missing_ok=True)
+                raise InvalidFileError(f"{product.data_uri} (from {route}) cannot be read as a "
+                                       f"light curve: {error}") from error
+            # MAST's rows name the sequence as users ask for it (K2's campaign 9 is one
+            # campaign, though its files are named c91 and c92); the header is the fallback.
+            sequence = product.sequence
+            if sequence is None:
+                sequence = _as_int(headers["primary"].get(self.sequence_column.upper()))
+            if wanted is not None and sequence not in wanted:
+                continue
+            frame[self.sequence_column] = -1 if sequence is None else sequence
+            frame["filter"] = self.band
+            frames.append(frame)
+            altdata["products"].append({**product.to_dict(), "sequence": sequence,
+                                        "route": route, "num_rows": len(frame)})
+            altdata["headers"][product.filename] = headers
+        if not self.pars.keep_fits:
+            shutil.rmtree(folder, ignore_errors=True)
+        if not frames:
+            return pd.DataFrame(), altdata
+        return pd.concat(frames, ignore_index=True), altdata
+
+    # -- reducing --------------------------------------------------------------------------------
+    def standardize(self, frame: pd.DataFrame, altdata: dict[str, Any]) -> pd.DataFrame:
+        """Raw FITS columns to the standard ones, the mission's time, centroids and cadence.
+
+        ``flux``/``flux_err`` come from PDCSAP (or SAP, by ``flux_column``);
+        ``mag`` is made with the mission's zero point (NaN for fluxes <= 0);
+        ``mjd`` is the barycentric date (TDB) minus 2400000.5.
+        """
+        flux_name = "pdcsap_flux" if self.pars.flux_column == "pdcsap" else "sap_flux"
+        flux = frame[flux_name].to_numpy(dtype=float)
+        flux_err = frame[f"{flux_name}_err"].to_numpy(dtype=float)
+        zero_mag, zero_flux = self.zero_point
+        with np.errstate(divide="ignore", invalid="ignore"):
+            positive = np.where(flux > 0, flux, np.nan)
+            mag = zero_mag - 2.5 * np.log10(positive / zero_flux)
+            mag_err = 2.5 / np.log(10) * flux_err / positive
+
+        def column(name: str, dtype: Any = float) -> np.ndarray:
+            if name in frame:
+                return frame[name].to_numpy(dtype=dtype)
+            return np.full(len(frame), np.nan)
+
+        return pd.DataFrame({
+            "mjd": column("mjd"),
+            "bjd": column("bjd"),
+            self.time_column: column("time"),
+            "flux": flux,
+            "flux_err": flux_err,
+            "mag": mag,
+            "mag_err": mag_err,
+            "filter": self.band,
+            "quality": frame[self.quality_column].to_numpy(dtype=np.int64),
+            "exptime": column("exptime"),
+            "centroid_col": column("mom_centr1"),
+            "centroid_row": column("mom_centr2"),
+            "cadenceno": frame["cadenceno"].to_numpy(dtype=np.int64) if "cadenceno" in frame
+            else np.full(len(frame), -1, dtype=np.int64),
+            "sap_bkg": column("sap_bkg"),
+            self.sequence_column: frame[self.sequence_column].to_numpy(dtype=np.int64),
+        })
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = int(float(value))
+    except (TypeError, ValueError):
+        return None
+    return None if number == -999 else number
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def exptime_matches(exptime: float | None, cadences: Iterable[float], tolerance: float = 0.1
+                    ) -> bool:
+    """Whether an exposure time is within ``tolerance`` (fraction) of one of ``cadences``."""
+    if exptime is None:
+        return False
+    return any(abs(exptime - c) <= tolerance * c for c in cadences)
+
+
+def exptime_filter(cadences: Iterable[float]) -> dict[str, Any]:
+    """A continuous ``t_exptime`` filter spanning every asked cadence (checked again per row)."""
+    cadences = list(cadences)
+    return {"paramName": "t_exptime",
+            "values": [{"min": min(cadences) * 0.9, "max": max(cadences) * 1.1}]}

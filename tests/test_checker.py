@@ -1,0 +1,110 @@
+"""The consistency checker: every kind of problem is found, repaired, and the next run completes."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from skyretriever import storage
+from skyretriever.checker import check_project
+from skyretriever.cli import main
+from skyretriever.database import Session
+from skyretriever.models import HistogramBatch, Lightcurve, Properties, RawPhotometry, Source
+from tests.helpers import snapshot
+
+
+def _finished(project_factory, **kwargs):
+    project = project_factory(**kwargs)
+    project.run()
+    return project, snapshot(project)
+
+
+def _damage(path) -> None:
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    path.write_bytes(bytes(content))
+
+
+def test_a_finished_project_is_consistent(project_factory):
+    project, _ = _finished(project_factory)
+    report = check_project(project)
+    assert report.clean, str(report)
+    assert report.files_checked > 20 and report.rows_checked > 20
+    assert "consistent" in str(report)
+
+
+def test_every_kind_of_problem_is_found_and_repaired(project_factory):
+    project, reference = _finished(project_factory)
+    with Session() as session:
+        raws = session.scalars(sa.select(RawPhotometry).where(~RawPhotometry.is_empty)).all()
+        lost_raw, damaged_raw, orphan_raw = raws[0], raws[1], raws[2]
+        damaged_lc = session.scalars(sa.select(Lightcurve).join(Source).where(
+            Source.name == raws[3].source_name)).first()
+        lost_lc = session.scalars(sa.select(Lightcurve).join(Source).where(
+            Source.name == raws[4].source_name)).first()
+        wrong = session.scalars(sa.select(Properties).join(Source).where(
+            Source.name == raws[5].source_name)).one()
+        wrong.cfg_hash = "f" * 64
+        session.delete(orphan_raw)                         # a file no row points at
+        session.commit()
+        done_without_properties = session.scalars(sa.select(Source).where(
+            Source.name == raws[6].source_name)).one()
+        session.delete(done_without_properties.properties)
+        session.commit()
+    lost_raw.get_fullname().unlink()
+    _damage(damaged_raw.get_fullname())
+    _damage(damaged_lc.get_fullname())
+    lost_lc.get_fullname().unlink()
+    orphan_reduced = storage.full_path(f"{project.context.folder}/RA000/DEMO_photometry_x_reduced.h5")
+    orphan_reduced.parent.mkdir(parents=True, exist_ok=True)
+    orphan_reduced.write_bytes(b"not really")
+    dead = storage.data_root() / storage.TEMP_FOLDER / f"{storage._HOST}.999999999"
+    dead.mkdir(parents=True)
+    (dead / "half.h5.0000.tmp").write_bytes(b"half")
+    with Session() as session:                               # a batch the file does not hold
+        session.add(HistogramBatch(project=project.context.name, cfg_hash=project.context.cfg_hash,
+                                   name="analysis", num_sources=0, counts={}))
+        session.commit()
+
+    report = check_project(project)
+    kinds = report.counts()
+    # Deleting the raw row also deleted its light curves (foreign key cascade): their reduced
+    # file has no rows now, and that source is done without raw data.
+    assert kinds == {"missing file": 2, "checksum mismatch": 2, "file without row": 3,
+                     "temporary file": 1, "wrong config hash": 1, "inconsistent source": 2,
+                     "histogram": 1}, str(report)
+    text = str(report)
+    assert lost_raw.filename in text and damaged_lc.filename in text
+    assert orphan_raw.filename in text and "wrong config hash" in text
+
+    repaired = check_project(project, repair=True)
+    assert repaired.counts() == kinds
+    assert all(finding.repair for finding in repaired.findings)
+    assert "re-linked" in str(repaired) and "deleted" in str(repaired)
+    assert not dead.exists() and not orphan_reduced.exists()
+
+    summary = project.run()
+    assert summary.counts["failed"] == 0
+    assert summary.counts["downloaded"] == 2                # the lost and the damaged raw files
+    assert check_project(project).clean
+    after = snapshot(project)
+    assert after == reference                               # histograms not counted twice
+
+
+def test_check_command_exit_status(project_factory, tmp_path, database_url, data_root, capsys):
+    config = tmp_path / "check.yaml"
+    config.write_text(
+        "project: {name: checked, progress: false}\n"
+        f"database: {{url: \"{database_url}\"}}\ndata_root: \"{data_root}\"\n"
+        "catalog: {default: test, num_sources: 6}\nexecution: {scheduler: serial}\n")
+    assert main(["run", str(config)]) == 0
+    assert main(["check", str(config)]) == 0
+    assert "consistent" in capsys.readouterr().out
+    with Session() as session:
+        raw = session.scalars(sa.select(RawPhotometry).where(~RawPhotometry.is_empty)).first()
+    raw.get_fullname().unlink()
+    assert main(["check", str(config), "--no-checksums"]) == 4
+    assert "missing file" in capsys.readouterr().out
+    assert main(["check", str(config), "--repair"]) == 4
+    assert "marked to download again" in capsys.readouterr().out
+    assert main(["run", str(config)]) == 0
+    assert main(["check", str(config)]) == 0

@@ -1,0 +1,151 @@
+"""Storage: safe names, paths, atomic HDF5 writes, checksums, loading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skyretriever import storage
+from skyretriever.storage import (
+    ChecksumError,
+    StorageError,
+    read_table,
+    sanitize_name,
+    write_tables,
+)
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "a/b", "a\\b", "nul\x00byte", "..", ".",
+                                  "x" * 500, "Gaia DR3 1234", "étoile", "星", "", " ", "a:b*c?"])
+def test_sanitised_names_are_safe_path_pieces(name):
+    safe = sanitize_name(name)
+    assert safe and len(safe) <= storage.MAX_NAME_LENGTH
+    assert "/" not in safe and "\\" not in safe and "\x00" not in safe
+    assert ".." not in safe and not safe.startswith(".")
+    assert safe.isascii()
+
+
+def test_names_that_need_no_change_are_kept_and_others_never_collide():
+    assert sanitize_name("TIC_25155310") == "TIC_25155310"
+    assert sanitize_name("a/b") != sanitize_name("a_b")
+    assert sanitize_name("a/b") != sanitize_name("a\\b")
+    assert sanitize_name("x" * 200) != sanitize_name("x" * 201)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=0, max_size=300))
+def test_sanitize_name_property(name):
+    safe = sanitize_name(name)
+    assert 0 < len(safe) <= storage.MAX_NAME_LENGTH
+    assert set(safe) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-")
+    assert ".." not in safe and not safe.startswith(".")
+    assert sanitize_name(name) == safe                                # deterministic
+
+
+def test_paths_follow_the_documented_layout(data_root):
+    assert storage.raw_filename("demo", "star 1", 10.7) == (
+        f"DEMO/RA010/DEMO_photometry_{sanitize_name('star 1')}.h5"
+    )
+    assert storage.reduced_filename("WD_FLARES_abc", "tess", "s", 359.99) == (
+        "WD_FLARES_abc/RA359/TESS_photometry_s_reduced.h5"
+    )
+    assert storage.reduction_key("s", 2, 10) == "s_reduction_02_of_10"
+    assert storage.project_folder_name("wd_flares", "abc", True) == "WD_FLARES_abc"
+    assert storage.project_folder_name("wd_flares", "abc", False) == "WD_FLARES"
+    for bad in ("../outside.h5", "/etc/passwd", "a/../../b"):
+        with pytest.raises(StorageError, match="outside the data root"):
+            storage.full_path(bad)
+    with pytest.raises(StorageError, match="not a finite number"):
+        storage.ra_folder(float("nan"))
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame({
+        "mjd": np.array([60000.5, 60001.25, np.nan]),
+        "flux": np.array([1.5, -2.0, 3.0], dtype=np.float32),
+        "quality": np.array([0, 128, 2**31 - 1], dtype=np.int64),
+        "qflag": np.array([False, True, False]),
+        "filter": np.array(["g", "zr", "étoile"], dtype=object),
+    })
+
+
+def test_tables_round_trip_with_types_metadata_and_checksum(data_root):
+    frame = _frame()
+    info = write_tables("T/RA001/t.h5", {"one": (frame, {"header": {"TICID": 5}}),
+                                         "empty": (frame.iloc[:0], None)})
+    path = storage.full_path(info.filename)
+    assert info.checksum == storage.file_sha256(path) and info.file_size == path.stat().st_size
+    loaded, metadata = read_table(info.filename, "one", info.checksum, info.file_size)
+    assert metadata == {"header": {"TICID": 5}}
+    pd.testing.assert_frame_equal(loaded, frame, check_dtype=True)
+    empty, _ = read_table(info.filename, "empty")
+    assert list(empty.columns) == list(frame.columns) and len(empty) == 0
+    assert storage.read_table_keys(info.filename) == ["empty", "one"]
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_large_metadata_does_not_hit_the_attribute_limit(data_root):
+    header = {f"KEY{i:05d}": "x" * 60 for i in range(2000)}           # about 150 kB of JSON
+    info = write_tables("T/RA001/big.h5", {"k": (_frame(), {"header": header})})
+    _, metadata = read_table(info.filename, "k", info.checksum)
+    assert metadata["header"] == header
+    assert storage.read_table_keys(info.filename) == ["k"]
+
+
+def test_a_changed_file_fails_its_checksum(data_root):
+    info = write_tables("T/RA001/c.h5", {"k": (_frame(), {})})
+    path = storage.full_path(info.filename)
+    content = bytearray(path.read_bytes())
+    content[-10] ^= 0xFF
+    path.write_bytes(bytes(content))
+    with pytest.raises(ChecksumError, match="does not match the checksum"):
+        read_table(info.filename, "k", info.checksum, info.file_size)
+    path.unlink()
+    with pytest.raises(StorageError, match="missing"):
+        read_table(info.filename, "k", info.checksum)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(data_root):
+    info = write_tables("T/RA001/a.h5", {"k": (_frame(), {})})
+    bad = pd.DataFrame({"when": [object()]})
+    bad["when"] = pd.Series([pd.Timedelta(1, "D")])                   # not storable
+    with pytest.raises(StorageError, match="cannot store a column"):
+        write_tables("T/RA001/a.h5", {"k": (bad, {})})
+    assert storage.verify_file(storage.full_path(info.filename), info.checksum, info.file_size)
+    assert not list(storage.full_path("T/RA001").glob("*.tmp"))
+
+
+def test_the_same_tables_always_give_the_same_bytes(data_root):
+    first = write_tables("T/RA001/d.h5", {"k": (_frame(), {"a": 1}), "l": (_frame(), None)})
+    again = write_tables("T/RA001/d.h5", {"k": (_frame(), {"a": 1}), "l": (_frame(), None)})
+    assert first.checksum == again.checksum
+    big = pd.DataFrame({"mjd": np.arange(20000.0), "flux": np.ones(20000)})   # compressed path
+    one = write_tables("T/RA001/e.h5", {"k": (big, {})})
+    two = write_tables("T/RA001/e.h5", {"k": (big, {})})
+    assert one.checksum == two.checksum
+    assert read_table(two.filename, "k", two.checksum)[0].equals(big)
+
+
+def test_temporary_files_live_in_a_folder_per_writer_and_dead_ones_are_cleared(data_root):
+    import subprocess
+    import sys
+
+    final = storage.full_path("T/RA001/f.h5")
+    temporary = storage.temporary_path(final)
+    assert temporary.parent.parent == data_root / storage.TEMP_FOLDER
+    assert storage.writer_alive(temporary.parent.name) is True
+    # a writer that has died: a finished child process's folder
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    dead = temporary.parent.with_name(f"{temporary.parent.name.rpartition('.')[0]}."
+                                      f"{child.stdout.strip()}")
+    dead.mkdir()
+    (dead / "half.h5.abcd.tmp").write_bytes(b"half")
+    foreign = data_root / storage.TEMP_FOLDER / "otherhost.1"
+    foreign.mkdir()
+    assert storage.writer_alive(foreign.name) is None
+    assert storage.clean_temporary() == [dead]
+    assert not dead.exists() and foreign.exists() and temporary.parent.exists()
