@@ -3,7 +3,7 @@
 The acceptance tests use simulated light curves with known truth at 10-min
 cadence (the cadence of TESS full-frame images): the search bins 2-min data
 to 10 min anyway, so this loses nothing and costs a fifth of the time, which
-keeps 100 light curves per test at about 45 s on one core. 100 is the
+keeps 100 light curves per test at about 35 s on one idle core. 100 is the
 fewest that tells 95% from 90% recovered, and a false-alarm rate of at most
 1% from 3%. Seeds are fixed, so the tests are repeatable.
 """
