@@ -163,5 +163,5 @@ def test_config_yaml_has_version_catalog_hash_and_every_object(project_factory):
     assert config["skyretriever_version"]
     assert len(config["catalog"]["catalog_hash"]) == 64
     assert config["observatories"]["demo"]["reducer"]["gap"] == 40.0
-    assert config["analysis"]["peak"]["snr_threshold"] == 5.0
+    assert config["analysis"]["peak"]["snr_threshold"] == 5.5
     assert "wait_time" not in config["observatories"]["demo"]      # not critical

@@ -1,9 +1,19 @@
-"""Analysis: quality checks, then the finders, then properties and histogram counts.
+"""Analysis: quality checks, then the finders, then properties, histogram counts and injections.
 
 One call of :meth:`Analysis.analyze_photometry` handles every light curve of
 one source (from every observatory) and returns plain values: a Properties
-row, Detection rows and sparse histogram counts. It never changes the light
-curves it is given; the quality checker and finders work on copies.
+row, Detection rows (real ones, and simulated ones from injections) and
+sparse histogram counts. It never changes the light curves it is given; the
+quality checker, finders and simulator work on copies.
+
+The steps, each timed in :attr:`Analysis.timings`:
+
+1. ``quality``: the :class:`QualityChecker` flags epochs in a copy of each table;
+2. one step per finder (``peak``, ``transit``, ...): :meth:`Finder.find_source`
+   over the checked tables;
+3. ``properties``: statistics and the Lomb-Scargle peak;
+4. ``injections``: ``num_injections`` events from the :class:`Simulator`, each
+   put into copies of the checked tables and searched by the same finders.
 
 Subclass it in ``extensions/`` to add parameters or override
 ``analyze_photometry``; point a project at it with ``analysis_module`` and
@@ -13,22 +23,31 @@ Subclass it in ``extensions/`` to add parameters or override
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from skyretriever.analysis.finder import MAD_TO_SIGMA, Finder
+from skyretriever.analysis.finder import Finder, FinderResult, good_epochs
 from skyretriever.analysis.histogram import (
     Histogram,
     HistogramParameters,
     SparseCounts,
     add_sparse,
 )
+from skyretriever.analysis.periodogram import PeriodogramParameters, lomb_scargle_peak
 from skyretriever.analysis.quality import QualityChecker, QualityParameters
+from skyretriever.analysis.series import MAD_TO_SIGMA
+from skyretriever.analysis.simulator import Simulator, SimulatorParameters
+from skyretriever.analysis.transit import TransitFinder
 from skyretriever.models.datasets import Lightcurve
+from skyretriever.models.detection import Detection
+from skyretriever.models.properties import Properties
 from skyretriever.parameters import (
     ParameterError,
     Parameters,
@@ -46,7 +65,12 @@ __all__ = [
     "load_class",
 ]
 
-FINDERS: dict[str, type[Finder]] = {"peak": Finder}
+FINDERS: dict[str, type[Finder]] = {"peak": Finder, "transit": TransitFinder}
+
+#: Columns the pipeline fills itself; everything else in a row comes from the analysis.
+_ROW_KEYS = ("id", "source_id", "lightcurve_id", "project", "cfg_hash", "created_at")
+DETECTION_COLUMNS = tuple(c.key for c in Detection.__table__.columns if c.key not in _ROW_KEYS)
+PROPERTIES_COLUMNS = tuple(c.key for c in Properties.__table__.columns if c.key not in _ROW_KEYS)
 
 
 def load_class(path: str, what: str = "class") -> type:
@@ -88,13 +112,14 @@ def _finder_key(name: str) -> str:
 
 
 class AnalysisParameters(Parameters):
-    """Parameters of the analysis: the checks, the finders and the histogram bins."""
+    """Parameters of the analysis: the checks, the finders, injections and the histogram bins."""
 
     aliases = {"finder_kwargs": "finder", "quality_kwargs": "quality",
-               "histogram_kwargs": "histogram"}
+               "histogram_kwargs": "histogram", "simulator_kwargs": "simulator"}
 
     finders: list[str] = parameter(
-        ["peak"], "Finders to run, by name or 'module:Class'; each is configured under its name."
+        ["peak"], "Finders to run, by name (peak, transit) or 'module:Class'; each is "
+        "configured under its name.",
     )
     finder: dict[str, Any] = parameter(
         {}, "Parameters given to every finder (each finder checks them)."
@@ -104,6 +129,15 @@ class AnalysisParameters(Parameters):
     )
     quality: QualityParameters = parameter(
         default_factory=QualityParameters, doc="Which quality checks run."
+    )
+    periodogram: PeriodogramParameters = parameter(
+        default_factory=PeriodogramParameters, doc="The Lomb-Scargle periodogram peak."
+    )
+    num_injections: int = parameter(
+        0, "Events injected into each source's light curves to measure the efficiency.", ge=0
+    )
+    simulator: SimulatorParameters = parameter(
+        default_factory=SimulatorParameters, doc="What is injected and when it counts as found."
     )
     histogram: HistogramParameters = parameter(
         default_factory=HistogramParameters, doc="Bins of the histograms."
@@ -115,12 +149,16 @@ class AnalysisParameters(Parameters):
         if not isinstance(finders, list):
             return data
         sections = dict(data.get("finder_sections") or {})
-        for name in finders:
-            key = name if isinstance(name, str) else None
-            if key is None:
+        for key in finders:
+            if not isinstance(key, str):
                 continue
             short = key.rpartition(":")[2] if ":" in key else key
-            for candidate in {key, short, short.lower()}:
+            candidates = {key, short, short.lower()}
+            try:
+                candidates.add(finder_class(key).name)
+            except ParameterError:
+                pass  # reported with its reason when the finder is built
+            for candidate in candidates:
                 if candidate in data and candidate not in cls.model_fields:
                     sections[key] = merge(sections.get(key), data.pop(candidate))
         if sections:
@@ -138,7 +176,7 @@ class AnalysisResult:
 
 
 class Analysis:
-    """Quality checks, finders, properties and histogram counts for one source at a time.
+    """Quality checks, finders, properties, injections and histogram counts, one source at a time.
 
     Parameters
     ----------
@@ -151,9 +189,12 @@ class Analysis:
     >>> obs = VirtualDemoObs(empty_fraction=0, flare_fraction=0)
     >>> row = {"name": "star", "ra": 1.0, "dec": 2.0, "mag": 15.0}
     >>> lightcurves = obs.reduce(obs.download(row))
-    >>> result = Analysis().analyze_photometry(lightcurves, row)
-    >>> result.properties["num_lightcurves"]
-    4
+    >>> analysis = Analysis(num_injections=2, simulator={"flare": {"snr": 30, "decay_time": 5}})
+    >>> result = analysis.analyze_photometry(lightcurves, row)
+    >>> result.properties["num_lightcurves"], result.properties["num_injected"]
+    (4, 2)
+    >>> sorted(analysis.timings)
+    ['injections', 'peak', 'properties', 'quality']
     """
 
     Parameters = AnalysisParameters
@@ -173,7 +214,23 @@ class Analysis:
             self.finders.append(cls(cls.Parameters.build(
                 pars.finder, section, where=f"analysis.{_finder_key(name)}"
             )))
+        self.simulator = Simulator(pars.simulator)
+        if pars.num_injections:
+            self._check_injections()
         self.histogram = Histogram(pars.histogram, self.histogram_name)
+        #: Seconds spent in each step since this object was made (in this process).
+        self.timings: Counter = Counter()
+
+    def _check_injections(self) -> None:
+        for kind, weight in self.pars.simulator.events.items():
+            if weight > 0 and not any(finder.recovers(kind) for finder in self.finders):
+                hint = {"transit": "add 'transit' to analysis.finders",
+                        "dip": "set find_dips: true for the peak finder"}.get(kind, "add a finder")
+                raise ParameterError(
+                    f"analysis.simulator.events: {kind} injections need a finder that finds "
+                    f"{kind}s, and none of {self.pars.finders} does ({hint}, or set its "
+                    "frequency to 0)"
+                )
 
     def resolved_parameters(self) -> dict[str, Any]:
         """Every parameter of the analysis and its finders, for ``config.yaml``."""
@@ -193,10 +250,39 @@ class Analysis:
             values[finder.name] = finder.pars.to_dict(critical_only=True)
         return values
 
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        """Add the time spent in the block to ``timings[step]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[step] += time.perf_counter() - start
+
     # -- the work --------------------------------------------------------------------------
     def check_quality(self, lightcurve: Lightcurve) -> tuple[pd.DataFrame, dict[str, int]]:
         """A checked copy of a light curve's table and the epochs each check flagged."""
         return self.quality_checker.check(lightcurve.data)
+
+    def search(self, frames: Sequence[pd.DataFrame], timed: bool = True) -> FinderResult:
+        """Run every finder on the checked tables of one source and gather what they found.
+
+        ``scores`` are those of the first finder that scores the epochs of each
+        table; ``properties`` are merged over the finders. With ``timed``, each
+        finder's time goes to ``timings[<finder name>]``.
+        """
+        result = FinderResult(scores=[None] * len(frames))
+        for finder in self.finders:
+            start = time.perf_counter()
+            found = finder.find_source(frames)
+            if timed:
+                self.timings[finder.name] += time.perf_counter() - start
+            result.detections += found.detections
+            result.properties.update(found.properties)
+            for index, scores in enumerate(found.scores):
+                if result.scores[index] is None and scores is not None:
+                    result.scores[index] = scores
+        return result
 
     def analyze_photometry(self, lightcurves: list[Lightcurve], source: Mapping[str, Any]
                            ) -> AnalysisResult:
@@ -212,44 +298,145 @@ class Analysis:
         Returns
         -------
         AnalysisResult
-            Properties values, detections (each with ``lightcurve_index``, the
-            position of its light curve in ``lightcurves``) and histogram counts.
+            Properties values (every column; what is not a column goes in
+            ``extra``), detections (each with every Detection column and
+            ``lightcurve_index``, the position of its light curve in
+            ``lightcurves``, or None for an event found in several) and
+            histogram counts.
         """
         quality_counts: dict[str, int] = {}
-        detections: list[dict[str, Any]] = []
+        frames = []
+        with self.timed("quality"):
+            for lightcurve in lightcurves:
+                frame, flagged = self.check_quality(lightcurve)
+                frames.append(frame)
+                for check, number in flagged.items():
+                    quality_counts[check] = quality_counts.get(check, 0) + number
+        found = self.search(frames)
+        detections = [self._detection_row(d, lightcurves) for d in found.detections]
         counts: SparseCounts = {}
-        stats = _Statistics()
-        catalog_mag = source.get("mag")
-        for index, lightcurve in enumerate(lightcurves):
-            frame, flagged = self.check_quality(lightcurve)
-            for check, number in flagged.items():
-                quality_counts[check] = quality_counts.get(check, 0) + number
-            all_scores = []
-            found_here = []
-            for finder in self.finders:
-                found, scores = finder.find(frame)
-                all_scores.append(scores)
-                for detection in found:
-                    detection.update(
-                        lightcurve_index=index,
-                        observatory=lightcurve.observatory,
-                        filter=lightcurve.filter,
-                        is_simulated=False,
-                    )
-                found_here.extend(found)
-            detections.extend(found_here)
-            scores = all_scores[0] if all_scores else np.full(len(frame), np.nan)
-            stats.add(frame, scores)
-            mag = catalog_mag if catalog_mag is not None and np.isfinite(catalog_mag) else (
-                lightcurve.mag_mean
-            )
-            add_sparse(counts, self.histogram.count_lightcurve(
-                mag, lightcurve.exptime, lightcurve.filter, scores,
-                [d["score"] * d["sign"] for d in found_here],
-            ))
-        properties = stats.properties(len(lightcurves))
-        properties.update(num_detections=len(detections), quality_counts=quality_counts)
-        return AnalysisResult(properties=properties, detections=detections, histogram=counts)
+        with self.timed("properties"):
+            stats = _Statistics()
+            for index, lightcurve in enumerate(lightcurves):
+                scores = found.scores[index]
+                scores = np.full(len(frames[index]), np.nan) if scores is None else scores
+                stats.add(frames[index], scores)
+                mine = [d["score"] * d["sign"] for d, raw in zip(detections, found.detections)
+                        if _members(raw, len(lightcurves))[0] == index]
+                add_sparse(counts, self.histogram.count_lightcurve(
+                    self._magnitude(lightcurve, source), lightcurve.exptime, lightcurve.filter,
+                    scores, mine, points=int(good_epochs(frames[index]).sum()),
+                ))
+            properties = stats.properties(len(lightcurves))
+            if self.pars.periodogram.enabled:
+                properties.update(lomb_scargle_peak(*stats.series(), pars=self.pars.periodogram))
+            properties.update(found.properties)
+        num_real = len(detections)
+        injected = recovered = 0
+        if self.pars.num_injections and frames:
+            with self.timed("injections"):
+                for event, match in self.inject_and_search(frames, source):
+                    home = lightcurves[event.home]
+                    add_sparse(counts, self.histogram.count_injection(
+                        event.kind, self._magnitude(home, source), home.exptime, home.filter,
+                        event.snr, match is not None,
+                    ))
+                    injected += 1
+                    if match is not None:
+                        recovered += 1
+                        detections.append(self._detection_row(
+                            match, lightcurves, simulated=True, injected=event.record()
+                        ))
+        properties.update(num_detections=num_real, quality_counts=quality_counts,
+                          num_injected=injected, num_recovered=recovered)
+        return AnalysisResult(properties=_row(properties, PROPERTIES_COLUMNS),
+                              detections=detections, histogram=counts)
+
+    def inject_and_search(self, frames: Sequence[pd.DataFrame], source: Mapping[str, Any]):
+        """Yield ``(event, matching detection or None)`` for each of ``num_injections`` events.
+
+        Each event goes into fresh copies of ``frames``, searched by every
+        finder exactly as the real data were.
+        """
+        rng = self.simulator.random_state(str(source.get("name", "")))
+        for _ in range(self.pars.num_injections):
+            event = self.simulator.draw(frames, rng)
+            if event is None:
+                return
+            found = self.search(self.simulator.inject(frames, event), timed=False)
+            yield event, self.simulator.best_match(event, found.detections)
+
+    # -- rows ------------------------------------------------------------------------------
+    @staticmethod
+    def _magnitude(lightcurve: Lightcurve, source: Mapping[str, Any]) -> float | None:
+        """The magnitude a light curve is counted under: the catalog's, else its own mean."""
+        mag = source.get("mag")
+        return mag if mag is not None and np.isfinite(mag) else lightcurve.mag_mean
+
+    @staticmethod
+    def _detection_row(found: Mapping[str, Any], lightcurves: Sequence[Lightcurve],
+                       simulated: bool = False, injected: dict[str, Any] | None = None
+                       ) -> dict[str, Any]:
+        """A finder's detection as a full Detection row, with ``lightcurve_index``."""
+        values = dict(found)
+        for key in ("score", "snr"):
+            if values.get(key) is None:
+                raise ValueError(f"finder {values.get('finder')!r} reported a detection "
+                                 f"without {key!r}: {sorted(values)}")
+        members = _members(values, len(lightcurves))
+        values.pop("lightcurve_index", None)
+        values.setdefault("sign", 1)
+        values.setdefault("num_points", 0)
+        for key in ("observatory", "filter"):
+            shared = {getattr(lightcurves[i], key) for i in members}
+            values[key] = shared.pop() if len(shared) == 1 else None
+        values.update(is_simulated=simulated, injected=injected)
+        row = _row(values, DETECTION_COLUMNS)
+        row["lightcurve_index"] = members[0] if len(members) == 1 else None
+        return row
+
+
+def _members(detection: Mapping[str, Any], count: int) -> list[int]:
+    """The light curves a finder's detection came from, of ``count``.
+
+    ``lightcurve_index`` is one index or a list of them; a finder that gives
+    none found the event in all the light curves together.
+    """
+    index = detection.get("lightcurve_index")
+    if isinstance(index, (list, tuple)):
+        return [int(i) for i in index]
+    return [int(index)] if index is not None else list(range(count))
+
+
+def _row(values: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    """Every column (None where not given); values that are not columns go into ``extra``."""
+    row = dict.fromkeys(columns)
+    extra = dict(values.get("extra") or {})
+    for key, value in values.items():
+        if key in row:
+            row[key] = value
+        elif key != "extra":
+            extra[key] = value
+    row["extra"] = _json_safe(extra) or None
+    if row.get("injected") is not None:
+        row["injected"] = _json_safe(row["injected"])
+    return row
+
+
+def _json_safe(value: Any) -> Any:
+    """A value for a JSON column, nested ones too: numpy to Python, NaN and infinities to None.
+
+    (PostgreSQL's JSONB refuses NaN, and the standard json module cannot write numpy integers.)
+    """
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 class _Statistics:
@@ -259,10 +446,11 @@ class _Statistics:
         self.num_points = 0
         self.num_good = 0
         self.times: list[float] = []
-        self.mags: list[np.ndarray] = []
         self.mag_residuals: list[np.ndarray] = []
+        self.mags: list[np.ndarray] = []
         self.flux_residuals: list[np.ndarray] = []
         self.best_snr: float | None = None
+        self.normalised: list[tuple[np.ndarray, np.ndarray]] = []
 
     def add(self, frame: pd.DataFrame, scores: np.ndarray) -> None:
         self.num_points += len(frame)
@@ -278,15 +466,23 @@ class _Statistics:
             if len(mags):
                 self.mags.append(mags)
                 self.mag_residuals.append(mags - mags.mean())
-        flux = frame["flux"].to_numpy(dtype=float)[good]
-        flux = flux[np.isfinite(flux)]
+        usable = good_epochs(frame)
+        flux = frame["flux"].to_numpy(dtype=float)[usable]
         median = np.median(flux) if len(flux) else np.nan
         if len(flux) and median > 0:
             self.flux_residuals.append(flux / median - 1.0)
+            self.normalised.append((frame["mjd"].to_numpy(dtype=float)[usable], flux / median))
         finite = scores[np.isfinite(scores)]
         if len(finite):
             best = float(np.max(np.abs(finite)))
             self.best_snr = best if self.best_snr is None else max(self.best_snr, best)
+
+    def series(self) -> tuple[np.ndarray, np.ndarray]:
+        """Times and flux over each light curve's median, of every light curve together."""
+        if not self.normalised:
+            return np.array([]), np.array([])
+        times, flux = (np.concatenate(arrays) for arrays in zip(*self.normalised))
+        return times, flux
 
     def properties(self, num_lightcurves: int) -> dict[str, Any]:
         mags = np.concatenate(self.mags) if self.mags else np.array([])

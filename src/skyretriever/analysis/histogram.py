@@ -12,7 +12,13 @@ Variables (dimensions):
 - ``lightcurves`` (mag, cadence, filter): light curves scanned;
 - ``points`` (mag, cadence, filter): good epochs scanned;
 - ``scores`` (mag, cadence, filter, score): good epochs by their score;
-- ``detections`` (mag, cadence, filter, score): real detections by their peak score.
+- ``detections`` (mag, cadence, filter, score): real detections by their score
+  (times their sign: dips and transits count at negative scores);
+- ``injected`` (event, mag, cadence, filter, score): injected events by kind
+  (transit, flare, dip) and expected S/N;
+- ``recovered`` (event, mag, cadence, filter, score): the injected events that
+  a finder recovered, on the same axes, so that :func:`recovery_efficiency`
+  is their ratio.
 """
 
 from __future__ import annotations
@@ -28,16 +34,20 @@ from skyretriever.parameters import Parameters, parameter
 from skyretriever.storage import temporary_path
 
 __all__ = [
+    "EVENTS",
     "Histogram",
     "HistogramParameters",
     "SparseCounts",
     "add_sparse",
+    "recovery_efficiency",
     "update_histogram_file",
 ]
 
 SparseCounts = dict[str, dict[int, int]]
 
 OTHER_FILTER = "other"
+#: Kinds of injected event, the ``event`` axis of ``injected`` and ``recovered``.
+EVENTS = ("transit", "flare", "dip")
 
 
 class HistogramParameters(Parameters):
@@ -65,6 +75,8 @@ VARIABLES = {
     "points": ("mag", "cadence", "filter"),
     "scores": ("mag", "cadence", "filter", "score"),
     "detections": ("mag", "cadence", "filter", "score"),
+    "injected": ("event", "mag", "cadence", "filter", "score"),
+    "recovered": ("event", "mag", "cadence", "filter", "score"),
 }
 
 
@@ -111,6 +123,7 @@ class Histogram:
             "cadence": len(self.cadence_edges) - 1,
             "filter": len(self.filters),
             "score": len(self.score_edges) - 1,
+            "event": len(EVENTS),
         }
         self.counts = {
             variable: np.zeros([self.sizes[dim] for dim in dims], dtype=np.int64)
@@ -133,26 +146,59 @@ class Histogram:
         return int(self._bin(self.mag_edges, mag)), int(self._bin(self.cadence_edges, exptime)), filter_index
 
     def count_lightcurve(self, mag: float | None, exptime: float | None, filter: str | None,
-                         scores: np.ndarray, detection_scores: Iterable[float] = ()) -> SparseCounts:
-        """Sparse counts for one scanned light curve (scores of its good epochs; NaN are skipped)."""
+                         scores: np.ndarray, detection_scores: Iterable[float] = (),
+                         points: int | None = None) -> SparseCounts:
+        """Sparse counts for one scanned light curve.
+
+        ``scores`` are the scores of its epochs (NaN are skipped); ``points``
+        the good epochs scanned, by default as many as there are scores (a
+        search that scores no epochs, such as the transit search, still scans them).
+        """
         scores = np.asarray(scores, dtype=float)
         scores = scores[np.isfinite(scores)]
+        points = len(scores) if points is None else int(points)
         m, c, f = self._cell(mag, exptime, filter)
         base = np.ravel_multi_index((m, c, f), self.counts["points"].shape)
         counts: SparseCounts = {"lightcurves": {int(base): 1}}
+        if points:
+            counts["points"] = {int(base): points}
         if len(scores):
-            counts["points"] = {int(base): int(len(scores))}
             counts["scores"] = self._score_cells(m, c, f, scores)
         detection_scores = np.asarray(list(detection_scores), dtype=float)
         if len(detection_scores):
             counts["detections"] = self._score_cells(m, c, f, detection_scores)
         return counts
 
-    def _score_cells(self, m: int, c: int, f: int, values: np.ndarray) -> dict[int, int]:
+    def count_injection(self, event: str, mag: float | None, exptime: float | None,
+                        filter: str | None, snr: float, recovered: bool) -> SparseCounts:
+        """Sparse counts for one injected event: ``injected``, and ``recovered`` if it was.
+
+        ``snr`` is the event's expected S/N, the score axis of both variables.
+
+        Examples
+        --------
+        >>> hist = Histogram()
+        >>> hist.add(hist.count_injection("transit", 12.0, 120.0, "TESS", snr=8.0, recovered=True))
+        >>> hist.add(hist.count_injection("transit", 12.0, 120.0, "TESS", snr=8.1, recovered=False))
+        >>> hist.total("injected"), hist.total("recovered")
+        (2, 1)
+        """
+        if event not in EVENTS:
+            raise ValueError(f"unknown event kind {event!r}; the histogram has {', '.join(EVENTS)}")
+        m, c, f = self._cell(mag, exptime, filter)
+        cells = self._score_cells(m, c, f, np.array([snr], dtype=float),
+                                  prefix=(EVENTS.index(event),), variable="injected")
+        counts: SparseCounts = {"injected": cells}
+        if recovered:
+            counts["recovered"] = dict(cells)
+        return counts
+
+    def _score_cells(self, m: int, c: int, f: int, values: np.ndarray, prefix: tuple[int, ...] = (),
+                     variable: str = "scores") -> dict[int, int]:
         bins = self._bin(self.score_edges, values)
-        shape = self.counts["scores"].shape
-        flat = np.ravel_multi_index((np.full_like(bins, m), np.full_like(bins, c),
-                                     np.full_like(bins, f), bins), shape)
+        shape = self.counts[variable].shape
+        fixed = (*prefix, m, c, f)
+        flat = np.ravel_multi_index(tuple(np.full_like(bins, i) for i in fixed) + (bins,), shape)
         unique, number = np.unique(flat, return_counts=True)
         return {int(i): int(n) for i, n in zip(unique, number)}
 
@@ -195,6 +241,10 @@ class Histogram:
         """Sum of all counts of one variable."""
         return int(self.counts[variable].sum())
 
+    def efficiency(self, along: str = "score", event: str | None = None, **where: Any):
+        """Recovery efficiency along one axis; see :func:`recovery_efficiency`."""
+        return recovery_efficiency(self, along, event, **where)
+
     # -- files -----------------------------------------------------------------------------
     def to_xarray(self):
         """The counts as an ``xarray.Dataset`` with bin centres (and edges) as coordinates."""
@@ -204,6 +254,7 @@ class Histogram:
             "mag": 0.5 * (self.mag_edges[:-1] + self.mag_edges[1:]),
             "cadence": 0.5 * (self.cadence_edges[:-1] + self.cadence_edges[1:]),
             "filter": np.array(self.filters, dtype=object),
+            "event": np.array(EVENTS, dtype=object),
             "score": 0.5 * (self.score_edges[:-1] + self.score_edges[1:]),
             "mag_edges": self.mag_edges,
             "cadence_edges": self.cadence_edges,
@@ -238,9 +289,77 @@ class Histogram:
             pars = HistogramParameters.model_validate_json(dataset.attrs["parameters"])
             histogram = cls(pars, dataset.attrs.get("name", "analysis"))
             for variable in histogram.counts:
-                histogram.counts[variable] = dataset[variable].to_numpy().astype(np.int64)
+                # files written before injections existed have no injected or recovered
+                # counts: those batches injected nothing, so zeros are their true counts
+                if variable in dataset:
+                    histogram.counts[variable] = dataset[variable].to_numpy().astype(np.int64)
             histogram.batch_ids = {int(i) for i in dataset["batch_id"].to_numpy()}
         return histogram
+
+
+def _wilson_interval(successes: np.ndarray, trials: np.ndarray, z: float = 1.0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial fraction (``z`` standard deviations; NaN with no trials)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fraction = successes / trials
+        denominator = 1 + z**2 / trials
+        centre = (fraction + z**2 / (2 * trials)) / denominator
+        half = z * np.sqrt(fraction * (1 - fraction) / trials + z**2 / (4 * trials**2)) / denominator
+    return centre - half, centre + half
+
+
+def recovery_efficiency(histogram: Histogram, along: str = "score", event: str | None = None,
+                        **where: Any):
+    """Recovered over injected events along one axis, summed over the others.
+
+    Parameters
+    ----------
+    histogram
+        A histogram holding ``injected`` and ``recovered`` counts.
+    along
+        The axis to keep: ``score`` (expected S/N), ``mag``, ``cadence``, ``filter`` or ``event``.
+    event
+        Only this kind of event (``transit``, ``flare``, ``dip``); default all.
+    **where
+        Further selections by coordinate, such as ``filter="TESS"`` or
+        ``mag=slice(10, 14)`` (bin centres).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``injected``, ``recovered``, ``efficiency`` (NaN where nothing was
+        injected) and its one-sigma Wilson interval ``efficiency_low`` and
+        ``efficiency_high``, along ``along``.
+
+    Examples
+    --------
+    >>> hist = Histogram()
+    >>> for snr, found in [(4.2, False), (4.4, True), (12.1, True), (12.3, True)]:
+    ...     hist.add(hist.count_injection("flare", 15.0, 30.0, "g", snr, found))
+    >>> table = recovery_efficiency(hist, "score", event="flare")
+    >>> table["efficiency"].sel(score=[4.25, 12.25]).values.tolist()
+    [0.5, 1.0]
+    """
+    dataset = histogram.to_xarray()
+    counts = dataset[["injected", "recovered"]]
+    if event is not None:
+        if event not in EVENTS:
+            raise ValueError(f"unknown event kind {event!r}; use one of {', '.join(EVENTS)}")
+        counts = counts.sel(event=event)
+    for axis, selection in where.items():
+        if axis not in counts.dims:
+            raise ValueError(f"cannot select on {axis!r}; axes are {', '.join(map(str, counts.dims))}")
+        counts = counts.sel({axis: selection})
+    if along not in counts.dims:
+        raise ValueError(f"cannot keep axis {along!r}; axes are {', '.join(map(str, counts.dims))}")
+    counts = counts.sum([axis for axis in counts.dims if axis != along])
+    injected = counts["injected"].astype(float)
+    recovered = counts["recovered"].astype(float)
+    low, high = _wilson_interval(recovered.values, injected.values)
+    result = counts.assign(efficiency=recovered / injected.where(injected > 0))
+    result["efficiency_low"] = (along, low)
+    result["efficiency_high"] = (along, high)
+    return result
 
 
 def update_histogram_file(path: str | os.PathLike, pars: HistogramParameters, name: str,

@@ -27,12 +27,14 @@ class Detection(Base):
     --------
     >>> import sqlalchemy as sa
     >>> query = sa.select(Detection).where(Detection.snr > 10, ~Detection.is_simulated)
+    >>> hot_jupiters = sa.select(Detection).where(Detection.period < 5, Detection.depth > 0.005)
     """
 
     __tablename__ = "detections"
     __table_args__ = (
         sa.Index(None, "project", "cfg_hash", "is_simulated", "snr"),
         sa.Index(None, "source_id"),
+        sa.Index(None, "project", "cfg_hash", "period"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, doc="Database id of this detection.")
@@ -61,6 +63,16 @@ class Detection(Base):
     peak_flux: Mapped[float | None] = mapped_column(doc="Flux at the peak epoch.")
     num_points: Mapped[int] = mapped_column(doc="Epochs above threshold in the event.")
     sign: Mapped[int] = mapped_column(doc="+1 for brightening (flare), -1 for dimming (dip).")
+    period: Mapped[float | None] = mapped_column(doc="Period of a periodic event (transit), days.")
+    epoch: Mapped[float | None] = mapped_column(
+        doc="Mid-time of the first transit in the data (MJD), for periodic events."
+    )
+    duration: Mapped[float | None] = mapped_column(doc="Duration of one transit (days).")
+    depth: Mapped[float | None] = mapped_column(doc="Transit depth (fraction of the flux).")
+    sde: Mapped[float | None] = mapped_column(
+        doc="Signal detection efficiency: the height of the event's periodogram peak in "
+        "standard deviations of the periodogram."
+    )
     injected: Mapped[dict[str, Any] | None] = mapped_column(
         doc="Parameters of the injected event, for simulated detections."
     )

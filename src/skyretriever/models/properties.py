@@ -26,10 +26,15 @@ class Properties(Base):
     --------
     >>> import sqlalchemy as sa
     >>> query = sa.select(Properties).where(Properties.best_snr > 8)
+    >>> planets = sa.select(Properties).where(Properties.transit_snr > 10,
+    ...                                       Properties.transit_period.between(1, 5))
     """
 
     __tablename__ = "properties"
-    __table_args__ = (sa.Index(None, "project", "cfg_hash", "best_snr"),)
+    __table_args__ = (
+        sa.Index(None, "project", "cfg_hash", "best_snr"),
+        sa.Index(None, "project", "cfg_hash", "transit_snr"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True, doc="Database id of this row.")
     source_id: Mapped[int] = mapped_column(
@@ -55,7 +60,40 @@ class Properties(Base):
     best_snr: Mapped[float | None] = mapped_column(
         doc="Largest absolute robust S/N of any good epoch (the finder's score)."
     )
+    ls_period: Mapped[float | None] = mapped_column(
+        doc="Period of the highest Lomb-Scargle periodogram peak (days)."
+    )
+    ls_power: Mapped[float | None] = mapped_column(
+        doc="Normalised Lomb-Scargle power of that peak (0 to 1)."
+    )
+    ls_false_alarm: Mapped[float | None] = mapped_column(
+        doc="False-alarm probability of that peak (Baluev's bound)."
+    )
+    transit_period: Mapped[float | None] = mapped_column(
+        doc="Period of the best transit candidate, detected or not (days)."
+    )
+    transit_epoch: Mapped[float | None] = mapped_column(
+        doc="Mid-time of the best transit candidate's first transit in the data (MJD)."
+    )
+    transit_duration: Mapped[float | None] = mapped_column(
+        doc="Duration of the best transit candidate (days)."
+    )
+    transit_depth: Mapped[float | None] = mapped_column(
+        doc="Depth of the best transit candidate (fraction of the flux)."
+    )
+    transit_snr: Mapped[float | None] = mapped_column(
+        doc="S/N of the best transit candidate (error allowing for correlated noise)."
+    )
+    transit_sde: Mapped[float | None] = mapped_column(
+        doc="Signal detection efficiency of the best transit candidate's periodogram peak."
+    )
     num_detections: Mapped[int] = mapped_column(doc="Number of real (not simulated) detections.")
+    num_injected: Mapped[int] = mapped_column(
+        default=0, server_default="0", doc="Number of events injected into the source's data."
+    )
+    num_recovered: Mapped[int] = mapped_column(
+        default=0, server_default="0", doc="Number of injected events a finder recovered."
+    )
     quality_counts: Mapped[dict[str, Any] | None] = mapped_column(
         doc="Epochs flagged by each quality check, by check name."
     )
