@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from scipy.interpolate import LSQUnivariateSpline
 
 __all__ = [
     "MAD_TO_SIGMA",
@@ -169,6 +168,8 @@ def spline_trend(times: np.ndarray, values: np.ndarray, knot_spacing: float,
     >>> bool(np.max(np.abs(trend - 1 - 0.001 * np.sin(t))) < 2e-4)
     True
     """
+    from scipy.interpolate import LSQUnivariateSpline  # 0.6 s to import: only when used
+
     n = len(times)
     keep = np.ones(n, dtype=bool) if fit is None else fit.copy()
     if keep.sum() < 8:
