@@ -36,6 +36,7 @@ from skyretriever import storage
 from skyretriever.analysis.analysis import Analysis, AnalysisResult
 from skyretriever.analysis.histogram import SparseCounts, add_sparse
 from skyretriever.catalogs.catalog import CROSS_ID_COLUMNS
+from skyretriever.healpix import healpix_index
 from skyretriever.models import (
     Detection,
     HistogramBatch,
@@ -470,9 +471,13 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
         return connection.execute(statement, _same_keys(parameters))
 
     # sources
+    sources = [_source_values(r.row, context) for r in work]
+    pixels = healpix_index([v["ra"] for v in sources], [v["dec"] for v in sources])
+    for values, pixel in zip(sources, pixels):
+        values["healpix"] = int(pixel)
     execute(
         insert(Source.__table__).on_conflict_do_nothing(index_elements=["name", "project", "cfg_hash"]),
-        [_source_values(r.row, context) for r in work],
+        sources,
     )
     names = [r.name for r in work]
     query = sa.select(Source.id, Source.name, Source.counted).where(

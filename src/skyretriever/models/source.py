@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from skyretriever.healpix import angular_distance, cone_ranges
 from skyretriever.models.base import Base, utcnow
 
 if TYPE_CHECKING:
@@ -74,6 +76,11 @@ class Source(Base):
     error: Mapped[str | None] = mapped_column(
         doc="Why the last run failed on this source (step, observatory and reason)."
     )
+    healpix: Mapped[int | None] = mapped_column(
+        sa.BigInteger,
+        index=True,
+        doc="Nested HEALPix pixel (order 16, about 3 arcsec) of the position: the cone-search index.",
+    )
     counted: Mapped[bool] = mapped_column(
         default=False,
         doc="True once the source's counts are in the project's histograms (added only once).",
@@ -82,6 +89,60 @@ class Source(Base):
     modified_at: Mapped[dt.datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, doc="When the row last changed (UTC)."
     )
+
+    # Distance (degrees) from the centre of the cone search that returned this source
+    # (a plain attribute, not a column).
+    distance = None
+
+    @classmethod
+    def cone_search_query(cls, ra: float, dec: float, radius: float) -> sa.Select:
+        """A query for the candidates of a cone (degrees): sources in the HEALPix pixels covering it.
+
+        The candidates include a margin beyond ``radius``; :meth:`cone_search`
+        keeps the ones truly inside. Add conditions to the query as you like.
+
+        Raises
+        ------
+        ValueError
+            If the position or radius is not a finite number on the sky.
+        """
+        ranges = cone_ranges(ra, dec, radius)
+        return sa.select(cls).where(sa.or_(*(cls.healpix.between(lo, hi) for lo, hi in ranges)))
+
+    @classmethod
+    def cone_search(cls, ra: float, dec: float, radius: float, session: Any = None,
+                    project: str | None = None, cfg_hash: str | None = None) -> list[Source]:
+        """Sources within ``radius`` degrees of (``ra``, ``dec``), nearest first.
+
+        Each returned source has ``distance`` (degrees) set. ``project`` and
+        ``cfg_hash`` narrow the search to one project and configuration.
+
+        Examples
+        --------
+        >>> from skyretriever.database import Session
+        >>> with Session() as session:                                   # doctest: +SKIP
+        ...     near = Source.cone_search(150.1, 2.2, 10 / 3600, session=session)
+        ...     [(s.name, round(s.distance * 3600, 2)) for s in near]
+        """
+        from skyretriever.database import SmartSession
+
+        query = cls.cone_search_query(ra, dec, radius)
+        if project is not None:
+            query = query.where(cls.project == project)
+        if cfg_hash is not None:
+            query = query.where(cls.cfg_hash == cfg_hash)
+        with SmartSession(session) as session:
+            candidates = session.scalars(query).all()
+        if not candidates:
+            return []
+        distances = angular_distance(ra, dec, np.array([s.ra for s in candidates]),
+                                     np.array([s.dec for s in candidates]))
+        found = []
+        for source, distance in zip(candidates, distances):
+            if distance <= radius:
+                source.distance = float(distance)
+                found.append(source)
+        return sorted(found, key=lambda source: source.distance)
 
     raw_photometry: Mapped[list[RawPhotometry]] = relationship(
         primaryjoin="Source.name == foreign(RawPhotometry.source_name)",
