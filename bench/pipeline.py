@@ -9,6 +9,10 @@ Usage::
 
     python bench/pipeline.py 1000                        # SQLite and PostgreSQL
     python bench/pipeline.py 10000 --backend sqlite --scheduler serial
+    python bench/pipeline.py 10000 --backend postgresql --scheduler all   # serial, local, dask
+
+A Dask run needs PostgreSQL (the run refuses SQLite with a clear message); it
+starts a LocalCluster of ``--workers`` processes on this machine.
 """
 
 from __future__ import annotations
@@ -117,22 +121,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("n", type=int, nargs="?", default=1000, help="number of sources")
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
-    parser.add_argument("--scheduler", choices=("serial", "local"), default="local")
+    parser.add_argument("--scheduler", choices=("serial", "local", "dask", "all"), default="local")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=500)
     args = parser.parse_args()
     backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
+    schedulers = ("serial", "local", "dask") if args.scheduler == "all" else (args.scheduler,)
     print(f"demo pipeline, N = {args.n}, scheduler {args.scheduler}, {os.cpu_count()} cores")
+    rates: dict[tuple[str, str], float] = {}
     for backend in backends:
-        r = run(args.n, backend, args.scheduler, args.workers, args.batch_size)
-        steps = ", ".join(f"{k} {v:.1f}s" for k, v in r["steps"].items())
-        print(f"{backend:>10}: {r['rate']:7.1f} sources/s ({r['seconds']:.1f} s); "
-              f"{r['statements_per_source']:.3f} SQL statements/source "
-              f"({r['statements_per_batch']:.1f} per batch of {args.batch_size}); "
-              f"{r['bytes_per_source'] / 1024:.1f} kB and {r['files_per_source']:.1f} files "
-              f"on disk/source; peak memory {r['peak_driver_mb']:.0f} MB driver, "
-              f"{r['peak_worker_mb']:.0f} MB largest worker; resume {r['resume_seconds']:.2f} s")
-        print(f"{'':>12}steps: {steps}")
+        for scheduler in schedulers:
+            if scheduler == "dask" and backend == "sqlite":
+                print(f"{'sqlite':>10} {'dask':>6}: not run (a Dask run needs PostgreSQL)")
+                continue
+            r = run(args.n, backend, scheduler, args.workers, args.batch_size)
+            rates[backend, scheduler] = r["rate"]
+            report(backend, scheduler, r, args.batch_size)
+    for (backend, scheduler), rate in rates.items():
+        serial = rates.get((backend, "serial"))
+        if serial and scheduler != "serial":
+            print(f"speed-up over serial ({backend}, {scheduler}): {rate / serial:.2f}x")
+
+
+def report(backend: str, scheduler: str, r: dict, batch_size: int) -> None:
+    """Print one run's figures."""
+    steps = ", ".join(f"{k} {v:.1f}s" for k, v in r["steps"].items())
+    print(f"{backend:>10} {scheduler:>6}: {r['rate']:7.1f} sources/s ({r['seconds']:.1f} s); "
+          f"{r['statements_per_source']:.3f} SQL statements/source "
+          f"({r['statements_per_batch']:.1f} per batch of {batch_size}); "
+          f"{r['bytes_per_source'] / 1024:.1f} kB and {r['files_per_source']:.1f} files "
+          f"on disk/source; peak memory {r['peak_driver_mb']:.0f} MB driver, "
+          f"{r['peak_worker_mb']:.0f} MB largest worker; resume {r['resume_seconds']:.2f} s")
+    print(f"{'':>12}steps: {steps}")
 
 
 if __name__ == "__main__":

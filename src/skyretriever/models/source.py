@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["SOURCE_STATES", "Source"]
 
 SOURCE_STATES = ("new", "done", "failed")
+#: Ids per query when a cone search loads the rows inside the cone.
+_IDS_PER_QUERY = 5000
 
 
 class Source(Base):
@@ -95,11 +97,12 @@ class Source(Base):
     distance = None
 
     @classmethod
-    def cone_search_query(cls, ra: float, dec: float, radius: float) -> sa.Select:
+    def cone_search_query(cls, ra: float, dec: float, radius: float, *columns: Any) -> sa.Select:
         """A query for the candidates of a cone (degrees): sources in the HEALPix pixels covering it.
 
         The candidates include a margin beyond ``radius``; :meth:`cone_search`
-        keeps the ones truly inside. Add conditions to the query as you like.
+        keeps the ones truly inside. ``columns`` selects columns instead of
+        whole rows. Add conditions to the query as you like.
 
         Raises
         ------
@@ -107,7 +110,8 @@ class Source(Base):
             If the position or radius is not a finite number on the sky.
         """
         ranges = cone_ranges(ra, dec, radius)
-        return sa.select(cls).where(sa.or_(*(cls.healpix.between(lo, hi) for lo, hi in ranges)))
+        return sa.select(*(columns or (cls,))).where(
+            sa.or_(*(cls.healpix.between(lo, hi) for lo, hi in ranges)))
 
     @classmethod
     def cone_search(cls, ra: float, dec: float, radius: float, session: Any = None,
@@ -115,7 +119,9 @@ class Source(Base):
         """Sources within ``radius`` degrees of (``ra``, ``dec``), nearest first.
 
         Each returned source has ``distance`` (degrees) set. ``project`` and
-        ``cfg_hash`` narrow the search to one project and configuration.
+        ``cfg_hash`` narrow the search to one project and configuration. Only
+        the positions of the candidates are read at first; whole rows are
+        loaded for the sources inside the cone.
 
         Examples
         --------
@@ -126,23 +132,26 @@ class Source(Base):
         """
         from skyretriever.database import SmartSession
 
-        query = cls.cone_search_query(ra, dec, radius)
+        query = cls.cone_search_query(ra, dec, radius, cls.id, cls.ra, cls.dec)
         if project is not None:
             query = query.where(cls.project == project)
         if cfg_hash is not None:
             query = query.where(cls.cfg_hash == cfg_hash)
         with SmartSession(session) as session:
-            candidates = session.scalars(query).all()
-        if not candidates:
-            return []
-        distances = angular_distance(ra, dec, np.array([s.ra for s in candidates]),
-                                     np.array([s.dec for s in candidates]))
-        found = []
-        for source, distance in zip(candidates, distances):
-            if distance <= radius:
-                source.distance = float(distance)
-                found.append(source)
-        return sorted(found, key=lambda source: source.distance)
+            candidates = session.execute(query).all()
+            if not candidates:
+                return []
+            distances = angular_distance(ra, dec, np.array([c.ra for c in candidates]),
+                                         np.array([c.dec for c in candidates]))
+            inside = {c.id: float(d) for c, d in zip(candidates, distances) if d <= radius}
+            ids = list(inside)
+            found = []
+            for first in range(0, len(ids), _IDS_PER_QUERY):
+                found.extend(session.scalars(
+                    sa.select(cls).where(cls.id.in_(ids[first:first + _IDS_PER_QUERY]))))
+        for source in found:
+            source.distance = inside[source.id]
+        return sorted(found, key=lambda source: (source.distance, source.id))
 
     raw_photometry: Mapped[list[RawPhotometry]] = relationship(
         primaryjoin="Source.name == foreign(RawPhotometry.source_name)",
