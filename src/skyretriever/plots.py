@@ -1,0 +1,1070 @@
+"""Figures of light curves, raw photometry, sources, detections and histograms.
+
+Every function returns a :class:`matplotlib.figure.Figure` (made with pyplot,
+so close it with ``plt.close(fig)`` when making many) and takes ``filename``:
+when given, the figure is also written there, in the format named by the
+suffix (``.png``, ``.pdf``, ``.svg``, ...), to a temporary name first and then
+renamed into place, so a reader never sees half a file. Without a display
+(no ``DISPLAY`` or ``WAYLAND_DISPLAY``, no ``MPLBACKEND``) matplotlib's Agg
+backend is used.
+
+What the figures show:
+
+- time on the x axis as ``MJD (TDB)`` for TESS, Kepler and K2 (barycentric
+  Julian date minus 2400000.5) and as ``MJD`` for ZTF and the demo archive;
+- magnitudes with the y axis inverted (brighter up), fluxes in the archive's
+  unit (e-/s for TESS, Kepler and K2; microjansky for ZTF and demo);
+- one colour and marker per survey and filter, named in the legend;
+- epochs flagged by the quality mask (``qflag``) drawn faintly
+  (alpha :data:`FLAGGED_ALPHA`), never hidden; points without a finite time or
+  value are left out, missing errors are drawn as no error bar.
+
+Examples
+--------
+>>> from skyretriever.database import Session
+>>> from skyretriever.models import Detection
+>>> with Session() as session:                                          # doctest: +SKIP
+...     detection = session.scalars(sa.select(Detection).order_by(Detection.snr.desc())).first()
+...     fig = plot_detection(detection, filename="best.png")
+...     fig = detection.source.plot(filename="best_source.pdf")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from skyretriever.storage import temporary_path
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from skyretriever.analysis.histogram import Histogram
+    from skyretriever.models import Detection, Lightcurve, RawPhotometry, Source
+
+__all__ = [
+    "FLAGGED_ALPHA",
+    "plot_detection",
+    "plot_histogram",
+    "plot_lightcurve",
+    "plot_raw_photometry",
+    "plot_source",
+]
+
+#: Opacity of epochs flagged by the quality mask (good epochs are opaque).
+FLAGGED_ALPHA = 0.25
+
+_SURVEY_NAMES = {"tess": "TESS", "kepler": "Kepler", "k2": "K2", "ztf": "ZTF", "demo": "demo"}
+_SURVEY_ORDER = ("tess", "kepler", "k2", "ztf", "demo")
+# Times of these missions are barycentric (TDB); ZTF's and the demo archive's are not.
+_BARYCENTRIC = {"tess", "kepler", "k2"}
+_FLUX_UNITS = {"tess": "e$^-$ s$^{-1}$", "kepler": "e$^-$ s$^{-1}$", "k2": "e$^-$ s$^{-1}$",
+               "ztf": "µJy", "demo": "µJy"}
+_MARKERS = {"tess": "o", "kepler": "s", "k2": "D", "ztf": "^", "demo": "v"}
+_FILTER_COLOURS = {
+    "g": "tab:green", "zg": "tab:green", "r": "tab:red", "zr": "tab:red",
+    "i": "tab:brown", "zi": "tab:brown", "TESS": "tab:purple", "Kepler": "tab:blue",
+    "B": "tab:blue", "V": "tab:olive", "R": "tab:orange",
+}
+# Filters in order of wavelength, for legends; others follow by name.
+_FILTER_ORDER = ("B", "g", "zg", "V", "r", "zr", "R", "i", "zi", "Kepler", "TESS")
+_OTHER_COLOURS = ("tab:cyan", "tab:pink", "tab:gray", "tab:olive", "tab:orange", "black")
+# Quality columns of raw tables, by archive: TESS and ZTF (standardised) ``quality``,
+# Kepler and K2 ``sap_quality``, IRSA's own ``catflags``.
+_RAW_QUALITY_COLUMNS = ("quality", "sap_quality", "catflags")
+# Flux columns of raw tables, best first: the mission pipelines' PDCSAP, then SAP, then ours.
+_RAW_FLUX_COLUMNS = (("pdcsap_flux", "PDCSAP flux"), ("sap_flux", "SAP flux"), ("flux", "Flux"))
+
+_HISTOGRAM_AXES = {
+    "mag": "Magnitude (catalog, else light-curve mean)",
+    "cadence": "Cadence (exposure time, s)",
+    "filter": "Filter",
+    "score": "Score (S/N; expected S/N for injected events)",
+    "event": "Injected event",
+}
+_HISTOGRAM_COUNTS = ("lightcurves", "points", "scores", "detections", "injected", "recovered")
+_HISTOGRAM_LABELS = {
+    "lightcurves": "light curves scanned", "points": "good epochs scanned",
+    "scores": "epochs by score", "detections": "real detections",
+    "injected": "injected events", "recovered": "recovered injections",
+}
+
+
+# -- matplotlib --------------------------------------------------------------------------------
+def _pyplot():
+    """``matplotlib.pyplot``, on the Agg backend when there is no display and no choice made."""
+    import matplotlib
+
+    if ("matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND")
+            and sys.platform.startswith("linux")
+            and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))):
+        chosen = getattr(matplotlib.rcParams, "_get_backend_or_none", lambda: None)()
+        if chosen is None:
+            matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _new_axes(ax: Axes | None, figsize: tuple[float, float] = (10.0, 5.0)) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = _pyplot().subplots(figsize=figsize, layout="constrained")
+    return fig, ax
+
+
+def _save(fig: Figure, filename: str | os.PathLike | None) -> None:
+    """Write ``fig`` to ``filename`` (format from its suffix) atomically; nothing without a name."""
+    if filename is None:
+        return
+    path = Path(filename)
+    fmt = path.suffix[1:].lower()
+    if not fmt:
+        raise ValueError(f"cannot save the figure to {str(path)!r}: the name has no suffix "
+                         "to give the format (such as .png, .pdf or .svg)")
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(f"cannot save the figure to {str(path)!r}: unknown format {fmt!r}; "
+                         f"use one of {', '.join(sorted(supported))}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(path)
+    try:
+        fig.savefig(temporary, format=fmt, dpi=120)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+# -- names and labels --------------------------------------------------------------------------
+def _survey_name(observatory: str | None) -> str:
+    if not observatory:
+        return "unknown survey"
+    return _SURVEY_NAMES.get(observatory.lower(), observatory)
+
+
+def _series_label(observatory: str | None, band: str | None) -> str:
+    """``ZTF zr``, ``demo g``; a mission whose filter is its own name once: ``TESS``."""
+    survey = _survey_name(observatory)
+    if band is None or str(band) in ("", survey, "nan", "None"):
+        return survey
+    return f"{survey} {band}"
+
+
+def _time_label(observatories: Sequence[str | None]) -> str:
+    kinds = {(obs or "").lower() in _BARYCENTRIC for obs in observatories}
+    if kinds == {True}:
+        return "MJD (TDB)"
+    if kinds == {False}:
+        return "MJD"
+    barycentric = [_SURVEY_NAMES[o] for o in _SURVEY_ORDER
+                   if o in {(obs or "").lower() for obs in observatories} and o in _BARYCENTRIC]
+    return f"MJD (TDB for {', '.join(barycentric)})"
+
+
+def _flux_label(observatories: Sequence[str | None], name: str = "Flux") -> str:
+    units = {_FLUX_UNITS.get((obs or "").lower()) for obs in observatories}
+    return f"{name} ({units.pop()})" if len(units) == 1 and None not in units else name
+
+
+def _colour(band: str | None, used: dict[str, str], key: str | None = None) -> str:
+    """The colour of a filter (the usual one, unless another series in ``used`` has it)."""
+    key = str(band) if key is None else key
+    if key not in used:
+        taken = set(used.values())
+        colour = _FILTER_COLOURS.get(str(band))
+        if colour is None or colour in taken:
+            colour = next((c for c in _OTHER_COLOURS if c not in taken),
+                          _OTHER_COLOURS[len(used) % len(_OTHER_COLOURS)])
+        used[key] = colour
+    return used[key]
+
+
+def _filter_rank(band: str | None) -> tuple[int, str]:
+    text = str(band)
+    return (_FILTER_ORDER.index(text) if text in _FILTER_ORDER else len(_FILTER_ORDER), text)
+
+
+def _loaded(obj: Any, attribute: str) -> Any:
+    """``obj.attribute``, or ``None`` where reading it would need a closed session."""
+    state = sa.inspect(obj)
+    if state.detached and attribute in state.unloaded:
+        return None
+    return getattr(obj, attribute)
+
+
+def _lightcurve_source_name(lightcurve: Lightcurve) -> str:
+    source = _loaded(lightcurve, "source")
+    if source is not None:
+        return source.name
+    metadata = lightcurve._metadata or {}
+    if metadata.get("source_name"):
+        return str(metadata["source_name"])
+    raw = _loaded(lightcurve, "raw_data")
+    if raw is not None:
+        return raw.source_name
+    return f"source id {lightcurve.source_id}"
+
+
+def _describe_lightcurve(lightcurve: Lightcurve) -> str:
+    label = _series_label(lightcurve.observatory, lightcurve.filter)
+    where = f", series {lightcurve.series_number} of {lightcurve.series_total}" \
+        if lightcurve.series_number is not None and lightcurve.series_total else ""
+    return f"light curve {lightcurve.id} ({label}{where})" if lightcurve.id is not None \
+        else f"light curve ({label}{where})"
+
+
+# -- the points of one series ------------------------------------------------------------------
+@dataclass
+class _Points:
+    """Finite points of one series, with their errors (0 where unknown) and flags."""
+
+    time: np.ndarray
+    value: np.ndarray
+    error: np.ndarray
+    flagged: np.ndarray
+
+    @classmethod
+    def from_arrays(cls, time: Any, value: Any, error: Any = None, flagged: Any = None) -> _Points:
+        time = np.asarray(time, dtype=float)
+        value = np.asarray(value, dtype=float)
+        error = np.full(len(time), np.nan) if error is None else np.asarray(error, dtype=float)
+        flagged = np.zeros(len(time), bool) if flagged is None else np.asarray(flagged, dtype=bool)
+        keep = np.isfinite(time) & np.isfinite(value)
+        error = np.where(np.isfinite(error) & (error >= 0), error, 0.0)
+        return cls(time[keep], value[keep], error[keep], flagged[keep])
+
+    @classmethod
+    def concatenate(cls, pieces: Sequence[_Points]) -> _Points:
+        return cls(*(np.concatenate([getattr(p, name) for p in pieces]) if pieces else np.array([])
+                     for name in ("time", "value", "error", "flagged")))
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+
+def _column(frame: pd.DataFrame, *names: str) -> np.ndarray | None:
+    for name in names:
+        if name in frame:
+            return frame[name].to_numpy(dtype=float)
+    return None
+
+
+def _has_finite(frame: pd.DataFrame, name: str) -> bool:
+    return name in frame and bool(np.isfinite(frame[name].to_numpy(dtype=float)).any())
+
+
+def _qflag(frame: pd.DataFrame) -> np.ndarray:
+    if "qflag" in frame:
+        return frame["qflag"].to_numpy(dtype=bool)
+    return np.zeros(len(frame), bool)
+
+
+def _lightcurve_points(frame: pd.DataFrame, quantity: str) -> _Points:
+    error = _column(frame, f"{quantity}_err")
+    return _Points.from_arrays(frame["mjd"], frame[quantity], error, _qflag(frame))
+
+
+def _draw(ax: Axes, points: _Points, label: str, colour: str, marker: str,
+          markersize: float = 3.0) -> None:
+    """The good points (labelled, opaque) and the flagged ones (faint, out of the legend).
+
+    The data line of each has the gid ``good:<label>`` or ``flagged:<label>``.
+    """
+    for kind, selected, alpha in (("good", ~points.flagged, 1.0),
+                                  ("flagged", points.flagged, FLAGGED_ALPHA)):
+        if not selected.any():
+            continue
+        error = points.error[selected]
+        container = ax.errorbar(
+            points.time[selected], points.value[selected],
+            yerr=error if (error > 0).any() else None,
+            fmt=marker, markersize=markersize, color=colour, ecolor=colour, elinewidth=0.5,
+            capsize=0, alpha=alpha, label=label if kind == "good" else f"_{kind} {label}",
+            rasterized=len(error) > 2000,
+        )
+        container.lines[0].set_gid(f"{kind}:{label}")
+        for collection in container.lines[2]:
+            collection.set_gid(f"{kind}:{label}")
+
+
+def _flag_handle() -> Any:
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], linestyle="none", marker="o", markersize=4, color="gray",
+                  alpha=FLAGGED_ALPHA)
+
+
+def _legend(ax: Axes, any_flagged: bool, flag_text: str = "flagged (qflag)") -> None:
+    """The legend of ``ax``, outside it on the right (never over the data)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if any_flagged:
+        handles.append(_flag_handle())
+        labels.append(flag_text)
+    if handles:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  borderaxespad=0.0, fontsize="small")
+
+
+def _invert(ax: Axes) -> None:
+    if not ax.yaxis_inverted():
+        ax.invert_yaxis()
+
+
+def _quantity(frame: pd.DataFrame, what: str) -> str:
+    """``mag`` when the table has finite magnitudes, else ``flux``; an error when neither."""
+    if _has_finite(frame, "mag"):
+        return "mag"
+    if _has_finite(frame, "flux"):
+        return "flux"
+    raise ValueError(f"{what}: no finite 'mag' or 'flux' values to plot "
+                     f"(columns: {', '.join(map(str, frame.columns))})")
+
+
+def _lightcurve_frame(lightcurve: Lightcurve) -> pd.DataFrame:
+    what = _describe_lightcurve(lightcurve)
+    if lightcurve._data is None and not (lightcurve.filename and lightcurve.key):
+        raise ValueError(f"{what} has no data to plot: no table in memory and no file")
+    frame = lightcurve.data
+    if frame is None or len(frame) == 0:
+        raise ValueError(f"{what} has no data to plot: its table is empty")
+    if "mjd" not in frame:
+        raise ValueError(f"{what} has no 'mjd' column to plot against "
+                         f"(columns: {', '.join(map(str, frame.columns))})")
+    return frame
+
+
+# -- light curves ------------------------------------------------------------------------------
+def plot_lightcurve(lightcurve: Lightcurve, ax: Axes | None = None,
+                    filename: str | os.PathLike | None = None) -> Figure:
+    """One light curve against time: magnitudes (inverted axis), or flux when it has none.
+
+    Parameters
+    ----------
+    lightcurve
+        A :class:`~skyretriever.models.Lightcurve` (its data is loaded from its
+        file if needed).
+    ax
+        Axes to draw on; a new figure by default.
+    filename
+        Where to save the figure too (format from the suffix), written atomically.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure of ``ax`` (or the new one).
+
+    Raises
+    ------
+    ValueError
+        If the light curve has no data, no ``mjd`` column, or no finite
+        magnitude or flux.
+
+    Examples
+    --------
+    >>> from skyretriever.observatories import VirtualDemoObs
+    >>> obs = VirtualDemoObs(empty_fraction=0, num_seasons=1)
+    >>> lightcurve = obs.reduce(obs.download({"name": "star", "ra": 1.0, "dec": 2.0}))[0]
+    >>> fig = plot_lightcurve(lightcurve)
+    >>> fig.axes[0].get_xlabel(), fig.axes[0].yaxis_inverted()
+    ('MJD', True)
+    """
+    frame = _lightcurve_frame(lightcurve)
+    what = _describe_lightcurve(lightcurve)
+    quantity = _quantity(frame, what)
+    points = _lightcurve_points(frame, quantity)
+    fig, ax = _new_axes(ax)
+    label = _series_label(lightcurve.observatory, lightcurve.filter)
+    observatory = (lightcurve.observatory or "").lower()
+    _draw(ax, points, label, _colour(lightcurve.filter, {}), _MARKERS.get(observatory, "o"))
+    ax.set_xlabel(_time_label([lightcurve.observatory]))
+    if quantity == "mag":
+        ax.set_ylabel("Magnitude (mag)")
+        _invert(ax)
+    else:
+        ax.set_ylabel(_flux_label([lightcurve.observatory]))
+    series = ""
+    if lightcurve.series_number is not None and lightcurve.series_total:
+        series = f", series {lightcurve.series_number} of {lightcurve.series_total}"
+    simulated = " (simulated)" if lightcurve.is_simulated else ""
+    ax.set_title(f"{_lightcurve_source_name(lightcurve)}: {label}{series}{simulated}")
+    _legend(ax, bool(points.flagged.any()))
+    _save(fig, filename)
+    return fig
+
+
+def _raw_flags(raw: RawPhotometry, frame: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """Epochs the observatory's default quality mask flags, and how the legend names them."""
+    if "qflag" in frame:
+        return frame["qflag"].to_numpy(dtype=bool), "flagged (qflag)"
+    column = next((c for c in _RAW_QUALITY_COLUMNS if c in frame), None)
+    if column is None:
+        return np.zeros(len(frame), bool), ""
+    quality = np.nan_to_num(frame[column].to_numpy(dtype=float)).astype(np.int64)
+    from skyretriever.observatories import observatory_class
+    from skyretriever.parameters import ParameterError
+
+    try:
+        mask = int(observatory_class(raw.observatory).QUALITY_PRESETS["default"])
+    except (ParameterError, KeyError):
+        return quality != 0, f"flagged ({column} ≠ 0)"
+    return (quality & mask) != 0, f"flagged ({column}, default mask)"
+
+
+def plot_raw_photometry(raw: RawPhotometry, ax: Axes | None = None,
+                        filename: str | os.PathLike | None = None) -> Figure:
+    """Raw photometry as the archive gave it: magnitudes if it has them, else flux.
+
+    TESS, Kepler and K2 tables (flux columns, no magnitudes) are drawn as
+    PDCSAP flux (else SAP flux) against time; ZTF and demo tables as
+    magnitudes on an inverted axis. One series per filter; epochs that the
+    observatory's default quality mask would flag are drawn faintly.
+
+    Parameters
+    ----------
+    raw
+        A :class:`~skyretriever.models.RawPhotometry` with data.
+    ax
+        Axes to draw on; a new figure by default.
+    filename
+        Where to save the figure too (format from the suffix), written atomically.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        If the raw data is empty, or has no time or nothing to plot.
+
+    Examples
+    --------
+    >>> from skyretriever.observatories import VirtualDemoObs
+    >>> raw = VirtualDemoObs(empty_fraction=0).download({"name": "star", "ra": 1.0, "dec": 2.0})
+    >>> fig = plot_raw_photometry(raw)
+    >>> sorted(text.get_text() for text in fig.axes[0].get_legend().get_texts())[:2]
+    ['demo g', 'demo r']
+    """
+    what = f"raw photometry of {raw.source_name!r} from {_survey_name(raw.observatory)}"
+    if raw.is_empty:
+        raise ValueError(f"{what} is empty (the archive had no data): nothing to plot")
+    if raw._data is None and not (raw.filename and raw.key):
+        raise ValueError(f"{what} has no data to plot: no table in memory and no file")
+    frame = raw.data
+    if frame is None or len(frame) == 0:
+        raise ValueError(f"{what} has no data to plot: its table is empty")
+    if "mjd" not in frame:
+        raise ValueError(f"{what} has no 'mjd' column to plot against "
+                         f"(columns: {', '.join(map(str, frame.columns))})")
+    if _has_finite(frame, "mag"):
+        quantity, error_names, ylabel = "mag", ("mag_err", "magerr"), "Magnitude (mag)"
+    else:
+        found = next(((c, n) for c, n in _RAW_FLUX_COLUMNS if _has_finite(frame, c)), None)
+        if found is None:
+            raise ValueError(f"{what}: no finite magnitudes or fluxes to plot "
+                             f"(columns: {', '.join(map(str, frame.columns))})")
+        quantity, error_names = found[0], (f"{found[0]}_err",)
+        ylabel = _flux_label([raw.observatory], found[1])
+    flags, flag_text = _raw_flags(raw, frame)
+    error = _column(frame, *error_names)
+    bands = frame["filter"].astype(str).to_numpy() if "filter" in frame else None
+    fig, ax = _new_axes(ax)
+    colours: dict[str, str] = {}
+    groups = [None] if bands is None else sorted(set(bands), key=_filter_rank)
+    any_flagged = False
+    for band in groups:
+        rows = np.ones(len(frame), bool) if band is None else bands == band
+        points = _Points.from_arrays(frame["mjd"].to_numpy(float)[rows],
+                                     frame[quantity].to_numpy(float)[rows],
+                                     None if error is None else error[rows], flags[rows])
+        if not len(points):
+            continue
+        label = _series_label(raw.observatory, band)
+        _draw(ax, points, label, _colour(band, colours),
+              _MARKERS.get((raw.observatory or "").lower(), "o"))
+        any_flagged |= bool(points.flagged.any())
+    ax.set_xlabel(_time_label([raw.observatory]))
+    ax.set_ylabel(ylabel)
+    if quantity == "mag":
+        _invert(ax)
+    ax.set_title(f"{raw.source_name}: raw {_survey_name(raw.observatory)} photometry "
+                 f"({raw.num_points or len(frame)} epochs)")
+    _legend(ax, any_flagged, flag_text)
+    _save(fig, filename)
+    return fig
+
+
+# -- sources -----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _database(obj: Any, session: Any) -> Iterator[Any]:
+    """The session to read ``obj``'s relations with, or ``None`` when they can be read in memory.
+
+    A given session is used as it is; an object still in its session (or never
+    saved) needs none; a detached object gets a new session for the reading.
+    """
+    if session is not None:
+        yield session
+        return
+    if not sa.inspect(obj).detached:
+        yield None
+        return
+    from skyretriever.database import Session
+
+    with Session() as new_session:
+        yield new_session
+
+
+def _processed(lightcurves: Sequence[Lightcurve]) -> list[Lightcurve]:
+    return [lc for lc in lightcurves if lc.was_processed is not False and not lc.is_simulated]
+
+
+def _source_lightcurves(source: Source, session: Any) -> list[Lightcurve]:
+    from skyretriever.models import Lightcurve
+
+    with _database(source, session) as reader:
+        if reader is None or source.id is None:
+            lightcurves = list(source.lightcurves)
+        else:
+            lightcurves = list(reader.scalars(
+                sa.select(Lightcurve).where(Lightcurve.source_id == source.id)
+                .order_by(Lightcurve.observatory, Lightcurve.series_number)))
+    return _processed(lightcurves)
+
+
+def _group_key(lightcurve: Lightcurve) -> tuple[int, str, tuple[int, str]]:
+    observatory = (lightcurve.observatory or "").lower()
+    rank = _SURVEY_ORDER.index(observatory) if observatory in _SURVEY_ORDER else len(_SURVEY_ORDER)
+    return rank, observatory, _filter_rank(lightcurve.filter)
+
+
+def plot_source(source: Source, session: Any = None, ax: Axes | None = None,
+                filename: str | os.PathLike | None = None) -> Figure:
+    """All processed light curves of a source on one time axis, in magnitudes.
+
+    TESS, Kepler, K2, ZTF and demo light curves share the axis (MJD; TDB for
+    the space missions); one colour and marker per survey and filter, so the
+    sectors or seasons of one filter are one legend entry. Light curves with
+    no finite magnitude are left out; simulated ones are never shown.
+
+    Parameters
+    ----------
+    source
+        A :class:`~skyretriever.models.Source`.
+    session
+        Session to read its light curves with; by default its own, or a new
+        one if it is detached.
+    ax
+        Axes to draw on; a new figure by default.
+    filename
+        Where to save the figure too (format from the suffix), written atomically.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        If the source has no processed light curve with magnitudes.
+
+    Examples
+    --------
+    >>> from skyretriever.database import Session
+    >>> with Session() as session:                                      # doctest: +SKIP
+    ...     source = session.scalars(sa.select(Source).where(Source.name == "star_7")).one()
+    ...     fig = plot_source(source, filename="star_7.png")
+    """
+    lightcurves = _source_lightcurves(source, session)
+    if not lightcurves:
+        raise ValueError(f"source {source.name!r} (id {source.id}) has no processed light "
+                         f"curves to plot (status {source.status!r})")
+    groups: dict[tuple, list[_Points]] = {}
+    bands: dict[tuple, str | None] = {}
+    for lightcurve in sorted(lightcurves, key=lambda lc: (_group_key(lc), lc.time_start or 0.0)):
+        frame = lightcurve.data
+        if frame is None or len(frame) == 0 or "mjd" not in frame or not _has_finite(frame, "mag"):
+            continue
+        key = _group_key(lightcurve)
+        groups.setdefault(key, []).append(_lightcurve_points(frame, "mag"))
+        bands[key] = lightcurve.filter
+    if not groups:
+        raise ValueError(f"source {source.name!r} (id {source.id}): none of its "
+                         f"{len(lightcurves)} light curves has finite magnitudes to plot")
+    fig, ax = _new_axes(ax, figsize=(11.0, 5.0))
+    colours: dict[str, str] = {}
+    any_flagged = False
+    for key, pieces in groups.items():
+        points = _Points.concatenate(pieces)
+        _, observatory, _ = key
+        _draw(ax, points, _series_label(observatory, bands[key]),
+              _colour(bands[key], colours, key=f"{observatory}:{bands[key]}"),
+              _MARKERS.get(observatory, "o"))
+        any_flagged |= bool(points.flagged.any())
+    ax.set_xlabel(_time_label([key[1] for key in groups]))
+    ax.set_ylabel("Magnitude (mag)")
+    _invert(ax)
+    surveys = ", ".join(dict.fromkeys(_survey_name(key[1]) for key in groups))
+    ax.set_title(f"{source.name}: RA {source.ra:.5f}°, Dec {source.dec:+.5f}° "
+                 f"({surveys}; {sum(len(p) for p in groups.values())} light curves)")
+    _legend(ax, any_flagged)
+    _save(fig, filename)
+    return fig
+
+
+# -- detections --------------------------------------------------------------------------------
+def _is_transit(detection: Detection) -> bool:
+    return all(value is not None and np.isfinite(value) and value > 0
+               for value in (detection.period, detection.duration)) and detection.epoch is not None
+
+
+def _detection_lightcurves(detection: Detection, session: Any) -> tuple[str, list[Lightcurve]]:
+    """The source name and the light curves a detection came from (their data loaded)."""
+    from skyretriever.models import Lightcurve, Source
+
+    with _database(detection, session) as reader:
+        if reader is None:
+            source = detection.source
+            lightcurve = detection.lightcurve
+            candidates = list(source.lightcurves) if source is not None else []
+        else:
+            source = reader.get(Source, detection.source_id)
+            lightcurve = (reader.get(Lightcurve, detection.lightcurve_id)
+                          if detection.lightcurve_id is not None else None)
+            candidates = list(reader.scalars(
+                sa.select(Lightcurve).where(Lightcurve.source_id == detection.source_id)
+                .order_by(Lightcurve.observatory, Lightcurve.series_number)))
+        name = source.name if source is not None else f"source id {detection.source_id}"
+        if lightcurve is not None:
+            chosen = [lightcurve]
+        else:
+            # an event found in several light curves together (a transit over sectors):
+            # those of its filter (and observatory, when the detection names one)
+            chosen = [lc for lc in _processed(candidates)
+                      if (detection.filter is None or lc.filter == detection.filter)
+                      and (detection.observatory is None or lc.observatory == detection.observatory)]
+        for lc in chosen:
+            lc.data  # noqa: B018 - load while the rows are at hand
+    if not chosen:
+        raise ValueError(f"detection {detection.id} ({detection.finder}, source {name!r}) has no "
+                         "light curve to plot: none is linked and none of the source's processed "
+                         f"light curves has filter {detection.filter!r}")
+    return name, chosen
+
+
+def _span(ax: Axes, detection: Detection, label: str = "event window", colour: str = "tab:orange",
+          alpha: float = 0.2) -> None:
+    if detection.time_start is not None and detection.time_end is not None:
+        span = ax.axvspan(detection.time_start, detection.time_end, color=colour,
+                          alpha=alpha, label=label, zorder=0)
+        span.set_gid("event window")
+
+
+def plot_detection(detection: Detection, session: Any = None,
+                   filename: str | os.PathLike | None = None) -> Figure:
+    """A detection on its light curve; a transit candidate also folded on its period.
+
+    A flare or dip (the peak finder and the like): the light curve, in
+    magnitudes when it has them, with the event window (``time_start`` to
+    ``time_end``) shaded and the peak marked, above a zoom on the window.
+
+    A transit candidate (``period``, ``epoch`` and ``duration`` set, as the
+    transit finder reports them): its light curves (all those of its filter
+    when it was found in several) as normalised flux, each segment divided by
+    a robust running mean fitted outside the transits, with the event window
+    shaded and the mid-transit times ticked; below, the folded flux against
+    phase (-0.5 to 0.5) and against hours from mid-transit, with the box model
+    of the candidate's depth and duration.
+
+    Parameters
+    ----------
+    detection
+        A :class:`~skyretriever.models.Detection`.
+    session
+        Session to read its source and light curves with; by default its own,
+        or a new one if it is detached.
+    filename
+        Where to save the figure too (format from the suffix), written atomically.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        If the detection has no light curve with data to show it on.
+
+    Examples
+    --------
+    >>> from skyretriever.database import Session
+    >>> with Session() as session:                                      # doctest: +SKIP
+    ...     best = session.scalars(sa.select(Detection).order_by(Detection.snr.desc())).first()
+    ...     fig = plot_detection(best, filename="best.png")
+    """
+    transit = _is_transit(detection)
+    name, lightcurves = _detection_lightcurves(detection, session)
+    if transit:
+        fig = _plot_transit(detection, name, lightcurves)
+    else:
+        fig = _plot_event(detection, name, lightcurves)
+    _save(fig, filename)
+    return fig
+
+
+def _simulated_note(detection: Detection) -> str:
+    if not detection.is_simulated:
+        return ""
+    kind = (detection.injected or {}).get("kind", "event")
+    return f" [simulated: injected {kind}, not in the stored data]"
+
+
+def _plot_event(detection: Detection, name: str, lightcurves: list[Lightcurve]) -> Figure:
+    frames = [_lightcurve_frame(lc) for lc in lightcurves]
+    quantity = "mag" if all(_has_finite(f, "mag") for f in frames) else "flux"
+    what = f"detection {detection.id} of {name!r}"
+    if not all(_has_finite(f, quantity) for f in frames):
+        raise ValueError(f"{what}: its light curves have no finite magnitudes or fluxes to plot")
+    points = _Points.concatenate([_lightcurve_points(f, quantity) for f in frames])
+    observatory = detection.observatory or lightcurves[0].observatory
+    band = detection.filter if detection.filter is not None else lightcurves[0].filter
+    label = _series_label(observatory, band)
+    fig, (full, zoom) = _pyplot().subplots(2, 1, figsize=(10.0, 7.5), layout="constrained")
+    colour = _colour(band, {})
+    marker = _MARKERS.get((observatory or "").lower(), "o")
+    for ax in (full, zoom):
+        _draw(ax, points, label, colour, marker)
+        _span(ax, detection)
+        if detection.time_peak is not None:
+            ax.axvline(detection.time_peak, color="black", linestyle="--", linewidth=0.8,
+                       label="peak epoch")
+        ax.set_xlabel(_time_label([observatory]))
+        if quantity == "mag":
+            ax.set_ylabel("Magnitude (mag)")
+        else:
+            ax.set_ylabel(_flux_label([observatory]))
+    centre = detection.time_peak
+    if detection.time_start is not None and detection.time_end is not None:
+        low, high = detection.time_start, detection.time_end
+    elif centre is not None:
+        low = high = centre
+    else:
+        low, high = float(points.time.min()), float(points.time.max())
+    cadence = float(np.median(np.diff(np.sort(points.time)))) if len(points) > 1 else 1.0
+    pad = max(high - low, 10 * cadence, 1e-3)
+    zoom.set_xlim(low - pad, high + pad)
+    inside = (points.time >= low - pad) & (points.time <= high + pad)
+    if inside.any():
+        top = points.value[inside] + points.error[inside]
+        bottom = points.value[inside] - points.error[inside]
+        margin = 0.05 * max(float(top.max() - bottom.min()), 1e-6)
+        zoom.set_ylim(float(bottom.min()) - margin, float(top.max()) + margin)
+    zoom.set_title("around the event", fontsize="medium")
+    if quantity == "mag":
+        _invert(full)
+        _invert(zoom)
+    kind = "flare" if (detection.sign or 0) > 0 else "dip"
+    full.set_title(f"{name}: {detection.finder} finder, {kind} in {label}, "
+                   f"S/N {detection.snr:.1f}{_simulated_note(detection)}")
+    _legend(full, bool(points.flagged.any()))
+    return fig
+
+
+def _fold(times: np.ndarray, period: float, epoch: float) -> np.ndarray:
+    """Phase in [-0.5, 0.5) with mid-transit at 0."""
+    return np.mod((times - epoch) / period + 0.5, 1.0) - 0.5
+
+
+def _normalised_flux(frame: pd.DataFrame, period: float, epoch: float, duration: float
+                     ) -> _Points:
+    """Flux over a robust running mean fitted outside the transits, segment by segment.
+
+    Flagged epochs are divided by the trend of the good ones, interpolated.
+    """
+    from skyretriever.analysis.series import detrend
+    from skyretriever.analysis.transit import TransitFinderParameters
+
+    pars = TransitFinderParameters()
+    times = frame["mjd"].to_numpy(dtype=float)
+    flux = frame["flux"].to_numpy(dtype=float)
+    error = _column(frame, "flux_err")
+    error = np.full(len(times), np.nan) if error is None else error
+    flagged = _qflag(frame)
+    usable = np.isfinite(times) & np.isfinite(flux) & (flux > 0)
+    good = usable & ~flagged
+    if good.sum() < 3:
+        return _Points.from_arrays([], [])
+    order = np.flatnonzero(good)[np.argsort(times[good], kind="stable")]
+    t, f = times[order], flux[order]
+    in_transit = np.abs(_fold(t, period, epoch)) * period < 0.75 * duration
+    window = max(pars.detrend_window, 3.0 * duration)
+    relative = detrend(t, f, pars.detrend, window, pars.segment_gap, ignore=in_transit)
+    trend = f / relative
+    result = np.full(len(times), np.nan)
+    result[order] = relative
+    others = usable & flagged
+    if others.any():
+        result[others] = flux[others] / np.interp(times[others], t, trend)
+    scale = np.full(len(times), np.nan)
+    scale[order] = trend
+    if others.any():
+        scale[others] = np.interp(times[others], t, trend)
+    return _Points.from_arrays(times, result, error / scale, flagged)
+
+
+def _box(ax: Axes, x_half_width: float, x_max: float, depth: float, label: str) -> None:
+    x = [-x_max, -x_half_width, -x_half_width, x_half_width, x_half_width, x_max]
+    y = [1.0, 1.0, 1.0 - depth, 1.0 - depth, 1.0, 1.0]
+    (line,) = ax.plot(x, y, color="tab:red", linewidth=1.5, label=label, zorder=5)
+    line.set_gid("box model")
+
+
+def _binned(x: np.ndarray, y: np.ndarray, width: float, low: float, high: float
+            ) -> tuple[np.ndarray, np.ndarray]:
+    edges = np.arange(low, high + width, width)
+    index = np.digitize(x, edges) - 1
+    centres, medians = [], []
+    for i in range(len(edges) - 1):
+        values = y[index == i]
+        if len(values):
+            centres.append(0.5 * (edges[i] + edges[i + 1]))
+            medians.append(np.median(values))
+    return np.asarray(centres), np.asarray(medians)
+
+
+def _plot_transit(detection: Detection, name: str, lightcurves: list[Lightcurve]) -> Figure:
+    period, epoch, duration = float(detection.period), float(detection.epoch), float(detection.duration)
+    depth = float(detection.depth) if detection.depth is not None and np.isfinite(detection.depth) \
+        else 0.0
+    what = f"transit candidate {detection.id} of {name!r}"
+    frames = [_lightcurve_frame(lc) for lc in lightcurves]
+    missing = [lc for lc, f in zip(lightcurves, frames) if not _has_finite(f, "flux")]
+    if missing:
+        raise ValueError(f"{what}: {_describe_lightcurve(missing[0])} has no finite flux to fold")
+    points = _Points.concatenate([_normalised_flux(f, period, epoch, duration) for f in frames])
+    if not len(points):
+        raise ValueError(f"{what}: fewer than 3 good epochs with positive flux to fold")
+    observatories = [lc.observatory for lc in lightcurves]
+    bands = {lc.filter for lc in lightcurves}
+    band = detection.filter if detection.filter is not None else (
+        bands.pop() if len(bands) == 1 else None)
+    surveys = list(dict.fromkeys(_survey_name(o) for o in observatories))
+    label = " + ".join(surveys) + (f" {band}" if band not in (None, *surveys) else "")
+    colour = _colour(band, {})
+    marker = _MARKERS.get((observatories[0] or "").lower(), "o")
+
+    fig = _pyplot().figure(figsize=(11.0, 8.0), layout="constrained")
+    axes = fig.subplot_mosaic([["time", "time"], ["phase", "hours"]])
+    ax_time, ax_phase, ax_hours = axes["time"], axes["phase"], axes["hours"]
+
+    _draw(ax_time, points, label, colour, marker, markersize=2.0)
+    _span(ax_time, detection, "event window (first to last transit)", "tab:gray", 0.1)
+    low, high = float(points.time.min()), float(points.time.max())
+    cycles = np.arange(np.ceil((low - epoch) / period), np.floor((high - epoch) / period) + 1)
+    mids = epoch + cycles * period
+    sorted_times = np.sort(points.time)
+    nearest = np.clip(np.searchsorted(sorted_times, mids), 1, len(sorted_times) - 1)
+    near = np.minimum(np.abs(sorted_times[nearest] - mids),
+                      np.abs(sorted_times[nearest - 1] - mids)) < duration if len(sorted_times) > 1 \
+        else np.ones(len(mids), bool)
+    if near.any():
+        ticks = ax_time.vlines(mids[near], 0.0, 0.06, transform=ax_time.get_xaxis_transform(),
+                               color="tab:red", linewidth=0.8, label="mid-transit times")
+        ticks.set_gid("mid-transit times")
+    ax_time.set_xlabel(_time_label(observatories))
+    ax_time.set_ylabel("Normalised flux")
+
+    phase = _fold(points.time, period, epoch)
+    folded = _Points(phase, points.value, points.error, points.flagged)
+    half_phase = 0.5 * duration / period
+    model_label = f"box model: depth {depth * 1e6:.0f} ppm, duration {duration * 24:.2f} h"
+    _draw(ax_phase, folded, label, colour, marker, markersize=1.5)
+    _box(ax_phase, half_phase, 0.5, depth, model_label)
+    ax_phase.set_xlim(-0.5, 0.5)
+    ax_phase.set_xlabel(f"Phase (period {period:.5f} d)")
+    ax_phase.set_ylabel("Normalised flux")
+
+    hours = phase * period * 24.0
+    limit = min(3.0 * duration, 0.5 * period) * 24.0
+    near_transit = np.abs(hours) <= limit
+    shown = _Points(hours[near_transit], points.value[near_transit],
+                    points.error[near_transit], points.flagged[near_transit])
+    _draw(ax_hours, shown, label, colour, marker, markersize=1.5)
+    _box(ax_hours, 12.0 * duration, limit, depth, model_label)
+    good = ~shown.flagged
+    if good.sum() >= 3:
+        centres, medians = _binned(shown.time[good], shown.value[good], duration * 24.0 / 8.0,
+                                   -limit, limit)
+        (binned,) = ax_hours.plot(centres, medians, "o", color="black", markersize=4,
+                                  label="binned (median)", zorder=6)
+        binned.set_gid("binned")
+    ax_hours.set_xlim(-limit, limit)
+    ax_hours.set_xlabel("Hours from mid-transit")
+    ax_hours.set_ylabel("Normalised flux")
+    handles: dict[str, Any] = {}
+    for ax in (ax_time, ax_phase, ax_hours):
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    if points.flagged.any():
+        handles["flagged (qflag)"] = _flag_handle()
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+               ncols=min(len(handles), 4), fontsize="small")
+
+    ax_time.set_title(
+        f"{name}: transit candidate in {label}, P = {period:.5f} d, depth "
+        f"{depth * 1e6:.0f} ppm, duration {duration * 24:.2f} h, S/N {detection.snr:.1f}"
+        + (f", SDE {detection.sde:.1f}" if detection.sde is not None else "")
+        + _simulated_note(detection))
+    return fig
+
+
+# -- histograms --------------------------------------------------------------------------------
+def _histogram_axis(histogram: Histogram, along: str) -> tuple[np.ndarray, list[str] | None,
+                                                               np.ndarray | None]:
+    """Positions of the bins, their tick labels (categorical axes) and edges (numeric axes)."""
+    from skyretriever.analysis.histogram import EVENTS
+
+    if along == "mag":
+        edges = histogram.mag_edges
+        return 0.5 * (edges[:-1] + edges[1:]), None, edges
+    if along == "score":
+        edges = histogram.score_edges
+        return 0.5 * (edges[:-1] + edges[1:]), None, edges
+    if along == "cadence":
+        edges = histogram.cadence_edges
+        labels = [f"{lo:g}–{hi:g}" for lo, hi in zip(edges[:-1], edges[1:])]
+        return np.arange(len(labels), dtype=float), labels, None
+    labels = list(histogram.filters) if along == "filter" else list(EVENTS)
+    return np.arange(len(labels), dtype=float), labels, None
+
+
+def plot_histogram(histogram: Histogram | str | os.PathLike, along: str = "mag",
+                   filename: str | os.PathLike | None = None) -> Figure:
+    """Counts and recovery efficiency of a histogram along one of its dimensions.
+
+    The upper panel has the counts of every variable that has the dimension
+    (light curves and good epochs scanned, epochs by score, real detections,
+    injected and recovered events), summed over the other dimensions, on a
+    logarithmic axis. The lower panel has the recovery efficiency (recovered
+    over injected) with its one-sigma Wilson interval, for each kind of
+    injected event and all together; bins where nothing was injected have none.
+
+    Parameters
+    ----------
+    histogram
+        A :class:`~skyretriever.analysis.histogram.Histogram`, or the path of
+        its netCDF file.
+    along
+        The dimension: ``mag``, ``cadence``, ``filter``, ``score`` or ``event``.
+    filename
+        Where to save the figure too (format from the suffix), written atomically.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        If ``along`` is not a dimension of the histogram.
+
+    Examples
+    --------
+    >>> from skyretriever.analysis import Histogram
+    >>> hist = Histogram()
+    >>> for snr, found in [(4.2, False), (4.4, True), (12.1, True)]:
+    ...     hist.add(hist.count_injection("flare", 15.0, 30.0, "g", snr, found))
+    >>> fig = plot_histogram(hist, along="score")
+    >>> fig.axes[1].get_ylabel()
+    'Recovery efficiency'
+    """
+    from skyretriever.analysis.histogram import EVENTS, VARIABLES, Histogram, recovery_efficiency
+
+    if isinstance(histogram, (str, os.PathLike)):
+        path = Path(histogram)
+        if not path.exists():
+            raise FileNotFoundError(f"no histogram file at {str(path)!r}")
+        histogram = Histogram.load(path)
+    if not isinstance(histogram, Histogram):
+        raise TypeError(f"plot_histogram needs a Histogram or the path of its file, "
+                        f"not {type(histogram).__name__}")
+    if along not in _HISTOGRAM_AXES:
+        from skyretriever.parameters import unknown_key_message
+
+        raise ValueError(f"plot_histogram(along={along!r}): "
+                         + unknown_key_message(along, _HISTOGRAM_AXES, "histogram dimension")
+                         + f"; the dimensions are {', '.join(_HISTOGRAM_AXES)}")
+    positions, ticks, edges = _histogram_axis(histogram, along)
+    fig, (ax_counts, ax_efficiency) = _pyplot().subplots(
+        2, 1, figsize=(9.0, 7.5), sharex=True, layout="constrained")
+
+    variables = [v for v in _HISTOGRAM_COUNTS if along in VARIABLES[v]]
+    drawn = []
+    width = 0.8 / max(len(variables), 1)
+    for number, variable in enumerate(variables):
+        dims = VARIABLES[variable]
+        values = histogram.counts[variable].sum(
+            axis=tuple(i for i, dim in enumerate(dims) if dim != along)).astype(float)
+        label = f"{_HISTOGRAM_LABELS[variable]} ({int(values.sum())})"
+        if edges is not None:
+            artist = ax_counts.stairs(np.where(values > 0, values, np.nan), edges, label=label,
+                                      linewidth=1.5, linestyle=("-", "--", "-.", ":")[number % 4])
+            artist.set_gid(f"counts:{variable}")
+        else:
+            offset = (number - (len(variables) - 1) / 2) * width
+            bars = ax_counts.bar(positions + offset, values, width=width, label=label)
+            for patch in bars:
+                patch.set_gid(f"counts:{variable}")
+        drawn.append(values)
+    if any(v.sum() > 0 for v in drawn):
+        ax_counts.set_yscale("log")
+    else:
+        ax_counts.text(0.5, 0.5, "no counts", transform=ax_counts.transAxes, ha="center")
+    ax_counts.set_ylabel("Counts")
+    _legend(ax_counts, False)
+
+    kinds = [None] if along == "event" else [
+        *(e for e in EVENTS if histogram.counts["injected"][EVENTS.index(e)].sum() > 0)]
+    if along != "event" and len(kinds) > 1:
+        kinds.append(None)
+    any_injected = histogram.total("injected") > 0
+    if any_injected:
+        for number, kind in enumerate(kinds):
+            table = recovery_efficiency(histogram, along, kind)
+            efficiency = table["efficiency"].to_numpy()
+            low = table["efficiency_low"].to_numpy()
+            high = table["efficiency_high"].to_numpy()
+            shown = np.isfinite(efficiency)
+            offset = 0.0 if edges is not None else (number - (len(kinds) - 1) / 2) * 0.15
+            name = "all injected events" if kind is None else f"{kind}s"
+            container = ax_efficiency.errorbar(
+                positions[shown] + offset, efficiency[shown],
+                yerr=np.vstack([efficiency[shown] - low[shown], high[shown] - efficiency[shown]]),
+                fmt="o", markersize=4, capsize=2,
+                label=f"{name} ({int(table['recovered'].sum())} of {int(table['injected'].sum())})")
+            container.lines[0].set_gid(f"efficiency:{kind or 'all'}")
+        _legend(ax_efficiency, False)
+    else:
+        ax_efficiency.text(0.5, 0.5, "nothing injected: no recovery efficiency",
+                           transform=ax_efficiency.transAxes, ha="center")
+    ax_efficiency.set_ylim(-0.02, 1.05)
+    ax_efficiency.set_ylabel("Recovery efficiency")
+    ax_efficiency.set_xlabel(_HISTOGRAM_AXES[along])
+    if ticks is not None:
+        ax_efficiency.set_xticks(positions, ticks)
+    elif edges is not None:
+        ax_efficiency.set_xlim(float(edges[0]), float(edges[-1]))
+    ax_counts.set_title(f"Histogram {histogram.name!r}: counts and recovery efficiency "
+                        f"along {along}")
+    _save(fig, filename)
+    return fig
