@@ -78,7 +78,15 @@ def make_database(backend: str, root: Path) -> tuple[str, callable]:
     return sa.engine.make_url(POSTGRES_ADMIN).set(database=name).render_as_string(False), drop
 
 
-def run(n: int, backend: str, scheduler: str, workers: int | None, batch_size: int) -> dict:
+#: What each analysis setting runs on every source (see --analysis).
+ANALYSES = {
+    "baseline": {"periodogram": {"enabled": False}},   # quality checks, peak finder, properties
+    "full": {},                                         # the defaults: + Lomb-Scargle periodogram
+}
+
+
+def run(n: int, backend: str, scheduler: str, workers: int | None, batch_size: int,
+        analysis: str = "baseline") -> dict:
     from skyretriever import Project
 
     root = Path(tempfile.mkdtemp(prefix="skyretriever-bench-"))
@@ -88,7 +96,7 @@ def run(n: int, backend: str, scheduler: str, workers: int | None, batch_size: i
         project = Project(
             name="bench", cfg_file=False, data_root=str(root / "data"), database_url=url,
             progress=False, catalog_kwargs={"default": "test", "num_sources": n},
-            demo={"wait_time": 0.0},
+            demo={"wait_time": 0.0}, analysis_kwargs=ANALYSES[analysis],
             execution_kwargs={"scheduler": scheduler, "workers": workers, "batch_size": batch_size},
         )
         start = time.perf_counter()
@@ -124,17 +132,22 @@ def main() -> None:
     parser.add_argument("--scheduler", choices=("serial", "local", "dask", "all"), default="local")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--analysis", choices=tuple(ANALYSES), default="baseline",
+                        help="baseline: quality checks, peak finder and properties (the work "
+                             "of issue 2's comparison); full: the defaults, with the "
+                             "Lomb-Scargle periodogram of every source")
     args = parser.parse_args()
     backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
     schedulers = ("serial", "local", "dask") if args.scheduler == "all" else (args.scheduler,)
-    print(f"demo pipeline, N = {args.n}, scheduler {args.scheduler}, {os.cpu_count()} cores")
+    print(f"demo pipeline, N = {args.n}, scheduler {args.scheduler}, analysis {args.analysis}, "
+          f"{os.cpu_count()} cores")
     rates: dict[tuple[str, str], float] = {}
     for backend in backends:
         for scheduler in schedulers:
             if scheduler == "dask" and backend == "sqlite":
                 print(f"{'sqlite':>10} {'dask':>6}: not run (a Dask run needs PostgreSQL)")
                 continue
-            r = run(args.n, backend, scheduler, args.workers, args.batch_size)
+            r = run(args.n, backend, scheduler, args.workers, args.batch_size, args.analysis)
             rates[backend, scheduler] = r["rate"]
             report(backend, scheduler, r, args.batch_size)
     for (backend, scheduler), rate in rates.items():
