@@ -1,36 +1,90 @@
-"""The ``skyretriever`` command: run a project, show its status, migrate the database.
+"""The ``skyretriever`` command: run a project, query its results, check and migrate it.
 
-Every command takes the project's YAML file, which names the project, the
-database and the data root.
+Every command takes the project's YAML file first (CONFIG): it names the
+project, the database and the data root, so it says where the rows are.
 
 Examples
 --------
     skyretriever run configs/demo.yaml
     skyretriever run configs/wd_flares.yaml --start 0 --stop 10000
     skyretriever status configs/demo.yaml
+    skyretriever sources configs/demo.yaml --where 'mag < 15 and dec > -30' --format csv
+    skyretriever detections configs/demo.yaml --min-snr 10 --real --limit 20
+    skyretriever show configs/demo.yaml demo_0042 --plot demo_0042.png
+    skyretriever report configs/demo.yaml --top 50
     skyretriever check configs/demo.yaml --repair
     skyretriever db upgrade configs/demo.yaml
+
+``--where`` takes a condition over the columns of the rows listed, such as
+``mag < 15 and dec > -30``, ``snr >= 7 or finder == "transit"``,
+``observatory in ("tess", "ztf")`` or ``not is_simulated``; see
+:mod:`skyretriever.query`. The query commands only read the database.
 
 Exit status: 0 when everything asked for was done, 3 when a run finished but
 some sources failed (their reasons are listed and stored), 4 when ``check``
 found problems (repaired or not), 1 on an error that stopped the command (bad
-configuration, unreachable database), 2 on bad usage.
+configuration or filter, unreachable database, unknown source), 2 on bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from skyretriever import __version__
 
-__all__ = ["main"]
+__all__ = ["DETECTION_COLUMNS", "SOURCE_COLUMNS", "CommandError", "main"]
 
 EXIT_FAILED_SOURCES = 3
 EXIT_PROBLEMS_FOUND = 4
+
+#: Columns of ``skyretriever sources`` (Source columns, then Properties columns); every one
+#: of them is also a name ``--where`` knows.
+SOURCE_COLUMNS = ("id", "name", "ra", "dec", "mag", "status", "num_lightcurves", "num_points",
+                  "best_snr", "num_detections", "error")
+#: Columns of ``skyretriever detections`` (``name`` is the source's name).
+DETECTION_COLUMNS = ("id", "name", "observatory", "filter", "finder", "is_simulated", "snr",
+                     "sign", "time_peak", "time_start", "time_end", "peak_mag", "period",
+                     "depth")
+
+# How text tables show floats, by column name (others: 6 significant digits).
+_FLOAT_FORMATS = {
+    "ra": ".5f", "dec": ".5f", "mag": ".3f", "peak_mag": ".3f", "mag_mean": ".3f",
+    "mag_median": ".3f", "mag_rms": ".4f", "mag_err": ".4f", "snr": ".2f", "best_snr": ".2f",
+    "score": ".2f", "transit_snr": ".2f", "time_peak": ".4f", "time_start": ".4f",
+    "time_end": ".4f", "period": ".6g", "depth": ".4g",
+}
+_CONFIG_HELP = "the project's YAML file (it names the database, so it comes first)"
+
+
+class CommandError(Exception):
+    """A command cannot do what was asked (unknown source, database not made yet, ...)."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, not {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, not {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +108,55 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("config", help="the project's YAML file")
     status.add_argument("--format", choices=("text", "json"), default="text")
     status.add_argument("--failures", type=int, default=20, help="how many failures to list")
+
+    formats = ("text", "csv", "json")
+    sources = commands.add_parser(
+        "sources", help="list the project's sources (with their properties)",
+        description="List the sources of the project, in catalog order, with columns "
+                    f"{', '.join(SOURCE_COLUMNS)}. CONFIG comes first: it names the database.")
+    sources.add_argument("config", help=_CONFIG_HELP)
+    sources.add_argument("--where", metavar="EXPR",
+                         help="condition over Source and Properties columns, e.g. "
+                              "'mag < 15 and dec > -30' or 'best_snr > 10'")
+    sources.add_argument("--limit", type=_positive_int, metavar="N", help="at most N rows")
+    sources.add_argument("--format", choices=formats, default="text")
+
+    detections = commands.add_parser(
+        "detections", help="list the project's detections, highest S/N first",
+        description="List the detections of the project, highest S/N first, with columns "
+                    f"{', '.join(DETECTION_COLUMNS)} (name: the source's). CONFIG comes "
+                    "first: it names the database.")
+    detections.add_argument("config", help=_CONFIG_HELP)
+    detections.add_argument("--min-snr", type=_finite_float, metavar="X",
+                            help="only detections with snr >= X")
+    kind = detections.add_mutually_exclusive_group()
+    kind.add_argument("--simulated", action="store_true",
+                      help="only detections of injected events")
+    kind.add_argument("--real", action="store_true", help="only real detections")
+    detections.add_argument("--where", metavar="EXPR",
+                            help="condition over Detection columns (and Source columns), e.g. "
+                                 "'snr >= 7 or finder == \"transit\"'")
+    detections.add_argument("--limit", type=_positive_int, metavar="N", help="at most N rows")
+    detections.add_argument("--format", choices=formats, default="text")
+
+    show = commands.add_parser(
+        "show", help="everything about one source: catalog, raw data, light curves, "
+                     "properties, detections",
+        description="Show one source of the project: its catalog values, raw data per "
+                    "observatory, light curves, properties and detections. CONFIG comes "
+                    "first: it names the database.")
+    show.add_argument("config", help=_CONFIG_HELP)
+    show.add_argument("source", metavar="SOURCE", help="the source's name, as in the catalog")
+    show.add_argument("--plot", metavar="FILE",
+                      help="also plot its light curves to FILE (format from the suffix: "
+                           ".png, .pdf, .svg)")
+    show.add_argument("--format", choices=("text", "json"), default="text")
+
+    report = commands.add_parser(
+        "report", help="write the project's HTML report and print the path of index.html")
+    report.add_argument("config", help=_CONFIG_HELP)
+    report.add_argument("--top", type=_positive_int, metavar="N",
+                        help="how many of the top detections to show")
 
     check = commands.add_parser(
         "check", help="do the database and the files agree? (exit 0 only when they do)")
@@ -93,9 +196,10 @@ def _print_status(status: dict) -> None:
     print(f"  properties {status['properties']}, detections {detections['real']} real, "
           f"{detections['simulated']} simulated")
     if status["failures"]:
-        print("  failures:")
+        shown, failed = len(status["failures"]), sources["failed"]
+        print("  failures:" if shown >= failed else f"  failures (first {shown} of {failed}):")
         for name, error in status["failures"]:
-            print(f"    {name}: {error}")
+            print(f"    {_printable(name)}: {_printable(error)}")
 
 
 def _db(args: argparse.Namespace) -> int:
@@ -114,6 +218,276 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the query commands ---------------------------------------------------------------------
+def _printable(value: Any) -> str:
+    """``value`` as text for a terminal: control characters (newlines, escapes) made visible."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON can hold it: non-finite floats become None, times ISO text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _text_cell(name: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return format(value, _FLOAT_FORMATS.get(name, ".6g"))
+    if hasattr(value, "isoformat"):
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, (dict, list)):
+        return _printable(json.dumps(value, sort_keys=True))
+    return _printable(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _text_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[str]:
+    """Lines of an aligned table: numbers right-aligned, everything else left-aligned."""
+    cells = [[_text_cell(column, row[column]) for column in columns] for row in rows]
+    lines = []
+    widths = [max([len(column)] + [len(line[i]) for line in cells])
+              for i, column in enumerate(columns)]
+    numeric = [any(_is_number(row[column]) for row in rows)
+               and all(_is_number(row[column]) or row[column] is None for row in rows)
+               for column in columns]
+    for line in [list(columns), *cells]:
+        parts = [cell.rjust(width) if right else cell.ljust(width)
+                 for cell, width, right in zip(line, widths, numeric)]
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+def _write_rows(rows: list[dict[str, Any]], columns: Sequence[str], output: str,
+                noun: str, truncated: bool) -> None:
+    """Print rows as an aligned table with a count, as CSV (header first) or as a JSON list."""
+    if output == "json":
+        print(json.dumps([{c: _plain(row[c]) for c in columns} for row in rows], indent=2,
+                         allow_nan=False))
+        return
+    if output == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if row[c] is None else _plain(row[c]) for c in columns])
+        return
+    if rows:
+        for line in _text_table(rows, columns):
+            print(line)
+    plural = noun if len(rows) == 1 else f"{noun}s"
+    print(f"{len(rows)} {plural}" + (" (more with a higher --limit)" if truncated else ""))
+
+
+def _read_only_project(config: str):
+    """The project of ``config``, after checking its database has the current schema.
+
+    The query commands never create or migrate tables: an empty or outdated
+    database is an error saying what to run.
+    """
+    from skyretriever import database
+
+    project = _project(config)
+    current, head = database.current_revision(), database.head_revision()
+    where = database.redact_url(project.database_url)
+    if current is None:
+        raise CommandError(f"the database {where} has no skyretriever tables yet; run "
+                           f"'skyretriever run {config}' first")
+    if current != head:
+        raise CommandError(f"the database {where} has schema {current}, and this version of "
+                           f"skyretriever reads {head}; run 'skyretriever db upgrade {config}'")
+    return project
+
+
+def _fetch(query: Any, limit: int | None) -> tuple[list[dict[str, Any]], bool]:
+    """The rows of ``query`` (at most ``limit``) as dictionaries, and whether more were left."""
+    from skyretriever.database import Session
+
+    if limit is not None:
+        query = query.limit(limit + 1)
+    with Session() as session:
+        rows = [dict(row._mapping) for row in session.execute(query)]
+    truncated = limit is not None and len(rows) > limit
+    return rows[:limit] if truncated else rows, truncated
+
+
+def _sources(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from skyretriever.models import Properties, Source
+    from skyretriever.query import filter_columns, parse_filter
+
+    # The filter is read before anything touches the database.
+    condition = parse_filter(args.where, Source, Properties, where="--where") \
+        if args.where is not None else None
+    project = _read_only_project(args.config)
+    context = project.context
+    columns = filter_columns(Source, Properties)
+    query = (sa.select(*(columns[name] for name in SOURCE_COLUMNS))
+             .select_from(Source)
+             .outerjoin(Properties, Properties.source_id == Source.id)
+             .where(Source.project == context.name, Source.cfg_hash == context.cfg_hash)
+             .order_by(Source.cat_index, Source.name, Source.id))
+    if condition is not None:
+        query = query.where(condition)
+    rows, truncated = _fetch(query, args.limit)
+    _write_rows(rows, SOURCE_COLUMNS, args.format, "source", truncated)
+    return 0
+
+
+def _detections(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from skyretriever.models import Detection, Source
+    from skyretriever.query import filter_columns, parse_filter
+
+    condition = parse_filter(args.where, Detection, Source, where="--where") \
+        if args.where is not None else None
+    project = _read_only_project(args.config)
+    context = project.context
+    columns = filter_columns(Detection, Source)
+    query = (sa.select(*(columns[name] for name in DETECTION_COLUMNS))
+             .select_from(Detection)
+             .join(Source, Source.id == Detection.source_id)
+             .where(Detection.project == context.name, Detection.cfg_hash == context.cfg_hash)
+             .order_by(Detection.snr.desc(), Detection.id))
+    if args.min_snr is not None:
+        query = query.where(Detection.snr >= args.min_snr)
+    if args.simulated or args.real:
+        query = query.where(Detection.is_simulated.is_(bool(args.simulated)))
+    if condition is not None:
+        query = query.where(condition)
+    rows, truncated = _fetch(query, args.limit)
+    _write_rows(rows, DETECTION_COLUMNS, args.format, "detection", truncated)
+    return 0
+
+
+_SHOWN_RAW = ("observatory", "is_empty", "num_points", "time_start", "time_end", "filters",
+              "filename")
+_SHOWN_LIGHTCURVES = ("id", "observatory", "filter", "series_number", "series_total",
+                      "is_simulated", "num_points", "num_good_points", "time_start", "time_end",
+                      "exptime", "mag_mean", "mag_rms")
+
+
+def _row_values(row: Any, skip: Sequence[str] = ()) -> dict[str, Any]:
+    return {column.key: getattr(row, column.key) for column in row.__table__.columns
+            if column.key not in skip}
+
+
+def _find_source(session: Any, context: Any, name: str, config: str):
+    import sqlalchemy as sa
+
+    from skyretriever.models import Source
+
+    mine = (Source.project == context.name, Source.cfg_hash == context.cfg_hash)
+    source = session.scalars(sa.select(Source).where(*mine, Source.name == name)).first()
+    if source is not None:
+        return source
+    similar = session.scalars(
+        sa.select(Source.name).where(
+            *mine, sa.func.lower(Source.name).contains(name.lower(), autoescape=True))
+        .order_by(Source.name).limit(5)
+    ).all()
+    hint = f"; similar names: {', '.join(repr(n) for n in similar)}" if similar else (
+        f"; list them with 'skyretriever sources {config}'")
+    raise CommandError(f"no source named {name!r} in project {context.name!r}{hint}")
+
+
+def _show(args: argparse.Namespace) -> int:
+    from skyretriever.database import Session
+
+    project = _read_only_project(args.config)
+    context = project.context
+    with Session() as session:
+        source = _find_source(session, context, args.source, args.config)
+        catalog = _row_values(source, skip=("project", "cfg_hash"))
+        raw = [_row_values(r) for r in sorted(source.raw_photometry, key=lambda r: r.observatory)]
+        lightcurves = [_row_values(lc) for lc in source.lightcurves]
+        properties = (_row_values(source.properties, skip=("id", "source_id", "project",
+                                                           "cfg_hash"))
+                      if source.properties is not None else None)
+        detections = [{**_row_values(d), "name": source.name}
+                      for d in sorted(source.detections, key=lambda d: (-d.snr, d.id))]
+        plot = _plot(source, session, args.plot) if args.plot else None
+    if args.format == "json":
+        print(json.dumps({
+            "project": context.name, "cfg_hash": context.cfg_hash,
+            "source": {k: _plain(v) for k, v in catalog.items()},
+            "raw_photometry": [{k: _plain(v) for k, v in r.items()} for r in raw],
+            "lightcurves": [{k: _plain(v) for k, v in lc.items()} for lc in lightcurves],
+            "properties": ({k: _plain(v) for k, v in properties.items()}
+                           if properties is not None else None),
+            "detections": [{k: _plain(v) for k, v in d.items()} for d in detections],
+            "plot": plot,
+        }, indent=2, allow_nan=False))
+        return 0
+    print(f"source {_printable(source.name)} (project {context.name}, "
+          f"cfg_hash {context.cfg_hash[:16] or '(none)'})")
+    _print_pairs("catalog", catalog)
+    print(f"raw data: {len(raw)} observator{'y' if len(raw) == 1 else 'ies'}")
+    for line in _text_table(raw, _SHOWN_RAW) if raw else []:
+        print(f"  {line}")
+    print(f"light curves: {len(lightcurves)}")
+    for line in _text_table(lightcurves, _SHOWN_LIGHTCURVES) if lightcurves else []:
+        print(f"  {line}")
+    if properties is None:
+        print("properties: none (not analysed yet)")
+    else:
+        _print_pairs("properties", properties)
+    print(f"detections: {len(detections)}")
+    for line in _text_table(detections, DETECTION_COLUMNS) if detections else []:
+        print(f"  {line}")
+    if plot:
+        print(f"plot saved to {plot}")
+    return 0
+
+
+def _print_pairs(title: str, values: Mapping[str, Any]) -> None:
+    """A section of ``name  value`` lines, leaving out empty values."""
+    shown = {k: v for k, v in values.items() if v is not None and v != {} and v != []}
+    print(f"{title}:")
+    width = max((len(k) for k in shown), default=0)
+    for key, value in shown.items():
+        print(f"  {key:<{width}}  {_text_cell(key, value)}")
+
+
+def _plot(source: Any, session: Any, filename: str) -> str:
+    try:
+        from skyretriever.plots import plot_source
+    except ImportError as error:
+        raise CommandError(f"--plot needs skyretriever.plots, which cannot be imported: "
+                           f"{error}") from None
+    try:
+        figure = plot_source(source, session=session, filename=filename)
+    except (OSError, ValueError) as error:
+        raise CommandError(f"cannot write the plot {filename!r}: {error}") from None
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:  # a figure made through pyplot stays open until closed
+        pyplot.close(figure)
+    return str(filename)
+
+
+def _report(args: argparse.Namespace) -> int:
+    try:
+        from skyretriever.report import write_report
+    except ImportError as error:
+        raise CommandError(f"the report needs skyretriever.report, which cannot be imported: "
+                           f"{error}") from None
+    project = _read_only_project(args.config)
+    kwargs = {"top": args.top} if args.top is not None else {}
+    print(write_report(project, **kwargs))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -122,6 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from skyretriever.catalogs.catalog import CatalogError
     from skyretriever.database import DatabaseError
     from skyretriever.parameters import ParameterError
+    from skyretriever.query import FilterError
+    from skyretriever.storage import StorageError
 
     try:
         if args.command == "run":
@@ -145,7 +521,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if report.clean else EXIT_PROBLEMS_FOUND
         if args.command == "db":
             return _db(args)
-    except (ParameterError, CatalogError, DatabaseError) as error:
+        commands = {"sources": _sources, "detections": _detections, "show": _show,
+                    "report": _report}
+        if args.command in commands:
+            return commands[args.command](args)
+    except (ParameterError, CatalogError, DatabaseError, FilterError, StorageError,
+            CommandError) as error:
         print(f"skyretriever: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
