@@ -376,7 +376,7 @@ def plot_lightcurve(lightcurve: Lightcurve, ax: Axes | None = None,
     >>> obs = VirtualDemoObs(empty_fraction=0, num_seasons=1)
     >>> lightcurve = obs.reduce(obs.download({"name": "star", "ra": 1.0, "dec": 2.0}))[0]
     >>> fig = plot_lightcurve(lightcurve)
-    >>> fig.axes[0].get_xlabel(), fig.axes[0].yaxis_inverted()
+    >>> fig.axes[0].get_xlabel(), bool(fig.axes[0].yaxis_inverted())
     ('MJD', True)
     """
     frame = _lightcurve_frame(lightcurve)

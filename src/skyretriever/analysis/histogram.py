@@ -296,6 +296,20 @@ class Histogram:
             histogram.batch_ids = {int(i) for i in dataset["batch_id"].to_numpy()}
         return histogram
 
+    def plot(self, **kwargs: Any):
+        """Plot the counts and the recovery efficiency along one dimension.
+
+        Keyword arguments (``along``, ``filename``) go to
+        :func:`skyretriever.plots.plot_histogram`; returns the Figure.
+
+        Examples
+        --------
+        >>> fig = Histogram().plot(along="score")                       # doctest: +SKIP
+        """
+        from skyretriever.plots import plot_histogram
+
+        return plot_histogram(self, **kwargs)
+
 
 def _wilson_interval(successes: np.ndarray, trials: np.ndarray, z: float = 1.0
                      ) -> tuple[np.ndarray, np.ndarray]:

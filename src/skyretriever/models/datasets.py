@@ -116,6 +116,20 @@ class RawPhotometry(FileBacked, Base):
         info = storage.write_tables(relative, {self.key: (self._data, metadata)})
         self.filename, self.checksum, self.file_size = info.filename, info.checksum, info.file_size
 
+    def plot(self, **kwargs: Any):
+        """Plot the raw data (magnitudes, or flux for TESS, Kepler and K2) against time.
+
+        Keyword arguments (``ax``, ``filename``) go to
+        :func:`skyretriever.plots.plot_raw_photometry`; returns the Figure.
+
+        Examples
+        --------
+        >>> fig = raw.plot(filename="raw.png")                          # doctest: +SKIP
+        """
+        from skyretriever.plots import plot_raw_photometry
+
+        return plot_raw_photometry(self, **kwargs)
+
 
 SUMMARY_COLUMNS = ("mjd", "qflag", "exptime", "mag", "flux")
 
@@ -241,6 +255,20 @@ class Lightcurve(FileBacked, Base):
     def save(self) -> None:
         """Write this light curve, with the others of its file (``siblings``), atomically."""
         save_lightcurves(getattr(self, "siblings", None) or [self])
+
+    def plot(self, **kwargs: Any):
+        """Plot this light curve against time (magnitudes on an inverted axis, or flux).
+
+        Keyword arguments (``ax``, ``filename``) go to
+        :func:`skyretriever.plots.plot_lightcurve`; returns the Figure.
+
+        Examples
+        --------
+        >>> fig = lightcurve.plot(filename="lightcurve.png")            # doctest: +SKIP
+        """
+        from skyretriever.plots import plot_lightcurve
+
+        return plot_lightcurve(self, **kwargs)
 
 
 def save_lightcurves(lightcurves: Iterable[Lightcurve]) -> None:

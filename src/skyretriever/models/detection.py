@@ -83,3 +83,17 @@ class Detection(Base):
 
     source: Mapped[Source] = relationship(back_populates="detections", doc="The source.")
     lightcurve: Mapped[Lightcurve | None] = relationship(doc="The light curve of the event.")
+
+    def plot(self, **kwargs: Any):
+        """Plot the event on its light curve (a transit candidate folded on its period).
+
+        Keyword arguments (``session``, ``filename``) go to
+        :func:`skyretriever.plots.plot_detection`; returns the Figure.
+
+        Examples
+        --------
+        >>> fig = detection.plot(filename="detection.png")              # doctest: +SKIP
+        """
+        from skyretriever.plots import plot_detection
+
+        return plot_detection(self, **kwargs)

@@ -178,3 +178,17 @@ class Source(Base):
         passive_deletes=True,
         doc="Events found in the light curves of this source (real and simulated).",
     )
+
+    def plot(self, **kwargs: Any):
+        """Plot every processed light curve of this source on one time axis, in magnitudes.
+
+        Keyword arguments (``session``, ``ax``, ``filename``) go to
+        :func:`skyretriever.plots.plot_source`; returns the Figure.
+
+        Examples
+        --------
+        >>> fig = source.plot(filename="source.png")                    # doctest: +SKIP
+        """
+        from skyretriever.plots import plot_source
+
+        return plot_source(self, **kwargs)
