@@ -1,0 +1,983 @@
+"""A static HTML report of a project: summary, plots, top detections and one page per source.
+
+:func:`write_report` writes plain files into one folder (by default
+``<output folder>/report``): HTML pages, PNG images beside them and nothing
+else. Every link is relative, so the folder can be copied or served anywhere;
+nothing is loaded from the network (the table sorting is a few lines of inline
+JavaScript). Every piece of text from the database or the configuration is
+HTML-escaped, and file names come from :func:`skyretriever.storage.sanitize_name`,
+so hostile source names (``<script>``, quotes, ``/``, ``..``) can neither run
+nor leave the folder.
+
+Layout of the report folder::
+
+    index.html                     summary: sources by state, observatories, failures,
+                                   time per step, histograms, top detections, config.yaml
+    failures.html                  every failed source with its reason
+    sources_1.html, sources_2.html ...   the sources, 500 per page (``per_page``)
+    sources/<source>.html          one page per source: its properties, light curves,
+                                   detections and plots
+    sources/<source>.png           all light curves of the source
+    detections/<id>.png            a detection's plot, and <id>_thumb.png its thumbnail
+    plots/histogram_<axis>.png     counts and recovery efficiency along mag, score, ...
+
+The report is built in a temporary folder and renamed into place only when
+complete, so a report that fails half-way never replaces a good one.
+
+Examples
+--------
+>>> from skyretriever import Project
+>>> from skyretriever.report import write_report
+>>> proj = Project(cfg_file="configs/demo.yaml")          # doctest: +SKIP
+>>> summary = proj.run()                                  # doctest: +SKIP
+>>> write_report(proj, summary=summary)                   # doctest: +SKIP
+PosixPath('.../data/DEMO/report/index.html')
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import html
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from skyretriever import __version__, database, storage
+from skyretriever.models import Detection, Properties, Source
+
+if TYPE_CHECKING:
+    from skyretriever.project import Project, RunSummary
+
+__all__ = [
+    "HISTOGRAM_AXES",
+    "MARKER_FILE",
+    "SOURCES_PER_PAGE",
+    "ReportError",
+    "write_report",
+]
+
+log = logging.getLogger(__name__)
+
+#: Sources listed on one page of the source list.
+SOURCES_PER_PAGE = 500
+#: Axes along which the histogram and efficiency plots are drawn.
+HISTOGRAM_AXES = ("mag", "score", "cadence", "filter")
+#: File that marks a folder as a skyretriever report (only such folders are replaced).
+MARKER_FILE = ".skyretriever-report"
+#: Detections per source page that get a plot of their own (the top ones by S/N).
+DETECTION_PLOTS_PER_SOURCE = 3
+_THUMBNAIL_SIZE = (320, 240)  # pixels at most; shown 160 CSS pixels wide, sharp on dense screens
+_BATCH_SIZE = 200
+
+
+class ReportError(RuntimeError):
+    """The report cannot be written where it was asked for (or with what was given)."""
+
+
+# -- HTML pieces ---------------------------------------------------------------------------
+def _text(value: Any) -> str:
+    """Any value as escaped HTML text (``None`` as nothing, times in UTC to the second)."""
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        value = value.strftime("%Y-%m-%d %H:%M:%S UTC")  # stored in UTC, without a zone
+    return html.escape(str(value), quote=True)
+
+
+def _href(*parts: str) -> str:
+    """A relative URL from path pieces (already sanitised file names), escaped for an attribute."""
+    return html.escape("/".join(quote(part) for part in parts), quote=True)
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    """A number for a table cell, rounded to ``digits`` decimals; blanks for missing values."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    number = _finite(value)
+    if number is None:
+        return "" if value is None else _text(value)
+    return f"{number:.{digits}f}"
+
+
+def _cell(value: Any, digits: int = 3) -> str:
+    """A ``<td>``: numbers carry their full value in ``data-value`` for sorting."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = _finite(value)
+        sort_value = "" if number is None else repr(number)
+        return f'<td class="num" data-value="{sort_value}">{_number(value, digits)}</td>'
+    if isinstance(value, bool):
+        return f'<td data-value="{int(value)}">{_number(value)}</td>'
+    return f"<td>{_text(value)}</td>"
+
+
+def _json_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def _header_row(columns: Iterable[tuple[str, str]]) -> str:
+    """``<thead>`` of a sortable table from ``(label, "number" or "text")`` pairs."""
+    cells = "".join(
+        f'<th scope="col" data-type="{kind}" tabindex="0">{_text(label)}</th>'
+        for label, kind in columns
+    )
+    return f"<thead><tr>{cells}</tr></thead>"
+
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1200px;
+padding:0 1em 3em;color:#1d1d1f;background:#fff;line-height:1.4}
+nav{padding:.6em 0;border-bottom:1px solid #ccc;margin-bottom:1em}
+nav a{margin-right:1.2em}
+h1{font-size:1.5em;word-break:break-all}h2{font-size:1.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
+th,td{border:1px solid #d0d0d0;padding:.25em .5em;text-align:left;vertical-align:middle}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+thead th{background:#eef1f5}
+table.sortable thead th{cursor:pointer;user-select:none}
+table.sortable thead th[aria-sort=ascending]::after{content:" \\25B2"}
+table.sortable thead th[aria-sort=descending]::after{content:" \\25BC"}
+tbody tr:nth-child(even){background:#f8f9fb}
+table.properties th{background:#f4f5f7;font-weight:normal;white-space:nowrap}
+img.plot{max-width:100%;height:auto;border:1px solid #ddd}
+img.thumb{width:160px;height:auto;display:block}
+pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
+.error{color:#a40000}.muted{color:#666}
+.wide{overflow-x:auto}
+.figures{display:flex;flex-wrap:wrap;gap:1em}.figures figure{margin:0}
+"""
+
+# Sorts any <table class="sortable"> by the clicked (or Enter/Space) header: numbers by
+# data-value, text in the locale's order, blanks last either way; a second click reverses.
+_SORT_SCRIPT = """
+(function () {
+  "use strict";
+  function key(row, column, numeric) {
+    var cell = row.cells[column];
+    if (!cell) { return null; }
+    var text = cell.hasAttribute("data-value") ? cell.getAttribute("data-value")
+                                               : cell.textContent.trim();
+    if (text === "") { return null; }
+    if (numeric) { var x = parseFloat(text); return isNaN(x) ? null : x; }
+    return text;
+  }
+  function sortTable(table, column, header) {
+    var numeric = header.getAttribute("data-type") === "number";
+    var ascending = header.getAttribute("aria-sort") !== "ascending";
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows).map(function (row, index) {
+      return {row: row, index: index, key: key(row, column, numeric)};
+    });
+    rows.sort(function (a, b) {
+      if (a.key === null || b.key === null) {
+        if (a.key === b.key) { return a.index - b.index; }
+        return a.key === null ? 1 : -1;
+      }
+      var order = numeric ? a.key - b.key : String(a.key).localeCompare(String(b.key));
+      if (!ascending) { order = -order; }
+      return order !== 0 ? order : a.index - b.index;
+    });
+    rows.forEach(function (item) { body.appendChild(item.row); });
+    Array.prototype.forEach.call(header.parentNode.cells, function (cell) {
+      cell.removeAttribute("aria-sort");
+    });
+    header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), function (table) {
+    if (!table.tHead || !table.tBodies.length) { return; }
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (header, column) {
+      header.addEventListener("click", function () { sortTable(table, column, header); });
+      header.addEventListener("keydown", function (event) {
+        if (event.key === "Enter" || event.key === " ") {
+          event.preventDefault();
+          sortTable(table, column, header);
+        }
+      });
+    });
+  });
+})();
+"""
+
+
+def _page_start(handle: TextIO, title: str, root: str, page_count: int) -> None:
+    """Write the head of a page and its navigation; ``root`` is the relative way to the top."""
+    handle.write(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{_text(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+        f'<nav><a href="{root}index.html">Summary</a>'
+        f'<a href="{root}index.html#detections">Top detections</a>'
+        f'<a href="{root}sources_1.html">Sources ({page_count} page'
+        f'{"s" if page_count != 1 else ""})</a>'
+        f'<a href="{root}failures.html">Failures</a></nav>\n<main>\n'
+    )
+
+
+def _page_end(handle: TextIO) -> None:
+    handle.write(
+        f'</main>\n<footer class="muted"><p>Written by skyretriever {_text(__version__)}.</p>'
+        f"</footer>\n<script>{_SORT_SCRIPT}</script>\n</body>\n</html>\n"
+    )
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+# -- what the report shows -----------------------------------------------------------------
+@dataclass
+class _Plotter:
+    """Makes the figures (through :mod:`skyretriever.plots`) and remembers what failed."""
+
+    enabled: bool
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    made: int = 0
+
+    def __post_init__(self) -> None:
+        self._plots = None
+        if self.enabled:
+            from skyretriever import plots
+
+            self._plots = plots
+
+    def make(self, what: str, function: str, path: Path, *args: Any,
+             thumbnail: Path | None = None, **kwargs: Any) -> bool:
+        """Draw one figure into ``path`` (and a small copy into ``thumbnail``); False on failure."""
+        if self._plots is None:
+            return False
+        import matplotlib.pyplot as plt
+
+        figure = None
+        try:
+            figure = getattr(self._plots, function)(*args, filename=path, **kwargs)
+            if thumbnail is not None:  # scaled from the PNG: much cheaper than drawing again
+                from PIL import Image
+
+                with Image.open(path) as image:
+                    image.thumbnail(_THUMBNAIL_SIZE, Image.Resampling.LANCZOS)
+                    image.save(thumbnail)
+        except Exception as error:  # one bad file or value must not stop the whole report
+            log.warning("report: no plot of %s: %s", what, error, exc_info=log.isEnabledFor(
+                logging.DEBUG))
+            self.failures.append((what, f"{type(error).__name__}: {error}"))
+            path.unlink(missing_ok=True)
+            if thumbnail is not None:
+                thumbnail.unlink(missing_ok=True)
+            return False
+        finally:
+            if figure is not None:
+                plt.close(figure)
+        self.made += 1
+        return True
+
+
+@dataclass
+class _Context:
+    project: str
+    cfg_hash: str
+    conditions: tuple
+
+
+def _source_file(name: str) -> str:
+    """File name stem of a source's page and plot (sanitised, never a path)."""
+    return storage.sanitize_name(name)
+
+
+def _source_link(name: str, root: str) -> str:
+    return f'<a href="{root}{_href("sources", _source_file(name) + ".html")}">{_text(name)}</a>'
+
+
+def _iter_sources(context: _Context, batch_size: int) -> Iterator[tuple[orm.Session, list[Source]]]:
+    """The project's sources in batches (by id), each batch in its own short session."""
+    last_id = 0
+    while True:
+        with database.Session() as session:
+            sources = session.scalars(
+                sa.select(Source).where(*context.conditions, Source.id > last_id)
+                .order_by(Source.id).limit(batch_size)
+                .options(orm.selectinload(Source.properties),
+                         orm.selectinload(Source.lightcurves),
+                         orm.selectinload(Source.detections),
+                         orm.selectinload(Source.raw_photometry))
+            ).all()
+            if not sources:
+                return
+            yield session, list(sources)
+            last_id = sources[-1].id
+            session.expunge_all()
+
+
+def _config_section(project: Project) -> tuple[str, str, str]:
+    """``config.yaml`` as written by the last run (or as it would be), its hash and a note."""
+    path = project.output_folder / "config.yaml"
+    current = project.cfg_hash
+    if path.exists():
+        data = path.read_bytes()
+        written = hashlib.sha256(data).hexdigest()
+        note = ""
+        if written != current:
+            note = (f"The project's configuration has changed since this file was written: "
+                    f"it now hashes to {current}. Run the project to bring the folder up to date.")
+        return data.decode("utf-8", "replace"), written, note
+    return (project.config_text(), current,
+            "config.yaml is not written yet (the project has not run): this is what a run writes.")
+
+
+def _activity(context: _Context) -> tuple[dt.datetime | None, dt.datetime | None]:
+    with database.Session() as session:
+        first, last = session.execute(
+            sa.select(sa.func.min(Source.created_at), sa.func.max(Source.modified_at))
+            .where(*context.conditions)
+        ).one()
+    return first, last
+
+
+def _top_detections(context: _Context, top: int) -> list[dict[str, Any]]:
+    """The ``top`` real detections by S/N, as plain values (and the ids for their plots)."""
+    if top == 0:
+        return []
+    with database.Session() as session:
+        detections = session.scalars(
+            sa.select(Detection).join(Source)
+            .where(*context.conditions, ~Detection.is_simulated)
+            .order_by(Detection.snr.desc(), Detection.id).limit(top)
+            .options(orm.joinedload(Detection.source), orm.joinedload(Detection.lightcurve))
+        ).all()
+        return [_detection_values(d) for d in detections]
+
+
+def _detection_values(detection: Detection, series: dict[int, int] | None = None
+                      ) -> dict[str, Any]:
+    """Plain values of a detection; ``series`` maps light-curve ids to series numbers
+    (otherwise the light curve is read through the relationship)."""
+    if series is not None:
+        number = series.get(detection.lightcurve_id)
+    else:
+        number = detection.lightcurve.series_number if detection.lightcurve is not None else None
+    return {
+        "id": detection.id,
+        "source": detection.source.name,
+        "finder": detection.finder,
+        "observatory": detection.observatory,
+        "filter": detection.filter,
+        "series": number,
+        "snr": detection.snr,
+        "score": detection.score,
+        "time_peak": detection.time_peak,
+        "time_start": detection.time_start,
+        "time_end": detection.time_end,
+        "window": (detection.time_end - detection.time_start
+                   if detection.time_end is not None and detection.time_start is not None
+                   else None),
+        "peak_mag": detection.peak_mag,
+        "num_points": detection.num_points,
+        "sign": detection.sign,
+        "period": detection.period,
+        "duration": detection.duration,
+        "depth": detection.depth,
+        "is_simulated": detection.is_simulated,
+    }
+
+
+_DETECTION_COLUMNS = (
+    ("S/N", "number", "snr", 2), ("score", "number", "score", 2),
+    ("observatory", "text", "observatory", 0), ("filter", "text", "filter", 0),
+    ("series", "number", "series", 0), ("finder", "text", "finder", 0),
+    ("peak (MJD)", "number", "time_peak", 4), ("start (MJD)", "number", "time_start", 4),
+    ("end (MJD)", "number", "time_end", 4), ("peak mag", "number", "peak_mag", 3),
+    ("points", "number", "num_points", 0), ("sign", "number", "sign", 0),
+    ("period (d)", "number", "period", 5), ("duration (d)", "number", "duration", 4),
+    ("depth", "number", "depth", 5),
+)
+
+
+_TOP_DETECTION_COLUMNS = (
+    ("S/N", "number", "snr", 2), ("observatory", "text", "observatory", 0),
+    ("filter", "text", "filter", 0), ("finder", "text", "finder", 0),
+    ("peak (MJD)", "number", "time_peak", 4), ("window (d)", "number", "window", 3),
+    ("peak mag", "number", "peak_mag", 3), ("points", "number", "num_points", 0),
+    ("period (d)", "number", "period", 5), ("depth", "number", "depth", 5),
+)
+
+
+def _detection_cells(values: dict[str, Any], columns: tuple = _DETECTION_COLUMNS) -> str:
+    return "".join(_cell(values[key], digits) for _, _, key, digits in columns)
+
+
+def _thumbnail_cell(detection_id: int, root: str, have_plot: bool, alt: str) -> str:
+    if not have_plot:
+        return '<td class="muted">no plot</td>'
+    full = _href("detections", f"{detection_id}.png")
+    thumb = _href("detections", f"{detection_id}_thumb.png")
+    return (f'<td><a href="{root}{full}"><img class="thumb" src="{root}{thumb}" '
+            f'alt="{_text(alt)}"></a></td>')
+
+
+# -- the pages -----------------------------------------------------------------------------
+def _write_index(path: Path, project: Project, status: dict[str, Any], context: _Context,
+                 summary: RunSummary | None, top_rows: list[dict[str, Any]],
+                 plotted: set[int], histograms: list[tuple[str, str | None]],
+                 histogram_note: str, plotter: _Plotter, page_count: int,
+                 failure_count: int) -> None:
+    config_text, config_hash, config_note = _config_section(project)
+    first, last = _activity(context)
+    with open(path, "w", encoding="utf-8") as handle:
+        _page_start(handle, f"skyretriever report: {context.project}", "", page_count)
+        write = handle.write
+        write(f"<h1>Project {_text(context.project)}</h1>\n")
+        generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        write('<table class="properties" id="run">')
+        rows = [
+            ("cfg_hash (SHA-256 of config.yaml)", config_hash),
+            ("rows filed under cfg_hash", context.cfg_hash or "(none: version control is off)"),
+            ("output folder", status["folder"]),
+            ("database", status["database"]),
+            ("catalog rows", status["catalog_rows"]),
+            ("first row written", first),
+            ("last row changed", last),
+            ("report written", generated),
+        ]
+        for label, value in rows:
+            write(f"<tr><th>{_text(label)}</th><td>{_text(value)}</td></tr>")
+        write("</table>\n")
+
+        write('<h2 id="states">Sources by state</h2>\n<table id="source-states"><thead><tr>'
+              "<th>state</th><th>sources</th></tr></thead><tbody>")
+        for state, count in status["sources"].items():
+            write(f"<tr><td>{_text(state)}</td>{_cell(count)}</tr>")
+        total_sources = sum(status["sources"].values())
+        write(f"<tr><th>all</th>{_cell(total_sources)}</tr></tbody></table>\n")
+        write(f'<p>Properties of {_text(status["properties"])} sources; detections: '
+              f'{_text(status["detections"]["real"])} real, '
+              f'{_text(status["detections"]["simulated"])} in injected data.</p>\n')
+
+        write('<h2 id="observatories">Observatories</h2>\n<table id="observatory-counts">'
+              "<thead><tr><th>observatory</th><th>raw data</th><th>of which empty</th>"
+              "<th>light curves</th></tr></thead><tbody>")
+        for name, counts in status["observatories"].items():
+            write(f"<tr><td>{_text(name)}</td>{_cell(counts['raw'])}{_cell(counts['empty'])}"
+                  f"{_cell(counts['lightcurves'])}</tr>")
+        write("</tbody></table>\n")
+
+        write('<h2 id="time">Time per step</h2>\n')
+        if summary is not None and summary.seconds:
+            write('<table id="step-times"><thead><tr><th>step</th><th>seconds</th></tr>'
+                  "</thead><tbody>")
+            for step, seconds in summary.seconds.items():
+                write(f"<tr><td>{_text(step)}</td>{_cell(float(seconds), 2)}</tr>")
+            write("</tbody></table>\n")
+            counts = summary.counts
+            write(f"<p>That run: {_text(counts.get('sources', 0))} sources, done "
+                  f"{_text(counts.get('done', 0))}, skipped {_text(counts.get('skipped', 0))}, "
+                  f"empty {_text(counts.get('empty', 0))}, failed "
+                  f"{_text(counts.get('failed', 0))}.</p>\n")
+        else:
+            write('<p class="muted">Not recorded: the database keeps no timings. Pass the '
+                  "RunSummary of a run (<code>write_report(project, summary=project.run())"
+                  "</code>) to show them.</p>\n")
+
+        write(f'<h2 id="failures">Failures ({_text(failure_count)})</h2>\n')
+        if status["failures"]:
+            write('<table id="failure-list"><thead><tr><th>source</th><th>reason</th></tr>'
+                  "</thead><tbody>")
+            for name, reason in status["failures"]:
+                write(f'<tr><td>{_source_link(name, "")}</td>'
+                      f'<td class="error">{_text(reason)}</td></tr>')
+            write("</tbody></table>\n")
+            if failure_count > len(status["failures"]):
+                write(f'<p><a href="failures.html">All {_text(failure_count)} failures</a></p>\n')
+        else:
+            write("<p>None.</p>\n")
+
+        write('<h2 id="histograms">Histograms and recovery efficiency</h2>\n')
+        if histograms:
+            write('<div class="figures">')
+            for axis, image in histograms:
+                if image is not None:
+                    write(f'<figure><a href="{_href("plots", image)}"><img class="plot" '
+                          f'src="{_href("plots", image)}" alt="histogram along {_text(axis)}" '
+                          f'width="560"></a><figcaption>along {_text(axis)}</figcaption>'
+                          "</figure>")
+                else:
+                    write(f'<p class="error">No plot along {_text(axis)} (see below).</p>')
+            write("</div>\n")
+        write(f'<p class="muted">{_text(histogram_note)}</p>\n')
+
+        write(f'<h2 id="detections">Top {_text(len(top_rows))} detections by S/N</h2>\n')
+        if top_rows:
+            columns = [("rank", "number"), ("plot", "text"), ("source", "text")]
+            columns += [(label, kind) for label, kind, _, _ in _TOP_DETECTION_COLUMNS]
+            write('<div class="wide"><table class="sortable" id="top-detections">'
+                  f"{_header_row(columns)}<tbody>")
+            for rank, values in enumerate(top_rows, 1):
+                alt = f"detection {values['id']} of {values['source']}"
+                write(f'<tr data-detection="{values["id"]}">{_cell(rank)}'
+                      f'{_thumbnail_cell(values["id"], "", values["id"] in plotted, alt)}'
+                      f'<td>{_source_link(values["source"], "")}</td>'
+                      f"{_detection_cells(values, _TOP_DETECTION_COLUMNS)}</tr>\n")
+            write('</tbody></table></div>\n<p class="muted">Click a column header to sort.</p>\n')
+        else:
+            write("<p>No detections.</p>\n")
+
+        if plotter.failures:
+            write(f'<h2 id="plot-failures">Plots not made ({len(plotter.failures)})</h2>\n<ul>')
+            for what, reason in plotter.failures[:200]:
+                write(f'<li>{_text(what)}: <span class="error">{_text(reason)}</span></li>')
+            write("</ul>\n")
+
+        write('<h2 id="config">Configuration (config.yaml)</h2>\n')
+        if config_note:
+            write(f"<p>{_text(config_note)}</p>\n")
+        write(f"<pre>{_text(config_text)}</pre>\n")
+        _page_end(handle)
+
+
+def _write_failures(path: Path, context: _Context, page_count: int, batch_size: int) -> int:
+    """Every failed source and its reason, streamed in batches; returns how many."""
+    count = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        _page_start(handle, f"Failures: {context.project}", "", page_count)
+        handle.write(f"<h1>Failed sources of {_text(context.project)}</h1>\n")
+        handle.write('<table class="sortable" id="all-failures">'
+                     f'{_header_row([("catalog row", "number"), ("source", "text"), ("reason", "text")])}'
+                     "<tbody>")
+        last_id = 0
+        while True:
+            with database.Session() as session:
+                rows = session.execute(
+                    sa.select(Source.id, Source.cat_index, Source.name, Source.error)
+                    .where(*context.conditions, Source.status == "failed", Source.id > last_id)
+                    .order_by(Source.id).limit(batch_size)
+                ).all()
+            if not rows:
+                break
+            for _, index, name, reason in rows:
+                handle.write(f"<tr>{_cell(index)}<td>{_source_link(name, '')}</td>"
+                             f'<td class="error">{_text(reason)}</td></tr>\n')
+            count += len(rows)
+            last_id = rows[-1][0]
+        handle.write("</tbody></table>\n")
+        if not count:
+            handle.write("<p>No source failed.</p>\n")
+        _page_end(handle)
+    return count
+
+
+_SOURCE_FIELDS = (
+    ("status", "status"), ("error", "error"), ("catalog row", "cat_index"), ("RA (deg)", "ra"),
+    ("Dec (deg)", "dec"), ("mag", "mag"), ("mag error", "mag_err"), ("mag filter", "mag_filter"),
+    ("pmRA (mas/yr)", "pmra"), ("pmDec (mas/yr)", "pmdec"), ("TIC", "tic_id"),
+    ("EPIC", "epic_id"), ("KIC", "kic_id"), ("Gaia DR3", "gaia_id"), ("ZTF oid", "ztf_oid"),
+    ("HEALPix (order 16)", "healpix"), ("created", "created_at"), ("modified", "modified_at"),
+)
+_PROPERTY_FIELDS = tuple(
+    name for name in Properties.__table__.columns.keys()
+    if name not in ("id", "source_id", "project", "cfg_hash", "created_at")
+)
+_LIGHTCURVE_COLUMNS = (
+    ("observatory", "text"), ("filter", "text"), ("series", "number"), ("points", "number"),
+    ("good points", "number"), ("start (MJD)", "number"), ("end (MJD)", "number"),
+    ("exposure (s)", "number"), ("mean mag", "number"), ("mag rms", "number"),
+    ("simulated", "text"),
+)
+
+
+def _properties_table(rows: Iterable[tuple[str, str, Any]], table_id: str) -> str:
+    cells = []
+    for label, doc, value in rows:
+        if isinstance(value, (dict, list)):
+            shown = f"<code>{_text(_json_text(value))}</code>"
+        elif isinstance(value, (bool, float)):
+            shown = _number(value, 6)
+        else:
+            shown = _text(value)
+        cells.append(f'<tr><th title="{_text(doc)}">{_text(label)}</th><td>{shown}</td></tr>')
+    return f'<table class="properties" id="{table_id}">{"".join(cells)}</table>\n'
+
+
+def _write_source_page(folder: Path, source: Source, session: orm.Session, list_page: int,
+                       page_count: int, plotter: _Plotter, source_plots: bool,
+                       plotted: set[int], detections_folder: Path) -> None:
+    stem = _source_file(source.name)
+    image = f"{stem}.png"
+    has_plot = bool(source.lightcurves) and source_plots and plotter.make(
+        f"source {source.name!r}", "plot_source", folder / image, source, session=session)
+    real = sorted((d for d in source.detections if not d.is_simulated),
+                  key=lambda d: (-d.snr, d.id))
+    for detection in real[:DETECTION_PLOTS_PER_SOURCE if source_plots else 0]:
+        if detection.id in plotted:
+            continue
+        if plotter.make(f"detection {detection.id} of {source.name!r}", "plot_detection",
+                        detections_folder / f"{detection.id}.png", detection, session=session,
+                        thumbnail=detections_folder / f"{detection.id}_thumb.png"):
+            plotted.add(detection.id)
+
+    parts: list[str] = []
+    add = parts.append
+    add(f'<p class="muted"><a href="../index.html">Summary</a> &rsaquo; '
+        f'<a href="../sources_{list_page}.html">Sources, page {list_page}</a></p>\n')
+    add(f'<h1 id="source-name">{_text(source.name)}</h1>\n')
+    if has_plot:
+        add(f'<figure><a href="{_href(image)}"><img class="plot" id="source-plot" '
+            f'src="{_href(image)}" alt="light curves of {_text(source.name)}"></a></figure>\n')
+    elif not source.lightcurves:
+        add('<p class="muted">No light curves.</p>\n')
+    elif not (plotter.enabled and source_plots):
+        add('<p class="muted">Plots were not asked for.</p>\n')
+    else:
+        add('<p class="error">The plot of the light curves could not be made '
+            '(the reason is on the summary page).</p>\n')
+
+    add("<h2>Catalog and state</h2>\n")
+    columns = Source.__table__.columns
+    rows = [(label, columns[key].doc or "", getattr(source, key)) for label, key in _SOURCE_FIELDS
+            if key == "status" or getattr(source, key) is not None]
+    if source.cat_extra:
+        rows.append(("other catalog columns", columns["cat_extra"].doc or "", source.cat_extra))
+    add(_properties_table(rows, "source-properties"))
+
+    add("<h2>Properties</h2>\n")
+    properties = source.properties
+    if properties is None:
+        add('<p class="muted">Not analysed yet.</p>\n')
+    else:
+        columns = Properties.__table__.columns
+        add(_properties_table(
+            [(key, columns[key].doc or "", getattr(properties, key)) for key in _PROPERTY_FIELDS],
+            "analysis-properties"))
+
+    add("<h2>Raw data</h2>\n")
+    if source.raw_photometry:
+        add('<table id="raw-data"><thead><tr><th>observatory</th><th>empty</th><th>points</th>'
+            "<th>start (MJD)</th><th>end (MJD)</th><th>filters</th></tr></thead><tbody>")
+        for raw in sorted(source.raw_photometry, key=lambda r: r.observatory):
+            add(f"<tr><td>{_text(raw.observatory)}</td>{_cell(bool(raw.is_empty))}"
+                f"{_cell(raw.num_points, 0)}{_cell(raw.time_start, 4)}{_cell(raw.time_end, 4)}"
+                f"<td>{_text(', '.join(map(str, raw.filters or [])))}</td></tr>")
+        add("</tbody></table>\n")
+    else:
+        add('<p class="muted">None downloaded yet.</p>\n')
+
+    add(f"<h2>Light curves ({len(source.lightcurves)})</h2>\n")
+    if source.lightcurves:
+        add(f'<table class="sortable" id="lightcurves">{_header_row(_LIGHTCURVE_COLUMNS)}<tbody>')
+        for lc in source.lightcurves:
+            add(f"<tr><td>{_text(lc.observatory)}</td><td>{_text(lc.filter)}</td>"
+                f"{_cell(lc.series_number)}{_cell(lc.num_points)}{_cell(lc.num_good_points)}"
+                f"{_cell(lc.time_start, 4)}{_cell(lc.time_end, 4)}{_cell(lc.exptime, 1)}"
+                f"{_cell(lc.mag_mean, 3)}{_cell(lc.mag_rms, 4)}{_cell(bool(lc.is_simulated))}"
+                "</tr>\n")
+        add("</tbody></table>\n")
+
+    simulated = len(source.detections) - len(real)
+    add(f"<h2>Detections ({len(real)} real, {simulated} in injected data)</h2>\n")
+    if source.detections:
+        columns = [("plot", "text"), ("simulated", "text")]
+        columns += [(label, kind) for label, kind, _, _ in _DETECTION_COLUMNS]
+        add(f'<div class="wide"><table class="sortable" id="source-detections">'
+            f"{_header_row(columns)}<tbody>")
+        ordered = sorted(source.detections, key=lambda d: (d.is_simulated, -d.snr, d.id))
+        series = {lc.id: lc.series_number for lc in source.lightcurves}
+        for detection in ordered:
+            values = _detection_values(detection, series)
+            alt = f"detection {detection.id} of {source.name}"
+            add(f'<tr data-detection="{detection.id}">'
+                f'{_thumbnail_cell(detection.id, "../", detection.id in plotted, alt)}'
+                f"{_cell(bool(detection.is_simulated))}{_detection_cells(values)}</tr>\n")
+        add("</tbody></table></div>\n")
+
+    with open(folder / f"{stem}.html", "w", encoding="utf-8") as handle:
+        _page_start(handle, f"{source.name} ({source.project})", "../", page_count)
+        handle.write("".join(parts))
+        _page_end(handle)
+
+
+class _SourceList:
+    """The paginated list of sources, written row by row as sources stream past."""
+
+    def __init__(self, folder: Path, project: str, page_count: int, per_page: int) -> None:
+        self.folder, self.project, self.page_count = folder, project, page_count
+        self.per_page = per_page
+        self.page = 0
+        self.rows_on_page = 0
+        self.handle: TextIO | None = None
+
+    def _open(self) -> None:
+        self.close()
+        self.page += 1
+        self.handle = open(self.folder / f"sources_{self.page}.html", "w", encoding="utf-8")
+        _page_start(self.handle, f"Sources of {self.project}, page {self.page}", "",
+                    self.page_count)
+        self.handle.write(f"<h1>Sources of {_text(self.project)}</h1>\n{self._pager()}")
+        columns = [("catalog row", "number"), ("source", "text"), ("state", "text"),
+                   ("RA", "number"), ("Dec", "number"), ("mag", "number"),
+                   ("light curves", "number"), ("best S/N", "number"),
+                   ("detections", "number"), ("transit S/N", "number"),
+                   ("transit period (d)", "number"), ("error", "text")]
+        self.handle.write('<div class="wide"><table class="sortable" id="sources">'
+                          f"{_header_row(columns)}<tbody>")
+        self.rows_on_page = 0
+
+    def _pager(self) -> str:
+        links = []
+        if self.page > 1:
+            links.append(f'<a href="sources_{self.page - 1}.html" rel="prev">previous</a>')
+        links.append(f"page {self.page} of {self.page_count}")
+        if self.page < self.page_count:
+            links.append(f'<a href="sources_{self.page + 1}.html" rel="next">next</a>')
+        return f'<p class="pager">{" &middot; ".join(links)}</p>\n'
+
+    def add(self, source: Source) -> int:
+        """List one source; returns the number of the page it is on."""
+        if self.handle is None or self.rows_on_page >= self.per_page:
+            self._open()
+        properties = source.properties
+        real = sum(1 for d in source.detections if not d.is_simulated)
+        self.handle.write(
+            f"<tr>{_cell(source.cat_index)}<td>{_source_link(source.name, '')}</td>"
+            f"<td>{_text(source.status)}</td>{_cell(source.ra, 5)}{_cell(source.dec, 5)}"
+            f"{_cell(source.mag, 2)}{_cell(len(source.lightcurves))}"
+            f"{_cell(properties.best_snr if properties else None, 2)}{_cell(real)}"
+            f"{_cell(properties.transit_snr if properties else None, 2)}"
+            f"{_cell(properties.transit_period if properties else None, 4)}"
+            f'<td class="error">{_text(source.error)}</td></tr>\n'
+        )
+        self.rows_on_page += 1
+        return self.page
+
+    def close(self) -> None:
+        if self.handle is None:
+            return
+        self.handle.write("</tbody></table></div>\n" + self._pager())
+        _page_end(self.handle)
+        self.handle.close()
+        self.handle = None
+
+    def finish(self) -> None:
+        """Close the last page; with no sources at all, still write an (empty) first page."""
+        if self.page == 0:
+            self._open()
+        self.close()
+
+
+def _histogram_plots(project: Project, folder: Path, plotter: _Plotter
+                     ) -> tuple[list[tuple[str, str | None]], str]:
+    path = project.histogram_path()
+    if not path.exists():
+        return [], "No histogram file yet (it is written at the end of a run with analysis)."
+    if not plotter.enabled:
+        return [], f"Plots were not asked for; the counts are in {path.name}."
+    from skyretriever.analysis.histogram import Histogram
+
+    try:
+        histogram = Histogram.load(path)
+    except Exception as error:
+        plotter.failures.append((f"histogram file {path.name}", f"{type(error).__name__}: {error}"))
+        return [], f"The histogram file {path.name} could not be read."
+    images: list[tuple[str, str | None]] = []
+    for axis in HISTOGRAM_AXES:
+        name = f"histogram_{axis}.png"
+        made = plotter.make(f"histogram along {axis}", "plot_histogram", folder / name,
+                            histogram, along=axis)
+        images.append((axis, name if made else None))
+    lightcurves = histogram.total("lightcurves")
+    injected = histogram.total("injected")
+    note = (f"From {path.name}: {lightcurves} light curves scanned, "
+            f"{histogram.total('detections')} detections, {injected} injected events "
+            f"({histogram.total('recovered')} recovered).")
+    return images, note
+
+
+# -- putting it in place -------------------------------------------------------------------
+def _check_target(target: Path) -> None:
+    if target.exists() or target.is_symlink():
+        if not target.is_dir() or target.is_symlink():
+            raise ReportError(f"report folder {str(target)!r} exists and is not a folder")
+        if not (target / MARKER_FILE).is_file() and any(target.iterdir()):
+            raise ReportError(
+                f"report folder {str(target)!r} exists and is not a skyretriever report "
+                f"(no {MARKER_FILE} file); refusing to replace it: choose another folder or "
+                "empty this one"
+            )
+
+
+def _swap_into_place(built: Path, target: Path) -> None:
+    """Rename the finished report to ``target``; the old one goes only once the new one is in."""
+    _check_target(target)  # again: the folder may have appeared while the report was built
+    if target.exists():
+        old = storage.temporary_path(target)
+        os.rename(target, old)
+        try:
+            os.rename(built, target)
+        except BaseException:
+            os.rename(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(built, target)
+
+
+def write_report(project: Project, folder: str | os.PathLike | None = None, top: int = 50, *,
+                 summary: RunSummary | None = None, plots: bool = True,
+                 source_plots: bool = True, progress: bool | None = None, per_page: int = SOURCES_PER_PAGE,
+                 batch_size: int = _BATCH_SIZE) -> Path:
+    """Write the static HTML report of a project and return the path of its ``index.html``.
+
+    Parameters
+    ----------
+    project
+        The project; its database and data root are the ones it configured.
+    folder
+        Where the report goes; default ``<project output folder>/report``. An
+        existing folder is replaced only if it holds a skyretriever report.
+    top
+        How many of the real detections with the highest S/N the summary lists.
+    summary
+        The :class:`~skyretriever.project.RunSummary` of a run, to show its time
+        per step (the database keeps no timings).
+    plots
+        Draw the figures (``False`` writes the pages only, much faster).
+    source_plots
+        Also draw each source's light curves and its best detections on its page
+        (``False`` keeps only the histograms and the top detections' plots: the
+        figures of every source are most of the time a report takes).
+    progress
+        Show a progress bar over the sources; default the project's ``progress``.
+    per_page
+        Sources per page of the source list.
+    batch_size
+        Sources read from the database at a time (memory stays flat).
+
+    Returns
+    -------
+    pathlib.Path
+        ``<folder>/index.html``.
+
+    Raises
+    ------
+    ReportError
+        If ``folder`` exists and is not a skyretriever report.
+    ValueError
+        If ``top``, ``per_page`` or ``batch_size`` is not a suitable integer.
+
+    Examples
+    --------
+    >>> from skyretriever import Project
+    >>> proj = Project(cfg_file="configs/demo.yaml")                   # doctest: +SKIP
+    >>> index = write_report(proj, summary=proj.run(), top=20)         # doctest: +SKIP
+    >>> index.name                                                     # doctest: +SKIP
+    'index.html'
+    """
+    for name, value, least in (("top", top, 0), ("per_page", per_page, 1),
+                               ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"write_report: {name} must be a whole number >= {least}, "
+                             f"not {value!r}")
+    status = project.status(max_failures=20)
+    context_info = project.context
+    context = _Context(context_info.name, context_info.cfg_hash,
+                       (Source.project == context_info.name,
+                        Source.cfg_hash == context_info.cfg_hash))
+    target = Path(folder).expanduser().resolve() if folder is not None \
+        else project.output_folder / "report"
+    _check_target(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    begin = time.perf_counter()
+
+    built = storage.temporary_path(target)
+    built.mkdir(parents=True)
+    try:
+        _build(built, project, status, context, summary, top, plots, source_plots, progress,
+               per_page, batch_size)
+        _swap_into_place(built, target)
+    except BaseException:
+        shutil.rmtree(built, ignore_errors=True)
+        raise
+    log.info("report of %s written to %s in %.1f s", context.project, target,
+             time.perf_counter() - begin)
+    return target / "index.html"
+
+
+def _build(built: Path, project: Project, status: dict[str, Any], context: _Context,
+           summary: RunSummary | None, top: int, plots: bool, source_plots: bool,
+           progress: bool | None, per_page: int, batch_size: int) -> None:
+    for name in ("sources", "detections", "plots"):
+        (built / name).mkdir()
+    plotter = _Plotter(plots)
+    total_sources = sum(status["sources"].values())
+    page_count = max(1, math.ceil(total_sources / per_page))
+
+    top_rows = _top_detections(context, top)
+    plotted: set[int] = set()
+    if top_rows:
+        with database.Session() as session:
+            for values in top_rows:
+                detection = session.get(Detection, values["id"])
+                if plotter.make(f"detection {values['id']} of {values['source']!r}",
+                                "plot_detection", built / "detections" / f"{values['id']}.png",
+                                detection, session=session,
+                                thumbnail=built / "detections" / f"{values['id']}_thumb.png"):
+                    plotted.add(values["id"])
+    histograms, histogram_note = _histogram_plots(project, built / "plots", plotter)
+
+    bar = _progress_bar(total_sources, project.pars.progress if progress is None else progress,
+                        context.project)
+    source_list = _SourceList(built, context.project, page_count, per_page)
+    try:
+        for session, sources in _iter_sources(context, batch_size):
+            for source in sources:
+                page = source_list.add(source)
+                _write_source_page(built / "sources", source, session, page, page_count,
+                                   plotter, source_plots, plotted, built / "detections")
+                bar.update(1)
+    finally:
+        source_list.finish()
+        bar.close()
+    failure_count = _write_failures(built / "failures.html", context, page_count, batch_size)
+    _write_index(built / "index.html", project, status, context, summary, top_rows, plotted,
+                 histograms, histogram_note, plotter, page_count, failure_count)
+    _write_text(built / MARKER_FILE, json.dumps({
+        "project": context.project, "cfg_hash": context.cfg_hash,
+        "written": dt.datetime.now(dt.UTC).isoformat(), "skyretriever_version": __version__,
+    }) + "\n")
+
+
+class _NoProgress:
+    def update(self, _n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool, name: str) -> Any:
+    if not enabled:
+        return _NoProgress()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="source", desc=f"report {name}", dynamic_ncols=True,
+                disable=None, mininterval=0.5)
+
