@@ -503,6 +503,11 @@ def test_filenames_need_a_known_format_and_nothing_is_left_behind(tmp_path):
     with pytest.raises(ValueError, match="unknown format 'xyz'; use one of .*png"):
         plot_lightcurve(lightcurve, filename=tmp_path / "figure.xyz")
     assert list(tmp_path.iterdir()) == []
+    assert plt.get_fignums() == []  # the figures the caller never got are closed
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="unknown format"):
+        plot_lightcurve(lightcurve, ax=ax, filename=tmp_path / "figure.xyz")
+    assert plt.get_fignums() == [fig.number]  # the caller's own figure is left open
     plot_lightcurve(lightcurve, filename=tmp_path / "deeper" / "figure.pdf")
     assert (tmp_path / "deeper" / "figure.pdf").read_bytes()[:5] == b"%PDF-"
     plot_lightcurve(lightcurve, filename=str(tmp_path / "figure.svg"))

@@ -21,6 +21,7 @@ What the figures show:
 
 Examples
 --------
+>>> import sqlalchemy as sa
 >>> from skyretriever.database import Session
 >>> from skyretriever.models import Detection
 >>> with Session() as session:                                          # doctest: +SKIP
@@ -123,11 +124,23 @@ def _new_axes(ax: Axes | None, figsize: tuple[float, float] = (10.0, 5.0)) -> tu
     return fig, ax
 
 
-def _save(fig: Figure, filename: str | os.PathLike | None) -> None:
-    """Write ``fig`` to ``filename`` (format from its suffix) atomically; nothing without a name."""
+def _save(fig: Figure, filename: str | os.PathLike | None, owned: bool = True) -> None:
+    """Write ``fig`` to ``filename`` (format from its suffix) atomically; nothing without a name.
+
+    When the figure cannot be written, a figure made here (``owned``) is closed:
+    the caller gets the error, not the figure, and could not close it.
+    """
     if filename is None:
         return
-    path = Path(filename)
+    try:
+        _write(fig, Path(filename))
+    except BaseException:
+        if owned:
+            _pyplot().close(fig)
+        raise
+
+
+def _write(fig: Figure, path: Path) -> None:
     fmt = path.suffix[1:].lower()
     if not fmt:
         raise ValueError(f"cannot save the figure to {str(path)!r}: the name has no suffix "
@@ -383,6 +396,7 @@ def plot_lightcurve(lightcurve: Lightcurve, ax: Axes | None = None,
     what = _describe_lightcurve(lightcurve)
     quantity = _quantity(frame, what)
     points = _lightcurve_points(frame, quantity)
+    owned = ax is None
     fig, ax = _new_axes(ax)
     label = _series_label(lightcurve.observatory, lightcurve.filter)
     observatory = (lightcurve.observatory or "").lower()
@@ -399,7 +413,7 @@ def plot_lightcurve(lightcurve: Lightcurve, ax: Axes | None = None,
     simulated = " (simulated)" if lightcurve.is_simulated else ""
     ax.set_title(f"{_lightcurve_source_name(lightcurve)}: {label}{series}{simulated}")
     _legend(ax, bool(points.flagged.any()))
-    _save(fig, filename)
+    _save(fig, filename, owned)
     return fig
 
 
@@ -479,6 +493,7 @@ def plot_raw_photometry(raw: RawPhotometry, ax: Axes | None = None,
     flags, flag_text = _raw_flags(raw, frame)
     error = _column(frame, *error_names)
     bands = frame["filter"].astype(str).to_numpy() if "filter" in frame else None
+    owned = ax is None
     fig, ax = _new_axes(ax)
     colours: dict[str, str] = {}
     groups = [None] if bands is None else sorted(set(bands), key=_filter_rank)
@@ -501,7 +516,7 @@ def plot_raw_photometry(raw: RawPhotometry, ax: Axes | None = None,
     ax.set_title(f"{raw.source_name}: raw {_survey_name(raw.observatory)} photometry "
                  f"({raw.num_points or len(frame)} epochs)")
     _legend(ax, any_flagged, flag_text)
-    _save(fig, filename)
+    _save(fig, filename, owned)
     return fig
 
 
@@ -601,6 +616,7 @@ def plot_source(source: Source, session: Any = None, ax: Axes | None = None,
     if not groups:
         raise ValueError(f"source {source.name!r} (id {source.id}): none of its "
                          f"{len(lightcurves)} light curves has finite magnitudes to plot")
+    owned = ax is None
     fig, ax = _new_axes(ax, figsize=(11.0, 5.0))
     colours: dict[str, str] = {}
     any_flagged = False
@@ -618,7 +634,7 @@ def plot_source(source: Source, session: Any = None, ax: Axes | None = None,
     ax.set_title(f"{source.name}: RA {source.ra:.5f}°, Dec {source.dec:+.5f}° "
                  f"({surveys}; {sum(len(p) for p in groups.values())} light curves)")
     _legend(ax, any_flagged)
-    _save(fig, filename)
+    _save(fig, filename, owned)
     return fig
 
 
