@@ -163,7 +163,7 @@ def test_migration_0002_gives_the_models_schema(database_url):
                 connection, opts={"compare_type": True, "compare_server_default": True})
             return compare_metadata(context, Base.metadata)
 
-    assert database.current_revision() == "0002"
+    assert database.current_revision() == database.head_revision()
     assert differences() == []
     with database.get_engine().begin() as connection:
         command.downgrade(database._alembic_config(connection), "0001")
