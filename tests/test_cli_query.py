@@ -9,8 +9,12 @@ directly with SQLAlchemy.
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
+import re
+import shlex
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from skyretriever.models import Base, Detection, Lightcurve, Properties, Source
 from skyretriever.query import filter_columns
 
 FAILING = {"test_0000002", "test_0000005"}
+TUTORIAL = Path(__file__).resolve().parent.parent / "docs" / "tutorial.md"
 
 
 def _write_config(tmp_path: Path, database_url: str, data_root: Path, name: str = "query_cli",
@@ -294,6 +299,39 @@ def test_show_of_an_unknown_source_is_exit_status_1_with_names_to_try(finished, 
     assert code == 1 and f"list them with 'skyretriever sources {finished['config']}'" in err
 
 
+def test_show_plot_saves_the_sources_light_curves(finished, capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    name = _direct_detections(finished, ~Detection.is_simulated)[0]["name"]
+    target = tmp_path / "plots" / "source.png"
+    code, out, err = _run(capsys, "show", finished["config"], name, "--plot", target)
+    assert code == 0 and err == "" and out.splitlines()[-1] == f"plot saved to {target}"
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 10_000
+    assert sorted(p.name for p in target.parent.iterdir()) == ["source.png"]  # no temporary left
+    code, out, err = _run(capsys, "show", finished["config"], name, "--format", "json",
+                          "--plot", tmp_path / "source.svg")
+    assert code == 0 and json.loads(out)["plot"] == str(tmp_path / "source.svg")
+    assert (tmp_path / "source.svg").read_text().lstrip().startswith("<?xml")
+
+    failed = sorted(FAILING)[0]        # no light curves: shown, then a clear error
+    code, out, err = _run(capsys, "show", finished["config"], failed, "--plot", tmp_path / "f.png")
+    assert code == 1 and out.startswith(f"source {failed} ") and "detections: 0" in out
+    assert err.startswith(f"skyretriever: error: --plot {tmp_path / 'f.png'}: ")
+    assert "no processed light curves" in err and not (tmp_path / "f.png").exists()
+    code, _, err = _run(capsys, "show", finished["config"], name, "--plot", tmp_path / "x.nosuch")
+    assert code == 1 and "unknown format 'nosuch'" in err
+
+
+def test_report_prints_the_path_of_its_index_html(finished, capsys):
+    pytest.importorskip("skyretriever.report", reason="skyretriever.report is not in this tree")
+    top = _direct_detections(finished, ~Detection.is_simulated)[:3]
+    code, out, err = _run(capsys, "report", finished["config"], "--top", "3")
+    assert code == 0, err
+    index = Path(out.strip())
+    assert out.count("\n") == 1 and index.name == "index.html" and index.is_file()
+    text = index.read_text()
+    assert all(d["name"] in text for d in top)
+
+
 # -- status ---------------------------------------------------------------------------------
 def test_status_counts_stages_per_observatory_and_says_which_failures_it_left_out(finished,
                                                                                    capsys):
@@ -377,3 +415,65 @@ def test_query_commands_read_an_empty_database_without_making_tables(tmp_path, d
         assert code == 1 and out == ""
         assert "has no skyretriever tables yet; run 'skyretriever run" in err
     assert sa.inspect(sa.create_engine(url)).get_table_names() == []
+
+
+# -- docs/tutorial.md -----------------------------------------------------------------------
+def _tutorial_blocks() -> list[tuple[str, str]]:
+    """(language, text) of every fenced code block of the tutorial, in order."""
+    fence = re.compile(r"^```(\w*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+    return [(match[1], match[2]) for match in fence.finditer(TUTORIAL.read_text())]
+
+
+def test_the_tutorial_runs_as_written(tmp_path, database_url, data_root, capsys, monkeypatch):
+    """Files it says to save are saved, Python blocks run in one namespace, shell lines run."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("SKYRETRIEVER_DATA", str(data_root))
+    monkeypatch.setenv("SKYRETRIEVER_DB_URL", database_url)
+    monkeypatch.setattr(sys, "path", list(sys.path))     # the tutorial adds its folder
+    namespace: dict[str, Any] = {"__name__": "tutorial"}
+    counts = {"file": 0, "python": 0, "sh": 0}
+    try:
+        for number, (language, text) in enumerate(_tutorial_blocks(), start=1):
+            first = text.splitlines()[0] if text.strip() else ""
+            if first.startswith("# file: "):
+                path = work / first.removeprefix("# file: ").strip()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+                importlib.invalidate_caches()
+                counts["file"] += 1
+            elif language == "python":
+                exec(compile(text, f"{TUTORIAL}:block {number}", "exec"), namespace)
+                counts["python"] += 1
+            elif language == "sh":
+                for line in text.splitlines():
+                    if line.strip() and not line.lstrip().startswith("#"):
+                        argv = shlex.split(line)
+                        assert argv[0] == "skyretriever", line
+                        assert main(argv[1:]) == 0, (line, capsys.readouterr())
+                        counts["sh"] += 1
+        shown = capsys.readouterr().out
+    finally:
+        for module in [m for m in sys.modules if m.split(".")[0] == "my_extensions"]:
+            del sys.modules[module]
+    assert counts["file"] == 4 and counts["python"] >= 12 and counts["sh"] == 6
+
+    # what the blocks say they do, checked against the database and the files
+    proj = namespace["proj"]
+    assert type(proj.analysis).__name__ == "VariabilityAnalysis"
+    assert [finder.name for finder in proj.analysis.finders] == ["peak", "rise"]
+    with Session() as session:
+        mine = (Source.project == proj.context.name, Source.cfg_hash == proj.context.cfg_hash)
+        extras = {source.name: (source.properties.extra or {}) for source in session.scalars(
+            sa.select(Source).join(Properties).where(*mine))}
+        finders = set(session.scalars(sa.select(Detection.finder).join(Source).where(*mine)))
+    assert namespace["variables"] == sorted(name for name, extra in extras.items()
+                                            if extra.get("chi2_reduced", 0) > 2.0)
+    assert namespace["variables"] and len(namespace["variables"]) < len(extras)
+    assert finders == {"peak", "rise"} and namespace["rises"]
+    for name in ("best_source.png", "best_detection.png", "best_lightcurve.pdf",
+                 "efficiency.svg"):
+        assert (work / "plots" / name).stat().st_size > 1000
+    assert (work / "test_0000001.png").stat().st_size > 1000
+    assert "plot saved to test_0000001.png" in shown and "injected flares recovered" in shown

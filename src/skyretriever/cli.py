@@ -33,6 +33,7 @@ import csv
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -417,37 +418,38 @@ def _show(args: argparse.Namespace) -> int:
                       if source.properties is not None else None)
         detections = [{**_row_values(d), "name": source.name}
                       for d in sorted(source.detections, key=lambda d: (-d.snr, d.id))]
-        plot = _plot(source, session, args.plot) if args.plot else None
-    if args.format == "json":
-        print(json.dumps({
-            "project": context.name, "cfg_hash": context.cfg_hash,
-            "source": {k: _plain(v) for k, v in catalog.items()},
-            "raw_photometry": [{k: _plain(v) for k, v in r.items()} for r in raw],
-            "lightcurves": [{k: _plain(v) for k, v in lc.items()} for lc in lightcurves],
-            "properties": ({k: _plain(v) for k, v in properties.items()}
-                           if properties is not None else None),
-            "detections": [{k: _plain(v) for k, v in d.items()} for d in detections],
-            "plot": plot,
-        }, indent=2, allow_nan=False))
-        return 0
-    print(f"source {_printable(source.name)} (project {context.name}, "
-          f"cfg_hash {context.cfg_hash[:16] or '(none)'})")
-    _print_pairs("catalog", catalog)
-    print(f"raw data: {len(raw)} observator{'y' if len(raw) == 1 else 'ies'}")
-    for line in _text_table(raw, _SHOWN_RAW) if raw else []:
-        print(f"  {line}")
-    print(f"light curves: {len(lightcurves)}")
-    for line in _text_table(lightcurves, _SHOWN_LIGHTCURVES) if lightcurves else []:
-        print(f"  {line}")
-    if properties is None:
-        print("properties: none (not analysed yet)")
-    else:
-        _print_pairs("properties", properties)
-    print(f"detections: {len(detections)}")
-    for line in _text_table(detections, DETECTION_COLUMNS) if detections else []:
-        print(f"  {line}")
-    if plot:
-        print(f"plot saved to {plot}")
+        if args.format == "json":
+            plot = _plot(source, session, args.plot) if args.plot else None
+            print(json.dumps({
+                "project": context.name, "cfg_hash": context.cfg_hash,
+                "source": {k: _plain(v) for k, v in catalog.items()},
+                "raw_photometry": [{k: _plain(v) for k, v in r.items()} for r in raw],
+                "lightcurves": [{k: _plain(v) for k, v in lc.items()} for lc in lightcurves],
+                "properties": ({k: _plain(v) for k, v in properties.items()}
+                               if properties is not None else None),
+                "detections": [{k: _plain(v) for k, v in d.items()} for d in detections],
+                "plot": plot,
+            }, indent=2, allow_nan=False))
+            return 0
+        print(f"source {_printable(source.name)} (project {context.name}, "
+              f"cfg_hash {context.cfg_hash[:16] or '(none)'})")
+        _print_pairs("catalog", catalog)
+        print(f"raw data: {len(raw)} observator{'y' if len(raw) == 1 else 'ies'}")
+        for line in _text_table(raw, _SHOWN_RAW) if raw else []:
+            print(f"  {line}")
+        print(f"light curves: {len(lightcurves)}")
+        for line in _text_table(lightcurves, _SHOWN_LIGHTCURVES) if lightcurves else []:
+            print(f"  {line}")
+        if properties is None:
+            print("properties: none (not analysed yet)")
+        else:
+            _print_pairs("properties", properties)
+        print(f"detections: {len(detections)}")
+        for line in _text_table(detections, DETECTION_COLUMNS) if detections else []:
+            print(f"  {line}")
+        if args.plot:  # after the text, so a source that cannot be plotted is still shown
+            sys.stdout.flush()
+            print(f"plot saved to {_plot(source, session, args.plot)}")
     return 0
 
 
@@ -469,7 +471,7 @@ def _plot(source: Any, session: Any, filename: str) -> str:
     try:
         figure = plot_source(source, session=session, filename=filename)
     except (OSError, ValueError) as error:
-        raise CommandError(f"cannot write the plot {filename!r}: {error}") from None
+        raise CommandError(f"--plot {filename}: {error}") from None
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:  # a figure made through pyplot stays open until closed
         pyplot.close(figure)
@@ -528,6 +530,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ParameterError, CatalogError, DatabaseError, FilterError, StorageError,
             CommandError) as error:
         print(f"skyretriever: error: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader (head, less) left; say nothing more
+        try:
+            sys.stdout = open(os.devnull, "w")  # Python flushes stdout at exit
+        except OSError:
+            pass
         return 1
     except KeyboardInterrupt:
         print("skyretriever: interrupted; committed batches are kept, run again to continue",
