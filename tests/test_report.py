@@ -334,6 +334,50 @@ def test_a_new_report_replaces_the_old_one_whole(project_factory, data_root):
     assert leftovers == [], "the old report and the build folder are both removed"
 
 
+def test_plots_are_drawn_and_a_damaged_file_costs_only_its_plots(project_factory):
+    from PIL import Image
+
+    project = project_factory(name="report_plots",
+                              catalog_kwargs={"default": "test", "num_sources": 5},
+                              demo={"flare_fraction": 1.0, "empty_fraction": 0.0})
+    project.run()
+    with Session() as session:
+        sources = session.scalars(sa.select(Source).order_by(Source.id)).all()
+        damaged = sources[0].name
+        for lightcurve in sources[0].lightcurves:      # damage every file of the first source
+            lightcurve.get_fullname().write_bytes(b"not HDF5 any more")
+        others = [s.name for s in sources[1:]]
+        damaged_detections = sum(not d.is_simulated for d in sources[0].detections)
+        top = session.scalars(sa.select(Detection.id).join(Source)
+                              .where(~Detection.is_simulated, Source.name != damaged)
+                              .order_by(Detection.snr.desc()).limit(3)).all()
+    assert others and top
+    folder = write_report(project, top=50).parent
+
+    def size(path: Path) -> tuple[int, int]:
+        with Image.open(path) as image:
+            image.verify()
+            return image.size
+
+    for axis in ("mag", "score", "cadence", "filter"):
+        assert min(size(folder / "plots" / f"histogram_{axis}.png")) > 300
+    for name in others:
+        assert min(size(folder / "sources" / f"{storage.sanitize_name(name)}.png")) > 300
+    for detection_id in top:
+        full = size(folder / "detections" / f"{detection_id}.png")
+        thumb = size(folder / "detections" / f"{detection_id}_thumb.png")
+        assert thumb[0] <= 320 and thumb[1] <= 240 and full[0] > 2 * thumb[0]
+    assert not (folder / "sources" / f"{storage.sanitize_name(damaged)}.png").exists()
+    assert "could not be made" in _source_page(folder, damaged).read_text()
+    index = folder / "index.html"
+    failed_plots = Page(index).text["plot-failures"]
+    assert f"source {damaged!r}" in failed_plots and "ChecksumError" in failed_plots
+    # Its light curves, and each of its detections once (not again on its own page).
+    assert f"Plots not made ({1 + damaged_detections})" in failed_plots
+    assert all(f"{name!r}" not in failed_plots for name in others)
+    assert _check_links(folder) > 0
+
+
 KILLED_REPORT = """
 import sys
 from skyretriever import Project

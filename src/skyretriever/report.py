@@ -439,7 +439,7 @@ def _thumbnail_cell(detection_id: int, root: str, have_plot: bool, alt: str) -> 
 # -- the pages -----------------------------------------------------------------------------
 def _write_index(path: Path, project: Project, status: dict[str, Any], context: _Context,
                  summary: RunSummary | None, top_rows: list[dict[str, Any]],
-                 plotted: set[int], histograms: list[tuple[str, str | None]],
+                 plotted: dict[int, bool], histograms: list[tuple[str, str | None]],
                  histogram_note: str, plotter: _Plotter, page_count: int,
                  failure_count: int) -> None:
     config_text, config_hash, config_note = _config_section(project)
@@ -535,7 +535,7 @@ def _write_index(path: Path, project: Project, status: dict[str, Any], context: 
             for rank, values in enumerate(top_rows, 1):
                 alt = f"detection {values['id']} of {values['source']}"
                 write(f'<tr data-detection="{values["id"]}">{_cell(rank)}'
-                      f'{_thumbnail_cell(values["id"], "", values["id"] in plotted, alt)}'
+                      f'{_thumbnail_cell(values["id"], "", plotted.get(values["id"], False), alt)}'
                       f'<td>{_source_link(values["source"], "")}</td>'
                       f"{_detection_cells(values, _TOP_DETECTION_COLUMNS)}</tr>\n")
             write('</tbody></table></div>\n<p class="muted">Click a column header to sort.</p>\n')
@@ -543,10 +543,13 @@ def _write_index(path: Path, project: Project, status: dict[str, Any], context: 
             write("<p>No detections.</p>\n")
 
         if plotter.failures:
-            write(f'<h2 id="plot-failures">Plots not made ({len(plotter.failures)})</h2>\n<ul>')
+            write(f'<section id="plot-failures"><h2>Plots not made ({len(plotter.failures)})'
+                  "</h2>\n<ul>")
             for what, reason in plotter.failures[:200]:
                 write(f'<li>{_text(what)}: <span class="error">{_text(reason)}</span></li>')
-            write("</ul>\n")
+            if len(plotter.failures) > 200:
+                write(f"<li>... and {len(plotter.failures) - 200} more (in the log)</li>")
+            write("</ul></section>\n")
 
         write('<h2 id="config">Configuration (config.yaml)</h2>\n')
         if config_note:
@@ -618,9 +621,19 @@ def _properties_table(rows: Iterable[tuple[str, str, Any]], table_id: str) -> st
     return f'<table class="properties" id="{table_id}">{"".join(cells)}</table>\n'
 
 
+def _plot_detection(plotter: _Plotter, detection: Detection, source_name: str,
+                    session: orm.Session, folder: Path, plotted: dict[int, bool]) -> None:
+    """Draw a detection once (``plotted`` remembers whether it worked) and its thumbnail."""
+    if detection.id not in plotted:
+        plotted[detection.id] = plotter.make(
+            f"detection {detection.id} of {source_name!r}", "plot_detection",
+            folder / f"{detection.id}.png", detection, session=session,
+            thumbnail=folder / f"{detection.id}_thumb.png")
+
+
 def _write_source_page(folder: Path, source: Source, session: orm.Session, list_page: int,
                        page_count: int, plotter: _Plotter, source_plots: bool,
-                       plotted: set[int], detections_folder: Path) -> None:
+                       plotted: dict[int, bool], detections_folder: Path) -> None:
     stem = _source_file(source.name)
     image = f"{stem}.png"
     has_plot = bool(source.lightcurves) and source_plots and plotter.make(
@@ -628,12 +641,7 @@ def _write_source_page(folder: Path, source: Source, session: orm.Session, list_
     real = sorted((d for d in source.detections if not d.is_simulated),
                   key=lambda d: (-d.snr, d.id))
     for detection in real[:DETECTION_PLOTS_PER_SOURCE if source_plots else 0]:
-        if detection.id in plotted:
-            continue
-        if plotter.make(f"detection {detection.id} of {source.name!r}", "plot_detection",
-                        detections_folder / f"{detection.id}.png", detection, session=session,
-                        thumbnail=detections_folder / f"{detection.id}_thumb.png"):
-            plotted.add(detection.id)
+        _plot_detection(plotter, detection, source.name, session, detections_folder, plotted)
 
     parts: list[str] = []
     add = parts.append
@@ -705,9 +713,18 @@ def _write_source_page(folder: Path, source: Source, session: orm.Session, list_
             values = _detection_values(detection, series)
             alt = f"detection {detection.id} of {source.name}"
             add(f'<tr data-detection="{detection.id}">'
-                f'{_thumbnail_cell(detection.id, "../", detection.id in plotted, alt)}'
+                f'{_thumbnail_cell(detection.id, "../", plotted.get(detection.id, False), alt)}'
                 f"{_cell(bool(detection.is_simulated))}{_detection_cells(values)}</tr>\n")
         add("</tbody></table></div>\n")
+        drawn = [d for d in real if plotted.get(d.id)]
+        if drawn:
+            add('<div class="figures">')
+            for detection in drawn:
+                image = _href("detections", f"{detection.id}.png")
+                add(f'<figure><a href="../{image}"><img class="plot" src="../{image}" '
+                    f'alt="detection {detection.id}" width="640"></a><figcaption>detection '
+                    f"{detection.id}: S/N {_number(detection.snr, 1)}</figcaption></figure>")
+            add("</div>\n")
 
     with open(folder / f"{stem}.html", "w", encoding="utf-8") as handle:
         _page_start(handle, f"{source.name} ({source.project})", "../", page_count)
@@ -931,16 +948,12 @@ def _build(built: Path, project: Project, status: dict[str, Any], context: _Cont
     page_count = max(1, math.ceil(total_sources / per_page))
 
     top_rows = _top_detections(context, top)
-    plotted: set[int] = set()
-    if top_rows:
-        with database.Session() as session:
-            for values in top_rows:
-                detection = session.get(Detection, values["id"])
-                if plotter.make(f"detection {values['id']} of {values['source']!r}",
-                                "plot_detection", built / "detections" / f"{values['id']}.png",
-                                detection, session=session,
-                                thumbnail=built / "detections" / f"{values['id']}_thumb.png"):
-                    plotted.add(values["id"])
+    plotted: dict[int, bool] = {}
+    if plotter.enabled:
+        for values in top_rows:
+            with database.Session() as session:  # one each: their light curves' data goes with it
+                _plot_detection(plotter, session.get(Detection, values["id"]), values["source"],
+                                session, built / "detections", plotted)
     histograms, histogram_note = _histogram_plots(project, built / "plots", plotter)
 
     bar = _progress_bar(total_sources, project.pars.progress if progress is None else progress,
@@ -952,6 +965,8 @@ def _build(built: Path, project: Project, status: dict[str, Any], context: _Cont
                 page = source_list.add(source)
                 _write_source_page(built / "sources", source, session, page, page_count,
                                    plotter, source_plots, plotted, built / "detections")
+                for lightcurve in source.lightcurves:  # the plots loaded the data: let it go
+                    lightcurve.data = None
                 bar.update(1)
     finally:
         source_list.finish()
