@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from skyretriever.project import Project, RunSummary
 
 __all__ = [
+    "DETECTION_PLOTS_PER_SOURCE",
     "HISTOGRAM_AXES",
     "MARKER_FILE",
     "SOURCES_PER_PAGE",
