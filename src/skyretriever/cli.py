@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         "sources", help="list the project's sources (with their properties)",
         description="List the sources of the project, in catalog order, with columns "
                     f"{', '.join(SOURCE_COLUMNS)}. CONFIG comes first: it names the database.")
-    sources.add_argument("config", help=_CONFIG_HELP)
+    sources.add_argument("config", metavar="CONFIG", help=_CONFIG_HELP)
     sources.add_argument("--where", metavar="EXPR",
                          help="condition over Source and Properties columns, e.g. "
                               "'mag < 15 and dec > -30' or 'best_snr > 10'")
@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         description="List the detections of the project, highest S/N first, with columns "
                     f"{', '.join(DETECTION_COLUMNS)} (name: the source's). CONFIG comes "
                     "first: it names the database.")
-    detections.add_argument("config", help=_CONFIG_HELP)
+    detections.add_argument("config", metavar="CONFIG", help=_CONFIG_HELP)
     detections.add_argument("--min-snr", type=_finite_float, metavar="X",
                             help="only detections with snr >= X")
     kind = detections.add_mutually_exclusive_group()
@@ -146,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Show one source of the project: its catalog values, raw data per "
                     "observatory, light curves, properties and detections. CONFIG comes "
                     "first: it names the database.")
-    show.add_argument("config", help=_CONFIG_HELP)
+    show.add_argument("config", metavar="CONFIG", help=_CONFIG_HELP)
     show.add_argument("source", metavar="SOURCE", help="the source's name, as in the catalog")
     show.add_argument("--plot", metavar="FILE",
                       help="also plot its light curves to FILE (format from the suffix: "
@@ -155,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser(
         "report", help="write the project's HTML report and print the path of index.html")
-    report.add_argument("config", help=_CONFIG_HELP)
+    report.add_argument("config", metavar="CONFIG", help=_CONFIG_HELP)
     report.add_argument("--top", type=_positive_int, metavar="N",
                         help="how many of the top detections to show")
 

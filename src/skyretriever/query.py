@@ -233,29 +233,27 @@ class _FilterBuilder:
 
     # -- the walk --------------------------------------------------------------------------
     def build(self) -> sa.ColumnElement[bool]:
-        if not self.text.strip():
+        # Positions in messages count characters of the text as shown: without outer blanks.
+        self.text = self.text.strip()
+        if not self.text:
             raise self.error("the filter is empty; write a condition such as mag < 15")
         if len(self.text) > MAX_FILTER_LENGTH:
             raise self.error(f"the filter is longer than {MAX_FILTER_LENGTH} characters")
         if "\x00" in self.text:
             raise self.error("the filter holds a NUL character")
         try:
-            tree = ast.parse(self.text.strip(), mode="eval")
+            tree = ast.parse(self.text, mode="eval")
         except SyntaxError as error:
             place = ""
             if error.offset:
-                # offsets count from the start of the stripped text, in characters from 1
-                start = len(self.text) - len(self.text.lstrip()) + error.offset - 1
-                near = self.text[start:start + 30]
-                place = f" at character {start + 1}" + (f", near {near!r}" if near else "")
+                near = self.text[error.offset - 1:error.offset + 29]
+                place = f" at character {error.offset}" + (f", near {near!r}" if near else "")
             raise self.error(
                 f"not a valid condition ({error.msg}{place}); write Python-like comparisons "
                 "such as mag < 15 and name == \"WD 1234+56\" (== to compare, quotes around "
                 "text, and/or/not to combine)") from None
         except (RecursionError, MemoryError):
             raise self.error("the filter nests too deeply to read") from None
-        # parse() was given the stripped text; offsets must point into self.text
-        self.text = self.text.strip()
         return self.condition(tree.body, 0)
 
     def condition(self, node: ast.AST, depth: int) -> sa.ColumnElement[bool]:
