@@ -38,7 +38,7 @@ Properties row whether it passes or not.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -367,6 +367,14 @@ class TransitFinder(Finder):
             return None
         log_step = float(np.log(periods[1] / periods[0])) if len(periods) > 1 else 1e-3
         best = self._refine(series, best, log_step) or best
+        # At short periods the duty-cycle limit can leave the true duration out of the
+        # coarse search, and twice the period (every other transit, a full box) then
+        # scores higher; a transit truly at half the period measures better there.
+        if best.period / 2 >= pars.min_period:
+            half = self._refine(series, replace(best, period=best.period / 2), log_step)
+            if half is not None and half.snr > best.snr:
+                best = half
+                best_index = int(np.argmin(np.abs(periods - best.period)))
         best.sde = float((strength[best_index] - mean) / spread) if spread > 0 else 0.0
         return best
 
