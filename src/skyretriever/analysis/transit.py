@@ -369,12 +369,12 @@ class TransitFinder(Finder):
         best = self._refine(series, best, log_step) or best
         # At short periods the duty-cycle limit can leave the true duration out of the
         # coarse search, and twice the period (every other transit, a full box) then
-        # scores higher; a transit truly at half the period measures better there.
+        # scores higher; a transit truly at half the period measures better there. The
+        # signal's significance (SDE) stays that of the periodogram peak that found it.
         if best.period / 2 >= pars.min_period:
             half = self._refine(series, replace(best, period=best.period / 2), log_step)
             if half is not None and half.snr > best.snr:
                 best = half
-                best_index = int(np.argmin(np.abs(periods - best.period)))
         best.sde = float((strength[best_index] - mean) / spread) if spread > 0 else 0.0
         return best
 
