@@ -12,7 +12,7 @@ Examples
 >>> import sqlalchemy as sa
 >>> from skyretriever.database import Session, configure
 >>> from skyretriever.models import Source
->>> configure("sqlite:///:memory:")
+>>> url = configure("sqlite:///:memory:")
 >>> upgrade()
 >>> with Session() as session:
 ...     session.scalar(sa.select(sa.func.count(Source.id)))
@@ -61,25 +61,37 @@ class DatabaseError(RuntimeError):
     """The database URL is wrong, the server cannot be reached, or the schema is not usable."""
 
 
+_URL_EXAMPLES = "'sqlite:////path/to/file.db' or 'postgresql://user@host:5432/dbname'"
+
+
 def normalize_url(url: str | URL) -> URL:
     """Parse a database URL; ``postgresql://`` means the psycopg2 driver.
 
     Raises
     ------
     DatabaseError
-        If the URL cannot be parsed or names an unsupported database.
+        If the URL cannot be parsed, names an unsupported database, or a
+        driver that does not exist or is not installed (the message shows the
+        URL without its password).
 
     Examples
     --------
     >>> normalize_url("postgresql://me@db/sky").drivername
     'postgresql+psycopg2'
+    >>> normalize_url("postgresql+psycogp2://me:secret@db/sky")
+    Traceback (most recent call last):
+    ...
+    skyretriever.database.DatabaseError: unknown driver 'psycogp2' for postgresql in the database URL 'postgresql+psycogp2://me:***@db/sky'; write 'postgresql://...' (psycopg2) or 'sqlite:///...'
     """
     try:
         parsed = make_url(url)
     except (sa.exc.ArgumentError, ValueError, TypeError):
+        text = str(url)
+        reason = ("it has no scheme (such as sqlite:// or postgresql://)" if "://" not in text
+                  else "it is not of the form scheme://user@host:port/database")
         raise DatabaseError(
-            f"cannot parse the database URL {redact_url(url)!r}; expected for example "
-            "'sqlite:////path/to/file.db' or 'postgresql://user@host:5432/dbname'"
+            f"cannot parse the database URL {redact_url(url)!r}: {reason}; expected for "
+            f"example {_URL_EXAMPLES}"
         ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg2")
@@ -87,8 +99,24 @@ def normalize_url(url: str | URL) -> URL:
     if backend not in ("sqlite", "postgresql"):
         raise DatabaseError(
             f"unsupported database {backend!r} in URL {redact_url(parsed)!r}; "
-            "skyretriever works with SQLite and PostgreSQL"
+            f"skyretriever works with SQLite and PostgreSQL ({_URL_EXAMPLES})"
         )
+    driver = parsed.get_driver_name()
+    try:
+        dialect = parsed.get_dialect()
+    except (sa.exc.NoSuchModuleError, ValueError):
+        raise DatabaseError(
+            f"unknown driver {driver!r} for {backend} in the database URL "
+            f"{redact_url(parsed)!r}; write 'postgresql://...' (psycopg2) or 'sqlite:///...'"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        raise DatabaseError(
+            f"the driver {driver!r} of the database URL {redact_url(parsed)!r} is not installed "
+            f"({error}); install it, or write 'postgresql://...' to use psycopg2 (installed "
+            "with skyretriever)"
+        ) from None
     return parsed
 
 
@@ -113,9 +141,15 @@ def configure(url: str | URL | None = None) -> URL:
 
     An engine already made for another URL is disposed. Returns the URL in use.
     """
-    if url is None and os.environ.get(ENV_URL):
+    from_environment = url is None and bool(os.environ.get(ENV_URL))
+    if from_environment:
         url = os.environ[ENV_URL]
-    parsed = normalize_url(url) if url is not None else None
+    try:
+        parsed = normalize_url(url) if url is not None else None
+    except DatabaseError as error:
+        if from_environment:
+            raise DatabaseError(f"${ENV_URL}: {error}") from None
+        raise
     with _lock:
         if _state["engine"] is not None and parsed != _state["url"]:
             _dispose_locked()
@@ -128,7 +162,10 @@ def get_url() -> URL:
     url = _state["url"]
     if url is None:
         env = os.environ.get(ENV_URL)
-        url = normalize_url(env) if env else _default_url()
+        try:
+            url = normalize_url(env) if env else _default_url()
+        except DatabaseError as error:
+            raise DatabaseError(f"${ENV_URL}: {error}") from None
     return url
 
 

@@ -8,7 +8,9 @@ Every request to an archive goes through an :class:`HttpClient`:
 - retries with exponential backoff and jitter on HTTP 5xx, 408 and 429,
   connection resets, timeouts and bodies cut short, honouring ``Retry-After``,
   with a hard bound on the number of attempts;
-- redirects followed by hand, without credentials when they lead to another host;
+- redirects followed by hand, without credentials when they lead to another host,
+  and not at all when they leave the hosts a request allows (``allowed_hosts``:
+  the configured archive hosts), so nothing is fetched from anywhere else;
 - downloads written to a temporary file beside the destination, resumed with
   ``Range`` after a cut, checked (length, and a validator such as
   :func:`skyretriever.fitsfile.validate_fits`) and only then renamed into
@@ -41,7 +43,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -52,6 +54,8 @@ import urllib3
 from skyretriever.parameters import Parameters, parameter
 
 __all__ = [
+    "BadAnswer",
+    "ForbiddenHost",
     "HostLimiter",
     "HttpClient",
     "HttpError",
@@ -64,6 +68,7 @@ __all__ = [
     "host_of",
     "join_url",
     "shared_client",
+    "validate_archive_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,6 +119,17 @@ class HttpError(NetworkError):
         #: The start of the error body (services such as TAP put their reason past the
         #: short snippet quoted in the message).
         self.body = body
+
+
+class BadAnswer(NetworkError):
+    """An archive answered something its protocol does not allow (missing columns, wrong types).
+
+    Asking again will not help; the message names the archive, the request and the problem.
+    """
+
+
+class ForbiddenHost(NetworkError):
+    """A request, or a redirect, leads to a host that is not one of the configured archives."""
 
 
 class RetriesExhausted(NetworkError):
@@ -192,6 +208,43 @@ def host_of(url: str) -> str:
         raise NetworkError(f"not an absolute http(s) URL: {url!r}")
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
     return f"{parts.scheme}://{parts.hostname.lower()}:{port}"
+
+
+def validate_archive_url(value: str, what: str = "the URL") -> str:
+    """``value`` if it is an absolute http(s) URL without credentials; else ``ValueError``.
+
+    Archive URLs are parameters: they are written to ``config.yaml`` and shown in
+    errors and logs, so a user name or password in them would leak.
+
+    Examples
+    --------
+    >>> validate_archive_url("https://mast.stsci.edu")
+    'https://mast.stsci.edu'
+    >>> validate_archive_url("https://me:pw@mast.stsci.edu", "mast_url")
+    Traceback (most recent call last):
+    ...
+    ValueError: mast_url must not hold credentials (they would be written to config files and logs)
+    """
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError(f"{what} {value!r} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError(f"{what} must be an http(s) URL, not {value!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{what} must not hold credentials (they would be written to config "
+                         "files and logs)")
+    return value
+
+
+def _allowed_set(allowed_hosts: Iterable[str] | None) -> frozenset[str] | None:
+    if allowed_hosts is None:
+        return None
+    if isinstance(allowed_hosts, str):
+        allowed_hosts = [allowed_hosts]
+    return frozenset(host_of(host) for host in allowed_hosts)
 
 
 class HostLimiter:
@@ -382,10 +435,20 @@ class HttpClient:
 
     # -- one attempt -----------------------------------------------------------------------
     @contextlib.contextmanager
-    def _open(self, method: str, url: str, body: bytes | None,
-              headers: dict[str, str]) -> Iterator[urllib3.BaseHTTPResponse]:
-        """One request (redirects followed), holding the host's slot while the body is read."""
-        for _hop in range(self.policy.max_redirects + 1):
+    def _open(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
+              allowed: frozenset[str] | None = None) -> Iterator[urllib3.BaseHTTPResponse]:
+        """One request (redirects followed), holding the host's slot while the body is read.
+
+        With ``allowed``, a request (or redirect) to any other host raises
+        :class:`ForbiddenHost` before anything is sent there.
+        """
+        asked = url
+        for hop in range(self.policy.max_redirects + 1):
+            if allowed is not None and host_of(url) not in allowed:
+                how = f"was redirected to {url}" if hop else "is not"
+                raise ForbiddenHost(
+                    f"{method} {asked}: {how} on one of the configured archive hosts "
+                    f"({', '.join(sorted(allowed))}); refused")
             with self.limiter.slot(url):
                 try:
                     response = self.pool.urlopen(
@@ -474,7 +537,8 @@ class HttpClient:
     def request(self, method: str, url: str, *, params: Mapping[str, Any] | None = None,
                 data: Mapping[str, Any] | bytes | None = None,
                 headers: Mapping[str, str] | None = None,
-                accept: Callable[[Response], T] | None = None, what: str | None = None):
+                accept: Callable[[Response], T] | None = None, what: str | None = None,
+                allowed_hosts: Iterable[str] | None = None):
         """Send a request, with retries, and return the complete response (or ``accept(response)``).
 
         Parameters
@@ -492,6 +556,10 @@ class HttpClient:
             :class:`TransientError` to ask again (e.g. an archive still working).
         what
             Names the request in errors (default: method and URL).
+        allowed_hosts
+            URLs (or ``scheme://host:port``) of the only hosts the request may go
+            to, redirects included; ``None`` allows any (credentials are still
+            dropped on the way to another host).
 
         Raises
         ------
@@ -499,6 +567,8 @@ class HttpClient:
             On a status that asking again will not change (4xx other than 408, 429).
         RetriesExhausted
             When every attempt failed with a transient error.
+        ForbiddenHost
+            When the request or a redirect leads outside ``allowed_hosts``.
 
         Examples
         --------
@@ -517,9 +587,10 @@ class HttpClient:
             body = data
         all_headers = self._headers(headers, content_type)
         what = what or f"{method} {url}"
+        allowed = _allowed_set(allowed_hosts)
 
         def attempt():
-            with self._open(method, url, body, all_headers) as raw:
+            with self._open(method, url, body, all_headers, allowed) as raw:
                 self._check_status(method, url, raw)
                 chunks: list[bytes] = []
                 if method != "HEAD":
@@ -539,7 +610,8 @@ class HttpClient:
     def download(self, url: str, destination: str | os.PathLike, *,
                  validator: Callable[[Path], None] | None = None,
                  expected_size: int | None = None,
-                 headers: Mapping[str, str] | None = None) -> Path:
+                 headers: Mapping[str, str] | None = None,
+                 allowed_hosts: Iterable[str] | None = None) -> Path:
         """Download ``url`` to ``destination`` atomically; returns the destination.
 
         The body goes to a temporary file beside the destination. A body cut
@@ -552,8 +624,8 @@ class HttpClient:
 
         Raises
         ------
-        HttpError, RetriesExhausted
-            As :meth:`request`; the temporary file is removed.
+        HttpError, RetriesExhausted, ForbiddenHost
+            As :meth:`request` (``allowed_hosts`` too); the temporary file is removed.
 
         Examples
         --------
@@ -563,6 +635,7 @@ class HttpClient:
         """
         partial = _Partial()
         base_headers = self._headers(headers)
+        allowed = _allowed_set(allowed_hosts)
 
         def write(handle: IO[bytes]) -> int | None:
             offset = handle.tell()
@@ -571,7 +644,7 @@ class HttpClient:
                 request_headers["Range"] = f"bytes={offset}-"
                 if partial.etag:
                     request_headers["If-Range"] = partial.etag
-            with self._open("GET", url, None, request_headers) as raw:
+            with self._open("GET", url, None, request_headers, allowed) as raw:
                 self._check_status("GET", url, raw)
                 if raw.status == 206:
                     first, total = _content_range(raw.headers.get("content-range"))

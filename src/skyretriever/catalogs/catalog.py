@@ -33,9 +33,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
-from skyretriever.net import NetworkParameters
+from skyretriever.net import NetworkParameters, validate_archive_url
 from skyretriever.parameters import ParameterError, Parameters, parameter
 
 __all__ = [
@@ -186,6 +186,11 @@ class CatalogParameters(NetworkParameters):
         300.0, "Remote catalogs: seconds to wait for each read from the service.",
         critical=False, gt=0,
     )
+
+    @field_validator("gaia_tap_url", "exoplanet_archive_url", "wd_catalog_url")
+    @classmethod
+    def _plain_archive_url(cls, value: str) -> str:
+        return validate_archive_url(value)
 
     @model_validator(mode="after")
     def _check_sky_region(self) -> CatalogParameters:

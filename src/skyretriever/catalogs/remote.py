@@ -232,6 +232,9 @@ def tap_query(http: HttpClient, sync_url: str, adql: str, *, method: str = "POST
     (as to the Gaia archive); ``GET`` sends ``?query=...&format=csv`` (as to the
     NASA Exoplanet Archive).
 
+    Only the service's host is asked: a redirect elsewhere is refused
+    (:class:`skyretriever.net.ForbiddenHost`).
+
     Raises
     ------
     CatalogError
@@ -243,9 +246,9 @@ def tap_query(http: HttpClient, sync_url: str, adql: str, *, method: str = "POST
         if method == "POST":
             return http.request("POST", sync_url, data={
                 "REQUEST": "doQuery", "LANG": "ADQL", "FORMAT": "csv", "QUERY": adql,
-            }, accept=_tap_answer, what=what)
+            }, accept=_tap_answer, what=what, allowed_hosts=(sync_url,))
         return http.request("GET", sync_url, params={"query": adql, "format": "csv"},
-                            accept=_tap_answer, what=what)
+                            accept=_tap_answer, what=what, allowed_hosts=(sync_url,))
     except HttpError as error:
         if 400 <= error.status < 500:
             raise CatalogError(f"{what}: the TAP service refused the query (HTTP "

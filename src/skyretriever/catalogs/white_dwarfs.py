@@ -65,7 +65,7 @@ def load_white_dwarfs(pars: CatalogParameters) -> pd.DataFrame:
     url = pars.wd_catalog_url
     path = cache_path(pars, "wd", {"url": url}, suffix=_suffix(url))
     cached_file(pars, path, lambda temporary: http_client(pars).download(
-        url, temporary, validator=_check_download))
+        url, temporary, validator=_check_download, allowed_hosts=(url,)))
     frame = _read_file(pars.model_copy(update={"kind": "file", "filename": str(path),
                                                "file_format": "auto"}))
     where = f"white-dwarf catalogue {path}"

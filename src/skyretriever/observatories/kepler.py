@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from skyretriever.observatories.base import register_observatory
 from skyretriever.observatories.mast import (
+    BJDREF_KEPLER,
     KEPLER_QUALITY_PRESETS,
     KEPLER_ZERO_POINT,
     MastParameters,
@@ -66,6 +67,8 @@ class VirtualKeplerSpacecraft(VirtualMAST):
     """What Kepler and K2 share: file layout, time system, quality bits, cadences, bandpass."""
 
     QUALITY_PRESETS = KEPLER_QUALITY_PRESETS
+    telescope = "Kepler"
+    bjd_reference = BJDREF_KEPLER
     time_column = "bkjd"
     band = "Kepler"
     quality_column = "sap_quality"

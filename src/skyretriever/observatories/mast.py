@@ -35,6 +35,7 @@ import abc
 import json
 import logging
 import math
+import re
 import shutil
 import threading
 import time
@@ -48,17 +49,20 @@ from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+from pydantic import field_validator
 
 from skyretriever import storage
 from skyretriever.fitsfile import InvalidFileError, read_fits_table, validate_fits
 from skyretriever.net import (
     TRANSIENT_STATUS,
+    ForbiddenHost,
     HttpClient,
     NetworkError,
     NetworkPolicy,
     TransientError,
     join_url,
     shared_client,
+    validate_archive_url,
 )
 from skyretriever.observatories.base import (
     ObservatoryParameters,
@@ -75,6 +79,7 @@ __all__ = [
     "TESS_QUALITY_PRESETS",
     "TESS_ZERO_POINT",
     "CloudFileMissing",
+    "LightcurveLayout",
     "MastClient",
     "MastError",
     "MastParameters",
@@ -83,6 +88,8 @@ __all__ = [
     "SourcePlan",
     "VirtualMAST",
     "angular_distance_arcsec",
+    "check_data_uri",
+    "check_layout",
     "exptime_filter",
     "exptime_matches",
     "in_chunks",
@@ -263,7 +270,7 @@ class MastClient(_RuntimeState):
         wait = 0.25
         while True:
             result = self.http.request_json("POST", self.invoke_url, data={"request": body},
-                                            what=what)
+                                            what=what, allowed_hosts=(self.mast_url,))
             status = result.get("status") if isinstance(result, dict) else None
             if status == "COMPLETE":
                 return result
@@ -319,7 +326,8 @@ class MastClient(_RuntimeState):
 
         def lookup(chunk: list[str]) -> dict[str, Any]:
             answer = self.http.request_json("GET", url, params={"uri": chunk},
-                                            what=f"MAST path_lookup at {self.mast_url}")
+                                            what=f"MAST path_lookup at {self.mast_url}",
+                                            allowed_hosts=(self.mast_url,))
             if not isinstance(answer, dict):
                 raise MastError(f"MAST path_lookup at {self.mast_url} answered {answer!r}")
             return answer
@@ -328,24 +336,66 @@ class MastClient(_RuntimeState):
         unique = sorted(set(data_uris))
         for answer in self.map(lookup, in_chunks(unique, URIS_PER_PATH_LOOKUP)):
             for uri, entry in answer.items():
-                path = (entry or {}).get("path")
+                path = (entry or {}).get("path") if isinstance(entry, dict) else None
                 if not path:
                     keys[uri] = None
-                elif "hlsp" in path:
-                    keys[uri] = path.replace("/hlsp_local/public/", "mast/").lstrip("/")
+                    continue
+                path = str(path)
+                key = (path.replace("/hlsp_local/public/", "mast/") if "hlsp" in path
+                       else path).lstrip("/")
+                if not _SAFE_CLOUD_KEY.fullmatch(key) or ".." in key.split("/"):
+                    # Not a key of the bucket (another host, a parent folder...): MAST HTTPS.
+                    log.warning("MAST path_lookup at %s gave %r for %s, which is not a plain "
+                                "key of the bucket; the file will come from MAST HTTPS",
+                                self.mast_url, path[:200], uri)
+                    keys[uri] = None
                 else:
-                    keys[uri] = path.lstrip("/")
+                    keys[uri] = key
         return {uri: keys.get(uri) for uri in data_uris}
 
     def download_url(self, data_uri: str) -> str:
-        """HTTPS URL of a product: ``<mast_url>/api/v0.1/Download/file?uri=<dataURI>``."""
+        """HTTPS URL of a product: ``<mast_url>/api/v0.1/Download/file?uri=<dataURI>``.
+
+        Raises
+        ------
+        ForbiddenHost
+            If the data URI is not a MAST URI (``mast:MISSION/...``): an URI naming
+            another host or scheme is never fetched.
+        """
+        check_data_uri(data_uri)
         return join_url(self.mast_url, "api/v0.1/Download/file") + "?uri=" + quote(data_uri,
                                                                                   safe=":/")
 
     def download(self, data_uri: str, destination: Path,
                  validator: Callable[[Path], None] | None = validate_fits) -> Path:
-        """Download a product over HTTPS (atomically, validated)."""
-        return self.http.download(self.download_url(data_uri), destination, validator=validator)
+        """Download a product over HTTPS (atomically, validated), from the MAST host only."""
+        return self.http.download(self.download_url(data_uri), destination, validator=validator,
+                                  allowed_hosts=(self.mast_url,))
+
+
+#: What a MAST data URI looks like: ``mast:TESS/product/<file>`` (HLSPs: ``mast:HLSP/...``).
+_DATA_URI = re.compile(r"mast:[A-Za-z0-9_\-]+(/[A-Za-z0-9_.+\-]+)+")
+#: A key of the public bucket: plain path pieces.
+_SAFE_CLOUD_KEY = re.compile(r"[A-Za-z0-9_.+\-]+(/[A-Za-z0-9_.+\-]+)*")
+
+
+def check_data_uri(data_uri: str) -> str:
+    """``data_uri`` if it is a MAST data URI; else :class:`ForbiddenHost` saying why.
+
+    Examples
+    --------
+    >>> check_data_uri("mast:TESS/product/tess2018206045859-s0001-0000000025155310-0120-s_lc.fits")[:10]
+    'mast:TESS/'
+    >>> check_data_uri("https://elsewhere.example/x_lc.fits")
+    Traceback (most recent call last):
+    ...
+    skyretriever.net.ForbiddenHost: MAST product 'https://elsewhere.example/x_lc.fits' is not a MAST data URI (mast:MISSION/...); it is not downloaded
+    """
+    text = str(data_uri)
+    if not _DATA_URI.fullmatch(text) or ".." in text.split("/"):
+        raise ForbiddenHost(f"MAST product {text[:200]!r} is not a MAST data URI "
+                            "(mast:MISSION/...); it is not downloaded")
+    return text
 
 
 # -- the public S3 bucket --------------------------------------------------------------------
@@ -470,13 +520,107 @@ class S3Bucket(_RuntimeState):
 
 
 # -- FITS light-curve files ------------------------------------------------------------------
-def read_lightcurve_fits(path: str | Path) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+@dataclass(frozen=True)
+class LightcurveLayout:
+    """What a mission's light-curve files hold; :func:`read_lightcurve_fits` checks files against it.
+
+    Examples
+    --------
+    >>> LightcurveLayout("TESS", "TESS", "SECTOR", BJDREF_TESS, ("TIME", "QUALITY")).telescope
+    'TESS'
+    """
+
+    #: The mission as MAST names it (``TESS``, ``Kepler``, ``K2``; ``MISSION`` when a file says).
+    mission: str
+    #: The primary header's ``TELESCOP``.
+    telescope: str
+    #: The primary header keyword naming the sector, quarter or campaign.
+    sequence_keyword: str
+    #: ``BJDREFI``: TIME is BJD minus this.
+    bjd_reference: int
+    #: Columns of the ``LIGHTCURVE`` table the reduction reads.
+    columns: tuple[str, ...]
+
+
+#: Units a flux column may be in (spaces removed, lower case): electrons per second.
+_FLUX_UNITS = frozenset({"e-/s", "e/s", "electrons/s", "electron/s", "e-s-1", "e-s**-1",
+                         "electrons/sec", "e-/sec"})
+_SEQUENCE_KEYWORDS = ("SECTOR", "QUARTER", "CAMPAIGN")
+_BJD_MINUS = re.compile(r"bjd-(\d+)")
+
+
+def _column_units(header: dict[str, Any]) -> dict[str, str | None]:
+    """Each column's ``TUNITn`` (``None`` where it has none), by ``TTYPEn``."""
+    units = {}
+    for number in range(1, int(header.get("TFIELDS") or 0) + 1):
+        name = str(header.get(f"TTYPE{number}", "")).strip()
+        unit = header.get(f"TUNIT{number}")
+        units[name] = None if unit is None or str(unit).strip() == "" else str(unit).strip()
+    return units
+
+
+def check_layout(path: str | Path, primary: dict[str, Any], table: dict[str, Any],
+                 layout: LightcurveLayout) -> None:
+    """Raise :class:`InvalidFileError` unless a file's headers are those of ``layout``'s mission.
+
+    The mission (``TELESCOP``, ``MISSION`` and the sequence keyword: a Kepler
+    file is not taken for a TESS or K2 one), the columns the reduction reads,
+    and their units (TIME in days from the mission's BJD reference, fluxes in
+    e-/s) are checked. The message names the file and what is wrong.
+    """
+    where = f"{path}: not a {layout.mission} light curve"
+    telescope = str(primary.get("TELESCOP") or table.get("TELESCOP") or "").strip()
+    if telescope.lower() != layout.telescope.lower():
+        raise InvalidFileError(f"{where}: TELESCOP is {telescope!r}, expected "
+                               f"{layout.telescope!r} (a file of another mission)")
+    mission = primary.get("MISSION")
+    if mission is not None and str(mission).strip().lower() != layout.mission.lower():
+        raise InvalidFileError(f"{where}: MISSION is {str(mission).strip()!r}, expected "
+                               f"{layout.mission!r} (a file of another mission)")
+    if not isinstance(primary.get(layout.sequence_keyword), int):
+        others = [k for k in _SEQUENCE_KEYWORDS if k != layout.sequence_keyword and k in primary]
+        hint = (f"; it has {others[0]} = {primary[others[0]]!r} (a file of another mission)"
+                if others else "")
+        raise InvalidFileError(f"{where}: the primary header has no whole-number "
+                               f"{layout.sequence_keyword}{hint}")
+    units = _column_units(table)
+    missing = [column for column in layout.columns if column not in units]
+    if missing:
+        raise InvalidFileError(f"{where}: the LIGHTCURVE table lacks the column(s) "
+                               f"{', '.join(missing)} (it has {', '.join(units) or 'none'})")
+    reference = table.get("BJDREFI")
+    if not isinstance(reference, int) or reference != layout.bjd_reference:
+        raise InvalidFileError(f"{where}: BJDREFI is {reference!r}, expected "
+                               f"{layout.bjd_reference} (TIME would be read on the wrong clock)")
+    time_unit = table.get("TIMEUNIT")
+    if time_unit is not None and str(time_unit).strip().lower() not in ("d", "day", "days"):
+        raise InvalidFileError(f"{where}: TIMEUNIT is {time_unit!r}, expected 'd' (days)")
+    unit = units.get("TIME")
+    if unit is not None:
+        plain = unit.lower().replace(" ", "")
+        match = _BJD_MINUS.search(plain)
+        if match is not None and int(match.group(1)) != layout.bjd_reference:
+            raise InvalidFileError(f"{where}: TIME is in {unit!r}, expected BJD - "
+                                   f"{layout.bjd_reference}")
+        if match is None and plain.split(",")[-1] not in ("d", "day", "days"):
+            raise InvalidFileError(f"{where}: TIME is in {unit!r}, expected days "
+                                   f"(BJD - {layout.bjd_reference})")
+    for column in layout.columns:
+        if "FLUX" not in column or units.get(column) is None:
+            continue
+        if units[column].lower().replace(" ", "") not in _FLUX_UNITS:
+            raise InvalidFileError(f"{where}: {column} is in {units[column]!r}, expected e-/s")
+
+
+def read_lightcurve_fits(path: str | Path, layout: LightcurveLayout | None = None
+                         ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Read a TESS, K2 or Kepler light-curve file: its table (every row) and its headers.
 
     Column names are lower-cased; ``bjd`` (full barycentric Julian date,
     TDB), ``mjd`` (that date minus 2400000.5) and ``exptime`` (the cadence in
     seconds, from ``TIMEDEL``) are added. Rows with NaN ``TIME`` are kept
     (reduction drops them). Headers lose their table-layout and checksum cards.
+    With ``layout``, the file must be one of that mission (:func:`check_layout`).
 
     Returns
     -------
@@ -486,7 +630,8 @@ def read_lightcurve_fits(path: str | Path) -> tuple[pd.DataFrame, dict[str, dict
     Raises
     ------
     skyretriever.fitsfile.InvalidFileError
-        If the file is not whole, or has no ``LIGHTCURVE`` table with a ``TIME`` column.
+        If the file is not whole, has no ``LIGHTCURVE`` table with a ``TIME``
+        column, or is not of ``layout``'s mission, columns and units.
 
     Examples
     --------
@@ -497,6 +642,8 @@ def read_lightcurve_fits(path: str | Path) -> tuple[pd.DataFrame, dict[str, dict
     table = next(hdu for hdu in hdus if hdu.name == "LIGHTCURVE")
     if "TIME" not in columns:
         raise InvalidFileError(f"{path}: the LIGHTCURVE table has no TIME column")
+    if layout is not None:
+        check_layout(path, hdus[0].header, table.header, layout)
     frame = pd.DataFrame({name.lower(): values for name, values in columns.items()
                           if values.ndim == 1})
     header = table.header
@@ -605,6 +752,11 @@ class MastParameters(ObservatoryParameters):
         critical=False, ge=1,
     )
 
+    @field_validator("mast_url", "s3_endpoint_url")
+    @classmethod
+    def _plain_archive_url(cls, value: str | None) -> str | None:
+        return None if value is None else validate_archive_url(value)
+
 
 class VirtualMAST(VirtualObservatory):
     """Base of the MAST missions: batched queries, S3/HTTPS downloads, FITS reading.
@@ -628,6 +780,9 @@ class VirtualMAST(VirtualObservatory):
     #: Raw column holding the quality bits.
     quality_column: ClassVar[str] = "quality"
     zero_point: ClassVar[tuple[float, float]] = TESS_ZERO_POINT
+    #: ``TELESCOP`` of the mission's files, and the BJD their TIME counts from.
+    telescope: ClassVar[str] = "TESS"
+    bjd_reference: ClassVar[int] = BJDREF_TESS
 
     def __init__(self, pars: MastParameters | None = None, context: ProjectContext | None = None,
                  **kwargs: Any) -> None:
@@ -887,6 +1042,16 @@ class VirtualMAST(VirtualObservatory):
         return plan
 
     # -- downloading ---------------------------------------------------------------------------
+    def lightcurve_layout(self) -> LightcurveLayout:
+        """What this mission's files must hold: its telescope and sequence keyword, and the
+        columns the reduction reads (both fluxes: raw data is shared by every project)."""
+        return LightcurveLayout(
+            mission=self.mission, telescope=self.telescope,
+            sequence_keyword=self.sequence_column.upper(), bjd_reference=self.bjd_reference,
+            columns=("TIME", "SAP_FLUX", "SAP_FLUX_ERR", "PDCSAP_FLUX", "PDCSAP_FLUX_ERR",
+                     self.quality_column.upper()),
+        )
+
     def fits_folder(self, source_name: str) -> Path:
         """Where a source's FITS files are downloaded: ``DATA_ROOT/<OBS>/fits/<source>``."""
         return storage.data_root() / self.name.upper() / "fits" / storage.sanitize_name(source_name)
@@ -897,8 +1062,10 @@ class VirtualMAST(VirtualObservatory):
         A complete file left by an earlier try (files stay when a source
         fails part-way, so its next try fetches only what is missing) is
         reused. Otherwise the S3 bucket is tried first (when ``use_cloud`` and
-        the file has a cloud key), then MAST HTTPS.
+        the file has a cloud key), then MAST HTTPS. A product whose data URI is
+        not a MAST one is refused (:class:`~skyretriever.net.ForbiddenHost`).
         """
+        check_data_uri(product.data_uri)
         destination = folder / storage.sanitize_name(product.filename)
         if destination.exists():
             try:
@@ -936,7 +1103,7 @@ class VirtualMAST(VirtualObservatory):
         for product in plan.products:
             path, route = self.fetch_file(product, folder)
             try:
-                frame, headers = read_lightcurve_fits(path)
+                frame, headers = read_lightcurve_fits(path, self.lightcurve_layout())
             except InvalidFileError as error:
                 path.unlink(missing_ok=True)
                 raise InvalidFileError(f"{product.data_uri} (from {route}) cannot be read as a "

@@ -61,6 +61,7 @@ import pandas as pd
 from pydantic import field_validator
 
 from skyretriever.net import (
+    BadAnswer,
     HttpError,
     NetworkError,
     NetworkParameters,
@@ -77,7 +78,8 @@ from skyretriever.observatories.base import (
 )
 from skyretriever.parameters import ParameterError, parameter
 
-__all__ = ["ZTF_COLUMNS", "ZTF_QUALITY_PRESETS", "ZtfAnswer", "ZtfParameters", "VirtualZTF"]
+__all__ = ["REQUIRED_COLUMNS", "ZTF_COLUMNS", "ZTF_QUALITY_PRESETS", "VirtualZTF", "ZtfAnswer",
+           "ZtfParameters", "read_ztf_csv"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,10 @@ LIGHT_CURVE_PATH = "cgi-bin/ZTF/nph_light_curves"
 ZTF_COLUMNS = ("oid", "expid", "hjd", "mjd", "mag", "magerr", "catflags", "filtercode", "ra",
                "dec", "chi", "sharp", "filefracday", "field", "ccdid", "qid", "limitmag",
                "magzp", "magzprms", "clrcoeff", "clrcounc", "exptime", "airmass", "programid")
+#: Columns the reduction reads (every one a number but ``filtercode``); IRSA's other
+#: columns, and any extra ones, are kept in the raw data as they come.
+REQUIRED_COLUMNS = ("oid", "hjd", "mjd", "mag", "magerr", "catflags", "filtercode", "ra", "dec",
+                    "exptime", "field", "ccdid", "qid", "limitmag", "airmass", "programid")
 #: ``catflags`` bits that set ``qflag``: bit 15 (32768) marks unusable epochs; "hard" takes
 #: any flag (the usual ``catflags == 0`` selection).
 ZTF_QUALITY_PRESETS = {"none": 0, "default": 32768, "hard": 0xFFFF, "hardest": 0xFFFFFFFF}
@@ -225,28 +231,41 @@ def find_credentials(irsa_url: str, credentials_file: str | None) -> _Credential
     return _Credentials(entry[0], entry[2], str(path))
 
 
+def _header_fields(text: str) -> list[str]:
+    """The column names of a CSV text's first line."""
+    first = text.lstrip().split("\n", 1)[0]
+    return [field.strip().strip('"') for field in first.split(",")]
+
+
 def _check_csv(response: Response) -> str:
     """IRSA's CSV as text; an HTML page (maintenance) is asked again, anything else refused."""
     text = response.text
     start = text.lstrip()[:100]
-    if not start or start.startswith("oid,"):
+    if not start or "oid" in _header_fields(text):
         return text
     snippet = " ".join(text[:200].split())
     if start.lower().startswith(("<!doctype html", "<html")):
         raise TransientError(f"{response.url} answered an HTML page instead of a CSV table: "
                              f"{snippet!r}")
-    raise NetworkError(f"IRSA answered something that is not a ZTF light-curve table: {snippet!r}")
+    raise BadAnswer(f"IRSA answered something that is not a ZTF light-curve table (no 'oid' "
+                    f"column): {snippet!r}")
 
 
-def _rows_by_oid(text: str) -> tuple[str, dict[int, list[str]]]:
+def _rows_by_oid(text: str, where: str = "IRSA's ZTF table") -> tuple[str, dict[int, list[str]]]:
     """The header line, and the data lines of each object id (split without parsing)."""
     lines = text.splitlines()
     if not lines:
         return ",".join(ZTF_COLUMNS), {}
+    index = _header_fields(text).index("oid")
     rows: dict[int, list[str]] = {}
-    for line in lines[1:]:
-        if line.strip():
-            rows.setdefault(int(line.split(",", 1)[0]), []).append(line)
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split(",")
+        value = fields[index].strip() if index < len(fields) else ""
+        if not value.isdigit():
+            raise BadAnswer(f"{where}: line {number} has oid {value[:40]!r}, not an object id")
+        rows.setdefault(int(value), []).append(line)
     return lines[0], rows
 
 
@@ -322,9 +341,10 @@ class VirtualZTF(VirtualObservatory):
 
     def _request(self, params: dict[str, Any], what: str) -> str:
         try:
+            # Only IRSA's host is asked (credentials or not): a redirect elsewhere is refused.
             return shared_client(self.pars.network_policy()).request(
                 "GET", self.light_curve_url, params=params, headers=self._auth_headers(),
-                accept=_check_csv, what=what)
+                accept=_check_csv, what=what, allowed_hosts=(self.pars.irsa_url,))
         except HttpError as error:
             if error.status in (401, 403):
                 release = self.pars.collection or "the default release"
@@ -400,9 +420,10 @@ class VirtualZTF(VirtualObservatory):
                   for i in range(0, len(oids), self.pars.ids_per_request)]
 
         def ask(chunk: list[int]) -> tuple[str, dict[int, list[str]]] | str:
+            what = f"IRSA ZTF query of {len(chunk)} object id(s)"
             try:
-                return _rows_by_oid(self._request(self.query_params(ids=chunk),
-                                                  f"IRSA ZTF query of {len(chunk)} object id(s)"))
+                return _rows_by_oid(self._request(self.query_params(ids=chunk), what),
+                                    f"the answer to the {what}")
             except NetworkError as error:
                 return str(error)
 
@@ -464,7 +485,10 @@ class VirtualZTF(VirtualObservatory):
     def parse(self, fetched: ZtfAnswer) -> tuple[pd.DataFrame, dict[str, Any]]:
         """IRSA's CSV as a table (with ``filter``), and the provenance with its objects."""
         altdata = dict(fetched.provenance)
-        frame = read_ztf_csv(fetched.text)
+        query = altdata.get("query") or {}
+        asked = (f"ID={','.join(query['ID'])}" if query.get("ID") else
+                 f"POS={query.get('POS')}")
+        frame = read_ztf_csv(fetched.text, where=f"IRSA's ZTF answer to {asked}")
         altdata["objects"] = [
             {"oid": int(oid), "filter": str(group["filtercode"].iloc[0]), "num_points": len(group)}
             for oid, group in frame.groupby("oid", sort=True)
@@ -537,22 +561,48 @@ class VirtualZTF(VirtualObservatory):
         return super().standardize(result, altdata)
 
 
-def read_ztf_csv(text: str) -> pd.DataFrame:
+def read_ztf_csv(text: str, where: str = "IRSA's ZTF table") -> pd.DataFrame:
     """IRSA's ZTF CSV as a table with a ``filter`` column (an empty answer gives no rows).
+
+    Columns beyond IRSA's are kept; a missing column the reduction reads, or a
+    value that is not a number where one is expected, is a :class:`BadAnswer`
+    naming the column (and line) and ``where``.
 
     Examples
     --------
     >>> read_ztf_csv("").columns[:3].tolist()
     ['oid', 'expid', 'hjd']
+    >>> read_ztf_csv("oid,mjd\\n1,58300.5\\n", where="the answer")
+    Traceback (most recent call last):
+    ...
+    skyretriever.net.BadAnswer: the answer lacks the column(s) hjd, mag, magerr, catflags, filtercode, ra, dec, exptime, field, ccdid, qid, limitmag, airmass, programid (it has oid, mjd)
     """
     if not text.strip():
         frame = pd.DataFrame({column: pd.Series(dtype=float) for column in ZTF_COLUMNS})
     else:
-        frame = pd.read_csv(io.StringIO(text), dtype={"oid": np.int64, "filtercode": str})
-        missing = [c for c in ("oid", "mjd", "mag", "magerr", "catflags", "filtercode")
-                   if c not in frame]
+        try:
+            frame = pd.read_csv(io.StringIO(text), dtype={"filtercode": str})
+        except (ValueError, pd.errors.ParserError) as error:
+            raise BadAnswer(f"{where} cannot be read as CSV: "
+                            f"{' '.join(str(error).split())[:200]}") from None
+        missing = [c for c in REQUIRED_COLUMNS if c not in frame]
         if missing:
-            raise NetworkError(f"IRSA's ZTF table lacks the columns {missing}")
+            raise BadAnswer(f"{where} lacks the column(s) {', '.join(missing)} "
+                            f"(it has {', '.join(map(str, frame.columns))})")
+        for column in REQUIRED_COLUMNS if len(frame) else ():
+            if column == "filtercode" or pd.api.types.is_numeric_dtype(frame[column]):
+                continue
+            numbers = pd.to_numeric(frame[column], errors="coerce")
+            bad = np.flatnonzero(numbers.isna().to_numpy() & frame[column].notna().to_numpy())
+            if len(bad):
+                raise BadAnswer(f"{where}: column {column!r} has {frame[column].iloc[bad[0]]!r} "
+                                f"on line {bad[0] + 2}, not a number")
+            frame[column] = numbers
+        oid = frame["oid"].to_numpy(dtype=float)
+        if not (np.isfinite(oid).all() and (oid == np.round(oid)).all() and (oid >= 0).all()):
+            raise BadAnswer(f"{where}: column 'oid' has values that are not object ids")
+        if len(frame):
+            frame["oid"] = frame["oid"].astype(np.int64)
     frame["filter"] = frame["filtercode"].astype(str) if len(frame) else pd.Series(dtype=str)
     return frame
 

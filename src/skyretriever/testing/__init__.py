@@ -3,7 +3,7 @@
 Local HTTP servers speak the archives' protocols on the loopback interface,
 over a :class:`SimulatedSky` of stars with known signals, with knobs for the
 faults real archives have (latency, 503 and 429 with ``Retry-After``, resets,
-cut-short bodies, HTML error pages served as files, ``EXECUTING`` answers).
+timeouts, cut-short bodies, HTML error pages served as files, ``EXECUTING`` answers).
 
 - :mod:`skyretriever.testing.server`: the server framework (:class:`ArchiveServer`,
   :class:`Service`, :class:`Route`, :class:`Request`, :class:`Reply`, :class:`Faults`);

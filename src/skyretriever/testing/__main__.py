@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
     serve.add_argument("--retry-after", type=int, default=1,
                        help="Retry-After seconds sent with 503 and 429")
+    serve.add_argument("--stall", type=float, default=2.0,
+                       help="seconds a request hit by the timeout fault stalls")
     serve.add_argument("--faults-per-request", type=int, default=None,
                        help="at most this many faulty answers to the same request")
     for kind in FAULT_KINDS:
@@ -97,6 +99,7 @@ def serve(args: argparse.Namespace) -> int:
     sky = SimulatedSky.random(args.stars, seed=args.seed, sectors_per_star=args.sectors,
                               empty_fraction=args.empty_fraction, days_per_sector=args.days)
     faults = Faults(latency=args.latency, retry_after=args.retry_after, seed=args.seed,
+                    stall=args.stall,
                     faults_per_request=args.faults_per_request,
                     **{f"{kind}_rate": getattr(args, f"{kind}_rate") for kind in FAULT_KINDS})
     if args.prepare_files:

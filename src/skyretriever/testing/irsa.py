@@ -11,6 +11,9 @@ does, over the stars of a :class:`~skyretriever.testing.sky.SimulatedSky`:
 - an unknown collection is refused with HTTP 400; a collection listed in
   ``private`` wants HTTP basic authentication (else HTTP 401).
 
+``transform`` (a function of the CSV text) changes the CSV answers, for tests
+of broken answers (extra or missing columns, bad values).
+
 Every star north of Dec -30 that ZTF observed (``SimulatedStar.ztf``) has
 one object per filter (``zg``, ``zr``, and ``zi`` for every third star),
 observed over six seasons; the star's ``ztf_neighbours`` are more objects
@@ -32,6 +35,7 @@ import base64
 import hashlib
 import io
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,13 +174,17 @@ class IrsaService(Service):
         Data releases served (the first is the default).
     private
         Releases that need authentication, with the ``(user, password)`` they accept.
+    transform
+        Rewrites each CSV answer (tests of broken answers); ``None`` sends them as made.
     """
 
     name = "irsa"
 
     def __init__(self, sky: SimulatedSky, collections: tuple[str, ...] = (DEFAULT_COLLECTION,),
-                 private: dict[str, tuple[str, str]] | None = None) -> None:
+                 private: dict[str, tuple[str, str]] | None = None,
+                 transform: Callable[[str], str] | None = None) -> None:
         self.sky = sky
+        self.transform = transform
         self.collections = tuple(collections)
         self.private = dict(private or {})
         self.routes = [Route(("GET",), "/cgi-bin/ZTF/nph_light_curves", self.light_curves)]
@@ -212,7 +220,10 @@ class IrsaService(Service):
         output = (request.arg("FORMAT") or "votable").lower()
         # Answers are sent as files, so the cut-body and HTML-page faults reach them too.
         if output == "csv":
-            return Reply.file(_csv(found).encode(), content_type="text/csv")
+            text = _csv(found)
+            if self.transform is not None:
+                text = self.transform(text)
+            return Reply.file(text.encode(), content_type="text/csv")
         if output in ("votable", "ipac_table", "html"):
             return Reply.file(_votable(found).encode(), content_type="text/xml")
         return _error(f"FORMAT {output!r} is not supported", 400)

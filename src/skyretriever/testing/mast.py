@@ -15,6 +15,11 @@
 
 Null values follow MAST: -999 for integers, ``null`` for floats, ``""`` for strings.
 
+For tests of broken or hostile archives, what the portal answers can be
+changed: ``row_hooks[service](rows)`` rewrites the rows of a service (lower-case
+name, e.g. ``"mast.caom.products"``), ``served_files[data_uri]`` is sent in place
+of a file, and ``cloud_paths[data_uri]`` is the path ``path_lookup`` answers.
+
 Examples
 --------
 >>> from skyretriever.testing.sky import SimulatedSky, SimulatedStar
@@ -128,6 +133,10 @@ class MastService(Service):
 
     def __init__(self, sky: SimulatedSky) -> None:
         self.sky = sky
+        #: Changes to answers, for tests of broken or hostile archives (see the module doc).
+        self.row_hooks: dict[str, Callable[[list[dict]], list[dict]]] = {}
+        self.served_files: dict[str, bytes] = {}
+        self.cloud_paths: dict[str, str] = {}
         self.routes = [
             Route(("POST",), "/api/v0/invoke", self.invoke),
             Route(("POST",), "/portal/Mashup/Mashup.asmx/columnsconfig", self.columns_config),
@@ -186,6 +195,9 @@ class MastService(Service):
                 reply.fault = "executing"
                 return reply
             rows, field_types = handler(params)
+            hook = self.row_hooks.get(service.lower())
+            if hook is not None:
+                rows = hook([dict(row) for row in rows])
         except MastError as error:
             return Reply.json({"status": "ERROR", "msg": str(error), "data": [], "fields": []})
         columns = params.get("columns", "*")
@@ -280,7 +292,7 @@ class MastService(Service):
         uri = request.arg("uri")
         if not uri:
             return Reply.text("missing uri parameter\n", status=400)
-        content = self.sky.file_bytes(uri)
+        content = self.served_files.get(uri) or self.sky.file_bytes(uri)
         if content is None:
             return Reply.text(f"file not found: {uri}\n", status=404)
         filename = uri.rsplit("/", 1)[-1]
@@ -291,7 +303,9 @@ class MastService(Service):
         answer = {}
         for uri in request.query.get("uri", []):
             product = self.sky.files.get(uri)
-            if product is not None and product.cloud_key is not None:
+            if uri in self.cloud_paths:
+                answer[uri] = {"status_code": 200, "path": self.cloud_paths[uri]}
+            elif product is not None and product.cloud_key is not None:
                 path = product.cloud_key
                 if path.startswith("mast/hlsp/"):
                     path = "/hlsp_local/public/" + path[len("mast/"):]

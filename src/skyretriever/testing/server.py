@@ -9,10 +9,17 @@ what real archives do on a bad day, from its :class:`Faults`:
 - ``latency``: seconds added to every request;
 - ``unavailable_rate`` / ``throttle_rate``: HTTP 503 / 429 with ``Retry-After``;
 - ``reset_rate``: the connection is reset without an answer;
+- ``timeout_rate``: the request stalls for ``stall`` seconds (set it longer than the
+  client's timeout): a file stops half-way, other answers before their first byte.
+  The stall ends early when the client gives up and closes the connection, so no
+  server thread waits longer than ``stall``; a patient client gets the answer late;
 - ``truncate_rate``: a file's body stops half-way under a full ``Content-Length``;
 - ``html_rate``: an HTML error page answered with status 200 in place of a file;
 - ``executing_rate``: services that have a "still working" answer give it
   (MAST answers ``{"status": "EXECUTING"}``).
+
+At most one fault hits a request: a reset first, then a timeout, then 503
+or 429, then (on files) an HTML page or a cut body.
 
 Whether a fault hits is decided from a hash of the seed, the request (without
 cache breakers) and how many times that request was seen before, so the same
@@ -22,10 +29,17 @@ request gets a fresh draw. ``paths`` limits the faults to some path prefixes;
 ``Faults(unavailable_rate=1, faults_per_request=2)`` answers every request
 with 503 twice, then normally).
 
+The statistics count, for every server (one host), the requests in flight: a
+request is in flight from when it has been read until the last byte of its
+answer (or its reset) is handed to the network, or until its client closes the
+connection, whichever is first; ``max_in_flight`` is the most at one moment,
+what a client's per-host connection limit bounds.
+
 Every server also answers ``GET /_sim/stats`` (counts; ``?log=1`` adds the requests),
 ``POST /_sim/stats/reset`` and ``POST /_sim/faults`` (a JSON object of fault
 knobs), without latency or faults, so a server in another process can be
-inspected and steered.
+inspected and steered. Resetting the statistics does not restart the fault
+draws: a request asked again later gets a fresh draw, as on a real bad day.
 
 Adding an archive (e.g. IRSA for ZTF, or a TAP service) means writing a
 :class:`Service` subclass and mounting it::
@@ -61,6 +75,7 @@ import email.utils
 import hashlib
 import http.server
 import json
+import select
 import socket
 import struct
 import threading
@@ -71,9 +86,12 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["ArchiveServer", "Faults", "Reply", "Request", "RequestRecord", "Route", "Service"]
+__all__ = ["FAILURE_FAULTS", "ArchiveServer", "Faults", "Reply", "Request", "RequestRecord",
+           "RetryAudit", "Route", "Service", "audit_retries"]
 
-FAULT_KINDS = ("unavailable", "throttle", "reset", "truncate", "html", "executing")
+FAULT_KINDS = ("unavailable", "throttle", "reset", "timeout", "truncate", "html", "executing")
+#: The longest stall a timeout fault may ask for (seconds): server threads always end.
+MAX_STALL = 60.0
 ADMIN_PREFIX = "/_sim/"
 _LAST_MODIFIED = email.utils.formatdate(1_546_300_800, usegmt=True)
 _HTML_ERROR_PAGE = (
@@ -94,6 +112,8 @@ class Faults:
     0.3
     >>> Faults.from_dict({"latency": 0.15}).latency
     0.15
+    >>> Faults(timeout_rate=0.1, stall=2.0).stall
+    2.0
     """
 
     latency: float = 0.0
@@ -101,6 +121,9 @@ class Faults:
     throttle_rate: float = 0.0
     retry_after: int | None = 1
     reset_rate: float = 0.0
+    timeout_rate: float = 0.0
+    #: Seconds a request hit by the timeout fault stalls (at most ``MAX_STALL``).
+    stall: float = 2.0
     truncate_rate: float = 0.0
     html_rate: float = 0.0
     executing_rate: float = 0.0
@@ -115,6 +138,9 @@ class Faults:
                 raise ValueError(f"Faults.{kind}_rate must be between 0 and 1, not {rate!r}")
         if self.latency < 0:
             raise ValueError("Faults.latency must be >= 0")
+        if not 0 < self.stall <= MAX_STALL:
+            raise ValueError(f"Faults.stall must be between 0 (excluded) and {MAX_STALL:g} "
+                             f"seconds, not {self.stall!r}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Faults:
@@ -239,6 +265,10 @@ class Service:
         return reply
 
 
+#: Faults that make an answer a failure (the client must ask again); ``executing`` is an answer.
+FAILURE_FAULTS = frozenset({"unavailable", "throttle", "reset", "timeout", "truncate", "html"})
+
+
 @dataclass(frozen=True)
 class RequestRecord:
     """One handled request, for the statistics."""
@@ -252,6 +282,34 @@ class RequestRecord:
     service: str
     headers: dict[str, str]
     key: str = ""
+    #: The ``Retry-After`` (seconds) the answer carried, if any.
+    retry_after: float | None = None
+
+
+def _client_gone(connection: socket.socket) -> bool:
+    """Whether the client closed (or reset) the connection; never blocks."""
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+        if not readable:
+            return False
+        return connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):  # reset, or already closed
+        return True
+
+
+class _Flight:
+    """One request in flight; :meth:`end` is idempotent."""
+
+    __slots__ = ("connection", "stats")
+
+    def __init__(self, stats: _Statistics, connection: socket.socket | None) -> None:
+        self.stats = stats
+        self.connection = connection
+
+    def end(self) -> None:
+        self.stats.end(self)
 
 
 class _Statistics:
@@ -262,8 +320,15 @@ class _Statistics:
 
     def __init__(self) -> None:
         self.lock = threading.Condition()
-        self.in_flight = 0
+        self.flights: set[_Flight] = set()
+        # How often each request was seen, for the fault draws: kept by reset(), so a
+        # request asked again after the statistics were reset still gets a fresh draw.
+        self.occurrences: Counter = Counter()
         self.reset()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.flights)
 
     def reset(self) -> None:
         with self.lock:
@@ -272,15 +337,24 @@ class _Statistics:
                                                "fault": Counter()}
             self.total = 0
             self.max_in_flight = self.in_flight
-            self.occurrences: Counter = Counter()
 
-    def begin(self, key: str) -> int:
+    def _reap(self) -> None:
+        # A request whose client has gone (it gave up waiting) is no longer in flight,
+        # though its thread may still be stalling or writing into the closed socket.
+        for flight in [f for f in self.flights if f.connection is not None
+                       and _client_gone(f.connection)]:
+            self.flights.discard(flight)
+        self.lock.notify_all()
+
+    def begin(self, key: str, connection: socket.socket | None = None) -> tuple[int, _Flight]:
         with self.lock:
-            self.in_flight += 1
+            self._reap()
+            flight = _Flight(self, connection)
+            self.flights.add(flight)
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             occurrence = self.occurrences[key]
             self.occurrences[key] += 1
-            return occurrence
+            return occurrence, flight
 
     def add(self, record: RequestRecord) -> None:
         with self.lock:
@@ -291,9 +365,9 @@ class _Statistics:
             if record.fault:
                 self.counts["fault"][record.fault] += 1
 
-    def end(self) -> None:
+    def end(self, flight: _Flight) -> None:
         with self.lock:
-            self.in_flight -= 1
+            self.flights.discard(flight)
             self.lock.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
@@ -381,11 +455,13 @@ class ArchiveServer:
         self._server: _ThreadingServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
+        self._stopping = threading.Event()
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> ArchiveServer:
         if self._server is not None:
             return self
+        self._stopping.clear()
         self._server = _ThreadingServer(self._address, _Handler)
         self._server.archive = self
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={
@@ -396,6 +472,7 @@ class ArchiveServer:
     def stop(self) -> None:
         if self._server is None:
             return
+        self._stopping.set()  # stalled requests end now
         self._server.shutdown()
         self._server.server_close()
         # Kept-alive connections would hold their handler threads (and clients' pools) forever.
@@ -490,16 +567,19 @@ class ArchiveServer:
         service, route, path_known = self._route(request.method, path)
         request.key = (service or Service()).request_key(request)
         request.faults = faults
-        request.occurrence = self._stats.begin(request.key)
+        request.occurrence, flight = self._stats.begin(request.key, handler.connection)
         start = time.time()
 
-        def record(status: int | None, fault: str | None) -> None:
+        def record(status: int | None, fault: str | None,
+                   answer_headers: Mapping[str, str] | None = None) -> None:
             # Recorded before the answer is written, so a client that has its answer
             # always finds its request in the statistics.
+            retry_after = (answer_headers or {}).get("Retry-After")
             self._stats.add(RequestRecord(
                 start=start, method=request.method, path=path, query=parts.query,
                 status=status, fault=fault, service=service.name if service else "",
                 headers=dict(request.headers), key=request.key,
+                retry_after=float(retry_after) if retry_after is not None else None,
             ))
 
         try:
@@ -508,11 +588,13 @@ class ArchiveServer:
             applies = faults.applies_to(path)
             if applies and faults.hits("reset", request.key, request.occurrence):
                 record(None, "reset")
+                flight.end()
                 handler.reset_connection()
                 return
-            fault = None
+            stall = applies and faults.hits("timeout", request.key, request.occurrence)
+            fault = "timeout" if stall else None
             for kind in ("unavailable", "throttle"):
-                if applies and faults.hits(kind, request.key, request.occurrence):
+                if applies and not stall and faults.hits(kind, request.key, request.occurrence):
                     fault = kind
                     reply = (service or Service()).fault_reply(kind, faults.retry_after)
                     break
@@ -522,7 +604,7 @@ class ArchiveServer:
                                        status=405 if path_known else 404)
                 else:
                     reply = route.handler(request)
-                if reply.is_file and applies and request.method != "HEAD":
+                if reply.is_file and applies and not stall and request.method != "HEAD":
                     if faults.hits("html", request.key, request.occurrence):
                         fault = "html"
                         reply = Reply(status=200, body=_HTML_ERROR_PAGE, content_type="text/html")
@@ -530,10 +612,12 @@ class ArchiveServer:
                         fault = "truncate"
                 fault = fault or reply.fault
             status, headers, content = self._prepare(request, reply)
-            record(status, fault)
-            self._write(handler, request, status, headers, content, truncate=fault == "truncate")
+            record(status, fault, headers)
+            self._write(handler, request, status, headers, content, flight,
+                        truncate=fault == "truncate",
+                        stall=faults.stall if stall else 0.0, file=reply.is_file)
         finally:
-            self._stats.end()
+            flight.end()
 
     @staticmethod
     def _prepare(request: Request, reply: Reply) -> tuple[int, dict[str, str], bytes]:
@@ -547,21 +631,59 @@ class ArchiveServer:
         headers["Content-Length"] = str(len(body))
         return status, headers, body
 
-    @staticmethod
-    def _write(handler: _Handler, request: Request, status: int, headers: dict[str, str],
-               body: bytes, truncate: bool = False) -> None:
+    def _wait_out(self, handler: _Handler, seconds: float) -> bool:
+        """Stall up to ``seconds``; ``False`` (at once) if the client closes the connection."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            try:
+                readable, _, _ = select.select([handler.connection], [], [], min(remaining, 0.1))
+            except (OSError, ValueError):
+                return False
+            if readable and _client_gone(handler.connection):
+                return False
+        return False
+
+    def _write(self, handler: _Handler, request: Request, status: int, headers: dict[str, str],
+               body: bytes, flight: _Flight | None = None, truncate: bool = False,
+               stall: float = 0.0, file: bool = False) -> None:
+        """Send an answer; the request stops being in flight just before its last bytes go."""
+        end = flight.end if flight is not None else (lambda: None)
+        whole = request.method == "HEAD" or not body
+        if stall and (whole or not file):
+            # An answer that does not start in time: the client's read times out.
+            if not self._wait_out(handler, stall):
+                end()
+                handler.close_connection = True
+                return
         handler.send_response(status)
         for name, value in headers.items():
             handler.send_header(name, value)
-        handler.end_headers()
-        if request.method == "HEAD":
+        if whole:
+            end()
+            handler.end_headers()
             return
+        handler.end_headers()
         if truncate:
             handler.wfile.write(body[: len(body) // 2])
             handler.wfile.flush()
+            end()
             handler.reset_connection()
             return
-        handler.wfile.write(body)
+        if stall:
+            # A file that stops half-way, long enough for the client's read to time out.
+            handler.wfile.write(body[: len(body) // 2])
+            handler.wfile.flush()
+            if not self._wait_out(handler, stall):
+                end()
+                handler.close_connection = True
+                return
+            body = body[len(body) // 2 :]
+        handler.wfile.write(body[:-1])
+        end()
+        handler.wfile.write(body[-1:])
 
     def _admin(self, request: Request) -> Reply:
         if request.path == "/_sim/stats" and request.method == "GET":
@@ -577,6 +699,82 @@ class ArchiveServer:
                     return Reply.json({"error": str(error)}, status=400)
             return Reply.json(asdict(self.faults))
         return Reply.text(f"unknown admin request {request.method} {request.path}\n", status=404)
+
+
+@dataclass
+class RetryAudit:
+    """How a client retried on one server: counts, and every breach of the politeness rules."""
+
+    requests: int
+    #: Distinct requests (by :meth:`Service.request_key`).
+    keys: int
+    #: Answers that were failures (:data:`FAILURE_FAULTS`, 5xx, 429).
+    failures: int
+    #: The most failed answers in a row to one request.
+    longest_streak: int
+    #: The most times one request was asked.
+    most_per_key: int
+    violations: list[str] = field(default_factory=list)
+
+
+def _failed(record: RequestRecord) -> bool:
+    return record.fault in FAILURE_FAULTS or (
+        record.status is not None and (record.status >= 500 or record.status == 429))
+
+
+def audit_retries(records: Iterable[RequestRecord], *, max_attempts: int, backoff: float,
+                  backoff_max: float = 60.0, tolerance: float = 0.01) -> RetryAudit:
+    """Check from a server's request log that a client retried within bounds and politely.
+
+    For every request (records with the same key): no more than
+    ``max_attempts`` failed answers in a row; no more than ``max_attempts``
+    tries per asking, where each ``EXECUTING`` answer is a new asking; and
+    after the ``n``-th failure of a row, the next try no sooner than the least
+    backoff (``backoff / 2 * 2**(n-1)``, at most ``backoff_max / 2``) or the
+    answer's ``Retry-After``. Each breach is one line of ``violations``.
+
+    Examples
+    --------
+    >>> rows = [RequestRecord(0.0, "GET", "/f", "", 503, "unavailable", "s", {}, "k", 1.0),
+    ...         RequestRecord(0.4, "GET", "/f", "", 200, None, "s", {}, "k")]
+    >>> audit = audit_retries(rows, max_attempts=3, backoff=0.1)
+    >>> audit.failures, audit.violations
+    (1, ['k: asked again 0.400 s after failure 1 (unavailable), sooner than 1.000 s'])
+    """
+    by_key: dict[str, list[RequestRecord]] = {}
+    total = 0
+    for record in sorted(records, key=lambda r: r.start):
+        by_key.setdefault(record.key, []).append(record)
+        total += 1
+    failures = longest = most = 0
+    violations: list[str] = []
+    for key, asked in by_key.items():
+        most = max(most, len(asked))
+        askings = 1 + sum(1 for r in asked if r.fault == "executing")
+        if len(asked) > max_attempts * askings:
+            violations.append(f"{key}: asked {len(asked)} times, more than max_attempts "
+                              f"({max_attempts}) x {askings} asking(s)")
+        streak = 0
+        for this, after in zip(asked, [*asked[1:], None]):
+            if not _failed(this):
+                streak = 0
+                continue
+            failures += 1
+            streak += 1
+            longest = max(longest, streak)
+            if streak > max_attempts:
+                violations.append(f"{key}: {streak} failed answers in a row (max_attempts "
+                                  f"{max_attempts})")
+            if after is None or streak >= max_attempts:
+                continue  # the client gave up: what comes next is a new asking
+            wanted = min(backoff_max, backoff * 2 ** (streak - 1)) / 2
+            if this.retry_after is not None:
+                wanted = max(wanted, this.retry_after)
+            gap = after.start - this.start
+            if gap < wanted - tolerance:
+                violations.append(f"{key}: asked again {gap:.3f} s after failure {streak} "
+                                  f"({this.fault or this.status}), sooner than {wanted:.3f} s")
+    return RetryAudit(total, len(by_key), failures, longest, most, violations)
 
 
 def _apply_range(request: Request, reply: Reply) -> tuple[int, bytes, dict[str, str]]:
