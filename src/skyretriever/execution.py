@@ -38,6 +38,10 @@ __all__ = ["DaskExecutor", "ExecutionParameters", "Executor", "LocalExecutor", "
 
 log = logging.getLogger(__name__)
 
+#: Most sources handed to a CPU worker at once, and the fewest chunks per worker in a batch.
+_MOST_PER_CHUNK = 8
+_CHUNKS_PER_WORKER = 4
+
 
 class ExecutionParameters(Parameters):
     """How the work of a run is spread (none of these change results)."""
@@ -119,8 +123,14 @@ class _PoolExecutor(Executor, abc.ABC):
         """Start the CPU workers."""
 
     @abc.abstractmethod
-    def _submit(self, task: SourceTask, reduce: bool, analyze: bool) -> Any:
-        """Send one task to the CPU workers; returns a future."""
+    def _submit(self, tasks: list[SourceTask], reduce: bool, analyze: bool) -> Any:
+        """Send a few tasks to one CPU worker; returns a future of their results."""
+
+    def _chunk_size(self, num_tasks: int) -> int:
+        """Sources per submission: enough to make the cost of a hand-over small, few enough
+        that every worker gets several chunks of a batch (so none waits at its end)."""
+        workers = self.pars.workers or os.cpu_count() or 1
+        return max(1, min(_MOST_PER_CHUNK, num_tasks // (_CHUNKS_PER_WORKER * workers)))
 
     @abc.abstractmethod
     def _completed(self, futures: Iterable[Any]) -> Iterator[Any]:
@@ -140,24 +150,35 @@ class _PoolExecutor(Executor, abc.ABC):
 
         downloads = [self._threads.submit(download_source, task, self.worker.observatories, reduce)
                      for task in tasks]
-        processing: dict[Any, SourceTask] = {}
+        # Downloaded sources go to the workers a few at a time: one hand-over (pickling,
+        # queues, a wake-up of the driver) per chunk instead of per source keeps them busy.
+        size = self._chunk_size(len(tasks))
+        processing: dict[Any, list[SourceTask]] = {}
+        ready: list[SourceTask] = []
         for future in as_completed(downloads):
             task = future.result()
             if task.skip:
                 finish(self.worker.process(task, reduce=reduce, analyze=analyze))
-            else:
-                processing[self._submit(task, reduce, analyze)] = task
+                continue
+            ready.append(task)
+            if len(ready) >= size:
+                processing[self._submit(ready, reduce, analyze)] = ready
+                ready = []
+        if ready:
+            processing[self._submit(ready, reduce, analyze)] = ready
         for future in self._completed(list(processing)):
-            task = processing[future]
+            chunk = processing[future]
             try:
-                finish(future.result())
+                for result in future.result():
+                    finish(result)
             except Exception as error:
                 if not self._lost(future, error):
                     raise
                 # A worker died (killed, out of memory): its sources are recorded as failed,
                 # the next run retries them, and the rest of the work goes on.
-                finish(SourceResult(row=task.row, raw_new=task.raw_new, status="failed",
-                                    error=f"worker process died: {error}"[:2000]))
+                for task in chunk:
+                    finish(SourceResult(row=task.row, raw_new=task.raw_new, status="failed",
+                                        error=f"worker process died: {error}"[:2000]))
         return results
 
 
@@ -170,8 +191,9 @@ def _initialize_local_worker(worker: Worker) -> None:
     worker.setup()
 
 
-def _process_in_local_worker(task: SourceTask, reduce: bool, analyze: bool) -> SourceResult:
-    return _LOCAL_WORKER.process(task, reduce=reduce, analyze=analyze)
+def _process_in_local_worker(tasks: list[SourceTask], reduce: bool, analyze: bool
+                             ) -> list[SourceResult]:
+    return [_LOCAL_WORKER.process(task, reduce=reduce, analyze=analyze) for task in tasks]
 
 
 def _process_id() -> int:
@@ -196,10 +218,10 @@ class LocalExecutor(_PoolExecutor):
         for future in [self._processes.submit(_process_id) for _ in range(workers)]:
             future.result()
 
-    def _submit(self, task: SourceTask, reduce: bool, analyze: bool) -> Future:
+    def _submit(self, tasks: list[SourceTask], reduce: bool, analyze: bool) -> Future:
         if self._processes is None:
             self._start_pool()
-        future = self._processes.submit(_process_in_local_worker, task, reduce, analyze)
+        future = self._processes.submit(_process_in_local_worker, tasks, reduce, analyze)
         future.pool = self._processes
         return future
 
@@ -224,13 +246,13 @@ class LocalExecutor(_PoolExecutor):
 _DASK_WORKERS: dict[str, Worker] = {}
 
 
-def _process_on_dask(worker: Worker, task: SourceTask, reduce: bool, analyze: bool
-                     ) -> SourceResult:
+def _process_on_dask(worker: Worker, tasks: list[SourceTask], reduce: bool, analyze: bool
+                     ) -> list[SourceResult]:
     key = worker.data_root
     if _DASK_WORKERS.get(key) is not worker:
         worker.setup()
         _DASK_WORKERS[key] = worker
-    return worker.process(task, reduce=reduce, analyze=analyze)
+    return [worker.process(task, reduce=reduce, analyze=analyze) for task in tasks]
 
 
 def _prepare_dask_process(paths: list[str]) -> None:
@@ -297,8 +319,8 @@ class DaskExecutor(_PoolExecutor):
                 "worker shares (set data_root to such a path)"
             )
 
-    def _submit(self, task: SourceTask, reduce: bool, analyze: bool) -> Any:
-        return self._client.submit(_process_on_dask, self._worker_future, task, reduce, analyze,
+    def _submit(self, tasks: list[SourceTask], reduce: bool, analyze: bool) -> Any:
+        return self._client.submit(_process_on_dask, self._worker_future, tasks, reduce, analyze,
                                    pure=False)
 
     def _completed(self, futures: Iterable[Any]) -> Iterator[Any]:
