@@ -469,5 +469,5 @@ def hostile_input_counts() -> dict[str, int]:
     # file), foreign data URIs and cloud paths, and URLs with credentials.
     return {"foreign hosts, redirects and URLs": len(REDIRECT_STATUSES) + 5 + len(BAD_DATA_URIS)
             + 2 + len(BAD_ARCHIVE_URLS),
-            "query injections (property examples)": ADQL_EXAMPLES + IRSA_EXAMPLES
+            "query-injection property-test examples": ADQL_EXAMPLES + IRSA_EXAMPLES
             + NAME_EXAMPLES}

@@ -19,6 +19,14 @@ provenance. A source with nothing at MAST gets an empty table; a source
 whose files cannot be fetched raises, so the run records it and the next
 run tries again.
 
+Nothing is taken on trust: files come only from the MAST host and the
+configured bucket (a data URI that is not ``mast:...``, a cloud path that is
+not a plain key, a redirect to another host are refused), answers that are
+not lists of rows are errors, and every file must be one of the mission
+(``TELESCOP``, ``MISSION``, the sector, quarter or campaign keyword) with the
+columns and units the reduction reads (:func:`check_layout`); a file that is
+not is deleted and its source fails with the reason.
+
 Examples
 --------
 >>> from skyretriever.net import HttpClient
@@ -55,6 +63,7 @@ from skyretriever import storage
 from skyretriever.fitsfile import InvalidFileError, read_fits_table, validate_fits
 from skyretriever.net import (
     TRANSIENT_STATUS,
+    BadAnswer,
     ForbiddenHost,
     HttpClient,
     NetworkError,
@@ -149,11 +158,23 @@ def angular_distance_arcsec(ra1: float, dec1: float, ra2: Any, dec2: Any) -> Any
     return np.degrees(2 * np.arcsin(np.sqrt(np.clip(term, 0, 1)))) * 3600.0
 
 
-def _normalize_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """MAST's nulls (-999 for integers, null for floats) as ``None``."""
-    types = {f.get("name"): str(f.get("type", "")).lower() for f in result.get("fields") or []}
+def _normalize_rows(result: dict[str, Any], what: str = "MAST") -> list[dict[str, Any]]:
+    """MAST's nulls (-999 for integers, null for floats) as ``None``.
+
+    Raises
+    ------
+    skyretriever.net.BadAnswer
+        If the answer's ``data`` is not a list of rows (objects) or its
+        ``fields`` not a list of column descriptions.
+    """
+    fields, data = result.get("fields") or [], result.get("data") or []
+    if not isinstance(fields, list) or not all(isinstance(f, dict) for f in fields):
+        raise BadAnswer(f"{what}: the answer's 'fields' is not a list of column descriptions")
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise BadAnswer(f"{what}: the answer's 'data' is not a list of rows")
+    types = {f.get("name"): str(f.get("type", "")).lower() for f in fields}
     rows = []
-    for raw in result.get("data") or []:
+    for raw in data:
         row = {}
         for name, value in raw.items():
             kind = types.get(name, "")
@@ -253,9 +274,13 @@ class MastClient(_RuntimeState):
         page = 1
         while True:
             result = self._invoke_page(service, params, page)
-            rows += _normalize_rows(result)
+            what = f"MAST {service} at {self.mast_url} (page {page})"
+            rows += _normalize_rows(result, what)
             paging = result.get("paging") or {}
-            if page >= int(paging.get("pagesFiltered") or 1):
+            pages = paging.get("pagesFiltered") if isinstance(paging, dict) else None
+            if pages is not None and not (isinstance(pages, int) and not isinstance(pages, bool)):
+                raise BadAnswer(f"{what}: paging.pagesFiltered is {pages!r}, not a number")
+            if page >= (pages or 1):
                 return rows
             page += 1
 

@@ -26,8 +26,13 @@ from which the base reducer makes ``qflag`` with ``quality_bitmask``.
 Credentials for non-public collections come from the environment
 (``SKYRETRIEVER_IRSA_USER`` and ``SKYRETRIEVER_IRSA_PASSWORD``) or from a
 netrc-format file (``credentials_file``, entry ``machine <IRSA host>``). They
-are sent as HTTP basic authentication only to the IRSA host, are never
-parameters, and never appear in logs, errors, ``config.yaml`` or provenance.
+are sent as HTTP basic authentication only to the IRSA host (no request
+follows a redirect to another host), are never parameters, and never appear
+in logs, errors, ``config.yaml`` or provenance.
+
+An answer without the columns the reduction reads, or with a value that is not
+a number where one is expected, fails its source with a :class:`~skyretriever.net.BadAnswer`
+naming the column, the line and the query; extra columns are kept as they come.
 
 Examples
 --------
