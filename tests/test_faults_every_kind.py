@@ -371,6 +371,30 @@ def test_the_audit_catches_a_client_that_hammers():
     assert audit_retries(server.records, max_attempts=3, backoff=0.5).violations == []
 
 
+def test_a_timeout_that_persists_fails_sources_until_the_next_run(project_factory, data_root,
+                                                                  tmp_path):
+    from tests.mast_support import small_sky, tess_stars, write_catalog
+
+    sky = small_sky(tess_stars())
+    files = ("/api/v0.1/Download/file", "/stpubdata/")
+    with SimulatedArchives(sky, Faults(timeout_rate=1.0, stall=2.0, paths=files)) as archives:
+        project = project_factory(
+            obs_names=["TESS"], catalog_kwargs={"filename": write_catalog(sky, tmp_path)},
+            TESS=archives.observatory_kwargs(max_attempts=2, backoff=0.0, timeout=0.3))
+        first = project.run()
+        assert sorted(name for name, _ in first.failures) == ["fast_star", "planet_host",
+                                                              "quiet_star"]
+        assert all(re.search("(?i)timed out|read timeout", reason) and "failed 2 time(s)" in reason
+                   for _, reason in first.failures), first.failures
+        # Each stalled answer ended when its client gave up, not 2 s later.
+        assert all(server.wait_idle(1.0) for server in archives.servers.values())
+        assert kept_file_problems(data_root) == [] and check_project(project).clean
+        archives.set_faults(None)
+        second = project.run()
+    assert second.failures == [] and second.counts["downloaded"] == 3
+    assert {status for status, _ in statuses().values()} == {"done"}
+
+
 # -- every fault kind through whole runs ------------------------------------------------------
 @pytest.fixture(scope="module")
 def sky():
