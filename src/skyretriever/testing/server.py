@@ -642,8 +642,10 @@ class ArchiveServer:
                 readable, _, _ = select.select([handler.connection], [], [], min(remaining, 0.1))
             except (OSError, ValueError):
                 return False
-            if readable and _client_gone(handler.connection):
-                return False
+            if readable:
+                if _client_gone(handler.connection):
+                    return False
+                self._stopping.wait(min(remaining, 0.05))  # bytes from the client: not a close
         return False
 
     def _write(self, handler: _Handler, request: Request, status: int, headers: dict[str, str],
