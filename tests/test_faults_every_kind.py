@@ -427,7 +427,7 @@ def reference(archives, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_every_fault_kind_at_once_on_every_archive(project_factory, archives, reference,
+def test_every_fault_kind_at_once_on_every_archive(project_factory, archives, sky, reference,
                                                    data_root, tmp_path):
     archives.set_faults(every_fault())
     try:
@@ -470,6 +470,13 @@ def test_every_fault_kind_at_once_on_every_archive(project_factory, archives, re
             assert audit.longest_streak <= bound, (where, server)
             assert run.max_in_flight[server] <= CONNECTIONS[server], (where, server,
                                                                       run.max_in_flight)
+        # Per source: one cone search each at IRSA, each file once from the bucket, each
+        # asked at most max_attempts times.
+        attempts = NET["max_attempts"]
+        assert run.audits["irsa"].keys <= len(names), where
+        assert run.requests["irsa"] <= attempts * len(names), where
+        assert run.audits["s3"].keys <= len(sky.files), where
+        assert run.requests["s3"] <= attempts * len(sky.files), where
         # A run downloads only what the runs before it left undone (raw files written
         # whole for a source that failed on another observatory are adopted, not fetched).
         if run.number > 1:
