@@ -19,6 +19,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -428,6 +429,25 @@ class Project:
         progress = _progress_bar(total, self.pars.progress, self.pars.name)
         histogram_batches: list[int] = []
         seconds: Counter = Counter()
+
+        def write(results: list) -> None:
+            """Commit one batch (its rows in one transaction), then count it."""
+            clock = time.perf_counter()
+            with database.Session() as session:
+                written = write_batch(session, results, context,
+                                      self.analysis.histogram_name if analyze else None)
+            seconds["write"] += time.perf_counter() - clock
+            histogram_batches.extend(written.histogram_batch_ids)
+            summary.statements += written.statements
+            summary.counts.update(summarize(results))
+            summary.failures += [(r.name, r.error or "") for r in results if r.status == "failed"]
+
+        # A batch is committed on a thread of its own while the workers go on with the
+        # next one (serially when debugging); at most one batch waits to be written, and
+        # batches are committed in order.
+        writer = (ThreadPoolExecutor(1, thread_name_prefix="write")
+                  if self.execution.scheduler != "serial" else None)
+        pending = None
         try:
             with make_executor(worker, self.execution, download_threads) as executor:
                 for batch in self._rows(start, stop, source_names, rows):
@@ -443,17 +463,17 @@ class Project:
                     results = executor.run_batch(tasks, reduce, analyze,
                                                  lambda _result: progress.update(1))
                     seconds["work"] += time.perf_counter() - clock
-                    clock = time.perf_counter()
-                    with database.Session() as session:
-                        written = write_batch(session, results, context,
-                                              self.analysis.histogram_name if analyze else None)
-                    seconds["write"] += time.perf_counter() - clock
-                    histogram_batches += written.histogram_batch_ids
-                    summary.statements += written.statements
-                    summary.counts.update(summarize(results))
-                    summary.failures += [(r.name, r.error or "") for r in results
-                                         if r.status == "failed"]
+                    if pending is not None:
+                        pending.result()
+                    if writer is None:
+                        write(results)
+                    else:
+                        pending = writer.submit(write, results)
+                if pending is not None:
+                    pending.result()
         finally:
+            if writer is not None:
+                writer.shutdown(wait=True)
             progress.close()
         clock = time.perf_counter()
         if analyze:

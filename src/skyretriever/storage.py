@@ -338,7 +338,13 @@ def writer_alive(folder_name: str) -> bool | None:
         return False
     except PermissionError:
         return True
-    return True
+    # A killed process whose parent died too stays a zombie until something reaps it
+    # (some container inits never do): it writes nothing more, so it counts as dead.
+    try:
+        state = Path(f"/proc/{int(pid)}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def clean_temporary() -> list[Path]:
