@@ -87,6 +87,21 @@ def test_search_measures_a_known_transit():
     assert candidate.passes(TransitFinder().pars)
 
 
+@pytest.mark.parametrize("period, duration", [(0.7, 0.1), (0.62, 0.09), (1.3, 0.1)])
+def test_short_periods_near_the_duty_cycle_limit_are_not_doubled(period, duration):
+    # 14% of the period in transit: the coarse search tries no box that long at these
+    # periods, and twice the period (every other transit, a full box) scored higher.
+    rng = np.random.default_rng(4)
+    times = signal_times(cadence_minutes=CADENCE)
+    signal = transit_model(times, period, times[0] + 0.3, duration, 0.005)
+    frame = _frame(rng, mag=10, noise_ppm=1000, red_ppm=200, variability_ppm=0, signal=signal)
+    finder = TransitFinder()
+    candidate = finder.search(frame["mjd"].to_numpy(), frame["flux"].to_numpy())
+    assert candidate.period == pytest.approx(period, rel=1e-3)
+    assert candidate.depth == pytest.approx(0.005, rel=0.1)
+    assert candidate.passes(finder.pars)
+
+
 def test_find_source_stitches_sectors_normalised_on_their_own():
     """Two sectors of one star at flux levels 30% apart, with trends: one detection from both."""
     rng = np.random.default_rng(5)
