@@ -37,6 +37,7 @@ PosixPath('.../data/DEMO/report/index.html')
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import html
 import json
@@ -329,6 +330,10 @@ def _iter_sources(context: _Context, batch_size: int) -> Iterator[tuple[orm.Sess
             yield session, list(sources)
             last_id = sources[-1].id
             session.expunge_all()
+        # ORM objects hold reference cycles: free each batch now rather than whenever the
+        # collector next runs, so memory stays flat over any number of sources.
+        del sources
+        gc.collect()
 
 
 def _config_section(project: Project) -> tuple[str, str, str]:
