@@ -42,7 +42,6 @@ from astropy.io import fits
 from skyretriever import Project
 from skyretriever.checker import check_project
 from skyretriever.database import Session
-from skyretriever.fitsfile import validate_fits
 from skyretriever.models import Detection, Lightcurve, Properties, RawPhotometry, Source
 from skyretriever.net import HttpClient, NetworkError, NetworkPolicy, RetriesExhausted
 from skyretriever.testing import (
@@ -57,6 +56,7 @@ from skyretriever.testing import (
     Transit,
 )
 from skyretriever.testing.server import FAULT_KINDS, RetryAudit, audit_retries
+from tests.mast_support import leftover_problems
 
 FAULT_RATE = 0.1
 #: The client side: few attempts (so some sources fail and the next run must finish
@@ -168,17 +168,7 @@ def statuses() -> dict[str, tuple[str, str | None]]:
 
 def kept_file_problems(data_root: Path) -> list[str]:
     """Partial files, FITS files that are not whole, rows whose file fails its checksum."""
-    problems = []
-    for path in data_root.rglob("*"):
-        if not path.is_file():
-            continue
-        if path.name.endswith((".part", ".tmp")):
-            problems.append(f"partial file {path}")
-        elif path.suffix == ".fits":
-            try:
-                validate_fits(path)
-            except ValueError as error:
-                problems.append(str(error))
+    problems = leftover_problems(data_root)
     with Session() as session:
         for raw in session.scalars(sa.select(RawPhotometry)):
             if not (raw.is_empty or raw.is_intact()):
