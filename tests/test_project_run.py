@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -174,6 +175,74 @@ def test_damaged_or_missing_files_are_made_again(project_factory, flaky):
     assert summary.counts["analyzed"] == 2 and summary.counts["skipped"] == 18
     after = snapshot(proj)
     assert after == reference                     # histograms too: counted once, not twice
+
+
+def _file_times(model) -> dict[int, tuple[int | None, int]]:
+    """Each row's recorded file time, and the file's time on disk."""
+    with Session() as session:
+        rows = session.scalars(sa.select(model).where(model.filename.is_not(None))).all()
+        return {row.id: (row.file_mtime_ns, row.get_fullname().stat().st_mtime_ns)
+                for row in rows}
+
+
+def test_rows_record_the_time_of_their_files(project_factory):
+    proj = project_factory()
+    proj.run()
+    for model in (RawPhotometry, Lightcurve):
+        times = _file_times(model)
+        assert len(times) >= 10
+        assert all(recorded == on_disk for recorded, on_disk in times.values()), model
+
+
+def test_resume_trusts_size_and_time_and_reads_a_file_whose_time_changed(project_factory, flaky):
+    from skyretriever.checker import check_project
+
+    proj = project_factory(obs_names=["flaky"])
+    proj.run()
+    reference = snapshot(proj)
+    with Session() as session:
+        raw = session.scalars(sa.select(RawPhotometry).where(~RawPhotometry.is_empty)).first()
+        lc = session.scalars(sa.select(Lightcurve).join(Source).where(
+            Source.name != raw.source_name)).first()
+    # Damaged in place with its size and time put back: only a full read can tell.
+    path = raw.get_fullname()
+    before = path.stat()
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    path.write_bytes(bytes(content))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    # Touched but unchanged: read once, found intact, its new time recorded.
+    touched = lc.get_fullname()
+    os.utime(touched, ns=(1_000_000_000, 2_000_000_000))
+    calls = sum(flaky.calls.values())
+
+    summary = proj.run()
+    assert summary.counts["skipped"] == 20 and sum(flaky.calls.values()) == calls
+    with Session() as session:
+        rows = session.scalars(sa.select(Lightcurve).where(Lightcurve.filename == lc.filename))
+        assert {row.file_mtime_ns for row in rows} == {2_000_000_000}
+
+    report = check_project(proj)                      # the checker reads every file
+    assert report.counts() == Counter({"checksum mismatch": 1})
+    assert report.findings[0].where.endswith(raw.filename)
+    proj.execution.verify_files = "full"
+    summary = proj.run()
+    assert summary.counts["downloaded"] == 1 and summary.counts["skipped"] == 19
+    assert sum(flaky.calls.values()) == calls + 1
+    assert snapshot(proj) == reference
+
+
+def test_rows_without_file_times_are_checked_once_and_given_them(project_factory):
+    proj = project_factory()
+    proj.run()
+    with Session() as session:                        # as written before migration 0004
+        for model in (RawPhotometry, Lightcurve):
+            session.execute(sa.update(model).values(file_mtime_ns=None))
+        session.commit()
+    summary = proj.run()
+    assert summary.counts["skipped"] == 20 and summary.counts["downloaded"] == 0
+    for model in (RawPhotometry, Lightcurve):
+        assert all(recorded == on_disk for recorded, on_disk in _file_times(model).values())
 
 
 def test_files_left_without_rows_are_adopted_not_downloaded_again(project_factory, flaky):

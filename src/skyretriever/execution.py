@@ -60,6 +60,14 @@ class ExecutionParameters(Parameters):
         None, "Threads for downloads (default: the largest download_workers of the observatories).",
         critical=False, ge=1,
     )
+    verify_files: Literal["quick", "full"] = parameter(
+        "quick",
+        "How a run decides that an existing product file is intact: quick trusts a file "
+        "whose size and modification time match its row and reads (SHA-256) only the others; "
+        "full reads every file. Loading data always checks the SHA-256, and so does "
+        "`skyretriever check`.",
+        critical=False,
+    )
     batch_size: int = parameter(
         500, "Catalog rows per batch: one set of queries and one commit per batch.",
         critical=False, ge=1,

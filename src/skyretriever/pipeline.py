@@ -62,16 +62,16 @@ log = logging.getLogger(__name__)
 
 RAW_COLUMNS = ("id", "source_name", "observatory", "ra", "dec", "is_empty", "num_points",
                "time_start", "time_end", "filters", "altdata", "filename", "key", "checksum",
-               "file_size")
+               "file_size", "file_mtime_ns")
 LIGHTCURVE_STATE_COLUMNS = ("id", "source_id", "raw_id", "observatory", "series_number",
-                            "filter", "filename", "key", "checksum", "file_size", "exptime",
-                            "mag_mean", "num_points", "num_good_points", "time_start", "time_end",
-                            "series_total")
+                            "filter", "filename", "key", "checksum", "file_size", "file_mtime_ns",
+                            "exptime", "mag_mean", "num_points", "num_good_points", "time_start",
+                            "time_end", "series_total")
 LIGHTCURVE_VALUE_COLUMNS = ("project", "cfg_hash", "observatory", "filter", "series_number",
                             "series_total", "was_processed", "is_simulated", "num_points",
                             "num_good_points", "time_start", "time_end", "exptime", "mag_mean",
                             "mag_rms", "flux_mean", "flux_rms", "filename", "key", "checksum",
-                            "file_size")
+                            "file_size", "file_mtime_ns")
 _MAX_ERROR_LENGTH = 2000
 
 
@@ -109,6 +109,10 @@ class SourceTask:
     errors: list[str] = field(default_factory=list)
     downloaded: int = 0
     skip: bool = False
+    #: Whether files are checked by SHA-256 even when their size and time are unchanged.
+    full_checks: bool = False
+    #: Files found intact under a new modification time: (table, row id, time) to record.
+    new_times: list[tuple[str, int, int]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -137,6 +141,8 @@ class SourceResult:
     kept_lightcurves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: (observatory, series number) of each light curve, in the order the analysis saw them.
     analysed_keys: list[tuple[str, int]] = field(default_factory=list)
+    #: Files found intact under a new modification time: (table, row id, time) to record.
+    new_times: list[tuple[str, int, int]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -154,9 +160,13 @@ def _chunks(items: list[Any], size: int = 500) -> Iterable[list[Any]]:
 
 # -- 1. planning ---------------------------------------------------------------------------
 def plan_batch(session: orm.Session, rows: list[dict[str, Any]], context: ProjectContext,
-               observatories: list[str]) -> list[SourceTask]:
-    """What exists for each row of a batch: one query per table, not one per source."""
-    tasks = {row["name"]: SourceTask(row=row) for row in rows}
+               observatories: list[str], full_checks: bool = False) -> list[SourceTask]:
+    """What exists for each row of a batch: one query per table, not one per source.
+
+    ``full_checks`` makes the later stages hash every existing file, not only
+    those whose size or modification time changed.
+    """
+    tasks = {row["name"]: SourceTask(row=row, full_checks=full_checks) for row in rows}
     names = list(tasks)
     for chunk in _chunks(names):
         for source_id, name, status, counted in session.execute(
@@ -230,31 +240,45 @@ def _raw_from_file(relative: str) -> tuple[dict[str, Any], Any] | None:
         raw.compute_summaries()
         raw.is_empty = False
         raw.filename, raw.key = relative, keys[0]
-        raw.checksum, raw.file_size = storage.file_sha256(path), path.stat().st_size
+        status = path.stat()
+        raw.checksum, raw.file_size = storage.file_sha256(path), status.st_size
+        raw.file_mtime_ns = status.st_mtime_ns
     except (storage.StorageError, KeyError, TypeError, ValueError):
         return None
     return _raw_values(raw), frame
 
 
-def _raw_intact(values: dict[str, Any]) -> bool:
+def _file_intact(values: dict[str, Any], table: str, task: SourceTask) -> bool:
+    """Whether the file of a row (raw data or light curve) is intact; notes a new file time."""
+    check = storage.check_file(storage.full_path(values["filename"]), values["checksum"],
+                               values["file_size"], values.get("file_mtime_ns"),
+                               full=task.full_checks)
+    if check.new_mtime_ns is not None and values.get("id") is not None:
+        task.new_times.append((table, values["id"], check.new_mtime_ns))
+        values["file_mtime_ns"] = check.new_mtime_ns
+    return check.intact
+
+
+def _raw_intact(values: dict[str, Any], task: SourceTask) -> bool:
     if values.get("is_empty"):
         return True
     if not values.get("filename"):
         return False
-    return storage.verify_file(storage.full_path(values["filename"]), values["checksum"],
-                               values["file_size"])
+    return _file_intact(values, "raw_photometry", task)
 
 
-def _lightcurves_intact(states: list[dict[str, Any]]) -> bool:
-    checked: dict[str, bool] = {}
+def _lightcurves_intact(states: list[dict[str, Any]], task: SourceTask) -> bool:
+    times: dict[str, int | None] = {}      # file -> its time as now recorded
     for state in states:
         filename = state["filename"]
-        if filename not in checked:
-            checked[filename] = bool(filename) and storage.verify_file(
-                storage.full_path(filename), state["checksum"], state["file_size"]
-            )
-        if not checked[filename]:
-            return False
+        if filename not in times:
+            if not filename or not _file_intact(state, "lightcurves", task):
+                return False
+            times[filename] = state.get("file_mtime_ns")
+        elif state.get("file_mtime_ns") != times[filename] and state.get("id") is not None:
+            # Rows sharing a file found under a new time record it too (read once).
+            task.new_times.append(("lightcurves", state["id"], times[filename]))
+            state["file_mtime_ns"] = times[filename]
     return True
 
 
@@ -263,14 +287,17 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
     """Get every observatory's raw data for one source (I/O stage, on a thread).
 
     Intact raw files are kept; a complete file on disk without a row (left by
-    a run that was killed before committing) is adopted; anything else is
+    a run that was killed before committing) is adopted; a file that no longer
+    matches its row is downloaded again; anything else is
     downloaded into memory, for the CPU stage to write. A source already done
     whose every file is intact is marked ``skip`` and goes no further.
     """
     names = [obs.name for obs in observatories]
-    if task.status == "done" and all(obs in task.raw and _raw_intact(task.raw[obs]) for obs in names):
+    if task.status == "done" and all(
+        obs in task.raw and _raw_intact(task.raw[obs], task) for obs in names
+    ):
         if not reduce or all(
-            _lightcurves_intact(task.lightcurves.get(obs, []))
+            _lightcurves_intact(task.lightcurves.get(obs, []), task)
             and (task.raw[obs]["is_empty"] or task.lightcurves.get(obs))
             for obs in names
         ):
@@ -278,11 +305,13 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
             return task
     for obs in observatories:
         existing = task.raw.get(obs.name)
-        if existing is not None and _raw_intact(existing):
+        if existing is not None and _raw_intact(existing, task):
             continue
         try:
             relative = storage.raw_filename(obs.name, task.name, task.row["ra"])
-            adopted = _raw_from_file(relative) if storage.full_path(relative).exists() else None
+            # Only a file without a row is adopted: one that no longer matches its row is damaged.
+            adopted = (_raw_from_file(relative)
+                       if existing is None and storage.full_path(relative).exists() else None)
             if adopted is not None and adopted[0]["source_name"] == task.name:
                 task.raw_new[obs.name], task.raw_frames[obs.name] = adopted
                 continue
@@ -302,7 +331,8 @@ def _lightcurve_values(lc: Lightcurve) -> dict[str, Any]:
 def _lightcurve_from_state(state: dict[str, Any], context: ProjectContext) -> Lightcurve:
     lc = Lightcurve(
         **{c: state[c] for c in ("observatory", "filter", "series_number", "series_total",
-                                 "filename", "key", "checksum", "file_size", "exptime",
+                                 "filename", "key", "checksum", "file_size", "file_mtime_ns",
+                                 "exptime",
                                  "mag_mean", "num_points", "num_good_points", "time_start",
                                  "time_end")},
         project=context.name, cfg_hash=context.cfg_hash,
@@ -348,7 +378,7 @@ class Worker:
     def process(self, task: SourceTask, reduce: bool = True, analyze: bool = True) -> SourceResult:
         """Reduce (where needed) and analyse one source; failures become the result's error."""
         result = SourceResult(row=task.row, raw_new=task.raw_new, downloaded=task.downloaded,
-                              counted=task.counted)
+                              counted=task.counted, new_times=task.new_times)
         if task.skip:
             result.skipped, result.status = True, "done"
             return result
@@ -368,7 +398,7 @@ class Worker:
                     continue
                 if (obs.name not in task.raw_new and kept
                         and all(state["raw_id"] == raw_values.get("id") for state in kept)
-                        and _lightcurves_intact(kept)):
+                        and _lightcurves_intact(kept, task)):
                     result.kept_lightcurves[obs.name] = kept
                     for state in kept:
                         lightcurves.append(_lightcurve_from_state(state, self.context))
@@ -457,7 +487,8 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
     is_postgresql = session.get_bind().dialect.name == "postgresql"
     written = BatchWrite()
     work = [r for r in results if not r.skipped]
-    if not work:
+    new_times = [entry for r in results for entry in r.new_times]
+    if not work and not new_times:
         return written
 
     # Core statements on the session's connection: executemany sends each table's rows as
@@ -469,6 +500,17 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
         if parameters is None:
             return connection.execute(statement)
         return connection.execute(statement, _same_keys(parameters))
+
+    # files found intact under a new time (touched, copied): the next run need not read them
+    for table in (RawPhotometry.__table__, Lightcurve.__table__):
+        rows = [{"row_id": row_id, "mtime": mtime}
+                for name, row_id, mtime in new_times if name == table.name]
+        if rows:
+            execute(table.update().where(table.c.id == sa.bindparam("row_id"))
+                    .values(file_mtime_ns=sa.bindparam("mtime")), rows)
+    if not work:
+        session.commit()
+        return written
 
     # sources
     sources = [_source_values(r.row, context) for r in work]

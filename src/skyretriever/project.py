@@ -400,7 +400,8 @@ class Project:
             ) -> RunSummary:
         """Download, reduce and analyse catalog rows ``start`` to ``stop`` (or named sources).
 
-        Resumable: what exists and passes its checksum is skipped, so a second run
+        Resumable: what exists and is intact is skipped (files whose size and time are
+        unchanged, or whose SHA-256 matches; see ``execution.verify_files``), so a second run
         of a finished project does no downloads, reductions or analysis. A failure
         on one source is recorded on it (and in the summary) and the run goes on;
         the next run retries it.
@@ -437,6 +438,8 @@ class Project:
                 written = write_batch(session, results, context,
                                       self.analysis.histogram_name if analyze else None)
             seconds["write"] += time.perf_counter() - clock
+            log.debug("batch of %d written in %.2f s (%d statements)", len(results),
+                      time.perf_counter() - clock, written.statements)
             histogram_batches.extend(written.histogram_batch_ids)
             summary.statements += written.statements
             summary.counts.update(summarize(results))
@@ -453,8 +456,10 @@ class Project:
                 for batch in self._rows(start, stop, source_names, rows):
                     clock = time.perf_counter()
                     with database.Session() as session:
-                        tasks = plan_batch(session, batch, context, names)
-                    seconds["plan"] += time.perf_counter() - clock
+                        tasks = plan_batch(session, batch, context, names,
+                                           full_checks=self.execution.verify_files == "full")
+                    planned = time.perf_counter() - clock
+                    seconds["plan"] += planned
                     clock = time.perf_counter()
                     for obs in observatories:
                         needed = [t.row for t in tasks if obs.name not in t.raw]
@@ -463,6 +468,8 @@ class Project:
                     results = executor.run_batch(tasks, reduce, analyze,
                                                  lambda _result: progress.update(1))
                     seconds["work"] += time.perf_counter() - clock
+                    log.debug("batch of %d planned in %.2f s, worked in %.2f s", len(batch),
+                              planned, time.perf_counter() - clock)
                     if pending is not None:
                         pending.result()
                     if writer is None:

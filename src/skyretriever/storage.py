@@ -44,6 +44,7 @@ __all__ = [
     "StorageError",
     "TEMP_FOLDER",
     "TEMP_SUFFIX",
+    "FileCheck",
     "FileInfo",
     "configure",
     "data_root",
@@ -61,6 +62,7 @@ __all__ = [
     "clean_temporary",
     "temporary_path",
     "writer_alive",
+    "check_file",
     "verify_file",
     "write_tables",
 ]
@@ -189,6 +191,9 @@ class FileInfo:
     filename: str
     checksum: str
     file_size: int
+    #: Modification time (ns) of the file as written: an unchanged time lets a resumed run
+    #: trust the file without reading it.
+    mtime_ns: int | None = None
 
 
 def verify_file(path: str | os.PathLike, checksum: str | None, file_size: int | None = None) -> bool:
@@ -200,6 +205,49 @@ def verify_file(path: str | os.PathLike, checksum: str | None, file_size: int | 
     if file_size is not None and size != file_size:
         return False
     return checksum is None or file_sha256(path) == checksum
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """The outcome of :func:`check_file`."""
+
+    #: The file exists and matches its row.
+    intact: bool
+    #: Its modification time now, when intact and different from the row's (to record).
+    new_mtime_ns: int | None = None
+
+
+def check_file(path: str | os.PathLike, checksum: str | None, file_size: int | None,
+               mtime_ns: int | None, full: bool = False) -> FileCheck:
+    """Whether a product file still matches its row, reading it only when it must.
+
+    The size must match. A file whose modification time is the one recorded when
+    it was written counts as intact without being read (the SHA-256 is checked
+    again whenever its data is loaded, and by ``skyretriever check``); otherwise,
+    or with ``full``, its SHA-256 decides. A file that was touched or copied but
+    is unchanged comes back intact with its new time, for the caller to record.
+
+    Examples
+    --------
+    >>> info = write_tables("DEMO/RA010/y.h5", {"y": (pd.DataFrame({"mjd": [1.0]}), None)})
+    >>> path = full_path(info.filename)
+    >>> check_file(path, info.checksum, info.file_size, info.mtime_ns).intact
+    True
+    >>> os.utime(path, ns=(1, 1))                     # touched: read once, time recorded anew
+    >>> check_file(path, info.checksum, info.file_size, info.mtime_ns)
+    FileCheck(intact=True, new_mtime_ns=1)
+    """
+    try:
+        status = os.stat(path)
+    except OSError:
+        return FileCheck(False)
+    if file_size is not None and status.st_size != file_size:
+        return FileCheck(False)
+    if status.st_mtime_ns == mtime_ns and not full:
+        return FileCheck(True)
+    if checksum is not None and file_sha256(path) != checksum:
+        return FileCheck(False)
+    return FileCheck(True, None if status.st_mtime_ns == mtime_ns else status.st_mtime_ns)
 
 
 def _column_for_hdf5(values: np.ndarray) -> tuple[np.ndarray, str]:
@@ -404,12 +452,13 @@ def write_tables(
                                           data=np.frombuffer(text.encode(), dtype=np.uint8))
                 dataset.attrs[_DESCRIPTION] = json.dumps(description)
         checksum = file_sha256(temporary)
-        size = temporary.stat().st_size
+        status = temporary.stat()           # the rename keeps the inode, its size and time
         os.replace(temporary, final)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    return FileInfo(filename=str(relative), checksum=checksum, file_size=size)
+    return FileInfo(filename=str(relative), checksum=checksum, file_size=status.st_size,
+                    mtime_ns=status.st_mtime_ns)
 
 
 def read_table(

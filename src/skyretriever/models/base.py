@@ -68,6 +68,11 @@ class FileBacked:
     file_size: Mapped[int | None] = mapped_column(
         sa.BigInteger, doc="Size of the file in bytes, checked when the data is loaded."
     )
+    file_mtime_ns: Mapped[int | None] = mapped_column(
+        sa.BigInteger,
+        doc="Modification time of the file (ns since 1970) when written or last verified; a "
+            "resumed run trusts a file of this size and time without reading it.",
+    )
 
     # Plain class attributes (not columns): the loaded table and its metadata.
     _data = None

@@ -101,7 +101,7 @@ class RawPhotometry(FileBacked, Base):
         self.compute_summaries()
         if self._data is None or len(self._data) == 0:
             self.is_empty = True
-            self.filename = self.key = self.checksum = self.file_size = None
+            self.filename = self.key = self.checksum = self.file_size = self.file_mtime_ns = None
             return
         self.is_empty = False
         relative = storage.raw_filename(self.observatory, self.source_name, self.ra)
@@ -115,6 +115,7 @@ class RawPhotometry(FileBacked, Base):
         }
         info = storage.write_tables(relative, {self.key: (self._data, metadata)})
         self.filename, self.checksum, self.file_size = info.filename, info.checksum, info.file_size
+        self.file_mtime_ns = info.mtime_ns
 
     def plot(self, **kwargs: Any):
         """Plot the raw data (magnitudes, or flux for TESS, Kepler and K2) against time.
@@ -287,5 +288,5 @@ def save_lightcurves(lightcurves: Iterable[Lightcurve]) -> None:
         tables = {lc.key: (lc.data, lc._metadata) for lc in group}
         info = storage.write_tables(filename, tables)
         for lc in group:
-            lc.checksum, lc.file_size = info.checksum, info.file_size
+            lc.checksum, lc.file_size, lc.file_mtime_ns = info.checksum, info.file_size, info.mtime_ns
 
