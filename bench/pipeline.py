@@ -60,6 +60,16 @@ def peak_memory_mb() -> tuple[float, float]:
     return own, children
 
 
+def pace(progress: list[tuple[int, float]], n: int, parts: int = 10) -> list[float]:
+    """Sources per second in each tenth of the run (from the summary's per-batch progress)."""
+    rates, last_count, last_time = [], 0, 0.0
+    for count, seconds in progress:
+        if count >= (len(rates) + 1) * n / parts and seconds > last_time:
+            rates.append((count - last_count) / (seconds - last_time))
+            last_count, last_time = count, seconds
+    return rates
+
+
 def make_database(backend: str, root: Path) -> tuple[str, callable]:
     if backend == "sqlite":
         return f"sqlite:///{root / 'bench.db'}", lambda: None
@@ -119,6 +129,7 @@ def run(n: int, backend: str, scheduler: str, workers: int | None, batch_size: i
             "resume_seconds": resume_seconds,
             "peak_driver_mb": own, "peak_worker_mb": children,
             "steps": summary.seconds,
+            "pace": pace(summary.progress, n),
         }
     finally:
         drop()
@@ -166,6 +177,8 @@ def report(backend: str, scheduler: str, r: dict, batch_size: int) -> None:
           f"on disk/source; peak memory {r['peak_driver_mb']:.0f} MB driver, "
           f"{r['peak_worker_mb']:.0f} MB largest worker; resume {r['resume_seconds']:.2f} s")
     print(f"{'':>12}steps: {steps}")
+    print(f"{'':>12}sources/s in each tenth of the run: "
+          + " ".join(f"{rate:.0f}" for rate in r["pace"]))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ def test_run_makes_every_row_and_file(project_factory):
     assert summary.counts["sources"] == 20
     assert summary.counts["failed"] == 0
     assert summary.counts["done"] == 20
+    assert [count for count, _ in summary.progress] == [20]      # one batch committed
+    assert 0 < summary.progress[0][1] <= summary.elapsed
     with Session() as session:
         sources = session.scalars(sa.select(Source)).all()
         assert {s.status for s in sources} == {"done"}

@@ -96,6 +96,9 @@ class RunSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     statements: int = 0
+    #: (sources committed so far, seconds since the run began) after each batch: the pace
+    #: of a long run, to see whether it holds.
+    progress: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def elapsed(self) -> float:
@@ -444,6 +447,7 @@ class Project:
             summary.statements += written.statements
             summary.counts.update(summarize(results))
             summary.failures += [(r.name, r.error or "") for r in results if r.status == "failed"]
+            summary.progress.append((summary.counts["sources"], time.perf_counter() - begin))
 
         # A batch is committed on a thread of its own while the workers go on with the
         # next one (serially when debugging); at most one batch waits to be written, and
