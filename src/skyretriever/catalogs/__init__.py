@@ -1,5 +1,7 @@
 """Catalogs: files in four formats, a synthetic catalog, and remote presets.
 
+Files are read a chunk at a time (:mod:`.readers`), never whole.
+
 The remote presets register themselves here: ``gaia`` (:mod:`.gaia`),
 ``exoplanet_hosts`` (:mod:`.exoplanet_archive`) and ``wd`` (:mod:`.white_dwarfs`).
 """
@@ -19,7 +21,9 @@ from skyretriever.catalogs.catalog import (
     Catalog,
     CatalogError,
     CatalogParameters,
+    ChunkedTable,
     ColumnMap,
+    open_catalog_file,
     register_loader,
 )
 
@@ -31,6 +35,8 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "CatalogParameters",
+    "ChunkedTable",
     "ColumnMap",
+    "open_catalog_file",
     "register_loader",
 ]

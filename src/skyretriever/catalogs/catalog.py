@@ -10,6 +10,11 @@ already have exactly those names are picked up without configuration.
 Rows are numbered from 0 in catalog order; ``start`` and ``stop`` of a run and
 every error about a bad row use those numbers.
 
+A catalog file is never held whole: loading reads it once, a chunk at a time
+(:mod:`.readers`), to check every row, and keeps only what finds a row again
+(the bad rows' numbers, where each chunk starts); rows are then read from the
+file as they are asked for. Memory stays flat however long the catalog is.
+
 Examples
 --------
 >>> cat = Catalog(default="test", num_sources=10)
@@ -27,7 +32,6 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +39,13 @@ import numpy as np
 import pandas as pd
 from pydantic import field_validator, model_validator
 
+from skyretriever.catalogs.errors import BadRow, CatalogError
+from skyretriever.catalogs.readers import (
+    ChunkedTable,
+    FrameReader,
+    open_table_file,
+    table_format,
+)
 from skyretriever.net import NetworkParameters, validate_archive_url
 from skyretriever.parameters import ParameterError, Parameters, parameter
 
@@ -45,8 +56,10 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "CatalogParameters",
+    "ChunkedTable",
     "ColumnMap",
     "LOADERS",
+    "open_catalog_file",
     "register_loader",
 ]
 
@@ -56,21 +69,6 @@ STANDARD_COLUMNS = (
 )
 _FLOAT_COLUMNS = ("ra", "dec", "mag", "mag_err", "pmra", "pmdec")
 _REPORTED_BAD_ROWS = 20
-
-
-class CatalogError(ValueError):
-    """The catalog cannot be read, or has rows that cannot be used (listed with row numbers)."""
-
-
-@dataclass(frozen=True)
-class BadRow:
-    """A catalog row that cannot be used, with its 0-based row number and the reason."""
-
-    row: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"row {self.row}: {self.reason}"
 
 
 class ColumnMap(Parameters):
@@ -216,12 +214,17 @@ class CatalogParameters(NetworkParameters):
         return self
 
 
-Loader = Callable[[CatalogParameters], pd.DataFrame]
+Loader = Callable[[CatalogParameters], pd.DataFrame | ChunkedTable]
 LOADERS: dict[str, Loader] = {}
 
 
 def register_loader(kind: str, presets: dict[str, dict[str, Any]] | None = None):
     """Register a function that makes the catalog table for ``kind`` (and its presets).
+
+    The function returns a pandas table, or for a table too large to hold a
+    :class:`ChunkedTable` (such as :func:`open_catalog_file` gives). Either may
+    name the file it was read from (``frame.attrs["source_file"]``, or
+    ``source_file=``), whose bytes then identify the catalog.
 
     Examples
     --------
@@ -274,7 +277,27 @@ def synthetic_rows(start: int, stop: int, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def _read_file(pars: CatalogParameters) -> pd.DataFrame:
+def open_catalog_file(pars: CatalogParameters, *,
+                      transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+                      max_rows: int | None = None, source_file: str | None = None,
+                      scratch_dir: str | Path | None = None) -> ChunkedTable:
+    """The catalog file ``pars.filename`` (in ``pars.file_format``), to be read in chunks.
+
+    ``transform``, ``max_rows`` and ``source_file`` are those of
+    :class:`ChunkedTable` (a remote catalog's cuts over its cached file);
+    ``scratch_dir`` is where a compressed FITS file is unpacked once.
+
+    Raises
+    ------
+    CatalogError
+        If there is no file, its format is unknown, or it cannot be read.
+
+    Examples
+    --------
+    >>> table = open_catalog_file(CatalogParameters(filename="catalogs/demo.csv"))
+    >>> table.columns[:3]
+    ['name', 'ra', 'dec']
+    """
     if not pars.filename:
         raise CatalogError("catalog: give a filename or choose a preset with 'default'")
     path = Path(pars.filename).expanduser()
@@ -282,72 +305,17 @@ def _read_file(pars: CatalogParameters) -> pd.DataFrame:
         raise CatalogError(f"catalog file {str(path)!r} does not exist")
     fmt = pars.file_format
     if fmt == "auto":
-        suffixes = "".join(path.suffixes).lower()
-        if suffixes.endswith((".csv", ".csv.gz", ".txt")):
-            fmt = "csv"
-        elif suffixes.endswith((".fits", ".fit", ".fits.gz", ".fts")):
-            fmt = "fits"
-        elif suffixes.endswith((".h5", ".hdf5", ".hdf")):
-            fmt = "hdf5"
-        elif suffixes.endswith((".parquet", ".pq")):
-            fmt = "parquet"
-        else:
+        fmt = table_format(path)
+        if fmt is None:
             raise CatalogError(
                 f"catalog file {str(path)!r}: cannot tell the format from the extension; "
                 "set catalog.file_format to csv, fits, hdf5 or parquet"
             )
-    try:
-        if fmt == "csv":
-            _refuse_nul_bytes(path)
-            # Only empty fields are missing: names such as "NA" or "nan" stay names.
-            return pd.read_csv(path, comment="#", skipinitialspace=True, keep_default_na=False,
-                               na_values=[""])
-        if fmt == "parquet":
-            return pd.read_parquet(path)
-        from astropy.table import Table
-
-        if fmt == "fits":
-            table = Table.read(path, format="fits")
-        else:
-            table = Table.read(path, format="hdf5", path=pars.hdf5_path) if pars.hdf5_path else (
-                Table.read(path, format="hdf5")
-            )
-        names = [name for name in table.colnames if len(table[name].shape) <= 1]
-        return _decode_bytes(table[names].to_pandas())
-    except CatalogError:
-        raise
-    except Exception as error:
-        raise CatalogError(f"cannot read catalog file {str(path)!r} as {fmt}: {error}") from None
+    reader = open_table_file(path, fmt, hdf5_path=pars.hdf5_path, scratch_dir=scratch_dir)
+    return ChunkedTable(reader, transform=transform, max_rows=max_rows, source_file=source_file)
 
 
-LOADERS["file"] = _read_file
-
-
-def _refuse_nul_bytes(path: Path) -> None:
-    """pandas cuts a CSV field at a NUL byte without a word; refuse such files instead."""
-    if path.suffix == ".gz":
-        return
-    line, offset = 1, 0
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            where = block.find(b"\x00")
-            if where >= 0:
-                line += block.count(b"\n", 0, where)
-                raise CatalogError(f"catalog file {str(path)!r} has a NUL byte on line {line} "
-                                   f"(byte {offset + where}); remove it, it cannot be in a name")
-            line += block.count(b"\n")
-            offset += len(block)
-
-
-def _decode_bytes(frame: pd.DataFrame) -> pd.DataFrame:
-    """FITS and HDF5 text columns arrive as bytes; make them text."""
-    for column in frame.columns:
-        values = frame[column]
-        if values.dtype == object and len(values) and isinstance(values.iloc[0], bytes):
-            frame[column] = values.map(
-                lambda v: v.decode("utf-8", "replace").strip() if isinstance(v, bytes) else v
-            )
-    return frame
+LOADERS["file"] = open_catalog_file
 
 
 def _file_sha256(path: Path) -> str:
@@ -356,6 +324,25 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _blank(names: np.ndarray) -> np.ndarray:
+    """Which names are empty or only spaces (without ``Series.str``, whose cache is a cycle)."""
+    return np.array([not name.strip() for name in names], dtype=bool)
+
+
+def _name_hashes(names: np.ndarray) -> np.ndarray:
+    """64-bit hashes of names (an object array of str), to find duplicates in 8 bytes a row.
+
+    Equal names have equal hashes; equal hashes are checked against the names
+    themselves, so a collision never makes a duplicate.
+    """
+    try:
+        return pd.util.hash_array(names, categorize=False)
+    except UnicodeEncodeError:  # a lone surrogate: pandas encodes strictly
+        return np.array([int.from_bytes(hashlib.blake2b(
+            name.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+            for name in names], dtype=np.uint64)
 
 
 _INTEGER_IN_TEXT = re.compile(r"(\d+)\s*$")
@@ -389,6 +376,19 @@ def _to_python(value: Any) -> Any:
     return value
 
 
+def _python_values(column: pd.Series) -> list[Any]:
+    """A column's values as :func:`_to_python` makes each (NaN and infinities become None)."""
+    values = column.tolist()
+    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else None
+    if kind in ("i", "u", "b"):
+        return values
+    if kind == "f":
+        for index in np.flatnonzero(~np.isfinite(column.to_numpy())):
+            values[index] = None
+        return values
+    return [_to_python(value) for value in values]
+
+
 class Catalog:
     """A table of targets with standard column names, read in slices.
 
@@ -412,11 +412,20 @@ class Catalog:
         self.pars = pars if pars is not None else self.Parameters.build(kwargs, where="catalog")
         if pars is not None and kwargs:
             self.pars = self.Parameters.build(pars.model_dump(), kwargs, where="catalog")
-        self._table: pd.DataFrame | None = None
+        self._table: ChunkedTable | None = None
         self._hash: str | None = None
         self.bad_rows: list[BadRow] = []
         #: The file a remote catalog was read from (its cache), once loaded.
         self.source_file: str | None = None
+        self._mapping: dict[str, str | None] = {}
+        self._extra: list[str] = []
+        self._length = 0
+        # Table rows left out (bad rows, sorted), and for each the number of kept rows
+        # before it: a kept row's position becomes its table row with one search.
+        self._skipped = np.empty(0, dtype=np.int64)
+        self._kept_before = np.empty(0, dtype=np.int64)
+        # The table row at which each raw chunk of the file starts.
+        self._chunk_starts = np.zeros(1, dtype=np.int64)
 
     # -- loading ---------------------------------------------------------------------------
     @property
@@ -424,7 +433,12 @@ class Catalog:
         return self.pars.kind == "synthetic"
 
     def load(self) -> Catalog:
-        """Read (or download) the table, map its columns and check its rows; returns itself."""
+        """Open (or download) the table, map its columns and check its rows; returns itself.
+
+        The rows are checked in one pass over the file, a chunk at a time; what is
+        kept is the number of rows, the bad rows' numbers and where each chunk
+        starts, not the rows.
+        """
         if self._table is not None or self.is_synthetic:
             return self
         loader = LOADERS.get(self.pars.kind)
@@ -433,10 +447,13 @@ class Catalog:
                 f"catalog.kind: no loader for {self.pars.kind!r}; known: {', '.join(sorted(LOADERS))}"
             )
         table = loader(self.pars)
+        if isinstance(table, pd.DataFrame):
+            table = ChunkedTable(FrameReader(table), source_file=table.attrs.get("source_file"))
         # Remote loaders name the (cached) file they read, whose bytes identify the catalog.
-        self.source_file = table.attrs.get("source_file")
-        self._table = self._standardise(table)
-        self._check_rows()
+        self.source_file = table.source_file
+        self._mapping, self._extra = self._columns_of(table.columns)
+        self._check_rows(table)
+        self._table = table
         return self
 
     def _column_for(self, standard: str, available: list[str]) -> str | None:
@@ -450,10 +467,8 @@ class Catalog:
             return chosen
         return standard if standard in available else None
 
-    def _standardise(self, table: pd.DataFrame) -> pd.DataFrame:
-        available = [str(name) for name in table.columns]
-        table = table.copy()
-        table.columns = available
+    def _columns_of(self, available: list[str]) -> tuple[dict[str, str | None], list[str]]:
+        """The catalog column of each standard name, and the other columns kept."""
         mapping = {std: self._column_for(std, available) for std in STANDARD_COLUMNS}
         for required in ("name", "ra", "dec"):
             if mapping[required] is None:
@@ -461,8 +476,21 @@ class Catalog:
                     f"catalog has no {required!r} column; set catalog.columns.{required} to one "
                     f"of: {', '.join(available)}"
                 )
+        used = {column for column in mapping.values() if column is not None}
+        extra = [c for c in available if c not in used]
+        if self.pars.extra_columns is not None:
+            missing = [c for c in self.pars.extra_columns if c not in available]
+            if missing:
+                raise CatalogError(
+                    f"catalog.extra_columns names columns the catalog does not have: {missing}"
+                )
+            extra = [c for c in self.pars.extra_columns if c not in used]
+        return mapping, extra
+
+    def _standardise(self, table: pd.DataFrame) -> pd.DataFrame:
+        """A chunk with the standard columns (the name as text) and ``extra:<column>``."""
         result = pd.DataFrame(index=table.index)
-        for std, column in mapping.items():
+        for std, column in self._mapping.items():
             if column is None:
                 continue
             values = table[column]
@@ -474,51 +502,23 @@ class Catalog:
                 result[std] = values
         if "mag_filter" not in result and self.pars.mag_filter is not None:
             result["mag_filter"] = self.pars.mag_filter
-        used = {column for column in mapping.values() if column is not None}
-        extra = [c for c in available if c not in used]
-        if self.pars.extra_columns is not None:
-            missing = [c for c in self.pars.extra_columns if c not in available]
-            if missing:
-                raise CatalogError(
-                    f"catalog.extra_columns names columns the catalog does not have: {missing}"
-                )
-            extra = [c for c in self.pars.extra_columns if c not in used]
-        for column in extra:
+        for column in self._extra:
             result[f"extra:{column}"] = table[column]
+        result["name"] = result["name"].astype(str)
         return result.reset_index(drop=True)
 
-    def _check_rows(self) -> None:
-        table = self._table
-        names = table["name"]
-        bad: dict[int, list[str]] = {}
-
-        def add(rows: np.ndarray, reason: str) -> None:
-            for row in np.flatnonzero(rows):
-                bad.setdefault(int(row), []).append(reason)
-
-        missing = names.isna().to_numpy() | (names.astype(str).str.strip() == "").to_numpy()
-        add(missing, "missing name")
-        text = names.astype(str)
-        add(text.str.contains("\x00", regex=False).to_numpy() & ~missing, "name contains a NUL byte")
-        ra, dec = table["ra"].to_numpy(), table["dec"].to_numpy()
-        with np.errstate(invalid="ignore"):
-            add(~np.isfinite(ra), "RA is missing or not a number")
-            add(np.isfinite(ra) & ((ra < 0) | (ra >= 360)), "RA outside 0 to 360 degrees")
-            add(~np.isfinite(dec), "Dec is missing or not a number")
-            add(np.isfinite(dec) & ((dec < -90) | (dec > 90)), "Dec outside -90 to +90 degrees")
-        duplicated = text.duplicated(keep="first").to_numpy() & ~missing
-        first_row = {}
-        for row, name in enumerate(text):
-            first_row.setdefault(name, row)
-        for row in np.flatnonzero(duplicated):
-            bad.setdefault(int(row), []).append(
-                f"duplicate name {text.iloc[row]!r} (first at row {first_row[text.iloc[row]]})"
-            )
+    def _check_rows(self, table: ChunkedTable) -> None:
+        """One pass over the table: every bad row with its reasons; raise or leave them out."""
+        total, starts, hashes, bad = self._scan(table)
+        if table.reader.rescan_needed:  # the file's column types are known only now
+            total, starts, hashes, bad = self._scan(table)
+        hashes.sort()
+        repeated = hashes[1:] == hashes[:-1]
+        if repeated.any():
+            self._add_duplicates(table, np.unique(hashes[1:][repeated]), total, bad)
+        del hashes
         self.bad_rows = [BadRow(row, "; ".join(reasons)) for row, reasons in sorted(bad.items())]
-        if not self.bad_rows:
-            table["name"] = text
-            return
-        if self.pars.bad_rows == "raise":
+        if self.bad_rows and self.pars.bad_rows == "raise":
             shown = "\n  ".join(str(item) for item in self.bad_rows[:_REPORTED_BAD_ROWS])
             more = len(self.bad_rows) - _REPORTED_BAD_ROWS
             tail = f"\n  ... and {more} more" if more > 0 else ""
@@ -527,11 +527,93 @@ class Catalog:
                 f"(rows numbered from 0):\n  {shown}{tail}\n"
                 "Fix them, or set catalog.bad_rows: skip to leave them out."
             )
-        keep = np.ones(len(table), dtype=bool)
-        keep[[item.row for item in self.bad_rows]] = False
-        table["name"] = text
-        table["cat_index"] = np.arange(len(table))
-        self._table = table[keep].reset_index(drop=True)
+        self._skipped = np.array([item.row for item in self.bad_rows], dtype=np.int64)
+        self._kept_before = self._skipped - np.arange(len(self._skipped), dtype=np.int64)
+        self._chunk_starts = starts
+        self._length = total - len(self._skipped)
+
+    def _scan(self, table: ChunkedTable
+              ) -> tuple[int, np.ndarray, np.ndarray, dict[int, list[str]]]:
+        """Rows, chunk starts, name hashes and bad rows (but duplicates) of one pass."""
+        names_column, ra_column, dec_column = (self._mapping[c] for c in ("name", "ra", "dec"))
+        limit = table.max_rows
+        bad: dict[int, list[str]] = {}
+        starts: list[int] = []
+        hashes: list[np.ndarray] = []
+        row = 0
+        frames = table.frames(scan=True)
+        try:
+            for frame in frames:
+                if limit is not None and row >= limit:
+                    if table.reader.needs_full_scan:
+                        continue  # the reader learns the file's column types to its end
+                    break
+                starts.append(row)
+                if limit is not None:
+                    frame = frame.iloc[: limit - row]
+
+                def add(rows: np.ndarray, reason: str, first: int = row) -> None:
+                    for index in np.flatnonzero(rows):
+                        bad.setdefault(first + int(index), []).append(reason)
+
+                names = frame[names_column]
+                text = names.astype(str).to_numpy(dtype=object)
+                missing = names.isna().to_numpy() | _blank(text)
+                add(missing, "missing name")
+                add(np.array(["\x00" in name for name in text], dtype=bool) & ~missing,
+                    "name contains a NUL byte")
+                ra = pd.to_numeric(frame[ra_column], errors="coerce").astype(float).to_numpy()
+                dec = pd.to_numeric(frame[dec_column], errors="coerce").astype(float).to_numpy()
+                with np.errstate(invalid="ignore"):
+                    add(~np.isfinite(ra), "RA is missing or not a number")
+                    add(np.isfinite(ra) & ((ra < 0) | (ra >= 360)), "RA outside 0 to 360 degrees")
+                    add(~np.isfinite(dec), "Dec is missing or not a number")
+                    add(np.isfinite(dec) & ((dec < -90) | (dec > 90)),
+                        "Dec outside -90 to +90 degrees")
+                hashes.append(_name_hashes(text))
+                row += len(frame)
+        finally:
+            frames.close()
+        all_hashes = np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
+        return row, np.array(starts or [0], dtype=np.int64), all_hashes, bad
+
+    def _add_duplicates(self, table: ChunkedTable, repeated: np.ndarray, total: int,
+                        bad: dict[int, list[str]]) -> None:
+        """Read the names again, keeping those whose hash repeats; report the true duplicates.
+
+        A name seen before (even on a bad row) makes the row a duplicate of the
+        first row with that name, unless the name is missing. Rows whose hashes
+        collide but whose names differ are no duplicates.
+        """
+        names_column = self._mapping["name"]
+        groups: dict[int, list[tuple[int, str, bool]]] = {}
+        row = 0
+        frames = table.frames()
+        try:
+            for frame in frames:
+                if row >= total:
+                    break
+                frame = frame.iloc[: total - row]
+                names = frame[names_column]
+                text = names.astype(str).to_numpy(dtype=object)
+                hashes = _name_hashes(text)
+                hits = np.flatnonzero(np.isin(hashes, repeated))
+                if len(hits):
+                    missing = names.iloc[hits].isna().to_numpy() | _blank(text[hits])
+                    for index, is_missing in zip(hits, missing):
+                        groups.setdefault(int(hashes[index]), []).append(
+                            (row + int(index), text[index], bool(is_missing)))
+                row += len(frame)
+        finally:
+            frames.close()
+        for members in groups.values():
+            first_row: dict[str, int] = {}
+            for row, name, is_missing in members:
+                if name not in first_row:
+                    first_row[name] = row
+                elif not is_missing:
+                    bad.setdefault(row, []).append(
+                        f"duplicate name {name!r} (first at row {first_row[name]})")
 
     def describe(self) -> str:
         """A short description for messages: the file name or the preset."""
@@ -544,7 +626,43 @@ class Catalog:
         if self.is_synthetic:
             return self.pars.num_sources
         self.load()
-        return len(self._table)
+        return self._length
+
+    def _table_row(self, position: int) -> int:
+        """The table row (``cat_index``) of the kept row at ``position``."""
+        return position + int(np.searchsorted(self._kept_before, position, side="right"))
+
+    def _kept_frames(self, start: int, stop: int) -> Iterator[pd.DataFrame]:
+        """Standardised kept rows ``start`` to ``stop`` with their ``cat_index``, chunk by chunk.
+
+        Reading starts at the chunk holding ``start`` (a row group, a row range, a
+        byte offset) and goes no further than ``stop``.
+        """
+        if start >= stop:
+            return
+        first_row, end_row = self._table_row(start), self._table_row(stop - 1) + 1
+        chunk = int(np.searchsorted(self._chunk_starts, first_row, side="right")) - 1
+        row = int(self._chunk_starts[chunk])
+        frames = self._table.frames(chunk)
+        try:
+            for frame in frames:
+                low, high = max(first_row - row, 0), min(end_row - row, len(frame))
+                if high > low:
+                    rows = np.arange(row + low, row + high, dtype=np.int64)
+                    part = frame.iloc[low:high]
+                    skipped = self._skipped[np.searchsorted(self._skipped, row + low):
+                                            np.searchsorted(self._skipped, row + high)]
+                    if len(skipped):
+                        keep = ~np.isin(rows, skipped)
+                        part, rows = part[keep], rows[keep]
+                    standard = self._standardise(part)
+                    standard["cat_index"] = rows
+                    yield standard
+                row += len(frame)
+                if row >= end_row:
+                    return
+        finally:
+            frames.close()
 
     def get_rows(self, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
         """Rows ``start`` to ``stop`` (exclusive) as dictionaries with standard keys.
@@ -558,24 +676,29 @@ class Catalog:
         if self.is_synthetic:
             frame = synthetic_rows(start, stop, self.pars.seed)
             frame["cat_index"] = np.arange(start, stop)
-        else:
-            frame = self._table.iloc[start:stop]
-            if "cat_index" not in frame:
-                frame = frame.assign(cat_index=np.arange(start, stop))
-        return self._rows_to_dicts(frame)
+            return self._rows_to_dicts(frame)
+        rows: list[dict[str, Any]] = []
+        for frame in self._kept_frames(start, stop):
+            rows += self._rows_to_dicts(frame)
+        return rows
 
     def _rows_to_dicts(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
-        columns = list(frame.columns)
-        extra_columns = [c for c in columns if c.startswith("extra:")]
+        # Column by column: a column's values become Python values in one call.
+        where = {name: index for index, name in enumerate(frame.columns)}  # last of a name wins
+        values = {name: _python_values(frame.iloc[:, index]) for name, index in where.items()}
+        standard = [(key, values.get(key)) for key in STANDARD_COLUMNS]
+        extra = [(name[len("extra:") :], column) for name, column in values.items()
+                 if name.startswith("extra:")]
+        cat_index = values["cat_index"]
+        default_filter = self.pars.mag_filter
         rows = []
-        for values in frame.itertuples(index=False, name=None):
-            record = dict(zip(columns, values))
-            row = {key: _to_python(record.get(key)) for key in STANDARD_COLUMNS}
-            if row["mag_filter"] is None and self.pars.mag_filter is not None:
-                row["mag_filter"] = self.pars.mag_filter
+        for index in range(len(frame)):
+            row = {key: None if column is None else column[index] for key, column in standard}
+            if row["mag_filter"] is None and default_filter is not None:
+                row["mag_filter"] = default_filter
             row["name"] = str(row["name"])
-            row["cat_index"] = int(record["cat_index"])
-            row["extra"] = {c[len("extra:") :]: _to_python(record[c]) for c in extra_columns}
+            row["cat_index"] = int(cat_index[index])
+            row["extra"] = {name: column[index] for name, column in extra}
             rows.append(row)
         return rows
 
@@ -594,13 +717,31 @@ class Catalog:
 
     def iter_slices(self, start: int = 0, stop: int | None = None, size: int = 500
                     ) -> Iterator[list[dict[str, Any]]]:
-        """Rows from ``start`` to ``stop`` in lists of at most ``size``, never all at once."""
+        """Rows from ``start`` to ``stop`` in lists of at most ``size``, never all at once.
+
+        A file is read once, a chunk at a time, from the chunk holding ``start``.
+        """
         if size < 1:
             raise ValueError("slice size must be at least 1")
         length = len(self)
         stop = length if stop is None else min(stop, length)
-        for first in range(max(0, start), stop, size):
-            yield self.get_rows(first, min(first + size, stop))
+        start = max(0, start)
+        if self.is_synthetic:
+            for first in range(start, stop, size):
+                yield self.get_rows(first, min(first + size, stop))
+            return
+        batch: list[dict[str, Any]] = []
+        for frame in self._kept_frames(start, stop):
+            done = 0
+            while done < len(frame):
+                taken = min(size - len(batch), len(frame) - done)
+                batch += self._rows_to_dicts(frame.iloc[done : done + taken])
+                done += taken
+                if len(batch) == size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for rows in self.iter_slices():
@@ -611,7 +752,8 @@ class Catalog:
         """SHA-256 identifying the catalog's content (file bytes, or the synthetic recipe).
 
         A remote catalog is identified by the bytes of its cached file (loading it
-        first: from the cache when there is one, so no network is needed then).
+        first: from the cache when there is one, so no network is needed then). A
+        table made by a loader without a file is identified by its checked rows.
         """
         if self._hash is None:
             if self.is_synthetic:
@@ -626,6 +768,17 @@ class Catalog:
                 if self.source_file is not None:
                     self._hash = _file_sha256(Path(self.source_file))
                     return self._hash
-                data = pd.util.hash_pandas_object(self._table.astype(str), index=True).to_numpy()
-                self._hash = hashlib.sha256(data.tobytes()).hexdigest()
+                self._hash = self._rows_sha256()
         return self._hash
+
+    def _rows_sha256(self) -> str:
+        """SHA-256 of the checked table's rows as text, with their positions, chunk by chunk."""
+        digest, position = hashlib.sha256(), 0
+        for frame in self._kept_frames(0, len(self)):
+            if not len(self._skipped):
+                frame = frame.drop(columns="cat_index")  # added only when rows were left out
+            frame.index = pd.RangeIndex(position, position + len(frame))
+            position += len(frame)
+            data = pd.util.hash_pandas_object(frame.astype(str), index=True).to_numpy()
+            digest.update(data.tobytes())
+        return digest.hexdigest()

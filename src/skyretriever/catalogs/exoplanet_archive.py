@@ -81,7 +81,7 @@ def hosts_from_planets(planets: pd.DataFrame) -> pd.DataFrame:
     >>> rows = pd.DataFrame({"hostname": ["A", "A"], "ra": [1.0, 1.0], "dec": [2.0, 2.0],
     ...                      "pl_name": ["A c", "A b"], "pl_orbper": [9.0, 3.0]})
     >>> hosts = hosts_from_planets(rows)
-    >>> hosts.loc[0, "num_planets"], [p["name"] for p in hosts.loc[0, "planets"]]
+    >>> int(hosts.loc[0, "num_planets"]), [p["name"] for p in hosts.loc[0, "planets"]]
     (2, ['A b', 'A c'])
     """
     if "hostname" not in planets:

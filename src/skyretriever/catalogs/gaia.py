@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from skyretriever.catalogs.catalog import CatalogError, CatalogParameters, register_loader
+from skyretriever.catalogs.readers import ChunkedTable, CsvReader
 from skyretriever.catalogs.remote import (
     adql_identifier,
     adql_number,
@@ -100,8 +101,10 @@ def _download_pages(pars: CatalogParameters, destination: Path) -> None:
     "kind": "gaia", "mag_filter": "Gaia_G",
     "columns": {"gaia_id": "source_id", "mag": "phot_g_mean_mag"},
 }})
-def load_gaia(pars: CatalogParameters) -> pd.DataFrame:
+def load_gaia(pars: CatalogParameters) -> ChunkedTable:
     """The Gaia sources of the query, from the cache or the TAP service (paged).
+
+    The cached CSV file is read a chunk at a time, each row named as it is read.
 
     Raises
     ------
@@ -117,12 +120,21 @@ def load_gaia(pars: CatalogParameters) -> pd.DataFrame:
              "max_rows": pars.max_rows}
     path = cached_file(pars, cache_path(pars, "gaia", query),
                        lambda temporary: _download_pages(pars, temporary))
-    frame = read_csv_text(path, f"cached Gaia catalog {path}")
     schema = pars.gaia_table.split(".")[0].lower()
     release = RELEASE_NAMES.get(schema, "Gaia")
-    if len(frame):
-        frame.insert(0, "name", [f"{release} {int(s)}" for s in frame["source_id"]])
-    else:
-        frame = pd.DataFrame(columns=["name", *GAIA_COLUMNS])
-    frame.attrs["source_file"] = str(path)
-    return frame
+
+    def named(frame: pd.DataFrame) -> pd.DataFrame:
+        if len(frame):
+            frame.insert(0, "name", [f"{release} {int(s)}" for s in frame["source_id"]])
+        elif "source_id" in frame.columns:
+            frame = frame.copy()
+            frame.insert(0, "name", pd.Series([], dtype=object))
+        else:
+            frame = pd.DataFrame(columns=["name", *GAIA_COLUMNS])
+        return frame
+
+    # As remote.read_csv_text reads: only empty fields are missing; an empty file has no rows.
+    reader = CsvReader(path, options={"keep_default_na": False, "na_values": [""]},
+                       what=f"cached Gaia catalog {path}: cannot read the answer as CSV",
+                       refuse_nul=False, empty_ok=True)
+    return ChunkedTable(reader, transform=named, source_file=str(path))

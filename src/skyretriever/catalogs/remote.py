@@ -20,7 +20,7 @@ Examples
 >>> adql_identifier("gaia_source; DROP TABLE x")
 Traceback (most recent call last):
 ...
-skyretriever.catalogs.catalog.CatalogError: name: not a valid ADQL table or column name: 'gaia_source; DROP TABLE x'
+skyretriever.catalogs.errors.CatalogError: name: not a valid ADQL table or column name: 'gaia_source; DROP TABLE x'
 """
 
 from __future__ import annotations

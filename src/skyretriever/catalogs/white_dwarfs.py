@@ -2,7 +2,8 @@
 
 The catalogue file (FITS, optionally gzipped, or CSV) is downloaded once from
 ``wd_catalog_url`` into the cache, under a name made from a hash of the URL,
-and read from there afterwards. Rows are kept when their probability of being
+and read from there afterwards, a chunk at a time (a gzipped FITS file is
+unpacked once beside it, ``<name>.unpacked.fits``). Rows are kept when their probability of being
 a white dwarf (``Pwd``) is at least ``min_wd_probability`` (0.75, the paper's
 high-confidence sample) and they pass the ``cone``/``box``, magnitude (G) and
 parallax cuts; ``max_rows`` keeps the first rows of the file.
@@ -29,9 +30,10 @@ import pandas as pd
 from skyretriever.catalogs.catalog import (
     CatalogError,
     CatalogParameters,
-    _read_file,
+    open_catalog_file,
     register_loader,
 )
+from skyretriever.catalogs.readers import ChunkedTable
 from skyretriever.catalogs.remote import cache_path, cached_file, http_client, select_rows
 
 __all__ = ["load_white_dwarfs"]
@@ -60,24 +62,29 @@ def _check_download(path: Path) -> None:
     "kind": "wd_catalog", "mag_filter": "Gaia_G",
     "columns": {"name": "WDJ_name", "gaia_id": "source_id", "mag": "phot_g_mean_mag"},
 }})
-def load_white_dwarfs(pars: CatalogParameters) -> pd.DataFrame:
-    """The white dwarfs of the catalogue that pass the cuts (downloaded once, then cached)."""
+def load_white_dwarfs(pars: CatalogParameters) -> ChunkedTable:
+    """The white dwarfs of the catalogue that pass the cuts (downloaded once, then cached).
+
+    The cached file is read a chunk at a time, the cuts applied to each chunk; a
+    compressed FITS file is unpacked once next to it, so its rows can be read in
+    ranges.
+    """
     url = pars.wd_catalog_url
     path = cache_path(pars, "wd", {"url": url}, suffix=_suffix(url))
     cached_file(pars, path, lambda temporary: http_client(pars).download(
         url, temporary, validator=_check_download, allowed_hosts=(url,)))
-    frame = _read_file(pars.model_copy(update={"kind": "file", "filename": str(path),
-                                               "file_format": "auto"}))
     where = f"white-dwarf catalogue {path}"
-    if "Pwd" in frame:
-        probability = pd.to_numeric(frame["Pwd"], errors="coerce").to_numpy(dtype=float)
-        with np.errstate(invalid="ignore"):
-            frame = frame[probability >= pars.min_wd_probability].reset_index(drop=True)
-    elif pars.min_wd_probability > 0:
-        raise CatalogError(f"{where} has no 'Pwd' column for min_wd_probability; set "
-                           "catalog.min_wd_probability: 0 to keep every row")
-    frame = select_rows(frame, pars, mag="phot_g_mean_mag", where=where)
-    if pars.max_rows is not None:
-        frame = frame.head(pars.max_rows)
-    frame.attrs["source_file"] = str(path)
-    return frame
+
+    def cuts(frame: pd.DataFrame) -> pd.DataFrame:
+        if "Pwd" in frame:
+            probability = pd.to_numeric(frame["Pwd"], errors="coerce").to_numpy(dtype=float)
+            with np.errstate(invalid="ignore"):
+                frame = frame[probability >= pars.min_wd_probability].reset_index(drop=True)
+        elif pars.min_wd_probability > 0:
+            raise CatalogError(f"{where} has no 'Pwd' column for min_wd_probability; set "
+                               "catalog.min_wd_probability: 0 to keep every row")
+        return select_rows(frame, pars, mag="phot_g_mean_mag", where=where)
+
+    return open_catalog_file(
+        pars.model_copy(update={"kind": "file", "filename": str(path), "file_format": "auto"}),
+        transform=cuts, max_rows=pars.max_rows, source_file=str(path), scratch_dir=path.parent)
