@@ -249,6 +249,15 @@ def test_csv_offsets_that_do_not_find_the_rows_are_dropped(tmp_path, chunk_rows)
     assert reader._offsets is False
 
 
+def test_csv_lines_ended_by_carriage_returns_alone(tmp_path, chunk_rows):
+    chunk_rows(4)
+    path = tmp_path / "old_mac.csv"
+    path.write_bytes(("name,ra,dec\r" + "".join(f"s{i},{i},0\r" for i in range(10))).encode())
+    catalog = Catalog(filename=str(path)).load()     # more rows than "\n": no preset array
+    assert [row["name"] for row in catalog.get_rows()] == [f"s{i}" for i in range(10)]
+    assert catalog.get_row(9)["ra"] == 9.0 and _reader(catalog)._offsets is False
+
+
 def test_csv_chunks_that_guess_types_differently_are_read_as_the_whole_file(tmp_path,
                                                                             chunk_rows):
     chunk_rows(3)

@@ -376,6 +376,31 @@ def _to_python(value: Any) -> Any:
     return value
 
 
+class _Hashes:
+    """The name hashes of every row: 8 bytes a row, in one array when the rows are bounded."""
+
+    def __init__(self, bound: int | None) -> None:
+        self._array = None if bound is None else np.empty(bound, dtype=np.uint64)
+        self._parts: list[np.ndarray] = []
+        self._count = 0
+
+    def add(self, hashes: np.ndarray) -> None:
+        end = self._count + len(hashes)
+        if self._array is not None and end <= len(self._array):
+            self._array[self._count : end] = hashes
+        else:  # no bound, or it was wrong (a CSV file whose lines end in lone carriage returns)
+            if self._array is not None:
+                self._parts.append(self._array[: self._count].copy())
+                self._array = None
+            self._parts.append(hashes)
+        self._count = end
+
+    def finish(self) -> np.ndarray:
+        if self._array is not None:
+            return self._array[: self._count]
+        return np.concatenate(self._parts) if self._parts else np.empty(0, dtype=np.uint64)
+
+
 def _python_values(column: pd.Series) -> list[Any]:
     """A column's values as :func:`_to_python` makes each (NaN and infinities become None)."""
     values = column.tolist()
@@ -509,9 +534,12 @@ class Catalog:
 
     def _check_rows(self, table: ChunkedTable) -> None:
         """One pass over the table: every bad row with its reasons; raise or leave them out."""
-        total, starts, hashes, bad = self._scan(table)
+        found = self._scan(table)
         if table.reader.rescan_needed:  # the file's column types are known only now
-            total, starts, hashes, bad = self._scan(table)
+            del found
+            found = self._scan(table)
+        total, starts, hashes, bad = found
+        del found
         hashes.sort()
         repeated = hashes[1:] == hashes[:-1]
         if repeated.any():
@@ -539,7 +567,8 @@ class Catalog:
         limit = table.max_rows
         bad: dict[int, list[str]] = {}
         starts: list[int] = []
-        hashes: list[np.ndarray] = []
+        bound = table.reader.row_bound
+        hashes = _Hashes(bound if limit is None or bound is None else min(bound, limit))
         row = 0
         frames = table.frames(scan=True)
         try:
@@ -570,12 +599,11 @@ class Catalog:
                     add(~np.isfinite(dec), "Dec is missing or not a number")
                     add(np.isfinite(dec) & ((dec < -90) | (dec > 90)),
                         "Dec outside -90 to +90 degrees")
-                hashes.append(_name_hashes(text))
+                hashes.add(_name_hashes(text))
                 row += len(frame)
         finally:
             frames.close()
-        all_hashes = np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
-        return row, np.array(starts or [0], dtype=np.int64), all_hashes, bad
+        return row, np.array(starts or [0], dtype=np.int64), hashes.finish(), bad
 
     def _add_duplicates(self, table: ChunkedTable, repeated: np.ndarray, total: int,
                         bad: dict[int, list[str]]) -> None:

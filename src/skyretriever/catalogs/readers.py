@@ -126,6 +126,8 @@ class TableReader:
     what: str = "cannot read the catalog"
     #: Number of rows, once known (a CSV file's only after :meth:`scan`).
     rows: int | None = None
+    #: At least the number of rows, if known before :meth:`scan` (to size arrays once).
+    row_bound: int | None = None
     #: Whether :meth:`scan` must read to the end even when the caller needs fewer rows.
     needs_full_scan: bool = False
     #: Set by a :meth:`scan` that learnt something changing earlier chunks: scan again.
@@ -182,7 +184,7 @@ class FrameReader(TableReader):
     def __init__(self, frame: pd.DataFrame, chunk_rows: int | None = None) -> None:
         super().__init__(chunk_rows)
         self.frame = frame
-        self.rows = len(frame)
+        self.rows = self.row_bound = len(frame)
 
     def empty(self) -> pd.DataFrame:
         return self.frame.iloc[:0]
@@ -193,20 +195,25 @@ class FrameReader(TableReader):
 
 
 # -- CSV -----------------------------------------------------------------------------------------
-def refuse_nul_bytes(path: Path) -> None:
-    """pandas cuts a CSV field at a NUL byte without a word; refuse such files instead."""
+def refuse_nul_bytes(path: Path, refuse: bool = True) -> int | None:
+    """pandas cuts a CSV field at a NUL byte without a word; refuse such files instead.
+
+    Returns the number of lines (a bound on the rows; None for a gzipped file,
+    which is not looked into).
+    """
     if path.suffix == ".gz":
-        return
+        return None
     line, offset = 1, 0
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
-            where = block.find(b"\x00")
+            where = block.find(b"\x00") if refuse else -1
             if where >= 0:
                 line += block.count(b"\n", 0, where)
                 raise CatalogError(f"catalog file {str(path)!r} has a NUL byte on line {line} "
                                    f"(byte {offset + where}); remove it, it cannot be in a name")
             line += block.count(b"\n")
             offset += len(block)
+    return line
 
 
 def _csv_kind(values: pd.Series) -> str:
@@ -301,8 +308,9 @@ class CsvReader(TableReader):
         self.path = Path(path)
         self.options = dict(CSV_OPTIONS if options is None else options)
         self.what = what or f"cannot read catalog file {str(self.path)!r} as csv"
-        if refuse_nul:
-            refuse_nul_bytes(self.path)
+        lines = refuse_nul_bytes(self.path, refuse_nul)
+        if self.path.suffix.lower() not in _COMPRESSED_SUFFIXES:
+            self.row_bound = lines
         self._types: dict[str, Any] = {}
         self._scanned = False
         self._fingerprints: list[tuple[int, int] | None] = []
@@ -458,7 +466,7 @@ class ParquetReader(TableReader):
             meta = file.metadata
             sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
             self._group_starts = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
-            self.rows = int(meta.num_rows)
+            self.rows = self.row_bound = int(meta.num_rows)
             self._schema = file.schema_arrow
             self._float_columns = self._integers_with_gaps(file)
             self._empty = self._to_pandas(self._schema.empty_table())
@@ -585,7 +593,7 @@ class FitsReader(TableReader):
                     raise ValueError("No table found")
                 self._header = hdus[index].header.copy()
                 self._data_start = int(hdus.fileinfo(index)["datLoc"])
-            self.rows = int(self._header["NAXIS2"])
+            self.rows = self.row_bound = int(self._header["NAXIS2"])
             self._row_bytes = int(self._header["NAXIS1"])
             # Variable-length arrays live in a heap after the rows: every chunk takes it.
             self._heap = int(self._header.get("PCOUNT", 0))
@@ -673,7 +681,7 @@ class Hdf5Reader(TableReader):
             with h5py.File(self.path, "r") as file:
                 self.dataset = self._find(file, hdf5_path)
                 data = file[self.dataset]
-                self.rows = int(data.shape[0]) if data.shape else 1
+                self.rows = self.row_bound = int(data.shape[0]) if data.shape else 1
                 self._attrs = dict(data.attrs)
                 meta = f"{self.dataset}.__table_column_meta__"
                 self._meta = file[meta][()] if meta in file else None
