@@ -122,7 +122,11 @@ class _PoolExecutor(Executor, abc.ABC):
 
     def __enter__(self) -> _PoolExecutor:
         # The CPU pool first: local workers are forked while no other thread runs.
-        self._start_pool()
+        try:
+            self._start_pool()
+        except BaseException:
+            self.close(cancel=True)   # a cluster started before a later check failed
+            raise
         self._threads = ThreadPoolExecutor(self.download_threads, thread_name_prefix="download")
         return self
 
