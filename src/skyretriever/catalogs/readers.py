@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import abc
 import bz2
 import contextlib
 import gc
@@ -115,7 +116,7 @@ def open_table_file(path: str | Path, file_format: str, *, hdf5_path: str | None
     raise CatalogError(f"catalog file {str(path)!r}: unknown format {file_format!r}")
 
 
-class TableReader:
+class TableReader(abc.ABC):
     """Raw chunks of one table, in order; chunk ``i`` starts at row ``i * chunk_rows``.
 
     Subclasses set :attr:`what`, :attr:`rows` (once known) and implement
@@ -138,9 +139,9 @@ class TableReader:
         if self.chunk_rows < 1:
             raise ValueError("chunk_rows must be at least 1")
 
+    @abc.abstractmethod
     def empty(self) -> pd.DataFrame:
         """The table's columns, with their types, and no rows."""
-        raise NotImplementedError
 
     def scan(self) -> Iterator[pd.DataFrame]:
         """Every chunk from the first: the pass that checks the rows when a catalog loads."""
@@ -150,8 +151,9 @@ class TableReader:
         """Chunks ``first``, ``first + 1``, ... to the end of the table."""
         return self._guarded(self._chunks(max(0, int(first))))
 
+    @abc.abstractmethod
     def _chunks(self, first: int) -> Iterator[pd.DataFrame]:
-        raise NotImplementedError
+        """Chunks ``first``, ``first + 1``, ... to the end, unguarded (each reader's own)."""
 
     def _guarded(self, chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         with self._reading():
