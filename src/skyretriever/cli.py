@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--source", action="append", dest="sources", metavar="NAME",
                      help="run only this source (repeatable)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--redo", action="store_true",
+                     help="remake the project's results when its configuration, catalog or "
+                          "code version changed (without version control)")
 
     status = commands.add_parser("status", help="counts per stage and observatory, and failures")
     status.add_argument("config", help="the project's YAML file")
@@ -504,7 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             kwargs = {"progress": False} if args.no_progress else {}
-            summary = _project(args.config, **kwargs).run(args.start, args.stop, args.sources)
+            summary = _project(args.config, **kwargs).run(args.start, args.stop, args.sources,
+                                                          redo=args.redo)
             print(summary)
             return EXIT_FAILED_SOURCES if summary.counts["failed"] else 0
         if args.command == "status":

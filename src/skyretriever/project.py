@@ -32,7 +32,14 @@ from skyretriever.analysis.analysis import Analysis, load_class
 from skyretriever.analysis.histogram import Histogram, update_histogram_file
 from skyretriever.catalogs.catalog import Catalog, CatalogParameters
 from skyretriever.execution import ExecutionParameters, make_executor
-from skyretriever.models import HistogramBatch, Source
+from skyretriever.models import (
+    Detection,
+    HistogramBatch,
+    Lightcurve,
+    Properties,
+    RawPhotometry,
+    Source,
+)
 from skyretriever.observatories.base import (
     OBSERVATORIES,
     ProjectContext,
@@ -49,13 +56,62 @@ from skyretriever.parameters import (
 )
 from skyretriever.pipeline import Worker, plan_batch, summarize, write_batch
 
-__all__ = ["Project", "ProjectParameters", "RunSummary"]
+__all__ = ["ConfigurationChanged", "Project", "ProjectParameters", "RunSummary"]
 
 log = logging.getLogger(__name__)
 
 SECTIONS = ("project", "database", "data_root", "catalog", "observatories", "analysis", "execution")
 CONSTRUCTOR_KEYWORDS = ("catalog_kwargs", "obs_kwargs", "analysis_kwargs", "execution_kwargs",
                         "database_url", "data_root", "analysis_module", "analysis_class")
+
+
+class ConfigurationChanged(ParameterError):
+    """The project's products were made with other parameters, code or catalog than this run's.
+
+    Without version control a project keeps one set of products in one folder;
+    reusing them under another configuration would mix results made with
+    different values. The message says what changed and how to go on.
+    """
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as ``{"a.b.c": value}`` (lists and scalars are leaves)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def configuration_changes(old_text: str, new_text: str, most: int = 10) -> list[str]:
+    """What differs between two ``config.yaml`` texts, one line per changed key.
+
+    Examples
+    --------
+    >>> configuration_changes("a: {b: 1}\nc: 2\n", "a: {b: 3}\nc: 2\n")
+    ['a.b: 1 -> 3']
+    """
+    try:
+        old = _flatten(yaml.safe_load(old_text) or {})
+    except yaml.YAMLError:
+        return ["the recorded config.yaml cannot be read"]
+    new = _flatten(yaml.safe_load(new_text) or {})
+    missing = object()
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key, missing), new.get(key, missing)
+        if before != after:
+            lines.append(f"{key}: {'(none)' if before is missing else _short(before)} -> "
+                         f"{'(none)' if after is missing else _short(after)}")
+    if len(lines) > most:
+        lines = lines[:most] + [f"... and {len(lines) - most} more"]
+    return lines
 
 
 class ProjectParameters(Parameters):
@@ -399,8 +455,8 @@ class Project:
 
     def run(self, start: int | None = None, stop: int | None = None,
             source_names: Iterable[str] | None = None, *, rows: list[dict[str, Any]] | None = None,
-            obs_names: Iterable[str] | None = None, reduce: bool = True, analyze: bool = True
-            ) -> RunSummary:
+            obs_names: Iterable[str] | None = None, reduce: bool = True, analyze: bool = True,
+            redo: bool = False) -> RunSummary:
         """Download, reduce and analyse catalog rows ``start`` to ``stop`` (or named sources).
 
         Resumable: what exists and is intact is skipped (files whose size and time are
@@ -408,6 +464,13 @@ class Project:
         of a finished project does no downloads, reductions or analysis. A failure
         on one source is recorded on it (and in the summary) and the run goes on;
         the next run retries it.
+
+        Without version control, products made with other parameters, another code
+        version or another catalog are never passed over as done: the run stops with
+        :class:`ConfigurationChanged`, which says what changed. ``redo=True`` deletes
+        the project's results (its sources, light curves, analysis and histograms;
+        raw data is shared and kept where it still fits) and makes them again under
+        the new configuration.
 
         Returns
         -------
@@ -419,6 +482,7 @@ class Project:
         self.catalog.load()
         context = self._update_context()
         database.upgrade()
+        self._check_products_match(context, redo)
         for folder in storage.clean_temporary():
             log.info("removed files half-written by a run that died: %s", folder)
         self.write_config()
@@ -496,6 +560,60 @@ class Project:
             log.info("%s", summary)
         return summary
 
+    def _check_products_match(self, context: ProjectContext, redo: bool) -> None:
+        """Stop (or with ``redo``, clear the results) when the products were made otherwise.
+
+        With version control the folder is named by the config hash, so its
+        ``config.yaml`` always matches; without it, the recorded ``config.yaml``
+        says what the existing products were made with.
+        """
+        recorded = self.output_folder / "config.yaml"
+        new_text = self.config_text()
+        old_text = recorded.read_text() if recorded.exists() else None
+        if old_text == new_text:
+            return
+        mine = (Source.project == context.name, Source.cfg_hash == context.cfg_hash)
+        with database.Session() as session:
+            has_products = session.scalar(sa.select(Source.id).where(*mine).limit(1)) is not None
+        if not has_products:
+            return
+        if redo:
+            self._clear_results(context)
+            return
+        if old_text is None:
+            changes = [f"{recorded} is missing, so what they were made with is unknown"]
+        else:
+            changes = configuration_changes(old_text, new_text)
+        raise ConfigurationChanged(
+            f"project {context.name!r} has results made with another configuration "
+            f"(version control is off, so {self.output_folder} holds one set of results):\n  "
+            + "\n  ".join(changes)
+            + "\nTo go on: set 'version_control: true' (each configuration in a folder of "
+            "its own), or give the project another name, or run again with --redo "
+            "(Project.run(redo=True)) to remake its results under the new configuration."
+        )
+
+    def _clear_results(self, context: ProjectContext) -> None:
+        """Delete the project's rows and result files (raw data, shared, is kept)."""
+        mine = (Source.project == context.name, Source.cfg_hash == context.cfg_hash)
+        with database.Session() as session:
+            ids = sa.select(Source.id).where(*mine).scalar_subquery()
+            filenames = set(session.scalars(sa.select(Lightcurve.filename).where(
+                Lightcurve.source_id.in_(ids), Lightcurve.filename.is_not(None))))
+            for model in (Detection, Properties, Lightcurve):
+                session.execute(sa.delete(model).where(model.source_id.in_(ids)))
+            session.execute(sa.delete(HistogramBatch).where(
+                HistogramBatch.project == context.name,
+                HistogramBatch.cfg_hash == context.cfg_hash))
+            session.execute(sa.delete(Source).where(*mine))
+            session.commit()
+        for filename in sorted(filenames):
+            storage.full_path(filename).unlink(missing_ok=True)
+        for path in self.output_folder.glob("histograms_*.nc"):
+            path.unlink(missing_ok=True)
+        log.warning("project %s: results made with another configuration deleted (redo)",
+                    context.name)
+
     # -- results ---------------------------------------------------------------------------
     def histogram_path(self, name: str | None = None) -> Path:
         """``<output folder>/histograms_<name>.nc``."""
@@ -531,8 +649,6 @@ class Project:
         >>> proj.status()["sources"]                                 # doctest: +SKIP
         {'done': 195, 'failed': 3, 'new': 2}
         """
-        from skyretriever.models import Detection, Lightcurve, Properties, RawPhotometry
-
         context = self._update_context()
         database.upgrade()
         mine = (Source.project == context.name, Source.cfg_hash == context.cfg_hash)
