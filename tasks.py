@@ -74,6 +74,10 @@ def test(args: list[str]) -> int:
 
 
 def main() -> int:
+    if sys.version_info < (3, 11):
+        print(f"skyretriever needs Python 3.11 or later; this is {sys.version.split()[0]} "
+              f"({sys.executable}). Run tasks.py with python3.11.", file=sys.stderr)
+        return 2
     commands = {"demo": demo, "simulate": simulate, "test": test}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
