@@ -97,3 +97,13 @@ def test_missing_arguments_are_usage_errors(argv):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("argv", [["run", "-v", "CONFIG"], ["-v", "run", "CONFIG"],
+                                  ["check", "CONFIG", "--verbose"], ["db", "upgrade", "-v"]])
+def test_verbose_is_accepted_before_and_after_the_command(argv):
+    from skyretriever.cli import _parser
+
+    assert _parser().parse_args(argv).verbose is True
+    quiet = [word for word in argv if word not in ("-v", "--verbose")]
+    assert _parser().parse_args(quiet).verbose is False

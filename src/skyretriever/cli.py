@@ -177,6 +177,10 @@ def _parser() -> argparse.ArgumentParser:
         action = db_commands.add_parser(name, help=text)
         action.add_argument("config", nargs="?", help="a project's YAML file (for its database)")
         action.add_argument("--url", help="database URL (instead of a YAML file)")
+    # -v after the command too (skyretriever run -v CONFIG); SUPPRESS keeps the top-level value.
+    for command in [*commands.choices.values(), *db_commands.choices.values()]:
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log more (also allowed before the command)")
     return parser
 
 
