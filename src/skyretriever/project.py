@@ -12,13 +12,14 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ import yaml
 
 from skyretriever import __version__, database, storage
 from skyretriever.analysis.analysis import Analysis, load_class
-from skyretriever.analysis.histogram import Histogram, update_histogram_file
+from skyretriever.analysis.histogram import Histogram, HistogramFileError, update_histogram_file
 from skyretriever.catalogs.catalog import Catalog, CatalogParameters
 from skyretriever.execution import ExecutionParameters, make_executor
 from skyretriever.models import HistogramBatch, Source
@@ -152,6 +153,17 @@ def _split_observatory_section(section: dict[str, Any], where: str
         else:
             common[key] = value
     return common, per_observatory
+
+
+def _holding_the_data_root(run: Callable[..., RunSummary]) -> Callable[..., RunSummary]:
+    """Hold the data root's shared lock around a run, so no repair works under it."""
+
+    @functools.wraps(run)
+    def locked(self: Project, *args: Any, **kwargs: Any) -> RunSummary:
+        with storage.data_root_lock(f"a run of project {self.pars.name!r}"):
+            return run(self, *args, **kwargs)
+
+    return locked
 
 
 class Project:
@@ -346,7 +358,7 @@ class Project:
 
     def write_config(self) -> Path:
         """Write ``config.yaml`` (hashed) and ``settings.yaml`` (everything) atomically."""
-        folder = self.output_folder
+        folder = storage.ensure_inside_root(self.output_folder)
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in (("config.yaml", self.config_text()),
                            ("settings.yaml", yaml.safe_dump(self.full_config(), sort_keys=True))):
@@ -397,6 +409,7 @@ class Project:
         stop = total if stop is None else min(stop, total)
         return max(0, stop - (start or 0))
 
+    @_holding_the_data_root
     def run(self, start: int | None = None, stop: int | None = None,
             source_names: Iterable[str] | None = None, *, rows: list[dict[str, Any]] | None = None,
             obs_names: Iterable[str] | None = None, reduce: bool = True, analyze: bool = True
@@ -409,11 +422,19 @@ class Project:
         on one source is recorded on it (and in the summary) and the run goes on;
         the next run retries it.
 
+        The run holds the data root's shared lock throughout (other runs may share
+        it; ``check --repair`` may not).
+
         Returns
         -------
         RunSummary
             Counts (done, skipped, empty, failed, downloads...), failures with
             reasons, and time per step.
+
+        Raises
+        ------
+        skyretriever.storage.DataRootBusy
+            If ``check --repair`` is repairing the data root (the run does not start).
         """
         begin = time.perf_counter()
         self.catalog.load()
@@ -505,14 +526,22 @@ class Project:
         """Fold every committed batch of counts that the netCDF file lacks into it.
 
         Safe when several runs of the project (a job array) finish at once: the
-        file is updated under a lock, and each batch is in it exactly once.
+        file is updated under a lock, and each batch is in it exactly once. A file
+        that cannot be read is moved to the quarantine folder (with a warning) and
+        rebuilt from the committed batches.
         """
         name = self.analysis.histogram_name
-        path = self.histogram_path(name)
+        path = storage.ensure_inside_root(self.histogram_path(name))
         mine = (HistogramBatch.project == self.context.name,
                 HistogramBatch.cfg_hash == self.context.cfg_hash, HistogramBatch.name == name)
         with storage.file_lock(path), database.Session() as session:
-            held = Histogram.load(path).batch_ids if path.exists() else set()
+            try:
+                held = Histogram.load(path).batch_ids if path.exists() else set()
+            except HistogramFileError as error:
+                moved = storage.quarantine(path)
+                log.warning("%s; moved to %s and rebuilt from the committed batches", error,
+                            moved)
+                held = set()
             ids = session.scalars(sa.select(HistogramBatch.id).where(*mine)).all()
             missing = [i for i in ids if i not in held]
             batches = []
