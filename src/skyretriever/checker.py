@@ -130,6 +130,7 @@ class _Checker:
         # Files that a row of any project points at: a repair never moves them.
         self.raw_files: set[str] = set()
         self.reduced_files: set[str] = set()
+        self.links: set[Path] = set()
 
     def add(self, kind: str, where: str | Path, detail: str, repair: str | None = None,
             action: Action | None = None, after_commit: bool = False) -> None:
@@ -177,6 +178,9 @@ class _Checker:
         return sorted(found)
 
     def link_finding(self, path: Path) -> None:
+        if path in self.links:             # a folder shared by raw and reduced files: once
+            return
+        self.links.add(path)
         real = Path(os.path.realpath(path))
         if not real.is_relative_to(Path(os.path.realpath(self.root))):
             self.add("symbolic link", path, f"leads out of the data root, to {str(real)!r}",
