@@ -271,6 +271,21 @@ def test_two_hosts_of_one_name_in_other_pid_namespaces_keep_their_folders(data_r
     assert not dead_pid_here.exists() and not live_pid_here.exists()
 
 
+def test_a_live_namesake_in_another_container_keeps_its_folder(data_root):
+    """Same host name, same pid, another PID namespace: this process writes elsewhere."""
+    namesake = data_root / storage.TEMP_FOLDER / f"{storage._HOST}.{os.getpid()}"
+    holder = _hold(namesake)
+    try:
+        mine = storage.temporary_path(storage.full_path("DEMO/RA001/x.h5")).parent
+        assert mine != namesake and mine.name.startswith(f"{namesake.name}.")
+        assert storage.writer_alive(mine.name) and storage.writer_alive(namesake.name)
+        assert storage.clean_temporary() == []
+        assert (namesake / "half.h5.abcd.tmp").read_text() == "half"
+    finally:
+        _release(holder)
+    assert storage.clean_temporary() == [namesake] and mine.is_dir()
+
+
 def test_the_checker_leaves_live_writers_alone_and_quarantines_dead_ones(project_factory,
                                                                          data_root):
     project = _demo(project_factory)

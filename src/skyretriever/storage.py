@@ -42,6 +42,7 @@ import re
 import secrets
 import shutil
 import socket
+import threading
 import time
 import unicodedata
 from collections.abc import Iterator, Mapping
@@ -99,7 +100,7 @@ QUARANTINE_FOLDER = "quarantine"
 #: The lock file in each writer's temporary folder, locked by its writer for as long as it lives.
 WRITER_LOCK = "writer.lock"
 #: In a writer's temporary folder: what holds the data-root lock (for the message of the others).
-_HOLDER_FILE = "holder.txt"
+_HOLDER_FILE = "holder.{token}.txt"
 #: The data-root lock file (``<name>.lock``; runs share it, ``check --repair`` takes it alone).
 _ROOT_LOCK = ".skyretriever-run"
 MAX_NAME_LENGTH = 80
@@ -116,6 +117,7 @@ _state: dict[str, Path | None] = {"data_root": None}
 _TEMPORARY_FOLDERS: dict[tuple[Path, int], Path] = {}
 #: The open, locked lock files of this process's temporary folders (held until it exits).
 _WRITER_LOCKS: dict[tuple[Path, int], Any] = {}
+_WRITER_FOLDER_LOCK = threading.Lock()
 
 
 class StorageError(RuntimeError):
@@ -470,19 +472,33 @@ def _writer_folder() -> Path:
     folder = _TEMPORARY_FOLDERS.get(key)
     if folder is not None:
         return folder
-    folder = ensure_inside_root(root / TEMP_FOLDER / f"{_HOST}.{os.getpid()}")
+    # Threads of one process share its folder; two of them locking it apart would deadlock
+    # (flock locks of two open files conflict even within one process).
+    with _WRITER_FOLDER_LOCK:
+        folder = _TEMPORARY_FOLDERS.get(key)
+        return folder if folder is not None else _make_writer_folder(root, key)
+
+
+def _make_writer_folder(root: Path, key: tuple[Path, int]) -> Path:
+    name = f"{_HOST}.{os.getpid()}"
     while True:
+        folder = ensure_inside_root(root / TEMP_FOLDER / name)
         folder.mkdir(parents=True, exist_ok=True)
         handle = open(folder / WRITER_LOCK, "a")  # held for the process's life
-        # A folder of this name left by a dead process of the same pid may be being
-        # cleared right now: wait for the cleaner, then make sure the locked file is
-        # still the one in the folder (else it was removed with it: start again).
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # A live process of the same host name and pid (another container) owns it,
+            # or a cleaner is removing a dead namesake: take another name.
+            handle.close()
+            name = f"{_HOST}.{os.getpid()}.{secrets.token_hex(4)}"
+            continue
         except OSError as error:  # a file system without flock: nobody can tell, nobody clears
             log.warning("cannot lock %s (%s): other runs cannot tell this writer is alive",
                         folder / WRITER_LOCK, error)
             break
+        # A cleaner may have removed the folder between our mkdir and our lock: the file
+        # locked must be the one in the folder.
         try:
             same = os.stat(folder / WRITER_LOCK).st_ino == os.fstat(handle.fileno()).st_ino
         except FileNotFoundError:
@@ -495,10 +511,19 @@ def _writer_folder() -> Path:
     return folder
 
 
+def _after_fork_in_child() -> None:
+    global _WRITER_FOLDER_LOCK
+    _WRITER_FOLDER_LOCK = threading.Lock()   # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def temporary_path(final: str | os.PathLike) -> Path:
     """Where a file is written before it is renamed to ``final``.
 
-    Under the data root that is ``DATA_ROOT/.tmp/<host>.<pid>/<name>.<random>.tmp``: one
+    Under the data root that is ``DATA_ROOT/.tmp/<host>.<pid>/<name>.<random>.tmp``
+    (``<host>.<pid>.<random>`` when a live namesake in another container has that one): one
     folder per writing process, locked by it while it lives, on the same file system as
     the final place (so the rename is atomic), and easy to clear when that process has
     died (:func:`clean_temporary`). Outside the data root it is beside ``final``.
@@ -554,11 +579,13 @@ def _dead_writer_folders() -> Iterator[list[Path]]:
             for folder in sorted(base.iterdir()):
                 if folder.is_symlink() or not folder.is_dir():
                     continue
-                handle = stack.enter_context(open(folder / WRITER_LOCK, "a"))
+                handle = open(folder / WRITER_LOCK, "a")  # closed at once, or when done
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
+                    handle.close()
                     continue                        # its writer lives (or cannot tell)
+                stack.callback(handle.close)
                 dead.append(folder)
         yield dead
 
@@ -649,7 +676,8 @@ def _holders(root: Path) -> list[str]:
     """What the live holders of the data-root lock said they were."""
     base = root / TEMP_FOLDER
     found = []
-    for text_file in sorted(base.glob(f"*/{_HOLDER_FILE}")) if base.is_dir() else []:
+    for text_file in sorted(base.glob(f"*/{_HOLDER_FILE.format(token='*')}")) \
+            if base.is_dir() else []:
         if writer_alive(text_file.parent):
             with contextlib.suppress(OSError):
                 found.append(text_file.read_text().strip())
@@ -680,7 +708,7 @@ def data_root_lock(holder: str, exclusive: bool = False) -> Iterator[None]:
     skyretriever.storage.DataRootBusy: a run of project 'demo' (pid ...) is using ...
     """
     root = data_root()
-    text_file = _writer_folder() / _HOLDER_FILE
+    text_file = _writer_folder() / _HOLDER_FILE.format(token=secrets.token_hex(4))
     lock = file_lock(root / _ROOT_LOCK, shared=not exclusive, blocking=False)
     try:
         lock.__enter__()
