@@ -21,15 +21,12 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 import yaml
 
 from skyretriever import Project, storage
 from skyretriever.analysis import Histogram
 from skyretriever.checker import check_project
 from skyretriever.cli import main
-from skyretriever.database import Session
-from skyretriever.models import RawPhotometry
 from skyretriever.report import write_report
 
 
@@ -359,8 +356,10 @@ def test_an_unreadable_histogram_is_rebuilt_by_repair_and_by_the_run(project_fac
 # -- report swap ---------------------------------------------------------------------------------
 KILLED_BETWEEN_RENAMES = """
 import os, signal, sys
-from skyretriever import Project
+from skyretriever import Project, storage
 from skyretriever.report import write_report
+# as on a system that cannot swap two paths in one step: the old report is renamed aside
+storage._exchange = lambda first, second: False
 rename = os.rename
 def rename_then_die(source, target):
     rename(source, target)
@@ -370,9 +369,25 @@ os.rename = rename_then_die
 write_report(Project(cfg_file=sys.argv[1]), top=0, plots=False, progress=False)
 """
 
+KILLED_AFTER_THE_SWAP = """
+import os, shutil, signal, sys
+from skyretriever import Project
+from skyretriever.report import MARKER_FILE, write_report
+rename, rmtree = os.rename, shutil.rmtree
+def never(source, target):
+    if os.path.basename(str(source)) == "report":
+        raise AssertionError("the old report was renamed away: a moment without a report")
+    rename(source, target)
+def die(path, *args, **kwargs):                  # the old report, swapped out, is removed next
+    if os.path.exists(os.path.join(path, MARKER_FILE)):
+        os.kill(os.getpid(), signal.SIGKILL)
+    rmtree(path, *args, **kwargs)
+os.rename, shutil.rmtree = never, die
+write_report(Project(cfg_file=sys.argv[1]), top=0, plots=False, progress=False)
+"""
 
-def test_a_report_killed_between_its_renames_keeps_the_old_report(database_url, data_root,
-                                                                  tmp_path):
+
+def _swap_project(database_url: str, data_root: Path, tmp_path: Path) -> tuple[Path, Project]:
     config = tmp_path / "swap.yaml"
     config.write_text(yaml.safe_dump({
         "project": {"name": "swap", "obs_names": ["demo"], "progress": False},
@@ -382,6 +397,12 @@ def test_a_report_killed_between_its_renames_keeps_the_old_report(database_url, 
     }))
     project = Project(cfg_file=str(config))
     project.run()
+    return config, project
+
+
+def test_a_report_killed_between_its_renames_keeps_the_old_report(database_url, data_root,
+                                                                  tmp_path):
+    config, project = _swap_project(database_url, data_root, tmp_path)
     index = write_report(project, plots=False, progress=False)
     target = index.parent
     good = _listing(target)
@@ -395,8 +416,24 @@ def test_a_report_killed_between_its_renames_keeps_the_old_report(database_url, 
     restored = storage.restore_folder(target)       # what the next report does first
     assert restored == target and _listing(target) == good and not previous.exists()
 
-    with Session() as session:                    # and the next report replaces it as usual
-        raws = session.scalars(sa.select(RawPhotometry)).all()
     assert write_report(project, plots=False, progress=False) == index
-    assert set(_listing(target)) == set(good) and len(raws) == 6
+    assert set(_listing(target)) == set(good)
     assert not list(target.parent.glob(".report*"))
+
+
+def test_a_report_killed_right_after_its_swap_leaves_the_new_one(database_url, data_root,
+                                                                 tmp_path):
+    """Where paths can be swapped in one step there is no moment without a report."""
+    config, project = _swap_project(database_url, data_root, tmp_path)
+    index = write_report(project, plots=False, progress=False)
+    target = index.parent
+    old_marker = (target / ".skyretriever-report").read_text()
+    process = subprocess.run([sys.executable, "-c", KILLED_AFTER_THE_SWAP, str(config)],
+                             capture_output=True, text=True)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
+    new = _listing(target)
+    assert (target / ".skyretriever-report").read_text() != old_marker    # the new report
+    assert {"index.html", "failures.html", ".skyretriever-report"} <= set(new)
+    assert project.run().counts["skipped"] == 6     # clears the old one, swapped out
+    assert _listing(target) == new
+    assert not list((data_root / storage.TEMP_FOLDER).rglob(".skyretriever-report"))

@@ -32,6 +32,8 @@ one (:func:`data_root_lock`), so a repair never runs during a run.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import hashlib
 import json
@@ -648,19 +650,48 @@ def restore_folder(target: str | os.PathLike) -> Path | None:
     return target
 
 
+_RENAME_EXCHANGE = 2          # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2`` with ``RENAME_EXCHANGE``).
+
+    ``False`` where the system or the file system cannot (nothing was done then).
+    """
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second),
+                 _RENAME_EXCHANGE) == 0:
+        return True
+    number = ctypes.get_errno()
+    if number in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(number, os.strerror(number), str(second))
+
+
 def replace_folder(built: str | os.PathLike, target: str | os.PathLike) -> None:
     """Rename the complete folder ``built`` to ``target``, replacing any older one.
 
-    The old folder is renamed to ``.<name>.previous`` beside ``target``, the new one
-    into place, and only then is the old one removed; if the process dies between
-    the renames, :func:`restore_folder` (called first by the next replacement) puts
-    the old folder back. The old one is never in the temporary folders that runs
-    clear.
+    At every instant ``target`` holds the old folder or the new one. Where the system
+    can swap two paths in one step (Linux), the new folder and the old one trade
+    places and the old one, now at ``built``, is removed. Elsewhere the old folder is
+    renamed to ``.<name>.previous`` beside ``target``, the new one into place, and only
+    then is the old one removed; if the process dies between the renames,
+    :func:`restore_folder` (called first by the next replacement) puts the old folder
+    back. The old one is never in the temporary folders that runs clear.
     """
     built, target = Path(built), Path(target)
     restore_folder(target)
     if not target.exists():
         os.rename(built, target)
+        return
+    if _exchange(built, target):
+        shutil.rmtree(built, ignore_errors=True)
         return
     previous = _previous(target)
     os.rename(target, previous)
