@@ -31,6 +31,7 @@ one (:func:`data_root_lock`), so a repair never runs during a run.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import errno
@@ -508,9 +509,22 @@ def _make_writer_folder(root: Path, key: tuple[Path, int]) -> Path:
         if same:
             break
         handle.close()
+    if not _TEMPORARY_FOLDERS:
+        atexit.register(_remove_own_folders)
     _WRITER_LOCKS[key] = handle
     _TEMPORARY_FOLDERS[key] = folder
     return folder
+
+
+def _remove_own_folders() -> None:
+    """At exit, remove this process's temporary folders that hold nothing but their lock."""
+    for (_root, pid), folder in list(_TEMPORARY_FOLDERS.items()):
+        if pid != os.getpid():
+            continue                                  # a parent's, inherited by a fork
+        with contextlib.suppress(OSError):
+            if [p.name for p in folder.iterdir()] == [WRITER_LOCK]:
+                (folder / WRITER_LOCK).unlink()
+                folder.rmdir()
 
 
 def _after_fork_in_child() -> None:
