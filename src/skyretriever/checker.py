@@ -155,7 +155,10 @@ class _Checker:
         """Quarantine a product file that is still on disk (damaged): ``"moved to ...; "``."""
         if not filename:
             return ""
-        path = storage.full_path(filename)
+        try:
+            path = storage.full_path(filename)
+        except storage.StorageError:          # behind a link out of the root: left alone
+            return ""
         return f"{self.quarantine(path)}; " if path.is_file() and not path.is_symlink() else ""
 
     def walk(self, folder: Path) -> list[str]:
@@ -167,14 +170,16 @@ class _Checker:
         if folder.is_symlink():
             self.link_finding(folder)
             return found
-        for parent, folders, files in os.walk(folder, followlinks=False):
-            for name in sorted(folders + files):
-                path = Path(parent, name)
-                if path.is_symlink():
-                    self.link_finding(path)
-                elif name in files and path.is_file():
-                    found.append(self.relative(path))
-            folders[:] = sorted(f for f in folders if not Path(parent, f).is_symlink())
+        pending = [folder]
+        while pending:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:   # the types come with the listing: no stat per file
+                    if entry.is_symlink():
+                        self.link_finding(Path(entry.path))
+                    elif entry.is_dir(follow_symlinks=False):
+                        pending.append(Path(entry.path))
+                    elif entry.is_file(follow_symlinks=False):
+                        found.append(self.relative(Path(entry.path)))
         return sorted(found)
 
     def link_finding(self, path: Path) -> None:
