@@ -278,7 +278,7 @@ class _Checker:
 
     def check_raw_files(self, session) -> None:
         for observatory in self.observatories:
-            folder = self.root / observatory.upper()
+            folder = self.root / storage.raw_folder(observatory)
             if not (folder.exists() or folder.is_symlink()):
                 continue
             for relative in self.walk(folder):
@@ -314,11 +314,11 @@ class _Checker:
         return f"re-linked as raw data of source {values['source_name']!r}"
 
     def check_reduced_files(self, session) -> None:
-        folder = self.root / self.context.folder
+        folder = self.project.output_folder
         if not (folder.exists() or folder.is_symlink()):
             return
         for relative in self.walk(folder):
-            if not storage.is_reduced_filename(relative, self.context.folder):
+            if not storage.is_reduced_filename(relative, self.relative(folder)):
                 continue
             self.report.files_checked += 1
             if relative in self.reduced_files or relative in self.raw_files:

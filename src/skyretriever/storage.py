@@ -81,6 +81,7 @@ __all__ = [
     "quarantine_batch",
     "ra_folder",
     "raw_filename",
+    "raw_folder",
     "read_table",
     "read_table_keys",
     "reduced_filename",
@@ -193,10 +194,15 @@ def project_folder_name(project: str, cfg_hash: str | None, version_control: boo
     return f"{base}_{cfg_hash}" if version_control and cfg_hash else base
 
 
+def raw_folder(observatory: str) -> str:
+    """The folder of an observatory's raw-data files, relative to the data root."""
+    return observatory.upper()
+
+
 def raw_filename(observatory: str, source_name: str, ra: float) -> str:
     """Path of a raw-data file relative to the data root (POSIX separators)."""
     obs = observatory.upper()
-    return f"{obs}/{ra_folder(ra)}/{obs}_photometry_{sanitize_name(source_name)}.h5"
+    return f"{raw_folder(observatory)}/{ra_folder(ra)}/{obs}_photometry_{sanitize_name(source_name)}.h5"
 
 
 def reduced_filename(project_folder: str, observatory: str, source_name: str, ra: float) -> str:
@@ -224,8 +230,8 @@ def is_raw_filename(relative: str, observatory: str) -> bool:
     >>> is_raw_filename(reduced_filename("DEMO", "demo", "S1", 10.5), "demo")
     False
     """
-    obs = re.escape(observatory.upper())
-    return (re.fullmatch(rf"{obs}/RA\d{{3}}/{obs}_photometry_{_SAFE_NAME}\.h5", relative)
+    obs, folder = re.escape(observatory.upper()), re.escape(raw_folder(observatory))
+    return (re.fullmatch(rf"{folder}/RA\d{{3}}/{obs}_photometry_{_SAFE_NAME}\.h5", relative)
             is not None and not relative.endswith("_reduced.h5"))
 
 
