@@ -206,7 +206,9 @@ WRITER = """
 import sys
 from skyretriever import storage
 storage.configure(sys.argv[1])
-print(storage.temporary_path(storage.full_path("DEMO/RA001/x.h5")).parent, flush=True)
+half = storage.temporary_path(storage.full_path("DEMO/RA001/x.h5"))
+half.write_bytes(b"half")
+print(half.parent, flush=True)
 sys.stdin.read()
 """
 
@@ -233,7 +235,10 @@ def test_a_live_writer_of_another_process_is_never_cleared(data_root):
     assert folder.name == f"{storage._HOST}.{process.pid}" and folder.is_dir()
     assert storage.writer_alive(folder.name) is True
     assert folder not in storage.clean_temporary() and folder.is_dir()
-    _release(process)
+    process.kill()                                         # killed half-way through a file
+    process.wait()
+    process.stdout.close()
+    process.stdin.close()
     assert storage.writer_alive(folder.name) is False
     assert folder in storage.clean_temporary() and not folder.exists()
 
