@@ -919,7 +919,7 @@ def write_report(project: Project, folder: str | os.PathLike | None = None, top:
                        (Source.project == context_info.name,
                         Source.cfg_hash == context_info.cfg_hash))
     target = Path(folder).expanduser().resolve() if folder is not None \
-        else project.output_folder / "report"
+        else storage.ensure_inside_root(project.output_folder / "report")
     storage.restore_folder(target)   # a report killed while it replaced the old one
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
