@@ -16,7 +16,7 @@ Layout (``DATA_ROOT`` from :func:`configure`, ``$SKYRETRIEVER_DATA`` or ``./data
     DATA_ROOT/<PROJECT>[_<cfg_hash>]/RA<ddd>/<OBS>_photometry_<source>_reduced.h5
         keys <source>_reduction_XX_of_YY
     DATA_ROOT/.tmp/<host>.<pid>/                 files being written by one process
-    DATA_ROOT/quarantine/<time>/<relative path>  what ``check --repair`` moved aside
+    DATA_ROOT/quarantine/<time>-<pid>/<relative path>  what ``check --repair`` moved aside
 
 Every path is resolved before it is written: a product path whose real path leaves
 the data root (through a symbolic link) is refused with a :class:`StorageError`.
