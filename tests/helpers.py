@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from skyretriever import storage
 from skyretriever.analysis import Histogram
 from skyretriever.database import Session
 from skyretriever.models import Detection, Lightcurve, Properties, RawPhotometry, Source
@@ -31,6 +32,8 @@ def snapshot(project: Any, data_root: Path | None = None) -> dict[str, Any]:
     files = {}
     root = data_root or project.data_root
     for path in sorted(root.rglob("*.h5")):
+        if path.relative_to(root).parts[0] == storage.QUARANTINE_FOLDER:
+            continue                      # what check --repair moved aside: not a product
         files[path.relative_to(root).as_posix()] = hashlib.sha256(
             path.read_bytes()).hexdigest()
     histogram = Histogram.load(project.histogram_path())

@@ -81,6 +81,22 @@ def test_every_kind_of_problem_is_found_and_repaired(project_factory):
     assert all(finding.repair for finding in repaired.findings)
     assert "re-linked" in str(repaired) and "deleted" in str(repaired)
     assert not dead.exists() and not orphan_reduced.exists()
+    # nothing deleted: what repair took away is in the quarantine folder, as each finding says
+    root = storage.data_root()
+    quarantined = {p.relative_to(root).as_posix() for p in
+                   (root / storage.QUARANTINE_FOLDER).rglob("*") if p.is_file()}
+    said = {text.split("moved to ")[1].split(";")[0] for text in
+            (finding.repair for finding in repaired.findings) if "moved to " in text}
+    moved_files = {p for p in quarantined if any(p == s or p.startswith(f"{s}/") for s in said)}
+    assert moved_files == quarantined and len(said) == 5, (said, quarantined)
+    assert {p.split("/", 2)[2] for p in quarantined} >= {
+        damaged_raw.filename, damaged_lc.filename,
+        orphan_reduced.relative_to(root).as_posix(),
+        f"{storage.TEMP_FOLDER}/{dead.name}/half.h5.0000.tmp"}, quarantined
+    by_where = {finding.where: finding.repair for finding in repaired.findings}
+    assert by_where[damaged_raw.filename].startswith(f"moved to {storage.QUARANTINE_FOLDER}/")
+    assert by_where[damaged_raw.filename].endswith(
+        f"{damaged_raw.filename}; row deleted, source marked to download again")
 
     summary = project.run()
     assert summary.counts["failed"] == 0

@@ -12,13 +12,25 @@ of its observatories, and reports:
 - ``inconsistent source``: a source marked done whose products are not all there;
 - ``histogram``: a histogram file that lacks committed batches or holds unknown ones.
 
-With ``repair=True`` it fixes what can be fixed and says what it did: rows of
-missing or damaged files are deleted and their sources marked for the next run
-to make again (raw data is downloaded again), raw files without rows are
-re-linked (as :meth:`VirtualObservatory.populate_sources` does) or deleted when
-unreadable, reduced files without rows and dead writers' temporary files are
-deleted, rows of a wrong config hash are deleted, and histogram files are
-folded or rebuilt from the committed batches.
+- ``symbolic link``: a link inside the data root that leads out of it (never followed).
+
+With ``repair=True`` it fixes what can be fixed and says, file by file, what it
+did: rows of missing or damaged files are deleted and their sources marked for
+the next run to make again (raw data is downloaded again), raw files without rows
+are re-linked (as :meth:`VirtualObservatory.populate_sources` does), rows of a
+wrong config hash are deleted, and histogram files are folded or rebuilt from the
+committed batches (a damaged one too).
+
+A repair never destroys a file: what it would delete (a damaged product, a file
+no row points at that cannot be re-linked, a dead writer's temporary folder, an
+unreadable histogram) is moved to ``DATA_ROOT/quarantine/<time>-<pid>/<relative
+path>``. It touches only files named as skyretriever names its products (raw
+files of the project's observatories, reduced files in the project's folder,
+the temporary folders ``DATA_ROOT/.tmp/<writer>`` of writers that no longer hold
+their lock); never another file (``notes.tmp``), a file that any row of any
+project points at, or anything behind a symbolic link. It holds the data root's
+lock alone, so it refuses to start while a run uses the data root (and runs
+refuse to start while it repairs).
 
 Examples
 --------
@@ -31,8 +43,8 @@ True
 
 from __future__ import annotations
 
-import shutil
-import time
+import logging
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +54,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from skyretriever import database, storage
-from skyretriever.analysis.histogram import Histogram
+from skyretriever.analysis.histogram import Histogram, HistogramFileError
 from skyretriever.models import (
     Detection,
     HistogramBatch,
@@ -55,8 +67,10 @@ from skyretriever.pipeline import raw_row_from_file
 
 __all__ = ["CheckReport", "Finding", "check_project"]
 
-#: Temporary folders of other hosts are only removed once this old (their writer may be alive).
-FOREIGN_TEMPORARY_AGE = 24 * 3600
+log = logging.getLogger(__name__)
+
+#: What a repair step does: returns what it did (or None to keep the finding's planned text).
+Action = Callable[[], "str | None"]
 
 
 @dataclass
@@ -109,26 +123,85 @@ class _Checker:
         self.root = storage.data_root()
         self.observatories = list(project.observatories)
         self.redo_sources: set[int] = set()
-        self.actions: list[Callable[[], None]] = []
+        self.actions: list[tuple[Finding, Action]] = []
+        self.after_commit: list[tuple[Finding, Action]] = []
+        self.quarantine_batch = storage.quarantine_batch()
         self.session = None
+        # Files that a row of any project points at: a repair never moves them.
+        self.raw_files: set[str] = set()
+        self.reduced_files: set[str] = set()
+        self.links: set[Path] = set()
 
     def add(self, kind: str, where: str | Path, detail: str, repair: str | None = None,
-            action: Callable[[], None] | None = None) -> None:
+            action: Action | None = None, after_commit: bool = False) -> None:
         """Record a finding, and the action that repairs it (run after every check)."""
         if isinstance(where, Path):
-            where = where.relative_to(self.root).as_posix() if where.is_relative_to(
-                self.root) else str(where)
-        self.report.findings.append(Finding(kind, where, detail, repair if self.repair else None))
+            where = self.relative(where)
+        finding = Finding(kind, where, detail, repair if self.repair else None)
+        self.report.findings.append(finding)
         if action is not None:
-            self.actions.append(action)
+            (self.after_commit if after_commit else self.actions).append((finding, action))
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) \
+            else str(path)
+
+    def quarantine(self, path: Path) -> str:
+        """Move a file or folder to the quarantine folder; says where it went."""
+        moved = storage.quarantine(path, self.quarantine_batch)
+        return f"moved to {self.relative(moved)}"
+
+    def quarantine_if_there(self, filename: str | None) -> str:
+        """Quarantine a product file that is still on disk (damaged): ``"moved to ...; "``."""
+        if not filename:
+            return ""
+        try:
+            path = storage.full_path(filename)
+        except storage.StorageError:          # behind a link out of the root: left alone
+            return ""
+        return f"{self.quarantine(path)}; " if path.is_file() and not path.is_symlink() else ""
+
+    def walk(self, folder: Path) -> list[str]:
+        """Regular files under ``folder`` (relative to the root), never through a link.
+
+        Links that lead out of the data root are reported (and left alone).
+        """
+        found: list[str] = []
+        if folder.is_symlink():
+            self.link_finding(folder)
+            return found
+        pending = [folder]
+        while pending:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:   # the types come with the listing: no stat per file
+                    if entry.is_symlink():
+                        self.link_finding(Path(entry.path))
+                    elif entry.is_dir(follow_symlinks=False):
+                        pending.append(Path(entry.path))
+                    elif entry.is_file(follow_symlinks=False):
+                        found.append(self.relative(Path(entry.path)))
+        return sorted(found)
+
+    def link_finding(self, path: Path) -> None:
+        if path in self.links:             # a folder shared by raw and reduced files: once
+            return
+        self.links.add(path)
+        real = Path(os.path.realpath(path))
+        if not real.is_relative_to(Path(os.path.realpath(self.root))):
+            self.add("symbolic link", path, f"leads out of the data root, to {str(real)!r}",
+                     "left alone (not followed; runs refuse to write through it)")
 
     def file_problem(self, filename: str, checksum: str | None, size: int | None,
                      cache: dict[str, str | None]) -> str | None:
         """None when the file is intact; otherwise what is wrong (cached per file)."""
         if filename in cache:
             return cache[filename]
-        path = storage.full_path(filename)
         self.report.files_checked += 1
+        try:
+            path = storage.full_path(filename)
+        except storage.StorageError:          # through a link out of the root: not ours
+            cache[filename] = "missing file"
+            return "missing file"
         if not path.exists():
             problem = "missing file"
         elif size is not None and path.stat().st_size != size:
@@ -159,12 +232,12 @@ class _Checker:
                          lambda raw_id=raw_id, name=name, filename=filename:
                          self._forget_raw(raw_id, name, filename))
 
-    def _forget_raw(self, raw_id: int, name: str, filename: str | None) -> None:
-        if filename:
-            storage.full_path(filename).unlink(missing_ok=True)
+    def _forget_raw(self, raw_id: int, name: str, filename: str | None) -> str:
+        moved = self.quarantine_if_there(filename)
         self.session.execute(sa.delete(RawPhotometry).where(RawPhotometry.id == raw_id))
         self.redo_sources |= set(self.session.scalars(sa.select(Source.id).where(
             Source.name == name)))
+        return f"{moved}row deleted, source marked to download again"
 
     def check_lightcurve_rows(self, session) -> None:
         cache: dict[str, str | None] = {}
@@ -187,36 +260,45 @@ class _Checker:
                          lambda source_id=source_id, filename=filename:
                          self._forget_lightcurves(source_id, filename))
 
-    def _forget_lightcurves(self, source_id: int, filename: str | None) -> None:
-        if filename:
-            storage.full_path(filename).unlink(missing_ok=True)
+    def _forget_lightcurves(self, source_id: int, filename: str | None) -> str:
+        moved = self.quarantine_if_there(filename)
         self.session.execute(sa.delete(Lightcurve).where(
             Lightcurve.source_id == source_id,
             Lightcurve.filename == filename if filename else Lightcurve.filename.is_(None)))
         self.redo_sources.add(source_id)
+        return f"{moved}rows deleted, source marked to reduce again"
 
     # -- files against rows ----------------------------------------------------------------
+    def known_files(self, session) -> None:
+        """The files rows of any project point at (shared folders hold others' files)."""
+        self.raw_files = set(session.scalars(sa.select(RawPhotometry.filename).where(
+            RawPhotometry.filename.is_not(None))))
+        self.reduced_files = set(session.scalars(sa.select(Lightcurve.filename).where(
+            Lightcurve.filename.is_not(None))))
+
     def check_raw_files(self, session) -> None:
         for observatory in self.observatories:
-            folder = self.root / observatory.upper()
-            if not folder.exists():
+            folder = self.root / storage.raw_folder(observatory)
+            if not (folder.exists() or folder.is_symlink()):
                 continue
-            known = set(session.scalars(sa.select(RawPhotometry.filename).where(
-                RawPhotometry.observatory == observatory, RawPhotometry.filename.is_not(None))))
-            for path in sorted(folder.glob(f"RA*/{observatory.upper()}_photometry_*.h5")):
-                self.report.files_checked += 1
-                relative = path.relative_to(self.root).as_posix()
-                if relative in known:
+            for relative in self.walk(folder):
+                # only names skyretriever gives raw files: never a reduced file or another file
+                if not storage.is_raw_filename(relative, observatory):
                     continue
-                self.add("file without row", path, "raw data no row points at",
-                         "re-linked (row made from the file), or deleted if unreadable",
-                         lambda relative=relative: self._relink_raw(relative))
+                self.report.files_checked += 1
+                if relative in self.raw_files or relative in self.reduced_files:
+                    continue
+                self.add("file without row", relative, "raw data no row points at",
+                         "re-linked (row made from the file), or moved to the quarantine "
+                         "folder if it is not readable raw data of this observatory",
+                         lambda relative=relative, observatory=observatory:
+                         self._relink_raw(relative, observatory))
 
-    def _relink_raw(self, relative: str) -> None:
+    def _relink_raw(self, relative: str, observatory: str) -> str:
         values = raw_row_from_file(relative)
-        if values is None:
-            storage.full_path(relative).unlink(missing_ok=True)
-            return
+        if values is None or str(values["observatory"]).lower() != observatory.lower():
+            what = "unreadable" if values is None else f"raw data of {values['observatory']}"
+            return f"{what}: {self.quarantine(storage.full_path(relative))}"
         session = self.session
         existing = session.scalar(sa.select(RawPhotometry).where(
             RawPhotometry.source_name == values["source_name"],
@@ -229,41 +311,37 @@ class _Checker:
         session.flush()
         self.redo_sources |= set(session.scalars(sa.select(Source.id).where(
             Source.name == values["source_name"])))
+        return f"re-linked as raw data of source {values['source_name']!r}"
 
     def check_reduced_files(self, session) -> None:
-        folder = self.root / self.context.folder
-        if not folder.exists():
+        folder = self.project.output_folder
+        if not (folder.exists() or folder.is_symlink()):
             return
-        known = set(session.scalars(sa.select(Lightcurve.filename).join(Source).where(
-            Source.project == self.context.name, Source.cfg_hash == self.context.cfg_hash)))
-        for path in sorted(folder.glob("RA*/*_reduced.h5")):
+        for relative in self.walk(folder):
+            if not storage.is_reduced_filename(relative, self.relative(folder)):
+                continue
             self.report.files_checked += 1
-            if path.relative_to(self.root).as_posix() not in known:
-                self.add("file without row", path, "reduced light curves no row points at",
-                         "deleted (the next run reduces again where needed)",
-                         lambda path=path: path.unlink(missing_ok=True))
+            if relative in self.reduced_files or relative in self.raw_files:
+                continue
+            self.add("file without row", relative, "reduced light curves no row points at",
+                     "moved to the quarantine folder (the next run reduces again where needed)",
+                     lambda relative=relative: self.quarantine(storage.full_path(relative)))
 
     def check_temporary_files(self) -> None:
+        """Only the writers' folders ``DATA_ROOT/.tmp/<writer>``, and only dead writers'."""
         base = self.root / storage.TEMP_FOLDER
-        folders = [f for f in base.iterdir() if f.is_dir()] if base.exists() else []
-        for folder in folders:
-            files = [f for f in folder.iterdir() if f.is_file()]
-            alive = storage.writer_alive(folder.name)
-            if alive or not files:
+        if base.is_symlink() or not base.is_dir():
+            return
+        for folder in sorted(base.iterdir()):
+            if folder.is_symlink() or not folder.is_dir() or storage.writer_alive(folder):
                 continue
-            age = time.time() - max(f.stat().st_mtime for f in files)
-            if alive is None and age < FOREIGN_TEMPORARY_AGE:
-                self.add("temporary file", folder,
-                         f"{len(files)} file(s) being written on another host (or left there); "
-                         "left alone for a day")
+            left = [p for p in folder.iterdir() if p.name != storage.WRITER_LOCK]
+            if not left:          # an empty folder of a finished process: the next run clears it
                 continue
             self.add("temporary file", folder,
-                     f"{len(files)} file(s) half-written by a process that died", "deleted",
-                     lambda folder=folder: shutil.rmtree(folder, ignore_errors=True))
-        for path in self.root.rglob(f"*{storage.TEMP_SUFFIX}"):
-            if path.is_file() and storage.TEMP_FOLDER not in path.relative_to(self.root).parts:
-                self.add("temporary file", path, "half-written file beside a product",
-                         "deleted", lambda path=path: path.unlink(missing_ok=True))
+                     f"{len(left)} file(s) half-written by a process that died",
+                     "moved to the quarantine folder",
+                     lambda folder=folder: self.quarantine(folder))
 
     # -- rows against rows -----------------------------------------------------------------
     def check_config_hashes(self, session) -> None:
@@ -277,7 +355,7 @@ class _Checker:
             for row_id, source_id in wrong:
                 self.add("wrong config hash", f"{model.__tablename__} row {row_id}",
                          f"{label} made with another configuration than its source",
-                         "deleted, source marked for the next run",
+                         "row deleted, source marked for the next run",
                          lambda model=model, row_id=row_id, source_id=source_id:
                          self._forget_row(model, row_id, source_id))
 
@@ -314,22 +392,42 @@ class _Checker:
         committed = set(session.scalars(sa.select(HistogramBatch.id).where(
             HistogramBatch.project == self.context.name,
             HistogramBatch.cfg_hash == self.context.cfg_hash, HistogramBatch.name == name)))
-        held = Histogram.load(path).batch_ids if path.exists() else set()
         self.report.files_checked += int(path.exists())
+        try:
+            held = Histogram.load(path).batch_ids if path.exists() else set()
+        except HistogramFileError as error:
+            self.add("histogram", path, str(error).replace(f"{str(path)!r} ", ""),
+                     f"moved to the quarantine folder, rebuilt from the {len(committed)} "
+                     "committed batch(es)", lambda: self._rebuild_histogram(path),
+                     after_commit=True)
+            return
         unknown, lacking = held - committed, committed - held
         if unknown:
             self.add("histogram", path,
                      f"holds {len(unknown)} batch(es) the database does not have",
-                     "rebuilt from the committed batches",
-                     lambda: (path.unlink(missing_ok=True), self.project.update_histograms()))
+                     f"moved to the quarantine folder, rebuilt from the {len(committed)} "
+                     "committed batch(es)", lambda: self._rebuild_histogram(path),
+                     after_commit=True)
         elif lacking:
             self.add("histogram", path, f"lacks {len(lacking)} committed batch(es)",
-                     "folded them in", self.project.update_histograms)
+                     "folded them in", self.project.update_histograms, after_commit=True)
+
+    def _rebuild_histogram(self, path: Path) -> str:
+        moved = self.quarantine(path) if path.exists() else "was missing"
+        batches = len(self.project.update_histograms().batch_ids)
+        return f"{moved}; rebuilt from the {batches} committed batch(es)"
+
+    def _apply(self, steps: list[tuple[Finding, Action]]) -> None:
+        for finding, action in steps:
+            done = action()
+            if isinstance(done, str):
+                finding.repair = done
 
     def run(self) -> CheckReport:
         """Find everything first (as a plain check would), then apply the repairs."""
         with database.Session() as session:
             self.session = session
+            self.known_files(session)
             self.check_temporary_files()
             self.check_raw_rows(session)
             self.check_lightcurve_rows(session)
@@ -340,10 +438,7 @@ class _Checker:
             self.check_histograms(session)
             if not self.repair:
                 return self.report
-            histogram_actions = self.actions[-1:] if self.report.findings and \
-                self.report.findings[-1].kind == "histogram" else []
-            for action in self.actions[: len(self.actions) - len(histogram_actions)]:
-                action()
+            self._apply(self.actions)
             if self.redo_sources:
                 ids = list(self.redo_sources)
                 session.execute(sa.delete(Detection).where(Detection.source_id.in_(ids)))
@@ -351,8 +446,10 @@ class _Checker:
                 session.execute(sa.update(Source).where(Source.id.in_(ids)).values(
                     status="new", error="marked by skyretriever check --repair"))
             session.commit()
-            for action in histogram_actions:
-                action()
+            self._apply(self.after_commit)
+        for finding in self.report.findings:
+            if finding.repair:
+                log.info("repair: %s", finding)
         return self.report
 
 
@@ -360,6 +457,17 @@ def check_project(project: Any, repair: bool = False, checksums: bool = True) ->
     """Check (and with ``repair``, fix) a project's rows and files; see the module docstring.
 
     ``checksums=False`` compares file sizes only, which is much faster on big data roots.
+
+    Raises
+    ------
+    skyretriever.storage.DataRootBusy
+        With ``repair``, when a run (or another repair) uses the data root: the repair
+        does not start.
     """
-    database.upgrade()
-    return _Checker(project, repair, checksums).run()
+    if not repair:
+        database.upgrade()
+        return _Checker(project, repair, checksums).run()
+    with storage.data_root_lock(f"check --repair of project {project.pars.name!r}",
+                                exclusive=True):
+        database.upgrade()
+        return _Checker(project, repair, checksums).run()

@@ -12,13 +12,14 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ import yaml
 
 from skyretriever import __version__, database, storage
 from skyretriever.analysis.analysis import Analysis, load_class
-from skyretriever.analysis.histogram import Histogram, update_histogram_file
+from skyretriever.analysis.histogram import Histogram, HistogramFileError, update_histogram_file
 from skyretriever.catalogs.catalog import Catalog, CatalogParameters
 from skyretriever.execution import ExecutionParameters, make_executor
 from skyretriever.models import (
@@ -208,6 +209,17 @@ def _split_observatory_section(section: dict[str, Any], where: str
         else:
             common[key] = value
     return common, per_observatory
+
+
+def _holding_the_data_root(run: Callable[..., RunSummary]) -> Callable[..., RunSummary]:
+    """Hold the data root's shared lock around a run, so no repair works under it."""
+
+    @functools.wraps(run)
+    def locked(self: Project, *args: Any, **kwargs: Any) -> RunSummary:
+        with storage.data_root_lock(f"a run of project {self.pars.name!r}"):
+            return run(self, *args, **kwargs)
+
+    return locked
 
 
 class Project:
@@ -402,7 +414,7 @@ class Project:
 
     def write_config(self) -> Path:
         """Write ``config.yaml`` (hashed) and ``settings.yaml`` (everything) atomically."""
-        folder = self.output_folder
+        folder = storage.ensure_inside_root(self.output_folder)
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in (("config.yaml", self.config_text()),
                            ("settings.yaml", yaml.safe_dump(self.full_config(), sort_keys=True))):
@@ -453,6 +465,7 @@ class Project:
         stop = total if stop is None else min(stop, total)
         return max(0, stop - (start or 0))
 
+    @_holding_the_data_root
     def run(self, start: int | None = None, stop: int | None = None,
             source_names: Iterable[str] | None = None, *, rows: list[dict[str, Any]] | None = None,
             obs_names: Iterable[str] | None = None, reduce: bool = True, analyze: bool = True,
@@ -467,16 +480,24 @@ class Project:
 
         Without version control, products made with other parameters, another code
         version or another catalog are never passed over as done: the run stops with
-        :class:`ConfigurationChanged`, which says what changed. ``redo=True`` deletes
-        the project's results (its sources, light curves, analysis and histograms;
-        raw data is shared and kept where it still fits) and makes them again under
-        the new configuration.
+        :class:`ConfigurationChanged`, which says what changed. ``redo=True`` removes
+        the project's results (its rows; its light-curve and histogram files go to
+        the data root's quarantine folder; raw data is shared and kept where it still
+        fits) and makes them again under the new configuration.
+
+        The run holds the data root's shared lock throughout (other runs may share
+        it; ``check --repair`` may not).
 
         Returns
         -------
         RunSummary
             Counts (done, skipped, empty, failed, downloads...), failures with
             reasons, and time per step.
+
+        Raises
+        ------
+        skyretriever.storage.DataRootBusy
+            If ``check --repair`` is repairing the data root (the run does not start).
         """
         begin = time.perf_counter()
         self.catalog.load()
@@ -607,12 +628,15 @@ class Project:
                 HistogramBatch.cfg_hash == context.cfg_hash))
             session.execute(sa.delete(Source).where(*mine))
             session.commit()
-        for filename in sorted(filenames):
-            storage.full_path(filename).unlink(missing_ok=True)
-        for path in self.output_folder.glob("histograms_*.nc"):
-            path.unlink(missing_ok=True)
-        log.warning("project %s: results made with another configuration deleted (redo)",
-                    context.name)
+        # The old files go to quarantine (nothing is deleted): the user may still want them.
+        batch = storage.quarantine_batch()
+        paths = [storage.full_path(name) for name in sorted(filenames)]
+        for path in [*paths, *self.output_folder.glob("histograms_*.nc")]:
+            if path.exists():
+                storage.quarantine(path, batch)
+        log.warning("project %s: results made with another configuration removed (redo); "
+                    "their files are in %s", context.name,
+                    storage.data_root() / storage.QUARANTINE_FOLDER / batch)
 
     # -- results ---------------------------------------------------------------------------
     def histogram_path(self, name: str | None = None) -> Path:
@@ -623,14 +647,22 @@ class Project:
         """Fold every committed batch of counts that the netCDF file lacks into it.
 
         Safe when several runs of the project (a job array) finish at once: the
-        file is updated under a lock, and each batch is in it exactly once.
+        file is updated under a lock, and each batch is in it exactly once. A file
+        that cannot be read is moved to the quarantine folder (with a warning) and
+        rebuilt from the committed batches.
         """
         name = self.analysis.histogram_name
-        path = self.histogram_path(name)
+        path = storage.ensure_inside_root(self.histogram_path(name))
         mine = (HistogramBatch.project == self.context.name,
                 HistogramBatch.cfg_hash == self.context.cfg_hash, HistogramBatch.name == name)
         with storage.file_lock(path), database.Session() as session:
-            held = Histogram.load(path).batch_ids if path.exists() else set()
+            try:
+                held = Histogram.load(path).batch_ids if path.exists() else set()
+            except HistogramFileError as error:
+                moved = storage.quarantine(path)
+                log.warning("%s; moved to %s and rebuilt from the committed batches", error,
+                            moved)
+                held = set()
             ids = session.scalars(sa.select(HistogramBatch.id).where(*mine)).all()
             missing = [i for i in ids if i not in held]
             batches = []

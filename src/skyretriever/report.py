@@ -22,7 +22,10 @@ Layout of the report folder::
     plots/histogram_<axis>.png     counts and recovery efficiency along mag, score, ...
 
 The report is built in a temporary folder and renamed into place only when
-complete, so a report that fails half-way never replaces a good one.
+complete, so a report that fails half-way never replaces a good one; the old
+report is moved aside beside the new one (never into the temporary folders a
+run clears) and put back if the swap was killed half-way
+(:func:`skyretriever.storage.replace_folder`).
 
 Examples
 --------
@@ -849,18 +852,9 @@ def _check_target(target: Path) -> None:
 
 def _swap_into_place(built: Path, target: Path) -> None:
     """Rename the finished report to ``target``; the old one goes only once the new one is in."""
+    storage.restore_folder(target)
     _check_target(target)  # again: the folder may have appeared while the report was built
-    if target.exists():
-        old = storage.temporary_path(target)
-        os.rename(target, old)
-        try:
-            os.rename(built, target)
-        except BaseException:
-            os.rename(old, target)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(built, target)
+    storage.replace_folder(built, target)
 
 
 def write_report(project: Project, folder: str | os.PathLike | None = None, top: int = 50, *,
@@ -925,7 +919,8 @@ def write_report(project: Project, folder: str | os.PathLike | None = None, top:
                        (Source.project == context_info.name,
                         Source.cfg_hash == context_info.cfg_hash))
     target = Path(folder).expanduser().resolve() if folder is not None \
-        else project.output_folder / "report"
+        else storage.ensure_inside_root(project.output_folder / "report")
+    storage.restore_folder(target)   # a report killed while it replaced the old one
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     begin = time.perf_counter()

@@ -15,20 +15,38 @@ Layout (``DATA_ROOT`` from :func:`configure`, ``$SKYRETRIEVER_DATA`` or ``./data
     DATA_ROOT/<OBS>/RA<ddd>/<OBS>_photometry_<source>.h5                      raw, key <source>
     DATA_ROOT/<PROJECT>[_<cfg_hash>]/RA<ddd>/<OBS>_photometry_<source>_reduced.h5
         keys <source>_reduction_XX_of_YY
+    DATA_ROOT/.tmp/<host>.<pid>/                 files being written by one process
+    DATA_ROOT/quarantine/<time>-<pid>/<relative path>  what ``check --repair`` moved aside
+
+Every path is resolved before it is written: a product path whose real path leaves
+the data root (through a symbolic link) is refused with a :class:`StorageError`.
+
+Writers are identified by locks, not by process ids: each writing process makes
+its own temporary folder and holds an ``flock`` on the folder's lock file for as
+long as it lives, so a folder is a dead writer's exactly when its lock can be
+taken (:func:`writer_alive`), whatever host or PID namespace the writer was in.
+Runs hold a shared lock on the data root and ``check --repair`` the exclusive
+one (:func:`data_root_lock`), so a repair never runs during a run.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
+import errno
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import re
 import secrets
 import shutil
 import socket
+import threading
+import time
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -41,22 +59,34 @@ import pandas as pd
 
 __all__ = [
     "ChecksumError",
+    "DataRootBusy",
     "StorageError",
+    "QUARANTINE_FOLDER",
     "TEMP_FOLDER",
+    "WRITER_LOCK",
     "TEMP_SUFFIX",
     "FileCheck",
     "FileInfo",
     "configure",
     "data_root",
+    "data_root_lock",
+    "ensure_inside_root",
     "file_lock",
     "file_sha256",
     "full_path",
+    "is_raw_filename",
+    "is_reduced_filename",
     "project_folder_name",
+    "quarantine",
+    "quarantine_batch",
     "ra_folder",
     "raw_filename",
+    "raw_folder",
     "read_table",
     "read_table_keys",
     "reduced_filename",
+    "replace_folder",
+    "restore_folder",
     "reduction_key",
     "sanitize_name",
     "clean_temporary",
@@ -69,6 +99,14 @@ __all__ = [
 
 TEMP_SUFFIX = ".tmp"
 TEMP_FOLDER = ".tmp"
+#: Where ``check --repair`` moves what it would otherwise delete.
+QUARANTINE_FOLDER = "quarantine"
+#: The lock file in each writer's temporary folder, locked by its writer for as long as it lives.
+WRITER_LOCK = "writer.lock"
+#: In a writer's temporary folder: what holds the data-root lock (for the message of the others).
+_HOLDER_FILE = "holder.{token}.txt"
+#: The data-root lock file (``<name>.lock``; runs share it, ``check --repair`` takes it alone).
+_ROOT_LOCK = ".skyretriever-run"
 MAX_NAME_LENGTH = 80
 _COMPRESS_ABOVE_BYTES = 64 * 1024
 _LARGEST_ATTRIBUTE = 60_000
@@ -77,8 +115,13 @@ _DESCRIPTION = "skyretriever"          # attribute: JSON with the column kinds a
 _SAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
 _HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()) or "host"
 
+log = logging.getLogger(__name__)
+
 _state: dict[str, Path | None] = {"data_root": None}
 _TEMPORARY_FOLDERS: dict[tuple[Path, int], Path] = {}
+#: The open, locked lock files of this process's temporary folders (held until it exits).
+_WRITER_LOCKS: dict[tuple[Path, int], Any] = {}
+_WRITER_FOLDER_LOCK = threading.Lock()
 
 
 class StorageError(RuntimeError):
@@ -87,6 +130,10 @@ class StorageError(RuntimeError):
 
 class ChecksumError(StorageError):
     """A product file's SHA-256 or size differs from the one in its database row."""
+
+
+class DataRootBusy(StorageError):
+    """The data-root lock is held by another process (a run, or ``check --repair``)."""
 
 
 def configure(root: str | os.PathLike | None = None) -> Path:
@@ -147,10 +194,15 @@ def project_folder_name(project: str, cfg_hash: str | None, version_control: boo
     return f"{base}_{cfg_hash}" if version_control and cfg_hash else base
 
 
+def raw_folder(observatory: str) -> str:
+    """The folder of an observatory's raw-data files, relative to the data root."""
+    return observatory.upper()
+
+
 def raw_filename(observatory: str, source_name: str, ra: float) -> str:
     """Path of a raw-data file relative to the data root (POSIX separators)."""
     obs = observatory.upper()
-    return f"{obs}/{ra_folder(ra)}/{obs}_photometry_{sanitize_name(source_name)}.h5"
+    return f"{raw_folder(observatory)}/{ra_folder(ra)}/{obs}_photometry_{sanitize_name(source_name)}.h5"
 
 
 def reduced_filename(project_folder: str, observatory: str, source_name: str, ra: float) -> str:
@@ -162,17 +214,76 @@ def reduced_filename(project_folder: str, observatory: str, source_name: str, ra
     )
 
 
+_SAFE_NAME = r"[A-Za-z0-9._+-]+"
+
+
+def is_raw_filename(relative: str, observatory: str) -> bool:
+    """Whether a path relative to the data root is named like a raw file of ``observatory``.
+
+    The names :func:`raw_filename` makes, and nothing else: never a reduced file
+    (``*_reduced.h5``), even where raw and reduced files share a folder.
+
+    Examples
+    --------
+    >>> is_raw_filename(raw_filename("demo", "S1", 10.5), "demo")
+    True
+    >>> is_raw_filename(reduced_filename("DEMO", "demo", "S1", 10.5), "demo")
+    False
+    """
+    obs, folder = re.escape(observatory.upper()), re.escape(raw_folder(observatory))
+    return (re.fullmatch(rf"{folder}/RA\d{{3}}/{obs}_photometry_{_SAFE_NAME}\.h5", relative)
+            is not None and not relative.endswith("_reduced.h5"))
+
+
+def is_reduced_filename(relative: str, project_folder: str) -> bool:
+    """Whether a path relative to the data root is named like a reduced file of a project folder.
+
+    Examples
+    --------
+    >>> is_reduced_filename(reduced_filename("DEMO", "demo", "S1", 10.5), "DEMO")
+    True
+    >>> is_reduced_filename("DEMO/RA010/notes_reduced.txt", "DEMO")
+    False
+    """
+    folder = re.escape(project_folder)
+    return re.fullmatch(rf"{folder}/RA\d{{3}}/[A-Z0-9_]+_photometry_{_SAFE_NAME}_reduced\.h5",
+                        relative) is not None
+
+
 def reduction_key(source_name: str, number: int, total: int) -> str:
     """``<source>_reduction_01_of_03``: the key of one reduced light curve."""
     return f"{sanitize_name(source_name)}_reduction_{number:02d}_of_{total:02d}"
 
 
+def ensure_inside_root(path: str | os.PathLike) -> Path:
+    """``path`` (absolute) if its real path, links resolved, is inside the data root.
+
+    Raises
+    ------
+    StorageError
+        If the path, or a symbolic link on its way, leads out of the data root.
+    """
+    path = Path(path)
+    root = data_root()
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(Path(os.path.realpath(root))):
+        raise StorageError(
+            f"refusing to write {str(path)!r}: it leads to {str(real)!r}, outside the data root "
+            f"{str(root)!r} (a symbolic link inside the data root points elsewhere; replace it "
+            "with a folder, or make the data root itself that other place)")
+    return path
+
+
 def full_path(relative: str | os.PathLike) -> Path:
-    """Absolute path of a file named relative to the data root; refuses to leave the root."""
+    """Absolute path of a file named relative to the data root; refuses to leave the root.
+
+    Neither ``..`` nor a symbolic link inside the root can lead out of it (see
+    :func:`ensure_inside_root`).
+    """
     relative = PurePosixPath(str(relative).replace(os.sep, "/"))
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
         raise StorageError(f"refusing a product path outside the data root: {str(relative)!r}")
-    return data_root().joinpath(*relative.parts)
+    return ensure_inside_root(data_root().joinpath(*relative.parts))
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -334,82 +445,334 @@ def _create_dataset(handle: h5py.File, key: str, records: np.ndarray) -> h5py.Da
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` (POSIX advisory lock) while inside the block.
+def file_lock(path: str | os.PathLike, shared: bool = False, blocking: bool = True
+              ) -> Iterator[None]:
+    """Hold a lock on ``<path>.lock`` (POSIX advisory ``flock``) while inside the block.
 
-    Serialises writers of one file across processes of this machine (and across
-    machines on file systems with working ``flock``).
+    Exclusive by default (serialises writers of one file across processes of this
+    machine, and across machines on file systems with working ``flock``); ``shared``
+    lets other shared holders in and keeps exclusive ones out.
+
+    Raises
+    ------
+    BlockingIOError
+        With ``blocking=False``, when the lock is held elsewhere (at once, without waiting).
     """
     lock_path = Path(f"{path}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
+    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
     with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, mode)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _writer_folder() -> Path:
+    """This process's temporary folder, made and locked on first use (lock held until exit).
+
+    A forked child inherits its parent's open lock file (so the parent's folder stays
+    alive while the child lives, which errs on the safe side) but makes and locks a
+    folder of its own, because the folder is keyed by the process id.
+    """
+    root = data_root()
+    key = (root, os.getpid())
+    folder = _TEMPORARY_FOLDERS.get(key)
+    if folder is not None:
+        return folder
+    # Threads of one process share its folder; two of them locking it apart would deadlock
+    # (flock locks of two open files conflict even within one process).
+    with _WRITER_FOLDER_LOCK:
+        folder = _TEMPORARY_FOLDERS.get(key)
+        return folder if folder is not None else _make_writer_folder(root, key)
+
+
+def _make_writer_folder(root: Path, key: tuple[Path, int]) -> Path:
+    name = f"{_HOST}.{os.getpid()}"
+    while True:
+        folder = ensure_inside_root(root / TEMP_FOLDER / name)
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / WRITER_LOCK, "a")  # held for the process's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # A live process of the same host name and pid (another container) owns it,
+            # or a cleaner is removing a dead namesake: take another name.
+            handle.close()
+            name = f"{_HOST}.{os.getpid()}.{secrets.token_hex(4)}"
+            continue
+        except OSError as error:  # a file system without flock: nobody can tell, nobody clears
+            log.warning("cannot lock %s (%s): other runs cannot tell this writer is alive",
+                        folder / WRITER_LOCK, error)
+            break
+        # A cleaner may have removed the folder between our mkdir and our lock: the file
+        # locked must be the one in the folder.
+        try:
+            same = os.stat(folder / WRITER_LOCK).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()
+    if not _TEMPORARY_FOLDERS:
+        atexit.register(_remove_own_folders)
+    _WRITER_LOCKS[key] = handle
+    _TEMPORARY_FOLDERS[key] = folder
+    return folder
+
+
+def _remove_own_folders() -> None:
+    """At exit, remove this process's temporary folders that hold nothing but their lock."""
+    for (_root, pid), folder in list(_TEMPORARY_FOLDERS.items()):
+        if pid != os.getpid():
+            continue                                  # a parent's, inherited by a fork
+        with contextlib.suppress(OSError):
+            if [p.name for p in folder.iterdir()] == [WRITER_LOCK]:
+                (folder / WRITER_LOCK).unlink()
+                folder.rmdir()
+
+
+def _after_fork_in_child() -> None:
+    global _WRITER_FOLDER_LOCK
+    _WRITER_FOLDER_LOCK = threading.Lock()   # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def temporary_path(final: str | os.PathLike) -> Path:
     """Where a file is written before it is renamed to ``final``.
 
-    Under the data root that is ``DATA_ROOT/.tmp/<host>.<pid>/<name>.<random>.tmp``: one
-    folder per writing process, on the same file system as the final place (so the
-    rename is atomic), and easy to clear when that process has died
-    (:func:`clean_temporary`). Outside the data root it is beside ``final``.
+    Under the data root that is ``DATA_ROOT/.tmp/<host>.<pid>/<name>.<random>.tmp``
+    (``<host>.<pid>.<random>`` when a live namesake in another container has that one): one
+    folder per writing process, locked by it while it lives, on the same file system as
+    the final place (so the rename is atomic), and easy to clear when that process has
+    died (:func:`clean_temporary`). Outside the data root it is beside ``final``.
     """
     final = Path(final)
     token = secrets.token_hex(4)
     root = data_root()
     if not final.is_relative_to(root):
         return final.with_name(f"{final.name}.{_HOST}.{os.getpid()}.{token}{TEMP_SUFFIX}")
-    key = (root, os.getpid())
-    folder = _TEMPORARY_FOLDERS.get(key)
-    if folder is None:
-        folder = root / TEMP_FOLDER / f"{_HOST}.{os.getpid()}"
-        folder.mkdir(parents=True, exist_ok=True)
-        _TEMPORARY_FOLDERS[key] = folder
-    return folder / f"{final.name}.{token}{TEMP_SUFFIX}"
+    return _writer_folder() / f"{final.name}.{token}{TEMP_SUFFIX}"
 
 
-def writer_alive(folder_name: str) -> bool | None:
-    """Whether the process that owns a temporary folder (``<host>.<pid>``) is alive.
+def writer_alive(folder: str | os.PathLike) -> bool:
+    """Whether the writer of a temporary folder (``DATA_ROOT/.tmp/<name>``) is alive.
 
-    ``None`` when it ran on another host, where this process cannot tell.
+    It is while some process holds the lock on the folder's :data:`WRITER_LOCK`
+    (its writer, or a child forked from it): a test of the lock, not of a process
+    id, so it holds across hosts and PID namespaces. A folder with no lock file,
+    or whose lock can be taken, is a dead writer's. ``folder`` is a path, or a
+    folder name under ``DATA_ROOT/.tmp``.
     """
-    host, _, pid = folder_name.rpartition(".")
-    if host != _HOST or not pid.isdigit():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
+    folder = Path(folder)
+    if not folder.is_absolute():
+        folder = data_root() / TEMP_FOLDER / folder
+    lock = folder / WRITER_LOCK
+    if folder.is_symlink() or not lock.is_file() or lock.is_symlink():
         return False
-    except PermissionError:
-        return True
-    # A killed process whose parent died too stays a zombie until something reaps it
-    # (some container inits never do): it writes nothing more, so it counts as dead.
     try:
-        state = Path(f"/proc/{int(pid)}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
+        handle = open(lock, "rb")  # closed by the with below
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:              # held (or no flock on this file system: cannot tell)
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+@contextlib.contextmanager
+def _dead_writer_folders() -> Iterator[list[Path]]:
+    """The temporary folders of dead writers, each locked by this process inside the block.
+
+    Holding their locks keeps a new process that reuses a dead one's folder name out
+    until the folder is gone (:func:`_writer_folder` checks it locked the file that is
+    still there).
+    """
+    base = data_root() / TEMP_FOLDER
+    dead: list[Path] = []
+    with contextlib.ExitStack() as stack:
+        if base.is_dir() and not base.is_symlink():
+            for folder in sorted(base.iterdir()):
+                if folder.is_symlink() or not folder.is_dir():
+                    continue
+                handle = open(folder / WRITER_LOCK, "a")  # closed at once, or when done
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    handle.close()
+                    continue                        # its writer lives (or cannot tell)
+                stack.callback(handle.close)
+                dead.append(folder)
+        yield dead
 
 
 def clean_temporary() -> list[Path]:
-    """Delete the temporary folders of writers on this host that have died; returns them.
+    """Delete the temporary folders of writers that have died; returns them.
 
     A run calls this when it starts, so files half-written by a killed run never
-    linger. Folders of live writers and of other hosts are left alone.
+    linger. Folders whose writer holds its lock are left alone, on any host.
     """
-    base = data_root() / TEMP_FOLDER
-    removed = []
-    if not base.exists():
-        return removed
-    for folder in base.iterdir():
-        if folder.is_dir() and writer_alive(folder.name) is False:
+    with _dead_writer_folders() as dead:
+        for folder in dead:
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
+        return dead
+
+
+def quarantine_batch() -> str:
+    """A new name for one repair's quarantine folder: UTC time and process id."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
+
+
+def quarantine(path: str | os.PathLike, batch: str | None = None) -> Path:
+    """Move a file or folder under the data root to ``DATA_ROOT/quarantine/<batch>/<relative>``.
+
+    What a repair would have deleted is kept there instead, for the user to look at
+    and delete. ``batch`` names one repair (default: a new :func:`quarantine_batch`).
+    Returns the new path.
+    """
+    batch = batch or quarantine_batch()
+    path = Path(path)
+    root = data_root()
+    relative = path.relative_to(root)
+    target = root / QUARANTINE_FOLDER / batch / relative
+    ensure_inside_root(target.parent)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(path, target)
+    return target
+
+
+def _previous(target: Path) -> Path:
+    return target.with_name(f".{target.name}.previous")
+
+
+def restore_folder(target: str | os.PathLike) -> Path | None:
+    """Finish a :func:`replace_folder` that was killed half-way; returns a folder put back.
+
+    Killed between its two renames, the old folder waits under ``.<name>.previous``
+    beside ``target``: it goes back in place. Killed after them, the new folder is in
+    place and the old one is only then removed.
+    """
+    target = Path(target)
+    previous = _previous(target)
+    if not previous.is_dir() or previous.is_symlink():
+        return None
+    if target.exists() or target.is_symlink():
+        shutil.rmtree(previous, ignore_errors=True)
+        return None
+    os.rename(previous, target)
+    log.warning("put back %s, which a replacement killed half-way had moved aside", target)
+    return target
+
+
+_RENAME_EXCHANGE = 2          # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2`` with ``RENAME_EXCHANGE``).
+
+    ``False`` where the system or the file system cannot (nothing was done then).
+    """
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second),
+                 _RENAME_EXCHANGE) == 0:
+        return True
+    number = ctypes.get_errno()
+    if number in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(number, os.strerror(number), str(second))
+
+
+def replace_folder(built: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename the complete folder ``built`` to ``target``, replacing any older one.
+
+    At every instant ``target`` holds the old folder or the new one. Where the system
+    can swap two paths in one step (Linux), the new folder and the old one trade
+    places and the old one, now at ``built``, is removed. Elsewhere the old folder is
+    renamed to ``.<name>.previous`` beside ``target``, the new one into place, and only
+    then is the old one removed; if the process dies between the renames,
+    :func:`restore_folder` (called first by the next replacement) puts the old folder
+    back. The old one is never in the temporary folders that runs clear.
+    """
+    built, target = Path(built), Path(target)
+    restore_folder(target)
+    if not target.exists():
+        os.rename(built, target)
+        return
+    if _exchange(built, target):
+        shutil.rmtree(built, ignore_errors=True)
+        return
+    previous = _previous(target)
+    os.rename(target, previous)
+    try:
+        os.rename(built, target)
+    except BaseException:
+        os.rename(previous, target)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _holders(root: Path) -> list[str]:
+    """What the live holders of the data-root lock said they were."""
+    base = root / TEMP_FOLDER
+    found = []
+    for text_file in sorted(base.glob(f"*/{_HOLDER_FILE.format(token='*')}")) \
+            if base.is_dir() else []:
+        if writer_alive(text_file.parent):
+            with contextlib.suppress(OSError):
+                found.append(text_file.read_text().strip())
+    return found
+
+
+@contextlib.contextmanager
+def data_root_lock(holder: str, exclusive: bool = False) -> Iterator[None]:
+    """Hold the data root's run lock: shared for runs, exclusive for ``check --repair``.
+
+    Never waits: when the lock cannot be had, :class:`DataRootBusy` says at once who
+    holds it. The data root (not one project) is locked because raw files are shared
+    between the projects that use it.
+
+    Parameters
+    ----------
+    holder
+        What takes the lock, as the others' messages will name it, e.g.
+        ``"a run of project 'demo'"`` (the process id is added).
+
+    Examples
+    --------
+    >>> with data_root_lock("a run of project 'demo'"):
+    ...     with data_root_lock("check --repair of project 'demo'", exclusive=True):
+    ...         pass
+    Traceback (most recent call last):
+    ...
+    skyretriever.storage.DataRootBusy: a run of project 'demo' (pid ...) is using ...
+    """
+    root = data_root()
+    text_file = _writer_folder() / _HOLDER_FILE.format(token=secrets.token_hex(4))
+    lock = file_lock(root / _ROOT_LOCK, shared=not exclusive, blocking=False)
+    try:
+        lock.__enter__()
+    except BlockingIOError:
+        holders = _holders(root) or ["another process"]
+        raise DataRootBusy(f"{' and '.join(holders)} is using {str(root)!r}; try again when it "
+                           "ends") from None
+    try:
+        text_file.write_text(f"{holder} (pid {os.getpid()})\n")
+        yield
+    finally:
+        text_file.unlink(missing_ok=True)
+        lock.__exit__(None, None, None)
 
 
 def write_tables(

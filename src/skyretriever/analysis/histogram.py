@@ -36,6 +36,7 @@ from skyretriever.storage import temporary_path
 __all__ = [
     "EVENTS",
     "Histogram",
+    "HistogramFileError",
     "HistogramParameters",
     "SparseCounts",
     "add_sparse",
@@ -48,6 +49,10 @@ SparseCounts = dict[str, dict[int, int]]
 OTHER_FILTER = "other"
 #: Kinds of injected event, the ``event`` axis of ``injected`` and ``recovered``.
 EVENTS = ("transit", "flare", "dip")
+
+
+class HistogramFileError(ValueError):
+    """A histogram file cannot be read (damaged, truncated, or not a histogram)."""
 
 
 class HistogramParameters(Parameters):
@@ -281,7 +286,24 @@ class Histogram:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Histogram:
-        """Read a histogram written by :meth:`save`."""
+        """Read a histogram written by :meth:`save`.
+
+        Raises
+        ------
+        HistogramFileError
+            If the file is damaged or is not a histogram (its counts can be rebuilt
+            from the committed batches: :meth:`skyretriever.Project.update_histograms`).
+        """
+        try:
+            return cls._load(path)
+        except FileNotFoundError:
+            raise
+        except Exception as error:  # netCDF, HDF5, JSON and pydantic all fail their own way
+            raise HistogramFileError(f"histogram file {str(path)!r} is unreadable: "
+                                     f"{type(error).__name__}: {error}"[:500]) from None
+
+    @classmethod
+    def _load(cls, path: str | os.PathLike) -> Histogram:
         import xarray as xr
 
         with xr.open_dataset(path, engine="netcdf4") as dataset:

@@ -1091,7 +1091,7 @@ class VirtualMAST(VirtualObservatory):
         not a MAST one is refused (:class:`~skyretriever.net.ForbiddenHost`).
         """
         check_data_uri(product.data_uri)
-        destination = folder / storage.sanitize_name(product.filename)
+        destination = storage.ensure_inside_root(folder / storage.sanitize_name(product.filename))
         if destination.exists():
             try:
                 validate_fits(destination)
