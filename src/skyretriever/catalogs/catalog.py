@@ -47,7 +47,7 @@ from skyretriever.catalogs.readers import (
     table_format,
 )
 from skyretriever.net import NetworkParameters, validate_archive_url
-from skyretriever.parameters import ParameterError, Parameters, parameter
+from skyretriever.parameters import ParameterError, Parameters, bounded_repr, parameter
 
 __all__ = [
     "CROSS_ID_COLUMNS",
@@ -641,7 +641,7 @@ class Catalog:
                     first_row[name] = row
                 elif not is_missing:
                     bad.setdefault(row, []).append(
-                        f"duplicate name {name!r} (first at row {first_row[name]})")
+                        f"duplicate name {bounded_repr(name, 80)} (first at row {first_row[name]})")
 
     def describe(self) -> str:
         """A short description for messages: the file name or the preset."""
