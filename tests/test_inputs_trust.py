@@ -13,6 +13,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -232,3 +234,152 @@ def test_a_symbolic_link_to_a_system_folder_is_refused_and_ordinary_roots_are_ke
                  "/var/tmp/stars", "/usrdata/x"):
         assert storage.configure(fine) == Path(fine).resolve()
     storage.configure(tmp_path / "data")
+
+
+# -- catalog names kept exactly, magnitudes that are not numbers --------------------------------
+def _catalog_file(tmp_path, fmt: str, frame: pd.DataFrame) -> str:
+    path = tmp_path / f"catalog.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)              # pandas writes " lead" without quotes
+    elif fmt == "parquet":
+        frame.to_parquet(path)
+    else:
+        from astropy.table import Table
+
+        table = Table.from_pandas(frame.astype({"mag": str}) if frame["mag"].dtype == object
+                                  else frame)
+        if fmt == "fits":
+            table.write(path, format="fits")
+        else:
+            table.write(path, format="hdf5", path="catalog", serialize_meta=True)
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "fits", "hdf5"])
+def test_names_with_white_space_around_them_are_refused_with_their_row_never_stripped(
+        tmp_path, fmt):
+    frame = pd.DataFrame({"name": ["lead", " lead", "tab\t", "\u00a0nbsp", "in side", "ok"],
+                          "ra": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "dec": [0.0] * 6,
+                          "mag": [10.0] * 6})
+    if fmt == "fits":  # FITS text is ASCII padded with spaces: only leading ones can be told apart
+        frame.loc[2, "name"], frame.loc[3, "name"] = " tab", "  two"
+    path = _catalog_file(tmp_path, fmt, frame)
+    with pytest.raises(CatalogError) as error:
+        Catalog(filename=path).load()
+    message = str(error.value)
+    shown = {"csv": "' lead'", "parquet": "' lead'", "fits": "' lead'", "hdf5": "' lead'"}[fmt]
+    assert f"row 1: name {shown} begins or ends with white space" in message, message
+    assert "row 2: name" in message and "row 3: name" in message
+    assert "duplicate" not in message and "row 0" not in message and "row 4" not in message
+    rows = Catalog(filename=path, bad_rows="skip").get_rows()
+    assert [row["name"] for row in rows] == ["lead", "in side", "ok"]
+    assert [row["cat_index"] for row in rows] == [0, 4, 5]
+
+
+def test_csv_fields_may_still_have_spaces_after_commas_except_names(tmp_path):
+    path = tmp_path / "spaced.csv"
+    path.write_text("name, ra, dec, mag, mag_filter\nstar, 1.5, -2, 12.25, G\nother,3, 4 ,nan,\n")
+    rows = Catalog(filename=str(path)).get_rows()
+    assert [(r["name"], r["ra"], r["dec"], r["mag"], r["mag_filter"]) for r in rows] == [
+        ("star", 1.5, -2.0, 12.25, "G"), ("other", 3.0, 4.0, None, None)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "hdf5"])
+def test_a_magnitude_that_is_not_a_number_is_an_error_with_its_row(tmp_path, fmt):
+    frame = pd.DataFrame({"name": ["a", "b", "c", "d", "e"], "ra": [1.0, 2.0, 3.0, 4.0, 5.0],
+                          "dec": [0.0] * 5, "mag": ["12.5", "bright", "", "nan", "13"],
+                          "mag_err": ["0.1", "0.1", "0.1", "0.1", "n/a"],
+                          "pmra": ["1", "2", "3", "fast", "5"]})
+    if fmt == "parquet":
+        frame["mag"] = frame["mag"].replace("", None)
+    path = _catalog_file(tmp_path, fmt, frame)
+    with pytest.raises(CatalogError) as error:
+        Catalog(filename=path).load()
+    message = str(error.value)
+    assert "has 3 unusable row(s)" in message, message
+    assert "row 1: mag 'bright' is not a number" in message
+    assert "row 3: pmra 'fast' is not a number" in message
+    assert "row 4: mag_err 'n/a' is not a number" in message
+    rows = Catalog(filename=path, bad_rows="skip").get_rows()
+    assert [(row["name"], row["mag"], row["mag_err"]) for row in rows] == [
+        ("a", 12.5, 0.1), ("c", None, 0.1)]
+
+
+def test_a_huge_catalog_value_in_a_message_is_bounded(tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_text(f"name,ra,dec,mag\na,1,1,{'z' * 300_000}\n")
+    with pytest.raises(CatalogError) as error:
+        Catalog(filename=str(path)).load()
+    assert "row 0: mag 'zzz" in str(error.value) and len(str(error.value)) < 600
+
+
+# -- a cadence written twice in a FITS light curve ----------------------------------------------
+@pytest.fixture(scope="module")
+def tess_sky():
+    from tests.mast_support import small_sky, tess_stars
+
+    return small_sky(tess_stars()[:2])
+
+
+def _with_repeated_rows(content: bytes, rows: list[int]) -> bytes:
+    """The file with each of ``rows`` of its LIGHTCURVE table written again right after itself."""
+    import io
+
+    from astropy.io import fits
+
+    with fits.open(io.BytesIO(content)) as hdul:
+        data = hdul["LIGHTCURVE"].data
+        order = []
+        for index in range(len(data)):
+            order.append(index)
+            if index in rows:
+                order.append(index)
+        hdul["LIGHTCURVE"].data = data[np.array(order)]
+        buffer = io.BytesIO()
+        hdul.writeto(buffer)
+    return buffer.getvalue()
+
+
+def test_a_repeated_cadence_in_a_fits_file_is_kept_once_and_counted(tess_sky, tmp_path):
+    from skyretriever.observatories.mast import read_lightcurve_fits
+    from skyretriever.testing.fitsfiles import lightcurve_file
+
+    product = tess_sky.files_of("planet_host")[0]
+    original = tmp_path / "original.fits"
+    original.write_bytes(lightcurve_file(product, tess_sky))
+    doubled = tmp_path / "doubled.fits"
+    doubled.write_bytes(_with_repeated_rows(original.read_bytes(), [3, 40]))
+    clean, clean_headers = read_lightcurve_fits(original)
+    frame, headers = read_lightcurve_fits(doubled)
+    assert len(frame) == len(clean) and frame["cadenceno"].is_unique
+    pd.testing.assert_frame_equal(frame, clean)
+    assert headers["repeated_cadences_dropped"] == 2
+    assert clean_headers["repeated_cadences_dropped"] == 0
+
+
+def test_a_downloaded_file_with_a_repeated_cadence_gives_each_point_once(tess_sky, data_root):
+    from skyretriever.observatories import VirtualTESS
+    from skyretriever.testing import SimulatedArchives
+    from tests.mast_support import QUICK, catalog_rows, tess_stars
+
+    star = tess_stars()[0]
+    products = tess_sky.files_of(star.name)
+    served = {product.data_uri: _with_repeated_rows(tess_sky.file_bytes(product.data_uri),
+                                                     [0, 7, 8])
+              for product in products}
+    results = {}
+    for label, files in (("clean", {}), ("doubled", served)):
+        with SimulatedArchives(tess_sky) as archives:
+            archives.mast.services[0].served_files.update(files)
+            obs = VirtualTESS(**archives.observatory_kwargs(**QUICK, use_cloud=False))
+            [row] = catalog_rows([star])
+            obs.prepare_download([row])
+            raw = obs.download(row)
+            results[label] = (raw, obs.reduce(raw))
+    clean_raw, clean_curves = results["clean"]
+    raw, curves = results["doubled"]
+    assert len(raw.data) == len(clean_raw.data)
+    assert not raw.data.duplicated(["sector", "cadenceno"]).any()
+    dropped = [headers["repeated_cadences_dropped"] for headers in raw.altdata["headers"].values()]
+    assert dropped == [3] * len(products)
+    assert [lc.num_points for lc in curves] == [lc.num_points for lc in clean_curves]

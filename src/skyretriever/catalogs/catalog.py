@@ -331,6 +331,43 @@ def _blank(names: np.ndarray) -> np.ndarray:
     return np.array([not name.strip() for name in names], dtype=bool)
 
 
+def _blank_or_padded(names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which names are empty or only white space, and which begin or end with white space.
+
+    A name is kept exactly as the catalog has it: ``" lead"`` is not ``"lead"``, so
+    rather than strip it (and make it a duplicate, or another star's name) the row
+    is refused.
+    """
+    stripped = [name.strip() for name in names]
+    blank = np.fromiter((not name for name in stripped), dtype=bool, count=len(stripped))
+    padded = np.fromiter((bool(short) and short != name for short, name in zip(stripped, names)),
+                         dtype=bool, count=len(stripped))
+    return blank, padded
+
+
+_NUMERIC_CHECKED = ("mag", "mag_err", "pmra", "pmdec")
+# texts that say "no value" in a number column: left empty (NULL), not an error
+_NO_NUMBER = frozenset({"", "nan", "-nan", "+nan"})
+
+
+def _not_numbers(values: pd.Series) -> np.ndarray:
+    """Which values are there but are not numbers (``"bright"`` in a magnitude column).
+
+    Missing values and texts such as ``nan`` are no value, not an error. A column
+    the reader already made numeric has nothing to look at.
+    """
+    if values.dtype.kind in "iufb":
+        return np.zeros(len(values), dtype=bool)
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    suspects = np.flatnonzero(np.isnan(numbers) & values.notna().to_numpy())
+    found = np.zeros(len(values), dtype=bool)
+    for index in suspects:
+        value = values.iloc[index]
+        found[index] = not (isinstance(value, str) and value.strip().lower() in _NO_NUMBER) and \
+            not (isinstance(value, float) and math.isnan(value))
+    return found
+
+
 def _name_hashes(names: np.ndarray) -> np.ndarray:
     """64-bit hashes of names (an object array of str), to find duplicates in 8 bytes a row.
 
@@ -523,6 +560,8 @@ class Catalog:
                 result[std] = pd.to_numeric(values, errors="coerce").astype(float)
             elif std in CROSS_ID_COLUMNS:
                 result[std] = _parse_cross_id(values)
+            elif std == "mag_filter":  # a band's name, written "G" or " G" after a comma
+                result[std] = values.map(lambda v: v.strip() if isinstance(v, str) else v)
             else:
                 result[std] = values
         if "mag_filter" not in result and self.pars.mag_filter is not None:
@@ -587,10 +626,23 @@ class Catalog:
 
                 names = frame[names_column]
                 text = names.astype(str).to_numpy(dtype=object)
-                missing = names.isna().to_numpy() | _blank(text)
+                blank, padded = _blank_or_padded(text)
+                missing = names.isna().to_numpy() | blank
                 add(missing, "missing name")
                 add(np.array(["\x00" in name for name in text], dtype=bool) & ~missing,
                     "name contains a NUL byte")
+                for index in np.flatnonzero(padded & ~missing):
+                    bad.setdefault(row + int(index), []).append(
+                        f"name {bounded_repr(text[index], 80)} begins or ends with white space "
+                        "(names are kept exactly; remove it)")
+                for std in _NUMERIC_CHECKED:
+                    column = self._mapping.get(std)
+                    if column is None:
+                        continue
+                    values = frame[column]
+                    for index in np.flatnonzero(_not_numbers(values)):
+                        bad.setdefault(row + int(index), []).append(
+                            f"{std} {bounded_repr(values.iloc[index], 40)} is not a number")
                 ra = pd.to_numeric(frame[ra_column], errors="coerce").astype(float).to_numpy()
                 dec = pd.to_numeric(frame[dec_column], errors="coerce").astype(float).to_numpy()
                 with np.errstate(invalid="ignore"):
