@@ -85,13 +85,6 @@ def parameter(default: Any = ..., doc: str = "", *, critical: bool = True, **kwa
     return Field(default, description=doc, json_schema_extra={"critical": critical}, **kwargs)
 
 
-_BOUNDED = reprlib.Repr()
-# reprlib stops at these sizes while it walks a value, so a huge (or self-sharing) value
-# costs no more to show than a small one; the text is then cut to the caller's limit.
-_BOUNDED.maxlevel, _BOUNDED.maxdict, _BOUNDED.maxlist, _BOUNDED.maxtuple = 3, 8, 8, 8
-_BOUNDED.maxset = _BOUNDED.maxfrozenset = _BOUNDED.maxdeque = _BOUNDED.maxarray = 8
-
-
 def bounded_repr(value: Any, limit: int = 200) -> str:
     """``repr(value)`` cut to at most ``limit`` characters, for error messages.
 
@@ -109,8 +102,15 @@ def bounded_repr(value: Any, limit: int = 200) -> str:
     '[0, 1, 2, 3, 4, 5, 6, 7, ...]'
     """
     limit = max(int(limit), 8)
-    _BOUNDED.maxstring = _BOUNDED.maxother = _BOUNDED.maxlong = limit
-    text = _BOUNDED.repr(value)
+    # reprlib stops at these sizes while it walks a value, so a huge (or self-sharing) value
+    # costs no more to show than a small one; the text is then cut to the limit. One Repr
+    # per call: download threads may format errors at the same time.
+    shown = reprlib.Repr()
+    shown.maxlevel = 3
+    shown.maxdict = shown.maxlist = shown.maxtuple = shown.maxset = 8
+    shown.maxfrozenset = shown.maxdeque = shown.maxarray = 8
+    shown.maxstring = shown.maxother = shown.maxlong = limit
+    text = shown.repr(value)
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
