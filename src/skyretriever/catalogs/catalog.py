@@ -8,7 +8,12 @@ and the cross-ids ``tic_id, epic_id, kic_id, gaia_id, ztf_oid``); columns that
 already have exactly those names are picked up without configuration.
 
 Rows are numbered from 0 in catalog order; ``start`` and ``stop`` of a run and
-every error about a bad row use those numbers.
+every error about a bad row use those numbers. A row is bad (an error listing
+it, or left out under ``bad_rows: skip``) when its name is missing, repeats an
+earlier row's, holds a NUL byte or begins or ends with white space (names are
+kept exactly, never stripped); when its RA or Dec is missing or out of range;
+or when a ``mag``, ``mag_err``, ``pmra`` or ``pmdec`` is there but is not a
+number (an empty field or ``nan`` is no value, stored as NULL).
 
 A catalog file is never held whole: loading reads it once, a chunk at a time
 (:mod:`.readers`), to check every row, and keeps only what finds a row again
