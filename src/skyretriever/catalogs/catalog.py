@@ -343,11 +343,10 @@ def _blank_or_padded(names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rather than strip it (and make it a duplicate, or another star's name) the row
     is refused.
     """
-    stripped = [name.strip() for name in names]
-    blank = np.fromiter((not name for name in stripped), dtype=bool, count=len(stripped))
-    padded = np.fromiter((bool(short) and short != name for short, name in zip(stripped, names)),
-                         dtype=bool, count=len(stripped))
-    return blank, padded
+    stripped = np.empty(len(names), dtype=object)
+    stripped[:] = [name.strip() for name in names]
+    blank = stripped == ""
+    return blank, (stripped != names) & ~blank
 
 
 _NUMERIC_CHECKED = ("mag", "mag_err", "pmra", "pmdec")
