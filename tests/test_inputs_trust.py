@@ -383,3 +383,20 @@ def test_a_downloaded_file_with_a_repeated_cadence_gives_each_point_once(tess_sk
     dropped = [headers["repeated_cadences_dropped"] for headers in raw.altdata["headers"].values()]
     assert dropped == [3] * len(products)
     assert [lc.num_points for lc in curves] == [lc.num_points for lc in clean_curves]
+
+
+def test_a_catalog_without_the_columns_asked_for_lists_a_bounded_part_of_its_header(tmp_path):
+    path = tmp_path / "wide.csv"        # no header: the first row of a long table taken for one
+    path.write_text(",".join(f"value_{index:05d}_{'w' * 40}" for index in range(5000)) + "\n"
+                    + ",".join("1" for _ in range(5000)) + "\n")
+    for kwargs, start in (({}, "catalog has no 'name' column"),
+                          ({"columns": {"name": "n" * 100_000}},
+                           "catalog.columns.name names column 'nnnn"),
+                          ({"columns": {key: f"value_{index:05d}_{'w' * 40}" for index, key in
+                                        enumerate(("name", "ra", "dec"))},
+                            "extra_columns": ["e" * 100_000]},
+                           "catalog.extra_columns names columns")):
+        with pytest.raises(CatalogError) as error:
+            Catalog(filename=str(path), **kwargs).load()
+        message = str(error.value)
+        assert message.startswith(start) and len(message) < 1500, (start, len(message))

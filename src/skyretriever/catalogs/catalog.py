@@ -323,6 +323,14 @@ def open_catalog_file(pars: CatalogParameters, *,
 LOADERS["file"] = open_catalog_file
 
 
+def _listed(names: list[str], limit: int = 600) -> str:
+    """Column names for a message: as many as fit in about ``limit`` characters."""
+    text = ", ".join(str(name) for name in names[:200])
+    if len(text) <= limit and len(names) <= 200:
+        return text
+    return f"{text[:limit]}... ({len(names)} columns)"
+
+
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -527,8 +535,8 @@ class Catalog:
         if chosen is not None:
             if chosen not in available:
                 raise CatalogError(
-                    f"catalog.columns.{standard} names column {chosen!r}, which the catalog does "
-                    f"not have; its columns are: {', '.join(available)}"
+                    f"catalog.columns.{standard} names column {bounded_repr(chosen)}, which the "
+                    f"catalog does not have; its columns are: {_listed(available)}"
                 )
             return chosen
         return standard if standard in available else None
@@ -540,7 +548,7 @@ class Catalog:
             if mapping[required] is None:
                 raise CatalogError(
                     f"catalog has no {required!r} column; set catalog.columns.{required} to one "
-                    f"of: {', '.join(available)}"
+                    f"of: {_listed(available)}"
                 )
         used = {column for column in mapping.values() if column is not None}
         extra = [c for c in available if c not in used]
@@ -548,7 +556,8 @@ class Catalog:
             missing = [c for c in self.pars.extra_columns if c not in available]
             if missing:
                 raise CatalogError(
-                    f"catalog.extra_columns names columns the catalog does not have: {missing}"
+                    "catalog.extra_columns names columns the catalog does not have: "
+                    f"{bounded_repr(missing, 400)}"
                 )
             extra = [c for c in self.pars.extra_columns if c not in used]
         return mapping, extra
