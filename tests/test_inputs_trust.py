@@ -400,3 +400,16 @@ def test_a_catalog_without_the_columns_asked_for_lists_a_bounded_part_of_its_hea
             Catalog(filename=str(path), **kwargs).load()
         message = str(error.value)
         assert message.startswith(start) and len(message) < 1500, (start, len(message))
+
+
+def hostile_input_counts() -> dict[str, int]:
+    """How many hostile inputs this module tries (for ``bench/reliability.py``)."""
+    return {
+        "configuration files": 3 + 6,             # the bomb, the budget's two, six huge values
+        "source names": 3 * 4 + 1,                # padded names in four formats, a huge name
+        "catalog values": 3 * 3 + 1 + 3,          # text magnitudes, a huge one, wide headers
+        "FITS files": 1 + 2,                      # repeated cadences read, then downloaded
+        "query filters": 2 * 2 * 2 + 1,           # 1,100 comparisons, a huge column name
+        "database failures during queries": 3 * 2,
+        "data roots": 12 + 1,                     # system folders, a link to /etc
+    }
