@@ -12,7 +12,8 @@ a run on healthy archives, the rows and files lost or corrupted (should be 0).
 
 Kills are not re-run here (the 20 SIGKILL trials of ``tests/test_kill_resume.py``
 take minutes): their count is read from that test. Hostile inputs are counted
-from ``tests/test_hostile_input.py`` and ``tests/test_security.py``.
+from ``tests/test_hostile_input.py``, ``tests/test_security.py`` and
+``tests/test_inputs_trust.py``.
 
 Usage::
 
@@ -97,11 +98,12 @@ def kills() -> int:
 
 
 def hostile_inputs() -> dict[str, int]:
-    from tests import test_hostile_input, test_security
+    from tests import test_hostile_input, test_inputs_trust, test_security
 
     counts = dict(test_hostile_input.hostile_input_counts())
-    for key, value in test_security.hostile_input_counts().items():
-        counts[key] = counts.get(key, 0) + value
+    for module in (test_security, test_inputs_trust):
+        for key, value in module.hostile_input_counts().items():
+            counts[key] = counts.get(key, 0) + value
     return counts
 
 

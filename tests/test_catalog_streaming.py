@@ -67,8 +67,12 @@ def _whole_file(pars: CatalogParameters) -> pd.DataFrame:
     """The whole file as one pandas table, read as the catalog read it before streaming."""
     path = pars.filename
     if path.endswith(".csv"):
-        return pd.read_csv(path, comment="#", skipinitialspace=True, keep_default_na=False,
-                           na_values=[""])
+        # fields as written (a leading space is part of a name); the header's names stripped
+        frame = pd.read_csv(path, comment="#", keep_default_na=False, na_values=[""])
+        stripped = [str(column).strip() for column in frame.columns]
+        if len(set(stripped)) == len(stripped):
+            frame.columns = stripped
+        return frame
     if path.endswith(".parquet"):
         return pd.read_parquet(path)
     if path.endswith(".fits"):
@@ -80,8 +84,10 @@ def _whole_file(pars: CatalogParameters) -> pd.DataFrame:
     for column in frame.columns:
         values = frame[column]
         if values.dtype == object and len(values) and isinstance(values.iloc[0], bytes):
+            # FITS pads text with spaces (not part of the value); HDF5 keeps it exactly
             frame[column] = values.map(
-                lambda v: v.decode("utf-8", "replace").strip() if isinstance(v, bytes) else v)
+                lambda v: (v.decode("utf-8", "replace").rstrip(" ") if path.endswith(".fits")
+                           else v.decode("utf-8", "replace")) if isinstance(v, bytes) else v)
     return frame
 
 

@@ -29,13 +29,14 @@ configuration or filter, unreachable database, unknown source), 2 on bad usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
 import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from skyretriever import __version__
@@ -316,13 +317,33 @@ def _read_only_project(config: str):
     return project
 
 
-def _fetch(query: Any, limit: int | None) -> tuple[list[dict[str, Any]], bool]:
+@contextlib.contextmanager
+def _query_errors(project: Any) -> Iterator[None]:
+    """A database error while querying becomes one line naming the database (no SQL, no trace)."""
+    import sqlalchemy as sa
+
+    from skyretriever import database
+
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as error:
+        lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+        reason = lines[0] if lines else type(error).__name__
+        password = sa.engine.make_url(project.database_url).password
+        if password:
+            reason = reason.replace(str(password), "***")
+        raise CommandError(
+            f"the query failed on the database {database.redact_url(project.database_url)}: "
+            f"{reason if len(reason) <= 300 else reason[:297] + '...'}") from None
+
+
+def _fetch(project: Any, query: Any, limit: int | None) -> tuple[list[dict[str, Any]], bool]:
     """The rows of ``query`` (at most ``limit``) as dictionaries, and whether more were left."""
     from skyretriever.database import Session
 
     if limit is not None:
         query = query.limit(limit + 1)
-    with Session() as session:
+    with _query_errors(project), Session() as session:
         rows = [dict(row._mapping) for row in session.execute(query)]
     truncated = limit is not None and len(rows) > limit
     return rows[:limit] if truncated else rows, truncated
@@ -347,7 +368,7 @@ def _sources(args: argparse.Namespace) -> int:
              .order_by(Source.cat_index, Source.name, Source.id))
     if condition is not None:
         query = query.where(condition)
-    rows, truncated = _fetch(query, args.limit)
+    rows, truncated = _fetch(project, query, args.limit)
     _write_rows(rows, SOURCE_COLUMNS, args.format, "source", truncated)
     return 0
 
@@ -374,7 +395,7 @@ def _detections(args: argparse.Namespace) -> int:
         query = query.where(Detection.is_simulated.is_(bool(args.simulated)))
     if condition is not None:
         query = query.where(condition)
-    rows, truncated = _fetch(query, args.limit)
+    rows, truncated = _fetch(project, query, args.limit)
     _write_rows(rows, DETECTION_COLUMNS, args.format, "detection", truncated)
     return 0
 
@@ -415,7 +436,7 @@ def _show(args: argparse.Namespace) -> int:
 
     project = _read_only_project(args.config)
     context = project.context
-    with Session() as session:
+    with _query_errors(project), Session() as session:
         source = _find_source(session, context, args.source, args.config)
         catalog = _row_values(source, skip=("project", "cfg_hash"))
         raw = [_row_values(r) for r in sorted(source.raw_photometry, key=lambda r: r.observatory)]

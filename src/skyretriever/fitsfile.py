@@ -10,7 +10,9 @@ handle (scaled columns, variable-length arrays).
 
 - :func:`scan_fits` walks the HDUs and checks the file is whole;
 - :func:`validate_fits` is that check as a download validator;
-- :func:`read_fits_table` returns a binary table's columns and the headers.
+- :func:`read_fits_table` returns a binary table's columns and the headers;
+- :func:`drop_repeated_cadences` keeps the first row of each cadence of a light
+  curve (a file that holds a cadence twice must not count it as two points).
 
 Examples
 --------
@@ -28,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FitsHDU", "InvalidFileError", "read_fits_table", "scan_fits", "validate_fits"]
+__all__ = ["FitsHDU", "InvalidFileError", "drop_repeated_cadences", "read_fits_table",
+           "repeated_cadences", "scan_fits", "validate_fits"]
 
 BLOCK = 2880
 CARD = 80
@@ -261,3 +264,52 @@ def _read_with_astropy(path: str | os.PathLike, index: int) -> dict[str, np.ndar
         data = hdul[index].data
         return {name: np.asarray(data[name]).astype(np.asarray(data[name]).dtype.newbyteorder("="))
                 for name in data.columns.names}
+
+
+def repeated_cadences(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """Which rows repeat a cadence of an earlier row: the same ``CADENCENO`` or the same ``TIME``.
+
+    A missing (NaN) ``TIME`` repeats nothing: gaps are kept for the reduction to drop.
+
+    Examples
+    --------
+    >>> repeated_cadences({"CADENCENO": np.array([5, 6, 6, 7]),
+    ...                    "TIME": np.array([1.0, 2.0, 2.0, np.nan])}).tolist()
+    [False, False, True, False]
+    """
+    length = len(next(iter(columns.values()))) if columns else 0
+    repeated = np.zeros(length, dtype=bool)
+    for name in ("CADENCENO", "TIME"):
+        values = columns.get(name)
+        if values is None or values.ndim != 1 or values.dtype.kind not in "iuf":
+            continue
+        usable = np.isfinite(values) if values.dtype.kind == "f" else np.ones(length, bool)
+        index = np.flatnonzero(usable)
+        _, first = np.unique(values[index], return_index=True)
+        later = np.ones(len(index), dtype=bool)
+        later[first] = False
+        repeated[index[later]] = True
+    return repeated
+
+
+def drop_repeated_cadences(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+    """The columns without the rows that repeat an earlier cadence, and how many went.
+
+    A light-curve file (TESS, Kepler, K2) holds each cadence once; a file holding
+    one twice (the same ``CADENCENO`` or ``TIME``) would give the reduction and
+    the finders two independent points where there is one measurement. The first
+    row of a cadence is kept; the caller records the count (the raw data's
+    provenance keeps it with the file's headers).
+
+    Examples
+    --------
+    >>> kept, dropped = drop_repeated_cadences({"CADENCENO": np.array([5, 6, 6]),
+    ...                                         "TIME": np.array([1.0, 2.0, 2.0])})
+    >>> kept["CADENCENO"].tolist(), dropped
+    ([5, 6], 1)
+    """
+    repeated = repeated_cadences(columns)
+    dropped = int(repeated.sum())
+    if not dropped:
+        return columns, 0
+    return {name: values[~repeated] for name, values in columns.items()}, dropped

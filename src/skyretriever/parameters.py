@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
+import reprlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,8 +37,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "MAX_ALIAS_NODES",
     "ParameterError",
     "Parameters",
+    "bounded_repr",
     "closest",
     "critical_dict",
     "load_yaml",
@@ -82,6 +85,37 @@ def parameter(default: Any = ..., doc: str = "", *, critical: bool = True, **kwa
     return Field(default, description=doc, json_schema_extra={"critical": critical}, **kwargs)
 
 
+def bounded_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters, for error messages.
+
+    A user's value is shown so they can find it, never whole: a value of a
+    megabyte (or a YAML alias bomb) gives a message of a line. Long strings keep
+    their start and end; long lists and deep nesting are elided with ``...``.
+
+    Examples
+    --------
+    >>> bounded_repr("soon")
+    "'soon'"
+    >>> len(bounded_repr("x" * 1_000_000)) <= 200
+    True
+    >>> bounded_repr(list(range(100)), limit=40)
+    '[0, 1, 2, 3, 4, 5, 6, 7, ...]'
+    """
+    limit = max(int(limit), 8)
+    # reprlib stops at these sizes while it walks a value, so a huge (or self-sharing) value
+    # costs no more to show than a small one; the text is then cut to the limit. One Repr
+    # per call: download threads may format errors at the same time.
+    shown = reprlib.Repr()
+    shown.maxlevel = 3
+    shown.maxdict = shown.maxlist = shown.maxtuple = shown.maxset = 8
+    shown.maxfrozenset = shown.maxdeque = shown.maxarray = 8
+    shown.maxstring = shown.maxother = shown.maxlong = limit
+    text = shown.repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
 def closest(key: str, valid: Iterable[str]) -> str | None:
     """The valid name most like ``key``, or ``None`` when nothing is close."""
     valid = list(valid)
@@ -95,10 +129,11 @@ def closest(key: str, valid: Iterable[str]) -> str | None:
 def unknown_key_message(key: str, valid: Iterable[str], kind: str = "parameter") -> str:
     """``unknown parameter 'gpa'; did you mean 'gap'?`` (or the list of valid names)."""
     valid = sorted(valid)
-    suggestion = closest(str(key), valid)
+    # difflib's cost grows with the product of the lengths: a huge key is compared by its start
+    suggestion = closest(str(key)[:200], valid)
     if suggestion is not None:
-        return f"unknown {kind} {key!r}; did you mean {suggestion!r}?"
-    return f"unknown {kind} {key!r}; valid names are: {', '.join(valid)}"
+        return f"unknown {kind} {bounded_repr(key)}; did you mean {suggestion!r}?"
+    return f"unknown {kind} {bounded_repr(key)}; valid names are: {', '.join(valid)}"
 
 
 def merge(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -121,6 +156,9 @@ def merge(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
     return result
 
 
+_LONGEST_PROBLEM = 600
+
+
 def _format_validation_error(error: ValidationError, where: str) -> str:
     lines = []
     for item in error.errors():
@@ -131,7 +169,11 @@ def _format_validation_error(error: ValidationError, where: str) -> str:
         text = f"{location}: {message}" if location else message
         if "input" in item and item["type"] not in ("value_error", "missing"):
             value = item["input"]
-            text += f" (got {value!r} of type {type(value).__name__})"
+            text += f" (got {bounded_repr(value)} of type {type(value).__name__})"
+        # a validator's own message may quote a huge value: keep its start and its end
+        if len(text) > _LONGEST_PROBLEM:
+            half = _LONGEST_PROBLEM // 2
+            text = f"{text[:half]} ... {text[-half:]}"
         lines.append(text)
     prefix = f"{where}: " if where else ""
     if len(lines) == 1:
@@ -253,8 +295,51 @@ def critical_dict(pars: BaseModel) -> dict[str, Any]:
     return result
 
 
+class _TooManyAliases(yaml.composer.ComposerError):
+    """A configuration file's aliases expand beyond :data:`MAX_ALIAS_NODES`."""
+
+
+#: Most values a configuration file may reach through its aliases (``*name``), counted
+#: as written out: plenty for sharing a section, far below what an alias bomb needs.
+MAX_ALIAS_NODES = 10_000
+
+
 class _SafeLoaderNoDates(yaml.SafeLoader):
-    """Safe loading only; dates stay strings so every value round-trips through YAML."""
+    """Safe loading only; dates stay strings so every value round-trips through YAML.
+
+    Aliases are counted while the document is composed: each one adds the number
+    of values its anchor holds when written out (nested aliases included). A file
+    whose aliases add up to more than :data:`MAX_ALIAS_NODES` is refused at the
+    alias that crosses the line, before anything expands it (``repr``, a copy, a
+    validation error), so a few hundred bytes cannot make billions of values.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}   # id(node) -> values it holds written out
+        self._through_aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        is_alias = self.check_event(yaml.AliasEvent)
+        mark = self.peek_event().start_mark
+        node = super().compose_node(parent, index)
+        if is_alias:
+            self._through_aliases += self._sizes[id(node)]
+            if self._through_aliases > MAX_ALIAS_NODES:
+                raise _TooManyAliases(
+                    None, None,
+                    f"its aliases expand to more than {MAX_ALIAS_NODES:,} values (an alias "
+                    "bomb?); write the values out or use fewer aliases", mark)
+            return node
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self._sizes[id(item)] for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self._sizes[id(key)] + self._sizes[id(value)]
+                           for key, value in node.value)
+        else:
+            size = 1
+        self._sizes[id(node)] = size
+        return node
 
 
 _SafeLoaderNoDates.yaml_implicit_resolvers = {
@@ -270,7 +355,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     ------
     ParameterError
         If the file is missing, is not valid YAML, uses tags that construct
-        Python objects, or is not a mapping. The message names the file and line.
+        Python objects, expands aliases beyond :data:`MAX_ALIAS_NODES` values, or
+        is not a mapping. The message names the file and line.
     """
     path = Path(path)
     try:
@@ -285,9 +371,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(error, "problem_mark", None)
         place = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
-        raise ParameterError(
-            f"configuration file {str(path)!r} is not valid (safe) YAML{place}: {problem}"
-        ) from None
+        what = "is refused" if isinstance(error, _TooManyAliases) else "is not valid (safe) YAML"
+        raise ParameterError(f"configuration file {str(path)!r} {what}{place}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -12,6 +12,10 @@ text to :func:`parse_filter`, which reads it with Python's :mod:`ast` (in
   ``True``, ``False``, ``None``; a true/false column alone is a condition
   (``not is_simulated``).
 
+A filter holds at most :data:`MAX_FILTER_TERMS` comparisons and
+:data:`MAX_FILTER_LENGTH` characters, so any filter accepted here is one both
+databases can run.
+
 Everything else (attribute access, calls, indexing, arithmetic, unknown names,
 SQL such as ``1; DROP TABLE sources``) raises :class:`FilterError` naming the
 offending part and listing the valid column names. Values only ever reach the
@@ -43,14 +47,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute
 
-from skyretriever.parameters import closest
+from skyretriever.parameters import bounded_repr, closest
 
-__all__ = ["MAX_FILTER_LENGTH", "FilterError", "column_kind", "filter_columns", "parse_filter"]
+__all__ = ["MAX_FILTER_LENGTH", "MAX_FILTER_TERMS", "FilterError", "column_kind",
+           "filter_columns", "parse_filter"]
 
 #: Longest filter text accepted (characters).
 MAX_FILTER_LENGTH = 10_000
 #: Deepest nesting of and/or/not accepted.
 MAX_DEPTH = 50
+#: Most comparisons in one filter (each step of a chain, each ``in``, each true/false column
+#: alone). SQLite refuses expressions deeper than 1,000 (its SQLITE_MAX_EXPR_DEPTH), and a
+#: query adds its own conditions: well below that, the same limit on both databases.
+MAX_FILTER_TERMS = 500
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -205,6 +214,14 @@ class _FilterBuilder:
         self.columns = columns
         self.where = where
         self.unusable = unusable  # columns of the models that filters cannot compare (JSON)
+        self.terms = 0
+
+    def count_term(self, node: ast.AST) -> None:
+        self.terms += 1
+        if self.terms > MAX_FILTER_TERMS:
+            raise self.error(
+                f"the filter has more than {MAX_FILTER_TERMS} comparisons; use a list "
+                "(name in (\"a\", \"b\")) or ranges, or split the query", node)
 
     # -- errors ----------------------------------------------------------------------------
     def error(self, message: str, node: ast.AST | None = None) -> FilterError:
@@ -267,6 +284,7 @@ class _FilterBuilder:
         if isinstance(node, ast.Compare):
             return self.comparison(node)
         if isinstance(node, ast.Name):
+            self.count_term(node)
             column = self.column(node)
             if column_kind(column) != "boolean":
                 raise self.error(
@@ -292,6 +310,7 @@ class _FilterBuilder:
 
     def pair(self, left: ast.AST, op: str, right: ast.AST, node: ast.Compare
              ) -> sa.ColumnElement[bool]:
+        self.count_term(node)
         if op in ("in", "not in"):
             if not isinstance(left, ast.Name):
                 raise self.error(
@@ -359,9 +378,9 @@ class _FilterBuilder:
         if node.id in self.unusable:
             raise self.error(f"{node.id!r}{{place}} holds JSON, which a filter cannot compare; "
                              "query it in Python (see docs/tutorial.md)", node)
-        suggestion = closest(node.id, self.columns)
+        suggestion = closest(node.id[:200], self.columns)
         hint = f"; did you mean {suggestion!r}?" if suggestion else ""
-        raise self.error(f"unknown column {node.id!r}{{place}}{hint}", node)
+        raise self.error(f"unknown column {bounded_repr(node.id, 60)}{{place}}{hint}", node)
 
     @staticmethod
     def is_signed_number(node: ast.AST) -> bool:

@@ -136,14 +136,47 @@ class DataRootBusy(StorageError):
     """The data-root lock is held by another process (a run, or ``check --repair``)."""
 
 
+#: Folders of the operating system a data root may not be in (or be): a run writes and
+#: ``check --repair`` moves files under its data root. The root folder ``/`` itself too.
+_SYSTEM_FOLDERS = tuple(Path(folder) for folder in (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sbin",
+    "/sys", "/usr", "/var/lib", "/var/log", "/var/cache", "/var/spool", "/var/run",
+    "/private/etc", "/private/var/db", "/System", "/Library"))
+#: Set to 1 to use a data root in a system folder anyway.
+_ALLOW_SYSTEM_ROOT = "SKYRETRIEVER_ALLOW_SYSTEM_DATA_ROOT"
+
+
 def configure(root: str | os.PathLike | None = None) -> Path:
-    """Set the data root for this process and return it (absolute).
+    """Set the data root for this process and return it (absolute, symbolic links resolved).
 
     ``None`` means ``$SKYRETRIEVER_DATA`` or else ``./data``.
+
+    Raises
+    ------
+    StorageError
+        If the root (after resolving links) is ``/`` or inside a system folder
+        (``/usr``, ``/etc``, ``/var/lib``...), unless the environment variable
+        ``SKYRETRIEVER_ALLOW_SYSTEM_DATA_ROOT`` is ``1``.
+
+    Examples
+    --------
+    >>> configure("/usr/share/stars")
+    Traceback (most recent call last):
+    ...
+    skyretriever.storage.StorageError: data root '/usr/share/stars' is in the system folder /usr...
     """
     if root is None:
         root = os.environ.get("SKYRETRIEVER_DATA") or "data"
     path = Path(root).expanduser().resolve()
+    if os.environ.get(_ALLOW_SYSTEM_ROOT, "") != "1":
+        system = next((folder for folder in _SYSTEM_FOLDERS
+                       if path == folder or folder in path.parents), None)
+        if system is not None or path == Path(path.anchor):
+            where = f"the system folder {system}" if system else "the root of the file system"
+            really = "" if str(root) == str(path) else f" (really {path})"
+            raise StorageError(
+                f"data root {str(root)!r}{really} is in {where}; choose a folder of your own "
+                f"(data_root), or set {_ALLOW_SYSTEM_ROOT}=1 to use it anyway")
     _state["data_root"] = path
     return path
 

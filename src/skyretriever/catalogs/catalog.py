@@ -8,7 +8,12 @@ and the cross-ids ``tic_id, epic_id, kic_id, gaia_id, ztf_oid``); columns that
 already have exactly those names are picked up without configuration.
 
 Rows are numbered from 0 in catalog order; ``start`` and ``stop`` of a run and
-every error about a bad row use those numbers.
+every error about a bad row use those numbers. A row is bad (an error listing
+it, or left out under ``bad_rows: skip``) when its name is missing, repeats an
+earlier row's, holds a NUL byte or begins or ends with white space (names are
+kept exactly, never stripped); when its RA or Dec is missing or out of range;
+or when a ``mag``, ``mag_err``, ``pmra`` or ``pmdec`` is there but is not a
+number (an empty field or ``nan`` is no value, stored as NULL).
 
 A catalog file is never held whole: loading reads it once, a chunk at a time
 (:mod:`.readers`), to check every row, and keeps only what finds a row again
@@ -47,7 +52,7 @@ from skyretriever.catalogs.readers import (
     table_format,
 )
 from skyretriever.net import NetworkParameters, validate_archive_url
-from skyretriever.parameters import ParameterError, Parameters, parameter
+from skyretriever.parameters import ParameterError, Parameters, bounded_repr, parameter
 
 __all__ = [
     "CROSS_ID_COLUMNS",
@@ -318,6 +323,14 @@ def open_catalog_file(pars: CatalogParameters, *,
 LOADERS["file"] = open_catalog_file
 
 
+def _listed(names: list[str], limit: int = 600) -> str:
+    """Column names for a message: as many as fit in about ``limit`` characters."""
+    text = ", ".join(str(name) for name in names[:200])
+    if len(text) <= limit and len(names) <= 200:
+        return text
+    return f"{text[:limit]}... ({len(names)} columns)"
+
+
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -329,6 +342,42 @@ def _file_sha256(path: Path) -> str:
 def _blank(names: np.ndarray) -> np.ndarray:
     """Which names are empty or only spaces (without ``Series.str``, whose cache is a cycle)."""
     return np.array([not name.strip() for name in names], dtype=bool)
+
+
+def _blank_or_padded(names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which names are empty or only white space, and which begin or end with white space.
+
+    A name is kept exactly as the catalog has it: ``" lead"`` is not ``"lead"``, so
+    rather than strip it (and make it a duplicate, or another star's name) the row
+    is refused.
+    """
+    stripped = np.empty(len(names), dtype=object)
+    stripped[:] = [name.strip() for name in names]
+    blank = stripped == ""
+    return blank, (stripped != names) & ~blank
+
+
+_NUMERIC_CHECKED = ("mag", "mag_err", "pmra", "pmdec")
+# texts that say "no value" in a number column: left empty (NULL), not an error
+_NO_NUMBER = frozenset({"", "nan", "-nan", "+nan"})
+
+
+def _not_numbers(values: pd.Series) -> np.ndarray:
+    """Which values are there but are not numbers (``"bright"`` in a magnitude column).
+
+    Missing values and texts such as ``nan`` are no value, not an error. A column
+    the reader already made numeric has nothing to look at.
+    """
+    if values.dtype.kind in "iufb":
+        return np.zeros(len(values), dtype=bool)
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    suspects = np.flatnonzero(np.isnan(numbers) & values.notna().to_numpy())
+    found = np.zeros(len(values), dtype=bool)
+    for index in suspects:
+        value = values.iloc[index]
+        found[index] = not (isinstance(value, str) and value.strip().lower() in _NO_NUMBER) and \
+            not (isinstance(value, float) and math.isnan(value))
+    return found
 
 
 def _name_hashes(names: np.ndarray) -> np.ndarray:
@@ -486,8 +535,8 @@ class Catalog:
         if chosen is not None:
             if chosen not in available:
                 raise CatalogError(
-                    f"catalog.columns.{standard} names column {chosen!r}, which the catalog does "
-                    f"not have; its columns are: {', '.join(available)}"
+                    f"catalog.columns.{standard} names column {bounded_repr(chosen)}, which the "
+                    f"catalog does not have; its columns are: {_listed(available)}"
                 )
             return chosen
         return standard if standard in available else None
@@ -499,7 +548,7 @@ class Catalog:
             if mapping[required] is None:
                 raise CatalogError(
                     f"catalog has no {required!r} column; set catalog.columns.{required} to one "
-                    f"of: {', '.join(available)}"
+                    f"of: {_listed(available)}"
                 )
         used = {column for column in mapping.values() if column is not None}
         extra = [c for c in available if c not in used]
@@ -507,7 +556,8 @@ class Catalog:
             missing = [c for c in self.pars.extra_columns if c not in available]
             if missing:
                 raise CatalogError(
-                    f"catalog.extra_columns names columns the catalog does not have: {missing}"
+                    "catalog.extra_columns names columns the catalog does not have: "
+                    f"{bounded_repr(missing, 400)}"
                 )
             extra = [c for c in self.pars.extra_columns if c not in used]
         return mapping, extra
@@ -523,6 +573,8 @@ class Catalog:
                 result[std] = pd.to_numeric(values, errors="coerce").astype(float)
             elif std in CROSS_ID_COLUMNS:
                 result[std] = _parse_cross_id(values)
+            elif std == "mag_filter":  # a band's name, written "G" or " G" after a comma
+                result[std] = values.map(lambda v: v.strip() if isinstance(v, str) else v)
             else:
                 result[std] = values
         if "mag_filter" not in result and self.pars.mag_filter is not None:
@@ -587,10 +639,23 @@ class Catalog:
 
                 names = frame[names_column]
                 text = names.astype(str).to_numpy(dtype=object)
-                missing = names.isna().to_numpy() | _blank(text)
+                blank, padded = _blank_or_padded(text)
+                missing = names.isna().to_numpy() | blank
                 add(missing, "missing name")
                 add(np.array(["\x00" in name for name in text], dtype=bool) & ~missing,
                     "name contains a NUL byte")
+                for index in np.flatnonzero(padded & ~missing):
+                    bad.setdefault(row + int(index), []).append(
+                        f"name {bounded_repr(text[index], 80)} begins or ends with white space "
+                        "(names are kept exactly; remove it)")
+                for std in _NUMERIC_CHECKED:
+                    column = self._mapping.get(std)
+                    if column is None:
+                        continue
+                    values = frame[column]
+                    for index in np.flatnonzero(_not_numbers(values)):
+                        bad.setdefault(row + int(index), []).append(
+                            f"{std} {bounded_repr(values.iloc[index], 40)} is not a number")
                 ra = pd.to_numeric(frame[ra_column], errors="coerce").astype(float).to_numpy()
                 dec = pd.to_numeric(frame[dec_column], errors="coerce").astype(float).to_numpy()
                 with np.errstate(invalid="ignore"):
@@ -641,7 +706,7 @@ class Catalog:
                     first_row[name] = row
                 elif not is_missing:
                     bad.setdefault(row, []).append(
-                        f"duplicate name {name!r} (first at row {first_row[name]})")
+                        f"duplicate name {bounded_repr(name, 80)} (first at row {first_row[name]})")
 
     def describe(self) -> str:
         """A short description for messages: the file name or the preset."""

@@ -63,9 +63,10 @@ __all__ = [
 #: Rows per chunk: a few MB of a pandas table with a few text columns.
 CHUNK_ROWS = 20_000
 #: How catalog CSV files are read: only empty fields are missing (names such as "NA"
-#: or "nan" stay names), lines from "#" on are comments, spaces after commas are ignored.
-CSV_OPTIONS: dict[str, Any] = {"comment": "#", "skipinitialspace": True,
-                               "keep_default_na": False, "na_values": [""]}
+#: or "nan" stay names), lines from "#" on are comments. A field is kept as written, white
+#: space included (a name " lead" is not "lead"; numbers may have spaces around them);
+#: the header's names are taken without the white space around them.
+CSV_OPTIONS: dict[str, Any] = {"comment": "#", "keep_default_na": False, "na_values": [""]}
 _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst", ".tar")
 _SCAN_BLOCK = 1 << 20
 _PARQUET_BUFFER = 1 << 16
@@ -326,12 +327,20 @@ class CsvReader(TableReader):
                     raise
                 self._empty = pd.DataFrame()
                 self.rows = 0
+        # "name, ra, dec": the header's names without their spaces (unless that makes two alike)
+        self._names: list[str] | None = None
+        stripped = [str(column).strip() for column in self._empty.columns]
+        if stripped != list(self._empty.columns) and len(set(stripped)) == len(stripped):
+            self._names = stripped
+            self._empty.columns = stripped
         self.columns = list(self._empty.columns)
 
     def empty(self) -> pd.DataFrame:
         return self._empty
 
     def _read(self, source: Any, **options: Any) -> pd.io.parsers.TextFileReader:
+        if self._names is not None and "names" not in options:
+            options.update(names=self._names, header=0)
         return pd.read_csv(source, chunksize=self.chunk_rows, low_memory=False,
                            dtype=self._types or None, **self.options, **options)
 
@@ -541,13 +550,22 @@ class ParquetReader(TableReader):
 
 
 # -- FITS and HDF5 (through astropy) -------------------------------------------------------------
-def _decode_bytes(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """FITS and HDF5 text columns arrive as bytes; make them text."""
+def _decode_bytes(frame: pd.DataFrame, columns: list[str], padded: bool) -> pd.DataFrame:
+    """FITS and HDF5 text columns arrive as bytes; make them text.
+
+    FITS pads text with spaces, which are not part of the value (its standard says
+    so): those trailing spaces go (``padded``). Leading spaces are the value's own
+    and stay, as everything does in HDF5: a name is kept exactly.
+    """
+    def decode(value: Any) -> Any:
+        if not isinstance(value, bytes):
+            return value
+        text = value.decode("utf-8", "replace")
+        return text.rstrip(" ") if padded else text
+
     for column in columns:
         if column in frame.columns:
-            frame[column] = frame[column].map(
-                lambda v: v.decode("utf-8", "replace").strip() if isinstance(v, bytes) else v
-            )
+            frame[column] = frame[column].map(decode)
     return frame
 
 
@@ -655,7 +673,7 @@ class FitsReader(TableReader):
         chunk = io.BytesIO(self._primary + header.tostring().encode("ascii") + data)
         frame = _table_to_frame(Table.read(chunk, format="fits"))
         gc.collect(1)  # astropy's tables are reference cycles: let them go with the chunk
-        return _decode_bytes(frame, self._text_columns)
+        return _decode_bytes(frame, self._text_columns, padded=True)
 
     def _chunks(self, first: int) -> Iterator[pd.DataFrame]:
         with open(self.path, "rb") as handle:
@@ -733,7 +751,7 @@ class Hdf5Reader(TableReader):
         frame = _table_to_frame(table)
         del table
         gc.collect(1)  # astropy's tables are reference cycles: let them go with the chunk
-        return _decode_bytes(frame, self._text_columns)
+        return _decode_bytes(frame, self._text_columns, padded=False)
 
     def _chunks(self, first: int) -> Iterator[pd.DataFrame]:
         import h5py

@@ -60,7 +60,12 @@ import pandas as pd
 from pydantic import field_validator
 
 from skyretriever import storage
-from skyretriever.fitsfile import InvalidFileError, read_fits_table, validate_fits
+from skyretriever.fitsfile import (
+    InvalidFileError,
+    drop_repeated_cadences,
+    read_fits_table,
+    validate_fits,
+)
 from skyretriever.net import (
     TRANSIENT_STATUS,
     BadAnswer,
@@ -644,13 +649,17 @@ def read_lightcurve_fits(path: str | Path, layout: LightcurveLayout | None = Non
     Column names are lower-cased; ``bjd`` (full barycentric Julian date,
     TDB), ``mjd`` (that date minus 2400000.5) and ``exptime`` (the cadence in
     seconds, from ``TIMEDEL``) are added. Rows with NaN ``TIME`` are kept
-    (reduction drops them). Headers lose their table-layout and checksum cards.
+    (reduction drops them); a row repeating an earlier row's cadence (``CADENCENO``
+    or ``TIME``) is dropped and counted in ``repeated_cadences_dropped``, kept with
+    the headers in the raw data's provenance. Headers lose their table-layout and
+    checksum cards.
     With ``layout``, the file must be one of that mission (:func:`check_layout`).
 
     Returns
     -------
     frame, headers
-        The table, and ``{"primary": {...}, "lightcurve": {...}}`` header values.
+        The table, and ``{"primary": {...}, "lightcurve": {...}}`` header values
+        (with ``"repeated_cadences_dropped"``: rows left out as repeats).
 
     Raises
     ------
@@ -664,6 +673,7 @@ def read_lightcurve_fits(path: str | Path, layout: LightcurveLayout | None = Non
     >>> headers["primary"]["SECTOR"], frame[["time", "bjd", "pdcsap_flux", "quality"]]   # doctest: +SKIP
     """
     columns, hdus = read_fits_table(path, "LIGHTCURVE")
+    columns, repeated = drop_repeated_cadences(columns)
     table = next(hdu for hdu in hdus if hdu.name == "LIGHTCURVE")
     if "TIME" not in columns:
         raise InvalidFileError(f"{path}: the LIGHTCURVE table has no TIME column")
@@ -677,7 +687,8 @@ def read_lightcurve_fits(path: str | Path, layout: LightcurveLayout | None = Non
     frame["mjd"] = frame["bjd"] - MJD_OFFSET
     timedel = header.get("TIMEDEL")
     frame["exptime"] = float(timedel) * 86400.0 if timedel else np.nan
-    return frame, {"primary": hdus[0].described(), "lightcurve": table.described()}
+    return frame, {"primary": hdus[0].described(), "lightcurve": table.described(),
+                   "repeated_cadences_dropped": repeated}
 
 
 # -- what a source's download needs ----------------------------------------------------------
