@@ -39,6 +39,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from skyretriever.errors import DiskFull, RunStopped, disk_full_from
+
 __all__ = [
     "ChecksumError",
     "StorageError",
@@ -51,6 +53,7 @@ __all__ = [
     "file_lock",
     "file_sha256",
     "full_path",
+    "hdf5_usable",
     "project_folder_name",
     "ra_folder",
     "raw_filename",
@@ -78,6 +81,9 @@ _SAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
 _HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()) or "host"
 
 _state: dict[str, Path | None] = {"data_root": None}
+#: Set when an HDF5 write of this process failed for lack of space: HDF5 may then crash
+#: the process (SIGSEGV) on its next call, so it is never called again here.
+_HDF5_UNUSABLE: dict[str, DiskFull | None] = {"error": None}
 _TEMPORARY_FOLDERS: dict[tuple[Path, int], Path] = {}
 
 
@@ -412,6 +418,19 @@ def clean_temporary() -> list[Path]:
     return removed
 
 
+def _refuse_after_disk_full() -> None:
+    """Raise :class:`RunStopped` when an HDF5 write of this process failed for lack of space."""
+    error = _HDF5_UNUSABLE["error"]
+    if error is not None:
+        raise RunStopped(f"{error}; HDF5 is not called again in this process (pid "
+                         f"{os.getpid()}) after a write failed for lack of space") from error
+
+
+def hdf5_usable() -> bool:
+    """False once an HDF5 write of this process failed for lack of space (see :func:`write_tables`)."""
+    return _HDF5_UNUSABLE["error"] is None
+
+
 def write_tables(
     relative: str,
     tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any] | None]],
@@ -428,6 +447,14 @@ def write_tables(
     The file is written under a temporary name in the same folder and renamed
     into place, replacing any older file of that name in one step.
 
+    Raises
+    ------
+    DiskFull
+        When the file system is full (or a quota reached): the temporary file
+        is removed, and this process calls HDF5 no more (later calls raise
+        :class:`~skyretriever.errors.RunStopped`), since after a failed write
+        at file close HDF5 can crash the process on its next write.
+
     Examples
     --------
     >>> import pandas as pd
@@ -435,10 +462,12 @@ def write_tables(
     >>> read_table(info.filename, "x", info.checksum)[1]
     {'a': 1}
     """
+    _refuse_after_disk_full()
     final = full_path(relative)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_path(final)
+    temporary = None
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temporary = temporary_path(final)
         with h5py.File(temporary, "w") as handle:
             for key, (frame, metadata) in tables.items():
                 records, kinds = _frame_to_records(frame)
@@ -454,9 +483,15 @@ def write_tables(
         checksum = file_sha256(temporary)
         status = temporary.stat()           # the rename keeps the inode, its size and time
         os.replace(temporary, final)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    except BaseException as error:
+        full = disk_full_from(error, data_root()) if isinstance(error, Exception) else None
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        if full is None:
+            raise
+        if temporary is not None:  # HDF5 itself failed (not a folder that could not be made)
+            _HDF5_UNUSABLE["error"] = full
+        raise full from error
     return FileInfo(filename=str(relative), checksum=checksum, file_size=status.st_size,
                     mtime_ns=status.st_mtime_ns)
 
@@ -473,6 +508,7 @@ def read_table(
     ChecksumError
         If the file's size or SHA-256 differs from what the database holds.
     """
+    _refuse_after_disk_full()
     path = full_path(relative)
     if checksum is not None or file_size is not None:
         if not path.exists():
@@ -501,6 +537,7 @@ def read_table(
 
 def read_table_keys(relative: str) -> list[str]:
     """The table keys stored in a product file."""
+    _refuse_after_disk_full()
     path = full_path(relative)
     try:
         with h5py.File(path, "r") as handle:
