@@ -39,7 +39,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from skyretriever.errors import DiskFull, RunStopped, disk_full_from
+from skyretriever.errors import DiskFull, RunStopped, disk_full_from, is_disk_full
 
 __all__ = [
     "ChecksumError",
@@ -451,9 +451,11 @@ def write_tables(
     ------
     DiskFull
         When the file system is full (or a quota reached): the temporary file
-        is removed, and this process calls HDF5 no more (later calls raise
-        :class:`~skyretriever.errors.RunStopped`), since after a failed write
-        at file close HDF5 can crash the process on its next write.
+        is removed. The file is made by HDF5 in memory and written by Python,
+        so HDF5 never meets the full disk; should an HDF5 call itself report
+        one, this process calls HDF5 no more (later calls raise
+        :class:`~skyretriever.errors.RunStopped`): after a failed write at file
+        close HDF5 crashes the process (SIGSEGV) when it next cleans up.
 
     Examples
     --------
@@ -464,11 +466,11 @@ def write_tables(
     """
     _refuse_after_disk_full()
     final = full_path(relative)
-    temporary = None
+    # HDF5 builds the file in memory and Python writes its bytes: a full disk then fails
+    # a plain write, never HDF5's own (after which HDF5 crashes the process at exit).
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temporary = temporary_path(final)
-        with h5py.File(temporary, "w") as handle:
+        with h5py.File(f"{final.name}.in-memory", "w", driver="core",
+                       backing_store=False) as handle:
             for key, (frame, metadata) in tables.items():
                 records, kinds = _frame_to_records(frame)
                 dataset = _create_dataset(handle, key, records)
@@ -480,7 +482,21 @@ def write_tables(
                     handle.create_dataset(f"{key}{_METADATA_SUFFIX}",
                                           data=np.frombuffer(text.encode(), dtype=np.uint8))
                 dataset.attrs[_DESCRIPTION] = json.dumps(description)
-        checksum = file_sha256(temporary)
+            handle.flush()
+            image = handle.id.get_file_image()
+    except Exception as error:
+        full = disk_full_from(error, data_root()) if is_disk_full(error) else None
+        if full is None:
+            raise
+        _HDF5_UNUSABLE["error"] = full
+        raise full from error
+    checksum = hashlib.sha256(image).hexdigest()
+    temporary = None
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temporary = temporary_path(final)
+        with open(temporary, "wb") as handle:
+            handle.write(image)
         status = temporary.stat()           # the rename keeps the inode, its size and time
         os.replace(temporary, final)
     except BaseException as error:
@@ -489,8 +505,6 @@ def write_tables(
             temporary.unlink(missing_ok=True)
         if full is None:
             raise
-        if temporary is not None:  # HDF5 itself failed (not a folder that could not be made)
-            _HDF5_UNUSABLE["error"] = full
         raise full from error
     return FileInfo(filename=str(relative), checksum=checksum, file_size=status.st_size,
                     mtime_ns=status.st_mtime_ns)
