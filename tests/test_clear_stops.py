@@ -238,11 +238,12 @@ def test_disk_full_at_a_sqlite_commit_stops_with_the_message(tmp_path, mounts):
     upgraded = subprocess.run(_command("db", "upgrade", str(config)), capture_output=True,
                               text=True)
     assert upgraded.returncode == 0, upgraded.stderr
-    filler = _fill(folder, 8192)
+    filler = _fill(folder, 48 * 1024)           # room to open it, not to commit a batch
 
     line = _one_line_stop(_run(config))
     assert f"disk full: {folder}" in line, line
     assert "INSERT" not in line and "UPDATE" not in line       # no SQL in the message
+    assert list(root.rglob("*.h5"))               # a batch was worked: its commit failed
     _no_half_written_files(root)
 
     filler.unlink()

@@ -351,7 +351,9 @@ def stop_for(error: BaseException) -> RunStopped | None:
         return None
     url = get_url()
     path = _sqlite_path(url)
-    if is_disk_full(error):
+    # SQLite says "disk I/O error" when it cannot grow its journal files on a full disk
+    if is_disk_full(error) or (path is not None and "disk i/o error" in str(error).lower()
+                               and free_megabytes(path.parent) < 1):
         place = path.parent if path is not None else redact_url(url)
         return DiskFull(place, free_megabytes(path.parent) if path is not None else 0)
     if isinstance(error, _UNUSABLE) or isinstance(error, sa.exc.DBAPIError) and (
@@ -455,6 +457,8 @@ def current_revision() -> str | None:
         with get_engine().connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     except _UNUSABLE as error:
+        if isinstance(stop_for(error), DiskFull):
+            raise stop_for(error) from None
         raise _connect_error(error, url) from None
 
 
@@ -482,4 +486,6 @@ def upgrade(revision: str = "head") -> None:
         with get_engine().begin() as connection, _migration_lock(connection, url):
             command.upgrade(_alembic_config(connection), revision)
     except _UNUSABLE as error:
+        if isinstance(stop_for(error), DiskFull):
+            raise stop_for(error) from None
         raise _connect_error(error, url) from None
