@@ -393,7 +393,7 @@ def check_writable(tables: bool = True) -> None:
             try:
                 # Touch no row, but need the right to write (INSERT and UPDATE) the table.
                 connection.execute(sa.text(
-                    "INSERT INTO sources SELECT * FROM sources WHERE 1 = 0"))
+                    "INSERT INTO sources (name) SELECT name FROM sources WHERE 1 = 0"))
                 connection.execute(sa.text("UPDATE sources SET status = status WHERE 1 = 0"))
             finally:
                 transaction.rollback()

@@ -229,14 +229,17 @@ def _watch_parent(parent: int, interval: float) -> None:
             os._exit(1)           # the driver is gone: nothing will collect what we make
 
 
-def die_with_parent(interval: float = 1.0) -> None:
+def die_with_parent(expected_parent: int | None = None, interval: float = 1.0) -> None:
     """Make this (worker) process exit when its parent dies, even by SIGKILL.
 
     On Linux the kernel sends SIGKILL on the parent's death (``PR_SET_PDEATHSIG``);
     everywhere a daemon thread checks every ``interval`` seconds whether the
-    parent changed (the process was re-parented to init). Safe to call again.
+    parent changed (the process was re-parented). ``expected_parent``, when
+    known, catches a parent that died before this was called. Safe to call again.
     """
     parent = os.getppid()
+    if expected_parent is not None and parent != expected_parent:
+        os._exit(1)               # the driver died before this worker got here
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -245,7 +248,7 @@ def die_with_parent(interval: float = 1.0) -> None:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):  # no prctl: the watchdog below still works
             pass
-    if parent == 1 or (parent != os.getppid()):
+    if parent != os.getppid():
         os._exit(1)               # the parent died before the signal was armed
     if _WATCHED_PARENT["pid"] != parent:
         _WATCHED_PARENT["pid"] = parent
@@ -253,9 +256,9 @@ def die_with_parent(interval: float = 1.0) -> None:
                          name="parent-watchdog").start()
 
 
-def _initialize_local_worker(worker: Worker) -> None:
+def _initialize_local_worker(worker: Worker, driver: int | None) -> None:
     global _LOCAL_WORKER
-    die_with_parent()
+    die_with_parent(driver)
     _LOCAL_WORKER = worker
     worker.setup()
 
@@ -281,7 +284,8 @@ class LocalExecutor(_PoolExecutor):
             max_workers=workers,
             mp_context=multiprocessing.get_context(method),
             initializer=_initialize_local_worker,
-            initargs=(self.worker,),
+            # forkserver workers are children of the fork server, not of this driver
+            initargs=(self.worker, os.getpid() if method != "forkserver" else None),
         )
         # Start every worker now (fork copies no running threads this way).
         for future in [self._processes.submit(_process_id) for _ in range(workers)]:
