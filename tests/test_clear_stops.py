@@ -467,3 +467,12 @@ def test_workers_exit_when_their_driver_is_killed(tmp_path, scheduler):
             os.killpg(driver.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_the_errors_module_examples_run():
+    import doctest
+
+    import skyretriever.errors
+
+    result = doctest.testmod(skyretriever.errors, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
