@@ -378,9 +378,9 @@ class DaskExecutor(_PoolExecutor):
             )
             self._client = Client(self._cluster)
             self._client.run(_prepare_dask_process, [os.getcwd(), *sys.path])
-            # The nannies are this driver's children: they go when it dies, and the workers
-            # with their nannies (a cluster of its own only; a shared one outlives the run).
-            self._client.run(die_with_parent, nanny=True)
+            # The nannies of a LocalCluster live in this process and their workers are its
+            # children: those go when it dies (distributed watches too; a cluster of our
+            # own only: workers of a shared one outlive the run, and must).
             self._client.run(die_with_parent)
         self._check_shared_data_root()
         self._worker_future = self._client.scatter(self.worker, broadcast=True)
