@@ -476,3 +476,30 @@ def test_the_errors_module_examples_run():
 
     result = doctest.testmod(skyretriever.errors, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+#: The trials of this module by kind (test name prefix: kind), counted by bench/reliability.py.
+_TRIAL_KINDS = {
+    "test_disk_full_at_": "disk full",
+    "test_a_batch_is_not_begun": "disk full",
+    "test_a_read_only_": "read-only",
+    "test_a_postgresql_user": "database refusing",
+    "test_a_sqlite_file_deleted": "database gone",
+    "test_infrastructure_errors": "errors in a row",
+    "test_workers_exit": "driver killed",
+}
+
+
+def stop_trials() -> dict[str, int]:
+    """How many trials of each kind this module runs (a parametrized test counts each case)."""
+    counts: dict[str, int] = {}
+    for name, function in globals().items():
+        kind = next((k for prefix, k in _TRIAL_KINDS.items() if name.startswith(prefix)), None)
+        if kind is None or not callable(function):
+            continue
+        cases = 1
+        for mark in getattr(function, "pytestmark", []):
+            if mark.name == "parametrize":
+                cases *= len(mark.args[1])
+        counts[kind] = counts.get(kind, 0) + cases
+    return counts
