@@ -422,6 +422,52 @@ def test_a_sqlite_file_deleted_during_the_run_stops_it(tmp_path):
     assert "done 40" not in stdout
 
 
+@pytest.mark.slow
+def test_a_postgresql_database_dropped_during_the_run_stops_it(tmp_path):
+    from tests.conftest import POSTGRES_ADMIN_URL
+
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"skyretriever_gone_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as error:
+        admin.dispose()
+        if _in_ci():
+            pytest.fail(f"PostgreSQL is not reachable: {error}", pytrace=False)
+        pytest.skip("PostgreSQL is not reachable")
+    url = sa.engine.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(False)
+    config = _config(tmp_path / "run.yaml", tmp_path / "data", url, demo=", wait_time: 0.1",
+                     execution=", batch_size: 2")
+    process = subprocess.Popen(_command("run", str(config)), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        done = 0
+        while done < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                done = len([s for s in _sources(url) if s[1] == "done"])
+            except sa.exc.OperationalError:
+                done = 0
+        database.configure("sqlite:///:memory:")
+        with admin.connect() as connection:                  # the database goes away
+            connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    assert process.returncode == 1, stdout + stderr
+    line = stderr.strip()
+    assert "\n" not in line and "Traceback" not in line, line
+    redacted = sa.engine.make_url(url).render_as_string(hide_password=True)
+    assert line.startswith(f"skyretriever: run stopped: database {redacted} failed: "), line
+    assert "SELECT" not in line and "INSERT" not in line
+
+
 # -- workers die with their driver ---------------------------------------------------------
 def _descendants(pid: int) -> list[int]:
     psutil = pytest.importorskip("psutil")
@@ -485,6 +531,7 @@ _TRIAL_KINDS = {
     "test_a_read_only_": "read-only",
     "test_a_postgresql_user": "database refusing",
     "test_a_sqlite_file_deleted": "database gone",
+    "test_a_postgresql_database_dropped": "database gone",
     "test_infrastructure_errors": "errors in a row",
     "test_workers_exit": "driver killed",
 }
