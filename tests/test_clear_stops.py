@@ -310,10 +310,15 @@ def test_a_read_only_data_root_is_reported_before_any_source(tmp_path, mounts):
     root = _tmpfs(mounts, tmp_path / "small", 5)
     _mount("-o", "remount,ro", str(root))
     url = f"sqlite:///{tmp_path / 'run.db'}"
-    line = _one_line_stop(_run(_config(tmp_path / "run.yaml", root, url)))
+    config = _config(tmp_path / "run.yaml", root, url)
+    line = _one_line_stop(_run(config))
     assert line == (f"skyretriever: run stopped: data root '{root}' is not writable: Read-only "
                     "file system; committed batches are kept, run again once this is fixed")
     assert _sources(url) == []                    # no source was tried
+    verbose = _run(config, "-v")                  # -v adds the traceback before the line
+    assert verbose.returncode == 1
+    assert "Traceback" in verbose.stderr and "OSError: [Errno 30]" in verbose.stderr
+    assert verbose.stderr.strip().splitlines()[-1] == line
 
 
 @pytest.mark.parametrize("what", ["file", "folder"])

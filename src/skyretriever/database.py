@@ -400,7 +400,7 @@ def check_writable(tables: bool = True) -> None:
     except _UNUSABLE as error:
         raise RunStopped(
             f"database {redact_url(url)} cannot be written: {_reason(error, url)}"
-        ) from None
+        ) from error
     if path is not None:
         status = path.stat()
         _state["sqlite_file"] = (path, status.st_dev, status.st_ino)

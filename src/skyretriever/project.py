@@ -699,9 +699,9 @@ def _check_data_root(root: Path) -> None:
     except OSError as error:
         full = disk_full_from(error, root) if is_disk_full(error) else None
         if full is not None:
-            raise full from None
+            raise full from error
         raise RunStopped(f"data root {str(root)!r} is not writable: "
-                         f"{error.strerror or error}") from None
+                         f"{error.strerror or error}") from error
 
 
 def _prepare_download(obs: VirtualObservatory, rows: list[dict[str, Any]]) -> None:
