@@ -13,7 +13,10 @@ a run on healthy archives, the rows and files lost or corrupted (should be 0).
 Kills are not re-run here (the 20 SIGKILL trials of ``tests/test_kill_resume.py``
 take minutes): their count is read from that test. Hostile inputs are counted
 from ``tests/test_hostile_input.py``, ``tests/test_security.py`` and
-``tests/test_inputs_trust.py``.
+``tests/test_inputs_trust.py``. Clear stops
+(a full disk, a read-only data root or database, a database refusing or gone,
+infrastructure errors in a row, a driver killed under its workers) are counted
+from ``tests/test_clear_stops.py``, which needs root for its small file systems.
 
 Usage::
 
@@ -97,6 +100,12 @@ def kills() -> int:
     return kill_test.TRIALS * 2 * 2  # two schedulers, two databases
 
 
+def stops() -> dict[str, int]:
+    from tests import test_clear_stops
+
+    return test_clear_stops.stop_trials()
+
+
 def hostile_inputs() -> dict[str, int]:
     from tests import test_hostile_input, test_inputs_trust, test_security
 
@@ -148,6 +157,11 @@ def main() -> int:
     inputs = hostile_inputs()
     print(f"  hostile inputs tried: {sum(inputs.values())} "
           f"({', '.join(f'{k} {v}' for k, v in inputs.items())})")
+    trials = stops()
+    print(f"  clear stops tried (tests/test_clear_stops.py): {sum(trials.values())} "
+          f"({', '.join(f'{k} {v}' for k, v in trials.items())}); each ends in one line that "
+          "says what and where, and disk-full runs end, once space is freed, equal to an "
+          "uninterrupted run")
     print(f"  rows and files lost: {sum(lost_total.values())}")
     return 0 if survived and not sum(lost_total.values()) else 1
 

@@ -173,11 +173,16 @@ def test_writing_many_files_does_not_grow_memory(data_root):
     gc.collect()
     tracemalloc.start()
     try:
-        before = tracemalloc.get_traced_memory()[0]
-        write(200, 2000)
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
+        # Two windows: what is kept per file grows in both, while a table that doubles
+        # once (Python's interned strings, which pathlib fills) grows in only one.
+        growths = []
+        for first in (200, 2200):
+            before = tracemalloc.get_traced_memory()[0]
+            write(first, 2000)
+            gc.collect()
+            growths.append(tracemalloc.get_traced_memory()[0] - before)
     finally:
         tracemalloc.stop()
+    grown = min(growths)
     assert grown < 100 * 1024, f"{grown / 2000:.0f} bytes kept per file written"
 

@@ -23,7 +23,10 @@ Examples
 Exit status: 0 when everything asked for was done, 3 when a run finished but
 some sources failed (their reasons are listed and stored), 4 when ``check``
 found problems (repaired or not), 1 on an error that stopped the command (bad
-configuration or filter, unreachable database, unknown source), 2 on bad usage.
+configuration or filter, unreachable database, unknown source, or a run stopped by
+the machine under it: a full disk, a read-only data root or database, the
+database gone; one line says what and where, ``-v`` adds the traceback), 2 on
+bad usage.
 """
 
 from __future__ import annotations
@@ -525,6 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from skyretriever.catalogs.catalog import CatalogError
     from skyretriever.database import DatabaseError
+    from skyretriever.errors import RunStopped
     from skyretriever.parameters import ParameterError
     from skyretriever.query import FilterError
     from skyretriever.storage import StorageError
@@ -556,6 +560,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "report": _report}
         if args.command in commands:
             return commands[args.command](args)
+    except RunStopped as error:
+        if args.verbose:
+            logging.getLogger("skyretriever").exception("the run stopped")
+        print(f"skyretriever: run stopped: {error}; committed batches are kept, run again "
+              "once this is fixed", file=sys.stderr)
+        return 1
     except (ParameterError, CatalogError, DatabaseError, FilterError, StorageError,
             CommandError) as error:
         print(f"skyretriever: error: {error}", file=sys.stderr)

@@ -36,11 +36,16 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from skyretriever import storage
+from skyretriever.errors import DiskFull, RunStopped, free_megabytes, is_disk_full
 
 __all__ = [
     "DatabaseError",
     "Session",
     "SmartSession",
+    "check_still_there",
+    "check_writable",
+    "sqlite_path",
+    "stop_for",
     "configure",
     "get_engine",
     "get_url",
@@ -54,7 +59,8 @@ DEFAULT_SQLITE_NAME = "skyretriever.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"url": None, "engine": None, "pid": None, "factory": None}
+_state: dict[str, Any] = {"url": None, "engine": None, "pid": None, "factory": None,
+                         "sqlite_file": None}
 
 
 class DatabaseError(RuntimeError):
@@ -298,16 +304,124 @@ def SmartSession(session: orm.Session | None | bool = None) -> Iterator[Any]:
         yield session
 
 
-def _connect_error(error: Exception, url: URL) -> DatabaseError:
+def _reason(error: Exception, url: URL) -> str:
+    """The first line of what the driver said (never the SQL), without the password."""
     reason = str(getattr(error, "orig", None) or error).strip().splitlines()
     reason_text = reason[0] if reason else type(error).__name__
     password = url.password
     if password:
         reason_text = reason_text.replace(str(password), "***")
+    return reason_text
+
+
+def _connect_error(error: Exception, url: URL) -> DatabaseError:
+    if isinstance(error, sa.exc.ProgrammingError):
+        hint = "Check that the database user may read and write the database's tables."
+    else:
+        hint = "Check database.url (or $ENV_URL) and that the server is running and reachable."
     return DatabaseError(
-        f"cannot use the database {redact_url(url)}: {reason_text}. Check database.url "
-        f"(or ${ENV_URL}) and that the server is running and reachable."
+        f"cannot use the database {redact_url(url)}: {_reason(error, url)}. "
+        + hint.replace("$ENV_URL", f"${ENV_URL}")
     )
+
+
+#: What a database action that cannot reach or use the database raises.
+_UNUSABLE = (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.InterfaceError)
+
+
+def _sqlite_path(url: URL) -> Path | None:
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).expanduser().absolute()
+
+
+def sqlite_path() -> Path | None:
+    """The file of the configured SQLite database (``None`` for PostgreSQL or in memory)."""
+    return _sqlite_path(get_url())
+
+
+def stop_for(error: BaseException) -> RunStopped | None:
+    """The one-line stop for a database action that failed for a reason outside the data
+    (server gone, rights, a full disk, a read-only file), or ``None`` for other errors.
+
+    The message names the database (password hidden) and the driver's first line,
+    never the SQL statement.
+    """
+    if not isinstance(error, sa.exc.SQLAlchemyError):
+        return None
+    url = get_url()
+    path = _sqlite_path(url)
+    # SQLite says "disk I/O error" when it cannot grow its journal files on a full disk
+    if is_disk_full(error) or (path is not None and "disk i/o error" in str(error).lower()
+                               and free_megabytes(path.parent) < 1):
+        place = path.parent if path is not None else redact_url(url)
+        return DiskFull(place, free_megabytes(path.parent) if path is not None else 0)
+    if isinstance(error, _UNUSABLE) or isinstance(error, sa.exc.DBAPIError) and (
+            error.connection_invalidated):
+        return RunStopped(f"database {redact_url(url)} failed: {_reason(error, url)}")
+    return None
+
+
+def check_writable(tables: bool = True) -> None:
+    """Make sure this process can write the database before a run tries any source.
+
+    A SQLite file must be writable and so must its folder (SQLite writes its
+    journal beside it); with ``tables`` (once the schema exists) a write that
+    changes nothing is tried in a transaction that is rolled back, which finds
+    a read-only database or a user without rights. The SQLite file is then
+    remembered, for :func:`check_still_there`.
+
+    Raises
+    ------
+    RunStopped
+        With one line that says what cannot be written and where.
+    """
+    url = get_url()
+    path = _sqlite_path(url)
+    if path is not None:
+        for place, what in ((path.parent, "folder"), (path, "file")):
+            if place.exists() and not os.access(place, os.W_OK):
+                raise RunStopped(
+                    f"database is read-only: the SQLite {what} {str(place)!r} cannot be "
+                    "written (read-only file system, permissions or an immutable flag)"
+                )
+    if not tables:
+        return
+    try:
+        with get_engine().connect() as connection:
+            transaction = connection.begin()
+            try:
+                # Touch no row, but need the right to write (INSERT and UPDATE) the table.
+                connection.execute(sa.text(
+                    "INSERT INTO sources (name) SELECT name FROM sources WHERE 1 = 0"))
+                connection.execute(sa.text("UPDATE sources SET status = status WHERE 1 = 0"))
+            finally:
+                transaction.rollback()
+    except _UNUSABLE as error:
+        raise RunStopped(
+            f"database {redact_url(url)} cannot be written: {_reason(error, url)}"
+        ) from error
+    if path is not None:
+        status = path.stat()
+        _state["sqlite_file"] = (path, status.st_dev, status.st_ino)
+
+
+def check_still_there() -> None:
+    """Raise :class:`RunStopped` when the SQLite file checked by :func:`check_writable`
+    was deleted or replaced since: SQLite would go on writing to the deleted file, and
+    every commit would be lost without an error."""
+    known = _state["sqlite_file"]
+    if known is None or _sqlite_path(get_url()) != known[0]:
+        return
+    path, device, inode = known
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise RunStopped(f"database file {str(path)!r} was deleted during the run; "
+                         "batches committed since are lost (run again to redo them)") from None
+    if (status.st_dev, status.st_ino) != (device, inode):
+        raise RunStopped(f"database file {str(path)!r} was replaced by another file during "
+                         "the run; batches committed since went to the old file") from None
 
 
 @contextlib.contextmanager
@@ -342,7 +456,9 @@ def current_revision() -> str | None:
     try:
         with get_engine().connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
-    except sa.exc.OperationalError as error:
+    except _UNUSABLE as error:
+        if isinstance(stop_for(error), DiskFull):
+            raise stop_for(error) from None
         raise _connect_error(error, url) from None
 
 
@@ -369,5 +485,7 @@ def upgrade(revision: str = "head") -> None:
     try:
         with get_engine().begin() as connection, _migration_lock(connection, url):
             command.upgrade(_alembic_config(connection), revision)
-    except sa.exc.OperationalError as error:
+    except _UNUSABLE as error:
+        if isinstance(stop_for(error), DiskFull):
+            raise stop_for(error) from None
         raise _connect_error(error, url) from None

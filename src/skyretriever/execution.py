@@ -24,17 +24,22 @@ import logging
 import multiprocessing
 import os
 import secrets
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Literal
 
 from skyretriever import database
+from skyretriever.errors import RunStopped
 from skyretriever.parameters import ParameterError, Parameters, parameter
 from skyretriever.pipeline import SourceResult, SourceTask, Worker, download_source
 
-__all__ = ["DaskExecutor", "ExecutionParameters", "Executor", "LocalExecutor", "make_executor"]
+__all__ = ["DaskExecutor", "ExecutionParameters", "Executor", "LocalExecutor", "die_with_parent",
+           "make_executor"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,16 @@ class ExecutionParameters(Parameters):
     dask_address: str | None = parameter(
         None, "Address of a running Dask scheduler; none starts a LocalCluster of `workers`.",
         critical=False,
+    )
+    min_free_mb: int = parameter(
+        200, "Megabytes that must be free on the data root (and a SQLite database's disk) "
+        "before each batch; below that the run stops with 'disk full' before writing it.",
+        critical=False, ge=0,
+    )
+    max_infrastructure_errors: int = parameter(
+        5, "Sources in a row that may fail for a reason of the machine (permissions, I/O "
+        "errors) before the run stops instead of failing every remaining source.",
+        critical=False, ge=1,
     )
 
 
@@ -152,6 +167,9 @@ class _PoolExecutor(Executor, abc.ABC):
         """True when ``error`` means the worker was lost (not a bug in our code)."""
         return False
 
+    def _discard_pool(self, future: Any) -> None:
+        """Stop using the workers after one of them stopped the run (a full disk)."""
+
     def run_batch(self, tasks: list[SourceTask], reduce: bool, analyze: bool,
                   on_result: Callable[[SourceResult], None]) -> list[SourceResult]:
         results: list[SourceResult] = []
@@ -184,6 +202,11 @@ class _PoolExecutor(Executor, abc.ABC):
                 for result in future.result():
                     finish(result)
             except Exception as error:
+                if isinstance(error, RunStopped):
+                    # A worker that hit a full disk calls HDF5 no more: no worker of this
+                    # pool is used again (a new pool is made if the executor is reused).
+                    self._discard_pool(future)
+                    raise
                 if not self._lost(future, error):
                     raise
                 # A worker died (killed, out of memory): its sources are recorded as failed,
@@ -195,10 +218,47 @@ class _PoolExecutor(Executor, abc.ABC):
 
 
 _LOCAL_WORKER: Worker | None = None
+_PR_SET_PDEATHSIG = 1
+_WATCHED_PARENT: dict[str, int | None] = {"pid": None}
 
 
-def _initialize_local_worker(worker: Worker) -> None:
+def _watch_parent(parent: int, interval: float) -> None:
+    while True:
+        time.sleep(interval)
+        if os.getppid() != parent:
+            os._exit(1)           # the driver is gone: nothing will collect what we make
+
+
+def die_with_parent(expected_parent: int | None = None, interval: float = 1.0) -> None:
+    """Make this (worker) process exit when its parent dies, even by SIGKILL.
+
+    On Linux the kernel sends SIGKILL on the parent's death (``PR_SET_PDEATHSIG``);
+    everywhere a daemon thread checks every ``interval`` seconds whether the
+    parent changed (the process was re-parented). ``expected_parent``, when
+    known, catches a parent that died before this was called. Safe to call again.
+    """
+    parent = os.getppid()
+    if expected_parent is not None and parent != expected_parent:
+        os._exit(1)               # the driver died before this worker got here
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the watchdog below still works
+            pass
+    if parent != os.getppid():
+        os._exit(1)               # the parent died before the signal was armed
+    if _WATCHED_PARENT["pid"] != parent:
+        _WATCHED_PARENT["pid"] = parent
+        threading.Thread(target=_watch_parent, args=(parent, interval), daemon=True,
+                         name="parent-watchdog").start()
+
+
+def _initialize_local_worker(worker: Worker, driver: int | None) -> None:
     global _LOCAL_WORKER
+    die_with_parent(driver)
     _LOCAL_WORKER = worker
     worker.setup()
 
@@ -224,7 +284,8 @@ class LocalExecutor(_PoolExecutor):
             max_workers=workers,
             mp_context=multiprocessing.get_context(method),
             initializer=_initialize_local_worker,
-            initargs=(self.worker,),
+            # forkserver workers are children of the fork server, not of this driver
+            initargs=(self.worker, os.getpid() if method != "forkserver" else None),
         )
         # Start every worker now (fork copies no running threads this way).
         for future in [self._processes.submit(_process_id) for _ in range(workers)]:
@@ -247,6 +308,11 @@ class LocalExecutor(_PoolExecutor):
             self._processes.shutdown(wait=False, cancel_futures=True)
             self._processes = None                     # a new pool for the next submission
         return True
+
+    def _discard_pool(self, future: Future) -> None:
+        if future.pool is self._processes:
+            self._processes.shutdown(wait=True, cancel_futures=True)
+            self._processes = None                     # a new pool for the next submission
 
     def close(self, cancel: bool = False) -> None:
         super().close(cancel)
@@ -304,13 +370,18 @@ class DaskExecutor(_PoolExecutor):
             )
         if address:
             self._client = Client(address, timeout="30s")
+            self._client.run(_prepare_dask_process, [os.getcwd(), *sys.path])
         else:
             self._cluster = LocalCluster(
                 n_workers=self.pars.workers or os.cpu_count() or 1, threads_per_worker=1,
                 processes=True, dashboard_address=":0", silence_logs=logging.WARNING,
             )
             self._client = Client(self._cluster)
-        self._client.run(_prepare_dask_process, [os.getcwd(), *sys.path])
+            self._client.run(_prepare_dask_process, [os.getcwd(), *sys.path])
+            # The nannies of a LocalCluster live in this process and their workers are its
+            # children: those go when it dies (distributed watches too; a cluster of our
+            # own only: workers of a shared one outlive the run, and must).
+            self._client.run(die_with_parent)
         self._check_shared_data_root()
         self._worker_future = self._client.scatter(self.worker, broadcast=True)
 

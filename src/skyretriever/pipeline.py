@@ -36,6 +36,13 @@ from skyretriever import storage
 from skyretriever.analysis.analysis import Analysis, AnalysisResult
 from skyretriever.analysis.histogram import SparseCounts, add_sparse
 from skyretriever.catalogs.catalog import CROSS_ID_COLUMNS
+from skyretriever.errors import (
+    DiskFull,
+    RunStopped,
+    free_megabytes,
+    is_disk_full,
+    is_infrastructure_error,
+)
 from skyretriever.healpix import healpix_index
 from skyretriever.models import (
     Detection,
@@ -143,6 +150,9 @@ class SourceResult:
     analysed_keys: list[tuple[str, int]] = field(default_factory=list)
     #: Files found intact under a new modification time: (table, row id, time) to record.
     new_times: list[tuple[str, int, int]] = field(default_factory=list)
+    #: The failure came from the machine (permissions, I/O), not from the source: the driver
+    #: stops the run after a few of these in a row.
+    infrastructure_error: bool = False
 
     @property
     def name(self) -> str:
@@ -354,9 +364,17 @@ class Worker:
         """Point this process at the project's data root (run in each worker process)."""
         storage.configure(self.data_root)
 
-    def _save_downloads(self, task: SourceTask) -> list[str]:
-        """Write the raw data the I/O stage downloaded; returns the errors."""
-        errors = []
+    def _stop_on(self, error: Exception) -> None:
+        """Raise what must stop the run (a full disk...) instead of failing one source."""
+        if isinstance(error, RunStopped):
+            raise error
+        if is_disk_full(error):
+            raise DiskFull(self.data_root, free_megabytes(self.data_root)) from error
+
+    def _save_downloads(self, task: SourceTask) -> tuple[list[str], bool]:
+        """Write the raw data the I/O stage downloaded; returns the errors, and whether one
+        of them came from the machine (permissions, I/O) rather than from the data."""
+        errors, infrastructure = [], False
         observatories = {obs.name: obs for obs in self.observatories}
         for name, fetched in task.downloads.items():
             try:
@@ -369,11 +387,13 @@ class Worker:
                 raw.save()
                 task.raw_new[name], task.raw_frames[name] = _raw_values(raw), frame
             except Exception as error:  # one source's failure must not stop the run
+                self._stop_on(error)
                 log.debug("reading or saving raw data failed for %s (%s)", task.name, name,
                           exc_info=True)
                 errors.append(_error_text("download", name, error))
+                infrastructure |= is_infrastructure_error(error)
         task.downloads = {}
-        return errors
+        return errors, infrastructure
 
     def process(self, task: SourceTask, reduce: bool = True, analyze: bool = True) -> SourceResult:
         """Reduce (where needed) and analyse one source; failures become the result's error."""
@@ -382,7 +402,8 @@ class Worker:
         if task.skip:
             result.skipped, result.status = True, "done"
             return result
-        errors = list(task.errors) + self._save_downloads(task)
+        saving_errors, result.infrastructure_error = self._save_downloads(task)
+        errors = list(task.errors) + saving_errors
         lightcurves: list[Lightcurve] = []
         changed = False
         for obs in self.observatories:
@@ -417,8 +438,10 @@ class Worker:
                 result.analysed_keys += [(obs.name, lc.series_number) for lc in reduced]
                 changed = True
             except Exception as error:  # one source's failure must not stop the run
+                self._stop_on(error)
                 log.debug("reduction failed for %s (%s)", task.name, obs.name, exc_info=True)
                 errors.append(_error_text("reduce", obs.name, error))
+                result.infrastructure_error |= is_infrastructure_error(error)
         if errors:
             result.status, result.error = "failed", "; ".join(errors)[:_MAX_ERROR_LENGTH]
             return result
@@ -433,6 +456,7 @@ class Worker:
             try:
                 result.analysis = self.analysis.analyze_photometry(lightcurves, task.row)
             except Exception as error:  # one source's failure must not stop the run
+                self._stop_on(error)
                 log.debug("analysis failed for %s", task.name, exc_info=True)
                 result.status, result.error = "failed", _error_text("analysis", None, error)
                 return result

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +33,14 @@ from skyretriever import __version__, database, storage
 from skyretriever.analysis.analysis import Analysis, load_class
 from skyretriever.analysis.histogram import Histogram, HistogramFileError, update_histogram_file
 from skyretriever.catalogs.catalog import Catalog, CatalogParameters
+from skyretriever.errors import (
+    DiskFull,
+    RunStopped,
+    check_free_space,
+    disk_full_from,
+    free_megabytes,
+    is_disk_full,
+)
 from skyretriever.execution import ExecutionParameters, make_executor
 from skyretriever.models import (
     Detection,
@@ -55,7 +64,7 @@ from skyretriever.parameters import (
     parameter,
     unknown_key_message,
 )
-from skyretriever.pipeline import Worker, plan_batch, summarize, write_batch
+from skyretriever.pipeline import SourceResult, Worker, plan_batch, summarize, write_batch
 
 __all__ = ["ConfigurationChanged", "Project", "ProjectParameters", "RunSummary"]
 
@@ -422,8 +431,15 @@ class Project:
             if path.exists() and path.read_text() == text:
                 continue
             temporary = storage.temporary_path(path)
-            temporary.write_text(text)
-            os.replace(temporary, path)
+            try:
+                temporary.write_text(text)
+                os.replace(temporary, path)
+            except OSError as error:
+                full = disk_full_from(error, folder) if is_disk_full(error) else None
+                temporary.unlink(missing_ok=True)
+                if full is not None:
+                    raise full from error
+                raise
         return folder / "config.yaml"
 
     def __getattr__(self, name: str) -> VirtualObservatory:
@@ -498,15 +514,35 @@ class Project:
         ------
         skyretriever.storage.DataRootBusy
             If ``check --repair`` is repairing the data root (the run does not start).
+        RunStopped
+            When the machine under the run fails rather than a source, with a
+            one-line message: a read-only data root or database, or a database
+            user without rights (found before any source is tried); less than
+            ``execution.min_free_mb`` free before a batch, or a write that found
+            the disk full ("disk full: PATH, N MB free"); the database gone;
+            ``execution.max_infrastructure_errors`` sources in a row failed by
+            permissions or I/O errors. Committed batches are kept, nothing is
+            half-written, and the next run goes on from there.
         """
         begin = time.perf_counter()
         self.catalog.load()
         context = self._update_context()
+        # What would fail every source is found before any is tried, and said in one line.
+        _check_data_root(self.data_root)
+        database.check_writable(tables=False)
         database.upgrade()
-        self._check_products_match(context, redo)
-        for folder in storage.clean_temporary():
-            log.info("removed files half-written by a run that died: %s", folder)
-        self.write_config()
+        database.check_writable()
+        try:
+            self._check_products_match(context, redo)
+            for folder in storage.clean_temporary():
+                log.info("removed files half-written by a run that died: %s", folder)
+            self._check_free_space()
+            self.write_config()
+        except Exception as error:
+            stopped = self._stop_for(error)
+            if stopped is None:
+                raise
+            raise stopped from error
         observatories = (list(self.observatories.values()) if obs_names is None
                          else [self.observatories[name] for name in obs_names])
         names = [obs.name for obs in observatories]
@@ -518,13 +554,30 @@ class Project:
         progress = _progress_bar(total, self.pars.progress, self.pars.name)
         histogram_batches: list[int] = []
         seconds: Counter = Counter()
+        streak: list[SourceResult] = []      # infrastructure failures in a row
+
+        def on_result(result: SourceResult) -> None:
+            progress.update(1)
+            if result.status != "failed" or not result.infrastructure_error:
+                streak.clear()
+                return
+            streak.append(result)
+            if len(streak) >= self.execution.max_infrastructure_errors:
+                last = (result.error or "")[:300]
+                raise RunStopped(
+                    f"{len(streak)} sources in a row failed for a reason of the machine, not "
+                    f"of the sources (permissions, I/O errors); the last, {result.name}: {last}"
+                )
 
         def write(results: list) -> None:
             """Commit one batch (its rows in one transaction), then count it."""
             clock = time.perf_counter()
+            # SQLite would commit into a deleted file without a word: look before and after.
+            database.check_still_there()
             with database.Session() as session:
                 written = write_batch(session, results, context,
                                       self.analysis.histogram_name if analyze else None)
+            database.check_still_there()
             seconds["write"] += time.perf_counter() - clock
             log.debug("batch of %d written in %.2f s (%d statements)", len(results),
                       time.perf_counter() - clock, written.statements)
@@ -540,9 +593,12 @@ class Project:
         writer = (ThreadPoolExecutor(1, thread_name_prefix="write")
                   if self.execution.scheduler != "serial" else None)
         pending = None
+        tasks: list = []                     # the batch being worked on, not yet written
         try:
             with make_executor(worker, self.execution, download_threads) as executor:
                 for batch in self._rows(start, stop, source_names, rows):
+                    tasks = []
+                    self._check_free_space()
                     clock = time.perf_counter()
                     with database.Session() as session:
                         tasks = plan_batch(session, batch, context, names,
@@ -554,27 +610,40 @@ class Project:
                         needed = [t.row for t in tasks if obs.name not in t.raw]
                         if needed:
                             _prepare_download(obs, needed)
-                    results = executor.run_batch(tasks, reduce, analyze,
-                                                 lambda _result: progress.update(1))
+                    results = executor.run_batch(tasks, reduce, analyze, on_result)
                     seconds["work"] += time.perf_counter() - clock
                     log.debug("batch of %d planned in %.2f s, worked in %.2f s", len(batch),
                               planned, time.perf_counter() - clock)
                     if pending is not None:
                         pending.result()
+                    tasks = []               # handed to the writer: no longer in work
                     if writer is None:
                         write(results)
                     else:
                         pending = writer.submit(write, results)
                 if pending is not None:
                     pending.result()
+            clock = time.perf_counter()
+            if analyze:
+                self.update_histograms()
+            seconds["histograms"] = time.perf_counter() - clock
+        except Exception as error:
+            stopped = self._stop_for(error)
+            if stopped is None:
+                raise
+            if pending is not None:
+                try:
+                    pending.result()      # a batch already handed to the writer goes in first
+                except Exception:
+                    log.debug("the batch being written failed too", exc_info=True)
+            if tasks and database.stop_for(error) is None:
+                self._record_stop(tasks, context, str(stopped))
+            log.debug("run stopped", exc_info=True)
+            raise stopped from error
         finally:
             if writer is not None:
                 writer.shutdown(wait=True)
             progress.close()
-        clock = time.perf_counter()
-        if analyze:
-            self.update_histograms()
-        seconds["histograms"] = time.perf_counter() - clock
         seconds["total"] = time.perf_counter() - begin
         summary.seconds = dict(seconds)
         if self.pars.verbose or summary.failures:
@@ -637,6 +706,39 @@ class Project:
         log.warning("project %s: results made with another configuration removed (redo); "
                     "their files are in %s", context.name,
                     storage.data_root() / storage.QUARANTINE_FOLDER / batch)
+
+    def _check_free_space(self) -> None:
+        """Stop before a batch when the data root (or a SQLite database's disk) is nearly full."""
+        need = self.execution.min_free_mb
+        check_free_space(self.data_root, need)
+        sqlite_file = database.sqlite_path()
+        if sqlite_file is not None:
+            check_free_space(sqlite_file.parent, need)
+
+    def _stop_for(self, error: BaseException) -> RunStopped | None:
+        """The stop an error means (a full disk, the database gone...), or ``None``."""
+        if isinstance(error, RunStopped):
+            return error
+        stop = database.stop_for(error)
+        if stop is not None:
+            return stop
+        if is_disk_full(error):
+            return DiskFull(self.data_root, free_megabytes(self.data_root))
+        return None
+
+    def _record_stop(self, tasks: list, context: ProjectContext, reason: str) -> None:
+        """Record why the sources of the batch a stop interrupted are not done (if the
+        database can still be written; else they are simply left for the next run)."""
+        results = [SourceResult(row=task.row, status="failed", error=reason)
+                   for task in tasks if task.status != "done"]
+        if not results:
+            return
+        try:
+            database.check_still_there()
+            with database.Session() as session:
+                write_batch(session, results, context, None)
+        except Exception:  # the database may be on the full disk too
+            log.debug("could not record the stop on the batch's sources", exc_info=True)
 
     # -- results ---------------------------------------------------------------------------
     def histogram_path(self, name: str | None = None) -> Path:
@@ -730,6 +832,21 @@ class Project:
             "detections": {"real": detections.get(False, 0), "simulated": detections.get(True, 0)},
             "failures": [(name, error) for name, error in failures],
         }
+
+
+def _check_data_root(root: Path) -> None:
+    """Raise :class:`RunStopped` (one line) when the data root cannot be made or written."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=root)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        full = disk_full_from(error, root) if is_disk_full(error) else None
+        if full is not None:
+            raise full from error
+        raise RunStopped(f"data root {str(root)!r} is not writable: "
+                         f"{error.strerror or error}") from error
 
 
 def _prepare_download(obs: VirtualObservatory, rows: list[dict[str, Any]]) -> None:

@@ -57,6 +57,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from skyretriever.errors import DiskFull, RunStopped, disk_full_from, is_disk_full
+
 __all__ = [
     "ChecksumError",
     "DataRootBusy",
@@ -74,6 +76,7 @@ __all__ = [
     "file_lock",
     "file_sha256",
     "full_path",
+    "hdf5_usable",
     "is_raw_filename",
     "is_reduced_filename",
     "project_folder_name",
@@ -118,6 +121,9 @@ _HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()) or "host"
 log = logging.getLogger(__name__)
 
 _state: dict[str, Path | None] = {"data_root": None}
+#: Set when an HDF5 write of this process failed for lack of space: HDF5 may then crash
+#: the process (SIGSEGV) on its next call, so it is never called again here.
+_HDF5_UNUSABLE: dict[str, DiskFull | None] = {"error": None}
 _TEMPORARY_FOLDERS: dict[tuple[Path, int], Path] = {}
 #: The open, locked lock files of this process's temporary folders (held until it exits).
 _WRITER_LOCKS: dict[tuple[Path, int], Any] = {}
@@ -808,6 +814,19 @@ def data_root_lock(holder: str, exclusive: bool = False) -> Iterator[None]:
         lock.__exit__(None, None, None)
 
 
+def _refuse_after_disk_full() -> None:
+    """Raise :class:`RunStopped` when an HDF5 write of this process failed for lack of space."""
+    error = _HDF5_UNUSABLE["error"]
+    if error is not None:
+        raise RunStopped(f"{error}; HDF5 is not called again in this process (pid "
+                         f"{os.getpid()}) after a write failed for lack of space") from error
+
+
+def hdf5_usable() -> bool:
+    """False once an HDF5 write of this process failed for lack of space (see :func:`write_tables`)."""
+    return _HDF5_UNUSABLE["error"] is None
+
+
 def write_tables(
     relative: str,
     tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any] | None]],
@@ -824,6 +843,16 @@ def write_tables(
     The file is written under a temporary name in the same folder and renamed
     into place, replacing any older file of that name in one step.
 
+    Raises
+    ------
+    DiskFull
+        When the file system is full (or a quota reached): the temporary file
+        is removed. The file is made by HDF5 in memory and written by Python,
+        so HDF5 never meets the full disk; should an HDF5 call itself report
+        one, this process calls HDF5 no more (later calls raise
+        :class:`~skyretriever.errors.RunStopped`): after a failed write at file
+        close HDF5 crashes the process (SIGSEGV) when it next cleans up.
+
     Examples
     --------
     >>> import pandas as pd
@@ -831,11 +860,13 @@ def write_tables(
     >>> read_table(info.filename, "x", info.checksum)[1]
     {'a': 1}
     """
+    _refuse_after_disk_full()
     final = full_path(relative)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_path(final)
+    # HDF5 builds the file in memory and Python writes its bytes: a full disk then fails
+    # a plain write, never HDF5's own (after which HDF5 crashes the process at exit).
     try:
-        with h5py.File(temporary, "w") as handle:
+        with h5py.File(f"{final.name}.in-memory", "w", driver="core",
+                       backing_store=False) as handle:
             for key, (frame, metadata) in tables.items():
                 records, kinds = _frame_to_records(frame)
                 dataset = _create_dataset(handle, key, records)
@@ -847,12 +878,30 @@ def write_tables(
                     handle.create_dataset(f"{key}{_METADATA_SUFFIX}",
                                           data=np.frombuffer(text.encode(), dtype=np.uint8))
                 dataset.attrs[_DESCRIPTION] = json.dumps(description)
-        checksum = file_sha256(temporary)
+            handle.flush()
+            image = handle.id.get_file_image()
+    except Exception as error:
+        full = disk_full_from(error, data_root()) if is_disk_full(error) else None
+        if full is None:
+            raise
+        _HDF5_UNUSABLE["error"] = full
+        raise full from error
+    checksum = hashlib.sha256(image).hexdigest()
+    temporary = None
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temporary = temporary_path(final)
+        with open(temporary, "wb") as handle:
+            handle.write(image)
         status = temporary.stat()           # the rename keeps the inode, its size and time
         os.replace(temporary, final)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    except BaseException as error:
+        full = disk_full_from(error, data_root()) if isinstance(error, Exception) else None
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        if full is None:
+            raise
+        raise full from error
     return FileInfo(filename=str(relative), checksum=checksum, file_size=status.st_size,
                     mtime_ns=status.st_mtime_ns)
 
@@ -869,6 +918,7 @@ def read_table(
     ChecksumError
         If the file's size or SHA-256 differs from what the database holds.
     """
+    _refuse_after_disk_full()
     path = full_path(relative)
     if checksum is not None or file_size is not None:
         if not path.exists():
@@ -897,6 +947,7 @@ def read_table(
 
 def read_table_keys(relative: str) -> list[str]:
     """The table keys stored in a product file."""
+    _refuse_after_disk_full()
     path = full_path(relative)
     try:
         with h5py.File(path, "r") as handle:

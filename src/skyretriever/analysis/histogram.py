@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from skyretriever.errors import disk_full_from
 from skyretriever.parameters import Parameters, parameter
 from skyretriever.storage import temporary_path
 
@@ -273,15 +274,23 @@ class Histogram:
         return dataset
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the netCDF file atomically (temporary name, then rename)."""
+        """Write the netCDF file atomically (temporary name, then rename).
+
+        Raises :class:`~skyretriever.errors.DiskFull` when there is no room for it
+        (the temporary file is removed, the old file stays).
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = temporary_path(path)
         try:
             self.to_xarray().to_netcdf(temporary, engine="netcdf4")
             os.replace(temporary, path)
-        except BaseException:
+        except BaseException as error:
+            # netCDF says only "NetCDF: HDF error" when the disk is full: look before cleaning up
+            full = disk_full_from(error, path.parent) if isinstance(error, Exception) else None
             temporary.unlink(missing_ok=True)
+            if full is not None:
+                raise full from error
             raise
 
     @classmethod
