@@ -50,7 +50,9 @@ from skyretriever.models import (
     Properties,
     RawPhotometry,
     Source,
+    SourceRawData,
 )
+from skyretriever.observatories.base import raw_identity_filter
 from skyretriever.pipeline import raw_row_from_file
 
 __all__ = ["CheckReport", "Finding", "check_project"]
@@ -162,9 +164,9 @@ class _Checker:
     def _forget_raw(self, raw_id: int, name: str, filename: str | None) -> None:
         if filename:
             storage.full_path(filename).unlink(missing_ok=True)
+        self.redo_sources |= set(self.session.scalars(sa.select(SourceRawData.source_id).where(
+            SourceRawData.raw_id == raw_id)))
         self.session.execute(sa.delete(RawPhotometry).where(RawPhotometry.id == raw_id))
-        self.redo_sources |= set(self.session.scalars(sa.select(Source.id).where(
-            Source.name == name)))
 
     def check_lightcurve_rows(self, session) -> None:
         cache: dict[str, str | None] = {}
@@ -198,7 +200,7 @@ class _Checker:
     # -- files against rows ----------------------------------------------------------------
     def check_raw_files(self, session) -> None:
         for observatory in self.observatories:
-            folder = self.root / observatory.upper()
+            folder = self.root / storage.RAW_FOLDER / observatory.upper()
             if not folder.exists():
                 continue
             known = set(session.scalars(sa.select(RawPhotometry.filename).where(
@@ -218,20 +220,20 @@ class _Checker:
             storage.full_path(relative).unlink(missing_ok=True)
             return
         session = self.session
-        existing = session.scalar(sa.select(RawPhotometry).where(
-            RawPhotometry.source_name == values["source_name"],
-            RawPhotometry.observatory == values["observatory"]))
+        existing = session.scalar(sa.select(RawPhotometry).where(*raw_identity_filter(values)))
         if existing is None:
             session.add(RawPhotometry(**values))
         else:
             for key, value in values.items():
                 setattr(existing, key, value)
         session.flush()
+        # Sources of that name in this project run again, and find it if it is their target.
         self.redo_sources |= set(session.scalars(sa.select(Source.id).where(
+            Source.project == self.context.name, Source.cfg_hash == self.context.cfg_hash,
             Source.name == values["source_name"])))
 
     def check_reduced_files(self, session) -> None:
-        folder = self.root / self.context.folder
+        folder = self.root / storage.project_path(self.context.folder)
         if not folder.exists():
             return
         known = set(session.scalars(sa.select(Lightcurve.filename).join(Source).where(
@@ -293,14 +295,13 @@ class _Checker:
         with_properties = set(session.scalars(sa.select(Properties.source_id).join(Source).where(
             *mine)))
         raw_counts = Counter(session.scalars(
-            sa.select(RawPhotometry.source_name).where(
-                RawPhotometry.observatory.in_(self.observatories),
-                RawPhotometry.source_name.in_(sa.select(Source.name).where(*mine)))))
+            sa.select(SourceRawData.source_id).join(Source).where(
+                *mine, SourceRawData.observatory.in_(self.observatories))))
         for source_id, name in done:
             missing = []
             if source_id not in with_properties:
                 missing.append("properties")
-            if raw_counts[name] < len(self.observatories):
+            if raw_counts[source_id] < len(self.observatories):
                 missing.append("raw data")
             if missing:
                 self.add("inconsistent source", f"source {name!r}",

@@ -22,6 +22,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import zlib
@@ -48,6 +49,8 @@ __all__ = [
     "redact_url",
     "upgrade",
 ]
+
+log = logging.getLogger(__name__)
 
 ENV_URL = "SKYRETRIEVER_DB_URL"
 DEFAULT_SQLITE_NAME = "skyretriever.db"
@@ -354,7 +357,13 @@ def head_revision() -> str:
 
 
 def upgrade(revision: str = "head") -> None:
-    """Create or migrate the schema to ``revision``; safe when several processes race.
+    """Create or migrate the schema to ``revision``, and the data root's layout; safe when
+    several processes race.
+
+    The files of a data root made before ``raw/`` and ``projects/`` are moved into
+    them (:func:`skyretriever.storage.migrate_layout`, idempotent) after the rows'
+    file names are rewritten (migration 0005): a kill between the two is finished by
+    the next call.
 
     Raises
     ------
@@ -364,10 +373,13 @@ def upgrade(revision: str = "head") -> None:
     from alembic import command
 
     url = get_url()
-    if revision == "head" and current_revision() == head_revision():
-        return
-    try:
-        with get_engine().begin() as connection, _migration_lock(connection, url):
-            command.upgrade(_alembic_config(connection), revision)
-    except sa.exc.OperationalError as error:
-        raise _connect_error(error, url) from None
+    if revision != "head" or current_revision() != head_revision():
+        try:
+            with get_engine().begin() as connection, _migration_lock(connection, url):
+                command.upgrade(_alembic_config(connection), revision)
+        except sa.exc.OperationalError as error:
+            raise _connect_error(error, url) from None
+    moved = storage.migrate_layout() if revision == "head" else []
+    if moved:
+        log.info("moved %d file(s) of %s into its raw/ and projects/ folders", len(moved),
+                 storage.data_root())

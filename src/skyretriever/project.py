@@ -341,8 +341,42 @@ class Project:
 
     @property
     def output_folder(self) -> Path:
-        """``DATA_ROOT/<NAME>`` or, with version control, ``DATA_ROOT/<NAME>_<cfg_hash>``."""
-        return self.data_root / self.context.folder
+        """``DATA_ROOT/projects/<NAME>`` or, with version control, ``..._<cfg_hash>``."""
+        return self.data_root / storage.project_path(self.context.folder)
+
+    def check_name_unique(self) -> None:
+        """Refuse a name that differs only in case from a project already in this data root or
+        database (``relp`` and ``RELP`` would share one folder, mixing files and histograms).
+
+        Raises
+        ------
+        ParameterError
+            Naming the other project and where it was found.
+        """
+        name = self.pars.name
+        base = storage.sanitize_name(name).upper()
+        projects = self.data_root / storage.PROJECTS_FOLDER
+        folders = [f for f in projects.iterdir()
+                   if f.name == base or f.name.startswith(f"{base}_")] if projects.is_dir() else []
+        for folder in folders:
+            try:
+                other = (yaml.safe_load((folder / "config.yaml").read_text()) or {}
+                         ).get("project", {}).get("name")
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue
+            if isinstance(other, str) and other != name and other.lower() == name.lower():
+                raise ParameterError(
+                    f"project name {name!r} differs only in case from project {other!r} "
+                    f"(folder {str(folder)!r}); project names must differ case-insensitively: "
+                    f"use {other!r} or another name")
+        with database.Session() as session:
+            other = session.scalar(sa.select(Source.project).where(
+                sa.func.lower(Source.project) == name.lower(), Source.project != name).limit(1))
+        if other is not None:
+            raise ParameterError(
+                f"project name {name!r} differs only in case from project {other!r} in the "
+                f"database ({database.redact_url(self.database_url)}); project names must differ "
+                f"case-insensitively: use {other!r} or another name")
 
     def write_config(self) -> Path:
         """Write ``config.yaml`` (hashed) and ``settings.yaml`` (everything) atomically."""
@@ -419,12 +453,12 @@ class Project:
         self.catalog.load()
         context = self._update_context()
         database.upgrade()
+        self.check_name_unique()
         for folder in storage.clean_temporary():
             log.info("removed files half-written by a run that died: %s", folder)
         self.write_config()
         observatories = (list(self.observatories.values()) if obs_names is None
                          else [self.observatories[name] for name in obs_names])
-        names = [obs.name for obs in observatories]
         summary = RunSummary(project=self.pars.name, cfg_hash=context.cfg_hash)
         worker = Worker(context, observatories, self.analysis if analyze else None,
                         str(self.data_root))
@@ -433,6 +467,7 @@ class Project:
         progress = _progress_bar(total, self.pars.progress, self.pars.name)
         histogram_batches: list[int] = []
         seconds: Counter = Counter()
+        legacy_raw = 0
 
         def write(results: list) -> None:
             """Commit one batch (its rows in one transaction), then count it."""
@@ -460,8 +495,9 @@ class Project:
                 for batch in self._rows(start, stop, source_names, rows):
                     clock = time.perf_counter()
                     with database.Session() as session:
-                        tasks = plan_batch(session, batch, context, names,
+                        tasks = plan_batch(session, batch, context, observatories,
                                            full_checks=self.execution.verify_files == "full")
+                    legacy_raw += sum(task.legacy_raw for task in tasks)
                     planned = time.perf_counter() - clock
                     seconds["plan"] += planned
                     clock = time.perf_counter()
@@ -486,6 +522,10 @@ class Project:
             if writer is not None:
                 writer.shutdown(wait=True)
             progress.close()
+        if legacy_raw:
+            log.warning("%d raw product(s) made by an older skyretriever (before download "
+                        "parameters and targets were recorded) were not reused: their sources "
+                        "were downloaded again", legacy_raw)
         clock = time.perf_counter()
         if analyze:
             self.update_histograms()
@@ -531,7 +571,13 @@ class Project:
         >>> proj.status()["sources"]                                 # doctest: +SKIP
         {'done': 195, 'failed': 3, 'new': 2}
         """
-        from skyretriever.models import Detection, Lightcurve, Properties, RawPhotometry
+        from skyretriever.models import (
+            Detection,
+            Lightcurve,
+            Properties,
+            RawPhotometry,
+            SourceRawData,
+        )
 
         context = self._update_context()
         database.upgrade()
@@ -540,13 +586,15 @@ class Project:
             by_status = dict(session.execute(
                 sa.select(Source.status, sa.func.count()).where(*mine).group_by(Source.status)
             ).all())
-            names = sa.select(Source.name).where(*mine)
             observatories = {}
             for obs in self.observatories:
+                # Each source's own raw data, through its link (names are not unique).
                 raw = session.execute(
-                    sa.select(RawPhotometry.is_empty, sa.func.count()).where(
-                        RawPhotometry.observatory == obs, RawPhotometry.source_name.in_(names)
-                    ).group_by(RawPhotometry.is_empty)
+                    sa.select(RawPhotometry.is_empty, sa.func.count())
+                    .join(SourceRawData, SourceRawData.raw_id == RawPhotometry.id)
+                    .join(Source, Source.id == SourceRawData.source_id)
+                    .where(*mine, SourceRawData.observatory == obs)
+                    .group_by(RawPhotometry.is_empty)
                 ).all()
                 raw_counts = {bool(empty): n for empty, n in raw}
                 lightcurves = session.scalar(

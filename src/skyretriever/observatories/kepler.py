@@ -98,6 +98,7 @@ class VirtualKepler(VirtualKeplerSpacecraft):
 
     name = "kepler"
     Parameters = KeplerParameters
+    download_parameters = (*VirtualKeplerSpacecraft.download_parameters, "cadences", "quarters")
     split_columns = ("quarter", "exptime")
     mission = "Kepler"
     sequence_column = "quarter"

@@ -769,7 +769,7 @@ class MastParameters(ObservatoryParameters):
     )
     page_size: int = parameter(50000, "Rows per page of MAST query results.", critical=False, ge=1)
     keep_fits: bool = parameter(
-        False, "Keep downloaded FITS files under DATA_ROOT/<OBS>/fits (else deleted once stored).",
+        False, "Keep downloaded FITS files under DATA_ROOT/raw/<OBS>/fits (else deleted once stored).",
         critical=False,
     )
     download_workers: int = parameter(
@@ -794,6 +794,9 @@ class VirtualMAST(VirtualObservatory):
     """
 
     Parameters: ClassVar[type[MastParameters]] = MastParameters
+    #: Which target a row resolves to; subclasses add which files are asked for.
+    download_parameters: ClassVar[tuple[str, ...]] = ("match_radius", "match_mag_tolerance",
+                                                      "position_epoch")
     #: Mission name as MAST spells it in ``obs_collection`` and ``project``.
     mission: ClassVar[str] = ""
     #: Raw column saying which sector/campaign/quarter each row comes from.
@@ -1078,8 +1081,9 @@ class VirtualMAST(VirtualObservatory):
         )
 
     def fits_folder(self, source_name: str) -> Path:
-        """Where a source's FITS files are downloaded: ``DATA_ROOT/<OBS>/fits/<source>``."""
-        return storage.data_root() / self.name.upper() / "fits" / storage.sanitize_name(source_name)
+        """Where a source's FITS files are downloaded: ``DATA_ROOT/raw/<OBS>/fits/<source>``."""
+        return (storage.data_root() / storage.RAW_FOLDER / self.name.upper() / "fits"
+                / storage.sanitize_name(source_name))
 
     def fetch_file(self, product: ProductInfo, folder: Path) -> tuple[Path, str]:
         """A product's file on disk, and how it came: ``"cache"``, ``"s3"`` or ``"https"``.

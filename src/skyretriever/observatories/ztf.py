@@ -280,6 +280,10 @@ class VirtualZTF(VirtualObservatory):
 
     name = "ztf"
     Parameters = ZtfParameters
+    #: What IRSA is asked for (bad_catflags_mask is applied by IRSA, at download), and the
+    #: cone's radius (match_radius and position_epoch set it).
+    download_parameters = ("collection", "bands", "time_range", "bad_catflags_mask",
+                           "match_radius", "position_epoch")
     QUALITY_PRESETS = ZTF_QUALITY_PRESETS
     split_columns = ("oid", "filter")
 
