@@ -327,6 +327,32 @@ def _migration_lock(connection: sa.Connection, url: URL) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _migrating(url: URL) -> Iterator[sa.Connection]:
+    """A connection in one transaction, under the migration lock, for Alembic to migrate with.
+
+    On SQLite, foreign keys are off meanwhile: Alembic changes a constraint by copying
+    the table and dropping the old one, and with foreign keys on, that drop would
+    delete every row that references it (ON DELETE CASCADE). They are on again after.
+    """
+    with get_engine().connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        raw = connection.connection.dbapi_connection
+        if sqlite:
+            raw.execute("PRAGMA foreign_keys=OFF")      # only takes effect outside a transaction
+        try:
+            with connection.begin(), _migration_lock(connection, url):
+                yield connection
+                if sqlite:
+                    problems = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if problems:
+                        raise DatabaseError(f"migration left {len(problems)} row(s) pointing "
+                                            f"at rows that do not exist: {problems[:3]}")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
+
+
 def _alembic_config(connection: sa.Connection | None = None):
     from alembic.config import Config
 
@@ -375,7 +401,7 @@ def upgrade(revision: str = "head") -> None:
     url = get_url()
     if revision != "head" or current_revision() != head_revision():
         try:
-            with get_engine().begin() as connection, _migration_lock(connection, url):
+            with _migrating(url) as connection:
                 command.upgrade(_alembic_config(connection), revision)
         except sa.exc.OperationalError as error:
             raise _connect_error(error, url) from None
