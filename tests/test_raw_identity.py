@@ -299,3 +299,23 @@ def test_an_old_data_root_is_migrated_even_when_killed_part_way(project_factory,
     assert after["sources"] == reference["sources"]
     assert after["properties"] == reference["properties"]
     assert after["histogram"] == reference["histogram"]
+
+
+def test_a_ztf_answer_about_another_target_is_refused(ztf_archives):
+    from skyretriever.net import BadAnswer
+    from skyretriever.observatories.ztf import VirtualZTF, ZtfAnswer
+
+    obs = VirtualZTF(**ztf_archives.ztf_kwargs(**QUICK_NET))
+    rows = {}
+    for name in ("flare_wd", "blended"):
+        star = ztf_archives.sky.star(name)
+        ra, dec = star.position_at(2016.0)
+        rows[name] = {"name": name, "ra": float(ra), "dec": float(dec), "pmra": star.pmra,
+                      "pmdec": star.pmdec, "mag": star.gaia_magnitude}
+    asked, other = obs.fetch(rows["flare_wd"]), obs.fetch(rows["blended"])
+    assert len(obs.parse(asked)[0]) > 0                      # the right answer is taken
+    with pytest.raises(BadAnswer, match=r"holds object \d+ at .* outside the .* searched"):
+        obs.parse(ZtfAnswer(other.text, asked.provenance))
+    by_id = obs.fetch({**rows["flare_wd"], "ztf_oid": 123})
+    with pytest.raises(BadAnswer, match="not the one asked for"):
+        obs.parse(ZtfAnswer(asked.text, by_id.provenance))
