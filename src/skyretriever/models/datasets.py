@@ -116,7 +116,7 @@ class RawPhotometry(FileBacked, Base):
             "made before it was recorded: such rows are never reused).",
     )
     target_key: Mapped[str] = mapped_column(
-        sa.String(32), default="", server_default="",
+        sa.String(32), default="", server_default=sa.text("''"),
         doc="Hash of the target's cross-ids and position (see target_key()).",
     )
     cross_ids: Mapped[dict[str, Any] | None] = mapped_column(

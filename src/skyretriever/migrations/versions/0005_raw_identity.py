@@ -36,7 +36,7 @@ def upgrade() -> None:
     with op.batch_alter_table("raw_photometry", schema=None) as batch_op:
         batch_op.add_column(sa.Column("download_hash", sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column("target_key", sa.String(length=32), nullable=False,
-                                      server_default=""))
+                                      server_default=sa.text("''")))
         batch_op.add_column(sa.Column("cross_ids", JSON_TYPE, nullable=True))
         batch_op.drop_constraint("uq_raw_photometry_source_name_observatory", type_="unique")
         batch_op.create_unique_constraint(
