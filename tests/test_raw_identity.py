@@ -319,3 +319,38 @@ def test_a_ztf_answer_about_another_target_is_refused(ztf_archives):
     by_id = obs.fetch({**rows["flare_wd"], "ztf_oid": 123})
     with pytest.raises(BadAnswer, match="not the one asked for"):
         obs.parse(ZtfAnswer(asked.text, by_id.provenance))
+
+
+def test_a_file_left_without_a_row_is_adopted_only_for_its_own_target(project_factory, tmp_path,
+                                                                       data_root):
+    from skyretriever.models.datasets import raw_file_identity
+
+    demo = {"empty_fraction": 0.0}
+    first = _catalog(tmp_path, "first.csv", 10.0, 5.0, 14.0)
+    second = _catalog(tmp_path, "second.csv", 200.0, -30.0, 17.0)
+    project_factory("first", catalog_kwargs={"filename": first}, demo=demo).run()
+    b = project_factory("second", catalog_kwargs={"filename": second}, demo=demo)
+    # Another star's file lies where S1 of the second catalog would be written (copied, or
+    # left by a bug): a file without a row, but not of this target.
+    row = {"name": "S1", "ra": 200.0, "dec": -30.0}
+    identity = b.observatories["demo"].raw_identity(row)
+    expected = storage.full_path(storage.raw_filename(
+        "demo", "S1", 200.0, raw_file_identity(identity["download_hash"], identity["target_key"])))
+    with Session() as session:
+        foreign = _raw_of_project(session, "first")["S1"]
+    expected.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(foreign.get_fullname(), expected)
+    assert b.run().counts["downloaded"] == 20              # S1 too: the file was not adopted
+    with Session() as session:
+        raw = _raw_of_project(session, "second")["S1"]
+        assert (raw.ra, raw.dec) == (200.0, -30.0)
+        assert np.median(raw.data.loc[raw.data["filter"] == "r", "mag"]) == pytest.approx(
+            17.0, abs=0.1)
+    # Its own file, left without a row (a run killed before committing), is adopted.
+    with Session() as session:
+        session.execute(sa.delete(RawPhotometry).where(RawPhotometry.id == raw.id))
+        session.commit()
+    summary = b.run()
+    assert summary.counts["downloaded"] == 0 and summary.counts["failed"] == 0
+    with Session() as session:
+        assert _raw_of_project(session, "second")["S1"].filename == raw.filename
