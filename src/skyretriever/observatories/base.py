@@ -6,7 +6,11 @@ archive has for one catalog row, as a table and provenance) and, where the
 archive's columns differ from the standard ones, :meth:`standardize`.
 Archives that answer many sources in one query override
 :meth:`prepare_download`, which the pipeline calls once per batch of rows
-before the per-source downloads.
+before the per-source downloads. A subclass lists in ``download_parameters``
+the parameters that change what is downloaded: their hash
+(:attr:`VirtualObservatory.download_hash`), with the target's cross-ids and
+position, decides which raw data a source may reuse
+(:meth:`VirtualObservatory.raw_mismatch`).
 
 The standard reduced columns are ``mjd, flux, flux_err, mag, mag_err, filter,
 quality, qflag, exptime``; observatories may add more (BJD times, centroids).

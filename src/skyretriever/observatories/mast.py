@@ -1140,10 +1140,16 @@ class VirtualMAST(VirtualObservatory):
                      self.quality_column.upper()),
         )
 
-    def fits_folder(self, source_name: str) -> Path:
-        """Where a source's FITS files are downloaded: ``DATA_ROOT/raw/<OBS>/fits/<source>``."""
+    def fits_folder(self, source_name: str, target_key: str = "") -> Path:
+        """Where a source's FITS files are downloaded:
+        ``DATA_ROOT/raw/<OBS>/fits/<source>[_<target key>]``.
+
+        The target's key (:func:`~skyretriever.models.datasets.target_key`) keeps two
+        stars of the same name (in two catalogs) out of each other's folder.
+        """
+        name = storage.sanitize_name(source_name)
         return (storage.data_root() / storage.RAW_FOLDER / self.name.upper() / "fits"
-                / storage.sanitize_name(source_name))
+                / (f"{name}_{target_key[:10]}" if target_key else name))
 
     def fetch_file(self, product: ProductInfo, folder: Path) -> tuple[Path, str]:
         """A product's file on disk, and how it came: ``"cache"``, ``"s3"`` or ``"https"``.
@@ -1186,7 +1192,7 @@ class VirtualMAST(VirtualObservatory):
                                    "products": [], "headers": {}}
         if not plan.products:
             return pd.DataFrame(), altdata
-        folder = self.fits_folder(cat_row["name"])
+        folder = self.fits_folder(cat_row["name"], self.raw_identity(cat_row)["target_key"])
         wanted = self.wanted_sequences()
         frames = []
         for product in plan.products:
