@@ -54,7 +54,8 @@ def test_every_kind_of_problem_is_found_and_repaired(project_factory):
     _damage(damaged_raw.get_fullname())
     _damage(damaged_lc.get_fullname())
     lost_lc.get_fullname().unlink()
-    orphan_reduced = storage.full_path(f"{project.context.folder}/RA000/DEMO_photometry_x_reduced.h5")
+    orphan_reduced = storage.full_path(
+        f"{storage.project_path(project.context.folder)}/RA000/DEMO_photometry_x_reduced.h5")
     orphan_reduced.parent.mkdir(parents=True, exist_ok=True)
     orphan_reduced.write_bytes(b"not really")
     dead = storage.data_root() / storage.TEMP_FOLDER / f"{storage._HOST}.999999999"

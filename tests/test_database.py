@@ -20,6 +20,7 @@ from skyretriever.models import (
     Properties,
     RawPhotometry,
     Source,
+    SourceRawData,
 )
 
 
@@ -110,10 +111,12 @@ def test_deleting_a_source_cascades_to_its_products(database_url):
                                                     cfg_hash="", finder="peak", snr=9.0,
                                                     score=9.0, num_points=1, sign=1)])
         session.commit()
-        assert source.raw_photometry == [raw]
+        session.add(SourceRawData(source_id=source.id, observatory="demo", raw_id=raw.id))
+        session.commit()
+        assert source.raw_photometry == [raw]                 # through the source's link
         session.execute(sa.delete(Source).where(Source.id == source.id))  # database-level cascade
         session.commit()
-        for model in (Lightcurve, Properties, Detection):
+        for model in (Lightcurve, Properties, Detection, SourceRawData):
             assert session.scalar(sa.select(sa.func.count()).select_from(model)) == 0
         assert session.scalar(sa.select(sa.func.count()).select_from(RawPhotometry)) == 1
 

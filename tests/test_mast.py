@@ -309,10 +309,12 @@ def test_fits_files_are_kept_only_when_asked(archives, sky, data_root):
     star = sky.star("quiet_star")
     row = catalog_rows([star])[0]
     download_all(tess(archives), [row])
-    assert not (data_root / "TESS" / "fits" / star.name).exists()
     obs = tess(archives, keep_fits=True)
+    folder = obs.fits_folder(star.name, obs.raw_identity(row)["target_key"])
+    assert folder.parent == data_root / "raw" / "TESS" / "fits"
+    assert not folder.exists()
     download_all(obs, [row])
-    kept = sorted((data_root / "TESS" / "fits" / star.name).iterdir())
+    kept = sorted(folder.iterdir())
     assert [p.name for p in kept] == [p.filename for p in sky.files_of(star)]
     archives.reset_stats()
     again = download_all(obs, [row])[star.name]

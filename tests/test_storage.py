@@ -46,11 +46,11 @@ def test_sanitize_name_property(name):
 
 
 def test_paths_follow_the_documented_layout(data_root):
-    assert storage.raw_filename("demo", "star 1", 10.7) == (
-        f"DEMO/RA010/DEMO_photometry_{sanitize_name('star 1')}.h5"
+    assert storage.raw_filename("demo", "star 1", 10.7, "0123456789") == (
+        f"raw/DEMO/RA010/DEMO_photometry_{sanitize_name('star 1')}_0123456789.h5"
     )
     assert storage.reduced_filename("WD_FLARES_abc", "tess", "s", 359.99) == (
-        "WD_FLARES_abc/RA359/TESS_photometry_s_reduced.h5"
+        "projects/WD_FLARES_abc/RA359/TESS_photometry_s_reduced.h5"
     )
     assert storage.reduction_key("s", 2, 10) == "s_reduction_02_of_10"
     assert storage.project_folder_name("wd_flares", "abc", True) == "WD_FLARES_abc"

@@ -73,8 +73,8 @@ def test_tess_end_to_end(project_factory, archives, sky, tmp_path, data_root):
             np.testing.assert_array_equal(lc.data["qflag"].to_numpy(), flagged)
         assert len(lightcurves_of(session, "fast_star", "tess")) == 1  # 120 s only, by default
     assert leftover_problems(data_root) == []
-    assert not (data_root / "TESS" / "fits").exists() or not any(
-        (data_root / "TESS" / "fits").iterdir())
+    assert not (data_root / "raw" / "TESS" / "fits").exists() or not any(
+        (data_root / "raw" / "TESS" / "fits").iterdir())
 
     # Everything is done: the next run asks the archives nothing (the empty source included).
     archives.reset_stats()

@@ -62,7 +62,9 @@ from skyretriever.models import (
     Properties,
     RawPhotometry,
     Source,
+    SourceRawData,
 )
+from skyretriever.observatories.base import raw_identity_filter
 from skyretriever.pipeline import raw_row_from_file
 
 __all__ = ["CheckReport", "Finding", "check_project"]
@@ -234,9 +236,9 @@ class _Checker:
 
     def _forget_raw(self, raw_id: int, name: str, filename: str | None) -> str:
         moved = self.quarantine_if_there(filename)
+        self.redo_sources |= set(self.session.scalars(sa.select(SourceRawData.source_id).where(
+            SourceRawData.raw_id == raw_id)))
         self.session.execute(sa.delete(RawPhotometry).where(RawPhotometry.id == raw_id))
-        self.redo_sources |= set(self.session.scalars(sa.select(Source.id).where(
-            Source.name == name)))
         return f"{moved}row deleted, source marked to download again"
 
     def check_lightcurve_rows(self, session) -> None:
@@ -300,16 +302,16 @@ class _Checker:
             what = "unreadable" if values is None else f"raw data of {values['observatory']}"
             return f"{what}: {self.quarantine(storage.full_path(relative))}"
         session = self.session
-        existing = session.scalar(sa.select(RawPhotometry).where(
-            RawPhotometry.source_name == values["source_name"],
-            RawPhotometry.observatory == values["observatory"]))
+        existing = session.scalar(sa.select(RawPhotometry).where(*raw_identity_filter(values)))
         if existing is None:
             session.add(RawPhotometry(**values))
         else:
             for key, value in values.items():
                 setattr(existing, key, value)
         session.flush()
+        # Sources of that name in this project run again, and find it if it is their target.
         self.redo_sources |= set(session.scalars(sa.select(Source.id).where(
+            Source.project == self.context.name, Source.cfg_hash == self.context.cfg_hash,
             Source.name == values["source_name"])))
         return f"re-linked as raw data of source {values['source_name']!r}"
 
@@ -371,14 +373,13 @@ class _Checker:
         with_properties = set(session.scalars(sa.select(Properties.source_id).join(Source).where(
             *mine)))
         raw_counts = Counter(session.scalars(
-            sa.select(RawPhotometry.source_name).where(
-                RawPhotometry.observatory.in_(self.observatories),
-                RawPhotometry.source_name.in_(sa.select(Source.name).where(*mine)))))
+            sa.select(SourceRawData.source_id).join(Source).where(
+                *mine, SourceRawData.observatory.in_(self.observatories))))
         for source_id, name in done:
             missing = []
             if source_id not in with_properties:
                 missing.append("properties")
-            if raw_counts[name] < len(self.observatories):
+            if raw_counts[source_id] < len(self.observatories):
                 missing.append("raw data")
             if missing:
                 self.add("inconsistent source", f"source {name!r}",

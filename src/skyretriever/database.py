@@ -22,6 +22,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import zlib
@@ -53,6 +54,8 @@ __all__ = [
     "redact_url",
     "upgrade",
 ]
+
+log = logging.getLogger(__name__)
 
 ENV_URL = "SKYRETRIEVER_DB_URL"
 DEFAULT_SQLITE_NAME = "skyretriever.db"
@@ -438,6 +441,32 @@ def _migration_lock(connection: sa.Connection, url: URL) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _migrating(url: URL) -> Iterator[sa.Connection]:
+    """A connection in one transaction, under the migration lock, for Alembic to migrate with.
+
+    On SQLite, foreign keys are off meanwhile: Alembic changes a constraint by copying
+    the table and dropping the old one, and with foreign keys on, that drop would
+    delete every row that references it (ON DELETE CASCADE). They are on again after.
+    """
+    with get_engine().connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        raw = connection.connection.dbapi_connection
+        if sqlite:
+            raw.execute("PRAGMA foreign_keys=OFF")      # only takes effect outside a transaction
+        try:
+            with connection.begin(), _migration_lock(connection, url):
+                yield connection
+                if sqlite:
+                    problems = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if problems:
+                        raise DatabaseError(f"migration left {len(problems)} row(s) pointing "
+                                            f"at rows that do not exist: {problems[:3]}")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
+
+
 def _alembic_config(connection: sa.Connection | None = None):
     from alembic.config import Config
 
@@ -470,7 +499,13 @@ def head_revision() -> str:
 
 
 def upgrade(revision: str = "head") -> None:
-    """Create or migrate the schema to ``revision``; safe when several processes race.
+    """Create or migrate the schema to ``revision``, and the data root's layout; safe when
+    several processes race.
+
+    The files of a data root made before ``raw/`` and ``projects/`` are moved into
+    them (:func:`skyretriever.storage.migrate_layout`, idempotent) after the rows'
+    file names are rewritten (migration 0005): a kill between the two is finished by
+    the next call.
 
     Raises
     ------
@@ -480,12 +515,15 @@ def upgrade(revision: str = "head") -> None:
     from alembic import command
 
     url = get_url()
-    if revision == "head" and current_revision() == head_revision():
-        return
-    try:
-        with get_engine().begin() as connection, _migration_lock(connection, url):
-            command.upgrade(_alembic_config(connection), revision)
-    except _UNUSABLE as error:
-        if isinstance(stop_for(error), DiskFull):
-            raise stop_for(error) from None
-        raise _connect_error(error, url) from None
+    if revision != "head" or current_revision() != head_revision():
+        try:
+            with _migrating(url) as connection:
+                command.upgrade(_alembic_config(connection), revision)
+        except _UNUSABLE as error:
+            if isinstance(stop_for(error), DiskFull):
+                raise stop_for(error) from None
+            raise _connect_error(error, url) from None
+    moved = storage.migrate_layout() if revision == "head" else []
+    if moved:
+        log.info("moved %d file(s) of %s into its raw/ and projects/ folders", len(moved),
+                 storage.data_root())

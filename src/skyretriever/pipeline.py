@@ -51,9 +51,11 @@ from skyretriever.models import (
     Properties,
     RawPhotometry,
     Source,
+    SourceRawData,
     save_lightcurves,
 )
 from skyretriever.models.base import utcnow
+from skyretriever.models.datasets import raw_file_identity
 from skyretriever.observatories.base import ProjectContext, VirtualObservatory
 
 __all__ = [
@@ -67,9 +69,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RAW_COLUMNS = ("id", "source_name", "observatory", "ra", "dec", "is_empty", "num_points",
-               "time_start", "time_end", "filters", "altdata", "filename", "key", "checksum",
-               "file_size", "file_mtime_ns")
+RAW_COLUMNS = ("id", "source_name", "observatory", "ra", "dec", "download_hash", "target_key",
+               "cross_ids", "is_empty", "num_points", "time_start", "time_end", "filters",
+               "altdata", "filename", "key", "checksum", "file_size", "file_mtime_ns")
+#: The unique key of a raw product.
+RAW_IDENTITY = ("source_name", "observatory", "download_hash", "target_key")
 LIGHTCURVE_STATE_COLUMNS = ("id", "source_id", "raw_id", "observatory", "series_number",
                             "filter", "filename", "key", "checksum", "file_size", "file_mtime_ns",
                             "exptime", "mag_mean", "num_points", "num_good_points", "time_start",
@@ -120,6 +124,8 @@ class SourceTask:
     full_checks: bool = False
     #: Files found intact under a new modification time: (table, row id, time) to record.
     new_times: list[tuple[str, int, int]] = field(default_factory=list)
+    #: Observatories whose raw row of this name predates download hashes (not reused).
+    legacy_raw: int = 0
 
     @property
     def name(self) -> str:
@@ -153,6 +159,8 @@ class SourceResult:
     #: The failure came from the machine (permissions, I/O), not from the source: the driver
     #: stops the run after a few of these in a row.
     infrastructure_error: bool = False
+    #: Ids of the existing raw rows the source uses, by observatory (new ones are in raw_new).
+    raw_ids: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -169,14 +177,35 @@ def _chunks(items: list[Any], size: int = 500) -> Iterable[list[Any]]:
 
 
 # -- 1. planning ---------------------------------------------------------------------------
+def _choose_raw(candidates: list[dict[str, Any]], obs: VirtualObservatory,
+                task: SourceTask) -> dict[str, Any] | None:
+    """The raw row of this source's target and download among those of its name, if any.
+
+    Rows of another star of the same name, or of other download parameters, are
+    not it; rows made before download hashes were recorded are never reused.
+    """
+    key = obs.raw_identity(task.row)["target_key"]
+    matching = [values for values in candidates if obs.raw_mismatch(values, task.row) is None]
+    if not matching:
+        task.legacy_raw += any(values.get("download_hash") is None for values in candidates)
+        return None
+    # The product made for exactly this row first, then the newest.
+    return max(matching, key=lambda values: (values["target_key"] == key, values["id"]))
+
+
 def plan_batch(session: orm.Session, rows: list[dict[str, Any]], context: ProjectContext,
-               observatories: list[str], full_checks: bool = False) -> list[SourceTask]:
+               observatories: list[VirtualObservatory], full_checks: bool = False
+               ) -> list[SourceTask]:
     """What exists for each row of a batch: one query per table, not one per source.
 
-    ``full_checks`` makes the later stages hash every existing file, not only
-    those whose size or modification time changed.
+    A row's raw data is the row of its name whose target and download match
+    (:meth:`VirtualObservatory.raw_mismatch`); ``full_checks`` makes the later
+    stages hash every existing file, not only those whose size or modification
+    time changed.
     """
     tasks = {row["name"]: SourceTask(row=row, full_checks=full_checks) for row in rows}
+    by_name = {obs.name: obs for obs in observatories}
+    candidates: dict[tuple[str, str], list[dict[str, Any]]] = {}
     names = list(tasks)
     for chunk in _chunks(names):
         for source_id, name, status, counted in session.execute(
@@ -191,10 +220,16 @@ def plan_batch(session: orm.Session, rows: list[dict[str, Any]], context: Projec
         columns = [getattr(RawPhotometry, c) for c in RAW_COLUMNS]
         for values in session.execute(
             sa.select(*columns).where(
-                RawPhotometry.source_name.in_(chunk), RawPhotometry.observatory.in_(observatories)
+                RawPhotometry.source_name.in_(chunk), RawPhotometry.observatory.in_(list(by_name))
             )
         ).mappings():
-            tasks[values["source_name"]].raw[values["observatory"]] = dict(values)
+            candidates.setdefault((values["source_name"], values["observatory"]), []).append(
+                dict(values))
+    for (name, observatory), found in candidates.items():
+        chosen = _choose_raw(found, by_name[observatory], tasks[name])
+        if chosen is not None:
+            tasks[name].raw[observatory] = chosen
+    observatories = list(by_name)
     by_id = {task.source_id: task for task in tasks.values() if task.source_id is not None}
     ids = list(by_id)
     for chunk in _chunks(ids):
@@ -245,6 +280,9 @@ def _raw_from_file(relative: str) -> tuple[dict[str, Any], Any] | None:
             observatory=metadata["observatory"],
             ra=float(metadata["ra"]),
             dec=float(metadata["dec"]),
+            download_hash=metadata.get("download_hash"),
+            target_key=metadata.get("target_key") or "",
+            cross_ids=metadata.get("cross_ids") or {},
             altdata=metadata.get("altdata") or {},
         )
         raw.compute_summaries()
@@ -318,11 +356,15 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
         if existing is not None and _raw_intact(existing, task):
             continue
         try:
-            relative = storage.raw_filename(obs.name, task.name, task.row["ra"])
-            # Only a file without a row is adopted: one that no longer matches its row is damaged.
+            identity = obs.raw_identity(task.row)
+            relative = storage.raw_filename(
+                obs.name, task.name, task.row["ra"],
+                raw_file_identity(identity["download_hash"], identity["target_key"]))
+            # Only a file without a row is adopted: one that no longer matches its row is
+            # damaged; and only one recorded for this target and download.
             adopted = (_raw_from_file(relative)
                        if existing is None and storage.full_path(relative).exists() else None)
-            if adopted is not None and adopted[0]["source_name"] == task.name:
+            if adopted is not None and obs.raw_mismatch(adopted[0], task.row) is None:
                 task.raw_new[obs.name], task.raw_frames[obs.name] = adopted
                 continue
             task.downloads[obs.name] = obs.fetch(task.row)
@@ -383,7 +425,8 @@ class Worker:
                     frame = pd.DataFrame()
                 raw = RawPhotometry(data=frame, source_name=task.name, observatory=name,
                                     ra=float(task.row["ra"]), dec=float(task.row["dec"]),
-                                    altdata=altdata or {})
+                                    altdata=altdata or {},
+                                    **observatories[name].raw_identity(task.row))
                 raw.save()
                 task.raw_new[name], task.raw_frames[name] = _raw_values(raw), frame
             except Exception as error:  # one source's failure must not stop the run
@@ -398,7 +441,9 @@ class Worker:
     def process(self, task: SourceTask, reduce: bool = True, analyze: bool = True) -> SourceResult:
         """Reduce (where needed) and analyse one source; failures become the result's error."""
         result = SourceResult(row=task.row, raw_new=task.raw_new, downloaded=task.downloaded,
-                              counted=task.counted, new_times=task.new_times)
+                              counted=task.counted, new_times=task.new_times,
+                              raw_ids={obs: values["id"] for obs, values in task.raw.items()
+                                       if values.get("id") is not None})
         if task.skip:
             result.skipped, result.status = True, "done"
             return result
@@ -559,22 +604,37 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
     for r in work:
         r.counted = counted[r.name]          # as committed now, not as planned
 
-    # raw data (shared by projects)
+    # raw data (shared by projects), one row per target and download
     raw_rows = [values for r in work for values in r.raw_new.values()]
+    identity_ids: dict[tuple, int] = {}
     if raw_rows:
         statement = insert(RawPhotometry.__table__)
         updates = {c: statement.excluded[c] for c in RAW_COLUMNS if c not in
-                   ("id", "source_name", "observatory")}
+                   ("id", *RAW_IDENTITY)}
         execute(statement.on_conflict_do_update(
-            index_elements=["source_name", "observatory"], set_=updates
+            index_elements=list(RAW_IDENTITY), set_=updates
         ), [{k: v for k, v in values.items() if k != "id"} for values in raw_rows])
+        new_names = sorted({values["source_name"] for values in raw_rows})
+        for raw_id, *identity in execute(
+            sa.select(RawPhotometry.id, *(getattr(RawPhotometry, c) for c in RAW_IDENTITY))
+            .where(RawPhotometry.source_name.in_(new_names),
+                   RawPhotometry.download_hash.is_not(None))
+        ):
+            identity_ids[tuple(identity)] = raw_id
     raw_ids: dict[tuple[str, str], int] = {}
-    for raw_id, source_name, observatory in execute(
-        sa.select(RawPhotometry.id, RawPhotometry.source_name, RawPhotometry.observatory).where(
-            RawPhotometry.source_name.in_(names)
-        )
-    ):
-        raw_ids[(source_name, observatory)] = raw_id
+    for r in work:
+        for obs, raw_id in r.raw_ids.items():
+            raw_ids[(r.name, obs)] = raw_id
+        for obs, values in r.raw_new.items():
+            raw_ids[(r.name, obs)] = identity_ids[tuple(values[c] for c in RAW_IDENTITY)]
+    # each source's link to the raw data it uses
+    links = [{"source_id": source_ids[name], "observatory": obs, "raw_id": raw_id}
+             for (name, obs), raw_id in raw_ids.items()]
+    if links:
+        statement = insert(SourceRawData.__table__)
+        execute(statement.on_conflict_do_update(
+            index_elements=["source_id", "observatory"],
+            set_={"raw_id": statement.excluded.raw_id}), links)
 
     # light curves replaced where they were reduced again
     by_observatory: dict[str, list[int]] = {}

@@ -49,6 +49,7 @@ from skyretriever.models import (
     Properties,
     RawPhotometry,
     Source,
+    SourceRawData,
 )
 from skyretriever.observatories.base import (
     OBSERVATORIES,
@@ -418,8 +419,42 @@ class Project:
 
     @property
     def output_folder(self) -> Path:
-        """``DATA_ROOT/<NAME>`` or, with version control, ``DATA_ROOT/<NAME>_<cfg_hash>``."""
-        return self.data_root / self.context.folder
+        """``DATA_ROOT/projects/<NAME>`` or, with version control, ``..._<cfg_hash>``."""
+        return self.data_root / storage.project_path(self.context.folder)
+
+    def check_name_unique(self) -> None:
+        """Refuse a name that differs only in case from a project already in this data root or
+        database (``relp`` and ``RELP`` would share one folder, mixing files and histograms).
+
+        Raises
+        ------
+        ParameterError
+            Naming the other project and where it was found.
+        """
+        name = self.pars.name
+        base = storage.sanitize_name(name).upper()
+        projects = self.data_root / storage.PROJECTS_FOLDER
+        folders = [f for f in projects.iterdir()
+                   if f.name == base or f.name.startswith(f"{base}_")] if projects.is_dir() else []
+        for folder in folders:
+            try:
+                other = (yaml.safe_load((folder / "config.yaml").read_text()) or {}
+                         ).get("project", {}).get("name")
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue
+            if isinstance(other, str) and other != name and other.lower() == name.lower():
+                raise ParameterError(
+                    f"project name {name!r} differs only in case from project {other!r} "
+                    f"(folder {str(folder)!r}); project names must differ case-insensitively: "
+                    f"use {other!r} or another name")
+        with database.Session() as session:
+            other = session.scalar(sa.select(Source.project).where(
+                sa.func.lower(Source.project) == name.lower(), Source.project != name).limit(1))
+        if other is not None:
+            raise ParameterError(
+                f"project name {name!r} differs only in case from project {other!r} in the "
+                f"database ({database.redact_url(self.database_url)}); project names must differ "
+                f"case-insensitively: use {other!r} or another name")
 
     def write_config(self) -> Path:
         """Write ``config.yaml`` (hashed) and ``settings.yaml`` (everything) atomically."""
@@ -533,6 +568,7 @@ class Project:
         database.upgrade()
         database.check_writable()
         try:
+            self.check_name_unique()
             self._check_products_match(context, redo)
             for folder in storage.clean_temporary():
                 log.info("removed files half-written by a run that died: %s", folder)
@@ -545,7 +581,6 @@ class Project:
             raise stopped from error
         observatories = (list(self.observatories.values()) if obs_names is None
                          else [self.observatories[name] for name in obs_names])
-        names = [obs.name for obs in observatories]
         summary = RunSummary(project=self.pars.name, cfg_hash=context.cfg_hash)
         worker = Worker(context, observatories, self.analysis if analyze else None,
                         str(self.data_root))
@@ -568,6 +603,7 @@ class Project:
                     f"{len(streak)} sources in a row failed for a reason of the machine, not "
                     f"of the sources (permissions, I/O errors); the last, {result.name}: {last}"
                 )
+        legacy_raw = 0
 
         def write(results: list) -> None:
             """Commit one batch (its rows in one transaction), then count it."""
@@ -601,8 +637,9 @@ class Project:
                     self._check_free_space()
                     clock = time.perf_counter()
                     with database.Session() as session:
-                        tasks = plan_batch(session, batch, context, names,
+                        tasks = plan_batch(session, batch, context, observatories,
                                            full_checks=self.execution.verify_files == "full")
+                    legacy_raw += sum(task.legacy_raw for task in tasks)
                     planned = time.perf_counter() - clock
                     seconds["plan"] += planned
                     clock = time.perf_counter()
@@ -644,6 +681,10 @@ class Project:
             if writer is not None:
                 writer.shutdown(wait=True)
             progress.close()
+        if legacy_raw:
+            log.warning("%d raw product(s) made by an older skyretriever (before download "
+                        "parameters and targets were recorded) were not reused: their sources "
+                        "were downloaded again", legacy_raw)
         seconds["total"] = time.perf_counter() - begin
         summary.seconds = dict(seconds)
         if self.pars.verbose or summary.failures:
@@ -790,13 +831,15 @@ class Project:
             by_status = dict(session.execute(
                 sa.select(Source.status, sa.func.count()).where(*mine).group_by(Source.status)
             ).all())
-            names = sa.select(Source.name).where(*mine)
             observatories = {}
             for obs in self.observatories:
+                # Each source's own raw data, through its link (names are not unique).
                 raw = session.execute(
-                    sa.select(RawPhotometry.is_empty, sa.func.count()).where(
-                        RawPhotometry.observatory == obs, RawPhotometry.source_name.in_(names)
-                    ).group_by(RawPhotometry.is_empty)
+                    sa.select(RawPhotometry.is_empty, sa.func.count())
+                    .join(SourceRawData, SourceRawData.raw_id == RawPhotometry.id)
+                    .join(Source, Source.id == SourceRawData.source_id)
+                    .where(*mine, SourceRawData.observatory == obs)
+                    .group_by(RawPhotometry.is_empty)
                 ).all()
                 raw_counts = {bool(empty): n for empty, n in raw}
                 lightcurves = session.scalar(

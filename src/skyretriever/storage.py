@@ -12,8 +12,8 @@ with the column kinds and any metadata as JSON attributes. This keeps a
 
 Layout (``DATA_ROOT`` from :func:`configure`, ``$SKYRETRIEVER_DATA`` or ``./data``)::
 
-    DATA_ROOT/<OBS>/RA<ddd>/<OBS>_photometry_<source>.h5                      raw, key <source>
-    DATA_ROOT/<PROJECT>[_<cfg_hash>]/RA<ddd>/<OBS>_photometry_<source>_reduced.h5
+    DATA_ROOT/raw/<OBS>/RA<ddd>/<OBS>_photometry_<source>_<identity>.h5      raw, key <source>
+    DATA_ROOT/projects/<PROJECT>[_<cfg_hash>]/RA<ddd>/<OBS>_photometry_<source>_reduced.h5
         keys <source>_reduction_XX_of_YY
     DATA_ROOT/.tmp/<host>.<pid>/                 files being written by one process
     DATA_ROOT/quarantine/<time>-<pid>/<relative path>  what ``check --repair`` moved aside
@@ -27,6 +27,14 @@ long as it lives, so a folder is a dead writer's exactly when its lock can be
 taken (:func:`writer_alive`), whatever host or PID namespace the writer was in.
 Runs hold a shared lock on the data root and ``check --repair`` the exclusive
 one (:func:`data_root_lock`), so a repair never runs during a run.
+
+Raw data and project folders live in separate namespaces (``raw/`` and
+``projects/``), so a project named like an observatory never shares a folder
+with its raw data. ``<identity>`` is a short hash of the target and the download
+parameters (see :class:`~skyretriever.models.RawPhotometry`): two stars that share
+a name, or one star downloaded with other parameters, never share a file. Data
+roots made before these namespaces existed are moved into them by
+:func:`migrate_layout`.
 """
 
 from __future__ import annotations
@@ -79,7 +87,11 @@ __all__ = [
     "hdf5_usable",
     "is_raw_filename",
     "is_reduced_filename",
+    "PROJECTS_FOLDER",
+    "RAW_FOLDER",
+    "migrate_layout",
     "project_folder_name",
+    "project_path",
     "quarantine",
     "quarantine_batch",
     "ra_folder",
@@ -110,6 +122,9 @@ WRITER_LOCK = "writer.lock"
 _HOLDER_FILE = "holder.{token}.txt"
 #: The data-root lock file (``<name>.lock``; runs share it, ``check --repair`` takes it alone).
 _ROOT_LOCK = ".skyretriever-run"
+#: Top-level folders of the data root: raw data by observatory, and project folders.
+RAW_FOLDER = "raw"
+PROJECTS_FOLDER = "projects"
 MAX_NAME_LENGTH = 80
 _COMPRESS_ABOVE_BYTES = 64 * 1024
 _LARGEST_ATTRIBUTE = 60_000
@@ -235,20 +250,36 @@ def project_folder_name(project: str, cfg_hash: str | None, version_control: boo
 
 def raw_folder(observatory: str) -> str:
     """The folder of an observatory's raw-data files, relative to the data root."""
-    return observatory.upper()
+    return f"{RAW_FOLDER}/{observatory.upper()}"
 
 
-def raw_filename(observatory: str, source_name: str, ra: float) -> str:
-    """Path of a raw-data file relative to the data root (POSIX separators)."""
+def project_path(folder: str) -> str:
+    """Path of a project folder (from :func:`project_folder_name`) relative to the data root."""
+    return f"{PROJECTS_FOLDER}/{folder}"
+
+
+def raw_filename(observatory: str, source_name: str, ra: float, identity: str = "") -> str:
+    """Path of a raw-data file relative to the data root (POSIX separators).
+
+    ``identity`` (a short hash of the target and the download parameters) ends the
+    name, so products of different stars or parameters never share a file.
+
+    Examples
+    --------
+    >>> raw_filename("demo", "S1", 10.7, "0a1b2c3d4e")
+    'raw/DEMO/RA010/DEMO_photometry_S1_0a1b2c3d4e.h5'
+    """
     obs = observatory.upper()
-    return f"{raw_folder(observatory)}/{ra_folder(ra)}/{obs}_photometry_{sanitize_name(source_name)}.h5"
+    suffix = f"_{identity}" if identity else ""
+    return (f"{raw_folder(observatory)}/{ra_folder(ra)}/"
+            f"{obs}_photometry_{sanitize_name(source_name)}{suffix}.h5")
 
 
 def reduced_filename(project_folder: str, observatory: str, source_name: str, ra: float) -> str:
     """Path of a reduced-data file relative to the data root (POSIX separators)."""
     obs = observatory.upper()
     return (
-        f"{project_folder}/{ra_folder(ra)}/"
+        f"{project_path(project_folder)}/{ra_folder(ra)}/"
         f"{obs}_photometry_{sanitize_name(source_name)}_reduced.h5"
     )
 
@@ -279,9 +310,9 @@ def is_reduced_filename(relative: str, project_folder: str) -> bool:
 
     Examples
     --------
-    >>> is_reduced_filename(reduced_filename("DEMO", "demo", "S1", 10.5), "DEMO")
+    >>> is_reduced_filename(reduced_filename("DEMO", "demo", "S1", 10.5), project_path("DEMO"))
     True
-    >>> is_reduced_filename("DEMO/RA010/notes_reduced.txt", "DEMO")
+    >>> is_reduced_filename("projects/DEMO/RA010/notes_reduced.txt", project_path("DEMO"))
     False
     """
     folder = re.escape(project_folder)
@@ -379,7 +410,7 @@ def check_file(path: str | os.PathLike, checksum: str | None, file_size: int | N
 
     Examples
     --------
-    >>> info = write_tables("DEMO/RA010/y.h5", {"y": (pd.DataFrame({"mjd": [1.0]}), None)})
+    >>> info = write_tables("raw/DEMO/RA010/y.h5", {"y": (pd.DataFrame({"mjd": [1.0]}), None)})
     >>> path = full_path(info.filename)
     >>> check_file(path, info.checksum, info.file_size, info.mtime_ns).intact
     True
@@ -856,7 +887,7 @@ def write_tables(
     Examples
     --------
     >>> import pandas as pd
-    >>> info = write_tables("DEMO/RA010/x.h5", {"x": (pd.DataFrame({"mjd": [1.0]}), {"a": 1})})
+    >>> info = write_tables("raw/DEMO/RA010/x.h5", {"x": (pd.DataFrame({"mjd": [1.0]}), {"a": 1})})
     >>> read_table(info.filename, "x", info.checksum)[1]
     {'a': 1}
     """
@@ -954,3 +985,90 @@ def read_table_keys(relative: str) -> list[str]:
             return [key for key in handle.keys() if not key.endswith(_METADATA_SUFFIX)]
     except OSError as error:
         raise StorageError(f"cannot read {str(path)!r}: {error}") from None
+
+
+# -- the layout of older data roots ----------------------------------------------------------
+#: What marks a top-level folder of an old data root as a project folder.
+_PROJECT_MARKERS = ("config.yaml", "settings.yaml")
+_OLD_MAST_FOLDERS = ("TESS", "K2", "KEPLER")
+
+
+def _old_raw_file(folder: Path, path: Path) -> bool:
+    """Whether ``path`` (in an old top-level ``folder``) is raw data: ``RA*/<F>_photometry_*.h5``."""
+    relative = path.relative_to(folder)
+    return (len(relative.parts) == 2 and relative.parts[0].startswith("RA")
+            and path.name.startswith(f"{folder.name}_photometry_")
+            and path.name.endswith(".h5") and not path.name.endswith("_reduced.h5"))
+
+
+def _is_old_project_folder(folder: Path) -> bool:
+    if any((folder / marker).is_file() for marker in _PROJECT_MARKERS):
+        return True
+    if any(folder.glob("histograms_*.nc")):
+        return True
+    return any(folder.glob("RA*/*_reduced.h5"))
+
+
+def _move(source: Path, target: Path, moved: list[tuple[str, str]]) -> None:
+    """Rename one file into the new layout (atomic); a file already there is left alone."""
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
+    moved.append((source.as_posix(), target.as_posix()))
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        with contextlib.suppress(OSError):
+            path.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def migrate_layout() -> list[tuple[str, str]]:
+    """Move the files of a data root made by skyretriever before ``raw/`` and ``projects/``.
+
+    Old raw files ``DATA_ROOT/<OBS>/RA<ddd>/<OBS>_photometry_<name>.h5`` (and
+    ``<OBS>/fits``) go to ``DATA_ROOT/raw/<OBS>/...``; old project folders (with a
+    ``config.yaml``, ``settings.yaml``, histograms or reduced files) go to
+    ``DATA_ROOT/projects/<FOLDER>/...``, file by file, keeping their names. Folders
+    that are neither (the user's own) are left alone. The database rows are rewritten
+    by migration 0005 (:func:`skyretriever.database.upgrade`).
+
+    Each file is moved by one rename, and a file already in its new place is never
+    replaced, so a migration killed at any point finishes when run again; running it
+    on a migrated root does nothing. Returns ``(old, new)`` paths of the files moved.
+
+    Examples
+    --------
+    >>> migrate_layout()                     # a root already in the new layout
+    []
+    """
+    root = data_root()
+    moved: list[tuple[str, str]] = []
+    if not root.is_dir():
+        return moved
+    for folder in sorted(root.iterdir()):
+        if (not folder.is_dir() or folder.is_symlink() or folder.name.startswith(".")
+                or folder.name in (RAW_FOLDER, PROJECTS_FOLDER)):
+            continue
+        files = [p for p in folder.rglob("*") if p.is_file() or p.is_symlink()]
+        raw = [p for p in files if _old_raw_file(folder, p)]
+        fits = folder / "fits"
+        if folder.name in _OLD_MAST_FOLDERS and fits.is_dir():
+            raw += [p for p in files if p.is_relative_to(fits)]
+        # A project folder whose move was cut short is recognised by its new folder.
+        is_project = (_is_old_project_folder(folder)
+                      or (root / PROJECTS_FOLDER / folder.name).is_dir())
+        for path in raw:
+            _move(path, root / RAW_FOLDER / folder.name / path.relative_to(folder), moved)
+        if is_project:
+            taken = set(raw)
+            for path in files:
+                if path not in taken and (path.exists() or path.is_symlink()):
+                    _move(path, root / PROJECTS_FOLDER / folder.name / path.relative_to(folder),
+                          moved)
+        if raw or is_project:
+            _remove_empty_folders(folder)
+    return moved

@@ -6,7 +6,12 @@ Importing this package defines the tables; it creates no engine and no table.
 from __future__ import annotations
 
 from skyretriever.models.base import Base
-from skyretriever.models.datasets import Lightcurve, RawPhotometry, save_lightcurves
+from skyretriever.models.datasets import (
+    Lightcurve,
+    RawPhotometry,
+    SourceRawData,
+    save_lightcurves,
+)
 from skyretriever.models.detection import Detection
 from skyretriever.models.histogram import HistogramBatch
 from skyretriever.models.properties import Properties
@@ -20,5 +25,6 @@ __all__ = [
     "Properties",
     "RawPhotometry",
     "Source",
+    "SourceRawData",
     "save_lightcurves",
 ]

@@ -154,9 +154,10 @@ class Source(Base):
         return sorted(found, key=lambda source: (source.distance, source.id))
 
     raw_photometry: Mapped[list[RawPhotometry]] = relationship(
-        primaryjoin="Source.name == foreign(RawPhotometry.source_name)",
+        secondary="source_raw_data",
         viewonly=True,
-        doc="Raw data of this source from every observatory (shared by all projects).",
+        doc="Raw data this source uses, one per observatory (shared by every project that "
+            "asks for the same target with the same download parameters).",
     )
     lightcurves: Mapped[list[Lightcurve]] = relationship(
         back_populates="source",

@@ -6,7 +6,11 @@ archive has for one catalog row, as a table and provenance) and, where the
 archive's columns differ from the standard ones, :meth:`standardize`.
 Archives that answer many sources in one query override
 :meth:`prepare_download`, which the pipeline calls once per batch of rows
-before the per-source downloads.
+before the per-source downloads. A subclass lists in ``download_parameters``
+the parameters that change what is downloaded: their hash
+(:attr:`VirtualObservatory.download_hash`), with the target's cross-ids and
+position, decides which raw data a source may reuse
+(:meth:`VirtualObservatory.raw_mismatch`).
 
 The standard reduced columns are ``mjd, flux, flux_err, mag, mag_err, filter,
 quality, qflag, exptime``; observatories may add more (BJD times, centroids).
@@ -15,6 +19,8 @@ quality, qflag, exptime``; observatories may add more (BJD times, centroids).
 from __future__ import annotations
 
 import abc
+import hashlib
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 from skyretriever import storage
 from skyretriever.models.datasets import (
@@ -29,6 +36,7 @@ from skyretriever.models.datasets import (
     Lightcurve,
     RawPhotometry,
     lightcurve_summaries,
+    target_key,
 )
 from skyretriever.parameters import ParameterError, Parameters, parameter
 
@@ -39,6 +47,7 @@ __all__ = [
     "ReducerParameters",
     "VirtualObservatory",
     "observatory_class",
+    "raw_identity_filter",
     "register_observatory",
 ]
 
@@ -75,6 +84,11 @@ class ObservatoryParameters(Parameters):
     download_workers: int = parameter(
         4, "Downloads in flight at once for this observatory (be polite to archives).",
         critical=False, ge=1,
+    )
+    same_target_radius: float = parameter(
+        2.0, "Largest distance (arcsec) between a source's catalog position and the position "
+        "raw data was downloaded for, for that raw data to be reused for the source (with the "
+        "same name, download parameters and no disagreeing cross-id).", critical=False, gt=0,
     )
 
 
@@ -144,6 +158,10 @@ class VirtualObservatory(abc.ABC):
     }
     #: Columns (besides gaps in time) along which raw data is split into series.
     split_columns: ClassVar[tuple[str, ...]] = ("filter",)
+    #: Parameters that change what is downloaded (hashed into :attr:`download_hash`);
+    #: how the archive is reached (URLs, retries, workers) and how raw data is reduced
+    #: do not count.
+    download_parameters: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, pars: ObservatoryParameters | None = None,
                  context: ProjectContext | None = None, **kwargs: Any) -> None:
@@ -193,6 +211,66 @@ class VirtualObservatory(abc.ABC):
             )
         return self.QUALITY_PRESETS[value]
 
+    # -- raw data identity -----------------------------------------------------------------
+    def download_settings(self) -> dict[str, Any]:
+        """The values of :attr:`download_parameters`, as JSON-able values."""
+        values = self.pars.model_dump(mode="json")
+        return {name: values[name] for name in self.download_parameters}
+
+    @property
+    def download_hash(self) -> str:
+        """Short hex SHA-256 of the observatory and its download parameters (canonical JSON).
+
+        Raw data downloaded with another hash is never reused for this observatory.
+
+        Examples
+        --------
+        >>> from skyretriever.observatories.demo import VirtualDemoObs
+        >>> VirtualDemoObs(filters=["g"]).download_hash != VirtualDemoObs().download_hash
+        True
+        >>> VirtualDemoObs(wait_time=1).download_hash == VirtualDemoObs().download_hash
+        True
+        """
+        text = json.dumps({"observatory": self.name, "parameters": self.download_settings()},
+                          sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @staticmethod
+    def cross_ids(cat_row: dict[str, Any]) -> dict[str, Any]:
+        """The catalog row's cross-ids that are set (``tic_id``, ``gaia_id``...)."""
+        from skyretriever.catalogs.catalog import CROSS_ID_COLUMNS
+
+        found = {}
+        for column in CROSS_ID_COLUMNS:
+            value = cat_row.get(column)
+            if value is None or (isinstance(value, float) and not np.isfinite(value)):
+                continue
+            if isinstance(value, (np.integer, np.floating)):
+                value = value.item()
+            found[column] = int(value) if isinstance(value, float) and value.is_integer() else value
+        return found
+
+    def raw_identity(self, cat_row: dict[str, Any]) -> dict[str, Any]:
+        """The identity columns of this observatory's raw data of one catalog row."""
+        ra, dec = float(cat_row["ra"]), float(cat_row["dec"])
+        cross_ids = self.cross_ids(cat_row)
+        return {"download_hash": self.download_hash, "cross_ids": cross_ids,
+                "target_key": target_key(cross_ids, ra, dec)}
+
+    def raw_mismatch(self, values: dict[str, Any], cat_row: dict[str, Any]) -> str | None:
+        """Why raw data (row or file values) is not this catalog row's target and download.
+
+        ``None`` when it may be reused: the same name, observatory and download
+        hash, a position within ``same_target_radius`` and no cross-id that disagrees.
+        """
+        if values.get("source_name") != cat_row["name"]:
+            return f"another source name ({values.get('source_name')!r})"
+        if values.get("observatory") != self.name:
+            return f"another observatory ({values.get('observatory')!r})"
+        return RawPhotometry.matches(values, self.download_hash, float(cat_row["ra"]),
+                                     float(cat_row["dec"]), self.cross_ids(cat_row),
+                                     self.pars.same_target_radius)
+
     # -- downloading -----------------------------------------------------------------------
     def prepare_download(self, cat_rows: list[dict[str, Any]]) -> None:  # noqa: B027
         """Called once per batch of rows before their downloads; batch archive queries go here.
@@ -231,6 +309,7 @@ class VirtualObservatory(abc.ABC):
             dec=float(cat_row["dec"]),
             altdata=altdata or {},
             is_empty=len(frame) == 0,
+            **self.raw_identity(cat_row),
         )
         raw.compute_summaries()
         return raw
@@ -391,19 +470,18 @@ class VirtualObservatory(abc.ABC):
     def populate_sources(self, session=None) -> int:
         """Make RawPhotometry rows for raw files on disk that have none; returns how many.
 
-        Each raw file records its source's name and position, so rows lost (or
-        never committed after a crash) are rebuilt without downloading again.
+        Each raw file records its source's name, position, cross-ids and download
+        hash, so rows lost (or never committed after a crash) are rebuilt without
+        downloading again; a row of the same identity is brought up to date.
         """
         from skyretriever.database import SmartSession
         from skyretriever.pipeline import raw_row_from_file
 
         root = storage.data_root()
-        folder = root / self.name.upper()
+        folder = root / storage.RAW_FOLDER / self.name.upper()
         if not folder.exists():
             return 0
         files = sorted(folder.glob(f"RA*/{self.name.upper()}_photometry_*.h5"))
-        import sqlalchemy as sa
-
         made = 0
         with SmartSession(session) as session:
             known = set(session.scalars(
@@ -414,13 +492,11 @@ class VirtualObservatory(abc.ABC):
                 if relative in known:
                     continue
                 values = raw_row_from_file(relative)
-                if values is None:
+                if values is None or values["observatory"] != self.name:
                     log.warning("skipping unreadable raw file %s", path)
                     continue
                 exists = session.scalar(sa.select(RawPhotometry.id).where(
-                    RawPhotometry.source_name == values["source_name"],
-                    RawPhotometry.observatory == self.name,
-                ))
+                    *raw_identity_filter(values)))
                 if exists is not None:
                     row = session.get(RawPhotometry, exists)
                     for key, value in values.items():
@@ -430,6 +506,18 @@ class VirtualObservatory(abc.ABC):
                 made += 1
             session.commit()
         return made
+
+
+def raw_identity_filter(values: dict[str, Any]) -> tuple:
+    """SQL conditions selecting the raw row of the identity in ``values`` (its unique key)."""
+    download_hash = values.get("download_hash")
+    return (
+        RawPhotometry.source_name == values["source_name"],
+        RawPhotometry.observatory == values["observatory"],
+        RawPhotometry.download_hash.is_(None) if download_hash is None
+        else RawPhotometry.download_hash == download_hash,
+        RawPhotometry.target_key == (values.get("target_key") or ""),
+    )
 
 
 def names_of(observatories: Iterable[VirtualObservatory]) -> list[str]:

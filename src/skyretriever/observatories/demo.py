@@ -80,6 +80,10 @@ class VirtualDemoObs(VirtualObservatory):
 
     name = "demo"
     Parameters = DemoParameters
+    #: Every parameter of the simulated archive changes the data (wait_time only the pace).
+    download_parameters = ("empty_fraction", "filters", "num_seasons", "num_points",
+                           "season_length", "start_mjd", "exptime", "flare_fraction",
+                           "flare_amplitude", "flare_decay", "bad_epoch_fraction", "seed")
     QUALITY_PRESETS = {"none": 0, "default": BAD_EPOCH_BIT, "hard": BAD_EPOCH_BIT,
                        "hardest": 0xFFFFFFFF}
 

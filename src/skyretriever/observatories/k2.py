@@ -37,6 +37,7 @@ class VirtualK2(VirtualKeplerSpacecraft):
 
     name = "k2"
     Parameters = K2Parameters
+    download_parameters = (*VirtualKeplerSpacecraft.download_parameters, "cadences", "campaigns")
     split_columns = ("campaign", "exptime")
     mission = "K2"
     sequence_column = "campaign"

@@ -67,6 +67,7 @@ class VirtualKeplerSpacecraft(VirtualMAST):
     """What Kepler and K2 share: file layout, time system, quality bits, cadences, bandpass."""
 
     QUALITY_PRESETS = KEPLER_QUALITY_PRESETS
+    target_id_keyword = "KEPLERID"
     telescope = "Kepler"
     bjd_reference = BJDREF_KEPLER
     time_column = "bkjd"
@@ -98,6 +99,7 @@ class VirtualKepler(VirtualKeplerSpacecraft):
 
     name = "kepler"
     Parameters = KeplerParameters
+    download_parameters = (*VirtualKeplerSpacecraft.download_parameters, "cadences", "quarters")
     split_columns = ("quarter", "exptime")
     mission = "Kepler"
     sequence_column = "quarter"

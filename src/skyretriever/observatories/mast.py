@@ -101,11 +101,14 @@ __all__ = [
     "S3Bucket",
     "SourcePlan",
     "VirtualMAST",
+    "WrongTargetError",
     "angular_distance_arcsec",
     "check_data_uri",
     "check_layout",
+    "check_target",
     "exptime_filter",
     "exptime_matches",
+    "header_target_id",
     "in_chunks",
     "read_lightcurve_fits",
 ]
@@ -642,6 +645,61 @@ def check_layout(path: str | Path, primary: dict[str, Any], table: dict[str, Any
             raise InvalidFileError(f"{where}: {column} is in {units[column]!r}, expected e-/s")
 
 
+class WrongTargetError(InvalidFileError):
+    """A whole, valid light-curve file of another target than the one asked for."""
+
+
+_TRAILING_NUMBER = re.compile(r"(\d+)\s*$")
+
+
+def header_target_id(primary: dict[str, Any], keyword: str) -> int | None:
+    """The target id a file's primary header gives: ``keyword`` (TICID, KEPLERID), else the
+    number ending ``OBJECT`` ('TIC 25155310', 'KIC 757076'); ``None`` if neither."""
+    value = primary.get(keyword)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    match = _TRAILING_NUMBER.search(str(primary.get("OBJECT") or ""))
+    return int(match.group(1)) if match else None
+
+
+def check_target(path: str | Path, primary: dict[str, Any], keyword: str,
+                 expected_id: int | None, position: tuple[float, float] | None,
+                 radius: float, asked: str) -> None:
+    """Raise :class:`WrongTargetError` unless a file is of the target asked for.
+
+    With ``expected_id`` (the target's TIC, KIC or EPIC id) the header's id
+    (``keyword``, else ``OBJECT``) must be it; without one, or when the header has
+    no id, ``RA_OBJ``/``DEC_OBJ`` must be within ``radius`` arcsec of ``position``.
+    ``asked`` names the source in the message.
+
+    Examples
+    --------
+    >>> check_target("f.fits", {"TICID": 7, "OBJECT": "TIC 7"}, "TICID", 8, None, 10.0, "'a'")
+    Traceback (most recent call last):
+    ...
+    skyretriever.observatories.mast.WrongTargetError: f.fits is a light curve of TICID 7 (OBJECT 'TIC 7'), not of TICID 8 asked for source 'a': not stored
+    """
+    found = header_target_id(primary, keyword)
+    if expected_id is not None and found is not None:
+        if found != expected_id:
+            raise WrongTargetError(
+                f"{path} is a light curve of {keyword} {found} (OBJECT "
+                f"{str(primary.get('OBJECT') or '').strip()!r}), not of {keyword} {expected_id} "
+                f"asked for source {asked}: not stored")
+        return
+    ra, dec = primary.get("RA_OBJ"), primary.get("DEC_OBJ")
+    if position is None or not isinstance(ra, (int, float)) or not isinstance(dec, (int, float)):
+        return
+    distance = float(angular_distance_arcsec(position[0], position[1], float(ra), float(dec)))
+    if not distance <= radius:
+        raise WrongTargetError(
+            f"{path} is a light curve of a target at RA_OBJ {float(ra):.6f}, DEC_OBJ "
+            f"{float(dec):.6f} ({keyword} {found}), {distance:.1f} arcsec from source {asked} "
+            f"at {position[0]:.6f}, {position[1]:.6f} (match_radius {radius:g}): not stored")
+
+
 def read_lightcurve_fits(path: str | Path, layout: LightcurveLayout | None = None
                          ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Read a TESS, K2 or Kepler light-curve file: its table (every row) and its headers.
@@ -780,7 +838,7 @@ class MastParameters(ObservatoryParameters):
     )
     page_size: int = parameter(50000, "Rows per page of MAST query results.", critical=False, ge=1)
     keep_fits: bool = parameter(
-        False, "Keep downloaded FITS files under DATA_ROOT/<OBS>/fits (else deleted once stored).",
+        False, "Keep downloaded FITS files under DATA_ROOT/raw/<OBS>/fits (else deleted once stored).",
         critical=False,
     )
     download_workers: int = parameter(
@@ -805,6 +863,11 @@ class VirtualMAST(VirtualObservatory):
     """
 
     Parameters: ClassVar[type[MastParameters]] = MastParameters
+    #: Primary-header keyword holding the target's id (the number in ``target_name``).
+    target_id_keyword: ClassVar[str] = "TICID"
+    #: Which target a row resolves to; subclasses add which files are asked for.
+    download_parameters: ClassVar[tuple[str, ...]] = ("match_radius", "match_mag_tolerance",
+                                                      "position_epoch")
     #: Mission name as MAST spells it in ``obs_collection`` and ``project``.
     mission: ClassVar[str] = ""
     #: Raw column saying which sector/campaign/quarter each row comes from.
@@ -1088,9 +1151,16 @@ class VirtualMAST(VirtualObservatory):
                      self.quality_column.upper()),
         )
 
-    def fits_folder(self, source_name: str) -> Path:
-        """Where a source's FITS files are downloaded: ``DATA_ROOT/<OBS>/fits/<source>``."""
-        return storage.data_root() / self.name.upper() / "fits" / storage.sanitize_name(source_name)
+    def fits_folder(self, source_name: str, target_key: str = "") -> Path:
+        """Where a source's FITS files are downloaded:
+        ``DATA_ROOT/raw/<OBS>/fits/<source>[_<target key>]``.
+
+        The target's key (:func:`~skyretriever.models.datasets.target_key`) keeps two
+        stars of the same name (in two catalogs) out of each other's folder.
+        """
+        name = storage.sanitize_name(source_name)
+        return (storage.data_root() / storage.RAW_FOLDER / self.name.upper() / "fits"
+                / (f"{name}_{target_key[:10]}" if target_key else name))
 
     def fetch_file(self, product: ProductInfo, folder: Path) -> tuple[Path, str]:
         """A product's file on disk, and how it came: ``"cache"``, ``"s3"`` or ``"https"``.
@@ -1133,7 +1203,7 @@ class VirtualMAST(VirtualObservatory):
                                    "products": [], "headers": {}}
         if not plan.products:
             return pd.DataFrame(), altdata
-        folder = self.fits_folder(cat_row["name"])
+        folder = self.fits_folder(cat_row["name"], self.raw_identity(cat_row)["target_key"])
         wanted = self.wanted_sequences()
         frames = []
         for product in plan.products:
@@ -1144,6 +1214,11 @@ class VirtualMAST(VirtualObservatory):
                 path.unlink(missing_ok=True)
                 raise InvalidFileError(f"{product.data_uri} (from {route}) cannot be read as a "
                                        f"light curve: {error}") from error
+            try:
+                self.check_target(path, headers["primary"], plan, cat_row)
+            except WrongTargetError:
+                path.unlink(missing_ok=True)
+                raise
             # MAST's rows name the sequence as users ask for it (K2's campaign 9 is one
             # campaign, though its files are named c91 and c92); the header is the fallback.
             sequence = product.sequence
@@ -1162,6 +1237,17 @@ class VirtualMAST(VirtualObservatory):
         if not frames:
             return pd.DataFrame(), altdata
         return pd.concat(frames, ignore_index=True), altdata
+
+    def check_target(self, path: Path, primary: dict[str, Any], plan: SourcePlan,
+                     cat_row: dict[str, Any]) -> None:
+        """Refuse a file of another target than the row's (:func:`check_target`): by the id
+        in ``target_name`` (the catalog's cross-id or the target found near the row), else by
+        position within ``match_radius``."""
+        match = _TRAILING_NUMBER.search(plan.target_name or "")
+        expected = int(match.group(1)) if match else None
+        check_target(path.name, primary, self.target_id_keyword, expected,
+                     self.position_at_2000(cat_row), self.pars.match_radius,
+                     repr(cat_row["name"]))
 
     # -- reducing --------------------------------------------------------------------------------
     def standardize(self, frame: pd.DataFrame, altdata: dict[str, Any]) -> pd.DataFrame:

@@ -78,6 +78,7 @@ class VirtualTESS(VirtualMAST):
 
     name = "tess"
     Parameters = TessParameters
+    download_parameters = (*VirtualMAST.download_parameters, "authors", "cadences", "sectors")
     QUALITY_PRESETS = TESS_QUALITY_PRESETS
     split_columns = ("sector", "exptime")
     mission = "TESS"

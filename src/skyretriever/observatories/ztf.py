@@ -280,6 +280,10 @@ class VirtualZTF(VirtualObservatory):
 
     name = "ztf"
     Parameters = ZtfParameters
+    #: What IRSA is asked for (bad_catflags_mask is applied by IRSA, at download), and the
+    #: cone's radius (match_radius and position_epoch set it).
+    download_parameters = ("collection", "bands", "time_range", "bad_catflags_mask",
+                           "match_radius", "position_epoch")
     QUALITY_PRESETS = ZTF_QUALITY_PRESETS
     split_columns = ("oid", "filter")
 
@@ -494,11 +498,55 @@ class VirtualZTF(VirtualObservatory):
         asked = (f"ID={','.join(query['ID'])}" if query.get("ID") else
                  f"POS={query.get('POS')}")
         frame = read_ztf_csv(fetched.text, where=f"IRSA's ZTF answer to {asked}")
+        self.check_answer_target(frame, altdata, asked)
         altdata["objects"] = [
             {"oid": int(oid), "filter": str(group["filtercode"].iloc[0]), "num_points": len(group)}
             for oid, group in frame.groupby("oid", sort=True)
         ] if len(frame) else []
         return frame, altdata
+
+    #: How far (arcsec) beyond the search radius an object's median position may lie (its
+    #: epochs scatter around the position IRSA searched by).
+    ANSWER_MARGIN = 1.0
+
+    def check_answer_target(self, frame: pd.DataFrame, altdata: dict[str, Any], asked: str
+                            ) -> None:
+        """Refuse an answer that is not about the target asked for.
+
+        Asked by id, every object must be that id; asked by position, every object's
+        median position must lie within the search radius (plus ``ANSWER_MARGIN``) of
+        the catalog position. Objects inside the cone that are not the star are
+        dropped later, by :meth:`rejected_objects`.
+
+        Raises
+        ------
+        skyretriever.net.BadAnswer
+            Naming the object, and the target or position asked for.
+        """
+        if len(frame) == 0:
+            return
+        query = altdata.get("query") or {}
+        if query.get("ID"):
+            wanted = {int(oid) for oid in query["ID"]}
+            other = sorted({int(oid) for oid in frame["oid"].unique()} - wanted)
+            if other:
+                raise BadAnswer(f"IRSA's ZTF answer to {asked} holds object(s) "
+                                f"{', '.join(map(str, other[:5]))}, not the one asked for")
+            return
+        target, radius = altdata.get("target"), altdata.get("search_radius_arcsec")
+        if target is None or radius is None:
+            return
+        from skyretriever.observatories.mast import angular_distance_arcsec
+
+        medians = frame.groupby("oid")[["ra", "dec"]].median()
+        distances = angular_distance_arcsec(target["ra"], target["dec"],
+                                            medians["ra"].to_numpy(), medians["dec"].to_numpy())
+        for oid, distance in zip(medians.index, distances):
+            if not distance <= radius + self.ANSWER_MARGIN:
+                raise BadAnswer(
+                    f"IRSA's ZTF answer to {asked} holds object {int(oid)} at {distance:.1f} "
+                    f"arcsec from the target ({target['ra']:.6f}, {target['dec']:.6f}), outside "
+                    f"the {radius:g} arcsec searched: not stored")
 
     def download_from_observatory(self, cat_row: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
         """Every ZTF epoch IRSA has for one catalog row (by id or position), and provenance."""
