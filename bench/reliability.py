@@ -13,24 +13,36 @@ a run on healthy archives, the rows and files lost or corrupted (should be 0).
 Kills are not re-run here (the 20 SIGKILL trials of ``tests/test_kill_resume.py``
 take minutes): their count is read from that test. Hostile inputs are counted
 from ``tests/test_hostile_input.py``, ``tests/test_security.py`` and
-``tests/test_inputs_trust.py``. Clear stops
-(a full disk, a read-only data root or database, a database refusing or gone,
-infrastructure errors in a row, a driver killed under its workers) are counted
-from ``tests/test_clear_stops.py``, which needs root for its small file systems.
+``tests/test_inputs_trust.py``.
+
+Then it runs the trust trials, each kind in a pytest process of its own (both
+databases, real small file systems, which need root), and prints how many ran,
+how many held and how long they took: a full disk at each kind of write, a
+read-only data root or database, a database refusing, dropped or deleted during
+the run, infrastructure errors in a row; namespaces and raw-data identity (two
+catalogs reusing names, other download parameters, another target's file, a
+project named like an observatory, names differing in case, an old root
+migrated); repair safety (repair during a run, links out of the root, the
+user's files, writers in other PID namespaces, a damaged histogram, a report
+killed between renames); stale results.
 
 Usage::
 
     python bench/reliability.py                  # one fault run, seed 2026, SQLite
     python bench/reliability.py --seeds 3        # three fault runs with different seeds
     python bench/reliability.py --rate 0.2
+    python bench/reliability.py --trials-only    # the trust trials alone
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from pathlib import Path
 
@@ -100,10 +112,44 @@ def kills() -> int:
     return kill_test.TRIALS * 2 * 2  # two schedulers, two databases
 
 
-def stops() -> dict[str, int]:
-    from tests import test_clear_stops
+#: Trust trials: (kind, test file, pytest -k expression).
+TRUST_TRIALS = (
+    ("disk full", "tests/test_clear_stops.py",
+     "disk_full or free_space or full_disk"),
+    ("read-only root or database", "tests/test_clear_stops.py", "read_only or without_rights"),
+    ("database outage", "tests/test_clear_stops.py",
+     "deleted_during or dropped_during or infrastructure_errors"),
+    ("driver killed under its workers", "tests/test_clear_stops.py", "driver_is_killed"),
+    ("namespaces and raw-data identity", "tests/test_raw_identity.py", ""),
+    ("repair safety and writers", "tests/test_repair_safety.py", ""),
+    ("stale results", "tests/test_stale_results.py", ""),
+)
 
-    return test_clear_stops.stop_trials()
+
+def trust_trials(folder: Path) -> list[tuple[str, int, int, float]]:
+    """Run each kind of trust trial; returns (kind, trials, held, seconds) per kind."""
+    figures = []
+    for kind, path, expression in TRUST_TRIALS:
+        report = folder / f"{len(figures)}.xml"
+        command = [sys.executable, "-m", "pytest", path, "-q", "-p", "no:cacheprovider",
+                   f"--junitxml={report}", "-o", "junit_family=xunit2"]
+        if expression:
+            command += ["-k", expression]
+        begin = time.perf_counter()
+        subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}"))
+        seconds = time.perf_counter() - begin
+        cases = ElementTree.parse(report).getroot().iter("testcase") if report.exists() else []
+        trials = held = 0
+        for case in cases:
+            outcome = {child.tag for child in case}
+            if "skipped" in outcome:
+                continue
+            trials += 1
+            held += not outcome & {"failure", "error"}
+        figures.append((kind, trials, held, seconds))
+        print(f"  {kind}: {held} of {trials} held ({seconds:.0f} s)", flush=True)
+    return figures
 
 
 def hostile_inputs() -> dict[str, int]:
@@ -121,7 +167,14 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=1, help="fault runs, each with its own seed")
     parser.add_argument("--rate", type=float, default=scenario.FAULT_RATE,
                         help="fraction of requests given each fault kind")
+    parser.add_argument("--trials-only", action="store_true",
+                        help="run the trust trials alone (no fault run)")
     args = parser.parse_args()
+    if args.trials_only:
+        with tempfile.TemporaryDirectory(prefix="skyretriever-trials-") as tmp:
+            print("Trust trials")
+            figures = trust_trials(Path(tmp))
+        return 0 if all(held == trials > 0 for _, trials, held, _ in figures) else 1
     sky = scenario.fault_sky()
     archives = scenario.start_archives(sky)
     totals: Counter = Counter()
@@ -157,13 +210,13 @@ def main() -> int:
     inputs = hostile_inputs()
     print(f"  hostile inputs tried: {sum(inputs.values())} "
           f"({', '.join(f'{k} {v}' for k, v in inputs.items())})")
-    trials = stops()
-    print(f"  clear stops tried (tests/test_clear_stops.py): {sum(trials.values())} "
-          f"({', '.join(f'{k} {v}' for k, v in trials.items())}); each ends in one line that "
-          "says what and where, and disk-full runs end, once space is freed, equal to an "
-          "uninterrupted run")
     print(f"  rows and files lost: {sum(lost_total.values())}")
-    return 0 if survived and not sum(lost_total.values()) else 1
+    print("\nTrust trials (each kind in a pytest process of its own, SQLite and PostgreSQL)")
+    with tempfile.TemporaryDirectory(prefix="skyretriever-trials-") as tmp:
+        figures = trust_trials(Path(tmp))
+    trials_held = all(held == trials > 0 for _, trials, held, _ in figures)
+    print(f"  in all: {sum(f[2] for f in figures)} of {sum(f[1] for f in figures)} held")
+    return 0 if survived and trials_held and not sum(lost_total.values()) else 1
 
 
 if __name__ == "__main__":

@@ -258,8 +258,9 @@ def test_disk_full_at_the_config_files_stops_with_the_message(tmp_path, mounts):
     config = _config(tmp_path / "run.yaml", root, url, execution=", min_free_mb: 0")
     _fill(root, 0)
     line = _one_line_stop(_run(config))
-    assert f"disk full: {root / 'STOPS'}, 0 MB free" in line, line
-    assert [p.name for p in (root / "STOPS").iterdir()] == []      # no config.yaml half-written
+    folder = root / storage.project_path("STOPS")
+    assert f"disk full: {folder}, 0 MB free" in line, line
+    assert [p.name for p in folder.iterdir()] == []      # no config.yaml half-written
     assert not [p for p in root.rglob(f"*{storage.TEMP_SUFFIX}") if p.is_file()]
     assert _sources(url) == []
 
@@ -388,8 +389,9 @@ def test_a_postgresql_user_without_rights_is_reported_before_any_source(
 # -- errors in a row, a database file gone -------------------------------------------------
 def test_infrastructure_errors_in_a_row_stop_the_run(tmp_path, mounts):
     root = tmp_path / "data"
-    (root / "DEMO").mkdir(parents=True)
-    _read_only(mounts, root / "DEMO")             # raw data cannot be written, the root can
+    raw = root / storage.raw_folder("demo")
+    raw.mkdir(parents=True)
+    _read_only(mounts, raw)                       # raw data cannot be written, the root can
     url = f"sqlite:///{tmp_path / 'run.db'}"
     config = _config(tmp_path / "run.yaml", root, url,
                      execution=", max_infrastructure_errors: 3")
@@ -528,30 +530,3 @@ def test_the_errors_module_examples_run():
     result = doctest.testmod(skyretriever.errors, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
 
-
-#: The trials of this module by kind (test name prefix: kind), counted by bench/reliability.py.
-_TRIAL_KINDS = {
-    "test_disk_full_at_": "disk full",
-    "test_a_batch_is_not_begun": "disk full",
-    "test_a_read_only_": "read-only",
-    "test_a_postgresql_user": "database refusing",
-    "test_a_sqlite_file_deleted": "database gone",
-    "test_a_postgresql_database_dropped": "database gone",
-    "test_infrastructure_errors": "errors in a row",
-    "test_workers_exit": "driver killed",
-}
-
-
-def stop_trials() -> dict[str, int]:
-    """How many trials of each kind this module runs (a parametrized test counts each case)."""
-    counts: dict[str, int] = {}
-    for name, function in globals().items():
-        kind = next((k for prefix, k in _TRIAL_KINDS.items() if name.startswith(prefix)), None)
-        if kind is None or not callable(function):
-            continue
-        cases = 1
-        for mark in getattr(function, "pytestmark", []):
-            if mark.name == "parametrize":
-                cases *= len(mark.args[1])
-        counts[kind] = counts.get(kind, 0) + cases
-    return counts

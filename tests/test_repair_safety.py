@@ -1,7 +1,8 @@
 """A repair that never destroys, writers told apart by their locks, and a report swap without a gap.
 
 Issue 14, findings 1-4 and 10: ``check --repair`` deleted the demo's reduced files
-(project ``demo`` and observatory ``demo`` share ``DATA_ROOT/DEMO``), the files of a
+(project ``demo`` and observatory ``demo`` shared ``DATA_ROOT/DEMO`` before raw data and
+projects got folders of their own), the files of a
 run's batch not yet committed, every ``*.tmp`` file under the data root and files
 behind a symbolic link; and a run cleared a live run's temporary folders when its pid
 was not alive in this PID namespace. Also: an unreadable histogram file stopped every
@@ -29,6 +30,10 @@ from skyretriever.checker import check_project
 from skyretriever.cli import main
 from skyretriever.report import write_report
 
+#: The demo observatory's raw folder and the demo project's folder, relative to the data root.
+RAW = storage.raw_folder("demo")
+PROJECT = storage.project_path("DEMO")
+
 
 def _listing(root: Path) -> dict[str, tuple[int, str]]:
     """Every file under the root (links not followed) with its size and SHA-256."""
@@ -43,7 +48,7 @@ def _listing(root: Path) -> dict[str, tuple[int, str]]:
 
 
 def _demo(project_factory, **kwargs) -> Project:
-    """A project named ``demo`` on the ``demo`` observatory: both use ``DATA_ROOT/DEMO``."""
+    """A project named ``demo`` on the ``demo`` observatory (folders ``raw/DEMO``, ``projects/DEMO``)."""
     kwargs.setdefault("catalog_kwargs", {"default": "test", "num_sources": 30})
     return project_factory(name="demo", obs_names=["demo"], **kwargs)
 
@@ -54,8 +59,8 @@ def test_check_after_a_clean_demo_run_is_clean_and_repair_changes_nothing(projec
     project = _demo(project_factory, execution_kwargs={"scheduler": "local", "workers": 2})
     summary = project.run()
     assert summary.counts["failed"] == 0 and summary.counts["done"] > 20
-    assert project.output_folder == data_root / "DEMO"               # the shared folder
-    reduced = sorted(data_root.glob("DEMO/RA*/*_reduced.h5"))
+    assert project.output_folder == data_root / PROJECT
+    reduced = sorted(data_root.glob(f"{PROJECT}/RA*/*_reduced.h5"))
     assert len(reduced) > 10
 
     report = check_project(project)
@@ -74,8 +79,9 @@ def test_the_users_tmp_files_survive_repair(project_factory, data_root):
     project.run()
     mine = {
         data_root / "notes.tmp": b"my notes",
-        data_root / "DEMO" / "rsync_inprogress.tmp": b"half a copy",
-        data_root / "DEMO" / "RA010" / "rsync_inprogress.tmp": b"another",
+        data_root / RAW / "rsync_inprogress.tmp": b"half a copy",
+        data_root / RAW / "RA010" / "rsync_inprogress.tmp": b"another",
+        data_root / PROJECT / "RA010" / "rsync_inprogress.tmp": b"a third",
         data_root / "incoming" / "x.h5.tmp": b"a download of mine",
     }
     for path, content in mine.items():
@@ -93,23 +99,25 @@ def test_only_files_named_as_products_and_owned_by_no_row_are_quarantined(projec
     other = project_factory(name="other", obs_names=["demo"],
                             catalog_kwargs={"default": "test", "num_sources": 4})
     other.run()                        # its raw files are shared; its reduced files are its own
-    stray = data_root / "DEMO" / "RA010" / "DEMO_photometry_nobody_reduced.h5"
+    stray = data_root / PROJECT / "RA010" / "DEMO_photometry_nobody_reduced.h5"
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"made by nobody")
-    foreign = data_root / "DEMO" / "RA010" / "my_table.h5"              # not a name we write
+    foreign = data_root / RAW / "RA010" / "my_table.h5"              # not a name we write
+    foreign.parent.mkdir(parents=True, exist_ok=True)
     foreign.write_bytes(b"the user's")
     before = _listing(data_root)
 
     report = check_project(project, repair=True)
     assert [(f.kind, f.where) for f in report.findings] == [
-        ("file without row", "DEMO/RA010/DEMO_photometry_nobody_reduced.h5")], str(report)
+        ("file without row", f"{PROJECT}/RA010/DEMO_photometry_nobody_reduced.h5")], str(report)
     moved = report.findings[0].repair
     assert moved.startswith(f"moved to {storage.QUARANTINE_FOLDER}/") and moved.endswith(
-        "/DEMO/RA010/DEMO_photometry_nobody_reduced.h5")
+        f"/{PROJECT}/RA010/DEMO_photometry_nobody_reduced.h5")
     target = data_root / moved.removeprefix("moved to ")
     assert target.read_bytes() == b"made by nobody" and not stray.exists()
     after = _listing(data_root)
-    assert {k: v for k, v in before.items() if k != "DEMO/RA010/DEMO_photometry_nobody_reduced.h5"} \
+    assert {k: v for k, v in before.items()
+            if k != f"{PROJECT}/RA010/DEMO_photometry_nobody_reduced.h5"} \
         == {k: v for k, v in after.items() if not k.startswith(storage.QUARANTINE_FOLDER)}
     assert check_project(other).clean and check_project(project).clean
 
@@ -129,17 +137,17 @@ def test_repair_is_refused_while_a_run_uses_the_data_root(database_url, data_roo
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not list(data_root.glob("DEMO/RA*/DEMO_photometry_*.h5")):   # working on batch 1
+        while not list(data_root.glob(f"{RAW}/RA*/DEMO_photometry_*.h5")):   # on batch 1
             assert process.poll() is None, process.stderr.read()
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        before = _listing(data_root / "DEMO")
+        before = _listing(data_root / RAW)
         assert main(["check", str(config), "--repair"]) == 1
         message = capsys.readouterr().err
         assert f"a run of project 'slow' (pid {process.pid}) is using {str(data_root)!r}; " \
                "try again when it ends" in message, message
         assert process.poll() is None, "the run ended before the repair was tried"
-        assert set(before) <= set(_listing(data_root / "DEMO"))           # nothing was moved
+        assert set(before) <= set(_listing(data_root / RAW))           # nothing was moved
         out, err = process.communicate(timeout=300)
     finally:
         if process.poll() is None:
@@ -156,7 +164,7 @@ def test_a_run_does_not_start_while_a_repair_holds_the_data_root(project_factory
             pytest.raises(storage.DataRootBusy, match=r"check --repair of project 'demo' "
                           rf"\(pid {os.getpid()}\) is using"):
         project.run()
-    assert not list(data_root.glob("DEMO/RA*/*.h5"))
+    assert not list(data_root.glob(f"{RAW}/RA*/*.h5"))
     assert project.run().counts["done"] > 0                    # and once it is over, it runs
 
 
@@ -169,20 +177,20 @@ def test_a_link_out_of_the_data_root_is_neither_followed_by_repair_nor_written_t
     (outside / "keep.txt").write_text("keep me")
     project = _demo(project_factory)
     project.run()
-    (data_root / "DEMO" / "RA359").symlink_to(outside, target_is_directory=True)
+    (data_root / RAW / "RA359").symlink_to(outside, target_is_directory=True)
     before = _listing(outside)
 
     report = check_project(project, repair=True)
-    assert [(f.kind, f.where) for f in report.findings] == [("symbolic link", "DEMO/RA359")], \
+    assert [(f.kind, f.where) for f in report.findings] == [("symbolic link", f"{RAW}/RA359")], \
         str(report)
     assert str(outside) in report.findings[0].detail
     assert _listing(outside) == before
 
     with pytest.raises(storage.StorageError, match="outside the data root"):
-        storage.full_path("DEMO/RA359/DEMO_photometry_x.h5")
+        storage.full_path(f"{RAW}/RA359/DEMO_photometry_x.h5")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    (data_root / "LINKED").symlink_to(elsewhere, target_is_directory=True)
+    (data_root / storage.project_path("LINKED")).symlink_to(elsewhere, target_is_directory=True)
     linked = project_factory(name="linked", obs_names=["demo"],
                              catalog_kwargs={"default": "test", "num_sources": 3})
     with pytest.raises(storage.StorageError, match="outside the data root"):
@@ -363,6 +371,10 @@ KILLED_BETWEEN_RENAMES = """
 import os, signal, sys
 from skyretriever import Project, storage
 from skyretriever.report import write_report
+
+#: The demo observatory's raw folder and the demo project's folder, relative to the data root.
+RAW = storage.raw_folder("demo")
+PROJECT = storage.project_path("DEMO")
 # as on a system that cannot swap two paths in one step: the old report is renamed aside
 storage._exchange = lambda first, second: False
 rename = os.rename

@@ -64,7 +64,7 @@ def test_a_moved_catalog_position_is_a_changed_catalog(project_factory, tmp_path
     catalog = tmp_path / "stars.csv"
     rows = [f"S{i},{10 + i},{-5 + i},15.0" for i in range(1, 6)]
     catalog.write_text("name,ra,dec,mag\n" + "\n".join(rows) + "\n")
-    kwargs = {"catalog_kwargs": {"filename": str(catalog)}}
+    kwargs = {"catalog_kwargs": {"filename": str(catalog)}, "demo": {"empty_fraction": 0.0}}
     assert project_factory(**kwargs).run().counts["done"] == 5
     rows[0] = "S1,205.7,30.0,15.0"
     catalog.write_text("name,ra,dec,mag\n" + "\n".join(rows) + "\n")
@@ -76,8 +76,8 @@ def test_a_moved_catalog_position_is_a_changed_catalog(project_factory, tmp_path
         moved = session.scalar(sa.select(Source).where(Source.name == "S1"))
         assert moved.ra == pytest.approx(205.7)
         # the raw data is the moved star's, not the old position's (raw data identity)
-        raw_positions = [lc.raw_data.ra for lc in moved.lightcurves]
-        assert raw_positions and raw_positions == pytest.approx([205.7] * len(raw_positions))
+        assert [raw.ra for raw in moved.raw_photometry] == [pytest.approx(205.7)]
+        assert {lc.raw_data.ra for lc in moved.lightcurves} == {moved.raw_photometry[0].ra}
 
 
 def test_an_unchanged_configuration_skips_and_version_control_keeps_both(project_factory):

@@ -226,6 +226,8 @@ def _holding_the_data_root(run: Callable[..., RunSummary]) -> Callable[..., RunS
 
     @functools.wraps(run)
     def locked(self: Project, *args: Any, **kwargs: Any) -> RunSummary:
+        # A read-only or missing data root is said in one line before the lock is tried.
+        _check_data_root(self.data_root)
         with storage.data_root_lock(f"a run of project {self.pars.name!r}"):
             return run(self, *args, **kwargs)
 

@@ -829,7 +829,6 @@ def data_root_lock(holder: str, exclusive: bool = False) -> Iterator[None]:
     skyretriever.storage.DataRootBusy: a run of project 'demo' (pid ...) is using ...
     """
     root = data_root()
-    text_file = _writer_folder() / _HOLDER_FILE.format(token=secrets.token_hex(4))
     lock = file_lock(root / _ROOT_LOCK, shared=not exclusive, blocking=False)
     try:
         lock.__enter__()
@@ -837,11 +836,19 @@ def data_root_lock(holder: str, exclusive: bool = False) -> Iterator[None]:
         holders = _holders(root) or ["another process"]
         raise DataRootBusy(f"{' and '.join(holders)} is using {str(root)!r}; try again when it "
                            "ends") from None
+    text_file = None
     try:
-        text_file.write_text(f"{holder} (pid {os.getpid()})\n")
+        try:
+            text_file = _writer_folder() / _HOLDER_FILE.format(token=secrets.token_hex(4))
+            text_file.write_text(f"{holder} (pid {os.getpid()})\n")
+        except OSError:
+            # A full or read-only disk: the lock holds all the same, only the others'
+            # message cannot name the holder (the run then stops with its own message).
+            log.debug("could not note the holder of the data-root lock", exc_info=True)
         yield
     finally:
-        text_file.unlink(missing_ok=True)
+        if text_file is not None:
+            text_file.unlink(missing_ok=True)
         lock.__exit__(None, None, None)
 
 
