@@ -74,7 +74,7 @@ def test(args: list[str]) -> int:
 
 
 def main() -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - tasks.py runs on whatever python3 is first
         print(f"skyretriever needs Python 3.11 or later; this is {sys.version.split()[0]} "
               f"({sys.executable}). Run tasks.py with python3.11.", file=sys.stderr)
         return 2
