@@ -231,9 +231,16 @@ class VirtualObservatory(abc.ABC):
         >>> VirtualDemoObs(wait_time=1).download_hash == VirtualDemoObs().download_hash
         True
         """
+        # Asked for every source of a run: computed again only when a parameter changed.
+        key = repr([getattr(self.pars, name) for name in self.download_parameters])
+        cached = self.__dict__.get("_download_hash")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         text = json.dumps({"observatory": self.name, "parameters": self.download_settings()},
                           sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        value = hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.__dict__["_download_hash"] = (key, value)
+        return value
 
     @staticmethod
     def cross_ids(cat_row: dict[str, Any]) -> dict[str, Any]:
