@@ -165,3 +165,21 @@ def test_config_yaml_has_version_catalog_hash_and_every_object(project_factory):
     assert config["observatories"]["demo"]["reducer"]["gap"] == 40.0
     assert config["analysis"]["peak"]["snr_threshold"] == 5.5
     assert "wait_time" not in config["observatories"]["demo"]      # not critical
+
+
+def test_sections_of_observatories_not_in_obs_names_are_checked_too(tmp_path):
+    from skyretriever import Project
+
+    config = tmp_path / "unused.yaml"
+    config.write_text("project: {name: unused, obs_names: [demo]}\n"
+                      "catalog: {default: test}\n"
+                      "observatories:\n  demo: {wait_time: 0}\n  ZTF: {flare_fractio: 0.9}\n")
+    with pytest.raises(ParameterError, match=r"observatories\.ztf of .*unused\.yaml \(not in "
+                                             r"obs_names\): unknown parameter 'flare_fractio'"):
+        Project(cfg_file=config, data_root=str(tmp_path / "data"))
+    config.write_text(config.read_text().replace("flare_fractio: 0.9", "bands: [r]"))
+    project = Project(cfg_file=config, data_root=str(tmp_path / "data"))
+    assert list(project.observatories) == ["demo"]          # checked, not added
+    with pytest.raises(ParameterError, match=r"observatories\.k2 \(not in obs_names\)"):
+        Project(name="unused", cfg_file=False, catalog_kwargs={"default": "test"},
+                K2={"campaign": 3}, data_root=str(tmp_path / "data"))

@@ -314,6 +314,14 @@ class Project:
                 where=f"observatories.{cls.name}{source}",
             )
             self.observatories[cls.name] = cls(pars)
+        # Sections of observatories the project does not use are checked too: a typo there
+        # would otherwise wait silently until the observatory is added to obs_names.
+        for name in sorted({*per_observatory, *obs_per_kwargs, *observatory_kwargs}
+                           - set(self.observatories)):
+            cls = observatory_class(name)
+            cls.Parameters.build(per_observatory.get(name), obs_per_kwargs.get(name),
+                                 observatory_kwargs.get(name),
+                                 where=f"observatories.{cls.name}{source} (not in obs_names)")
         analysis_cls = self._analysis_class()
         self.analysis = analysis_cls(analysis_cls.Parameters.build(
             config.get("analysis"), constructor.get("analysis_kwargs"), where=f"analysis{source}"
