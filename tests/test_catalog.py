@@ -122,3 +122,18 @@ def test_the_demo_catalog_ships_and_loads():
     assert len(catalog) == 200
     assert catalog.get_row(0)["name"] == "DEMO-0001"
     assert catalog.bad_rows == []
+
+
+def test_a_run_of_an_empty_catalog_is_refused_with_a_message(project_factory, tmp_path):
+    from skyretriever.catalogs.errors import CatalogError
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("name,ra,dec\n")
+    with pytest.raises(CatalogError, match=r"catalog file '.*empty\.csv' has no rows to run"):
+        project_factory(catalog_kwargs={"filename": str(empty)}).run()
+    empty.write_text("name,ra,dec\nS1,not a number,5\n")
+    with pytest.raises(CatalogError, match=r"has no rows to run \(1 bad row"):
+        project_factory(catalog_kwargs={"filename": str(empty), "bad_rows": "skip"}).run()
+    one = tmp_path / "one.csv"
+    one.write_text("name,ra,dec\nS1,10,5\n")
+    assert project_factory(catalog_kwargs={"filename": str(one)}).run().counts["sources"] == 1

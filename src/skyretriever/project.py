@@ -33,6 +33,7 @@ from skyretriever import __version__, database, storage
 from skyretriever.analysis.analysis import Analysis, load_class
 from skyretriever.analysis.histogram import Histogram, HistogramFileError, update_histogram_file
 from skyretriever.catalogs.catalog import Catalog, CatalogParameters
+from skyretriever.catalogs.errors import CatalogError
 from skyretriever.errors import (
     DiskFull,
     RunStopped,
@@ -571,6 +572,15 @@ class Project:
         """
         begin = time.perf_counter()
         self.catalog.load()
+        if rows is None and len(self.catalog) == 0:
+            skipped = len(self.catalog.bad_rows)
+            pars = self.catalog.pars
+            where = (f"file {str(pars.filename)!r}" if pars.filename
+                     else f"preset {pars.default!r}" if pars.default else f"{pars.kind!r}")
+            raise CatalogError(
+                f"catalog {where} has no rows to run"
+                + (f" ({skipped} bad row(s) left out under bad_rows: skip)" if skipped else "")
+            )
         context = self._update_context()
         # What would fail every source is found before any is tried, and said in one line.
         _check_data_root(self.data_root)
