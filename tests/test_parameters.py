@@ -183,3 +183,12 @@ def test_sections_of_observatories_not_in_obs_names_are_checked_too(tmp_path):
     with pytest.raises(ParameterError, match=r"observatories\.k2 \(not in obs_names\)"):
         Project(name="unused", cfg_file=False, catalog_kwargs={"default": "test"},
                 K2={"campaign": 3}, data_root=str(tmp_path / "data"))
+
+
+@pytest.mark.parametrize("key,expected", [("magnitude", "mag"), ("declination", "dec"),
+                                          ("decl", "dec"), ("gpa", "gap"),
+                                          ("mag_filtre", "mag_filter"), ("zzz", None)])
+def test_the_closest_name_prefers_one_the_key_spells_out(key, expected):
+    from skyretriever.parameters import closest
+
+    assert closest(key, ["mag", "mag_filter", "dec", "ra", "gap"]) == expected

@@ -122,6 +122,13 @@ def closest(key: str, valid: Iterable[str]) -> str | None:
     lowered = {name.lower(): name for name in valid}
     if key.lower() in lowered:
         return lowered[key.lower()]
+    # A name the key spells out in full ('magnitude' for 'mag') before a merely similar one
+    # ('mag_filter'); 'mag_filtre' is another compound, not a spelt-out 'mag'.
+    prefixes = [name for lower, name in lowered.items()
+                if len(lower) >= 3 and key.lower().startswith(lower)
+                and key[len(lower):len(lower) + 1].isalpha()]
+    if prefixes:
+        return max(prefixes, key=len)
     matches = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     return matches[0] if matches else None
 
