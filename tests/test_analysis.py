@@ -190,3 +190,15 @@ def test_the_extensions_load_from_the_yaml_configuration(database_url, data_root
         rows = session.scalars(sa.select(Properties).where(Properties.has_data)).all()
     assert rows and all("flare_rate_upper_limit" in p.extra and p.extra["watched_days"] > 0
                         for p in rows)
+
+
+def test_a_mistyped_key_of_the_finder_section_names_that_section():
+    from skyretriever.parameters import ParameterError
+
+    with pytest.raises(ParameterError, match=r"^analysis\.finder \(given to every finder; the "
+                                             r"peak finder .*'snr_treshold'; did you mean "
+                                             r"'snr_threshold'\?"):
+        Analysis(finder={"snr_treshold": 5.0})
+    with pytest.raises(ParameterError, match=r"^analysis\.peak: unknown parameter 'snr_treshold'"):
+        Analysis(peak={"snr_treshold": 5.0})
+    assert Analysis(finder={"snr_threshold": 6.0}).finders[0].pars.snr_threshold == 6.0

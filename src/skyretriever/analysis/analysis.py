@@ -211,6 +211,11 @@ class Analysis:
         for name in pars.finders:
             cls = finder_class(name)
             section = pars.finder_sections.get(name) or pars.finder_sections.get(_finder_key(name))
+            unknown = [key for key in pars.finder if key not in cls.Parameters.model_fields]
+            if unknown:  # name the section the user wrote, not the finder it was given to
+                raise ParameterError(
+                    f"analysis.finder (given to every finder; the {name} finder has no such "
+                    "parameter): " + unknown_key_message(unknown[0], cls.Parameters.model_fields))
             self.finders.append(cls(cls.Parameters.build(
                 pars.finder, section, where=f"analysis.{_finder_key(name)}"
             )))
