@@ -101,7 +101,8 @@ def test_finders_are_configured_by_their_sections():
     assert finders[0].pars.find_dips and finders[1].pars.min_transits == 2
     resolved = Analysis(analysis).resolved_parameters()
     assert resolved["transit"]["detrend"] == "spline" and resolved["peak"]["find_dips"]
-    with pytest.raises(ParameterError, match=r"analysis\.transit: .*unknown parameter 'find_dips'"):
+    with pytest.raises(ParameterError, match=r"analysis\.finder \(given to every finder; the "
+                       r"transit finder .*'find_dips'.*put it under analysis\.peak\)"):
         Analysis(finders=["peak", "transit"], finder={"find_dips": True})
     with pytest.raises(ParameterError, match="did you mean 'transit'"):
         Analysis(finders=["peak", "transt"])

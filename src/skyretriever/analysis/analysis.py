@@ -213,9 +213,14 @@ class Analysis:
             section = pars.finder_sections.get(name) or pars.finder_sections.get(_finder_key(name))
             unknown = [key for key in pars.finder if key not in cls.Parameters.model_fields]
             if unknown:  # name the section the user wrote, not the finder it was given to
+                owners = [other for other in pars.finders
+                          if unknown[0] in finder_class(other).Parameters.model_fields]
+                hint = (f" ({unknown[0]!r} is a parameter of the {owners[0]} finder: put it "
+                        f"under analysis.{_finder_key(owners[0])})") if owners else ""
                 raise ParameterError(
                     f"analysis.finder (given to every finder; the {name} finder has no such "
-                    "parameter): " + unknown_key_message(unknown[0], cls.Parameters.model_fields))
+                    "parameter): " + unknown_key_message(unknown[0], cls.Parameters.model_fields)
+                    + hint)
             self.finders.append(cls(cls.Parameters.build(
                 pars.finder, section, where=f"analysis.{_finder_key(name)}"
             )))
