@@ -69,7 +69,7 @@ def test_columns_with_standard_names_need_no_map(tmp_path):
 def test_a_missing_or_wrong_column_is_named(tmp_path):
     path = tmp_path / "t.csv"
     _table().to_csv(path, index=False)
-    with pytest.raises(CatalogError, match="no 'name' column; set catalog.columns.name"):
+    with pytest.raises(CatalogError, match="no 'name' and no 'ra' and no 'dec' column \\(3 missing\\); set catalog.columns.name"):
         Catalog(filename=str(path)).load()
     with pytest.raises(CatalogError, match="columns.ra names column 'RA', which the catalog"):
         Catalog(filename=str(path), columns={**COLUMNS, "ra": "RA"}).load()
@@ -137,3 +137,40 @@ def test_a_run_of_an_empty_catalog_is_refused_with_a_message(project_factory, tm
     one = tmp_path / "one.csv"
     one.write_text("name,ra,dec\nS1,10,5\n")
     assert project_factory(catalog_kwargs={"filename": str(one)}).run().counts["sources"] == 1
+
+
+def test_every_missing_column_is_reported_at_once_with_the_columns_found(tmp_path):
+    from skyretriever.catalogs.errors import CatalogError
+
+    path = tmp_path / "cols.csv"
+    path.write_text("id,x,y\nS1,1,2\n")
+    with pytest.raises(CatalogError) as caught:
+        Catalog(filename=str(path)).load()
+    message = str(caught.value)
+    assert "no 'name' and no 'ra' and no 'dec' column (3 missing)" in message
+    assert "catalog.columns.name, catalog.columns.ra, catalog.columns.dec" in message
+    assert message.endswith("columns it has: id, x, y")
+
+
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+def test_other_separators_are_recognised(tmp_path, separator):
+    path = tmp_path / "stars.csv"
+    path.write_text(f"# my stars\nname{separator}ra{separator}dec{separator}mag\n"
+                    f"S1{separator}10.5{separator}-5.25{separator}14.0\n"
+                    f"S2{separator}11{separator}6{separator}15\n")
+    rows = Catalog(filename=str(path)).load().get_rows()
+    assert [(r["name"], r["ra"], r["dec"], r["mag"]) for r in rows] == [
+        ("S1", 10.5, -5.25, 14.0), ("S2", 11.0, 6.0, 15.0)]
+
+
+def test_a_magnitude_column_left_unmapped_is_named_in_a_warning(tmp_path, caplog):
+    path = tmp_path / "gaia.csv"
+    path.write_text("name,ra,dec,phot_g_mean_mag\nS1,10,5,14.2\n")
+    with caplog.at_level("WARNING", logger="skyretriever.catalogs.catalog"):
+        rows = Catalog(filename=str(path)).load().get_rows()
+    assert rows[0]["mag"] is None
+    assert "phot_g_mean_mag look(s) like a magnitude" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="skyretriever.catalogs.catalog"):
+        mapped = Catalog(filename=str(path), columns={"mag": "phot_g_mean_mag"}).load()
+    assert mapped.get_rows()[0]["mag"] == 14.2 and "magnitude" not in caplog.text

@@ -389,7 +389,7 @@ def test_a_catalog_without_the_columns_asked_for_lists_a_bounded_part_of_its_hea
     path = tmp_path / "wide.csv"        # no header: the first row of a long table taken for one
     path.write_text(",".join(f"value_{index:05d}_{'w' * 40}" for index in range(5000)) + "\n"
                     + ",".join("1" for _ in range(5000)) + "\n")
-    for kwargs, start in (({}, "catalog has no 'name' column"),
+    for kwargs, start in (({}, "catalog has no 'name' and no 'ra' and no 'dec' column"),
                           ({"columns": {"name": "n" * 100_000}},
                            "catalog.columns.name names column 'nnnn"),
                           ({"columns": {key: f"value_{index:05d}_{'w' * 40}" for index, key in

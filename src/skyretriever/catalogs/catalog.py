@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -54,6 +55,8 @@ from skyretriever.catalogs.readers import (
 from skyretriever.net import NetworkParameters, validate_archive_url
 from skyretriever.parameters import ParameterError, Parameters, bounded_repr, parameter
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "CROSS_ID_COLUMNS",
     "STANDARD_COLUMNS",
@@ -73,6 +76,9 @@ STANDARD_COLUMNS = (
     "name", "ra", "dec", "mag", "mag_err", "mag_filter", "pmra", "pmdec", *CROSS_ID_COLUMNS,
 )
 _FLOAT_COLUMNS = ("ra", "dec", "mag", "mag_err", "pmra", "pmdec")
+#: Columns of common catalogs that hold a magnitude (named in a warning when ``mag`` is unmapped).
+_MAGNITUDE_COLUMNS = ("Gmag", "gmag", "phot_g_mean_mag", "Tmag", "tmag", "Kpmag", "kpmag",
+                      "Vmag", "Jmag", "rmag", "sy_tmag", "sy_vmag", "sy_gaiamag")
 _REPORTED_BAD_ROWS = 20
 
 
@@ -544,12 +550,19 @@ class Catalog:
     def _columns_of(self, available: list[str]) -> tuple[dict[str, str | None], list[str]]:
         """The catalog column of each standard name, and the other columns kept."""
         mapping = {std: self._column_for(std, available) for std in STANDARD_COLUMNS}
-        for required in ("name", "ra", "dec"):
-            if mapping[required] is None:
-                raise CatalogError(
-                    f"catalog has no {required!r} column; set catalog.columns.{required} to one "
-                    f"of: {_listed(available)}"
-                )
+        missing = [required for required in ("name", "ra", "dec") if mapping[required] is None]
+        if missing:
+            settings = ", ".join(f"catalog.columns.{required}" for required in missing)
+            raise CatalogError(
+                f"catalog has no {' and no '.join(repr(m) for m in missing)} column "
+                f"({len(missing)} missing); set {settings} to columns it has: "
+                f"{_listed(available)}"
+            )
+        if mapping["mag"] is None:
+            looks_like = [c for c in available if c in _MAGNITUDE_COLUMNS]
+            if looks_like:
+                log.warning("catalog: no 'mag' column, but %s look(s) like a magnitude; set "
+                            "catalog.columns.mag (and mag_filter) to use it", _listed(looks_like))
         used = {column for column in mapping.values() if column is not None}
         extra = [c for c in available if c not in used]
         if self.pars.extra_columns is not None:

@@ -277,6 +277,31 @@ def _fingerprint(chunk: pd.DataFrame) -> tuple[int, int] | None:
     return int(hashes[0]), int(hashes[1])
 
 
+#: Separators a catalog file's header may use instead of commas.
+_OTHER_SEPARATORS = (";", "\t", "|")
+
+
+def _sniff_separator(path: Path) -> str | None:
+    """The separator of a text file whose header line has no comma but ``;``, tab or ``|``.
+
+    Only the first line that is not a comment is looked at (uncompressed files), so
+    a comma-separated file is never reread in another way.
+    """
+    if path.suffix.lower() in _COMPRESSED_SUFFIXES:
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            header = next((line for line in handle if line.strip() and not line.startswith("#")),
+                          "")
+    except OSError:
+        return None
+    if "," in header:
+        return None
+    counts = {separator: header.count(separator) for separator in _OTHER_SEPARATORS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] > 0 else None
+
+
 class CsvReader(TableReader):
     """A CSV file read ``chunk_rows`` rows at a time with pandas.
 
@@ -310,6 +335,10 @@ class CsvReader(TableReader):
         super().__init__(chunk_rows)
         self.path = Path(path)
         self.options = dict(CSV_OPTIONS if options is None else options)
+        if options is None and "sep" not in self.options:
+            separator = _sniff_separator(self.path)
+            if separator is not None:
+                self.options["sep"] = separator
         self.what = what or f"cannot read catalog file {str(self.path)!r} as csv"
         lines = refuse_nul_bytes(self.path, refuse_nul)
         if self.path.suffix.lower() not in _COMPRESSED_SUFFIXES:
