@@ -56,7 +56,7 @@ def test_bad_configuration_is_a_clear_error_with_exit_status_1(tmp_path, databas
     config = _config(tmp_path, database_url, data_root, "analysis: {finder: {snr_treshold: 5}}\n")
     assert main(["run", str(config)]) == 1
     error = capsys.readouterr().err
-    assert "analysis.peak" in error and "did you mean 'snr_threshold'" in error
+    assert "analysis.finder (given to every finder" in error and "did you mean 'snr_threshold'" in error
     assert main(["run", str(tmp_path / "missing.yaml")]) == 1
     assert "does not exist" in capsys.readouterr().err
 
