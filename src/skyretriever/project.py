@@ -582,8 +582,8 @@ class Project:
                 + (f" ({skipped} bad row(s) left out under bad_rows: skip)" if skipped else "")
             )
         context = self._update_context()
-        # What would fail every source is found before any is tried, and said in one line.
-        _check_data_root(self.data_root)
+        # What would fail every source is found before any is tried, and said in one line
+        # (the data root was checked before its lock was taken).
         database.check_writable(tables=False)
         database.upgrade()
         database.check_writable()

@@ -1058,7 +1058,7 @@ def migrate_layout() -> list[tuple[str, str]]:
         return moved
     for folder in sorted(root.iterdir()):
         if (not folder.is_dir() or folder.is_symlink() or folder.name.startswith(".")
-                or folder.name in (RAW_FOLDER, PROJECTS_FOLDER)):
+                or folder.name in (RAW_FOLDER, PROJECTS_FOLDER, QUARANTINE_FOLDER)):
             continue
         files = [p for p in folder.rglob("*") if p.is_file() or p.is_symlink()]
         raw = [p for p in files if _old_raw_file(folder, p)]
