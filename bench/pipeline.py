@@ -10,6 +10,11 @@ Usage::
     python bench/pipeline.py 1000                        # SQLite and PostgreSQL
     python bench/pipeline.py 10000 --backend sqlite --scheduler serial
     python bench/pipeline.py 10000 --backend postgresql --scheduler all   # serial, local, dask
+    python bench/pipeline.py 10000 --backend sqlite --against f7d13db   # this tree and that commit
+
+``--against REF`` measures the code of git commit REF in the same run (checked out
+in a temporary worktree, run in a subprocess with the same options, turn about with
+this tree's runs, ``--rounds`` times each) and prints both figures and their ratio.
 
 A Dask run needs PostgreSQL (the run refuses SQLite with a clear message); it
 starts a LocalCluster of ``--workers`` processes on this machine.
@@ -18,7 +23,10 @@ starts a LocalCluster of ``--workers`` processes on this machine.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import resource
 import shutil
 import tempfile
@@ -154,7 +162,20 @@ def main() -> None:
                         help="baseline: quality checks, peak finder and properties (the work "
                              "of issue 2's comparison); full: the defaults, with the "
                              "Lomb-Scargle periodogram of every source")
+    parser.add_argument("--against", metavar="REF",
+                        help="also measure git commit REF in the same run and print the ratio")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="with --against: runs of each tree, taken in turn (best kept)")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.json:
+        result = run(args.n, args.backend, args.scheduler, args.workers, args.batch_size,
+                     args.analysis)
+        print(json.dumps(result))
+        return
+    if args.against:
+        compare(args)
+        return
     backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
     schedulers = ("serial", "local", "dask") if args.scheduler == "all" else (args.scheduler,)
     print(f"demo pipeline, N = {args.n}, scheduler {args.scheduler}, analysis {args.analysis}, "
@@ -172,6 +193,45 @@ def main() -> None:
         serial = rates.get((backend, "serial"))
         if serial and scheduler != "serial":
             print(f"speed-up over serial ({backend}, {scheduler}): {rate / serial:.2f}x")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Measure this tree and git commit ``args.against`` in turn, and print both."""
+    if args.backend == "both" or args.scheduler == "all":
+        raise SystemExit("--against needs one --backend and one --scheduler")
+    here = Path(__file__).resolve().parents[1]
+    other = Path(tempfile.mkdtemp(prefix="skyretriever-against-"))
+    subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", str(other),
+                    args.against], check=True, capture_output=True)
+    trees = {"this tree": here, args.against: other}
+    options = [str(args.n), "--backend", args.backend, "--scheduler", args.scheduler,
+               "--batch-size", str(args.batch_size), "--analysis", args.analysis, "--json"]
+    if args.workers:
+        options += ["--workers", str(args.workers)]
+    print(f"demo pipeline, N = {args.n}, {args.backend}, scheduler {args.scheduler}, "
+          f"analysis {args.analysis}, {os.cpu_count()} cores: this tree against "
+          f"{args.against}, {args.rounds} rounds each, taken in turn")
+    best: dict[str, dict] = {}
+    try:
+        for round_ in range(args.rounds):
+            for label, tree in trees.items():
+                environment = dict(os.environ, PYTHONPATH=str(tree / "src"))
+                done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *options],
+                                      env=environment, cwd=tree, check=True,
+                                      capture_output=True, text=True)
+                r = json.loads(done.stdout.strip().splitlines()[-1])
+                print(f"round {round_ + 1}, {label}: {r['rate']:.1f} sources/s "
+                      f"({r['seconds']:.1f} s), resume {r['resume_seconds']:.2f} s", flush=True)
+                if label not in best or r["rate"] > best[label]["rate"]:
+                    best[label] = r
+    finally:
+        subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(other)],
+                       capture_output=True)
+    for label, r in best.items():
+        print(f"best of {label}:")
+        report(args.backend, args.scheduler, r, args.batch_size)
+    ratio = best["this tree"]["rate"] / best[args.against]["rate"]
+    print(f"this tree / {args.against}: {ratio:.3f} ({(ratio - 1) * 100:+.1f}% sources/s)")
 
 
 def report(backend: str, scheduler: str, r: dict, batch_size: int) -> None:
