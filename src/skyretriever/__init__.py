@@ -12,8 +12,7 @@ Examples
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from skyretriever._version import __version__
 from skyretriever.analysis import Analysis, Finder, Histogram, QualityChecker
 from skyretriever.catalogs import Catalog
 from skyretriever.models import (

@@ -42,7 +42,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from skyretriever import __version__
+from skyretriever._version import __version__
 
 __all__ = ["DETECTION_COLUMNS", "SOURCE_COLUMNS", "CommandError", "main"]
 

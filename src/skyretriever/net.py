@@ -796,7 +796,7 @@ class NetworkParameters(Parameters):
 
     def network_policy(self) -> NetworkPolicy:
         """The client policy these parameters describe."""
-        from skyretriever import __version__
+        from skyretriever._version import __version__
 
         return NetworkPolicy(
             connect_timeout=min(10.0, self.timeout), timeout=self.timeout,

@@ -29,7 +29,8 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 
-from skyretriever import __version__, database, storage
+from skyretriever import database, storage
+from skyretriever._version import __version__
 from skyretriever.analysis.analysis import Analysis, load_class
 from skyretriever.analysis.histogram import Histogram, HistogramFileError, update_histogram_file
 from skyretriever.catalogs.catalog import Catalog, CatalogParameters

@@ -58,7 +58,8 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from skyretriever import __version__, database, storage
+from skyretriever import database, storage
+from skyretriever._version import __version__
 from skyretriever.models import Detection, Properties, Source
 
 if TYPE_CHECKING:

@@ -914,7 +914,7 @@ class VirtualMAST(VirtualObservatory):
     @property
     def network_policy(self) -> NetworkPolicy:
         """Timeouts, retries and limits from the parameters."""
-        from skyretriever import __version__
+        from skyretriever._version import __version__
 
         pars = self.pars
         return NetworkPolicy(
