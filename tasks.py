@@ -8,7 +8,7 @@ reinstalls only when ``requirements.txt`` or ``pyproject.toml`` change.
 Examples
 --------
     python3 tasks.py demo          # run configs/demo.yaml end to end
-    python3 tasks.py test          # lint, then the whole test suite
+    python3 tasks.py test          # lint, check the layers, then the whole test suite
     python3 tasks.py test -k storage -x   # extra arguments go to pytest
     python3 tasks.py simulate configs/wd_flares.yaml   # a ready project on simulated archives
 """
@@ -67,6 +67,10 @@ def test(args: list[str]) -> int:
     # Lint the folders that exist (extensions/ and bench/ arrive with later work).
     paths = [p for p in ("src", "tests", "bench", "extensions", "tasks.py") if (ROOT / p).exists()]
     status = run(str(BIN / "ruff"), "check", *paths)
+    if status:
+        return status
+    # The layers of docs/architecture.md (contracts in pyproject.toml).
+    status = run(str(BIN / "lint-imports"), "--no-cache")
     if status:
         return status
     workers = ["-n", os.environ.get("SKYRETRIEVER_TEST_WORKERS", "2")]

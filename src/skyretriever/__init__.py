@@ -33,6 +33,9 @@ from skyretriever.observatories import (
 )
 from skyretriever.project import Project, RunSummary
 
+# Fills skyretriever.drawing, so that lc.plot(), source.plot() and the others work.
+from skyretriever import plots  # noqa: F401  isort: skip
+
 __all__ = [
     "Analysis",
     "Catalog",

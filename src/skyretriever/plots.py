@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from skyretriever import drawing
 from skyretriever.storage import temporary_path
 
 if TYPE_CHECKING:
@@ -1084,3 +1085,11 @@ def plot_histogram(histogram: Histogram | str | os.PathLike, along: str = "mag",
                         f"along {along}")
     _save(fig, filename)
     return fig
+
+
+# What each object's .plot() draws (see skyretriever.drawing).
+drawing.register("lightcurve", plot_lightcurve)
+drawing.register("raw_photometry", plot_raw_photometry)
+drawing.register("source", plot_source)
+drawing.register("detection", plot_detection)
+drawing.register("histogram", plot_histogram)

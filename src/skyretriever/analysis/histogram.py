@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from skyretriever import drawing
 from skyretriever.errors import disk_full_from
 from skyretriever.parameters import Parameters, parameter
 from skyretriever.storage import temporary_path
@@ -337,9 +338,7 @@ class Histogram:
         --------
         >>> fig = Histogram().plot(along="score")                       # doctest: +SKIP
         """
-        from skyretriever.plots import plot_histogram
-
-        return plot_histogram(self, **kwargs)
+        return drawing.draw("histogram", self, **kwargs)
 
 
 def _wilson_interval(successes: np.ndarray, trials: np.ndarray, z: float = 1.0

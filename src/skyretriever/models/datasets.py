@@ -14,7 +14,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from skyretriever import storage
+from skyretriever import drawing, storage
 from skyretriever.healpix import angular_distance
 from skyretriever.models.base import Base, FileBacked, utcnow
 
@@ -233,9 +233,7 @@ class RawPhotometry(FileBacked, Base):
         --------
         >>> fig = raw.plot(filename="raw.png")                          # doctest: +SKIP
         """
-        from skyretriever.plots import plot_raw_photometry
-
-        return plot_raw_photometry(self, **kwargs)
+        return drawing.draw("raw_photometry", self, **kwargs)
 
 
 class SourceRawData(Base):
@@ -395,9 +393,7 @@ class Lightcurve(FileBacked, Base):
         --------
         >>> fig = lightcurve.plot(filename="lightcurve.png")            # doctest: +SKIP
         """
-        from skyretriever.plots import plot_lightcurve
-
-        return plot_lightcurve(self, **kwargs)
+        return drawing.draw("lightcurve", self, **kwargs)
 
 
 def save_lightcurves(lightcurves: Iterable[Lightcurve]) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from skyretriever import drawing
 from skyretriever.models.base import Base, utcnow
 
 if TYPE_CHECKING:
@@ -94,6 +95,4 @@ class Detection(Base):
         --------
         >>> fig = detection.plot(filename="detection.png")              # doctest: +SKIP
         """
-        from skyretriever.plots import plot_detection
-
-        return plot_detection(self, **kwargs)
+        return drawing.draw("detection", self, **kwargs)

@@ -9,6 +9,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from skyretriever import drawing
 from skyretriever.healpix import angular_distance, cone_ranges
 from skyretriever.models.base import Base, utcnow
 
@@ -190,6 +191,4 @@ class Source(Base):
         --------
         >>> fig = source.plot(filename="source.png")                    # doctest: +SKIP
         """
-        from skyretriever.plots import plot_source
-
-        return plot_source(self, **kwargs)
+        return drawing.draw("source", self, **kwargs)
