@@ -441,7 +441,7 @@ FITS_EXAMPLES, CSV_EXAMPLES, HEADER_EXAMPLES, ROW_EXAMPLES = 150, 150, 300, 200
 def test_any_damaged_fits_file_is_read_or_refused_with_a_reason(tess_file_bytes, tmp_path, cut,
                                                                 flips, inserted):
     from skyretriever.fitsfile import InvalidFileError, scan_fits
-    from skyretriever.observatories.mast import read_lightcurve_fits
+    from skyretriever.observatories.mission_files import read_lightcurve_fits
     from skyretriever.observatories.tess import VirtualTESS
 
     content = bytearray(tess_file_bytes)
@@ -505,7 +505,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | s
 @given(fields=_JSON, data=_JSON)
 def test_any_mast_answer_gives_rows_or_a_bad_answer(fields, data):
     from skyretriever.net import BadAnswer
-    from skyretriever.observatories.mast import _normalize_rows
+    from skyretriever.observatories.mast_client import _normalize_rows
 
     try:
         rows = _normalize_rows({"fields": fields, "data": data}, "MAST test")

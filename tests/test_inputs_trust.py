@@ -341,7 +341,7 @@ def _with_repeated_rows(content: bytes, rows: list[int]) -> bytes:
 
 
 def test_a_repeated_cadence_in_a_fits_file_is_kept_once_and_counted(tess_sky, tmp_path):
-    from skyretriever.observatories.mast import read_lightcurve_fits
+    from skyretriever.observatories.mission_files import read_lightcurve_fits
     from skyretriever.testing.fitsfiles import lightcurve_file
 
     product = tess_sky.files_of("planet_host")[0]

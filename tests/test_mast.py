@@ -10,7 +10,7 @@ import pytest
 from skyretriever.net import NetworkError, RetriesExhausted
 from skyretriever.observatories.k2 import VirtualK2
 from skyretriever.observatories.kepler import VirtualKepler
-from skyretriever.observatories.mast import MastError
+from skyretriever.observatories.mast_client import MastError
 from skyretriever.observatories.tess import VirtualTESS
 from skyretriever.parameters import ParameterError
 from skyretriever.testing import Faults, SimulatedArchives, SimulatedSky, SimulatedStar

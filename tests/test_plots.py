@@ -28,7 +28,7 @@ from skyretriever.analysis import Histogram, recovery_efficiency
 from skyretriever.database import Session
 from skyretriever.models import Detection, Lightcurve, Properties, RawPhotometry, Source
 from skyretriever.observatories import VirtualDemoObs
-from skyretriever.observatories.mast import (
+from skyretriever.observatories.mission_files import (
     KEPLER_QUALITY_PRESETS,
     TESS_QUALITY_PRESETS,
 )

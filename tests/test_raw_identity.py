@@ -181,7 +181,7 @@ def test_a_file_of_another_tic_fails_its_source_and_is_not_stored(project_factor
 
 
 def test_a_file_far_from_the_position_asked_for_is_refused():
-    from skyretriever.observatories.mast import WrongTargetError, check_target
+    from skyretriever.observatories.mission_files import WrongTargetError, check_target
 
     primary = {"RA_OBJ": 30.0, "DEC_OBJ": -20.0}
     check_target("f.fits", primary, "TICID", None, (30.0, -20.0 + 5 / 3600), 10.0, "'a'")

@@ -51,7 +51,7 @@ from skyretriever.net import (
     RetriesExhausted,
 )
 from skyretriever.observatories import VirtualTESS
-from skyretriever.observatories.mast import check_data_uri
+from skyretriever.observatories.mast_client import check_data_uri
 from skyretriever.observatories.ztf import PASSWORD_VARIABLE, USER_VARIABLE, VirtualZTF
 from skyretriever.parameters import ParameterError
 from skyretriever.testing import ArchiveServer, Reply, Route, Service, SimulatedArchives

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from skyretriever.testing import SimulatedSky, SimulatedStar, Transit
-from skyretriever.testing.sky import Flare
+from skyretriever.testing.stars import Flare
 
 #: Observatory and catalog parameters for tests: quick retries, no waiting between attempts.
 QUICK_NET = {"max_attempts": 3, "backoff": 0.0, "timeout": 10.0}

@@ -41,6 +41,7 @@ import pandas as pd
 
 from skyretriever import storage
 from skyretriever.catalogs.catalog import CatalogError, CatalogParameters
+from skyretriever.healpix import angular_distance
 from skyretriever.net import (
     HttpClient,
     HttpError,
@@ -131,10 +132,8 @@ def select_rows(frame: pd.DataFrame, pars: CatalogParameters, *, mag: str, ra: s
     keep = np.ones(len(frame), dtype=bool)
     with np.errstate(invalid="ignore"):
         if pars.cone is not None:
-            from skyretriever.observatories.mast import angular_distance_arcsec
-
-            distance = angular_distance_arcsec(pars.cone[0], pars.cone[1],
-                                               column(ra, "cone"), column(dec, "cone"))
+            distance = angular_distance(pars.cone[0], pars.cone[1],
+                                        column(ra, "cone"), column(dec, "cone")) * 3600.0
             keep &= distance <= pars.cone[2] * 3600.0
         if pars.box is not None:
             ra_min, ra_max, dec_min, dec_max = pars.box

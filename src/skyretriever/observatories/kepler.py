@@ -26,14 +26,12 @@ import re
 from typing import Any, Literal
 
 from skyretriever.observatories.base import register_observatory
-from skyretriever.observatories.mast import (
+from skyretriever.observatories.mast import MastParameters, VirtualMAST
+from skyretriever.observatories.mast_client import exptime_filter, exptime_matches
+from skyretriever.observatories.mission_files import (
     BJDREF_KEPLER,
     KEPLER_QUALITY_PRESETS,
     KEPLER_ZERO_POINT,
-    MastParameters,
-    VirtualMAST,
-    exptime_filter,
-    exptime_matches,
 )
 from skyretriever.parameters import parameter
 

@@ -26,18 +26,11 @@ from typing import Any, Literal
 
 from pydantic import model_validator
 
+from skyretriever.healpix import angular_distance
 from skyretriever.observatories.base import register_observatory
-from skyretriever.observatories.mast import (
-    TESS_QUALITY_PRESETS,
-    TESS_ZERO_POINT,
-    MastParameters,
-    Resolution,
-    VirtualMAST,
-    angular_distance_arcsec,
-    exptime_filter,
-    exptime_matches,
-    in_chunks,
-)
+from skyretriever.observatories.mast import MastParameters, Resolution, VirtualMAST
+from skyretriever.observatories.mast_client import exptime_filter, exptime_matches, in_chunks
+from skyretriever.observatories.mission_files import TESS_QUALITY_PRESETS, TESS_ZERO_POINT
 from skyretriever.parameters import parameter
 
 __all__ = ["AUTHOR_CADENCES", "TessParameters", "VirtualTESS"]
@@ -154,7 +147,7 @@ class VirtualTESS(VirtualMAST):
                    and math.isfinite(mag))
         matches = []
         for tic in candidates:
-            distance = float(angular_distance_arcsec(ra, dec, float(tic["ra"]), float(tic["dec"])))
+            distance = float(angular_distance(ra, dec, float(tic["ra"]), float(tic["dec"]))) * 3600.0
             if distance > pars.match_radius:
                 continue
             tmag = tic.get("Tmag")

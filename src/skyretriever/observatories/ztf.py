@@ -65,6 +65,7 @@ import numpy as np
 import pandas as pd
 from pydantic import field_validator
 
+from skyretriever.healpix import angular_distance
 from skyretriever.net import (
     BadAnswer,
     HttpError,
@@ -81,6 +82,7 @@ from skyretriever.observatories.base import (
     VirtualObservatory,
     register_observatory,
 )
+from skyretriever.observatories.runtime import RuntimeState
 from skyretriever.parameters import ParameterError, parameter
 
 __all__ = ["REQUIRED_COLUMNS", "ZTF_COLUMNS", "ZTF_QUALITY_PRESETS", "VirtualZTF", "ZtfAnswer",
@@ -275,7 +277,7 @@ def _rows_by_oid(text: str, where: str = "IRSA's ZTF table") -> tuple[str, dict[
 
 
 @register_observatory
-class VirtualZTF(VirtualObservatory):
+class VirtualZTF(RuntimeState, VirtualObservatory):
     """ZTF light curves from IRSA, by object id (batched) or by position."""
 
     name = "ztf"
@@ -292,7 +294,8 @@ class VirtualZTF(VirtualObservatory):
         super().__init__(pars, context, **kwargs)
         self._init_runtime()
 
-    #: Attributes made at run time (client, credentials, the batch's answers); never pickled.
+    #: Attributes made at run time (client, credentials, the batch's answers); never pickled:
+    #: worker processes reduce, they never download.
     _RUNTIME = ("_credentials", "_credentials_key", "_answers", "_executor", "_lock")
 
     def _init_runtime(self) -> None:
@@ -301,17 +304,6 @@ class VirtualZTF(VirtualObservatory):
         self._answers: dict[str, ZtfAnswer] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Worker processes reduce; they never download, so they get no credentials or pools.
-        state = super().__getstate__()
-        for name in self._RUNTIME:
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_runtime()
 
     # -- talking to IRSA ---------------------------------------------------------------------
     @property
@@ -536,11 +528,9 @@ class VirtualZTF(VirtualObservatory):
         target, radius = altdata.get("target"), altdata.get("search_radius_arcsec")
         if target is None or radius is None:
             return
-        from skyretriever.observatories.mast import angular_distance_arcsec
-
         medians = frame.groupby("oid")[["ra", "dec"]].median()
-        distances = angular_distance_arcsec(target["ra"], target["dec"],
-                                            medians["ra"].to_numpy(), medians["dec"].to_numpy())
+        distances = angular_distance(target["ra"], target["dec"],
+                                     medians["ra"].to_numpy(), medians["dec"].to_numpy()) * 3600.0
         for oid, distance in zip(medians.index, distances):
             if not distance <= radius + self.ANSWER_MARGIN:
                 raise BadAnswer(
@@ -570,10 +560,8 @@ class VirtualZTF(VirtualObservatory):
         # The epoch the positions were given at when downloaded, whatever it is set to now.
         ra, dec = self.position_at(target, mjd_to_year(medians["mjd"].to_numpy()),
                                    epoch=target.get("epoch"))
-        from skyretriever.observatories.mast import angular_distance_arcsec
-
-        distances = angular_distance_arcsec(ra, dec, medians["ra"].to_numpy(),
-                                            medians["dec"].to_numpy())
+        distances = angular_distance(ra, dec, medians["ra"].to_numpy(),
+                                     medians["dec"].to_numpy()) * 3600.0
         rejected = {}
         for oid, distance, mag in zip(medians.index, distances, medians["mag"]):
             if distance > pars.match_radius:

@@ -9,6 +9,8 @@ timeouts, cut-short bodies, HTML error pages served as files, ``EXECUTING`` answ
   :class:`Service`, :class:`Route`, :class:`Request`, :class:`Reply`, :class:`Faults`);
 - :mod:`skyretriever.testing.mast`: the MAST portal; :mod:`skyretriever.testing.s3`: the
   ``stpubdata`` bucket; :mod:`skyretriever.testing.fitsfiles`: TESS and Kepler/K2 files;
+- :mod:`skyretriever.testing.sky` and :mod:`skyretriever.testing.stars`: the simulated sky and
+  the stars and files it is made of;
 - :class:`SimulatedArchives`: MAST and S3 together.
 
 ``python -m skyretriever.testing serve`` starts them and prints their URLs.
@@ -27,7 +29,8 @@ from skyretriever.testing.archives import SimulatedArchives
 from skyretriever.testing.mast import MastService
 from skyretriever.testing.s3 import BUCKET, S3Service
 from skyretriever.testing.server import ArchiveServer, Faults, Reply, Request, Route, Service
-from skyretriever.testing.sky import Product, SimulatedSky, SimulatedStar, Transit
+from skyretriever.testing.sky import SimulatedSky
+from skyretriever.testing.stars import Product, SimulatedStar, Transit
 
 __all__ = [
     "BUCKET",

@@ -12,7 +12,7 @@ always gives the same bytes.
 
 Examples
 --------
->>> from skyretriever.testing.sky import SimulatedSky, SimulatedStar
+>>> from skyretriever.testing import SimulatedSky, SimulatedStar
 >>> sky = SimulatedSky([SimulatedStar("a", 10.0, 5.0, tic_id=1, tess_sectors=(1,))])
 >>> content = lightcurve_file(sky.files_of("a")[0], sky)
 >>> content[:30]
@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from skyretriever.observatories.mast import (
+from skyretriever.observatories.mission_files import (
     BJDREF_KEPLER,
     BJDREF_TESS,
     KEPLER_ZERO_POINT,
     TESS_ZERO_POINT,
 )
+from skyretriever.testing.stars import Product
 
-if TYPE_CHECKING:
-    from skyretriever.testing.sky import Product, SimulatedSky
-
-__all__ = ["SIMULATED_QUALITY_BITS", "lightcurve_file", "expected_flux"]
+__all__ = ["SIMULATED_QUALITY_BITS", "SkyNoise", "expected_flux", "lightcurve_file"]
 
 #: Quality bits the simulator sets: one in the default mask, one only in the hard
 #: mask, one only in the hardest mask (so each preset flags more than the last).
@@ -46,15 +44,25 @@ _TESS_CREATOR = "7545 LightCurveExporterPipelineModule"
 _KEPLER_CREATOR = "917482 FluxExporter2PipelineModule"
 
 
+class SkyNoise(Protocol):
+    """What a file takes from its sky (a :class:`~skyretriever.testing.sky.SimulatedSky`):
+    seeded random draws, and how many cadences are flagged or have NaN ``TIME``."""
+
+    flagged_fraction: float
+    nan_time_fraction: float
+
+    def rng(self, *parts: Any) -> np.random.Generator: ...
+
+
 def expected_flux(magnitude: float, mission: str) -> float:
     """Mean flux (e-/s) of a star of ``magnitude`` in the simulated files of ``mission``."""
     zero_mag, zero_flux = TESS_ZERO_POINT if mission == "TESS" else KEPLER_ZERO_POINT
     return zero_flux * 10 ** (-0.4 * (magnitude - zero_mag))
 
 
-def _columns(product: Product, sky: SimulatedSky) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _columns(product: Product, sky: SkyNoise) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     star = product.star
-    rng = sky._rng("fits", product.data_uri)
+    rng = sky.rng("fits", product.data_uri)
     timedel = product.cadence / 86400.0
     count = max(int(product.days / timedel), 2)
     time = product.start + (np.arange(count) + 0.5) * timedel
@@ -257,7 +265,7 @@ def _lightcurve_header(product: Product, facts: dict[str, Any]) -> list[tuple[st
     ]
 
 
-def lightcurve_file(product: Product, sky: SimulatedSky) -> bytes:
+def lightcurve_file(product: Product, sky: SkyNoise) -> bytes:
     """The bytes of one product's FITS file (TESS SPOC or Kepler/K2 layout)."""
     from astropy.io import fits
 

@@ -23,7 +23,7 @@ the cone. A star's ``flare`` brightens its ``zg`` and ``zr`` points.
 
 Examples
 --------
->>> from skyretriever.testing.sky import SimulatedSky, SimulatedStar
+>>> from skyretriever.testing import SimulatedSky, SimulatedStar
 >>> sky = SimulatedSky([SimulatedStar("wd", 10.0, 20.0, gmag=16.0)])
 >>> [(o.filtercode, o.mean_mag) for o in ztf_objects(sky.stars[0], seed=0)]
 [('zg', 16.2), ('zr', 15.9)]
@@ -41,9 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from skyretriever.observatories.mast import angular_distance_arcsec
+from skyretriever.healpix import angular_distance
 from skyretriever.testing.server import Reply, Request, Route, Service
-from skyretriever.testing.sky import SimulatedSky, SimulatedStar
+from skyretriever.testing.sky import SimulatedSky
+from skyretriever.testing.stars import SimulatedStar
 
 __all__ = ["ZTF_DEC_LIMIT", "IrsaService", "ZtfObject", "ztf_objects"]
 
@@ -246,7 +247,7 @@ class IrsaService(Service):
                 raise ValueError(f"POS must be 'CIRCLE ra dec radius', not {position!r}")
             ra, dec, radius = (float(n) for n in numbers)
             chosen = [o for o in self.objects
-                      if angular_distance_arcsec(ra, dec, o.ra, o.dec) <= radius * 3600.0]
+                      if angular_distance(ra, dec, o.ra, o.dec) * 3600.0 <= radius * 3600.0]
         else:
             wanted = {int(value) for value in ids}
             chosen = [o for o in self.objects if o.oid in wanted]

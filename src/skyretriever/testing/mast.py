@@ -22,7 +22,7 @@ of a file, and ``cloud_paths[data_uri]`` is the path ``path_lookup`` answers.
 
 Examples
 --------
->>> from skyretriever.testing.sky import SimulatedSky, SimulatedStar
+>>> from skyretriever.testing import SimulatedSky, SimulatedStar
 >>> sky = SimulatedSky([SimulatedStar("a", 10.0, 5.0, tic_id=7, tess_sectors=(1,))])
 >>> service = MastService(sky)
 >>> [route.path for route in service.routes][:2]
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from skyretriever.observatories.mast import angular_distance_arcsec
+from skyretriever.healpix import angular_distance
 from skyretriever.testing.server import Reply, Request, Route, Service
 from skyretriever.testing.sky import SimulatedSky
 
@@ -265,8 +265,8 @@ class MastService(Service):
                 dec_key: str, distance_key: str) -> list[dict]:
         if not rows:
             return []
-        distances = angular_distance_arcsec(ra, dec, np.array([r[ra_key] for r in rows]),
-                                            np.array([r[dec_key] for r in rows]))
+        distances = angular_distance(ra, dec, np.array([r[ra_key] for r in rows]),
+                                     np.array([r[dec_key] for r in rows])) * 3600.0
         found = [dict(row, **{distance_key: float(d)}) for row, d in zip(rows, distances)
                  if d <= radius_deg * 3600.0]
         return sorted(found, key=lambda row: row[distance_key])

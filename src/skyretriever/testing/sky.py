@@ -28,24 +28,17 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from skyretriever.observatories.mast import BJDREF_KEPLER, BJDREF_TESS
+from skyretriever.observatories.mission_files import BJDREF_KEPLER, BJDREF_TESS, MJD_OFFSET
+from skyretriever.testing.fitsfiles import lightcurve_file
+from skyretriever.testing.stars import Flare, Product, SimulatedStar, Transit
 
-__all__ = [
-    "KEPLER_QUARTER_STAMPS",
-    "Flare",
-    "Product",
-    "SimulatedSky",
-    "SimulatedStar",
-    "Transit",
-]
+__all__ = ["KEPLER_QUARTER_STAMPS", "SimulatedSky"]
 
-MJD_OFFSET = 2400000.5
 #: Start of each TESS sector in BTJD (sector 1 began near BTJD 1325.3; sectors last 27.4 days).
 TESS_SECTOR_ONE_BTJD = 1325.29
 TESS_SECTOR_DAYS = 27.4
@@ -77,146 +70,6 @@ def _ffi_cadence(sector: int) -> float:
     """TESS full-frame images: 30 min in sectors 1-26, 10 min in 27-55, 200 s afterwards."""
     return 1800.0 if sector <= 26 else 600.0 if sector <= 55 else 200.0
 
-
-@dataclass(frozen=True)
-class Transit:
-    """A planet's transit: box-shaped dips of ``depth`` every ``period`` days.
-
-    ``epoch`` is the barycentric Julian date (TDB) of one mid-transit.
-    """
-
-    period: float
-    epoch: float
-    depth: float
-    duration: float = 0.1
-
-    def in_transit(self, bjd: np.ndarray) -> np.ndarray:
-        """True where ``bjd`` falls inside a transit."""
-        phase = (bjd - self.epoch + 0.5 * self.period) % self.period - 0.5 * self.period
-        return np.abs(phase) < 0.5 * self.duration
-
-
-@dataclass(frozen=True)
-class Flare:
-    """A flare seen by ZTF: ``amplitude`` magnitudes brighter at ``peak_mjd``, decaying in
-    ``decay`` days."""
-
-    peak_mjd: float
-    amplitude: float = 1.5
-    decay: float = 2.0
-
-    def brightening(self, mjd: np.ndarray) -> np.ndarray:
-        """Magnitudes brighter than quiescence at each MJD."""
-        after = mjd >= self.peak_mjd
-        result = np.zeros(len(mjd))
-        result[after] = self.amplitude * np.exp(-(mjd[after] - self.peak_mjd) / self.decay)
-        return result
-
-
-@dataclass(frozen=True)
-class SimulatedStar:
-    """One star and what the missions observed of it.
-
-    Parameters
-    ----------
-    name
-        Catalog name.
-    ra, dec
-        Position in degrees (ICRS, epoch 2000: the TIC's positions).
-    tic_id, epic_id, kic_id, gaia_id
-        Catalog identifiers (``tic_id`` is needed for TESS data, ``epic_id``
-        for K2, ``kic_id`` for Kepler).
-    tmag, kepmag
-        TESS and Kepler magnitudes; they set the flux level of the files.
-    tess_sectors, tess_fast_sectors, tess_ffi_sectors
-        Sectors with SPOC 2-min light curves, with SPOC 20-s ones, and with
-        TESS-SPOC light curves from the full-frame images.
-    k2_campaigns, kepler_quarters
-        K2 campaigns and Kepler quarters with long-cadence light curves.
-    transit
-        A transiting planet, or ``None``.
-    in_cloud
-        ``False`` keeps this star's files off the S3 bucket (MAST HTTPS only).
-    gmag, parallax
-        Gaia G magnitude (default ``tmag`` + 0.4) and parallax (mas), for the
-        simulated Gaia and white-dwarf catalogs and ZTF.
-    ztf
-        Whether ZTF observed the star (it never observes south of Dec -30).
-    ztf_neighbours
-        Other ZTF objects near the star, as (separation in arcsec, magnitudes
-        fainter) pairs: what a cone search must tell from the star.
-    flare
-        A flare in the ZTF light curves, or ``None``.
-    wd_probability
-        Probability of being a white dwarf; stars with one are in the simulated
-        white-dwarf catalogue.
-    """
-
-    name: str
-    ra: float
-    dec: float
-    tic_id: int | None = None
-    epic_id: int | None = None
-    kic_id: int | None = None
-    gaia_id: int | None = None
-    tmag: float = 10.0
-    kepmag: float | None = None
-    pmra: float = 0.0
-    pmdec: float = 0.0
-    teff: float = 5600.0
-    logg: float = 4.4
-    radius: float = 1.0
-    tess_sectors: tuple[int, ...] = ()
-    tess_fast_sectors: tuple[int, ...] = ()
-    tess_ffi_sectors: tuple[int, ...] = ()
-    k2_campaigns: tuple[int, ...] = ()
-    kepler_quarters: tuple[int, ...] = ()
-    transit: Transit | None = None
-    in_cloud: bool = True
-    gmag: float | None = None
-    parallax: float = 5.0
-    ztf: bool = True
-    ztf_neighbours: tuple[tuple[float, float], ...] = ()
-    flare: Flare | None = None
-    wd_probability: float | None = None
-
-    @property
-    def gaia_magnitude(self) -> float:
-        """Gaia G magnitude (``gmag``, or ``tmag`` + 0.4 for a Sun-like colour)."""
-        return self.gmag if self.gmag is not None else self.tmag + 0.4
-
-    def position_at(self, year: float | np.ndarray) -> tuple[Any, Any]:
-        """Position (degrees) at ``year``: the epoch-2000 position moved with the proper motion."""
-        years = np.asarray(year, dtype=float) - 2000.0
-        dec = np.clip(self.dec + self.pmdec * years / 3.6e6, -90.0, 90.0)
-        ra = (self.ra + self.pmra * years / 3.6e6
-              / max(math.cos(math.radians(self.dec)), 1e-6)) % 360.0
-        return ra, dec
-
-    @property
-    def kepler_magnitude(self) -> float:
-        """Kepler magnitude (``kepmag``, or ``tmag`` + 0.5 for a Sun-like colour)."""
-        return self.kepmag if self.kepmag is not None else self.tmag + 0.5
-
-
-@dataclass(frozen=True)
-class Product:
-    """One light-curve file the archive holds: where it is and what goes in it."""
-
-    data_uri: str
-    filename: str
-    cloud_key: str | None
-    mission: str
-    star: SimulatedStar
-    sequence: int
-    cadence: float
-    author: str
-    start: float
-    days: float
-
-    @property
-    def is_tess(self) -> bool:
-        return self.mission == "TESS"
 
 
 def _btjd_stamp(btjd: float) -> str:
@@ -382,7 +235,7 @@ class SimulatedSky:
         self.tic.append(self._tic_row(star.tic_id, star.ra, star.dec, star.tmag, star))
         if neighbours:
             # A fainter star a few arcseconds away, in the TIC but without data.
-            rng = self._rng("neighbour", star.name)
+            rng = self.rng("neighbour", star.name)
             angle = rng.uniform(0, 2 * math.pi)
             separation = rng.uniform(3.0, 6.0) / 3600.0
             ra = (star.ra + separation * math.cos(angle) / max(math.cos(math.radians(star.dec)),
@@ -554,7 +407,8 @@ class SimulatedSky:
                           subgroup="LLC", file=file)
 
     # -- use -------------------------------------------------------------------------------
-    def _rng(self, *parts: Any) -> np.random.Generator:
+    def rng(self, *parts: Any) -> np.random.Generator:
+        """A random generator seeded by the sky's seed and ``parts`` (the same parts, the same draws)."""
         digest = hashlib.sha256(":".join(map(str, (self.seed, *parts))).encode()).digest()
         return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
@@ -568,8 +422,6 @@ class SimulatedSky:
             if cached is not None:
                 self._cache.move_to_end(data_uri)
                 return cached
-        from skyretriever.testing.fitsfiles import lightcurve_file
-
         content = lightcurve_file(product, self)
         with self._cache_lock:
             self._cache[data_uri] = content

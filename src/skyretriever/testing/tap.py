@@ -46,9 +46,10 @@ from typing import Any
 
 import numpy as np
 
-from skyretriever.observatories.mast import angular_distance_arcsec
+from skyretriever.healpix import angular_distance
 from skyretriever.testing.server import Reply, Request, Route, Service
-from skyretriever.testing.sky import SimulatedSky, SimulatedStar
+from skyretriever.testing.sky import SimulatedSky
+from skyretriever.testing.stars import SimulatedStar
 
 __all__ = [
     "EXOPLANET_PATH",
@@ -255,7 +256,7 @@ class _Query:
         def inside(row: Row) -> bool:
             if row.get(ra_column) is None or row.get(dec_column) is None:
                 return False
-            distance = angular_distance_arcsec(ra, dec, row[ra_column], row[dec_column])
+            distance = angular_distance(ra, dec, row[ra_column], row[dec_column]) * 3600.0
             return float(distance) <= radius * 3600.0
 
         return inside

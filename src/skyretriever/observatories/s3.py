@@ -1,0 +1,155 @@
+"""MAST's public S3 bucket (``stpubdata``): unsigned boto3 reads, with boto3's errors mapped to ours.
+
+:class:`S3Bucket` fetches files within the same per-host limits, retries and
+atomic, validated writes as every HTTP request (:mod:`skyretriever.net`); a
+file the bucket does not have raises :class:`CloudFileMissing`, so the
+download falls back to MAST HTTPS.
+
+Examples
+--------
+>>> from skyretriever.net import HttpClient
+>>> bucket = S3Bucket("stpubdata", None, "us-east-1", HttpClient())
+>>> bucket.host_url
+'https://s3.us-east-1.amazonaws.com'
+>>> bucket.download("tess/public/tid/s0001/0000/0000/2515/5310/"
+...                 "tess2018206045859-s0001-0000000025155310-0120-s_lc.fits",
+...                 Path("lc.fits"))                                    # doctest: +SKIP
+PosixPath('lc.fits')
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from skyretriever.fitsfile import validate_fits
+from skyretriever.net import TRANSIENT_STATUS, HttpClient, NetworkError, TransientError
+from skyretriever.observatories.runtime import RuntimeState
+
+__all__ = ["CloudFileMissing", "S3Bucket"]
+
+
+class CloudFileMissing(NetworkError):
+    """The file is not in the S3 bucket (the download falls back to MAST HTTPS)."""
+
+
+class S3Bucket(RuntimeState):
+    """Unsigned reads from a public bucket (``stpubdata``) through boto3, politely and atomically.
+
+    Requests count against the :class:`HttpClient`'s per-host limit and go
+    through its retry loop (boto3's own retries are off) and its atomic,
+    validated file writes.
+
+    Parameters
+    ----------
+    bucket
+        Bucket name.
+    endpoint_url
+        S3 endpoint (``None``: AWS); path-style addressing is used for other endpoints.
+    region
+        The bucket's region.
+    http
+        The client whose policy, limits and retry loop apply.
+    """
+
+    def __init__(self, bucket: str, endpoint_url: str | None, region: str,
+                 http: HttpClient) -> None:
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.http = http
+        self._init_runtime()
+
+    _RUNTIME = ("_client", "_lock")
+
+    def _init_runtime(self) -> None:
+        self._client = None
+        self._lock = threading.Lock()
+
+    @property
+    def host_url(self) -> str:
+        return self.endpoint_url or f"https://s3.{self.region}.amazonaws.com"
+
+    @property
+    def client(self):
+        """The boto3 S3 client (made once, under a lock: making clients is not thread-safe)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    import boto3
+                    import botocore
+                    from botocore.config import Config
+
+                    policy = self.http.policy
+                    config = Config(
+                        signature_version=botocore.UNSIGNED,
+                        s3={"addressing_style": "path" if self.endpoint_url else "auto"},
+                        retries={"total_max_attempts": 1, "mode": "standard"},
+                        connect_timeout=policy.connect_timeout, read_timeout=policy.timeout,
+                        max_pool_connections=policy.max_connections_per_host,
+                        user_agent_extra=policy.user_agent,
+                    )
+                    self._client = boto3.session.Session().client(
+                        "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+                        config=config,
+                    )
+        return self._client
+
+    def _fault(self, error: Exception, key: str) -> Exception:
+        """Our error for a boto3 one: transient, missing, or final."""
+        from botocore import exceptions
+
+        where = f"s3://{self.bucket}/{key} at {self.host_url}"
+        if isinstance(error, exceptions.ClientError):
+            metadata = error.response.get("ResponseMetadata", {})
+            status = int(metadata.get("HTTPStatusCode") or 0)
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            if status in TRANSIENT_STATUS or code in ("SlowDown", "ServiceUnavailable",
+                                                      "InternalError", "RequestTimeout"):
+                headers = {k.lower(): v for k, v in (metadata.get("HTTPHeaders") or {}).items()}
+                retry_after = headers.get("retry-after")
+                return TransientError(
+                    f"{where}: HTTP {status} {code}",
+                    retry_after=float(retry_after) if retry_after and retry_after.isdigit()
+                    else None, status=status)
+            if status == 404 or code in ("NoSuchKey", "NoSuchBucket", "404"):
+                return CloudFileMissing(f"{where}: {code or status} (not in the bucket)")
+            return NetworkError(f"{where}: HTTP {status} {code}: {error}")
+        if isinstance(error, (exceptions.HTTPClientError, exceptions.ConnectionError,
+                              exceptions.IncompleteReadError)):
+            return TransientError(f"{where}: {type(error).__name__}: {error}")
+        return NetworkError(f"{where}: {type(error).__name__}: {error}")
+
+    def download(self, key: str, destination: Path,
+                 validator: Callable[[Path], None] | None = validate_fits) -> Path:
+        """Fetch ``key`` to ``destination`` (atomically, validated, with retries).
+
+        Raises
+        ------
+        CloudFileMissing
+            If the bucket does not have the key.
+        skyretriever.net.RetriesExhausted, skyretriever.net.NetworkError
+            If the bucket cannot be read.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        def write(handle: IO[bytes]) -> int | None:
+            handle.seek(0)
+            handle.truncate()
+            with self.http.limiter.slot(self.host_url):
+                try:
+                    answer = self.client.get_object(Bucket=self.bucket, Key=key)
+                    body = answer["Body"]
+                    try:
+                        for chunk in body.iter_chunks(256 * 1024):
+                            handle.write(chunk)
+                    finally:
+                        body.close()
+                except (BotoCoreError, ClientError) as error:
+                    raise self._fault(error, key) from error
+            return int(answer.get("ContentLength") or 0) or None
+
+        return self.http.download_with(destination, write, what=f"s3://{self.bucket}/{key}",
+                                       validator=validator)
