@@ -477,16 +477,8 @@ class Project:
             path = folder / name
             if path.exists() and path.read_text() == text:
                 continue
-            temporary = storage.temporary_path(path)
-            try:
+            with storage.atomic_write(path, disk_full_at=folder) as temporary:
                 temporary.write_text(text)
-                os.replace(temporary, path)
-            except OSError as error:
-                full = disk_full_from(error, folder) if is_disk_full(error) else None
-                temporary.unlink(missing_ok=True)
-                if full is not None:
-                    raise full from error
-                raise
         return folder / "config.yaml"
 
     def __getattr__(self, name: str) -> VirtualObservatory:

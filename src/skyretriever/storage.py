@@ -1,8 +1,10 @@
 """Files: the data root, file naming, atomic HDF5 writes, checksums and loading.
 
-Every product file is written to a temporary name beside its final place and
-renamed into place only when complete, so a reader (or a run that was killed)
-never sees half a file. The SHA-256 and size of the file go into the database
+Every file skyretriever writes (products, figures, configurations, downloads)
+goes through :func:`atomic_write`: it is written to a temporary name on the
+file system of its final place and renamed into place only when complete, so a
+reader (or a run that was killed) never sees half a file (a report is built in
+a temporary folder and swapped in whole by :func:`replace_folder`). The SHA-256 and size of the file go into the database
 row that points at it, and :func:`read_table` checks them before it returns
 data: a file that fails the check is treated as missing and made again.
 
@@ -68,6 +70,7 @@ import pandas as pd
 from skyretriever.errors import DiskFull, RunStopped, disk_full_from, is_disk_full
 
 __all__ = [
+    "atomic_write",
     "ChecksumError",
     "DataRootBusy",
     "StorageError",
@@ -75,6 +78,7 @@ __all__ = [
     "TEMP_FOLDER",
     "WRITER_LOCK",
     "TEMP_SUFFIX",
+    "PARTIAL_SUFFIX",
     "FileCheck",
     "FileInfo",
     "configure",
@@ -113,6 +117,8 @@ __all__ = [
 ]
 
 TEMP_SUFFIX = ".tmp"
+#: Ends the name of a file written beside its final place (``atomic_write(..., beside=True)``).
+PARTIAL_SUFFIX = ".part"
 TEMP_FOLDER = ".tmp"
 #: Where ``check --repair`` moves what it would otherwise delete.
 QUARANTINE_FOLDER = "quarantine"
@@ -628,6 +634,71 @@ def temporary_path(final: str | os.PathLike) -> Path:
     return _writer_folder() / f"{final.name}.{token}{TEMP_SUFFIX}"
 
 
+def _partial_path(final: Path) -> Path:
+    """``.<name>.<pid>.<random>.part`` beside ``final`` (see :func:`atomic_write`'s ``beside``)."""
+    return final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+
+
+@contextlib.contextmanager
+def atomic_write(final: str | os.PathLike, *, beside: bool = False,
+                 disk_full_at: str | os.PathLike | None = None) -> Iterator[Path]:
+    """Write ``final`` all at once: the block writes the temporary path it is given.
+
+    The temporary file is on the file system of ``final`` (its folder is made
+    first). When the block ends without an error it is renamed to ``final``,
+    replacing any older file in one step; on any error (an interruption too)
+    it is removed and ``final`` is left as it was. Nothing is checked about
+    where ``final`` leads: a caller writing under the data root resolves it
+    first (:func:`full_path`, :func:`ensure_inside_root`).
+
+    Parameters
+    ----------
+    final
+        Where the file goes.
+    beside
+        Write the temporary file beside ``final`` as ``.<name>.<pid>.<random>.part``
+        (downloads and unpacked catalogs) rather than in this process's writer
+        folder :func:`temporary_path` gives under the data root.
+    disk_full_at
+        Where a full disk is measured: an error that means no space there
+        (:func:`~skyretriever.errors.disk_full_from`, looked at before the
+        temporary file is removed) is raised as :class:`~skyretriever.errors.DiskFull`.
+        ``None``: errors go through as they are.
+
+    Examples
+    --------
+    >>> final = full_path("notes/hello.txt")
+    >>> with atomic_write(final) as temporary:
+    ...     _ = temporary.write_text("hello")
+    >>> final.read_text()
+    'hello'
+    >>> with atomic_write(final) as temporary:
+    ...     _ = temporary.write_text("half")
+    ...     raise ValueError("stopped")
+    Traceback (most recent call last):
+    ...
+    ValueError: stopped
+    >>> final.read_text()
+    'hello'
+    """
+    final = Path(final)
+    temporary = None
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temporary = _partial_path(final) if beside else temporary_path(final)
+        yield temporary
+        os.replace(temporary, final)
+    except BaseException as error:
+        full = (disk_full_from(error, disk_full_at)
+                if disk_full_at is not None and isinstance(error, Exception) else None)
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+        if full is None or full is error:
+            raise
+        raise full from error
+
+
 def writer_alive(folder: str | os.PathLike) -> bool:
     """Whether the writer of a temporary folder (``DATA_ROOT/.tmp/<name>``) is alive.
 
@@ -925,21 +996,10 @@ def write_tables(
         _HDF5_UNUSABLE["error"] = full
         raise full from error
     checksum = hashlib.sha256(image).hexdigest()
-    temporary = None
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temporary = temporary_path(final)
+    with atomic_write(final, disk_full_at=data_root()) as temporary:
         with open(temporary, "wb") as handle:
             handle.write(image)
         status = temporary.stat()           # the rename keeps the inode, its size and time
-        os.replace(temporary, final)
-    except BaseException as error:
-        full = disk_full_from(error, data_root()) if isinstance(error, Exception) else None
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
-        if full is None:
-            raise
-        raise full from error
     return FileInfo(filename=str(relative), checksum=checksum, file_size=status.st_size,
                     mtime_ns=status.st_mtime_ns)
 
