@@ -58,7 +58,7 @@ import socket
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -88,7 +88,6 @@ __all__ = [
     "file_lock",
     "file_sha256",
     "full_path",
-    "hdf5_usable",
     "is_raw_filename",
     "is_reduced_filename",
     "PROJECTS_FOLDER",
@@ -100,6 +99,7 @@ __all__ = [
     "quarantine_batch",
     "ra_folder",
     "raw_filename",
+    "raw_files",
     "raw_folder",
     "read_table",
     "read_table_keys",
@@ -113,6 +113,7 @@ __all__ = [
     "writer_alive",
     "check_file",
     "verify_file",
+    "walk_files",
     "write_tables",
 ]
 
@@ -324,6 +325,66 @@ def is_reduced_filename(relative: str, project_folder: str) -> bool:
     folder = re.escape(project_folder)
     return re.fullmatch(rf"{folder}/RA\d{{3}}/[A-Z0-9_]+_photometry_{_SAFE_NAME}_reduced\.h5",
                         relative) is not None
+
+
+def walk_files(folder: str | os.PathLike,
+               on_link: Callable[[Path], None] | None = None) -> list[str]:
+    """The regular files under ``folder``, sorted, never reached through a symbolic link.
+
+    Names are relative to the data root (POSIX separators), or absolute for a
+    folder outside it. A symbolic link met (``folder`` itself, or a file or
+    folder in it) is not followed but given to ``on_link``. A missing folder
+    holds no files.
+
+    Examples
+    --------
+    >>> info = write_tables("raw/DEMO/RA010/w.h5", {"w": (pd.DataFrame({"mjd": [1.0]}), None)})
+    >>> info.filename in walk_files(data_root() / "raw")
+    True
+    """
+    folder = Path(folder)
+    root = data_root()
+    found: list[str] = []
+    if folder.is_symlink():
+        if on_link is not None:
+            on_link(folder)
+        return found
+    pending = [folder] if folder.is_dir() else []
+    while pending:
+        try:
+            listing = os.scandir(pending.pop())
+        except FileNotFoundError:      # removed while we looked
+            continue
+        with listing as entries:
+            for entry in entries:      # the types come with the listing: no stat per file
+                path = Path(entry.path)
+                if entry.is_symlink():
+                    if on_link is not None:
+                        on_link(path)
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append(path)
+                elif entry.is_file(follow_symlinks=False):
+                    found.append(path.relative_to(root).as_posix() if path.is_relative_to(root)
+                                 else str(path))
+    return sorted(found)
+
+
+def raw_files(observatory: str, on_link: Callable[[Path], None] | None = None) -> list[str]:
+    """The raw files of an observatory on disk, relative to the data root, sorted.
+
+    Only names :func:`raw_filename` gives (:func:`is_raw_filename`), never
+    reached through a symbolic link (each link met goes to ``on_link``, see
+    :func:`walk_files`).
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"mjd": [1.0]})
+    >>> info = write_tables(raw_filename("demo", "S9", 10.0), {"S9": (frame, None)})
+    >>> info.filename in raw_files("demo")
+    True
+    """
+    return [relative for relative in walk_files(data_root() / raw_folder(observatory), on_link)
+            if is_raw_filename(relative, observatory)]
 
 
 def reduction_key(source_name: str, number: int, total: int) -> str:
@@ -929,11 +990,6 @@ def _refuse_after_disk_full() -> None:
     if error is not None:
         raise RunStopped(f"{error}; HDF5 is not called again in this process (pid "
                          f"{os.getpid()}) after a write failed for lack of space") from error
-
-
-def hdf5_usable() -> bool:
-    """False once an HDF5 write of this process failed for lack of space (see :func:`write_tables`)."""
-    return _HDF5_UNUSABLE["error"] is None
 
 
 def write_tables(
