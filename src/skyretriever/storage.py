@@ -1,12 +1,13 @@
 """Files: the data root, file naming, atomic HDF5 writes, checksums and loading.
 
-Every file skyretriever writes (products, figures, configurations, downloads)
-goes through :func:`atomic_write`: it is written to a temporary name on the
-file system of its final place and renamed into place only when complete, so a
-reader (or a run that was killed) never sees half a file (a report is built in
-a temporary folder and swapped in whole by :func:`replace_folder`). The SHA-256 and size of the file go into the database
-row that points at it, and :func:`read_table` checks them before it returns
-data: a file that fails the check is treated as missing and made again.
+Every file skyretriever writes (products, histograms, figures, configurations,
+downloads) goes through :func:`atomic_write`: it is written to a temporary name
+on the file system of its final place and renamed into place only when complete,
+so a reader (or a run that was killed) never sees half a file; a report is built
+in a temporary folder and swapped in whole (:func:`replace_folder`). The SHA-256
+and size of a product file go into the database row that points at it, and
+:func:`read_table` checks them before it returns data: a file that fails the
+check is treated as missing and made again.
 
 A table is stored as one HDF5 compound dataset per key (one row per epoch),
 with the column kinds and any metadata as JSON attributes. This keeps a
