@@ -65,7 +65,6 @@ from skyretriever.models import (
     SourceRawData,
 )
 from skyretriever.observatories.base import raw_identity_filter
-from skyretriever.pipeline import raw_row_from_file
 
 __all__ = ["CheckReport", "Finding", "check_project"]
 
@@ -163,27 +162,6 @@ class _Checker:
             return ""
         return f"{self.quarantine(path)}; " if path.is_file() and not path.is_symlink() else ""
 
-    def walk(self, folder: Path) -> list[str]:
-        """Regular files under ``folder`` (relative to the root), never through a link.
-
-        Links that lead out of the data root are reported (and left alone).
-        """
-        found: list[str] = []
-        if folder.is_symlink():
-            self.link_finding(folder)
-            return found
-        pending = [folder]
-        while pending:
-            with os.scandir(pending.pop()) as entries:
-                for entry in entries:   # the types come with the listing: no stat per file
-                    if entry.is_symlink():
-                        self.link_finding(Path(entry.path))
-                    elif entry.is_dir(follow_symlinks=False):
-                        pending.append(Path(entry.path))
-                    elif entry.is_file(follow_symlinks=False):
-                        found.append(self.relative(Path(entry.path)))
-        return sorted(found)
-
     def link_finding(self, path: Path) -> None:
         if path in self.links:             # a folder shared by raw and reduced files: once
             return
@@ -280,13 +258,8 @@ class _Checker:
 
     def check_raw_files(self, session) -> None:
         for observatory in self.observatories:
-            folder = self.root / storage.raw_folder(observatory)
-            if not (folder.exists() or folder.is_symlink()):
-                continue
-            for relative in self.walk(folder):
-                # only names skyretriever gives raw files: never a reduced file or another file
-                if not storage.is_raw_filename(relative, observatory):
-                    continue
+            # only names skyretriever gives raw files: never a reduced file or another file
+            for relative in storage.raw_files(observatory, on_link=self.link_finding):
                 self.report.files_checked += 1
                 if relative in self.raw_files or relative in self.reduced_files:
                     continue
@@ -297,7 +270,8 @@ class _Checker:
                          self._relink_raw(relative, observatory))
 
     def _relink_raw(self, relative: str, observatory: str) -> str:
-        values = raw_row_from_file(relative)
+        raw = RawPhotometry.from_file(relative)
+        values = None if raw is None else raw.column_values()
         if values is None or str(values["observatory"]).lower() != observatory.lower():
             what = "unreadable" if values is None else f"raw data of {values['observatory']}"
             return f"{what}: {self.quarantine(storage.full_path(relative))}"
@@ -317,9 +291,7 @@ class _Checker:
 
     def check_reduced_files(self, session) -> None:
         folder = self.project.output_folder
-        if not (folder.exists() or folder.is_symlink()):
-            return
-        for relative in self.walk(folder):
+        for relative in storage.walk_files(folder, on_link=self.link_finding):
             if not storage.is_reduced_filename(relative, self.relative(folder)):
                 continue
             self.report.files_checked += 1

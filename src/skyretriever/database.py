@@ -34,7 +34,6 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.pool import NullPool
 
 from skyretriever import storage
 from skyretriever.errors import DiskFull, RunStopped, free_megabytes, is_disk_full
@@ -252,11 +251,6 @@ def get_engine() -> Engine:
                 factory=orm.sessionmaker(bind=engine, expire_on_commit=False),
             )
         return _state["engine"]
-
-
-def worker_engine(url: str | URL) -> Engine:
-    """An engine without a pool, for worker processes that must not share connections."""
-    return sa.create_engine(normalize_url(url), poolclass=NullPool)
 
 
 def Session() -> orm.Session:

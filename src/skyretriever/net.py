@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import random
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -51,6 +50,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import urllib3
 
+from skyretriever import storage
 from skyretriever.parameters import Parameters, parameter
 
 __all__ = [
@@ -82,7 +82,6 @@ REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
 _CHUNK_BYTES = 64 * 1024
 _ERROR_BODY_BYTES = 4096
-_PARTIAL_SUFFIX = ".part"
 
 
 class NetworkError(RuntimeError):
@@ -682,30 +681,24 @@ class HttpClient:
         and the attempt counts as failed.
         """
         destination = Path(destination)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        temporary = destination.with_name(
-            f".{destination.name}.{os.getpid()}.{secrets.token_hex(4)}{_PARTIAL_SUFFIX}"
-        )
+        with storage.atomic_write(destination, beside=True) as temporary:
 
-        def attempt() -> None:
-            with open(temporary, "ab") as handle:
-                total = write(handle)
-                size = handle.tell()
-            expected = expected_size if expected_size is not None else total
-            try:
-                if expected is not None and size != expected:
-                    raise ValueError(f"has {size} bytes, expected {expected}")
-                if validator is not None:
-                    validator(temporary)
-            except ValueError as error:
-                temporary.unlink(missing_ok=True)
-                raise TransientError(f"{what}: the downloaded file is not valid: {error}") from None
+            def attempt() -> None:
+                with open(temporary, "ab") as handle:
+                    total = write(handle)
+                    size = handle.tell()
+                expected = expected_size if expected_size is not None else total
+                try:
+                    if expected is not None and size != expected:
+                        raise ValueError(f"has {size} bytes, expected {expected}")
+                    if validator is not None:
+                        validator(temporary)
+                except ValueError as error:
+                    temporary.unlink(missing_ok=True)
+                    raise TransientError(
+                        f"{what}: the downloaded file is not valid: {error}") from None
 
-        try:
             self.call_with_retries(attempt, what)
-            os.replace(temporary, destination)
-        finally:
-            temporary.unlink(missing_ok=True)
         return destination
 
 

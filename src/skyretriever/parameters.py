@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
 import reprlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -46,7 +45,6 @@ __all__ = [
     "load_yaml",
     "merge",
     "parameter",
-    "sha256_of_text",
     "unknown_key_message",
 ]
 
@@ -388,8 +386,3 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             f"level, not a {type(data).__name__}"
         )
     return data
-
-
-def sha256_of_text(text: str) -> str:
-    """Hex SHA-256 of a UTF-8 string."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

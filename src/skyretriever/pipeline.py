@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -54,8 +53,8 @@ from skyretriever.models import (
     SourceRawData,
     save_lightcurves,
 )
-from skyretriever.models.base import utcnow
-from skyretriever.models.datasets import raw_file_identity
+from skyretriever.models.base import plain_value, utcnow
+from skyretriever.models.datasets import RAW_COLUMNS, raw_file_identity
 from skyretriever.observatories.base import ProjectContext, VirtualObservatory
 
 __all__ = [
@@ -63,15 +62,11 @@ __all__ = [
     "SourceTask",
     "Worker",
     "plan_batch",
-    "raw_row_from_file",
     "write_batch",
 ]
 
 log = logging.getLogger(__name__)
 
-RAW_COLUMNS = ("id", "source_name", "observatory", "ra", "dec", "download_hash", "target_key",
-               "cross_ids", "is_empty", "num_points", "time_start", "time_end", "filters",
-               "altdata", "filename", "key", "checksum", "file_size", "file_mtime_ns")
 #: The unique key of a raw product.
 RAW_IDENTITY = ("source_name", "observatory", "download_hash", "target_key")
 LIGHTCURVE_STATE_COLUMNS = ("id", "source_id", "raw_id", "observatory", "series_number",
@@ -84,15 +79,6 @@ LIGHTCURVE_VALUE_COLUMNS = ("project", "cfg_hash", "observatory", "filter", "ser
                             "mag_rms", "flux_mean", "flux_rms", "filename", "key", "checksum",
                             "file_size", "file_mtime_ns")
 _MAX_ERROR_LENGTH = 2000
-
-
-def _python(value: Any) -> Any:
-    """Plain Python values for the database (numpy scalars and NaN handled)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def _error_text(step: str, observatory: str | None, error: BaseException) -> str:
@@ -254,48 +240,6 @@ def plan_batch(session: orm.Session, rows: list[dict[str, Any]], context: Projec
 
 
 # -- 2. downloading ------------------------------------------------------------------------
-def _raw_values(raw: RawPhotometry) -> dict[str, Any]:
-    values = {c: _python(getattr(raw, c)) for c in RAW_COLUMNS if c != "id"}
-    values["filters"] = list(raw.filters or [])
-    values["altdata"] = raw.altdata or {}
-    return values
-
-
-def raw_row_from_file(relative: str) -> dict[str, Any] | None:
-    """Rebuild the values of a RawPhotometry row from its file (``None`` if unreadable)."""
-    adopted = _raw_from_file(relative)
-    return None if adopted is None else adopted[0]
-
-
-def _raw_from_file(relative: str) -> tuple[dict[str, Any], Any] | None:
-    try:
-        keys = storage.read_table_keys(relative)
-        if len(keys) != 1:
-            return None
-        frame, metadata = storage.read_table(relative, keys[0])
-        path = storage.full_path(relative)
-        raw = RawPhotometry(
-            data=frame,
-            source_name=metadata["source_name"],
-            observatory=metadata["observatory"],
-            ra=float(metadata["ra"]),
-            dec=float(metadata["dec"]),
-            download_hash=metadata.get("download_hash"),
-            target_key=metadata.get("target_key") or "",
-            cross_ids=metadata.get("cross_ids") or {},
-            altdata=metadata.get("altdata") or {},
-        )
-        raw.compute_summaries()
-        raw.is_empty = False
-        raw.filename, raw.key = relative, keys[0]
-        status = path.stat()
-        raw.checksum, raw.file_size = storage.file_sha256(path), status.st_size
-        raw.file_mtime_ns = status.st_mtime_ns
-    except (storage.StorageError, KeyError, TypeError, ValueError):
-        return None
-    return _raw_values(raw), frame
-
-
 def _file_intact(values: dict[str, Any], table: str, task: SourceTask) -> bool:
     """Whether the file of a row (raw data or light curve) is intact; notes a new file time."""
     check = storage.check_file(storage.full_path(values["filename"]), values["checksum"],
@@ -362,10 +306,11 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
                 raw_file_identity(identity["download_hash"], identity["target_key"]))
             # Only a file without a row is adopted: one that no longer matches its row is
             # damaged; and only one recorded for this target and download.
-            adopted = (_raw_from_file(relative)
+            adopted = (RawPhotometry.from_file(relative)
                        if existing is None and storage.full_path(relative).exists() else None)
-            if adopted is not None and obs.raw_mismatch(adopted[0], task.row) is None:
-                task.raw_new[obs.name], task.raw_frames[obs.name] = adopted
+            values = None if adopted is None else adopted.column_values()
+            if values is not None and obs.raw_mismatch(values, task.row) is None:
+                task.raw_new[obs.name], task.raw_frames[obs.name] = values, adopted.data
                 continue
             task.downloads[obs.name] = obs.fetch(task.row)
             task.downloaded += 1
@@ -377,7 +322,7 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
 
 # -- 3. reducing and analysing -------------------------------------------------------------
 def _lightcurve_values(lc: Lightcurve) -> dict[str, Any]:
-    return {c: _python(getattr(lc, c)) for c in LIGHTCURVE_VALUE_COLUMNS}
+    return {c: plain_value(getattr(lc, c)) for c in LIGHTCURVE_VALUE_COLUMNS}
 
 
 def _lightcurve_from_state(state: dict[str, Any], context: ProjectContext) -> Lightcurve:
@@ -428,7 +373,7 @@ class Worker:
                                     altdata=altdata or {},
                                     **observatories[name].raw_identity(task.row))
                 raw.save()
-                task.raw_new[name], task.raw_frames[name] = _raw_values(raw), frame
+                task.raw_new[name], task.raw_frames[name] = raw.column_values(), frame
             except Exception as error:  # one source's failure must not stop the run
                 self._stop_on(error)
                 log.debug("reading or saving raw data failed for %s (%s)", task.name, name,
@@ -521,7 +466,7 @@ def _source_values(row: dict[str, Any], context: ProjectContext) -> dict[str, An
         "cat_extra": row.get("extra") or None,
     }
     for column in ("ra", "dec", "mag", "mag_err", "mag_filter", "pmra", "pmdec", *CROSS_ID_COLUMNS):
-        values[column] = _python(row.get(column))
+        values[column] = plain_value(row.get(column))
     return values
 
 
@@ -681,7 +626,7 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
         execute(sa.delete(Detection).where(Detection.source_id.in_(ids)))
         execute(sa.delete(Properties).where(Properties.source_id.in_(ids)))
         execute(Properties.__table__.insert(), [
-            {**{k: _python(v) for k, v in r.analysis.properties.items()},
+            {**{k: plain_value(v) for k, v in r.analysis.properties.items()},
              "source_id": source_ids[r.name], "project": context.name,
              "cfg_hash": context.cfg_hash}
             for r in analysed
@@ -690,7 +635,8 @@ def write_batch(session: orm.Session, results: list[SourceResult], context: Proj
         for r in analysed:
             lightcurves = [(r.name, obs, number) for obs, number in r.analysed_keys]
             for detection in r.analysis.detections:
-                values = {k: _python(v) for k, v in detection.items() if k != "lightcurve_index"}
+                values = {k: plain_value(v) for k, v in detection.items()
+                          if k != "lightcurve_index"}
                 index = detection.get("lightcurve_index")
                 if index is not None:
                     values["lightcurve_id"] = lightcurve_ids.get(lightcurves[index])

@@ -45,7 +45,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from skyretriever import drawing
-from skyretriever.storage import temporary_path
+from skyretriever.storage import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -150,14 +150,8 @@ def _write(fig: Figure, path: Path) -> None:
     if fmt not in supported:
         raise ValueError(f"cannot save the figure to {str(path)!r}: unknown format {fmt!r}; "
                          f"use one of {', '.join(sorted(supported))}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_path(path)
-    try:
+    with atomic_write(path) as temporary:
         fig.savefig(temporary, format=fmt, dpi=120)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 # -- names and labels --------------------------------------------------------------------------

@@ -68,6 +68,7 @@ from skyretriever.parameters import (
     unknown_key_message,
 )
 from skyretriever.pipeline import SourceResult, Worker, plan_batch, summarize, write_batch
+from skyretriever.progress import progress_bar
 
 __all__ = ["ConfigurationChanged", "Project", "ProjectParameters", "RunSummary"]
 
@@ -477,16 +478,8 @@ class Project:
             path = folder / name
             if path.exists() and path.read_text() == text:
                 continue
-            temporary = storage.temporary_path(path)
-            try:
+            with storage.atomic_write(path, disk_full_at=folder) as temporary:
                 temporary.write_text(text)
-                os.replace(temporary, path)
-            except OSError as error:
-                full = disk_full_from(error, folder) if is_disk_full(error) else None
-                temporary.unlink(missing_ok=True)
-                if full is not None:
-                    raise full from error
-                raise
         return folder / "config.yaml"
 
     def __getattr__(self, name: str) -> VirtualObservatory:
@@ -607,7 +600,7 @@ class Project:
                         str(self.data_root))
         download_threads = max(obs.pars.download_workers for obs in observatories)
         total = self._count(start, stop, source_names, rows)
-        progress = _progress_bar(total, self.pars.progress, self.pars.name)
+        progress = progress_bar(total, self.pars.progress, self.pars.name)
         histogram_batches: list[int] = []
         seconds: Counter = Counter()
         streak: list[SourceResult] = []      # infrastructure failures in a row
@@ -918,22 +911,3 @@ def _prepare_download(obs: VirtualObservatory, rows: list[dict[str, Any]]) -> No
         obs.prepare_download(rows)
     except Exception as error:  # the per-source downloads will try again and record failures
         log.warning("batch query to %s failed (%s); downloading source by source", obs.name, error)
-
-
-class _NoProgress:
-    def update(self, _n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int, enabled: bool, name: str):
-    if not enabled:
-        return _NoProgress()
-    from tqdm.auto import tqdm
-
-    tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked from this one
-    return tqdm(total=total, unit="source", desc=name, dynamic_ncols=True,
-                disable=None, mininterval=0.5)
-

@@ -61,6 +61,7 @@ from sqlalchemy import orm
 from skyretriever import database, storage
 from skyretriever._version import __version__
 from skyretriever.models import Detection, Properties, Source
+from skyretriever.progress import progress_bar
 
 if TYPE_CHECKING:
     from skyretriever.project import Project, RunSummary
@@ -958,8 +959,8 @@ def _build(built: Path, project: Project, status: dict[str, Any], context: _Cont
                                 session, built / "detections", plotted)
     histograms, histogram_note = _histogram_plots(project, built / "plots", plotter)
 
-    bar = _progress_bar(total_sources, project.pars.progress if progress is None else progress,
-                        context.project)
+    bar = progress_bar(total_sources, project.pars.progress if progress is None else progress,
+                       f"report {context.project}")
     source_list = _SourceList(built, context.project, page_count, per_page)
     try:
         for session, sources in _iter_sources(context, batch_size):
@@ -980,21 +981,3 @@ def _build(built: Path, project: Project, status: dict[str, Any], context: _Cont
         "project": context.project, "cfg_hash": context.cfg_hash,
         "written": dt.datetime.now(dt.UTC).isoformat(), "skyretriever_version": __version__,
     }) + "\n")
-
-
-class _NoProgress:
-    def update(self, _n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int, enabled: bool, name: str) -> Any:
-    if not enabled:
-        return _NoProgress()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="source", desc=f"report {name}", dynamic_ncols=True,
-                disable=None, mininterval=0.5)
-

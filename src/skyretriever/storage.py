@@ -1,10 +1,13 @@
 """Files: the data root, file naming, atomic HDF5 writes, checksums and loading.
 
-Every product file is written to a temporary name beside its final place and
-renamed into place only when complete, so a reader (or a run that was killed)
-never sees half a file. The SHA-256 and size of the file go into the database
-row that points at it, and :func:`read_table` checks them before it returns
-data: a file that fails the check is treated as missing and made again.
+Every file skyretriever writes (products, histograms, figures, configurations,
+downloads) goes through :func:`atomic_write`: it is written to a temporary name
+on the file system of its final place and renamed into place only when complete,
+so a reader (or a run that was killed) never sees half a file; a report is built
+in a temporary folder and swapped in whole (:func:`replace_folder`). The SHA-256
+and size of a product file go into the database row that points at it, and
+:func:`read_table` checks them before it returns data: a file that fails the
+check is treated as missing and made again.
 
 A table is stored as one HDF5 compound dataset per key (one row per epoch),
 with the column kinds and any metadata as JSON attributes. This keeps a
@@ -56,7 +59,7 @@ import socket
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -68,6 +71,7 @@ import pandas as pd
 from skyretriever.errors import DiskFull, RunStopped, disk_full_from, is_disk_full
 
 __all__ = [
+    "atomic_write",
     "ChecksumError",
     "DataRootBusy",
     "StorageError",
@@ -75,6 +79,7 @@ __all__ = [
     "TEMP_FOLDER",
     "WRITER_LOCK",
     "TEMP_SUFFIX",
+    "PARTIAL_SUFFIX",
     "FileCheck",
     "FileInfo",
     "configure",
@@ -84,7 +89,6 @@ __all__ = [
     "file_lock",
     "file_sha256",
     "full_path",
-    "hdf5_usable",
     "is_raw_filename",
     "is_reduced_filename",
     "PROJECTS_FOLDER",
@@ -96,6 +100,7 @@ __all__ = [
     "quarantine_batch",
     "ra_folder",
     "raw_filename",
+    "raw_files",
     "raw_folder",
     "read_table",
     "read_table_keys",
@@ -109,10 +114,13 @@ __all__ = [
     "writer_alive",
     "check_file",
     "verify_file",
+    "walk_files",
     "write_tables",
 ]
 
 TEMP_SUFFIX = ".tmp"
+#: Ends the name of a file written beside its final place (``atomic_write(..., beside=True)``).
+PARTIAL_SUFFIX = ".part"
 TEMP_FOLDER = ".tmp"
 #: Where ``check --repair`` moves what it would otherwise delete.
 QUARANTINE_FOLDER = "quarantine"
@@ -318,6 +326,66 @@ def is_reduced_filename(relative: str, project_folder: str) -> bool:
     folder = re.escape(project_folder)
     return re.fullmatch(rf"{folder}/RA\d{{3}}/[A-Z0-9_]+_photometry_{_SAFE_NAME}_reduced\.h5",
                         relative) is not None
+
+
+def walk_files(folder: str | os.PathLike,
+               on_link: Callable[[Path], None] | None = None) -> list[str]:
+    """The regular files under ``folder``, sorted, never reached through a symbolic link.
+
+    Names are relative to the data root (POSIX separators), or absolute for a
+    folder outside it. A symbolic link met (``folder`` itself, or a file or
+    folder in it) is not followed but given to ``on_link``. A missing folder
+    holds no files.
+
+    Examples
+    --------
+    >>> info = write_tables("raw/DEMO/RA010/w.h5", {"w": (pd.DataFrame({"mjd": [1.0]}), None)})
+    >>> info.filename in walk_files(data_root() / "raw")
+    True
+    """
+    folder = Path(folder)
+    root = data_root()
+    found: list[str] = []
+    if folder.is_symlink():
+        if on_link is not None:
+            on_link(folder)
+        return found
+    pending = [folder] if folder.is_dir() else []
+    while pending:
+        try:
+            listing = os.scandir(pending.pop())
+        except FileNotFoundError:      # removed while we looked
+            continue
+        with listing as entries:
+            for entry in entries:      # the types come with the listing: no stat per file
+                path = Path(entry.path)
+                if entry.is_symlink():
+                    if on_link is not None:
+                        on_link(path)
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append(path)
+                elif entry.is_file(follow_symlinks=False):
+                    found.append(path.relative_to(root).as_posix() if path.is_relative_to(root)
+                                 else str(path))
+    return sorted(found)
+
+
+def raw_files(observatory: str, on_link: Callable[[Path], None] | None = None) -> list[str]:
+    """The raw files of an observatory on disk, relative to the data root, sorted.
+
+    Only names :func:`raw_filename` gives (:func:`is_raw_filename`), never
+    reached through a symbolic link (each link met goes to ``on_link``, see
+    :func:`walk_files`).
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"mjd": [1.0]})
+    >>> info = write_tables(raw_filename("demo", "S9", 10.0), {"S9": (frame, None)})
+    >>> info.filename in raw_files("demo")
+    True
+    """
+    return [relative for relative in walk_files(data_root() / raw_folder(observatory), on_link)
+            if is_raw_filename(relative, observatory)]
 
 
 def reduction_key(source_name: str, number: int, total: int) -> str:
@@ -628,6 +696,71 @@ def temporary_path(final: str | os.PathLike) -> Path:
     return _writer_folder() / f"{final.name}.{token}{TEMP_SUFFIX}"
 
 
+def _partial_path(final: Path) -> Path:
+    """``.<name>.<pid>.<random>.part`` beside ``final`` (see :func:`atomic_write`'s ``beside``)."""
+    return final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+
+
+@contextlib.contextmanager
+def atomic_write(final: str | os.PathLike, *, beside: bool = False,
+                 disk_full_at: str | os.PathLike | None = None) -> Iterator[Path]:
+    """Write ``final`` all at once: the block writes the temporary path it is given.
+
+    The temporary file is on the file system of ``final`` (its folder is made
+    first). When the block ends without an error it is renamed to ``final``,
+    replacing any older file in one step; on any error (an interruption too)
+    it is removed and ``final`` is left as it was. Nothing is checked about
+    where ``final`` leads: a caller writing under the data root resolves it
+    first (:func:`full_path`, :func:`ensure_inside_root`).
+
+    Parameters
+    ----------
+    final
+        Where the file goes.
+    beside
+        Write the temporary file beside ``final`` as ``.<name>.<pid>.<random>.part``
+        (downloads and unpacked catalogs) rather than in this process's writer
+        folder :func:`temporary_path` gives under the data root.
+    disk_full_at
+        Where a full disk is measured: an error that means no space there
+        (:func:`~skyretriever.errors.disk_full_from`, looked at before the
+        temporary file is removed) is raised as :class:`~skyretriever.errors.DiskFull`.
+        ``None``: errors go through as they are.
+
+    Examples
+    --------
+    >>> final = full_path("notes/hello.txt")
+    >>> with atomic_write(final) as temporary:
+    ...     _ = temporary.write_text("hello")
+    >>> final.read_text()
+    'hello'
+    >>> with atomic_write(final) as temporary:
+    ...     _ = temporary.write_text("half")
+    ...     raise ValueError("stopped")
+    Traceback (most recent call last):
+    ...
+    ValueError: stopped
+    >>> final.read_text()
+    'hello'
+    """
+    final = Path(final)
+    temporary = None
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temporary = _partial_path(final) if beside else temporary_path(final)
+        yield temporary
+        os.replace(temporary, final)
+    except BaseException as error:
+        full = (disk_full_from(error, disk_full_at)
+                if disk_full_at is not None and isinstance(error, Exception) else None)
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+        if full is None or full is error:
+            raise
+        raise full from error
+
+
 def writer_alive(folder: str | os.PathLike) -> bool:
     """Whether the writer of a temporary folder (``DATA_ROOT/.tmp/<name>``) is alive.
 
@@ -860,11 +993,6 @@ def _refuse_after_disk_full() -> None:
                          f"{os.getpid()}) after a write failed for lack of space") from error
 
 
-def hdf5_usable() -> bool:
-    """False once an HDF5 write of this process failed for lack of space (see :func:`write_tables`)."""
-    return _HDF5_UNUSABLE["error"] is None
-
-
 def write_tables(
     relative: str,
     tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any] | None]],
@@ -925,21 +1053,10 @@ def write_tables(
         _HDF5_UNUSABLE["error"] = full
         raise full from error
     checksum = hashlib.sha256(image).hexdigest()
-    temporary = None
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temporary = temporary_path(final)
+    with atomic_write(final, disk_full_at=data_root()) as temporary:
         with open(temporary, "wb") as handle:
             handle.write(image)
         status = temporary.stat()           # the rename keeps the inode, its size and time
-        os.replace(temporary, final)
-    except BaseException as error:
-        full = disk_full_from(error, data_root()) if isinstance(error, Exception) else None
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
-        if full is None:
-            raise
-        raise full from error
     return FileInfo(filename=str(relative), checksum=checksum, file_size=status.st_size,
                     mtime_ns=status.st_mtime_ns)
 

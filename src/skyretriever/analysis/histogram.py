@@ -31,9 +31,8 @@ from typing import Any
 import numpy as np
 
 from skyretriever import drawing
-from skyretriever.errors import disk_full_from
 from skyretriever.parameters import Parameters, parameter
-from skyretriever.storage import temporary_path
+from skyretriever.storage import atomic_write
 
 __all__ = [
     "EVENTS",
@@ -281,18 +280,10 @@ class Histogram:
         (the temporary file is removed, the old file stays).
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = temporary_path(path)
-        try:
+        # netCDF says only "NetCDF: HDF error" when the disk is full: atomic_write looks at the
+        # free space there before it removes the temporary file
+        with atomic_write(path, disk_full_at=path.parent) as temporary:
             self.to_xarray().to_netcdf(temporary, engine="netcdf4")
-            os.replace(temporary, path)
-        except BaseException as error:
-            # netCDF says only "NetCDF: HDF error" when the disk is full: look before cleaning up
-            full = disk_full_from(error, path.parent) if isinstance(error, Exception) else None
-            temporary.unlink(missing_ok=True)
-            if full is not None:
-                raise full from error
-            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Histogram:

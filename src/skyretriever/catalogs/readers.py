@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skyretriever import storage
 from skyretriever.catalogs.errors import CatalogError
 
 __all__ = [
@@ -665,13 +666,9 @@ class FitsReader(TableReader):
             target = Path(scratch_dir) / f"{self.source.name}.unpacked.fits"
             if target.exists() and target.stat().st_mtime_ns >= self.source.stat().st_mtime_ns:
                 return target
-            temporary = target.with_name(f".{target.name}.{os.getpid()}.part")
-            try:
-                with opener(self.source, "rb") as packed, open(temporary, "wb") as unpacked:
-                    shutil.copyfileobj(packed, unpacked, 1 << 20)
-                os.replace(temporary, target)
-            finally:
-                _remove(str(temporary))
+            with storage.atomic_write(target, beside=True) as temporary, \
+                    opener(self.source, "rb") as packed, open(temporary, "wb") as unpacked:
+                shutil.copyfileobj(packed, unpacked, 1 << 20)
             return target
         handle_number, name = tempfile.mkstemp(prefix="skyretriever_catalog_", suffix=".fits")
         weakref.finalize(self, _remove, name)

@@ -30,7 +30,6 @@ import html
 import io
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -178,13 +177,8 @@ def cached_file(pars: CatalogParameters, path: Path, make: Callable[[Path], None
     """
     if path.exists() and not pars.refresh:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = storage.temporary_path(path)
-    try:
+    with storage.atomic_write(path) as temporary:
         make(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 

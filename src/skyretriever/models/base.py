@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -13,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from skyretriever import storage
 
-__all__ = ["Base", "FileBacked", "JSONType", "utcnow"]
+__all__ = ["Base", "FileBacked", "JSONType", "plain_value", "utcnow"]
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
@@ -29,6 +30,21 @@ NAMING_CONVENTION = {
 def utcnow() -> dt.datetime:
     """The current time in UTC, without time zone (as stored)."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def plain_value(value: Any) -> Any:
+    """A plain Python value for the database: numpy scalars as Python ones, NaN and infinities as None.
+
+    Examples
+    --------
+    >>> plain_value(np.float32(1.5)), plain_value(float("nan")), plain_value("x")
+    (1.5, None, 'x')
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 class Base(DeclarativeBase):

@@ -16,17 +16,21 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from skyretriever import drawing, storage
 from skyretriever.healpix import angular_distance
-from skyretriever.models.base import Base, FileBacked, utcnow
+from skyretriever.models.base import Base, FileBacked, plain_value, utcnow
 
 if TYPE_CHECKING:
     from skyretriever.models.source import Source
 
-__all__ = ["SUMMARY_COLUMNS", "Lightcurve", "RawPhotometry", "SourceRawData",
+__all__ = ["RAW_COLUMNS", "SUMMARY_COLUMNS", "Lightcurve", "RawPhotometry", "SourceRawData",
            "cross_ids_disagree", "lightcurve_summaries", "raw_file_identity", "save_lightcurves",
            "target_key"]
 
 #: Digits of the position in a target key: 1e-6 degree (3.6 milliarcseconds).
 _KEY_DECIMALS = 6
+#: The columns of a raw-data row that are carried as values (every one but ``created_at``).
+RAW_COLUMNS = ("id", "source_name", "observatory", "ra", "dec", "download_hash", "target_key",
+               "cross_ids", "is_empty", "num_points", "time_start", "time_end", "filters",
+               "altdata", "filename", "key", "checksum", "file_size", "file_mtime_ns")
 
 
 def target_key(cross_ids: dict[str, Any] | None, ra: float, dec: float) -> str:
@@ -149,6 +153,66 @@ class RawPhotometry(FileBacked, Base):
     def identity(self) -> str:
         """Short hash of (download_hash, target_key): ends the raw file's name."""
         return raw_file_identity(self.download_hash, self.target_key)
+
+    @classmethod
+    def from_file(cls, relative: str) -> RawPhotometry | None:
+        """The raw data of a raw file, as a new row (not in a session); ``None`` if unreadable.
+
+        Each raw file records its source's name, position, cross-ids and download
+        hash (:meth:`save`), so a row that was lost, or never committed after a
+        crash, is made again from the file without downloading: summaries,
+        SHA-256, size and modification time included, ``data`` loaded.
+
+        Examples
+        --------
+        >>> raw = RawPhotometry(source_name="star", observatory="demo", ra=10.0, dec=5.0,
+        ...                     data=pd.DataFrame({"mjd": [60000.0, 60001.0]}))
+        >>> raw.save()
+        >>> again = RawPhotometry.from_file(raw.filename)
+        >>> again.source_name, again.num_points, again.checksum == raw.checksum
+        ('star', 2, True)
+        """
+        try:
+            keys = storage.read_table_keys(relative)
+            if len(keys) != 1:
+                return None
+            frame, metadata = storage.read_table(relative, keys[0])
+            path = storage.full_path(relative)
+            raw = cls(
+                data=frame,
+                source_name=metadata["source_name"],
+                observatory=metadata["observatory"],
+                ra=float(metadata["ra"]),
+                dec=float(metadata["dec"]),
+                download_hash=metadata.get("download_hash"),
+                target_key=metadata.get("target_key") or "",
+                cross_ids=metadata.get("cross_ids") or {},
+                altdata=metadata.get("altdata") or {},
+            )
+            raw.compute_summaries()
+            raw.is_empty = False
+            raw.filename, raw.key = relative, keys[0]
+            status = path.stat()
+            raw.checksum, raw.file_size = storage.file_sha256(path), status.st_size
+            raw.file_mtime_ns = status.st_mtime_ns
+        except (storage.StorageError, KeyError, TypeError, ValueError):
+            return None
+        return raw
+
+    def column_values(self) -> dict[str, Any]:
+        """The row's :data:`RAW_COLUMNS` but ``id``, as plain Python values (for SQL, or a new row).
+
+        Examples
+        --------
+        >>> raw = RawPhotometry(source_name="star", observatory="demo", ra=10.0, dec=5.0)
+        >>> values = raw.column_values()
+        >>> values["source_name"], values["filters"], values["altdata"]
+        ('star', [], {})
+        """
+        values = {c: plain_value(getattr(self, c)) for c in RAW_COLUMNS if c != "id"}
+        values["filters"] = list(self.filters or [])
+        values["altdata"] = self.altdata or {}
+        return values
 
     @staticmethod
     def matches(values: dict[str, Any], download_hash: str, ra: float, dec: float,

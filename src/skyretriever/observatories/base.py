@@ -22,7 +22,6 @@ import abc
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,6 +30,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from skyretriever import storage
+from skyretriever.database import SmartSession
 from skyretriever.models.datasets import (
     SUMMARY_COLUMNS,
     Lightcurve,
@@ -477,31 +477,30 @@ class VirtualObservatory(abc.ABC):
     def populate_sources(self, session=None) -> int:
         """Make RawPhotometry rows for raw files on disk that have none; returns how many.
 
+        The files are those :func:`skyretriever.storage.raw_files` finds (named as
+        raw files of this observatory, never reached through a symbolic link), as
+        ``skyretriever check --repair`` re-links them.
+
         Each raw file records its source's name, position, cross-ids and download
         hash, so rows lost (or never committed after a crash) are rebuilt without
         downloading again; a row of the same identity is brought up to date.
         """
-        from skyretriever.database import SmartSession
-        from skyretriever.pipeline import raw_row_from_file
-
-        root = storage.data_root()
-        folder = root / storage.RAW_FOLDER / self.name.upper()
-        if not folder.exists():
+        files = storage.raw_files(self.name)
+        if not files:
             return 0
-        files = sorted(folder.glob(f"RA*/{self.name.upper()}_photometry_*.h5"))
         made = 0
         with SmartSession(session) as session:
             known = set(session.scalars(
                 sa.select(RawPhotometry.filename).where(RawPhotometry.observatory == self.name)
             ))
-            for path in files:
-                relative = path.relative_to(root).as_posix()
+            for relative in files:
                 if relative in known:
                     continue
-                values = raw_row_from_file(relative)
-                if values is None or values["observatory"] != self.name:
-                    log.warning("skipping unreadable raw file %s", path)
+                raw = RawPhotometry.from_file(relative)
+                if raw is None or raw.observatory != self.name:
+                    log.warning("skipping unreadable raw file %s", storage.data_root() / relative)
                     continue
+                values = raw.column_values()
                 exists = session.scalar(sa.select(RawPhotometry.id).where(
                     *raw_identity_filter(values)))
                 if exists is not None:
@@ -525,8 +524,3 @@ def raw_identity_filter(values: dict[str, Any]) -> tuple:
         else RawPhotometry.download_hash == download_hash,
         RawPhotometry.target_key == (values.get("target_key") or ""),
     )
-
-
-def names_of(observatories: Iterable[VirtualObservatory]) -> list[str]:
-    """Observatory names, in order."""
-    return [obs.name for obs in observatories]
