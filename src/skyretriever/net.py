@@ -51,6 +51,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import urllib3
 
 from skyretriever import storage
+from skyretriever._version import __version__
 from skyretriever.parameters import Parameters, parameter
 
 __all__ = [
@@ -789,8 +790,6 @@ class NetworkParameters(Parameters):
 
     def network_policy(self) -> NetworkPolicy:
         """The client policy these parameters describe."""
-        from skyretriever._version import __version__
-
         return NetworkPolicy(
             connect_timeout=min(10.0, self.timeout), timeout=self.timeout,
             max_attempts=self.max_attempts, backoff=self.backoff,

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from skyretriever import drawing
+from skyretriever.database import SmartSession
 from skyretriever.healpix import angular_distance, cone_ranges
 from skyretriever.models.base import Base, utcnow
 
@@ -131,8 +132,6 @@ class Source(Base):
         ...     near = Source.cone_search(150.1, 2.2, 10 / 3600, session=session)
         ...     [(s.name, round(s.distance * 3600, 2)) for s in near]
         """
-        from skyretriever.database import SmartSession
-
         query = cls.cone_search_query(ra, dec, radius, cls.id, cls.ra, cls.dec)
         if project is not None:
             query = query.where(cls.project == project)

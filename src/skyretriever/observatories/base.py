@@ -30,6 +30,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from skyretriever import storage
+from skyretriever.catalogs.catalog import CROSS_ID_COLUMNS
 from skyretriever.database import SmartSession
 from skyretriever.models.datasets import (
     SUMMARY_COLUMNS,
@@ -38,7 +39,7 @@ from skyretriever.models.datasets import (
     lightcurve_summaries,
     target_key,
 )
-from skyretriever.parameters import ParameterError, Parameters, parameter
+from skyretriever.parameters import ParameterError, Parameters, parameter, unknown_key_message
 
 __all__ = [
     "OBSERVATORIES",
@@ -116,8 +117,6 @@ def register_observatory(cls: type[VirtualObservatory]) -> type[VirtualObservato
 
 def observatory_class(name: str) -> type[VirtualObservatory]:
     """The observatory class for a name such as ``'TESS'`` or ``'demo'`` (any case)."""
-    from skyretriever.parameters import unknown_key_message
-
     _import_builtin_observatories()
     try:
         return OBSERVATORIES[name.lower()]
@@ -203,8 +202,6 @@ class VirtualObservatory(abc.ABC):
                 raise ParameterError(f"observatories.{self.name}.quality_bitmask must be >= 0")
             return value
         if value not in self.QUALITY_PRESETS:
-            from skyretriever.parameters import unknown_key_message
-
             raise ParameterError(
                 f"observatories.{self.name}.quality_bitmask: "
                 + unknown_key_message(value, self.QUALITY_PRESETS, "preset")
@@ -245,8 +242,6 @@ class VirtualObservatory(abc.ABC):
     @staticmethod
     def cross_ids(cat_row: dict[str, Any]) -> dict[str, Any]:
         """The catalog row's cross-ids that are set (``tic_id``, ``gaia_id``...)."""
-        from skyretriever.catalogs.catalog import CROSS_ID_COLUMNS
-
         found = {}
         for column in CROSS_ID_COLUMNS:
             value = cat_row.get(column)

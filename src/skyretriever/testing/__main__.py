@@ -27,6 +27,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from skyretriever.parameters import load_yaml
+from skyretriever.project import Project
 from skyretriever.testing.archives import SimulatedArchives
 from skyretriever.testing.server import FAULT_KINDS, Faults
 from skyretriever.testing.sky import SimulatedSky
@@ -70,9 +72,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def run_project(args: argparse.Namespace) -> int:
     """Run the project of ``args.config`` with its archives pointed at simulated ones."""
-    from skyretriever import Project
-    from skyretriever.parameters import load_yaml
-
     config = load_yaml(args.config)
     obs_names = (config.get("project") or {}).get("obs_names") or ["demo"]
     sky = SimulatedSky.for_projects(args.stars, seed=args.seed)

@@ -20,10 +20,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from skyretriever.testing.irsa import IrsaService
 from skyretriever.testing.mast import MastService
 from skyretriever.testing.s3 import BUCKET, S3Service
 from skyretriever.testing.server import ArchiveServer, Faults, Service
 from skyretriever.testing.sky import SimulatedSky
+from skyretriever.testing.tap import GAIA_PATH, WD_CATALOG_PATH, catalog_services
 
 __all__ = ["SimulatedArchives"]
 
@@ -101,16 +103,12 @@ class SimulatedArchives:
                  ) -> ArchiveServer:
         """Serve the ZTF light-curve API (``irsa``) over the same sky; ``options`` go to
         :class:`~skyretriever.testing.irsa.IrsaService` (``collections``, ``private``)."""
-        from skyretriever.testing.irsa import IrsaService
-
         return self.add_server("irsa", [IrsaService(self.sky, **options)], faults, port)
 
     def add_catalogs(self, faults: Faults | None = None, port: int = 0,
                      max_sync_rows: int | None = 2000) -> ArchiveServer:
         """Serve the Gaia archive, the Exoplanet Archive and the white-dwarf catalogue of the
         sky on one server (``catalogs``; see :func:`~skyretriever.testing.tap.catalog_services`)."""
-        from skyretriever.testing.tap import catalog_services
-
         return self.add_server("catalogs", catalog_services(self.sky, max_sync_rows), faults,
                                port)
 
@@ -128,8 +126,6 @@ class SimulatedArchives:
 
     def catalog_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Parameters that point the remote catalog presets at the simulated services."""
-        from skyretriever.testing.tap import GAIA_PATH, WD_CATALOG_PATH
-
         url = self.catalogs.url
         return {"gaia_tap_url": url + GAIA_PATH,
                 "exoplanet_archive_url": url,  # the client adds EXOPLANET_PATH + /sync
