@@ -266,11 +266,13 @@ def project_path(folder: str) -> str:
     return f"{PROJECTS_FOLDER}/{folder}"
 
 
-def raw_filename(observatory: str, source_name: str, ra: float, identity: str = "") -> str:
+def raw_filename(observatory: str, source_name: str, ra: float, identity: str = "",
+                 data_type: str = "photometry") -> str:
     """Path of a raw-data file relative to the data root (POSIX separators).
 
     ``identity`` (a short hash of the target and the download parameters) ends the
-    name, so products of different stars or parameters never share a file.
+    name, so products of different stars or parameters never share a file; the
+    data type (``photometry``...) follows the observatory.
 
     Examples
     --------
@@ -280,23 +282,25 @@ def raw_filename(observatory: str, source_name: str, ra: float, identity: str = 
     obs = observatory.upper()
     suffix = f"_{identity}" if identity else ""
     return (f"{raw_folder(observatory)}/{ra_folder(ra)}/"
-            f"{obs}_photometry_{sanitize_name(source_name)}{suffix}.h5")
+            f"{obs}_{data_type}_{sanitize_name(source_name)}{suffix}.h5")
 
 
-def reduced_filename(project_folder: str, observatory: str, source_name: str, ra: float) -> str:
+def reduced_filename(project_folder: str, observatory: str, source_name: str, ra: float,
+                     data_type: str = "photometry") -> str:
     """Path of a reduced-data file relative to the data root (POSIX separators)."""
     obs = observatory.upper()
     return (
         f"{project_path(project_folder)}/{ra_folder(ra)}/"
-        f"{obs}_photometry_{sanitize_name(source_name)}_reduced.h5"
+        f"{obs}_{data_type}_{sanitize_name(source_name)}_reduced.h5"
     )
 
 
 _SAFE_NAME = r"[A-Za-z0-9._+-]+"
 
 
-def is_raw_filename(relative: str, observatory: str) -> bool:
-    """Whether a path relative to the data root is named like a raw file of ``observatory``.
+def is_raw_filename(relative: str, observatory: str, data_type: str = "photometry") -> bool:
+    """Whether a path relative to the data root is named like a raw file of ``observatory``
+    (and of ``data_type``).
 
     The names :func:`raw_filename` makes, and nothing else: never a reduced file
     (``*_reduced.h5``), even where raw and reduced files share a folder.
@@ -309,7 +313,8 @@ def is_raw_filename(relative: str, observatory: str) -> bool:
     False
     """
     obs, folder = re.escape(observatory.upper()), re.escape(raw_folder(observatory))
-    return (re.fullmatch(rf"{folder}/RA\d{{3}}/{obs}_photometry_{_SAFE_NAME}\.h5", relative)
+    kind = re.escape(data_type)
+    return (re.fullmatch(rf"{folder}/RA\d{{3}}/{obs}_{kind}_{_SAFE_NAME}\.h5", relative)
             is not None and not relative.endswith("_reduced.h5"))
 
 
@@ -324,7 +329,7 @@ def is_reduced_filename(relative: str, project_folder: str) -> bool:
     False
     """
     folder = re.escape(project_folder)
-    return re.fullmatch(rf"{folder}/RA\d{{3}}/[A-Z0-9_]+_photometry_{_SAFE_NAME}_reduced\.h5",
+    return re.fullmatch(rf"{folder}/RA\d{{3}}/[A-Z0-9_]+_[a-z]+_{_SAFE_NAME}_reduced\.h5",
                         relative) is not None
 
 
@@ -370,8 +375,9 @@ def walk_files(folder: str | os.PathLike,
     return sorted(found)
 
 
-def raw_files(observatory: str, on_link: Callable[[Path], None] | None = None) -> list[str]:
-    """The raw files of an observatory on disk, relative to the data root, sorted.
+def raw_files(observatory: str, on_link: Callable[[Path], None] | None = None,
+              data_type: str = "photometry") -> list[str]:
+    """The raw files of an observatory (and data type) on disk, relative to the data root, sorted.
 
     Only names :func:`raw_filename` gives (:func:`is_raw_filename`), never
     reached through a symbolic link (each link met goes to ``on_link``, see
@@ -385,7 +391,7 @@ def raw_files(observatory: str, on_link: Callable[[Path], None] | None = None) -
     True
     """
     return [relative for relative in walk_files(data_root() / raw_folder(observatory), on_link)
-            if is_raw_filename(relative, observatory)]
+            if is_raw_filename(relative, observatory, data_type)]
 
 
 def reduction_key(source_name: str, number: int, total: int) -> str:

@@ -15,6 +15,7 @@ from skyretriever.models.datasets import (
 from skyretriever.models.detection import Detection
 from skyretriever.models.histogram import HistogramBatch
 from skyretriever.models.properties import Properties
+from skyretriever.models.raw import RawData, data_types, raw_data_class
 from skyretriever.models.source import Source
 
 __all__ = [
@@ -23,8 +24,11 @@ __all__ = [
     "HistogramBatch",
     "Lightcurve",
     "Properties",
+    "RawData",
     "RawPhotometry",
     "Source",
     "SourceRawData",
+    "data_types",
+    "raw_data_class",
     "save_lightcurves",
 ]

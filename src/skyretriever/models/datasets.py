@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -15,8 +13,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from skyretriever import drawing, storage
-from skyretriever.healpix import angular_distance
 from skyretriever.models.base import Base, FileBacked, plain_value, utcnow
+from skyretriever.models.raw import (
+    RawData,
+    cross_ids_disagree,
+    raw_file_identity,
+    register_data_type,
+    target_key,
+)
 
 if TYPE_CHECKING:
     from skyretriever.models.source import Source
@@ -25,53 +29,10 @@ __all__ = ["RAW_COLUMNS", "SUMMARY_COLUMNS", "Lightcurve", "RawPhotometry", "Sou
            "cross_ids_disagree", "lightcurve_summaries", "raw_file_identity", "save_lightcurves",
            "target_key"]
 
-#: Digits of the position in a target key: 1e-6 degree (3.6 milliarcseconds).
-_KEY_DECIMALS = 6
 #: The columns of a raw-data row that are carried as values (every one but ``created_at``).
 RAW_COLUMNS = ("id", "source_name", "observatory", "ra", "dec", "download_hash", "target_key",
                "cross_ids", "is_empty", "num_points", "time_start", "time_end", "filters",
                "altdata", "filename", "key", "checksum", "file_size", "file_mtime_ns")
-
-
-def target_key(cross_ids: dict[str, Any] | None, ra: float, dec: float) -> str:
-    """A short hex key of a target's identity: its cross-ids and its position.
-
-    Two catalog rows get the same key only when they give the same cross-ids and
-    the same position (to 1e-6 degree); the key names raw products apart, while
-    which product a source may reuse is decided by :meth:`RawPhotometry.matches`.
-
-    Examples
-    --------
-    >>> target_key({"tic_id": 25155310}, 10.0, 5.0) == target_key({"tic_id": 25155310}, 10.0, 5.0)
-    True
-    >>> target_key(None, 10.0, 5.0) == target_key(None, 10.0, 5.0001)
-    False
-    """
-    basis = {"cross_ids": {k: str(v) for k, v in sorted((cross_ids or {}).items())},
-             "ra": round(float(ra), _KEY_DECIMALS), "dec": round(float(dec), _KEY_DECIMALS)}
-    text = json.dumps(basis, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def raw_file_identity(download_hash: str | None, key: str | None) -> str:
-    """Short hex hash of a raw product's download hash and target key (ends its file name)."""
-    return hashlib.sha256(f"{download_hash or ''}:{key or ''}".encode()).hexdigest()[:10]
-
-
-def cross_ids_disagree(first: dict[str, Any] | None, second: dict[str, Any] | None) -> list[str]:
-    """The cross-id columns both give, with different values (empty: they do not disagree).
-
-    Examples
-    --------
-    >>> cross_ids_disagree({"tic_id": 1, "gaia_id": 5}, {"tic_id": 2})
-    ['tic_id']
-    >>> cross_ids_disagree({"tic_id": 1}, {"gaia_id": 5})
-    []
-    """
-    first, second = first or {}, second or {}
-    return sorted(k for k in first.keys() & second.keys()
-                  if first[k] is not None and second[k] is not None
-                  and str(first[k]) != str(second[k]))
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -79,7 +40,8 @@ def _finite_or_none(value: Any) -> float | None:
     return value if np.isfinite(value) else None
 
 
-class RawPhotometry(FileBacked, Base):
+@register_data_type
+class RawPhotometry(RawData, Base):
     """All the photometry one observatory has for one target, as downloaded.
 
     One row and one file per (source name, observatory, download parameters,
@@ -101,42 +63,16 @@ class RawPhotometry(FileBacked, Base):
     2
     """
 
+    data_type = "photometry"
     __tablename__ = "raw_photometry"
     __table_args__ = (sa.UniqueConstraint("source_name", "observatory", "download_hash",
                                           "target_key", name="uq_raw_photometry_identity"),)
 
     id: Mapped[int] = mapped_column(primary_key=True, doc="Database id of this raw-data row.")
-    source_name: Mapped[str] = mapped_column(
-        index=True, doc="Name of the source (as in the catalog) this data belongs to."
-    )
-    observatory: Mapped[str] = mapped_column(
-        sa.String(20), doc="Observatory name in lower case (demo, tess, k2, kepler, ztf)."
-    )
-    ra: Mapped[float] = mapped_column(doc="Right ascension used for the download (degrees).")
-    dec: Mapped[float] = mapped_column(doc="Declination used for the download (degrees).")
-    download_hash: Mapped[str | None] = mapped_column(
-        sa.String(32),
-        doc="Hash of the observatory's parameters that change what is downloaded (none on rows "
-            "made before it was recorded: such rows are never reused).",
-    )
-    target_key: Mapped[str] = mapped_column(
-        sa.String(32), default="", server_default=sa.text("''"),
-        doc="Hash of the target's cross-ids and position (see target_key()).",
-    )
-    cross_ids: Mapped[dict[str, Any] | None] = mapped_column(
-        doc="Cross-ids of the target asked for (tic_id, gaia_id...), from the catalog row."
-    )
-    is_empty: Mapped[bool] = mapped_column(
-        default=False, doc="True when the archive has no data for this source."
-    )
     num_points: Mapped[int] = mapped_column(default=0, doc="Number of epochs in the raw data.")
     time_start: Mapped[float | None] = mapped_column(doc="First epoch (MJD).")
     time_end: Mapped[float | None] = mapped_column(doc="Last epoch (MJD).")
     filters: Mapped[list[Any] | None] = mapped_column(doc="Filters present in the raw data.")
-    altdata: Mapped[dict[str, Any] | None] = mapped_column(
-        doc="Provenance: archive, data release, product ids, FITS headers."
-    )
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, doc="When the row was made (UTC).")
 
     lightcurves: Mapped[list[Lightcurve]] = relationship(
         back_populates="raw_data",
@@ -148,11 +84,6 @@ class RawPhotometry(FileBacked, Base):
         super().__init__(**kwargs)
         if data is not None:
             self.data = data
-
-    @property
-    def identity(self) -> str:
-        """Short hash of (download_hash, target_key): ends the raw file's name."""
-        return raw_file_identity(self.download_hash, self.target_key)
 
     @classmethod
     def from_file(cls, relative: str) -> RawPhotometry | None:
@@ -214,34 +145,6 @@ class RawPhotometry(FileBacked, Base):
         values["altdata"] = self.altdata or {}
         return values
 
-    @staticmethod
-    def matches(values: dict[str, Any], download_hash: str, ra: float, dec: float,
-                cross_ids: dict[str, Any] | None, radius: float) -> str | None:
-        """Why a raw product (row or file values) is not this target and download, or None.
-
-        The same target and download means: the same ``download_hash``, a position
-        within ``radius`` arcsec, and cross-ids that do not disagree.
-
-        Examples
-        --------
-        >>> values = {"download_hash": "ab", "ra": 10.0, "dec": 5.0, "cross_ids": {"tic_id": 1}}
-        >>> RawPhotometry.matches(values, "ab", 10.0, 5.0002, {"tic_id": 1}, 2.0) is None
-        True
-        >>> RawPhotometry.matches(values, "ab", 10.0, 5.0, {"tic_id": 2}, 2.0)
-        'cross-ids differ (tic_id)'
-        """
-        if values.get("download_hash") is None:
-            return "made before download parameters were recorded"
-        if values["download_hash"] != download_hash:
-            return "other download parameters"
-        distance = float(angular_distance(values["ra"], values["dec"], ra, dec)) * 3600.0
-        if not distance <= radius:
-            return f"another position ({distance:.2f} arcsec away)"
-        differ = cross_ids_disagree(values.get("cross_ids"), cross_ids)
-        if differ:
-            return f"cross-ids differ ({', '.join(differ)})"
-        return None
-
     def compute_summaries(self) -> None:
         """Fill ``num_points``, ``time_start``, ``time_end`` and ``filters`` from ``data``."""
         frame = self._data
@@ -271,7 +174,7 @@ class RawPhotometry(FileBacked, Base):
         if self.target_key is None or self.target_key == "":
             self.target_key = target_key(self.cross_ids, self.ra, self.dec)
         relative = storage.raw_filename(self.observatory, self.source_name, self.ra,
-                                        self.identity)
+                                        self.identity, self.data_type)
         self.key = storage.sanitize_name(self.source_name)
         metadata = {
             "source_name": self.source_name,

@@ -39,6 +39,7 @@ from skyretriever.models.datasets import (
     lightcurve_summaries,
     target_key,
 )
+from skyretriever.models.raw import RawData, raw_data_class
 from skyretriever.parameters import ParameterError, Parameters, parameter, unknown_key_message
 
 __all__ = [
@@ -161,6 +162,10 @@ class VirtualObservatory(abc.ABC):
     #: how the archive is reached (URLs, retries, workers) and how raw data is reduced
     #: do not count.
     download_parameters: ClassVar[tuple[str, ...]] = ()
+    #: The kind of raw data this observatory downloads: picks the raw-data table
+    #: (:func:`skyretriever.models.raw_data_class`) and the analysis step
+    #: (``Analysis.analyze_<data_type>``).
+    data_type: ClassVar[str] = "photometry"
 
     def __init__(self, pars: ObservatoryParameters | None = None,
                  context: ProjectContext | None = None, **kwargs: Any) -> None:
@@ -269,7 +274,7 @@ class VirtualObservatory(abc.ABC):
             return f"another source name ({values.get('source_name')!r})"
         if values.get("observatory") != self.name:
             return f"another observatory ({values.get('observatory')!r})"
-        return RawPhotometry.matches(values, self.download_hash, float(cat_row["ra"]),
+        return RawData.matches(values, self.download_hash, float(cat_row["ra"]),
                                      float(cat_row["dec"]), self.cross_ids(cat_row),
                                      self.pars.same_target_radius)
 
@@ -298,12 +303,17 @@ class VirtualObservatory(abc.ABC):
         """The CPU half of a download, run in a worker process: ``fetch``'s result to (table, provenance)."""
         return fetched
 
-    def download(self, cat_row: dict[str, Any]) -> RawPhotometry:
-        """Download one source into an (unsaved) RawPhotometry object."""
+    @property
+    def raw_class(self) -> type[RawData]:
+        """The raw-data table of this observatory's :attr:`data_type`."""
+        return raw_data_class(self.data_type)
+
+    def download(self, cat_row: dict[str, Any]) -> RawData:
+        """Download one source into an (unsaved) raw-data object of this data type."""
         frame, altdata = self.parse(self.fetch(cat_row))
         if frame is None:
             frame = pd.DataFrame()
-        raw = RawPhotometry(
+        raw = self.raw_class(
             data=frame,
             source_name=str(cat_row["name"]),
             observatory=self.name,
@@ -361,8 +371,8 @@ class VirtualObservatory(abc.ABC):
         >>> [lc.filter for lc in obs.reduce(raw)][:2]
         ['g', 'r']
         """
-        if data_type != "photometry":
-            raise ValueError(f"{self.name} can only reduce photometry, not {data_type!r}")
+        if data_type != self.data_type:
+            raise ValueError(f"{self.name} reduces {self.data_type}, not {data_type!r}")
         if raw.is_empty or raw.data is None or len(raw.data) == 0:
             return []
         frame = self.standardize(raw.data, raw.altdata or {})
@@ -371,7 +381,8 @@ class VirtualObservatory(abc.ABC):
         ordered, bounds = self._split(frame)
         total = len(bounds)
         folder = self.context.folder
-        filename = storage.reduced_filename(folder, self.name, raw.source_name, raw.ra)
+        filename = storage.reduced_filename(folder, self.name, raw.source_name, raw.ra,
+                                            self.data_type)
         arrays = {c: ordered[c].to_numpy() for c in SUMMARY_COLUMNS if c in ordered}
         filters = ordered["filter"].to_numpy() if "filter" in ordered else None
         lightcurves = []
@@ -470,7 +481,7 @@ class VirtualObservatory(abc.ABC):
         return self.project
 
     def populate_sources(self, session=None) -> int:
-        """Make RawPhotometry rows for raw files on disk that have none; returns how many.
+        """Make raw-data rows for raw files on disk that have none; returns how many.
 
         The files are those :func:`skyretriever.storage.raw_files` finds (named as
         raw files of this observatory, never reached through a symbolic link), as
@@ -480,42 +491,43 @@ class VirtualObservatory(abc.ABC):
         hash, so rows lost (or never committed after a crash) are rebuilt without
         downloading again; a row of the same identity is brought up to date.
         """
-        files = storage.raw_files(self.name)
+        model = self.raw_class
+        files = storage.raw_files(self.name, data_type=self.data_type)
         if not files:
             return 0
         made = 0
         with SmartSession(session) as session:
             known = set(session.scalars(
-                sa.select(RawPhotometry.filename).where(RawPhotometry.observatory == self.name)
+                sa.select(model.filename).where(model.observatory == self.name)
             ))
             for relative in files:
                 if relative in known:
                     continue
-                raw = RawPhotometry.from_file(relative)
+                raw = model.from_file(relative)
                 if raw is None or raw.observatory != self.name:
                     log.warning("skipping unreadable raw file %s", storage.data_root() / relative)
                     continue
                 values = raw.column_values()
-                exists = session.scalar(sa.select(RawPhotometry.id).where(
-                    *raw_identity_filter(values)))
+                exists = session.scalar(sa.select(model.id).where(
+                    *raw_identity_filter(values, model)))
                 if exists is not None:
-                    row = session.get(RawPhotometry, exists)
+                    row = session.get(model, exists)
                     for key, value in values.items():
                         setattr(row, key, value)
                 else:
-                    session.add(RawPhotometry(**values))
+                    session.add(model(**values))
                 made += 1
             session.commit()
         return made
 
 
-def raw_identity_filter(values: dict[str, Any]) -> tuple:
+def raw_identity_filter(values: dict[str, Any], model: type[RawData] = RawPhotometry) -> tuple:
     """SQL conditions selecting the raw row of the identity in ``values`` (its unique key)."""
     download_hash = values.get("download_hash")
     return (
-        RawPhotometry.source_name == values["source_name"],
-        RawPhotometry.observatory == values["observatory"],
-        RawPhotometry.download_hash.is_(None) if download_hash is None
-        else RawPhotometry.download_hash == download_hash,
-        RawPhotometry.target_key == (values.get("target_key") or ""),
+        model.source_name == values["source_name"],
+        model.observatory == values["observatory"],
+        model.download_hash.is_(None) if download_hash is None
+        else model.download_hash == download_hash,
+        model.target_key == (values.get("target_key") or ""),
     )
