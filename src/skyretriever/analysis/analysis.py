@@ -294,6 +294,30 @@ class Analysis:
                     result.scores[index] = scores
         return result
 
+    def analyze(self, data_type: str, products: list[Any], source: Mapping[str, Any]
+                ) -> AnalysisResult:
+        """Analyse one source's reduced products of one data type.
+
+        The pipeline calls this for every source; it hands the products to
+        ``analyze_<data_type>`` (``analyze_photometry`` for light curves), so a
+        new data type adds one method here (or in a subclass in ``extensions/``)
+        and nothing in the pipeline.
+
+        Examples
+        --------
+        >>> Analysis().analyze("spectra", [], {"name": "star"})
+        Traceback (most recent call last):
+        ...
+        NotImplementedError: Analysis has no analyze_spectra: it analyses photometry
+        """
+        method = getattr(self, f"analyze_{data_type}", None)
+        if not callable(method):
+            known = sorted(name.removeprefix("analyze_") for name in dir(self)
+                           if name.startswith("analyze_") and callable(getattr(self, name)))
+            raise NotImplementedError(f"{type(self).__name__} has no analyze_{data_type}: "
+                                      f"it analyses {', '.join(known)}")
+        return method(products, source)
+
     def analyze_photometry(self, lightcurves: list[Lightcurve], source: Mapping[str, Any]
                            ) -> AnalysisResult:
         """Analyse every light curve of one source.
