@@ -3,6 +3,17 @@
 Public names: :class:`Project`, :class:`Catalog`, the observatories and the
 models. Importing the package creates no engine, connection or table.
 
+The package is built in layers, each using only itself and those below
+(``docs/architecture.md`` has the map and the recipes; ``lint-imports``
+enforces it): presentation (``cli``, ``report``, ``plots``, ``query``) >
+application (``project``) > orchestration (``pipeline``, ``execution``,
+``checker``, ``queries``) > domain (``observatories``, ``catalogs``,
+``analysis``) > data (``models``, ``database``, ``migrations``) > foundation
+(``parameters``, ``storage``, ``net``, ``healpix``, ``fitsfile``, ``errors``,
+``drawing``, ``progress``, ``_version``). ``testing`` stands apart: it may use
+anything and nothing here imports it. Nothing inside the package imports this
+face.
+
 Examples
 --------
 >>> from skyretriever import Project

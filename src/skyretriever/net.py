@@ -16,7 +16,7 @@ Every request to an archive goes through an :class:`HttpClient`:
   :func:`skyretriever.fitsfile.validate_fits`) and only then renamed into
   place: a bad file is fetched again and never kept.
 
-Other transports (the S3 client of :mod:`skyretriever.observatories.mast`)
+Other transports (the S3 client of :mod:`skyretriever.observatories.s3`)
 reuse the same pieces: :meth:`HttpClient.call_with_retries` for the retry
 loop, :attr:`HttpClient.limiter` for the per-host bound, and
 :meth:`HttpClient.download_with` for the temporary file, checks and rename.
