@@ -14,6 +14,7 @@ Examples
 --------
     python -m skyretriever.testing serve --stars 200 --sectors 3 --latency 0.15
     python -m skyretriever.testing serve --catalog sim.csv --unavailable-rate 0.1
+    python -m skyretriever.testing serve --real-files ~/.cache/skyretriever/real-files
     python -m skyretriever.testing run configs/wd_flares.yaml --stars 40
 """
 
@@ -30,6 +31,7 @@ from pathlib import Path
 from skyretriever.parameters import load_yaml
 from skyretriever.project import Project
 from skyretriever.testing.archives import SimulatedArchives
+from skyretriever.testing.realfiles import RealFileCopies
 from skyretriever.testing.server import FAULT_KINDS, Faults
 from skyretriever.testing.sky import SimulatedSky
 
@@ -49,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--mast-port", type=int, default=0)
     serve.add_argument("--s3-port", type=int, default=0)
     serve.add_argument("--catalog", help="write a CSV catalog of the stars here")
+    serve.add_argument("--real-files", metavar="DIR",
+                       help="serve copies of the real light-curve files (*.fits) in DIR, each "
+                            "with its star's identity in the headers, instead of simulated "
+                            "ones (python bench/real_files.py fetches some)")
     serve.add_argument("--prepare-files", action="store_true",
                        help="make every FITS file before serving (so timing excludes it)")
     serve.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
@@ -95,8 +101,10 @@ def run_project(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    real_files = RealFileCopies.from_folder(args.real_files) if args.real_files else None
     sky = SimulatedSky.random(args.stars, seed=args.seed, sectors_per_star=args.sectors,
-                              empty_fraction=args.empty_fraction, days_per_sector=args.days)
+                              empty_fraction=args.empty_fraction, days_per_sector=args.days,
+                              real_files=real_files)
     faults = Faults(latency=args.latency, retry_after=args.retry_after, seed=args.seed,
                     stall=args.stall,
                     faults_per_request=args.faults_per_request,
@@ -117,6 +125,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"  IRSA ZTF (irsa_url):           {archives.irsa.url}")
         print(f"  catalogs (gaia_tap_url...):    {archives.catalogs.url}")
         print(f"  {len(sky.stars)} stars, {len(sky.files)} light-curve files"
+              + (f" (copies of the real files in {args.real_files})" if args.real_files else "")
               + (f", catalog {args.catalog}" if args.catalog else ""))
         print("  statistics: GET <url>/_sim/stats; faults: POST <url>/_sim/faults; Ctrl-C stops")
         print(json.dumps({"mast_url": archives.mast_url,

@@ -7,7 +7,8 @@ that the sky builds, deterministically, everything the simulated archives
 serve: CAOM observation rows, product rows, TIC rows (with faint neighbours
 that have no data, so position matching has something to get wrong), data
 URIs, S3 keys, and the FITS files themselves (made on first request by
-:mod:`skyretriever.testing.fitsfiles` and kept in a bounded cache).
+:mod:`skyretriever.testing.fitsfiles`, or copied from real mission files by
+:mod:`skyretriever.testing.realfiles`, and kept in a bounded cache).
 
 Examples
 --------
@@ -35,6 +36,7 @@ import pandas as pd
 
 from skyretriever.observatories.mission_files import BJDREF_KEPLER, BJDREF_TESS, MJD_OFFSET
 from skyretriever.testing.fitsfiles import lightcurve_file
+from skyretriever.testing.realfiles import RealFileCopies
 from skyretriever.testing.stars import Flare, Product, SimulatedStar, Transit
 
 __all__ = ["KEPLER_QUARTER_STAMPS", "SimulatedSky"]
@@ -101,11 +103,16 @@ class SimulatedSky:
         Fraction of cadences with NaN ``TIME``, and with a quality bit set.
     cache_bytes
         Bound on the FITS bytes kept in memory.
+    real_files
+        Serve copies of real mission files (with each star's identity written into
+        their headers) instead of simulated ones; every mission with products must
+        have a real file.
     """
 
     def __init__(self, stars: Iterable[SimulatedStar], *, days_per_sector: float = 3.0,
                  neighbours: bool = True, seed: int = 0, nan_time_fraction: float = 0.005,
-                 flagged_fraction: float = 0.03, cache_bytes: int = 512 * 1024**2) -> None:
+                 flagged_fraction: float = 0.03, cache_bytes: int = 512 * 1024**2,
+                 real_files: RealFileCopies | None = None) -> None:
         self.stars = list(stars)
         names = [star.name for star in self.stars]
         if len(set(names)) != len(names):
@@ -128,6 +135,18 @@ class SimulatedSky:
             self._add_tess(star)
             self._add_k2(star)
             self._add_kepler(star)
+        self.real_files = real_files
+        #: Each product's number among the products of its mission (which real file it copies).
+        self._mission_numbers: dict[str, int] = {}
+        if real_files is not None:
+            counts: dict[str, int] = {}
+            for data_uri, product in self.files.items():
+                self._mission_numbers[data_uri] = counts.get(product.mission, 0)
+                counts[product.mission] = self._mission_numbers[data_uri] + 1
+            lacking = sorted(set(counts) - set(real_files.missions))
+            if lacking:
+                raise ValueError(f"no real file of {', '.join(lacking)} to copy for the sky's "
+                                 f"products (real files of {', '.join(real_files.missions)})")
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -422,7 +441,10 @@ class SimulatedSky:
             if cached is not None:
                 self._cache.move_to_end(data_uri)
                 return cached
-        content = lightcurve_file(product, self)
+        if self.real_files is not None:
+            content = self.real_files.copy_for(product, self._mission_numbers[data_uri])
+        else:
+            content = lightcurve_file(product, self)
         with self._cache_lock:
             self._cache[data_uri] = content
             total = sum(len(value) for value in self._cache.values())
