@@ -3,31 +3,51 @@
 Both fetch every 2-min SPOC light curve of the same TESS stars from the same
 simulated archives (``python -m skyretriever.testing serve``, run in its own
 process), with the same latency added to every request. skyretriever runs
-``Project.run(analyze=False)`` (download, store, reduce); lightkurve runs
-``search_lightcurve(...).download_all()`` star after star (search, download,
-read), with astroquery's URLs pointed at the simulator.
+``Project.run(analyze=False)`` (download, store, reduce) by the S3 bucket and by
+MAST HTTPS; lightkurve runs ``search_lightcurve(...).download_all()`` star after
+star (search, download, read), with astroquery's URLs pointed at the simulator.
+
+With ``--real-files [DIR]`` every file served is a copy of a real mission light
+curve (a 2 MB, 20,000-cadence SPOC sector from altaipony's sdist; see
+``bench/real_files.py``, which fetches them into DIR, by default
+``~/.cache/skyretriever/real-files``) with the simulated star's identity in its
+headers; without it, the simulator's own small files.
 
 The ideal is what the per-host connection limit allows: the busiest host's
 requests, ``max_connections_per_host`` at a time, each taking the latency.
+Each route's CPU seconds per file (this process and its worker processes) are
+printed beside it, and a serial run over ``--profile-sources`` stars (one
+thread, the same pipeline) gives the CPU seconds per file by stage: download,
+parse, raw write, hash, reduce, reduced write (plus MAST queries, database and
+the rest), timed with ``time.thread_time`` around the functions of each stage.
+``--cprofile`` adds the functions that cost most in a second serial run without
+latency (cProfile).
 
 Examples
 --------
     python bench/download.py                          # 200 stars, 3 sectors, 150 ms
     python bench/download.py --stars 50 --lightkurve-stars 10
+    python bench/download.py --real-files --stars 50 --sectors 2 --lightkurve-stars 10 --cprofile
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import functools
 import json
 import logging
 import math
 import os
+import pstats
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +64,8 @@ def start_archives(args: argparse.Namespace, folder: Path) -> tuple[subprocess.P
     command = [sys.executable, "-m", "skyretriever.testing", "serve", "--stars", str(args.stars),
                "--sectors", str(args.sectors), "--days", str(args.days), "--latency",
                str(args.latency), "--catalog", str(catalog), "--prepare-files", "--seed", "1"]
+    if args.real_files:
+        command += ["--real-files", str(args.real_files)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     for line in process.stdout:
         if line.startswith("{"):
@@ -60,32 +82,218 @@ def reset(urls: dict[str, str]) -> None:
         ADMIN.request("POST", urls[key] + "/_sim/stats/reset", data=b"")
 
 
+def set_latency(urls: dict[str, str], latency: float) -> None:
+    for key in ("mast_url", "s3_endpoint_url"):
+        ADMIN.request("POST", urls[key] + "/_sim/faults",
+                      data=json.dumps({"latency": latency}).encode())
+
+
 def request_counts(urls: dict[str, str]) -> dict[str, int]:
     return {"MAST": stats(urls["mast_url"])["requests"], "S3": stats(urls["s3_endpoint_url"])["requests"]}
 
 
-def run_skyretriever(urls: dict[str, str], folder: Path, use_cloud: bool, connections: int
-                     ) -> tuple[float, dict[str, int], int]:
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended (worker processes)."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                          resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def make_project(urls: dict[str, str], root: Path, use_cloud: bool, connections: int,
+                 execution: dict[str, Any] | None = None):
     from skyretriever import Project
 
-    root = folder / ("data_s3" if use_cloud else "data_https")
-    project = Project(
+    return Project(
         name="bench", cfg_file=False, data_root=str(root),
         database_url=f"sqlite:///{root}.db", obs_names=["TESS"], progress=False,
         catalog_kwargs={"kind": "file", "filename": urls["catalog"]},
+        execution_kwargs=execution or {},
         TESS={"mast_url": urls["mast_url"], "s3_endpoint_url": urls["s3_endpoint_url"],
               "use_cloud": use_cloud, "max_connections_per_host": connections},
     )
+
+
+def run_skyretriever(urls: dict[str, str], folder: Path, use_cloud: bool, connections: int
+                     ) -> tuple[float, dict[str, int], int, float]:
+    project = make_project(urls, folder / ("data_s3" if use_cloud else "data_https"),
+                           use_cloud, connections)
     reset(urls)
+    cpu = cpu_seconds()
     begin = time.perf_counter()
     summary = project.run(analyze=False)
     elapsed = time.perf_counter() - begin
+    cpu = cpu_seconds() - cpu
     if summary.failures:
         raise RuntimeError(f"skyretriever run had failures: {summary.failures[:3]}")
-    return elapsed, request_counts(urls), summary.counts["reduced"]
+    return elapsed, request_counts(urls), summary.counts["reduced"], cpu
 
 
-def run_lightkurve(urls: dict[str, str], folder: Path, tics: list[int]) -> tuple[float, dict, int]:
+#: The stages of a source's way from the archive to its reduced light curve.
+STAGES = ("run setup", "MAST queries", "download", "parse", "raw write", "hash", "reduce", "reduced write",
+          "database", "other")
+
+
+_INHERITED = object()
+
+
+class StageClock:
+    """CPU time of one thread by stage: functions wrapped so that the time inside them
+    (less what nested wrapped functions take) goes to their stage."""
+
+    def __init__(self) -> None:
+        self.seconds: Counter = Counter()
+        self._stack: list[str] = []
+        self._mark = 0.0
+        self._restore: list[tuple[Any, str, Any]] = []
+
+    def _switch(self, stage: str | None) -> None:
+        now = time.thread_time()
+        if self._stack:
+            self.seconds[self._stack[-1]] += now - self._mark
+        if stage is None:
+            self._stack.pop()
+        else:
+            self._stack.append(stage)
+        self._mark = now
+
+    def wrap(self, owner: Any, name: str, stage: str) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._switch(stage)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._switch(None)
+
+        own = owner.__dict__.get(name, _INHERITED) if isinstance(owner, type) else original
+        self._restore.append((owner, name, own))
+        setattr(owner, name, timed)
+
+    def restore(self) -> None:
+        for owner, name, original in reversed(self._restore):
+            if original is _INHERITED:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+        self._restore.clear()
+
+
+class _TimedHashlib:
+    """``hashlib`` for :mod:`skyretriever.storage`, with ``sha256`` wrapped by a clock."""
+
+    def __init__(self, module: Any, sha256: Callable) -> None:
+        self._module, self.sha256 = module, sha256
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
+def instrument(clock: StageClock) -> None:
+    """Wrap the functions of each stage (as the pipeline calls them) in ``clock``."""
+    import hashlib
+
+    from skyretriever import database, pipeline, project, storage
+    from skyretriever.catalogs.catalog import Catalog
+    from skyretriever.models import RawPhotometry
+    from skyretriever.observatories import mast
+    from skyretriever.observatories.base import VirtualObservatory
+
+    for name in ("_update_context", "check_name_unique", "_check_products_match",
+                 "write_config", "_check_free_space"):
+        clock.wrap(project.Project, name, "run setup")
+    clock.wrap(Catalog, "load", "run setup")
+    for name in ("upgrade", "check_writable", "check_still_there"):
+        clock.wrap(database, name, "run setup")
+    clock.wrap(storage, "clean_temporary", "run setup")
+    clock.wrap(mast.VirtualMAST, "prepare_download", "MAST queries")
+    clock.wrap(mast.VirtualMAST, "download_from_observatory", "parse")  # checks, concat
+    clock.wrap(mast.VirtualMAST, "fetch_file", "download")
+    clock.wrap(mast, "read_lightcurve_fits", "parse")
+    clock.wrap(RawPhotometry, "save", "raw write")
+    clock.wrap(storage, "file_sha256", "hash")
+    hashing = _TimedHashlib(hashlib, hashlib.sha256)
+    clock.wrap(hashing, "sha256", "hash")
+    clock._restore.append((storage, "hashlib", hashlib))
+    storage.hashlib = hashing
+    clock.wrap(VirtualObservatory, "reduce", "reduce")
+    clock.wrap(pipeline, "save_lightcurves", "reduced write")
+    clock.wrap(project, "plan_batch", "database")
+    clock.wrap(project, "write_batch", "database")
+
+
+def profile_stages(urls: dict[str, str], folder: Path, sources: int, use_cloud: bool,
+                   connections: int, with_cprofile: bool
+                   ) -> tuple[int, dict[str, float], float, pstats.Stats | None]:
+    """CPU seconds by stage of a serial run (one thread) over the first ``sources`` stars;
+    returns the files, the seconds by stage, the run's wall time and, with
+    ``with_cprofile``, a second serial run's cProfile statistics (CPU time)."""
+    clock = StageClock()
+    instrument(clock)
+    try:
+        project = make_project(urls, folder / "data_profile", use_cloud, connections,
+                               {"scheduler": "serial"})
+        begin, cpu = time.perf_counter(), time.thread_time()
+        summary = project.run(stop=sources, analyze=False)
+        total_cpu, elapsed = time.thread_time() - cpu, time.perf_counter() - begin
+    finally:
+        clock.restore()
+    if summary.failures:
+        raise RuntimeError(f"profiled run had failures: {summary.failures[:3]}")
+    seconds = dict(clock.seconds)
+    seconds["other"] = total_cpu - sum(seconds.values())
+    statistics = None
+    if with_cprofile:
+        # Without latency, so that cProfile's clock (wall time: its CPU clocks cost more
+        # than the small functions they time) counts little waiting.
+        set_latency(urls, 0.0)
+        project = make_project(urls, folder / "data_cprofile", use_cloud, connections,
+                               {"scheduler": "serial"})
+        profiler = cProfile.Profile()
+        profiler.enable()
+        project.run(stop=sources, analyze=False)
+        profiler.disable()
+        statistics = pstats.Stats(profiler)
+    return summary.counts["reduced"], seconds, elapsed, statistics
+
+
+def print_stages(files: int, seconds: dict[str, float], elapsed: float, route: str) -> None:
+    total = sum(seconds.values())
+    print(f"CPU per file by stage (serial run, one thread, {route}, {files} files, "
+          f"{elapsed:.1f} s wall):")
+    print(f"  {'stage':<15} {'ms per file':>11} {'share':>7}")
+    for stage in STAGES:
+        value = seconds.get(stage, 0.0)
+        print(f"  {stage:<15} {1000 * value / files:11.1f} {100 * value / total:6.1f}%")
+    print(f"  {'total':<15} {1000 * total / files:11.1f}")
+
+
+def print_hot_functions(statistics: pstats.Stats, files: int, most: int = 25) -> None:
+    """The functions with the most CPU time of their own, and the stages' entry points."""
+    rows = []
+    for (filename, line, name), (_, calls, own, cumulative, _) in statistics.stats.items():
+        path = Path(filename)
+        where = f"{path.parent.name}/{path.name}:{line}" if line else filename
+        rows.append((own, cumulative, calls, f"{where}({name})", "/skyretriever/" in filename,
+                     name))
+    print(f"functions by own time (cProfile, serial run without latency, {files} files; "
+          "ms per file):")
+    print(f"  {'own':>7} {'cumul.':>7} {'calls':>7}  function")
+    for own, cumulative, calls, label, _, _ in sorted(rows, reverse=True)[:most]:
+        print(f"  {1000 * own / files:7.2f} {1000 * cumulative / files:7.2f} {calls:7d}  {label}")
+    entries = {"prepare_download", "fetch_file", "validate_fits", "read_lightcurve_fits",
+               "download_from_observatory", "save", "write_tables", "_frame_to_records",
+               "_create_dataset", "reduce", "standardize", "save_lightcurves", "plan_batch",
+               "write_batch", "check_target", "download", "download_with"}
+    print("skyretriever's stage functions (cumulative, ms per file):")
+    for _, cumulative, calls, label, ours, name in sorted(rows, key=lambda row: -row[1]):
+        if ours and name in entries:
+            print(f"  {1000 * cumulative / files:7.2f} {calls:7d}  {label}")
+
+
+def run_lightkurve(urls: dict[str, str], folder: Path, tics: list[int]
+                   ) -> tuple[float, dict, int, float]:
     import lightkurve as lk
     from astroquery.mast import Observations
 
@@ -96,6 +304,7 @@ def run_lightkurve(urls: dict[str, str], folder: Path, tics: list[int]) -> tuple
     logging.getLogger("astroquery").setLevel(logging.ERROR)
     reset(urls)
     files = 0
+    cpu = cpu_seconds()
     begin = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -104,7 +313,7 @@ def run_lightkurve(urls: dict[str, str], folder: Path, tics: list[int]) -> tuple
             collection = found.download_all(download_dir=str(folder / "lightkurve"))
             files += len(collection) if collection is not None else 0
     elapsed = time.perf_counter() - begin
-    return elapsed, request_counts(urls), files
+    return elapsed, request_counts(urls), files, cpu_seconds() - cpu
 
 
 def ideal_seconds(counts: dict[str, int], connections: int, latency: float) -> tuple[float, str]:
@@ -117,13 +326,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stars", type=int, default=200)
     parser.add_argument("--sectors", type=int, default=3, help="TESS sectors per star")
-    parser.add_argument("--days", type=float, default=2.0, help="days of data per sector file")
+    parser.add_argument("--days", type=float, default=2.0,
+                        help="days of data per simulated sector file (not with --real-files)")
     parser.add_argument("--latency", type=float, default=0.15, help="seconds per request")
     parser.add_argument("--connections", type=int, default=8,
                         help="skyretriever's max_connections_per_host")
     parser.add_argument("--lightkurve-stars", type=int, default=None,
                         help="time lightkurve on only this many stars and scale up (default: all)")
+    parser.add_argument("--real-files", nargs="?", const="", default=None, metavar="DIR",
+                        help="serve copies of real mission files from DIR (default: the cache "
+                             "of bench/real_files.py, fetched there if missing)")
+    parser.add_argument("--profile-sources", type=int, default=10,
+                        help="stars in the serial run timed by stage (0: none)")
+    parser.add_argument("--cprofile", action="store_true",
+                        help="also profile a serial run with cProfile and list the hot functions")
     args = parser.parse_args()
+    if args.real_files is not None:
+        from skyretriever.testing.realfiles import default_cache, fetch_real_files
+
+        folder = Path(args.real_files) if args.real_files else default_cache()
+        fetch_real_files(folder)           # checks the files (fetches them if missing)
+        args.real_files = folder
 
     with tempfile.TemporaryDirectory(prefix="skyretriever-bench-") as name:
         folder = Path(name)
@@ -132,9 +355,11 @@ def main() -> int:
         try:
             catalog = pd.read_csv(urls["catalog"])
             files = args.stars * args.sectors
+            what = (f"copies of real SPOC 2-min files from {args.real_files}" if args.real_files
+                    else f"simulated files, {args.days:g} days each")
             print(f"skyretriever download benchmark: {args.stars} TESS stars x {args.sectors} "
-                  f"sectors = {files} light-curve files ({args.days:g} days each), "
-                  f"{1000 * args.latency:.0f} ms latency per request")
+                  f"sectors = {files} light-curve files ({what}), "
+                  f"{1000 * args.latency:.0f} ms latency per request, {os.cpu_count()} cores")
             print(f"simulated archives (own process): MAST {urls['mast_url']}, "
                   f"S3 {urls['s3_endpoint_url']}")
             print()
@@ -142,28 +367,39 @@ def main() -> int:
             results = {}
             for label, use_cloud in (("skyretriever, S3 bucket + MAST", True),
                                      ("skyretriever, MAST HTTPS only", False)):
-                elapsed, counts, reduced = run_skyretriever(urls, folder, use_cloud,
-                                                            args.connections)
+                elapsed, counts, reduced, cpu = run_skyretriever(urls, folder, use_cloud,
+                                                                 args.connections)
                 ideal, how = ideal_seconds(counts, args.connections, args.latency)
                 results[label] = elapsed
-                print(f"{label:<36} {elapsed:8.1f} s   requests {counts}, "
-                      f"{reduced} light curves")
-                print(f"{'':<36} ideal {ideal:6.1f} s   ({how})  -> {elapsed / ideal:.2f}x ideal")
+                print(f"{label:<38} {elapsed:8.1f} s   requests {counts}, "
+                      f"{reduced} light curves, CPU {1000 * cpu / max(reduced, 1):.0f} ms per file")
+                print(f"{'':<38} ideal {ideal:6.1f} s   ({how})  -> {elapsed / ideal:.2f}x ideal")
 
             subset = catalog["tic_id"].astype(int).tolist()
             if args.lightkurve_stars is not None:
                 subset = subset[: args.lightkurve_stars]
-            elapsed, counts, fetched = run_lightkurve(urls, folder, subset)
+            elapsed, counts, fetched, cpu = run_lightkurve(urls, folder, subset)
             scale = len(catalog) / len(subset)
             total = elapsed * scale
             ideal, how = ideal_seconds(counts, 1, args.latency)
             label = "lightkurve search + download_all loop"
             note = f" (measured {elapsed:.1f} s on {len(subset)} stars, scaled)" if scale != 1 else ""
-            print(f"{label:<36} {total:8.1f} s{note}   requests {counts}, {fetched} light curves")
-            print(f"{'':<36} ideal {ideal * scale:6.1f} s   (serial: {how})")
+            print(f"{label:<38} {total:8.1f} s{note}   requests {counts}, {fetched} light "
+                  f"curves, CPU {1000 * cpu / max(fetched, 1):.0f} ms per file")
+            print(f"{'':<38} ideal {ideal * scale:6.1f} s   (serial: {how})  -> "
+                  f"{total / (ideal * scale):.2f}x ideal")
             print()
             for key, value in results.items():
                 print(f"speed-up over lightkurve ({key}): {total / value:.1f}x")
+
+            if args.profile_sources > 0:
+                print()
+                reduced, seconds, elapsed, statistics = profile_stages(
+                    urls, folder, args.profile_sources, True, args.connections, args.cprofile)
+                print_stages(reduced, seconds, elapsed, "S3 bucket + MAST")
+                if statistics is not None:
+                    print()
+                    print_hot_functions(statistics, reduced)
         finally:
             process.terminate()
             process.wait(timeout=30)
