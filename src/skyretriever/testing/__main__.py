@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="serve copies of the real light-curve files (*.fits) in DIR, each "
                             "with its star's identity in the headers, instead of simulated "
                             "ones (python bench/real_files.py fetches some)")
+    serve.add_argument("--cache-mb", type=float, default=512.0,
+                       help="megabytes of FITS files kept in memory (with --prepare-files, make "
+                            "it hold them all, or evicted files are made again while serving)")
     serve.add_argument("--prepare-files", action="store_true",
                        help="make every FITS file before serving (so timing excludes it)")
     serve.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
@@ -104,7 +107,7 @@ def serve(args: argparse.Namespace) -> int:
     real_files = RealFileCopies.from_folder(args.real_files) if args.real_files else None
     sky = SimulatedSky.random(args.stars, seed=args.seed, sectors_per_star=args.sectors,
                               empty_fraction=args.empty_fraction, days_per_sector=args.days,
-                              real_files=real_files)
+                              real_files=real_files, cache_bytes=int(args.cache_mb * 1024**2))
     faults = Faults(latency=args.latency, retry_after=args.retry_after, seed=args.seed,
                     stall=args.stall,
                     faults_per_request=args.faults_per_request,
