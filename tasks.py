@@ -73,6 +73,11 @@ def test(args: list[str]) -> int:
     status = run(str(BIN / "lint-imports"), "--no-cache")
     if status:
         return status
+    # Copies of real mission files (tests/test_real_files.py) come from a PyPI sdist, fetched
+    # once into a cache; without them those tests skip, except under CI=true, where this fails.
+    status = run(str(BIN / "python"), "bench/real_files.py")
+    if status and os.environ.get("CI") == "true":
+        return status
     workers = ["-n", os.environ.get("SKYRETRIEVER_TEST_WORKERS", "2")]
     return run(str(BIN / "python"), "-m", "pytest", *workers, *args)
 

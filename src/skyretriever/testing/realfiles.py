@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skyretriever.fitsfile import scan_fits
+from skyretriever.storage import atomic_write
 from skyretriever.testing.stars import Product
 
 __all__ = ["ALTAIPONY", "REAL_FILES", "RealFile", "RealFileCopies", "RealFilesUnavailable",
@@ -174,14 +175,12 @@ def fetch_real_files(folder: str | os.PathLike | None = None, timeout: float = 6
                     member = archive.extractfile(real.member)
                     if member is None:
                         raise RealFilesUnavailable(f"{real.member} is not in the sdist")
-                    partial = folder / f".{real.name}.partial"
-                    with open(partial, "wb") as handle:
-                        shutil.copyfileobj(member, handle)
-                    if _sha256(partial) != real.sha256:
-                        partial.unlink()
-                        raise RealFilesUnavailable(f"{real.name} from the sdist does not have "
-                                                   f"the recorded SHA-256 {real.sha256}")
-                    partial.replace(folder / real.name)
+                    with atomic_write(folder / real.name) as partial:
+                        with open(partial, "wb") as handle:
+                            shutil.copyfileobj(member, handle)
+                        if _sha256(partial) != real.sha256:  # the error removes the partial
+                            raise RealFilesUnavailable(f"{real.name} from the sdist does not "
+                                                       f"have the recorded SHA-256 {real.sha256}")
     found = find_real_files(folder)
     if len(found) != len(REAL_FILES):
         raise RealFilesUnavailable(f"real files missing from {folder}. {how_to_get(folder)}")
