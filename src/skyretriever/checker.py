@@ -51,20 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
-from skyretriever import database, storage
+from skyretriever import database, queries, storage
 from skyretriever.analysis.histogram import Histogram, HistogramFileError
-from skyretriever.models import (
-    Detection,
-    HistogramBatch,
-    Lightcurve,
-    Properties,
-    RawPhotometry,
-    Source,
-    SourceRawData,
-)
-from skyretriever.observatories.base import raw_identity_filter
+from skyretriever.models import Detection, Lightcurve, Properties, RawPhotometry
 
 __all__ = ["CheckReport", "Finding", "check_project"]
 
@@ -196,11 +185,7 @@ class _Checker:
     # -- rows against files ----------------------------------------------------------------
     def check_raw_rows(self, session) -> None:
         cache: dict[str, str | None] = {}
-        rows = session.execute(sa.select(
-            RawPhotometry.id, RawPhotometry.source_name, RawPhotometry.observatory,
-            RawPhotometry.filename, RawPhotometry.checksum, RawPhotometry.file_size,
-        ).where(RawPhotometry.observatory.in_(self.observatories),
-                RawPhotometry.is_empty.is_(False))).all()
+        rows = queries.raw_file_rows(session, self.observatories)
         self.report.rows_checked += len(rows)
         for raw_id, name, observatory, filename, checksum, size in rows:
             problem = self.file_problem(filename, checksum, size, cache) if filename else (
@@ -214,19 +199,13 @@ class _Checker:
 
     def _forget_raw(self, raw_id: int, name: str, filename: str | None) -> str:
         moved = self.quarantine_if_there(filename)
-        self.redo_sources |= set(self.session.scalars(sa.select(SourceRawData.source_id).where(
-            SourceRawData.raw_id == raw_id)))
-        self.session.execute(sa.delete(RawPhotometry).where(RawPhotometry.id == raw_id))
+        self.redo_sources |= set(queries.sources_using_raw(self.session, raw_id))
+        queries.delete_raw_row(self.session, raw_id)
         return f"{moved}row deleted, source marked to download again"
 
     def check_lightcurve_rows(self, session) -> None:
         cache: dict[str, str | None] = {}
-        rows = session.execute(
-            sa.select(Lightcurve.id, Lightcurve.source_id, Lightcurve.filename,
-                      Lightcurve.checksum, Lightcurve.file_size, Source.name)
-            .join(Source).where(Source.project == self.context.name,
-                                Source.cfg_hash == self.context.cfg_hash)
-        ).all()
+        rows = queries.lightcurve_file_rows(session, self.context)
         self.report.rows_checked += len(rows)
         reported: set[str | None] = set()
         for _lc_id, source_id, filename, checksum, size, name in rows:
@@ -242,19 +221,15 @@ class _Checker:
 
     def _forget_lightcurves(self, source_id: int, filename: str | None) -> str:
         moved = self.quarantine_if_there(filename)
-        self.session.execute(sa.delete(Lightcurve).where(
-            Lightcurve.source_id == source_id,
-            Lightcurve.filename == filename if filename else Lightcurve.filename.is_(None)))
+        queries.delete_lightcurves_in_file(self.session, source_id, filename)
         self.redo_sources.add(source_id)
         return f"{moved}rows deleted, source marked to reduce again"
 
     # -- files against rows ----------------------------------------------------------------
     def known_files(self, session) -> None:
         """The files rows of any project point at (shared folders hold others' files)."""
-        self.raw_files = set(session.scalars(sa.select(RawPhotometry.filename).where(
-            RawPhotometry.filename.is_not(None))))
-        self.reduced_files = set(session.scalars(sa.select(Lightcurve.filename).where(
-            Lightcurve.filename.is_not(None))))
+        self.raw_files = queries.raw_filenames(session)
+        self.reduced_files = queries.lightcurve_filenames(session)
 
     def check_raw_files(self, session) -> None:
         for observatory in self.observatories:
@@ -275,18 +250,10 @@ class _Checker:
         if values is None or str(values["observatory"]).lower() != observatory.lower():
             what = "unreadable" if values is None else f"raw data of {values['observatory']}"
             return f"{what}: {self.quarantine(storage.full_path(relative))}"
-        session = self.session
-        existing = session.scalar(sa.select(RawPhotometry).where(*raw_identity_filter(values)))
-        if existing is None:
-            session.add(RawPhotometry(**values))
-        else:
-            for key, value in values.items():
-                setattr(existing, key, value)
-        session.flush()
+        queries.save_raw_row(self.session, values)
         # Sources of that name in this project run again, and find it if it is their target.
-        self.redo_sources |= set(session.scalars(sa.select(Source.id).where(
-            Source.project == self.context.name, Source.cfg_hash == self.context.cfg_hash,
-            Source.name == values["source_name"])))
+        self.redo_sources |= set(queries.source_ids_named(self.session, self.context,
+                                                          values["source_name"]))
         return f"re-linked as raw data of source {values['source_name']!r}"
 
     def check_reduced_files(self, session) -> None:
@@ -319,12 +286,9 @@ class _Checker:
 
     # -- rows against rows -----------------------------------------------------------------
     def check_config_hashes(self, session) -> None:
-        mine = (Source.project == self.context.name, Source.cfg_hash == self.context.cfg_hash)
         for model, label in ((Lightcurve, "light curve"), (Properties, "properties"),
                              (Detection, "detection")):
-            wrong = session.execute(sa.select(model.id, model.source_id).join(Source).where(
-                *mine, sa.or_(model.cfg_hash != Source.cfg_hash, model.project != Source.project)
-            )).all()
+            wrong = queries.rows_of_another_configuration(session, self.context, model)
             self.report.rows_checked += len(wrong)
             for row_id, source_id in wrong:
                 self.add("wrong config hash", f"{model.__tablename__} row {row_id}",
@@ -334,19 +298,15 @@ class _Checker:
                          self._forget_row(model, row_id, source_id))
 
     def _forget_row(self, model: type, row_id: int, source_id: int) -> None:
-        self.session.execute(sa.delete(model).where(model.id == row_id))
+        queries.delete_row(self.session, model, row_id)
         self.redo_sources.add(source_id)
 
     def check_done_sources(self, session) -> None:
-        mine = (Source.project == self.context.name, Source.cfg_hash == self.context.cfg_hash)
-        done = session.execute(sa.select(Source.id, Source.name).where(
-            *mine, Source.status == "done")).all()
+        done = queries.done_sources(session, self.context)
         self.report.rows_checked += len(done)
-        with_properties = set(session.scalars(sa.select(Properties.source_id).join(Source).where(
-            *mine)))
-        raw_counts = Counter(session.scalars(
-            sa.select(SourceRawData.source_id).join(Source).where(
-                *mine, SourceRawData.observatory.in_(self.observatories))))
+        with_properties = queries.project_analysed_source_ids(session, self.context)
+        raw_counts = Counter(queries.raw_link_source_ids(session, self.context,
+                                                         self.observatories))
         for source_id, name in done:
             missing = []
             if source_id not in with_properties:
@@ -362,9 +322,7 @@ class _Checker:
     def check_histograms(self, session) -> None:
         name = self.project.analysis.histogram_name
         path = self.project.histogram_path(name)
-        committed = set(session.scalars(sa.select(HistogramBatch.id).where(
-            HistogramBatch.project == self.context.name,
-            HistogramBatch.cfg_hash == self.context.cfg_hash, HistogramBatch.name == name)))
+        committed = set(queries.histogram_batch_ids(session, self.context, name))
         self.report.files_checked += int(path.exists())
         try:
             held = Histogram.load(path).batch_ids if path.exists() else set()
@@ -413,11 +371,8 @@ class _Checker:
                 return self.report
             self._apply(self.actions)
             if self.redo_sources:
-                ids = list(self.redo_sources)
-                session.execute(sa.delete(Detection).where(Detection.source_id.in_(ids)))
-                session.execute(sa.delete(Properties).where(Properties.source_id.in_(ids)))
-                session.execute(sa.update(Source).where(Source.id.in_(ids)).values(
-                    status="new", error="marked by skyretriever check --repair"))
+                queries.mark_for_redo(session, list(self.redo_sources),
+                                      "marked by skyretriever check --repair")
             session.commit()
             self._apply(self.after_commit)
         for finding in self.report.findings:

@@ -39,10 +39,24 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import sqlalchemy as sa
+
+from skyretriever import database, queries
 from skyretriever._version import __version__
+from skyretriever.catalogs.catalog import CatalogError
+from skyretriever.checker import check_project
+from skyretriever.database import DatabaseError
+from skyretriever.errors import RunStopped
+from skyretriever.models import Detection, Properties, Source
+from skyretriever.parameters import ParameterError
+from skyretriever.plots import plot_source
+from skyretriever.project import Project
+from skyretriever.query import FilterError, filter_columns, parse_filter
+from skyretriever.report import write_report
+from skyretriever.storage import StorageError
 
 __all__ = ["DETECTION_COLUMNS", "SOURCE_COLUMNS", "CommandError", "main"]
 
@@ -188,9 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _project(config: str, **kwargs):
-    from skyretriever.project import Project
-
+def _project(config: str, **kwargs) -> Project:
     return Project(cfg_file=config, **kwargs)
 
 
@@ -215,8 +227,6 @@ def _print_status(status: dict) -> None:
 
 
 def _db(args: argparse.Namespace) -> int:
-    from skyretriever import database
-
     if args.config:
         _project(args.config)
     elif args.url:
@@ -306,8 +316,6 @@ def _read_only_project(config: str):
     The query commands never create or migrate tables: an empty or outdated
     database is an error saying what to run.
     """
-    from skyretriever import database
-
     project = _project(config)
     current, head = database.current_revision(), database.head_revision()
     where = database.redact_url(project.database_url)
@@ -323,10 +331,6 @@ def _read_only_project(config: str):
 @contextlib.contextmanager
 def _query_errors(project: Any) -> Iterator[None]:
     """A database error while querying becomes one line naming the database (no SQL, no trace)."""
-    import sqlalchemy as sa
-
-    from skyretriever import database
-
     try:
         yield
     except sa.exc.SQLAlchemyError as error:
@@ -340,65 +344,39 @@ def _query_errors(project: Any) -> Iterator[None]:
             f"{reason if len(reason) <= 300 else reason[:297] + '...'}") from None
 
 
-def _fetch(project: Any, query: Any, limit: int | None) -> tuple[list[dict[str, Any]], bool]:
-    """The rows of ``query`` (at most ``limit``) as dictionaries, and whether more were left."""
-    from skyretriever.database import Session
-
-    if limit is not None:
-        query = query.limit(limit + 1)
-    with _query_errors(project), Session() as session:
-        rows = [dict(row._mapping) for row in session.execute(query)]
+def _fetch(project: Any, read: Callable[[Any, int | None], list[dict[str, Any]]],
+           limit: int | None) -> tuple[list[dict[str, Any]], bool]:
+    """The rows ``read(session, most)`` gives (at most ``limit``), and whether more were left."""
+    with _query_errors(project), database.Session() as session:
+        rows = read(session, None if limit is None else limit + 1)
     truncated = limit is not None and len(rows) > limit
     return rows[:limit] if truncated else rows, truncated
 
 
 def _sources(args: argparse.Namespace) -> int:
-    import sqlalchemy as sa
-
-    from skyretriever.models import Properties, Source
-    from skyretriever.query import filter_columns, parse_filter
-
     # The filter is read before anything touches the database.
     condition = parse_filter(args.where, Source, Properties, where="--where") \
         if args.where is not None else None
     project = _read_only_project(args.config)
     context = project.context
     columns = filter_columns(Source, Properties)
-    query = (sa.select(*(columns[name] for name in SOURCE_COLUMNS))
-             .select_from(Source)
-             .outerjoin(Properties, Properties.source_id == Source.id)
-             .where(Source.project == context.name, Source.cfg_hash == context.cfg_hash)
-             .order_by(Source.cat_index, Source.name, Source.id))
-    if condition is not None:
-        query = query.where(condition)
-    rows, truncated = _fetch(project, query, args.limit)
+    rows, truncated = _fetch(project, lambda session, most: queries.source_table(
+        session, context, [columns[name] for name in SOURCE_COLUMNS], condition, most),
+        args.limit)
     _write_rows(rows, SOURCE_COLUMNS, args.format, "source", truncated)
     return 0
 
 
 def _detections(args: argparse.Namespace) -> int:
-    import sqlalchemy as sa
-
-    from skyretriever.models import Detection, Source
-    from skyretriever.query import filter_columns, parse_filter
-
     condition = parse_filter(args.where, Detection, Source, where="--where") \
         if args.where is not None else None
     project = _read_only_project(args.config)
     context = project.context
     columns = filter_columns(Detection, Source)
-    query = (sa.select(*(columns[name] for name in DETECTION_COLUMNS))
-             .select_from(Detection)
-             .join(Source, Source.id == Detection.source_id)
-             .where(Detection.project == context.name, Detection.cfg_hash == context.cfg_hash)
-             .order_by(Detection.snr.desc(), Detection.id))
-    if args.min_snr is not None:
-        query = query.where(Detection.snr >= args.min_snr)
-    if args.simulated or args.real:
-        query = query.where(Detection.is_simulated.is_(bool(args.simulated)))
-    if condition is not None:
-        query = query.where(condition)
-    rows, truncated = _fetch(project, query, args.limit)
+    simulated = bool(args.simulated) if args.simulated or args.real else None
+    rows, truncated = _fetch(project, lambda session, most: queries.detection_table(
+        session, context, [columns[name] for name in DETECTION_COLUMNS], args.min_snr,
+        simulated, condition, most), args.limit)
     _write_rows(rows, DETECTION_COLUMNS, args.format, "detection", truncated)
     return 0
 
@@ -415,31 +393,20 @@ def _row_values(row: Any, skip: Sequence[str] = ()) -> dict[str, Any]:
             if column.key not in skip}
 
 
-def _find_source(session: Any, context: Any, name: str, config: str):
-    import sqlalchemy as sa
-
-    from skyretriever.models import Source
-
-    mine = (Source.project == context.name, Source.cfg_hash == context.cfg_hash)
-    source = session.scalars(sa.select(Source).where(*mine, Source.name == name)).first()
+def _find_source(session: Any, context: Any, name: str, config: str) -> Source:
+    source = queries.source_named(session, context, name)
     if source is not None:
         return source
-    similar = session.scalars(
-        sa.select(Source.name).where(
-            *mine, sa.func.lower(Source.name).contains(name.lower(), autoescape=True))
-        .order_by(Source.name).limit(5)
-    ).all()
+    similar = queries.similar_source_names(session, context, name, limit=5)
     hint = f"; similar names: {', '.join(repr(n) for n in similar)}" if similar else (
         f"; list them with 'skyretriever sources {config}'")
     raise CommandError(f"no source named {name!r} in project {context.name!r}{hint}")
 
 
 def _show(args: argparse.Namespace) -> int:
-    from skyretriever.database import Session
-
     project = _read_only_project(args.config)
     context = project.context
-    with _query_errors(project), Session() as session:
+    with _query_errors(project), database.Session() as session:
         source = _find_source(session, context, args.source, args.config)
         catalog = _row_values(source, skip=("project", "cfg_hash"))
         raw = [_row_values(r) for r in sorted(source.raw_photometry, key=lambda r: r.observatory)]
@@ -495,11 +462,6 @@ def _print_pairs(title: str, values: Mapping[str, Any]) -> None:
 
 def _plot(source: Any, session: Any, filename: str) -> str:
     try:
-        from skyretriever.plots import plot_source
-    except ImportError as error:
-        raise CommandError(f"--plot needs skyretriever.plots, which cannot be imported: "
-                           f"{error}") from None
-    try:
         figure = plot_source(source, session=session, filename=filename)
     except (OSError, ValueError) as error:
         raise CommandError(f"--plot {filename}: {error}") from None
@@ -510,11 +472,6 @@ def _plot(source: Any, session: Any, filename: str) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    try:
-        from skyretriever.report import write_report
-    except ImportError as error:
-        raise CommandError(f"the report needs skyretriever.report, which cannot be imported: "
-                           f"{error}") from None
     project = _read_only_project(args.config)
     kwargs = {"top": args.top} if args.top is not None else {}
     print(write_report(project, **kwargs))
@@ -526,13 +483,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from skyretriever.catalogs.catalog import CatalogError
-    from skyretriever.database import DatabaseError
-    from skyretriever.errors import RunStopped
-    from skyretriever.parameters import ParameterError
-    from skyretriever.query import FilterError
-    from skyretriever.storage import StorageError
-
     try:
         if args.command == "run":
             kwargs = {"progress": False} if args.no_progress else {}
@@ -548,8 +498,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _print_status(status)
             return 0
         if args.command == "check":
-            from skyretriever.checker import check_project
-
             report = check_project(_project(args.config), repair=args.repair,
                                    checksums=not args.no_checksums)
             print(report)

@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy import orm
-from sqlalchemy.dialects import postgresql, sqlite
 
-from skyretriever import storage
+from skyretriever import queries, storage
 from skyretriever.analysis.analysis import Analysis, AnalysisResult
 from skyretriever.analysis.histogram import SparseCounts, add_sparse
 from skyretriever.catalogs.catalog import CROSS_ID_COLUMNS
@@ -43,18 +41,9 @@ from skyretriever.errors import (
     is_infrastructure_error,
 )
 from skyretriever.healpix import healpix_index
-from skyretriever.models import (
-    Detection,
-    HistogramBatch,
-    Lightcurve,
-    Properties,
-    RawPhotometry,
-    Source,
-    SourceRawData,
-    save_lightcurves,
-)
+from skyretriever.models import Lightcurve, RawData, RawPhotometry, save_lightcurves
 from skyretriever.models.base import plain_value, utcnow
-from skyretriever.models.datasets import RAW_COLUMNS, raw_file_identity
+from skyretriever.models.raw import raw_file_identity
 from skyretriever.observatories.base import ProjectContext, VirtualObservatory
 
 __all__ = [
@@ -67,12 +56,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The unique key of a raw product.
-RAW_IDENTITY = ("source_name", "observatory", "download_hash", "target_key")
-LIGHTCURVE_STATE_COLUMNS = ("id", "source_id", "raw_id", "observatory", "series_number",
-                            "filter", "filename", "key", "checksum", "file_size", "file_mtime_ns",
-                            "exptime", "mag_mean", "num_points", "num_good_points", "time_start",
-                            "time_end", "series_total")
 LIGHTCURVE_VALUE_COLUMNS = ("project", "cfg_hash", "observatory", "filter", "series_number",
                             "series_total", "was_processed", "is_simulated", "num_points",
                             "num_good_points", "time_start", "time_end", "exptime", "mag_mean",
@@ -153,15 +136,6 @@ class SourceResult:
         return self.row["name"]
 
 
-def _dialect_insert(session: orm.Session):
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
-def _chunks(items: list[Any], size: int = 500) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 # -- 1. planning ---------------------------------------------------------------------------
 def _choose_raw(candidates: list[dict[str, Any]], obs: VirtualObservatory,
                 task: SourceTask) -> dict[str, Any] | None:
@@ -191,50 +165,29 @@ def plan_batch(session: orm.Session, rows: list[dict[str, Any]], context: Projec
     """
     tasks = {row["name"]: SourceTask(row=row, full_checks=full_checks) for row in rows}
     by_name = {obs.name: obs for obs in observatories}
+    by_model: dict[type[RawData], list[str]] = {}     # observatories by raw-data table
+    for obs in by_name.values():
+        by_model.setdefault(obs.raw_class, []).append(obs.name)
     candidates: dict[tuple[str, str], list[dict[str, Any]]] = {}
     names = list(tasks)
-    for chunk in _chunks(names):
-        for source_id, name, status, counted in session.execute(
-            sa.select(Source.id, Source.name, Source.status, Source.counted).where(
-                Source.project == context.name,
-                Source.cfg_hash == context.cfg_hash,
-                Source.name.in_(chunk),
-            )
-        ):
+    for chunk in queries.chunks(names):
+        for source_id, name, status, counted in queries.source_states(session, context, chunk):
             tasks[name].source_id, tasks[name].status = source_id, status
             tasks[name].counted = counted
-        columns = [getattr(RawPhotometry, c) for c in RAW_COLUMNS]
-        for values in session.execute(
-            sa.select(*columns).where(
-                RawPhotometry.source_name.in_(chunk), RawPhotometry.observatory.in_(list(by_name))
-            )
-        ).mappings():
-            candidates.setdefault((values["source_name"], values["observatory"]), []).append(
-                dict(values))
+        for model, observatory_names in by_model.items():
+            for values in queries.raw_rows_for(session, chunk, observatory_names, model):
+                candidates.setdefault((values["source_name"], values["observatory"]),
+                                      []).append(values)
     for (name, observatory), found in candidates.items():
         chosen = _choose_raw(found, by_name[observatory], tasks[name])
         if chosen is not None:
             tasks[name].raw[observatory] = chosen
-    observatories = list(by_name)
     by_id = {task.source_id: task for task in tasks.values() if task.source_id is not None}
-    ids = list(by_id)
-    for chunk in _chunks(ids):
-        columns = [getattr(Lightcurve, c) for c in LIGHTCURVE_STATE_COLUMNS]
-        for values in session.execute(
-            sa.select(*columns)
-            .where(
-                Lightcurve.source_id.in_(chunk),
-                Lightcurve.observatory.in_(observatories),
-                Lightcurve.was_processed.is_(True),
-                Lightcurve.is_simulated.is_(False),
-            )
-            .order_by(Lightcurve.source_id, Lightcurve.observatory, Lightcurve.series_number)
-        ).mappings():
+    for chunk in queries.chunks(list(by_id)):
+        for values in queries.processed_lightcurve_states(session, chunk, list(by_name)):
             task = by_id[values["source_id"]]
-            task.lightcurves.setdefault(values["observatory"], []).append(dict(values))
-        for source_id in session.scalars(
-            sa.select(Properties.source_id).where(Properties.source_id.in_(chunk))
-        ):
+            task.lightcurves.setdefault(values["observatory"], []).append(values)
+        for source_id in queries.analysed_source_ids(session, chunk):
             by_id[source_id].analyzed = True
     return [tasks[row["name"]] for row in rows]
 
@@ -251,12 +204,12 @@ def _file_intact(values: dict[str, Any], table: str, task: SourceTask) -> bool:
     return check.intact
 
 
-def _raw_intact(values: dict[str, Any], task: SourceTask) -> bool:
+def _raw_intact(values: dict[str, Any], obs: VirtualObservatory, task: SourceTask) -> bool:
     if values.get("is_empty"):
         return True
     if not values.get("filename"):
         return False
-    return _file_intact(values, "raw_photometry", task)
+    return _file_intact(values, obs.raw_class.__tablename__, task)
 
 
 def _lightcurves_intact(states: list[dict[str, Any]], task: SourceTask) -> bool:
@@ -286,7 +239,7 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
     """
     names = [obs.name for obs in observatories]
     if task.status == "done" and all(
-        obs in task.raw and _raw_intact(task.raw[obs], task) for obs in names
+        obs.name in task.raw and _raw_intact(task.raw[obs.name], obs, task) for obs in observatories
     ):
         if not reduce or all(
             _lightcurves_intact(task.lightcurves.get(obs, []), task)
@@ -297,16 +250,17 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
             return task
     for obs in observatories:
         existing = task.raw.get(obs.name)
-        if existing is not None and _raw_intact(existing, task):
+        if existing is not None and _raw_intact(existing, obs, task):
             continue
         try:
             identity = obs.raw_identity(task.row)
             relative = storage.raw_filename(
                 obs.name, task.name, task.row["ra"],
-                raw_file_identity(identity["download_hash"], identity["target_key"]))
+                raw_file_identity(identity["download_hash"], identity["target_key"]),
+                data_type=obs.data_type)
             # Only a file without a row is adopted: one that no longer matches its row is
             # damaged; and only one recorded for this target and download.
-            adopted = (RawPhotometry.from_file(relative)
+            adopted = (obs.raw_class.from_file(relative)
                        if existing is None and storage.full_path(relative).exists() else None)
             values = None if adopted is None else adopted.column_values()
             if values is not None and obs.raw_mismatch(values, task.row) is None:
@@ -368,10 +322,10 @@ class Worker:
                 frame, altdata = observatories[name].parse(fetched)
                 if frame is None:
                     frame = pd.DataFrame()
-                raw = RawPhotometry(data=frame, source_name=task.name, observatory=name,
-                                    ra=float(task.row["ra"]), dec=float(task.row["dec"]),
-                                    altdata=altdata or {},
-                                    **observatories[name].raw_identity(task.row))
+                raw = observatories[name].raw_class(
+                    data=frame, source_name=task.name, observatory=name,
+                    ra=float(task.row["ra"]), dec=float(task.row["dec"]), altdata=altdata or {},
+                    **observatories[name].raw_identity(task.row))
                 raw.save()
                 task.raw_new[name], task.raw_frames[name] = raw.column_values(), frame
             except Exception as error:  # one source's failure must not stop the run
@@ -415,7 +369,7 @@ class Worker:
                         lightcurves.append(_lightcurve_from_state(state, self.context))
                         result.analysed_keys.append((obs.name, state["series_number"]))
                     continue
-                raw = RawPhotometry(**{k: v for k, v in raw_values.items() if k != "id"})
+                raw = obs.raw_class(**{k: v for k, v in raw_values.items() if k != "id"})
                 if obs.name in task.raw_frames:
                     raw.data = task.raw_frames[obs.name]
                 else:
@@ -470,16 +424,6 @@ def _source_values(row: dict[str, Any], context: ProjectContext) -> dict[str, An
     return values
 
 
-def _same_keys(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give every row every key any row has (None where missing).
-
-    An executemany INSERT is compiled from the first row's keys; a key missing
-    there would silently be dropped from all the others.
-    """
-    keys = {key for row in rows for key in row}
-    return [row if len(row) == len(keys) else {key: row.get(key) for key in keys} for row in rows]
-
-
 @dataclass
 class BatchWrite:
     """What one committed batch changed (for the run summary)."""
@@ -489,189 +433,165 @@ class BatchWrite:
 
 
 def write_batch(session: orm.Session, results: list[SourceResult], context: ProjectContext,
-                histogram_name: str | None) -> BatchWrite:
+                histogram_name: str | None,
+                raw_classes: Mapping[str, type[RawData]] | None = None) -> BatchWrite:
     """Write every row of a batch in one transaction and commit once.
 
     Sources are inserted if new (ON CONFLICT DO NOTHING) and locked; raw rows
     are upserted; light curves, properties and detections of the sources that
     were redone replace the old ones; statuses and errors are updated; the
-    batch's histogram counts are stored with it.
+    batch's histogram counts are stored with it. ``raw_classes`` gives each
+    observatory's raw-data model (``obs.raw_class``); photometry for any it
+    does not name. Each table is written by its function of :mod:`skyretriever.queries`.
     """
-    insert = _dialect_insert(session)
-    is_postgresql = session.get_bind().dialect.name == "postgresql"
+    raw_classes = raw_classes or {}
     written = BatchWrite()
     work = [r for r in results if not r.skipped]
     new_times = [entry for r in results for entry in r.new_times]
     if not work and not new_times:
         return written
-
-    # Core statements on the session's connection: executemany sends each table's rows as
-    # multi-row INSERTs (the ORM bulk path would split them by which values are None).
-    connection = session.connection()
-
-    def execute(statement, parameters=None):
-        written.statements += 1
-        if parameters is None:
-            return connection.execute(statement)
-        return connection.execute(statement, _same_keys(parameters))
-
+    batch = queries.BatchConnection(session)
+    models = list(dict.fromkeys([*raw_classes.values(), RawPhotometry]))
     # files found intact under a new time (touched, copied): the next run need not read them
-    for table in (RawPhotometry.__table__, Lightcurve.__table__):
-        rows = [{"row_id": row_id, "mtime": mtime}
-                for name, row_id, mtime in new_times if name == table.name]
-        if rows:
-            execute(table.update().where(table.c.id == sa.bindparam("row_id"))
-                    .values(file_mtime_ns=sa.bindparam("mtime")), rows)
-    if not work:
-        session.commit()
-        return written
+    queries.record_file_times(batch, new_times,
+                              [*(model.__table__ for model in models), Lightcurve.__table__])
+    if work:
+        source_ids = _write_sources(batch, work, context)
+        raw_ids = _write_raw_data(batch, work, source_ids, raw_classes)
+        lightcurve_ids = _write_lightcurves(batch, work, source_ids, raw_ids)
+        histogram_batch = _write_analysis(batch, work, context, source_ids, lightcurve_ids,
+                                          histogram_name)
+        if histogram_batch is not None:
+            written.histogram_batch_ids.append(histogram_batch)
+        queries.update_source_statuses(batch, [
+            {"source_id": source_ids[r.name], "new_status": r.status, "new_error": r.error,
+             "new_counted": r.counted, "modified": utcnow()} for r in work])
+    written.statements = batch.statements
+    session.commit()
+    return written
 
-    # sources
+
+def _write_sources(batch: queries.BatchConnection, work: list[SourceResult],
+                   context: ProjectContext) -> dict[str, int]:
+    """Insert the batch's new sources and lock them all; their ids by name.
+
+    Each result's ``counted`` becomes the flag as committed now, not as planned.
+    """
     sources = [_source_values(r.row, context) for r in work]
     pixels = healpix_index([v["ra"] for v in sources], [v["dec"] for v in sources])
     for values, pixel in zip(sources, pixels):
         values["healpix"] = int(pixel)
-    execute(
-        insert(Source.__table__).on_conflict_do_nothing(index_elements=["name", "project", "cfg_hash"]),
-        sources,
-    )
-    names = [r.name for r in work]
-    query = sa.select(Source.id, Source.name, Source.counted).where(
-        Source.project == context.name, Source.cfg_hash == context.cfg_hash, Source.name.in_(names)
-    )
-    if is_postgresql:
-        # Lock the batch's sources (in id order, so concurrent runs never deadlock): a run
-        # working on the same sources at the same time waits here, then replaces our rows.
-        query = query.order_by(Source.id).with_for_update()
+    queries.insert_sources(batch, sources)
     source_ids, counted = {}, {}
-    for source_id, name, is_counted in execute(query):
+    for source_id, name, is_counted in queries.lock_sources(batch, context,
+                                                            [r.name for r in work]):
         source_ids[name], counted[name] = source_id, is_counted
     for r in work:
-        r.counted = counted[r.name]          # as committed now, not as planned
+        r.counted = counted[r.name]
+    return source_ids
 
-    # raw data (shared by projects), one row per target and download
-    raw_rows = [values for r in work for values in r.raw_new.values()]
+
+def _write_raw_data(batch: queries.BatchConnection, work: list[SourceResult],
+                    source_ids: dict[str, int], raw_classes: Mapping[str, type[RawData]]
+                    ) -> dict[tuple[str, str], int]:
+    """Upsert the new raw rows (shared by projects) and link each source to its raw data.
+
+    Returns the raw row id each source uses, by (source name, observatory).
+    """
+    by_model: dict[type[RawData], list[dict[str, Any]]] = {}
+    for r in work:
+        for obs, values in r.raw_new.items():
+            by_model.setdefault(raw_classes.get(obs, RawPhotometry), []).append(values)
     identity_ids: dict[tuple, int] = {}
-    if raw_rows:
-        statement = insert(RawPhotometry.__table__)
-        updates = {c: statement.excluded[c] for c in RAW_COLUMNS if c not in
-                   ("id", *RAW_IDENTITY)}
-        execute(statement.on_conflict_do_update(
-            index_elements=list(RAW_IDENTITY), set_=updates
-        ), [{k: v for k, v in values.items() if k != "id"} for values in raw_rows])
-        new_names = sorted({values["source_name"] for values in raw_rows})
-        for raw_id, *identity in execute(
-            sa.select(RawPhotometry.id, *(getattr(RawPhotometry, c) for c in RAW_IDENTITY))
-            .where(RawPhotometry.source_name.in_(new_names),
-                   RawPhotometry.download_hash.is_not(None))
-        ):
-            identity_ids[tuple(identity)] = raw_id
+    for model, rows in by_model.items():
+        identity_ids.update(queries.upsert_raw_rows(batch, rows, model))
     raw_ids: dict[tuple[str, str], int] = {}
     for r in work:
         for obs, raw_id in r.raw_ids.items():
             raw_ids[(r.name, obs)] = raw_id
         for obs, values in r.raw_new.items():
-            raw_ids[(r.name, obs)] = identity_ids[tuple(values[c] for c in RAW_IDENTITY)]
-    # each source's link to the raw data it uses
+            raw_ids[(r.name, obs)] = identity_ids[tuple(values[c] for c in queries.RAW_IDENTITY)]
     links = [{"source_id": source_ids[name], "observatory": obs, "raw_id": raw_id}
              for (name, obs), raw_id in raw_ids.items()]
     if links:
-        statement = insert(SourceRawData.__table__)
-        execute(statement.on_conflict_do_update(
-            index_elements=["source_id", "observatory"],
-            set_={"raw_id": statement.excluded.raw_id}), links)
+        queries.upsert_raw_links(batch, links)
+    return raw_ids
 
-    # light curves replaced where they were reduced again
-    by_observatory: dict[str, list[int]] = {}
+
+def _write_lightcurves(batch: queries.BatchConnection, work: list[SourceResult],
+                       source_ids: dict[str, int], raw_ids: dict[tuple[str, str], int]
+                       ) -> dict[tuple[str, str, int], int]:
+    """Replace the light curves reduced again; the id of every light curve the analysis saw.
+
+    Returns ids by (source name, observatory, series number), of new and kept light curves.
+    """
+    reduced: dict[str, list[int]] = {}
     for r in work:
         for obs in r.lightcurves_new:
-            by_observatory.setdefault(obs, []).append(source_ids[r.name])
-    for obs, ids in by_observatory.items():
-        execute(sa.delete(Lightcurve).where(
-            Lightcurve.source_id.in_(ids), Lightcurve.observatory == obs,
-            Lightcurve.was_processed.is_(True), Lightcurve.is_simulated.is_(False),
-        ))
-    lightcurve_rows = [
+            reduced.setdefault(obs, []).append(source_ids[r.name])
+    rows = [
         dict(values, source_id=source_ids[r.name], raw_id=raw_ids.get((r.name, obs)))
-        for r in work for obs, rows in r.lightcurves_new.items() for values in rows
+        for r in work for obs, lightcurves in r.lightcurves_new.items() for values in lightcurves
     ]
-    lightcurve_ids: dict[tuple[str, str, int], int] = {}
-    if lightcurve_rows:
-        execute(Lightcurve.__table__.insert(), lightcurve_rows)
-        names_by_id = {source_id: name for name, source_id in source_ids.items()}
-        new_ids = sorted({values["source_id"] for values in lightcurve_rows})
-        for lc_id, source_id, obs, number in execute(
-            sa.select(Lightcurve.id, Lightcurve.source_id, Lightcurve.observatory,
-                      Lightcurve.series_number).where(
-                Lightcurve.source_id.in_(new_ids), Lightcurve.was_processed.is_(True),
-                Lightcurve.is_simulated.is_(False),
-            )
-        ):
-            lightcurve_ids[(names_by_id[source_id], obs, number)] = lc_id
+    names_by_id = {source_id: name for name, source_id in source_ids.items()}
+    lightcurve_ids = {(names_by_id[source_id], obs, number): lc_id
+                      for (source_id, obs, number), lc_id
+                      in queries.replace_lightcurves(batch, reduced, rows).items()}
     for r in work:
         for obs, states in r.kept_lightcurves.items():
             for state in states:
                 lightcurve_ids[(r.name, obs, state["series_number"])] = state["id"]
+    return lightcurve_ids
 
-    # light curves made again without analysis: their old analysis no longer holds
+
+def _write_analysis(batch: queries.BatchConnection, work: list[SourceResult],
+                    context: ProjectContext, source_ids: dict[str, int],
+                    lightcurve_ids: dict[tuple[str, str, int], int], histogram_name: str | None
+                    ) -> int | None:
+    """Replace the properties and detections of the analysed sources; store the histogram counts.
+
+    Light curves made again without analysis lose their old analysis, which no
+    longer holds. Returns the id of the histogram batch stored, if any.
+    """
     stale = [source_ids[r.name] for r in work if r.lightcurves_new and r.analysis is None]
     if stale:
-        execute(sa.delete(Detection).where(Detection.source_id.in_(stale)))
-        execute(sa.delete(Properties).where(Properties.source_id.in_(stale)))
-
-    # analysis results replace the old ones
+        queries.delete_analysis(batch, stale)
     analysed = [r for r in work if r.analysis is not None]
-    if analysed:
-        ids = [source_ids[r.name] for r in analysed]
-        execute(sa.delete(Detection).where(Detection.source_id.in_(ids)))
-        execute(sa.delete(Properties).where(Properties.source_id.in_(ids)))
-        execute(Properties.__table__.insert(), [
-            {**{k: plain_value(v) for k, v in r.analysis.properties.items()},
-             "source_id": source_ids[r.name], "project": context.name,
-             "cfg_hash": context.cfg_hash}
-            for r in analysed
-        ])
-        detection_rows = []
-        for r in analysed:
-            lightcurves = [(r.name, obs, number) for obs, number in r.analysed_keys]
-            for detection in r.analysis.detections:
-                values = {k: plain_value(v) for k, v in detection.items()
-                          if k != "lightcurve_index"}
-                index = detection.get("lightcurve_index")
-                if index is not None:
-                    values["lightcurve_id"] = lightcurve_ids.get(lightcurves[index])
-                values.update(source_id=source_ids[r.name], project=context.name,
-                              cfg_hash=context.cfg_hash)
-                detection_rows.append(values)
-        if detection_rows:
-            execute(Detection.__table__.insert(), detection_rows)
-        # A source adds to the histograms once: analysed again (after its files were
-        # damaged) it gives the same counts, which are already there.
-        uncounted = [r for r in analysed if not r.counted]
-        if histogram_name is not None and uncounted:
-            counts: SparseCounts = {}
-            for r in uncounted:
-                add_sparse(counts, r.analysis.histogram)
-                r.counted = True
-            batch_id = execute(HistogramBatch.__table__.insert().returning(HistogramBatch.id).values(
-                project=context.name, cfg_hash=context.cfg_hash, name=histogram_name,
-                num_sources=len(uncounted),
-                counts={v: {str(i): n for i, n in cells.items()} for v, cells in counts.items()},
-            )).scalar_one()
-            written.histogram_batch_ids.append(batch_id)
-
-    # statuses
-    table = Source.__table__
-    execute(
-        table.update().where(table.c.id == sa.bindparam("source_id")).values(
-            status=sa.bindparam("new_status"), error=sa.bindparam("new_error"),
-            counted=sa.bindparam("new_counted"), modified_at=sa.bindparam("modified"),
-        ),
-        [{"source_id": source_ids[r.name], "new_status": r.status, "new_error": r.error,
-          "new_counted": r.counted, "modified": utcnow()} for r in work],
-    )
-    session.commit()
-    return written
+    if not analysed:
+        return None
+    queries.delete_analysis(batch, [source_ids[r.name] for r in analysed])
+    queries.insert_properties(batch, [
+        {**{k: plain_value(v) for k, v in r.analysis.properties.items()},
+         "source_id": source_ids[r.name], "project": context.name,
+         "cfg_hash": context.cfg_hash}
+        for r in analysed
+    ])
+    detection_rows = []
+    for r in analysed:
+        lightcurves = [(r.name, obs, number) for obs, number in r.analysed_keys]
+        for detection in r.analysis.detections:
+            values = {k: plain_value(v) for k, v in detection.items()
+                      if k != "lightcurve_index"}
+            index = detection.get("lightcurve_index")
+            if index is not None:
+                values["lightcurve_id"] = lightcurve_ids.get(lightcurves[index])
+            values.update(source_id=source_ids[r.name], project=context.name,
+                          cfg_hash=context.cfg_hash)
+            detection_rows.append(values)
+    if detection_rows:
+        queries.insert_detections(batch, detection_rows)
+    # A source adds to the histograms once: analysed again (after its files were
+    # damaged) it gives the same counts, which are already there.
+    uncounted = [r for r in analysed if not r.counted]
+    if histogram_name is not None and uncounted:
+        counts: SparseCounts = {}
+        for r in uncounted:
+            add_sparse(counts, r.analysis.histogram)
+            r.counted = True
+        return queries.insert_histogram_batch(
+            batch, context, histogram_name, len(uncounted),
+            {v: {str(i): n for i, n in cells.items()} for v, cells in counts.items()})
+    return None
 
 
 def summarize(results: Iterable[SourceResult]) -> Counter:

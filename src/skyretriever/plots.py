@@ -44,15 +44,19 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from skyretriever import drawing
+from skyretriever import drawing, queries
+from skyretriever.analysis.histogram import EVENTS, VARIABLES, Histogram, recovery_efficiency
+from skyretriever.analysis.series import detrend
+from skyretriever.analysis.transit import TransitFinderParameters
+from skyretriever.database import Session
+from skyretriever.models import Detection, Lightcurve, RawPhotometry, Source
+from skyretriever.observatories import observatory_class
+from skyretriever.parameters import ParameterError, unknown_key_message
 from skyretriever.storage import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-    from skyretriever.analysis.histogram import Histogram
-    from skyretriever.models import Detection, Lightcurve, RawPhotometry, Source
 
 __all__ = [
     "FLAGGED_ALPHA",
@@ -420,9 +424,6 @@ def _raw_flags(raw: RawPhotometry, frame: pd.DataFrame) -> tuple[np.ndarray, str
     if column is None:
         return np.zeros(len(frame), bool), ""
     quality = np.nan_to_num(frame[column].to_numpy(dtype=float)).astype(np.int64)
-    from skyretriever.observatories import observatory_class
-    from skyretriever.parameters import ParameterError
-
     try:
         mask = int(observatory_class(raw.observatory).QUALITY_PRESETS["default"])
     except (ParameterError, KeyError):
@@ -529,8 +530,6 @@ def _database(obj: Any, session: Any) -> Iterator[Any]:
     if not sa.inspect(obj).detached:
         yield None
         return
-    from skyretriever.database import Session
-
     with Session() as new_session:
         yield new_session
 
@@ -540,15 +539,11 @@ def _processed(lightcurves: Sequence[Lightcurve]) -> list[Lightcurve]:
 
 
 def _source_lightcurves(source: Source, session: Any) -> list[Lightcurve]:
-    from skyretriever.models import Lightcurve
-
     with _database(source, session) as reader:
         if reader is None or source.id is None:
             lightcurves = list(source.lightcurves)
         else:
-            lightcurves = list(reader.scalars(
-                sa.select(Lightcurve).where(Lightcurve.source_id == source.id)
-                .order_by(Lightcurve.observatory, Lightcurve.series_number)))
+            lightcurves = queries.source_lightcurves(reader, source.id)
     return _processed(lightcurves)
 
 
@@ -641,20 +636,16 @@ def _is_transit(detection: Detection) -> bool:
 
 def _detection_lightcurves(detection: Detection, session: Any) -> tuple[str, list[Lightcurve]]:
     """The source name and the light curves a detection came from (their data loaded)."""
-    from skyretriever.models import Lightcurve, Source
-
     with _database(detection, session) as reader:
         if reader is None:
             source = detection.source
             lightcurve = detection.lightcurve
             candidates = list(source.lightcurves) if source is not None else []
         else:
-            source = reader.get(Source, detection.source_id)
-            lightcurve = (reader.get(Lightcurve, detection.lightcurve_id)
+            source = queries.by_id(reader, Source, detection.source_id)
+            lightcurve = (queries.by_id(reader, Lightcurve, detection.lightcurve_id)
                           if detection.lightcurve_id is not None else None)
-            candidates = list(reader.scalars(
-                sa.select(Lightcurve).where(Lightcurve.source_id == detection.source_id)
-                .order_by(Lightcurve.observatory, Lightcurve.series_number)))
+            candidates = queries.source_lightcurves(reader, detection.source_id)
         name = source.name if source is not None else f"source id {detection.source_id}"
         if lightcurve is not None:
             chosen = [lightcurve]
@@ -802,9 +793,6 @@ def _normalised_flux(frame: pd.DataFrame, period: float, epoch: float, duration:
 
     Flagged epochs are divided by the trend of the good ones, interpolated.
     """
-    from skyretriever.analysis.series import detrend
-    from skyretriever.analysis.transit import TransitFinderParameters
-
     pars = TransitFinderParameters()
     times = frame["mjd"].to_numpy(dtype=float)
     flux = frame["flux"].to_numpy(dtype=float)
@@ -943,8 +931,6 @@ def _plot_transit(detection: Detection, name: str, lightcurves: list[Lightcurve]
 def _histogram_axis(histogram: Histogram, along: str) -> tuple[np.ndarray, list[str] | None,
                                                                np.ndarray | None]:
     """Positions of the bins, their tick labels (categorical axes) and edges (numeric axes)."""
-    from skyretriever.analysis.histogram import EVENTS
-
     if along == "mag":
         edges = histogram.mag_edges
         return 0.5 * (edges[:-1] + edges[1:]), None, edges
@@ -999,8 +985,6 @@ def plot_histogram(histogram: Histogram | str | os.PathLike, along: str = "mag",
     >>> fig.axes[1].get_ylabel()
     'Recovery efficiency'
     """
-    from skyretriever.analysis.histogram import EVENTS, VARIABLES, Histogram, recovery_efficiency
-
     if isinstance(histogram, (str, os.PathLike)):
         path = Path(histogram)
         if not path.exists():
@@ -1010,8 +994,6 @@ def plot_histogram(histogram: Histogram | str | os.PathLike, along: str = "mag",
         raise TypeError(f"plot_histogram needs a Histogram or the path of its file, "
                         f"not {type(histogram).__name__}")
     if along not in _HISTOGRAM_AXES:
-        from skyretriever.parameters import unknown_key_message
-
         raise ValueError(f"plot_histogram(along={along!r}): "
                          + unknown_key_message(along, _HISTOGRAM_AXES, "histogram dimension")
                          + f"; the dimensions are {', '.join(_HISTOGRAM_AXES)}")

@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 import yaml
 
-from skyretriever import database, storage
+from skyretriever import database, queries, storage
 from skyretriever._version import __version__
 from skyretriever.analysis.analysis import Analysis, load_class
 from skyretriever.analysis.histogram import Histogram, HistogramFileError, update_histogram_file
@@ -44,19 +43,11 @@ from skyretriever.errors import (
     is_disk_full,
 )
 from skyretriever.execution import ExecutionParameters, make_executor
-from skyretriever.models import (
-    Detection,
-    HistogramBatch,
-    Lightcurve,
-    Properties,
-    RawPhotometry,
-    Source,
-    SourceRawData,
-)
 from skyretriever.observatories.base import (
     OBSERVATORIES,
     ProjectContext,
     VirtualObservatory,
+    _import_builtin_observatories,
     observatory_class,
 )
 from skyretriever.parameters import (
@@ -210,8 +201,6 @@ class _ObservatoryDict(dict):
 def _split_observatory_section(section: dict[str, Any], where: str
                                ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Common keys, and per-observatory sub-dictionaries (keys naming an observatory, any case)."""
-    from skyretriever.observatories.base import _import_builtin_observatories
-
     _import_builtin_observatories()
     common, per_observatory = {}, {}
     for key, value in (section or {}).items():
@@ -461,8 +450,7 @@ class Project:
                     f"(folder {str(folder)!r}); project names must differ case-insensitively: "
                     f"use {other!r} or another name")
         with database.Session() as session:
-            other = session.scalar(sa.select(Source.project).where(
-                sa.func.lower(Source.project) == name.lower(), Source.project != name).limit(1))
+            other = queries.project_differing_in_case(session, name)
         if other is not None:
             raise ParameterError(
                 f"project name {name!r} differs only in case from project {other!r} in the "
@@ -618,6 +606,7 @@ class Project:
                     f"of the sources (permissions, I/O errors); the last, {result.name}: {last}"
                 )
         legacy_raw = 0
+        raw_classes = {obs.name: obs.raw_class for obs in observatories}
 
         def write(results: list) -> None:
             """Commit one batch (its rows in one transaction), then count it."""
@@ -626,7 +615,8 @@ class Project:
             database.check_still_there()
             with database.Session() as session:
                 written = write_batch(session, results, context,
-                                      self.analysis.histogram_name if analyze else None)
+                                      self.analysis.histogram_name if analyze else None,
+                                      raw_classes)
             database.check_still_there()
             seconds["write"] += time.perf_counter() - clock
             log.debug("batch of %d written in %.2f s (%d statements)", len(results),
@@ -717,9 +707,8 @@ class Project:
         old_text = recorded.read_text() if recorded.exists() else None
         if old_text == new_text:
             return
-        mine = (Source.project == context.name, Source.cfg_hash == context.cfg_hash)
         with database.Session() as session:
-            has_products = session.scalar(sa.select(Source.id).where(*mine).limit(1)) is not None
+            has_products = queries.has_results(session, context)
         if not has_products:
             return
         if redo:
@@ -740,17 +729,8 @@ class Project:
 
     def _clear_results(self, context: ProjectContext) -> None:
         """Delete the project's rows and result files (raw data, shared, is kept)."""
-        mine = (Source.project == context.name, Source.cfg_hash == context.cfg_hash)
         with database.Session() as session:
-            ids = sa.select(Source.id).where(*mine).scalar_subquery()
-            filenames = set(session.scalars(sa.select(Lightcurve.filename).where(
-                Lightcurve.source_id.in_(ids), Lightcurve.filename.is_not(None))))
-            for model in (Detection, Properties, Lightcurve):
-                session.execute(sa.delete(model).where(model.source_id.in_(ids)))
-            session.execute(sa.delete(HistogramBatch).where(
-                HistogramBatch.project == context.name,
-                HistogramBatch.cfg_hash == context.cfg_hash))
-            session.execute(sa.delete(Source).where(*mine))
+            filenames = queries.delete_results(session, context)
             session.commit()
         # The old files go to quarantine (nothing is deleted): the user may still want them.
         batch = storage.quarantine_batch()
@@ -810,8 +790,6 @@ class Project:
         """
         name = self.analysis.histogram_name
         path = storage.ensure_inside_root(self.histogram_path(name))
-        mine = (HistogramBatch.project == self.context.name,
-                HistogramBatch.cfg_hash == self.context.cfg_hash, HistogramBatch.name == name)
         with storage.file_lock(path), database.Session() as session:
             try:
                 held = Histogram.load(path).batch_ids if path.exists() else set()
@@ -820,14 +798,9 @@ class Project:
                 log.warning("%s; moved to %s and rebuilt from the committed batches", error,
                             moved)
                 held = set()
-            ids = session.scalars(sa.select(HistogramBatch.id).where(*mine)).all()
+            ids = queries.histogram_batch_ids(session, self.context, name)
             missing = [i for i in ids if i not in held]
-            batches = []
-            for chunk in range(0, len(missing), 1000):
-                batches += session.execute(
-                    sa.select(HistogramBatch.id, HistogramBatch.counts).where(
-                        *mine, HistogramBatch.id.in_(missing[chunk : chunk + 1000]))
-                ).all()
+            batches = queries.histogram_batches(session, self.context, name, missing)
             return update_histogram_file(path, self.analysis.pars.histogram, name, batches)
 
     def status(self, max_failures: int = 20) -> dict[str, Any]:
@@ -840,43 +813,20 @@ class Project:
         """
         context = self._update_context()
         database.upgrade()
-        mine = (Source.project == context.name, Source.cfg_hash == context.cfg_hash)
         with database.Session() as session:
-            by_status = dict(session.execute(
-                sa.select(Source.status, sa.func.count()).where(*mine).group_by(Source.status)
-            ).all())
+            by_status = queries.source_counts(session, context)
             observatories = {}
             for obs in self.observatories:
-                # Each source's own raw data, through its link (names are not unique).
-                raw = session.execute(
-                    sa.select(RawPhotometry.is_empty, sa.func.count())
-                    .join(SourceRawData, SourceRawData.raw_id == RawPhotometry.id)
-                    .join(Source, Source.id == SourceRawData.source_id)
-                    .where(*mine, SourceRawData.observatory == obs)
-                    .group_by(RawPhotometry.is_empty)
-                ).all()
-                raw_counts = {bool(empty): n for empty, n in raw}
-                lightcurves = session.scalar(
-                    sa.select(sa.func.count(Lightcurve.id)).join(Source).where(
-                        *mine, Lightcurve.observatory == obs
-                    )
-                )
+                raw_counts = queries.raw_counts(session, context, obs,
+                                                self.observatories[obs].raw_class)
                 observatories[obs] = {
                     "raw": raw_counts.get(False, 0) + raw_counts.get(True, 0),
                     "empty": raw_counts.get(True, 0),
-                    "lightcurves": lightcurves,
+                    "lightcurves": queries.lightcurve_count(session, context, obs),
                 }
-            properties = session.scalar(
-                sa.select(sa.func.count(Properties.id)).join(Source).where(*mine)
-            )
-            detections = dict(session.execute(
-                sa.select(Detection.is_simulated, sa.func.count()).join(Source).where(*mine)
-                .group_by(Detection.is_simulated)
-            ).all())
-            failures = session.execute(
-                sa.select(Source.name, Source.error).where(*mine, Source.status == "failed")
-                .order_by(Source.cat_index).limit(max_failures)
-            ).all()
+            properties = queries.properties_count(session, context)
+            detections = queries.detection_counts(session, context)
+            failures = queries.failed_sources(session, context, max_failures)
         return {
             "project": context.name,
             "cfg_hash": context.cfg_hash,

@@ -55,12 +55,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote
 
-import sqlalchemy as sa
 from sqlalchemy import orm
 
-from skyretriever import database, storage
+from skyretriever import database, plots, queries, storage
 from skyretriever._version import __version__
+from skyretriever.analysis.histogram import Histogram
 from skyretriever.models import Detection, Properties, Source
+from skyretriever.observatories.base import ProjectContext
 from skyretriever.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -264,11 +265,7 @@ class _Plotter:
     made: int = 0
 
     def __post_init__(self) -> None:
-        self._plots = None
-        if self.enabled:
-            from skyretriever import plots
-
-            self._plots = plots
+        self._plots = plots if self.enabled else None
 
     def make(self, what: str, function: str, path: Path, *args: Any,
              thumbnail: Path | None = None, **kwargs: Any) -> bool:
@@ -301,13 +298,6 @@ class _Plotter:
         return True
 
 
-@dataclass
-class _Context:
-    project: str
-    cfg_hash: str
-    conditions: tuple
-
-
 def _source_file(name: str) -> str:
     """File name stem of a source's page and plot (sanitised, never a path)."""
     return storage.sanitize_name(name)
@@ -317,22 +307,16 @@ def _source_link(name: str, root: str) -> str:
     return f'<a href="{root}{_href("sources", _source_file(name) + ".html")}">{_text(name)}</a>'
 
 
-def _iter_sources(context: _Context, batch_size: int) -> Iterator[tuple[orm.Session, list[Source]]]:
+def _iter_sources(context: ProjectContext, batch_size: int
+                  ) -> Iterator[tuple[orm.Session, list[Source]]]:
     """The project's sources in batches (by id), each batch in its own short session."""
     last_id = 0
     while True:
         with database.Session() as session:
-            sources = session.scalars(
-                sa.select(Source).where(*context.conditions, Source.id > last_id)
-                .order_by(Source.id).limit(batch_size)
-                .options(orm.selectinload(Source.properties),
-                         orm.selectinload(Source.lightcurves),
-                         orm.selectinload(Source.detections),
-                         orm.selectinload(Source.raw_photometry))
-            ).all()
+            sources = queries.sources_after(session, context, last_id, batch_size)
             if not sources:
                 return
-            yield session, list(sources)
+            yield session, sources
             last_id = sources[-1].id
             session.expunge_all()
         # ORM objects hold reference cycles: free each batch now rather than whenever the
@@ -357,27 +341,17 @@ def _config_section(project: Project) -> tuple[str, str, str]:
             "config.yaml is not written yet (the project has not run): this is what a run writes.")
 
 
-def _activity(context: _Context) -> tuple[dt.datetime | None, dt.datetime | None]:
+def _activity(context: ProjectContext) -> tuple[dt.datetime | None, dt.datetime | None]:
     with database.Session() as session:
-        first, last = session.execute(
-            sa.select(sa.func.min(Source.created_at), sa.func.max(Source.modified_at))
-            .where(*context.conditions)
-        ).one()
-    return first, last
+        return queries.activity_span(session, context)
 
 
-def _top_detections(context: _Context, top: int) -> list[dict[str, Any]]:
+def _top_detections(context: ProjectContext, top: int) -> list[dict[str, Any]]:
     """The ``top`` real detections by S/N, as plain values (and the ids for their plots)."""
     if top == 0:
         return []
     with database.Session() as session:
-        detections = session.scalars(
-            sa.select(Detection).join(Source)
-            .where(*context.conditions, ~Detection.is_simulated)
-            .order_by(Detection.snr.desc(), Detection.id).limit(top)
-            .options(orm.joinedload(Detection.source), orm.joinedload(Detection.lightcurve))
-        ).all()
-        return [_detection_values(d) for d in detections]
+        return [_detection_values(d) for d in queries.top_detections(session, context, top)]
 
 
 def _detection_values(detection: Detection, series: dict[int, int] | None = None
@@ -448,7 +422,7 @@ def _thumbnail_cell(detection_id: int, root: str, have_plot: bool, alt: str) -> 
 
 
 # -- the pages -----------------------------------------------------------------------------
-def _write_index(path: Path, project: Project, status: dict[str, Any], context: _Context,
+def _write_index(path: Path, project: Project, status: dict[str, Any], context: ProjectContext,
                  summary: RunSummary | None, top_rows: list[dict[str, Any]],
                  plotted: dict[int, bool], histograms: list[tuple[str, str | None]],
                  histogram_note: str, plotter: _Plotter, page_count: int,
@@ -456,9 +430,9 @@ def _write_index(path: Path, project: Project, status: dict[str, Any], context: 
     config_text, config_hash, config_note = _config_section(project)
     first, last = _activity(context)
     with open(path, "w", encoding="utf-8") as handle:
-        _page_start(handle, f"skyretriever report: {context.project}", "", page_count)
+        _page_start(handle, f"skyretriever report: {context.name}", "", page_count)
         write = handle.write
-        write(f"<h1>Project {_text(context.project)}</h1>\n")
+        write(f"<h1>Project {_text(context.name)}</h1>\n")
         generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         write('<table class="properties" id="run">')
         rows = [
@@ -569,23 +543,20 @@ def _write_index(path: Path, project: Project, status: dict[str, Any], context: 
         _page_end(handle)
 
 
-def _write_failures(path: Path, context: _Context, page_count: int, batch_size: int) -> int:
+def _write_failures(path: Path, context: ProjectContext, page_count: int, batch_size: int
+                    ) -> int:
     """Every failed source and its reason, streamed in batches; returns how many."""
     count = 0
     with open(path, "w", encoding="utf-8") as handle:
-        _page_start(handle, f"Failures: {context.project}", "", page_count)
-        handle.write(f"<h1>Failed sources of {_text(context.project)}</h1>\n")
+        _page_start(handle, f"Failures: {context.name}", "", page_count)
+        handle.write(f"<h1>Failed sources of {_text(context.name)}</h1>\n")
         handle.write('<table class="sortable" id="all-failures">'
                      f'{_header_row([("catalog row", "number"), ("source", "text"), ("reason", "text")])}'
                      "<tbody>")
         last_id = 0
         while True:
             with database.Session() as session:
-                rows = session.execute(
-                    sa.select(Source.id, Source.cat_index, Source.name, Source.error)
-                    .where(*context.conditions, Source.status == "failed", Source.id > last_id)
-                    .order_by(Source.id).limit(batch_size)
-                ).all()
+                rows = queries.failed_sources_after(session, context, last_id, batch_size)
             if not rows:
                 break
             for _, index, name, reason in rows:
@@ -818,8 +789,6 @@ def _histogram_plots(project: Project, folder: Path, plotter: _Plotter
         return [], "No histogram file yet (it is written at the end of a run with analysis)."
     if not plotter.enabled:
         return [], f"Plots were not asked for; the counts are in {path.name}."
-    from skyretriever.analysis.histogram import Histogram
-
     try:
         histogram = Histogram.load(path)
     except Exception as error:
@@ -916,10 +885,7 @@ def write_report(project: Project, folder: str | os.PathLike | None = None, top:
             raise ValueError(f"write_report: {name} must be a whole number >= {least}, "
                              f"not {value!r}")
     status = project.status(max_failures=20)
-    context_info = project.context
-    context = _Context(context_info.name, context_info.cfg_hash,
-                       (Source.project == context_info.name,
-                        Source.cfg_hash == context_info.cfg_hash))
+    context = project.context
     target = Path(folder).expanduser().resolve() if folder is not None \
         else storage.ensure_inside_root(project.output_folder / "report")
     storage.restore_folder(target)   # a report killed while it replaced the old one
@@ -936,12 +902,12 @@ def write_report(project: Project, folder: str | os.PathLike | None = None, top:
     except BaseException:
         shutil.rmtree(built, ignore_errors=True)
         raise
-    log.info("report of %s written to %s in %.1f s", context.project, target,
+    log.info("report of %s written to %s in %.1f s", context.name, target,
              time.perf_counter() - begin)
     return target / "index.html"
 
 
-def _build(built: Path, project: Project, status: dict[str, Any], context: _Context,
+def _build(built: Path, project: Project, status: dict[str, Any], context: ProjectContext,
            summary: RunSummary | None, top: int, plots: bool, source_plots: bool,
            progress: bool | None, per_page: int, batch_size: int) -> None:
     for name in ("sources", "detections", "plots"):
@@ -955,13 +921,13 @@ def _build(built: Path, project: Project, status: dict[str, Any], context: _Cont
     if plotter.enabled:
         for values in top_rows:
             with database.Session() as session:  # one each: their light curves' data goes with it
-                _plot_detection(plotter, session.get(Detection, values["id"]), values["source"],
-                                session, built / "detections", plotted)
+                _plot_detection(plotter, queries.by_id(session, Detection, values["id"]),
+                                values["source"], session, built / "detections", plotted)
     histograms, histogram_note = _histogram_plots(project, built / "plots", plotter)
 
     bar = progress_bar(total_sources, project.pars.progress if progress is None else progress,
-                       f"report {context.project}")
-    source_list = _SourceList(built, context.project, page_count, per_page)
+                       f"report {context.name}")
+    source_list = _SourceList(built, context.name, page_count, per_page)
     try:
         for session, sources in _iter_sources(context, batch_size):
             for source in sources:
@@ -978,6 +944,6 @@ def _build(built: Path, project: Project, status: dict[str, Any], context: _Cont
     _write_index(built / "index.html", project, status, context, summary, top_rows, plotted,
                  histograms, histogram_note, plotter, page_count, failure_count)
     _write_text(built / MARKER_FILE, json.dumps({
-        "project": context.project, "cfg_hash": context.cfg_hash,
+        "project": context.name, "cfg_hash": context.cfg_hash,
         "written": dt.datetime.now(dt.UTC).isoformat(), "skyretriever_version": __version__,
     }) + "\n")
