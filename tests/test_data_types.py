@@ -15,7 +15,10 @@ import skyretriever.models.raw as raw_module
 from skyretriever import storage
 from skyretriever.analysis.analysis import Analysis, AnalysisResult
 from skyretriever.models import RawData, RawPhotometry, data_types, raw_data_class
+from skyretriever.observatories.base import OBSERVATORIES, register_observatory
 from skyretriever.observatories.demo import VirtualDemoObs
+from skyretriever.parameters import ParameterError
+from skyretriever.project import Project
 
 
 def test_photometry_is_registered_with_its_table():
@@ -91,3 +94,25 @@ def test_a_subclass_adds_a_data_type_with_one_method():
     assert result.properties == {"num_spectra": 2, "name": "star"}
     with pytest.raises(NotImplementedError, match="no analyze_images: it analyses photometry, spectra"):
         SpectraAnalysis().analyze("images", [], {"name": "star"})
+
+
+@pytest.fixture
+def spectra_observatory():
+    """A demo observatory that says it downloads spectra, registered for one test."""
+
+    @register_observatory
+    class SpectraDemo(VirtualDemoObs):
+        name = "spectrademo"
+        data_type = "spectra"
+
+    yield SpectraDemo
+    OBSERVATORIES.pop("spectrademo")
+
+
+def test_a_project_refuses_observatories_of_different_data_types(spectra_observatory):
+    with pytest.raises(ParameterError, match=r"different data types \(demo: photometry, "
+                                             r"spectrademo: spectra\).*one project per data type"):
+        Project(name="mixed", cfg_file=False, obs_names=["demo", "spectrademo"])
+    # One data type, even a new one, is a project like any other.
+    project = Project(name="spectra", cfg_file=False, obs_names=["spectrademo"])
+    assert project.observatories["spectrademo"].data_type == "spectra"

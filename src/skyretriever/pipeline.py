@@ -300,6 +300,8 @@ class Worker:
         self.observatories = observatories
         self.analysis = analysis
         self.data_root = data_root
+        #: What the analysis is given: a project's observatories share one data type.
+        self.data_type = observatories[0].data_type if observatories else "photometry"
 
     def setup(self) -> None:
         """Point this process at the project's data root (run in each worker process)."""
@@ -398,7 +400,7 @@ class Worker:
             return result
         if changed or not task.analyzed:
             try:
-                result.analysis = self.analysis.analyze_photometry(lightcurves, task.row)
+                result.analysis = self.analysis.analyze(self.data_type, lightcurves, task.row)
             except Exception as error:  # one source's failure must not stop the run
                 self._stop_on(error)
                 log.debug("analysis failed for %s", task.name, exc_info=True)

@@ -306,6 +306,12 @@ class Project:
                 where=f"observatories.{cls.name}{source}",
             )
             self.observatories[cls.name] = cls(pars)
+        kinds = {obs.data_type: obs.name for obs in self.observatories.values()}
+        if len(kinds) > 1:  # one analysis per source sees one kind of data
+            raise ParameterError(
+                f"project.obs_names{source}: the observatories download different data types ("
+                + ", ".join(f"{name}: {kind}" for kind, name in kinds.items())
+                + "); a project analyses one data type, so make one project per data type")
         # Sections of observatories the project does not use are checked too: a typo there
         # would otherwise wait silently until the observatory is added to obs_names.
         for name in sorted({*per_observatory, *obs_per_kwargs, *observatory_kwargs}
