@@ -172,7 +172,7 @@ def test_reprs_are_short_rounded_and_have_units():
                             num_detections=1)
     assert repr(properties) == ("<Properties of source 3: 2 light curves, 1,500 points, "
                                 "best snr=7.0, LS period=0.7 d, transit period=0.7 d, "
-                                "transit snr=31.3, 1 detections>")
+                                "transit snr=31.3, 1 detection>")
     lc = Lightcurve(id=12, observatory="tess", filter="TESS", series_number=1, series_total=2,
                     num_points=1234, time_start=58325.2961, time_end=58326.29, exptime=120.0)
     assert repr(lc) == "<Lightcurve 12 tess TESS 1/2: 1,234 points, MJD 58325.30-58326.29, 120 s>"

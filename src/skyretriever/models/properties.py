@@ -120,7 +120,8 @@ class Properties(Base):
             if text is not None:
                 parts.append(f"{label}={text}")
         if self.num_detections:
-            parts.append(f"{self.num_detections} detections")
+            plural = "" if self.num_detections == 1 else "s"
+            parts.append(f"{self.num_detections} detection{plural}")
         shown = ", ".join(part for part in parts if part is not None)
         return f"<Properties of source {self.source_id}: {shown}>"
 
