@@ -11,7 +11,10 @@ Rows are numbered from 0 in catalog order; ``start`` and ``stop`` of a run and
 every error about a bad row use those numbers. A row is bad (an error listing
 it, or left out under ``bad_rows: skip``) when its name is missing, repeats an
 earlier row's, holds a NUL byte or begins or ends with white space (names are
-kept exactly, never stripped); when its RA or Dec is missing or out of range;
+kept exactly, never stripped); when its RA or Dec is missing, out of range, or
+neither a number of degrees nor a sexagesimal angle (RA in hours such as
+``12h30m00s``, ``12:30:00.0`` or ``12 30 00``; Dec in degrees such as
+``+45d30m00s`` or ``-05:30:00``; parsed by :class:`astropy.coordinates.Angle`);
 or when a ``mag``, ``mag_err``, ``pmra`` or ``pmdec`` is there but is not a
 number (an empty field or ``nan`` is no value, stored as NULL).
 
@@ -37,12 +40,16 @@ import json
 import logging
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import astropy.units as u
 import numpy as np
 import pandas as pd
+from astropy.coordinates import Angle
+from astropy.utils.exceptions import AstropyWarning
 from pydantic import field_validator, model_validator
 
 from skyretriever.catalogs.errors import BadRow, CatalogError
@@ -86,8 +93,12 @@ class ColumnMap(Parameters):
     """Which catalog column holds each standard quantity (``None``: a column of that name, if any)."""
 
     name: str | None = parameter(None, "Column with the source name (unique per catalog).")
-    ra: str | None = parameter(None, "Column with right ascension in degrees (ICRS).")
-    dec: str | None = parameter(None, "Column with declination in degrees (ICRS).")
+    ra: str | None = parameter(
+        None, "Column with right ascension (ICRS): degrees, or sexagesimal hours "
+              "(12h30m00s, 12:30:00.0).")
+    dec: str | None = parameter(
+        None, "Column with declination (ICRS): degrees, or sexagesimal degrees "
+              "(+45d30m00s, -05:30:00).")
     mag: str | None = parameter(None, "Column with a magnitude used for selection and binning.")
     mag_err: str | None = parameter(None, "Column with the magnitude's uncertainty.")
     mag_filter: str | None = parameter(None, "Column with the band of the magnitude.")
@@ -386,6 +397,62 @@ def _not_numbers(values: pd.Series) -> np.ndarray:
     return found
 
 
+#: The unit of a sexagesimal angle without unit letters: hours for RA, degrees for Dec.
+_SEXAGESIMAL_UNITS = {"ra": u.hourangle, "dec": u.deg}
+_SEXAGESIMAL_EXAMPLES = {"RA": "such as 12h30m00s or 12:30:00.0",
+                         "Dec": "such as +45d30m00s or -05:30:00"}
+
+
+def _sexagesimal_degrees(text: str, unit: u.UnitBase) -> float:
+    """Degrees of one sexagesimal angle; ``unit`` (hours or degrees) when the text has no letters."""
+    try:
+        angle = Angle(text)
+    except u.UnitsError:  # no unit letters: 12:30:00
+        angle = Angle(text, unit=unit)
+    if angle.unit == u.hourangle:  # 15 times the hours: astropy's factor gives 187.49999999999997
+        return float(angle.hour * 15.0)
+    return float(angle.degree)
+
+
+def _degrees(values: pd.Series, standard: str) -> tuple[np.ndarray, np.ndarray]:
+    """Degrees of an RA or Dec column (``standard``), and which values are not angles.
+
+    Numbers are degrees. Text that is not a number is parsed as a sexagesimal
+    angle by :class:`astropy.coordinates.Angle`: hours for RA (``12h30m00s``,
+    ``12:30:00.0``, ``12 30 00``), degrees for Dec (``+45d30m00s``,
+    ``-05:30:00``); unit letters in the text win (``187d30m00s`` is degrees).
+    Missing values and texts such as ``nan`` are NaN, not "not angles".
+
+    Examples
+    --------
+    >>> degrees, junk = _degrees(pd.Series(["12h30m00s", "12:30:00.0", 187.5, None, "junk"]), "ra")
+    >>> degrees.tolist(), junk.tolist()
+    ([187.5, 187.5, 187.5, nan, nan], [False, False, False, False, True])
+    >>> _degrees(pd.Series(["+45d30m00s", "-05:30:00"]), "dec")[0].tolist()
+    [45.5, -5.5]
+    """
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    junk = np.zeros(len(values), dtype=bool)
+    if values.dtype.kind in "iufb":
+        return numbers, junk
+    unit = _SEXAGESIMAL_UNITS[standard]
+    with warnings.catch_warnings():
+        # 24h or 60s is refused below (out of range, or junk), not warned about per row
+        warnings.simplefilter("ignore", AstropyWarning)
+        for index in np.flatnonzero(np.isnan(numbers) & values.notna().to_numpy()):
+            value = values.iloc[index]
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            if isinstance(value, float) or (isinstance(value, str)
+                                            and value.strip().lower() in _NO_NUMBER):
+                continue
+            try:
+                numbers[index] = _sexagesimal_degrees(str(value).strip(), unit)
+            except (ValueError, TypeError, u.UnitsError):
+                junk[index] = True
+    return numbers, junk
+
+
 def _name_hashes(names: np.ndarray) -> np.ndarray:
     """64-bit hashes of names (an object array of str), to find duplicates in 8 bytes a row.
 
@@ -582,7 +649,9 @@ class Catalog:
             if column is None:
                 continue
             values = table[column]
-            if std in _FLOAT_COLUMNS:
+            if std in _SEXAGESIMAL_UNITS:
+                result[std] = _degrees(values, std)[0]
+            elif std in _FLOAT_COLUMNS:
                 result[std] = pd.to_numeric(values, errors="coerce").astype(float)
             elif std in CROSS_ID_COLUMNS:
                 result[std] = _parse_cross_id(values)
@@ -669,12 +738,19 @@ class Catalog:
                     for index in np.flatnonzero(_not_numbers(values)):
                         bad.setdefault(row + int(index), []).append(
                             f"{std} {bounded_repr(values.iloc[index], 40)} is not a number")
-                ra = pd.to_numeric(frame[ra_column], errors="coerce").astype(float).to_numpy()
-                dec = pd.to_numeric(frame[dec_column], errors="coerce").astype(float).to_numpy()
+                ra, ra_junk = _degrees(frame[ra_column], "ra")
+                dec, dec_junk = _degrees(frame[dec_column], "dec")
+                for label, column, junk in (("RA", ra_column, ra_junk),
+                                            ("Dec", dec_column, dec_junk)):
+                    for index in np.flatnonzero(junk):
+                        bad.setdefault(row + int(index), []).append(
+                            f"{label} is missing or not a number: column {bounded_repr(column, 80)} "
+                            f"has {bounded_repr(frame[column].iloc[index], 40)}, neither degrees "
+                            f"nor sexagesimal ({_SEXAGESIMAL_EXAMPLES[label]})")
                 with np.errstate(invalid="ignore"):
-                    add(~np.isfinite(ra), "RA is missing or not a number")
+                    add(~np.isfinite(ra) & ~ra_junk, "RA is missing or not a number")
                     add(np.isfinite(ra) & ((ra < 0) | (ra >= 360)), "RA outside 0 to 360 degrees")
-                    add(~np.isfinite(dec), "Dec is missing or not a number")
+                    add(~np.isfinite(dec) & ~dec_junk, "Dec is missing or not a number")
                     add(np.isfinite(dec) & ((dec < -90) | (dec > 90)),
                         "Dec outside -90 to +90 degrees")
                 hashes.add(_name_hashes(text))

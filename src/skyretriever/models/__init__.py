@@ -13,7 +13,7 @@ from skyretriever.models.datasets import (
     save_lightcurves,
 )
 from skyretriever.models.detection import Detection
-from skyretriever.models.histogram import HistogramBatch
+from skyretriever.models.histogram import Histogram, HistogramBatch, HistogramParameters
 from skyretriever.models.properties import Properties
 from skyretriever.models.raw import RawData, data_types, raw_data_class
 from skyretriever.models.source import Source
@@ -21,7 +21,9 @@ from skyretriever.models.source import Source
 __all__ = [
     "Base",
     "Detection",
+    "Histogram",
     "HistogramBatch",
+    "HistogramParameters",
     "Lightcurve",
     "Properties",
     "RawData",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from skyretriever import drawing
 from skyretriever.models.base import Base, utcnow
+from skyretriever.models.display import html_table, loaded, rounded
 
 if TYPE_CHECKING:
     from skyretriever.models.datasets import Lightcurve
@@ -29,6 +31,10 @@ class Detection(Base):
     >>> import sqlalchemy as sa
     >>> query = sa.select(Detection).where(Detection.snr > 10, ~Detection.is_simulated)
     >>> hot_jupiters = sa.select(Detection).where(Detection.period < 5, Detection.depth > 0.005)
+    >>> Detection(id=51, observatory="tess", finder="transit", snr=27.399736, period=3.2109)
+    <Detection 51 tess transit snr=27.4 period=3.21 d>
+    >>> Detection(id=7, observatory="demo", finder="peak", snr=12.34, time_peak=58123.4567, sign=1)
+    <Detection 7 demo peak snr=12.3 brightening at MJD 58123.46>
     """
 
     __tablename__ = "detections"
@@ -85,6 +91,49 @@ class Detection(Base):
     source: Mapped[Source] = relationship(back_populates="detections", doc="The source.")
     lightcurve: Mapped[Lightcurve | None] = relationship(doc="The light curve of the event.")
 
+    def __repr__(self) -> str:
+        parts: list[Any] = ["Detection", self.id, self.observatory, self.finder]
+        if self.is_simulated:
+            parts.append("simulated")
+        if rounded(self.snr, ".1f") is not None:
+            parts.append(f"snr={rounded(self.snr, '.1f')}")
+        if rounded(self.period, ".3g") is not None:
+            parts.append(f"period={rounded(self.period, '.3g', 'd')}")
+        elif rounded(self.time_peak, ".2f") is not None:
+            parts.append(f"{_SIGNS.get(self.sign, 'peak')} at MJD {rounded(self.time_peak, '.2f')}")
+        return "<" + " ".join(str(part) for part in parts if part is not None) + ">"
+
+    def _repr_html_(self) -> str:
+        source = loaded(self, "source")
+        window = None
+        if self.time_start is not None and self.time_end is not None:
+            window = f"MJD {rounded(self.time_start, '.4f')} to {rounded(self.time_end, '.4f')}"
+        duration = rounded(self.duration, ".4g", "d")
+        if duration is not None:
+            duration += f" ({rounded(self.duration * 24, '.3g', 'h')})"
+        return html_table(f"Detection {self.id if self.id is not None else ''}".strip(), [
+            ("source", source.name if source is not None else None),
+            ("finder", self.finder),
+            ("observatory", self.observatory),
+            ("filter", self.filter),
+            ("simulated", "yes (injected event)" if self.is_simulated else None),
+            ("S/N", rounded(self.snr, ".2f")),
+            ("score", rounded(self.score, ".2f") if self.score != self.snr else None),
+            ("kind", _SIGNS.get(self.sign)),
+            ("window", window),
+            ("peak", None if self.time_peak is None else f"MJD {rounded(self.time_peak, '.4f')}"),
+            ("peak magnitude", rounded(self.peak_mag, ".3f", "mag")),
+            ("peak flux", rounded(self.peak_flux, ".4g")),
+            ("points", self.num_points),
+            ("period", rounded(self.period, ".6g", "d")),
+            ("epoch", None if self.epoch is None else f"MJD {rounded(self.epoch, '.5f')}"),
+            ("duration", duration),
+            ("depth", None if self.depth is None else f"{rounded(self.depth * 1e6, '.0f')} ppm"),
+            ("SDE", rounded(self.sde, ".2f")),
+            ("injected", _json(self.injected)),
+            ("extra", _json(self.extra)),
+        ])
+
     def plot(self, **kwargs: Any):
         """Plot the event on its light curve (a transit candidate folded on its period).
 
@@ -96,3 +145,10 @@ class Detection(Base):
         >>> fig = detection.plot(filename="detection.png")              # doctest: +SKIP
         """
         return drawing.draw("detection", self, **kwargs)
+
+
+_SIGNS = {1: "brightening", -1: "dimming"}
+
+
+def _json(value: dict[str, Any] | None) -> str | None:
+    return json.dumps(value, sort_keys=True, default=str) if value else None

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from skyretriever.models.base import Base, utcnow
+from skyretriever.models.display import html_table, loaded, rounded
 
 if TYPE_CHECKING:
     from skyretriever.models.source import Source
@@ -28,6 +29,9 @@ class Properties(Base):
     >>> query = sa.select(Properties).where(Properties.best_snr > 8)
     >>> planets = sa.select(Properties).where(Properties.transit_snr > 10,
     ...                                       Properties.transit_period.between(1, 5))
+    >>> Properties(source_id=3, num_lightcurves=4, num_points=1234, best_snr=12.345,
+    ...            ls_period=3.21094, transit_period=None)
+    <Properties of source 3: 4 light curves, 1,234 points, best snr=12.3, LS period=3.211 d>
     """
 
     __tablename__ = "properties"
@@ -103,3 +107,52 @@ class Properties(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, doc="When the row was made (UTC).")
 
     source: Mapped[Source] = relationship(back_populates="properties", doc="The source.")
+
+    def __repr__(self) -> str:
+        parts = [f"{self.num_lightcurves} light curves" if self.num_lightcurves is not None
+                 else None,
+                 f"{self.num_points:,} points" if self.num_points is not None else None]
+        for label, value, spec, unit in (("best snr", self.best_snr, ".1f", None),
+                                         ("LS period", self.ls_period, ".4g", "d"),
+                                         ("transit period", self.transit_period, ".4g", "d"),
+                                         ("transit snr", self.transit_snr, ".1f", None)):
+            text = rounded(value, spec, unit)
+            if text is not None:
+                parts.append(f"{label}={text}")
+        if self.num_detections:
+            plural = "" if self.num_detections == 1 else "s"
+            parts.append(f"{self.num_detections} detection{plural}")
+        shown = ", ".join(part for part in parts if part is not None)
+        return f"<Properties of source {self.source_id}: {shown}>"
+
+    def _repr_html_(self) -> str:
+        source = loaded(self, "source")
+        title = f"Properties of {source.name if source is not None else f'source {self.source_id}'}"
+        return html_table(title, [
+            ("light curves", self.num_lightcurves),
+            ("points (good)", None if self.num_points is None else
+             f"{self.num_points:,} ({self.num_good_points or 0:,})"),
+            ("time span", rounded(self.time_span, ".1f", "d")),
+            ("mean magnitude", rounded(self.mag_mean, ".3f", "mag")),
+            ("median magnitude", rounded(self.mag_median, ".3f", "mag")),
+            ("magnitude rms", rounded(self.mag_rms, ".3f", "mag")),
+            ("flux scatter", rounded(self.flux_rms_ppm, ".0f", "ppm")),
+            ("best S/N", rounded(self.best_snr, ".1f")),
+            ("Lomb-Scargle period", rounded(self.ls_period, ".5g", "d")),
+            ("Lomb-Scargle power", rounded(self.ls_power, ".3f")),
+            ("false-alarm probability", rounded(self.ls_false_alarm, ".2g")),
+            ("transit period", rounded(self.transit_period, ".5g", "d")),
+            ("transit epoch", None if self.transit_epoch is None else
+             f"MJD {rounded(self.transit_epoch, '.4f')}"),
+            ("transit duration", rounded(None if self.transit_duration is None else
+                                         self.transit_duration * 24, ".3g", "h")),
+            ("transit depth", None if self.transit_depth is None else
+             f"{rounded(self.transit_depth * 1e6, '.0f')} ppm"),
+            ("transit S/N", rounded(self.transit_snr, ".1f")),
+            ("transit SDE", rounded(self.transit_sde, ".1f")),
+            ("detections", self.num_detections),
+            ("injected (recovered)", None if not self.num_injected else
+             f"{self.num_injected} ({self.num_recovered})"),
+            ("quality flags", ", ".join(f"{name} {count}" for name, count in
+                                        sorted((self.quality_counts or {}).items())) or None),
+        ])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from skyretriever import drawing
 from skyretriever.database import SmartSession
 from skyretriever.healpix import angular_distance, cone_ranges
 from skyretriever.models.base import Base, utcnow
+from skyretriever.models.display import html_table, loaded, rounded
 
 if TYPE_CHECKING:
     from skyretriever.models.datasets import Lightcurve, RawPhotometry
@@ -34,12 +36,17 @@ class Source(Base):
     (light curves, properties, detections) hangs off this row by foreign key
     and is deleted with it.
 
+    In a notebook a source shows itself as a table; ``source.to_lightkurve()``
+    gives its light curves as a ``lightkurve.LightCurveCollection``.
+
     Examples
     --------
     >>> import sqlalchemy as sa
     >>> from skyretriever.database import Session
     >>> with Session() as session:                                  # doctest: +SKIP
     ...     done = session.scalars(sa.select(Source).where(Source.status == "done")).all()
+    >>> Source(id=3, name="DEMO-0042", ra=150.1234, dec=2.2345, mag=15.2, status="done")
+    <Source 3 'DEMO-0042' RA 150.12340 Dec +2.23450 mag 15.20 done>
     """
 
     __tablename__ = "sources"
@@ -179,6 +186,64 @@ class Source(Base):
         passive_deletes=True,
         doc="Events found in the light curves of this source (real and simulated).",
     )
+
+    def to_lightkurve(self, observatory: str | None = None):
+        """This source's light curves as a ``lightkurve.LightCurveCollection``.
+
+        One ``LightCurve`` per light curve of :attr:`lightcurves` (ordered by
+        observatory and series), made by :meth:`Lightcurve.to_lightkurve`;
+        ``observatory`` (``"tess"``...) keeps that observatory's only. Needs the
+        source in a session (or its light curves loaded).
+
+        Examples
+        --------
+        >>> collection = source.to_lightkurve("tess")                   # doctest: +SKIP
+        >>> collection.stitch().plot()                                  # doctest: +SKIP
+        """
+        with warnings.catch_warnings():
+            # lightkurve warns on import that an optional part (tpfmodel) is missing
+            warnings.simplefilter("ignore", UserWarning)
+            import lightkurve
+        wanted = None if observatory is None else observatory.lower()
+        return lightkurve.LightCurveCollection(
+            [lc.to_lightkurve() for lc in self.lightcurves
+             if wanted is None or lc.observatory == wanted])
+
+    def __repr__(self) -> str:
+        parts = ["Source", self.id, repr(self.name),
+                 f"RA {rounded(self.ra, '.5f')}" if self.ra is not None else None,
+                 f"Dec {rounded(self.dec, '+.5f')}" if self.dec is not None else None,
+                 f"mag {rounded(self.mag, '.2f')}" if rounded(self.mag, ".2f") else None,
+                 self.status]
+        return "<" + " ".join(str(part) for part in parts if part is not None) + ">"
+
+    def _repr_html_(self) -> str:
+        lightcurves, detections = loaded(self, "lightcurves"), loaded(self, "detections")
+        properties = loaded(self, "properties")
+        magnitude = rounded(self.mag, ".3f", "mag")
+        if magnitude is not None:
+            error = rounded(self.mag_err, ".3f")
+            magnitude += (f" \u00b1 {error}" if error else "") + (
+                f" ({self.mag_filter})" if self.mag_filter else "")
+        cross_ids = ", ".join(f"{name} {getattr(self, name)}" for name in
+                              ("tic_id", "kic_id", "epic_id", "gaia_id", "ztf_oid")
+                              if getattr(self, name) is not None)
+        return html_table(f"Source {self.name}", [
+            ("id", self.id),
+            ("project", self.project),
+            ("RA, Dec (ICRS)", f"{rounded(self.ra, '.6f', 'deg')}, {rounded(self.dec, '+.6f', 'deg')}"),
+            ("magnitude", magnitude),
+            ("proper motion", None if self.pmra is None or self.pmdec is None else
+             f"{rounded(self.pmra, '.2f')}, {rounded(self.pmdec, '.2f')} mas/yr"),
+            ("cross-ids", cross_ids or None),
+            ("status", self.status),
+            ("error", self.error),
+            ("light curves", None if lightcurves is None else len(lightcurves)),
+            ("detections", None if detections is None else len(detections)),
+            ("best S/N", None if properties is None else rounded(properties.best_snr, ".1f")),
+            ("distance", rounded(None if self.distance is None else self.distance * 3600,
+                                 ".2f", "arcsec")),
+        ])
 
     def plot(self, **kwargs: Any):
         """Plot every processed light curve of this source on one time axis, in magnitudes.
