@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import astropy.units as u
 import lightkurve
 import numpy as np
@@ -20,6 +22,7 @@ from skyretriever.models import (
     RawPhotometry,
     Source,
 )
+from skyretriever.models.datasets import column_units
 from skyretriever.testing import SimulatedArchives
 from tests.mast_support import QUICK, kepler_stars, small_sky, write_catalog
 
@@ -219,3 +222,15 @@ def test_histogram_is_importable_from_the_models():
 
     assert Histogram is FromAnalysis
     assert int(Histogram().total("points")) == 0
+
+
+def test_units_travel_with_derived_frames_without_being_copied():
+    # pandas deep-copies attrs into every derived frame; the units mapping is shared, read-only.
+    frame = pd.DataFrame({"mjd": [1.0, 2.0], "flux": [3.0, 4.0]})
+    frame.attrs["units"] = column_units(frame.columns, "tess")
+    derived = frame[frame["flux"] > 3.5] * 2
+    assert derived.attrs["units"] is frame.attrs["units"]
+    assert dict(derived.attrs["units"]) == {"mjd": "d", "flux": "electron / s"}
+    with pytest.raises(TypeError):
+        frame.attrs["units"]["flux"] = "Jy"
+    assert pickle.loads(pickle.dumps(frame)).attrs["units"] == frame.attrs["units"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +128,43 @@ def flux_unit(observatory: str | None) -> str:
     return _FLUX_UNITS.get((observatory or "").lower(), _AB_FLUX_UNIT)
 
 
-def column_units(columns: Iterable[str], observatory: str | None) -> dict[str, str]:
+class ColumnUnits(Mapping[str, str]):
+    """The units of a table's columns: read-only, and shared rather than copied.
+
+    pandas deep-copies a frame's ``attrs`` into every frame derived from it (a
+    column, a slice, an arithmetic result); a plain dict there made the analysis
+    of every light curve copy it thousands of times. This mapping cannot change,
+    so a copy is the mapping itself.
+    """
+
+    __slots__ = ("_units",)
+
+    def __init__(self, units: Mapping[str, str]) -> None:
+        self._units = dict(units)
+
+    def __getitem__(self, column: str) -> str:
+        return self._units[column]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._units)
+
+    def __len__(self) -> int:
+        return len(self._units)
+
+    def __copy__(self) -> ColumnUnits:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> ColumnUnits:
+        return self
+
+    def __reduce__(self):
+        return ColumnUnits, (self._units,)
+
+    def __repr__(self) -> str:
+        return repr(self._units)
+
+
+def column_units(columns: Iterable[str], observatory: str | None) -> ColumnUnits:
     """The unit of each of ``columns`` that has one, as astropy unit strings.
 
     Examples
@@ -143,7 +179,7 @@ def column_units(columns: Iterable[str], observatory: str | None) -> dict[str, s
             units[column] = flux
         elif column in COLUMN_UNITS:
             units[column] = COLUMN_UNITS[column]
-    return units
+    return ColumnUnits(units)
 
 
 def _plain_column(values: np.ndarray) -> np.ndarray:
