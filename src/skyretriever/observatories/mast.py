@@ -167,9 +167,25 @@ class MastParameters(ObservatoryParameters, NetworkParameters):
         critical=False,
     )
     download_workers: int = parameter(
-        16, "Sources downloading at once for this observatory (within max_connections_per_host).",
+        16, "Sources downloading at once for this observatory (within max_connections_per_host); "
+        "when not given, twice max_connections_per_host.",
         critical=False, ge=1,
     )
+
+    @classmethod
+    def prepare_input(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """``download_workers`` follows ``max_connections_per_host`` unless it is given.
+
+        Twice as many sources as connections: while one source's file is parsed
+        and stored (CPU), another's request keeps the connection busy.
+        """
+        data = super().prepare_input(data)
+        connections = data.get("max_connections_per_host",
+                               cls.model_fields["max_connections_per_host"].default)
+        if ("download_workers" not in data and isinstance(connections, int)
+                and not isinstance(connections, bool) and connections >= 1):
+            data["download_workers"] = 2 * connections
+        return data
 
     @field_validator("mast_url", "s3_endpoint_url")
     @classmethod
