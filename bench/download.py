@@ -21,13 +21,16 @@ thread, the same pipeline) gives the CPU seconds per file by stage: download,
 parse, raw write, hash, reduce, reduced write (plus MAST queries, database and
 the rest), timed with ``time.thread_time`` around the functions of each stage.
 ``--cprofile`` adds the functions that cost most in a second serial run without
-latency (cProfile).
+latency (cProfile); ``--stages-only`` runs only these serial runs (no routes, no
+lightkurve), and prints the HDF5 bytes on disk per light-curve file.
+``SKYRETRIEVER_HDF5_COMPRESSION=gzip|lzf|none`` chooses how the tables are compressed.
 
 Examples
 --------
     python bench/download.py                          # 200 stars, 3 sectors, 150 ms
     python bench/download.py --stars 50 --lightkurve-stars 10
     python bench/download.py --real-files --stars 50 --sectors 2 --lightkurve-stars 10 --cprofile
+    python bench/download.py --real-files --stars 40 --sectors 2 --profile-sources 40 --stages-only
 """
 
 from __future__ import annotations

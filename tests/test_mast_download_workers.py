@@ -6,6 +6,7 @@ import pytest
 
 from skyretriever.observatories import VirtualK2, VirtualKepler, VirtualTESS
 from skyretriever.observatories.tess import TessParameters
+from skyretriever.parameters import ParameterError
 
 
 @pytest.mark.parametrize("observatory", [VirtualTESS, VirtualK2, VirtualKepler])
@@ -21,5 +22,5 @@ def test_download_workers_given_in_any_layer_win():
     assert TessParameters.build({"max_connections_per_host": 4}).download_workers == 8
     assert TessParameters.build({"download_workers": 3},
                                 {"max_connections_per_host": 4}).download_workers == 3
-    with pytest.raises(Exception, match="max_connections_per_host"):
+    with pytest.raises(ParameterError, match="max_connections_per_host"):
         TessParameters.build({"max_connections_per_host": 0})

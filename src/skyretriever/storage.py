@@ -11,7 +11,10 @@ check is treated as missing and made again.
 
 A table is stored as one HDF5 compound dataset per key (one row per epoch),
 with the column kinds and any metadata as JSON attributes. This keeps a
-100-point light curve to a few kilobytes.
+100-point light curve to a few kilobytes. Tables above 64 kB are compressed
+(:func:`set_compression`: deflate level 1 after the byte shuffle by default, which
+every HDF5 reader opens); whatever the setting a file was written with, it
+reads the same way.
 
 Layout (``DATA_ROOT`` from :func:`configure`, ``$SKYRETRIEVER_DATA`` or ``./data``)::
 
