@@ -21,13 +21,16 @@ thread, the same pipeline) gives the CPU seconds per file by stage: download,
 parse, raw write, hash, reduce, reduced write (plus MAST queries, database and
 the rest), timed with ``time.thread_time`` around the functions of each stage.
 ``--cprofile`` adds the functions that cost most in a second serial run without
-latency (cProfile).
+latency (cProfile); ``--stages-only`` runs only these serial runs (no routes, no
+lightkurve), and prints the HDF5 bytes on disk per light-curve file.
+``SKYRETRIEVER_HDF5_COMPRESSION=gzip|lzf|none`` chooses how the tables are compressed.
 
 Examples
 --------
     python bench/download.py                          # 200 stars, 3 sectors, 150 ms
     python bench/download.py --stars 50 --lightkurve-stars 10
     python bench/download.py --real-files --stars 50 --sectors 2 --lightkurve-stars 10 --cprofile
+    python bench/download.py --real-files --stars 40 --sectors 2 --profile-sources 40 --stages-only
 """
 
 from __future__ import annotations
@@ -245,6 +248,11 @@ def profile_stages(urls: dict[str, str], folder: Path, sources: int, use_cloud: 
         raise RuntimeError(f"profiled run had failures: {summary.failures[:3]}")
     seconds = dict(clock.seconds)
     seconds["other"] = total_cpu - sum(seconds.values())
+    root = folder / "data_profile"
+    for kind, pattern in (("raw", "raw/*/RA*/*.h5"), ("reduced", "projects/*/RA*/*.h5")):
+        sizes = [path.stat().st_size for path in root.glob(pattern)]
+        print(f"{kind} HDF5 files: {len(sizes)}, {sum(sizes) / 1e6:.2f} MB, "
+              f"{sum(sizes) / 1e6 / max(summary.counts['reduced'], 1):.3f} MB per light-curve file")
     statistics = None
     if with_cprofile:
         # Without latency, so that cProfile's clock (wall time: its CPU clocks cost more
@@ -340,6 +348,8 @@ def main() -> int:
                              "of bench/real_files.py, fetched there if missing)")
     parser.add_argument("--profile-sources", type=int, default=10,
                         help="stars in the serial run timed by stage (0: none)")
+    parser.add_argument("--stages-only", action="store_true",
+                        help="only the serial run by stage (and --cprofile): no routes, no lightkurve")
     parser.add_argument("--cprofile", action="store_true",
                         help="also profile a serial run with cProfile and list the hot functions")
     args = parser.parse_args()
@@ -366,33 +376,34 @@ def main() -> int:
                   f"S3 {urls['s3_endpoint_url']}")
             print()
 
-            results = {}
-            for label, use_cloud in (("skyretriever, S3 bucket + MAST", True),
-                                     ("skyretriever, MAST HTTPS only", False)):
-                elapsed, counts, reduced, cpu = run_skyretriever(urls, folder, use_cloud,
-                                                                 args.connections)
-                ideal, how = ideal_seconds(counts, args.connections, args.latency)
-                results[label] = elapsed
-                print(f"{label:<38} {elapsed:8.1f} s   requests {counts}, "
-                      f"{reduced} light curves, CPU {1000 * cpu / max(reduced, 1):.0f} ms per file")
-                print(f"{'':<38} ideal {ideal:6.1f} s   ({how})  -> {elapsed / ideal:.2f}x ideal")
+            if not args.stages_only:
+                results = {}
+                for label, use_cloud in (("skyretriever, S3 bucket + MAST", True),
+                                         ("skyretriever, MAST HTTPS only", False)):
+                    elapsed, counts, reduced, cpu = run_skyretriever(urls, folder, use_cloud,
+                                                                     args.connections)
+                    ideal, how = ideal_seconds(counts, args.connections, args.latency)
+                    results[label] = elapsed
+                    print(f"{label:<38} {elapsed:8.1f} s   requests {counts}, "
+                          f"{reduced} light curves, CPU {1000 * cpu / max(reduced, 1):.0f} ms per file")
+                    print(f"{'':<38} ideal {ideal:6.1f} s   ({how})  -> {elapsed / ideal:.2f}x ideal")
 
-            subset = catalog["tic_id"].astype(int).tolist()
-            if args.lightkurve_stars is not None:
-                subset = subset[: args.lightkurve_stars]
-            elapsed, counts, fetched, cpu = run_lightkurve(urls, folder, subset)
-            scale = len(catalog) / len(subset)
-            total = elapsed * scale
-            ideal, how = ideal_seconds(counts, 1, args.latency)
-            label = "lightkurve search + download_all loop"
-            note = f" (measured {elapsed:.1f} s on {len(subset)} stars, scaled)" if scale != 1 else ""
-            print(f"{label:<38} {total:8.1f} s{note}   requests {counts}, {fetched} light "
-                  f"curves, CPU {1000 * cpu / max(fetched, 1):.0f} ms per file")
-            print(f"{'':<38} ideal {ideal * scale:6.1f} s   (serial: {how})  -> "
-                  f"{total / (ideal * scale):.2f}x ideal")
-            print()
-            for key, value in results.items():
-                print(f"speed-up over lightkurve ({key}): {total / value:.1f}x")
+                subset = catalog["tic_id"].astype(int).tolist()
+                if args.lightkurve_stars is not None:
+                    subset = subset[: args.lightkurve_stars]
+                elapsed, counts, fetched, cpu = run_lightkurve(urls, folder, subset)
+                scale = len(catalog) / len(subset)
+                total = elapsed * scale
+                ideal, how = ideal_seconds(counts, 1, args.latency)
+                label = "lightkurve search + download_all loop"
+                note = f" (measured {elapsed:.1f} s on {len(subset)} stars, scaled)" if scale != 1 else ""
+                print(f"{label:<38} {total:8.1f} s{note}   requests {counts}, {fetched} light "
+                      f"curves, CPU {1000 * cpu / max(fetched, 1):.0f} ms per file")
+                print(f"{'':<38} ideal {ideal * scale:6.1f} s   (serial: {how})  -> "
+                      f"{total / (ideal * scale):.2f}x ideal")
+                print()
+                for key, value in results.items():
+                    print(f"speed-up over lightkurve ({key}): {total / value:.1f}x")
 
             if args.profile_sources > 0:
                 print()

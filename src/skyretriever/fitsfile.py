@@ -70,22 +70,17 @@ class FitsHDU:
         return {k: v for k, v in self.header.items() if not STRUCTURAL_KEYWORD.match(k)}
 
 
+#: A string value: a quote, then characters with quotes doubled, then a quote (or the card's end).
+_STRING_VALUE = re.compile(r"'((?:[^']|'')*)'?")
+#: The keywords that say where each HDU's data is and how large it is (all a validation needs).
+_LAYOUT_KEYWORD = re.compile(r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|PCOUNT|GCOUNT)$")
+
+
 def _card_value(text: str) -> Any:
     """The value of a card's value field (after ``= ``): string, bool, int, float or ``None``."""
     text = text.strip()
     if text.startswith("'"):
-        value, position = [], 1
-        while position < len(text):
-            char = text[position]
-            if char == "'":
-                if text[position + 1 : position + 2] == "'":
-                    value.append("'")
-                    position += 2
-                    continue
-                break
-            value.append(char)
-            position += 1
-        return "".join(value).rstrip()
+        return _STRING_VALUE.match(text).group(1).replace("''", "'").rstrip()
     token = text.split("/", 1)[0].strip()
     if token in ("T", "F"):
         return token == "T"
@@ -96,11 +91,15 @@ def _card_value(text: str) -> Any:
     return token or None
 
 
-def _parse_header(cards: list[str]) -> dict[str, Any]:
+def _parse_header(cards: list[str], layout_only: bool = False) -> dict[str, Any]:
+    """A header's values by keyword (the first card of a keyword counts); with ``layout_only``,
+    only the keywords that place the data (:data:`_LAYOUT_KEYWORD`)."""
     header: dict[str, Any] = {}
     last_string_key = None
     for card in cards:
         keyword = card[:8].strip()
+        if layout_only and not _LAYOUT_KEYWORD.match(keyword):
+            continue
         if keyword == "CONTINUE" and last_string_key is not None:
             previous = header[last_string_key]
             if isinstance(previous, str) and previous.endswith("&"):
@@ -130,7 +129,7 @@ def scan_fits(source: str | os.PathLike | bytes) -> list[FitsHDU]:
     return _scan(Path(source).read_bytes(), str(source))
 
 
-def _scan(content: bytes, where: str) -> list[FitsHDU]:
+def _scan(content: bytes, where: str, layout_only: bool = False) -> list[FitsHDU]:
     size = len(content)
     hdus: list[FitsHDU] = []
     position = 0
@@ -157,7 +156,7 @@ def _scan(content: bytes, where: str) -> list[FitsHDU]:
                     ended = True
                     break
                 cards.append(card)
-        header = _parse_header(cards)
+        header = _parse_header(cards, layout_only)
         if number == 0 and header.get("SIMPLE") is not True:
             raise InvalidFileError(f"{where}: SIMPLE is not T (not a standard FITS file)")
         try:
@@ -188,7 +187,7 @@ def validate_fits(path: str | os.PathLike) -> None:
     >>> from skyretriever.net import HttpClient
     >>> HttpClient().download(url, "x.fits", validator=validate_fits)   # doctest: +SKIP
     """
-    scan_fits(path)
+    _scan(Path(path).read_bytes(), str(path), layout_only=True)
 
 
 def _structured_dtype(header: dict[str, Any]) -> np.dtype | None:

@@ -167,9 +167,25 @@ class MastParameters(ObservatoryParameters, NetworkParameters):
         critical=False,
     )
     download_workers: int = parameter(
-        16, "Sources downloading at once for this observatory (within max_connections_per_host).",
+        16, "Sources downloading at once for this observatory (within max_connections_per_host); "
+        "when not given, twice max_connections_per_host.",
         critical=False, ge=1,
     )
+
+    @classmethod
+    def prepare_input(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """``download_workers`` follows ``max_connections_per_host`` unless it is given.
+
+        Twice as many sources as connections: while one source's file is parsed
+        and stored (CPU), another's request keeps the connection busy.
+        """
+        data = super().prepare_input(data)
+        connections = data.get("max_connections_per_host",
+                               cls.model_fields["max_connections_per_host"].default)
+        if ("download_workers" not in data and isinstance(connections, int)
+                and not isinstance(connections, bool) and connections >= 1):
+            data["download_workers"] = 2 * connections
+        return data
 
     @field_validator("mast_url", "s3_endpoint_url")
     @classmethod
@@ -507,7 +523,8 @@ class VirtualMAST(RuntimeState, VirtualObservatory):
             return pd.DataFrame(), altdata
         folder = self.fits_folder(cat_row["name"], self.raw_identity(cat_row)["target_key"])
         wanted = self.wanted_sequences()
-        frames = []
+        frames: list[pd.DataFrame] = []
+        sequences: list[int] = []
         for product in plan.products:
             path, route = self.fetch_file(product, folder)
             try:
@@ -528,8 +545,7 @@ class VirtualMAST(RuntimeState, VirtualObservatory):
                 sequence = as_int(headers["primary"].get(self.sequence_column.upper()))
             if wanted is not None and sequence not in wanted:
                 continue
-            frame[self.sequence_column] = -1 if sequence is None else sequence
-            frame["filter"] = self.band
+            sequences.append(-1 if sequence is None else sequence)
             frames.append(frame)
             altdata["products"].append({**product.to_dict(), "sequence": sequence,
                                         "route": route, "num_rows": len(frame)})
@@ -538,7 +554,16 @@ class VirtualMAST(RuntimeState, VirtualObservatory):
             shutil.rmtree(folder, ignore_errors=True)
         if not frames:
             return pd.DataFrame(), altdata
-        return pd.concat(frames, ignore_index=True), altdata
+        # The sequence and band columns are added once to the whole table, not to each file's.
+        table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        table[self.sequence_column] = np.repeat(np.array(sequences, dtype=np.int64),
+                                                [len(frame) for frame in frames])
+        table["filter"] = self.band
+        # Columns in the order they had when each file's table got both columns (a file with
+        # columns the others lack puts them after the first file's).
+        order = list(dict.fromkeys(column for frame in frames for column in
+                                   (*frame.columns, self.sequence_column, "filter")))
+        return (table if list(table.columns) == order else table[order]), altdata
 
     def check_target(self, path: Path, primary: dict[str, Any], plan: SourcePlan,
                      cat_row: dict[str, Any]) -> None:

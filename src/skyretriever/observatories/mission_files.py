@@ -252,13 +252,14 @@ def read_lightcurve_fits(path: str | Path, layout: LightcurveLayout | None = Non
         raise InvalidFileError(f"{path}: the LIGHTCURVE table has no TIME column")
     if layout is not None:
         check_layout(path, hdus[0].header, table.header, layout)
-    frame = pd.DataFrame({name.lower(): values for name, values in columns.items()
-                          if values.ndim == 1})
+    data = {name.lower(): values for name, values in columns.items() if values.ndim == 1}
     header = table.header
     reference = float(header.get("BJDREFI", 0)) + float(header.get("BJDREFF", 0.0))
-    frame["bjd"] = frame["time"].to_numpy(dtype=float) + reference
-    frame["mjd"] = frame["bjd"] - MJD_OFFSET
     timedel = header.get("TIMEDEL")
-    frame["exptime"] = float(timedel) * 86400.0 if timedel else np.nan
+    # Every column given at once: the table is built in one step, not grown column by column.
+    data["bjd"] = np.asarray(data["time"], dtype=float) + reference
+    data["mjd"] = data["bjd"] - MJD_OFFSET
+    data["exptime"] = np.full(len(data["bjd"]), float(timedel) * 86400.0 if timedel else np.nan)
+    frame = pd.DataFrame(data)
     return frame, {"primary": hdus[0].described(), "lightcurve": table.described(),
                    "repeated_cadences_dropped": repeated}
