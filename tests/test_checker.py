@@ -70,16 +70,29 @@ def test_every_kind_of_problem_is_found_and_repaired(project_factory):
     kinds = report.counts()
     # Deleting the raw row also deleted its light curves (foreign key cascade): their reduced
     # file has no rows now, and that source is done without raw data.
-    assert kinds == {"missing file": 2, "checksum mismatch": 2, "file without row": 3,
+    # The raw file without its row and the reduced file whose rows went are readable: a run
+    # takes them up, so they are reported apart; the reduced file of junk is a problem.
+    assert kinds == {"missing file": 2, "checksum mismatch": 2, "file without row": 1,
+                     "raw file a run will adopt": 1, "reduced file a run will write again": 1,
                      "temporary file": 1, "wrong config hash": 1, "inconsistent source": 2,
                      "histogram": 1}, str(report)
+    assert {f.kind for f in report.pending} == {"raw file a run will adopt",
+                                                "reduced file a run will write again"}
+    assert len(report.problems) == 10 and not report.clean
     text = str(report)
     assert lost_raw.filename in text and damaged_lc.filename in text
-    assert orphan_raw.filename in text and "wrong config hash" in text
+    assert "found 10 problem(s)" in text and "wrong config hash" in text
+    assert "left by an interrupted run, not problems: 1 raw file a run will adopt" in text
+    assert orphan_raw.filename not in text          # counted, not listed, without --repair
 
     repaired = check_project(project, repair=True)
     assert repaired.counts() == kinds
-    assert all(finding.repair for finding in repaired.findings)
+    assert all(finding.repair and finding.fixed for finding in repaired.findings)
+    assert repaired.clean and "all repaired" in str(repaired)
+    by_kind = {finding.kind: finding for finding in repaired.findings}
+    assert by_kind["raw file a run will adopt"].where == orphan_raw.filename
+    assert by_kind["raw file a run will adopt"].repair == (
+        f"re-linked as raw data of source {orphan_raw.source_name!r}")
     assert "re-linked" in str(repaired) and "deleted" in str(repaired)
     assert not dead.exists() and not orphan_reduced.exists()
     # nothing deleted: what repair took away is in the quarantine folder, as each finding says
@@ -121,7 +134,37 @@ def test_check_command_exit_status(project_factory, tmp_path, database_url, data
     raw.get_fullname().unlink()
     assert main(["check", str(config), "--no-checksums"]) == 4
     assert "missing file" in capsys.readouterr().out
-    assert main(["check", str(config), "--repair"]) == 4
+    assert main(["check", str(config), "--repair"]) == 0      # every problem repaired
     assert "marked to download again" in capsys.readouterr().out
     assert main(["run", str(config)]) == 0
     assert main(["check", str(config)]) == 0
+
+
+def test_files_an_interrupted_run_left_are_not_problems(project_factory, tmp_path, database_url,
+                                                       data_root, capsys):
+    # What Ctrl-C between a batch's files and its commit leaves: files with no rows yet.
+    config = tmp_path / "left.yaml"
+    config.write_text(
+        "project: {name: left, progress: false}\n"
+        f"database: {{url: \"{database_url}\"}}\ndata_root: \"{data_root}\"\n"
+        "catalog: {default: test, num_sources: 4}\nexecution: {scheduler: serial}\n")
+    assert main(["run", str(config)]) == 0
+    with Session() as session:
+        raw = session.scalars(sa.select(RawPhotometry).where(~RawPhotometry.is_empty)).first()
+        session.delete(raw)                 # its light curves go too (the foreign key cascades)
+        for source in session.scalars(sa.select(Source).where(Source.name == raw.source_name)):
+            source.status = "new"           # the batch's commit never came
+        session.commit()
+    capsys.readouterr()
+    assert main(["check", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "no problems" in out and "found" not in out
+    assert ("left by an interrupted run, not problems: 1 raw file a run will adopt, "
+            "1 reduced file a run will write again") in out
+    assert main(["check", str(config), "--repair"]) == 0
+    out = capsys.readouterr().out
+    assert f"raw file a run will adopt: {raw.filename}" in out
+    assert f"re-linked as raw data of source {raw.source_name!r}" in out
+    assert main(["run", str(config)]) == 0
+    assert main(["check", str(config)]) == 0
+    assert "consistent" in capsys.readouterr().out

@@ -12,6 +12,11 @@ of its observatories, and reports:
 - ``inconsistent source``: a source marked done whose products are not all there;
 - ``histogram``: a histogram file that lacks committed batches or holds unknown ones.
 
+Files an interrupted run left behind are reported apart, not as problems:
+readable raw data no row points at (the next run adopts it for its source, as
+``--repair`` does now) and readable reduced files no row points at (the next run
+writes them again). ``file without row`` is left for files that are neither.
+
 - ``symbolic link``: a link inside the data root that leads out of it (never followed).
 
 With ``repair=True`` it fixes what can be fixed and says, file by file, what it
@@ -71,6 +76,10 @@ class Finding:
     where: str
     detail: str
     repair: str | None = None
+    #: A file an interrupted run left that the next run takes up: not a problem.
+    pending: bool = False
+    #: The repair ran (``--repair``): what the finding was is no longer so.
+    fixed: bool = False
 
     def __str__(self) -> str:
         text = f"{self.kind}: {self.where}: {self.detail}"
@@ -86,20 +95,48 @@ class CheckReport:
     rows_checked: int = 0
 
     @property
+    def problems(self) -> list[Finding]:
+        """The findings that are problems (files a run will take up are not)."""
+        return [finding for finding in self.findings if not finding.pending]
+
+    @property
+    def pending(self) -> list[Finding]:
+        """Files an interrupted run left that the next run takes up."""
+        return [finding for finding in self.findings if finding.pending]
+
+    @property
     def clean(self) -> bool:
-        return not self.findings
+        """No problem is left: none was found, or the repair fixed every one."""
+        return all(finding.fixed for finding in self.problems)
 
     def counts(self) -> Counter:
         return Counter(finding.kind for finding in self.findings)
 
     def __str__(self) -> str:
-        if self.clean:
-            return (f"consistent: {self.rows_checked} rows and {self.files_checked} files "
-                    "agree")
-        lines = [str(finding) for finding in self.findings]
-        summary = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts().items()))
-        lines.append(f"found {len(self.findings)} problem(s): {summary} "
-                     f"({self.rows_checked} rows and {self.files_checked} files checked)")
+        checked = f"{self.rows_checked} rows and {self.files_checked} files"
+        if not self.findings:
+            return f"consistent: {checked} agree"
+        repairing = any(finding.repair for finding in self.findings)
+        # Problems one per line; files a run takes up one per line only when repaired
+        # (each says what was done), else counted.
+        lines = [str(finding) for finding in self.problems]
+        if repairing:
+            lines += [str(finding) for finding in self.pending]
+        problems = Counter(finding.kind for finding in self.problems)
+        if problems:
+            summary = ", ".join(f"{n} {kind}" for kind, n in sorted(problems.items()))
+            left = sum(not finding.fixed for finding in self.problems)
+            state = (f"; {left} not repaired" if left else "; all repaired") if repairing else ""
+            lines.append(f"found {len(self.problems)} problem(s): {summary}{state} "
+                         f"({checked} checked)")
+        else:
+            lines.append(f"no problems: {checked} checked")
+        pending = Counter(finding.kind for finding in self.pending)
+        if pending:
+            what = ", ".join(f"{n} {kind}" for kind, n in sorted(pending.items()))
+            then = ("taken up now" if repairing else
+                    "the next run takes them up; check --repair does it now")
+            lines.append(f"left by an interrupted run, not problems: {what} ({then})")
         return "\n".join(lines)
 
 
@@ -123,11 +160,12 @@ class _Checker:
         self.links: set[Path] = set()
 
     def add(self, kind: str, where: str | Path, detail: str, repair: str | None = None,
-            action: Action | None = None, after_commit: bool = False) -> None:
+            action: Action | None = None, after_commit: bool = False,
+            pending: bool = False) -> None:
         """Record a finding, and the action that repairs it (run after every check)."""
         if isinstance(where, Path):
             where = self.relative(where)
-        finding = Finding(kind, where, detail, repair if self.repair else None)
+        finding = Finding(kind, where, detail, repair if self.repair else None, pending)
         self.report.findings.append(finding)
         if action is not None:
             (self.after_commit if after_commit else self.actions).append((finding, action))
@@ -238,9 +276,17 @@ class _Checker:
                 self.report.files_checked += 1
                 if relative in self.raw_files or relative in self.reduced_files:
                     continue
+                raw = RawPhotometry.from_file(relative)
+                if raw is not None and str(raw.observatory).lower() == observatory.lower():
+                    self.add("raw file a run will adopt", relative,
+                             f"raw data of source {raw.source_name!r} no row points at yet",
+                             "re-linked (row made from the file)",
+                             lambda relative=relative, observatory=observatory:
+                             self._relink_raw(relative, observatory), pending=True)
+                    continue
                 self.add("file without row", relative, "raw data no row points at",
-                         "re-linked (row made from the file), or moved to the quarantine "
-                         "folder if it is not readable raw data of this observatory",
+                         "moved to the quarantine folder (not readable raw data of this "
+                         "observatory)",
                          lambda relative=relative, observatory=observatory:
                          self._relink_raw(relative, observatory))
 
@@ -263,6 +309,13 @@ class _Checker:
                 continue
             self.report.files_checked += 1
             if relative in self.reduced_files or relative in self.raw_files:
+                continue
+            if _readable(relative):
+                self.add("reduced file a run will write again", relative,
+                         "light curves no row points at (the next run reduces the source "
+                         "again)", "moved to the quarantine folder",
+                         lambda relative=relative: self.quarantine(storage.full_path(relative)),
+                         pending=True)
                 continue
             self.add("file without row", relative, "reduced light curves no row points at",
                      "moved to the quarantine folder (the next run reduces again where needed)",
@@ -353,6 +406,7 @@ class _Checker:
             done = action()
             if isinstance(done, str):
                 finding.repair = done
+            finding.fixed = True
 
     def run(self) -> CheckReport:
         """Find everything first (as a plain check would), then apply the repairs."""
@@ -379,6 +433,15 @@ class _Checker:
             if finding.repair:
                 log.info("repair: %s", finding)
         return self.report
+
+
+def _readable(relative: str) -> bool:
+    """Whether a product file opens and its tables read (checksums are the rows' business)."""
+    try:
+        keys = storage.read_table_keys(relative)
+        return bool(keys) and all(storage.read_table(relative, key) is not None for key in keys)
+    except Exception:  # any damage: the file is not one a run wrote whole
+        return False
 
 
 def check_project(project: Any, repair: bool = False, checksums: bool = True) -> CheckReport:
