@@ -570,6 +570,20 @@ class Project:
                 + (f" ({skipped} bad row(s) left out under bad_rows: skip)" if skipped else "")
             )
         context = self._update_context()
+        whole = rows is None and source_names is None and start is None and stop is None
+        log.info("project %s: data root %s, database %s", self.pars.name, self.data_root,
+                 database.redact_url(self.database_url))
+        # A second run of the whole project would do all the work again beside this one:
+        # it is refused at once. Runs of parts (a job array's slices) share the lock.
+        with storage.project_lock(context.folder, f"a run of project {self.pars.name!r}",
+                                  shared=not whole):
+            return self._run_locked(context, begin, start, stop, source_names, rows, obs_names,
+                                    reduce, analyze, redo)
+
+    def _run_locked(self, context: ProjectContext, begin: float, start: int | None,
+                    stop: int | None, source_names: Iterable[str] | None,
+                    rows: list[dict[str, Any]] | None, obs_names: Iterable[str] | None,
+                    reduce: bool, analyze: bool, redo: bool) -> RunSummary:
         # What would fail every source is found before any is tried, and said in one line
         # (the data root was checked before its lock was taken).
         database.check_writable(tables=False)
