@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 import yaml
 
 from skyretriever import database, queries, storage
@@ -133,6 +134,9 @@ class ProjectParameters(Parameters):
         None, "Module of a custom Analysis class (e.g. extensions.my_analysis)."
     )
     analysis_class: str | None = parameter(None, "Name of the custom Analysis class in that module.")
+    module_path: list[str] = parameter(
+        [], "Folders searched first for analysis_module and for finders named 'module:Class' "
+        "(relative to the config file's folder, like every path in it).", critical=False)
     progress: bool = parameter(True, "Show a progress bar during runs.", critical=False)
     verbose: bool = parameter(False, "Log every source's steps.", critical=False)
 
@@ -257,6 +261,14 @@ class Project:
     def __init__(self, name: str | None = None, cfg_file: str | os.PathLike | bool | None = None,
                  **kwargs: Any) -> None:
         config, self.cfg_file = self._read_config(name, cfg_file)
+        #: Paths as the config file wrote them, where they name results (the catalog file):
+        #: the config hash keeps the written text, so it does not change with the folder.
+        self._written_paths: dict[str, tuple[str, str]] = {}
+        #: The catalog's hash as a run recorded it (see :meth:`use_recorded_catalog`).
+        self._recorded_catalog_hash: str | None = None
+        self._recorded_catalog_rows: int | None = None
+        if self.cfg_file is not None:
+            config = self._paths_from_config_folder(config)
         unknown = [key for key in config if key not in SECTIONS]
         if unknown:
             raise ParameterError(
@@ -283,6 +295,9 @@ class Project:
             )
         self.pars = ProjectParameters.build(config.get("project"), project_kwargs, where=where)
         self._configure_storage(config, constructor)
+        for folder in reversed(self.pars.module_path):
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
 
         source = f" of {self.cfg_file}" if self.cfg_file else ""
         self.catalog = Catalog(CatalogParameters.build(
@@ -344,6 +359,41 @@ class Project:
             cfg_file = default
         return load_yaml(cfg_file), str(cfg_file)
 
+    def _paths_from_config_folder(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` with the relative paths it writes made relative to the config's folder.
+
+        The data root, a SQLite database file, the catalog file and cache folder, and the
+        project's ``module_path``. Paths given as keyword arguments or on the command line
+        stay relative to the working folder, as do the defaults of what the file leaves out.
+        """
+        folder = Path(os.path.abspath(str(self.cfg_file))).parent
+
+        def resolved(value: Any) -> Any:
+            if not isinstance(value, str) or not value:
+                return value
+            path = Path(value).expanduser()
+            return value if path.is_absolute() else str(folder / path)
+
+        config = dict(config)
+        if "data_root" in config:
+            config["data_root"] = resolved(config["data_root"])
+        section = config.get("database")
+        if isinstance(section, dict) and isinstance(section.get("url"), str):
+            config["database"] = {**section, "url": _sqlite_url_from(section["url"], folder)}
+        section = config.get("catalog")
+        if isinstance(section, dict):
+            section = dict(section)
+            for key in ("filename", "cache_dir"):
+                if isinstance(section.get(key), str) and section[key]:
+                    section[key], written = resolved(section[key]), section[key]
+                    self._written_paths[f"catalog.{key}"] = (written, section[key])
+            config["catalog"] = section
+        section = config.get("project")
+        if isinstance(section, dict) and isinstance(section.get("module_path"), list):
+            config["project"] = {**section,
+                                 "module_path": [resolved(p) for p in section["module_path"]]}
+        return config
+
     def _configure_storage(self, config: dict[str, Any], constructor: dict[str, Any]) -> None:
         root = constructor.get("data_root") or config.get("data_root")
         if root is not None and not isinstance(root, (str, os.PathLike)):
@@ -376,7 +426,12 @@ class Project:
         """Everything that changes results: the contents of ``config.yaml``."""
         project = self.pars.to_dict(critical_only=True)
         catalog = self.catalog.pars.to_dict(critical_only=True)
-        catalog["catalog_hash"] = self.catalog.catalog_hash
+        written, resolved = self._written_paths.get("catalog.filename", (None, None))
+        if written is not None and catalog.get("filename") == resolved:
+            catalog["filename"] = written    # as written: the hash does not follow the folder
+        catalog["catalog_hash"] = (self._recorded_catalog_hash
+                                   if self._recorded_catalog_hash is not None
+                                   else self.catalog.catalog_hash)
         return {
             "skyretriever_version": __version__,
             "project": project,
@@ -407,7 +462,77 @@ class Project:
             "observatories": {name: obs.pars.to_dict() for name, obs in self.observatories.items()},
             "analysis": self.analysis.resolved_parameters(),
             "execution": self.execution.to_dict(),
+            "catalog_rows": self._catalog_rows(),
         }
+
+    def _catalog_rows(self) -> int | None:
+        """Rows of the catalog; for a remote catalog not loaded, what a run recorded."""
+        if self._recorded_catalog_hash is not None and not self.catalog.is_synthetic \
+                and self.catalog.pars.kind != "file" and self.catalog.source_file is None:
+            return self._recorded_catalog_rows
+        return len(self.catalog)
+
+    def use_recorded_catalog(self) -> Project:
+        """Take the catalog's hash from the project folder's ``config.yaml``; returns itself.
+
+        For the commands that read what runs made (``status``, ``sources``, ``report``,
+        ``check``...): a remote catalog is then never downloaded (nor its archive
+        asked) to work out the config hash. A catalog file or a synthetic catalog is
+        read as always (no network). With version control, the folder is the one whose
+        ``config.yaml`` matches this configuration apart from the catalog (the newest,
+        when the catalog changed between runs).
+
+        Raises
+        ------
+        ParameterError
+            With version control, when no folder of the data root matches (the
+            project has not run with this configuration and data root).
+        """
+        pars = self.catalog.pars
+        if self.catalog.is_synthetic or pars.kind == "file":
+            return self
+        name = storage.sanitize_name(self.pars.name).upper()
+        projects = self.data_root / storage.PROJECTS_FOLDER
+        if self.pars.version_control:
+            self._recorded_catalog_hash = ""
+            wanted = yaml.safe_load(yaml.safe_dump(self.critical_config()))  # as a file has it
+            candidates = sorted(projects.glob(f"{name}_*/config.yaml")) \
+                if projects.is_dir() else []
+        else:
+            wanted = None
+            candidates = [projects / name / "config.yaml"]
+        found: list[tuple[float, str, Path]] = []
+        for path in candidates:
+            try:
+                recorded = yaml.safe_load(path.read_text()) or {}
+                catalog_hash = recorded["catalog"]["catalog_hash"]
+            except (OSError, yaml.YAMLError, KeyError, TypeError):
+                continue
+            if wanted is not None:
+                recorded["catalog"]["catalog_hash"] = ""
+                if recorded != wanted:
+                    continue
+            found.append((path.stat().st_mtime, str(catalog_hash), path))
+        if not found:
+            self._recorded_catalog_hash = None
+            if self.pars.version_control:
+                raise ParameterError(
+                    f"project {self.pars.name!r} has no results made with this configuration "
+                    f"in the data root {str(self.data_root)!r} (no {name}_<cfg_hash>/config.yaml "
+                    f"under {str(projects)!r} matches it), and its catalog "
+                    f"({self.catalog.describe()}) is not downloaded to look: run the project "
+                    "first, or name the data root of its run (data_root, --data-root)")
+            self._recorded_catalog_hash, self._recorded_catalog_rows = "", 0
+            return self
+        _, self._recorded_catalog_hash, path = max(found)
+        try:
+            settings = yaml.safe_load((path.parent / "settings.yaml").read_text()) or {}
+            rows = settings.get("catalog_rows")
+        except (OSError, yaml.YAMLError, AttributeError):
+            rows = None
+        self._recorded_catalog_rows = rows if isinstance(rows, int) else None
+        self._context = None
+        return self
 
     def _update_context(self) -> ProjectContext:
         """Work out the config hash and output folder from the parameters as they are now."""
@@ -591,6 +716,7 @@ class Project:
         database.check_writable()
         try:
             self.check_name_unique()
+            self._warn_if_new_place(context)
             self._check_products_match(context, redo)
             for folder in storage.clean_temporary():
                 log.info("removed files half-written by a run that died: %s", folder)
@@ -608,13 +734,15 @@ class Project:
                         str(self.data_root))
         download_threads = max(obs.pars.download_workers for obs in observatories)
         total = self._count(start, stop, source_names, rows)
-        progress = progress_bar(total, self.pars.progress, self.pars.name)
+        progress = progress_bar(total, self.pars.progress, self.pars.name,
+                                log_every=self.execution.log_interval)
         histogram_batches: list[int] = []
         seconds: Counter = Counter()
         streak: list[SourceResult] = []      # infrastructure failures in a row
 
         def on_result(result: SourceResult) -> None:
-            progress.update(1)
+            progress.update(1, "skipped" if result.skipped else
+                            "failed" if result.status == "failed" else "done")
             if result.status != "failed" or not result.infrastructure_error:
                 streak.clear()
                 return
@@ -714,6 +842,31 @@ class Project:
         if self.pars.verbose or summary.failures:
             log.info("%s", summary)
         return summary
+
+    def _warn_if_new_place(self, context: ProjectContext) -> None:
+        """Warn when the data root is new, or the database lacks a project the data root has.
+
+        A path that followed the working folder, or a mistyped one, would otherwise
+        make everything again in a new place without a word.
+        """
+        root = self.data_root
+        if not any((root / folder).exists() for folder in (storage.PROJECTS_FOLDER,
+                                                           storage.RAW_FOLDER)):
+            log.warning("the data root %s is new (nothing was downloaded there yet), so every "
+                        "source is downloaded into it; if project %s ran before with another "
+                        "data root, give that one (data_root in the config, relative to the "
+                        "config's folder, or --data-root)", root, self.pars.name)
+            return
+        if (self.output_folder / "config.yaml").exists():
+            with database.Session() as session:
+                has_results = queries.has_results(session, context)
+            if not has_results:
+                log.warning("the database %s has no results of project %s, although its folder "
+                            "%s is in the data root; if it ran with another database, give that "
+                            "one (database.url in the config, or --database); intact files are "
+                            "adopted, not downloaded again",
+                            database.redact_url(self.database_url), self.pars.name,
+                            self.output_folder)
 
     def _check_products_match(self, context: ProjectContext, redo: bool) -> None:
         """Stop (or with ``redo``, clear the results) when the products were made otherwise.
@@ -852,13 +1005,35 @@ class Project:
             "cfg_hash": context.cfg_hash,
             "folder": str(self.output_folder),
             "database": database.redact_url(self.database_url),
-            "catalog_rows": len(self.catalog),
+            "catalog_rows": (self._catalog_rows() if self._catalog_rows() is not None
+                             else sum(by_status.values())),
             "sources": {state: by_status.get(state, 0) for state in ("done", "failed", "new")},
             "observatories": observatories,
             "properties": properties,
             "detections": {"real": detections.get(False, 0), "simulated": detections.get(True, 0)},
             "failures": [(name, error) for name, error in failures],
         }
+
+
+def _sqlite_url_from(url: str, folder: Path) -> str:
+    """A SQLite URL whose file is relative, made relative to ``folder``; others unchanged.
+
+    Examples
+    --------
+    >>> _sqlite_url_from("sqlite:///run.db", Path("/work/configs"))
+    'sqlite:////work/configs/run.db'
+    >>> _sqlite_url_from("postgresql://me@host/db", Path("/work/configs"))
+    'postgresql://me@host/db'
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return url                     # database.configure says what is wrong with it
+    file = parsed.database
+    if not parsed.drivername.startswith("sqlite") or not file or file == ":memory:" \
+            or file.startswith("file:") or Path(file).expanduser().is_absolute():
+        return url
+    return parsed.set(database=str(folder / Path(file).expanduser())).render_as_string(False)
 
 
 def _check_data_root(root: Path) -> None:
