@@ -69,9 +69,9 @@ class Progress:
 
     Examples
     --------
-    >>> ticks = iter([0.0, 10.0, 10.0, 20.0])
+    >>> ticks = iter([0.0, 5.0, 15.0, 15.0])
     >>> progress = Progress(100, "demo", log_every=None, clock=lambda: next(ticks))
-    >>> progress.update(50, outcome="skipped")      # found done: no work
+    >>> progress.update(50, outcome="skipped")      # found done in five seconds: no work
     >>> progress.update(10)                         # ten sources worked in ten seconds
     >>> round(progress.eta())                       # the 40 left, at one a second
     40
@@ -87,7 +87,8 @@ class Progress:
         self.log_every = log_every
         self._clock = clock
         self._begin = clock()
-        self._last_line = self._begin
+        self._last_line = self._last_update = self._begin
+        self._skipping = 0.0    # seconds spent on rows found done: not the pace of the work
         self._bar = None
         if bar:
             from tqdm.auto import tqdm
@@ -107,8 +108,8 @@ class Progress:
         return max(0, self.total - self.finished)
 
     def rate(self) -> float:
-        """Items worked (done or failed, not skipped) per second since the start."""
-        elapsed = self._clock() - self._begin
+        """Items worked (done or failed, not skipped) per second spent on them."""
+        elapsed = self._clock() - self._begin - self._skipping
         worked = self.counts["done"] + self.counts["failed"]
         return worked / elapsed if elapsed > 0 else 0.0
 
@@ -133,6 +134,10 @@ class Progress:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
         self.counts[outcome] += n
+        now = self._clock()
+        if outcome == "skipped":
+            self._skipping += now - self._last_update
+        self._last_update = now
         if self._bar is not None:
             if outcome == "skipped":
                 # Skipped rows leave the bar's total, so its rate and ETA are those of the work.
@@ -142,8 +147,8 @@ class Progress:
             if self.counts["skipped"] or self.counts["failed"]:
                 self._bar.set_postfix_str(f"skipped {self.counts['skipped']}, "
                                           f"failed {self.counts['failed']}", refresh=False)
-        if self.log_every is not None and self._clock() - self._last_line >= self.log_every:
-            self._last_line = self._clock()
+        if self.log_every is not None and now - self._last_line >= self.log_every:
+            self._last_line = now
             log.info("%s", self.line())
 
     def close(self) -> None:

@@ -372,7 +372,7 @@ class Project:
             if not isinstance(value, str) or not value:
                 return value
             path = Path(value).expanduser()
-            return value if path.is_absolute() else str(folder / path)
+            return value if path.is_absolute() else os.path.normpath(folder / path)
 
         config = dict(config)
         if "data_root" in config:
@@ -1033,7 +1033,8 @@ def _sqlite_url_from(url: str, folder: Path) -> str:
     if not parsed.drivername.startswith("sqlite") or not file or file == ":memory:" \
             or file.startswith("file:") or Path(file).expanduser().is_absolute():
         return url
-    return parsed.set(database=str(folder / Path(file).expanduser())).render_as_string(False)
+    return parsed.set(database=os.path.normpath(folder / Path(file).expanduser())
+                      ).render_as_string(False)
 
 
 def _check_data_root(root: Path) -> None:
