@@ -185,28 +185,29 @@ def test_a_config_runs_from_any_working_folder_with_its_paths_from_its_own_folde
     first = _skyretriever("run", str(config), cwd=elsewhere)
     assert first.returncode == 0, first.stdout + first.stderr
     root, db = tmp_path / "repository" / "data", tmp_path / "repository" / "run.db"
-    assert f"project small: data root {root}, database sqlite:///{db}" in first.stdout
+    assert (f"project small: data root {root} (new: nothing downloaded there yet), database "
+            f"sqlite:///{db}") in first.stdout
     assert "12 sources" in first.stdout and "failed 0" in first.stdout
     assert db.is_file() and (root / "projects" / "SMALL" / "config.yaml").is_file()
     assert list(elsewhere.iterdir()) == []          # nothing made in the working folder
-    # The new data root was said once, on the first run only.
-    assert f"the data root {root} is new" in first.stderr
+    # The new data root was said (at the start and in the summary), on the first run only.
+    assert f"note: the data root {root} was new" in first.stdout
     # From another folder, with the config given relatively: the same project, all done.
     again = _skyretriever("run", "repository/configs/small.yaml", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "skipped (already done) 12" in again.stdout and "is new" not in again.stderr
+    assert "skipped (already done) 12" in again.stdout and "new" not in again.stdout
     # Another data root (given on the command line: relative to the working folder) is new.
     moved = _skyretriever("run", str(config), "--data-root", "other", "--database",
                           f"sqlite:///{tmp_path / 'other.db'}", cwd=elsewhere)
     assert moved.returncode == 0, moved.stderr
-    assert f"the data root {elsewhere / 'other'} is new" in moved.stderr
+    assert f"note: the data root {elsewhere / 'other'} was new" in moved.stdout
     # The database is new, the data root not: said too (the files are adopted).
     new_db = _skyretriever("run", str(config), "--database", f"sqlite:///{tmp_path / 'new.db'}",
                            cwd=elsewhere)
     assert new_db.returncode == 0, new_db.stderr
-    assert (f"the database sqlite:///{tmp_path / 'new.db'} has no results of project small, "
-            f"although its folder {root / 'projects' / 'SMALL'} is in the data root"
-            in " ".join(new_db.stderr.split()))
+    assert (f"note: the database sqlite:///{tmp_path / 'new.db'} had no results of project "
+            f"small, although its folder {root / 'projects' / 'SMALL'} is in the data root"
+            in new_db.stdout)
 
 
 def test_the_config_hash_does_not_follow_the_folder_of_the_config(tmp_path, monkeypatch):

@@ -564,7 +564,8 @@ def _command(args: argparse.Namespace) -> int:
         if args.command == "run":
             kwargs = {"progress": False} if args.no_progress else {}
             project = _project(args, **kwargs)
-            print(f"project {project.pars.name}: data root {project.data_root}, database "
+            new = " (new: nothing downloaded there yet)" if project.data_root_is_new() else ""
+            print(f"project {project.pars.name}: data root {project.data_root}{new}, database "
                   f"{database.redact_url(project.database_url)}", flush=True)
             summary = project.run(args.start, args.stop, args.sources, redo=args.redo)
             print(summary)

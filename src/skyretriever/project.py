@@ -164,6 +164,9 @@ class RunSummary:
     #: (sources committed so far, seconds since the run began) after each batch: the pace
     #: of a long run, to see whether it holds.
     progress: list[tuple[int, float]] = field(default_factory=list)
+    #: What the run found about where it worked (a new data root, a database without the
+    #: project's rows although its folder is in the data root).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def elapsed(self) -> float:
@@ -186,6 +189,7 @@ class RunSummary:
             if len(self.failures) > 20:
                 lines.append(f"    ... and {len(self.failures) - 20} more "
                              "(skyretriever status lists them)")
+        lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -716,7 +720,7 @@ class Project:
         database.check_writable()
         try:
             self.check_name_unique()
-            self._warn_if_new_place(context)
+            notes = self._place_notes(context)
             self._check_products_match(context, redo)
             for folder in storage.clean_temporary():
                 log.info("removed files half-written by a run that died: %s", folder)
@@ -729,7 +733,7 @@ class Project:
             raise stopped from error
         observatories = (list(self.observatories.values()) if obs_names is None
                          else [self.observatories[name] for name in obs_names])
-        summary = RunSummary(project=self.pars.name, cfg_hash=context.cfg_hash)
+        summary = RunSummary(project=self.pars.name, cfg_hash=context.cfg_hash, notes=notes)
         worker = Worker(context, observatories, self.analysis if analyze else None,
                         str(self.data_root))
         download_threads = max(obs.pars.download_workers for obs in observatories)
@@ -843,30 +847,33 @@ class Project:
             log.info("%s", summary)
         return summary
 
-    def _warn_if_new_place(self, context: ProjectContext) -> None:
-        """Warn when the data root is new, or the database lacks a project the data root has.
+    def data_root_is_new(self) -> bool:
+        """Whether nothing was downloaded into the data root yet (no raw or project folder)."""
+        return not any((self.data_root / folder).exists()
+                       for folder in (storage.PROJECTS_FOLDER, storage.RAW_FOLDER))
 
-        A path that followed the working folder, or a mistyped one, would otherwise
-        make everything again in a new place without a word.
-        """
-        root = self.data_root
-        if not any((root / folder).exists() for folder in (storage.PROJECTS_FOLDER,
-                                                           storage.RAW_FOLDER)):
-            log.warning("the data root %s is new (nothing was downloaded there yet), so every "
-                        "source is downloaded into it; if project %s ran before with another "
-                        "data root, give that one (data_root in the config, relative to the "
-                        "config's folder, or --data-root)", root, self.pars.name)
-            return
-        if (self.output_folder / "config.yaml").exists():
+    def _place_notes(self, context: ProjectContext) -> list[str]:
+        """What the summary says when the data root is new, or the database lacks a project
+        the data root has: a path that followed the working folder, or a mistyped one,
+        would otherwise make everything again in a new place without a word."""
+        notes = []
+        if self.data_root_is_new():
+            notes.append(f"the data root {self.data_root} was new (nothing downloaded there "
+                         f"before); if project {self.pars.name} ran before with another data "
+                         "root, give that one (data_root in the config, relative to the "
+                         "config's folder, or --data-root)")
+        elif (self.output_folder / "config.yaml").exists():
             with database.Session() as session:
                 has_results = queries.has_results(session, context)
             if not has_results:
-                log.warning("the database %s has no results of project %s, although its folder "
-                            "%s is in the data root; if it ran with another database, give that "
-                            "one (database.url in the config, or --database); intact files are "
-                            "adopted, not downloaded again",
-                            database.redact_url(self.database_url), self.pars.name,
-                            self.output_folder)
+                notes.append(f"the database {database.redact_url(self.database_url)} had no "
+                             f"results of project {self.pars.name}, although its folder "
+                             f"{self.output_folder} is in the data root; if it ran with another "
+                             "database, give that one (database.url in the config, or "
+                             "--database); intact files were adopted, not downloaded again")
+        for note in notes:
+            log.info("%s", note)
+        return notes
 
     def _check_products_match(self, context: ProjectContext, redo: bool) -> None:
         """Stop (or with ``redo``, clear the results) when the products were made otherwise.
