@@ -53,6 +53,7 @@ from skyretriever.errors import RunStopped
 from skyretriever.models import Detection, Properties, Source
 from skyretriever.parameters import ParameterError
 from skyretriever.plots import plot_source
+from skyretriever.progress import PROGRESS_LOGGER
 from skyretriever.project import Project
 from skyretriever.query import FilterError, filter_columns, parse_filter
 from skyretriever.report import write_report
@@ -125,6 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--redo", action="store_true",
                      help="remake the project's results when its configuration, catalog or "
                           "code version changed (without version control)")
+    run.add_argument("--log", metavar="FILE",
+                     help="also write the log to FILE (appended), with a progress line every "
+                          "execution.log_interval seconds")
 
     status = commands.add_parser("status", help="counts per stage and observatory, and failures")
     status.add_argument("config", help="the project's YAML file")
@@ -198,12 +202,32 @@ def _parser() -> argparse.ArgumentParser:
     # -v after the command too (skyretriever run -v CONFIG); SUPPRESS keeps the top-level value.
     for command in [*commands.choices.values(), *db_commands.choices.values()]:
         command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                             help="log more (also allowed before the command)")
+                             help="log more, and show the traceback of an error (also allowed "
+                                  "before the command)")
+    # Where the rows and files are, over the config's data_root and database (paths given
+    # here are relative to the working folder; those in the config, to the config's folder).
+    for command in [*(c for name, c in commands.choices.items() if name != "db"),
+                    *db_commands.choices.values()]:
+        command.add_argument("--data-root", metavar="DIR",
+                             help="data root to use instead of the config's data_root")
+        command.add_argument("--database", metavar="URL",
+                             help="database URL to use instead of the config's database.url")
     return parser
 
 
-def _project(config: str, **kwargs) -> Project:
-    return Project(cfg_file=config, **kwargs)
+def _project(args: argparse.Namespace, **kwargs) -> Project:
+    """The project of ``args.config``, with ``--data-root`` and ``--database`` applied."""
+    if getattr(args, "data_root", None):
+        kwargs["data_root"] = args.data_root
+    if getattr(args, "database", None):
+        kwargs["database_url"] = args.database
+    return Project(cfg_file=args.config, **kwargs)
+
+
+def _offline_project(args: argparse.Namespace) -> Project:
+    """The project of ``args.config`` for a command that reads what runs made: the catalog's
+    hash comes from the project folder's ``config.yaml``, never from the network."""
+    return _project(args).use_recorded_catalog()
 
 
 def _print_status(status: dict) -> None:
@@ -228,9 +252,9 @@ def _print_status(status: dict) -> None:
 
 def _db(args: argparse.Namespace) -> int:
     if args.config:
-        _project(args.config)
-    elif args.url:
-        database.configure(args.url)
+        _project(args)
+    elif args.database or args.url:
+        database.configure(args.database or args.url)
     else:
         database.configure()
     if args.db_command == "upgrade":
@@ -310,13 +334,14 @@ def _write_rows(rows: list[dict[str, Any]], columns: Sequence[str], output: str,
     print(f"{len(rows)} {plural}" + (" (more with a higher --limit)" if truncated else ""))
 
 
-def _read_only_project(config: str):
-    """The project of ``config``, after checking its database has the current schema.
+def _read_only_project(args: argparse.Namespace):
+    """The project of ``args.config``, after checking its database has the current schema.
 
     The query commands never create or migrate tables: an empty or outdated
-    database is an error saying what to run.
+    database is an error saying what to run. They never touch the network either.
     """
-    project = _project(config)
+    config = args.config
+    project = _offline_project(args)
     current, head = database.current_revision(), database.head_revision()
     where = database.redact_url(project.database_url)
     if current is None:
@@ -357,7 +382,7 @@ def _sources(args: argparse.Namespace) -> int:
     # The filter is read before anything touches the database.
     condition = parse_filter(args.where, Source, Properties, where="--where") \
         if args.where is not None else None
-    project = _read_only_project(args.config)
+    project = _read_only_project(args)
     context = project.context
     columns = filter_columns(Source, Properties)
     rows, truncated = _fetch(project, lambda session, most: queries.source_table(
@@ -370,7 +395,7 @@ def _sources(args: argparse.Namespace) -> int:
 def _detections(args: argparse.Namespace) -> int:
     condition = parse_filter(args.where, Detection, Source, where="--where") \
         if args.where is not None else None
-    project = _read_only_project(args.config)
+    project = _read_only_project(args)
     context = project.context
     columns = filter_columns(Detection, Source)
     simulated = bool(args.simulated) if args.simulated or args.real else None
@@ -404,7 +429,7 @@ def _find_source(session: Any, context: Any, name: str, config: str) -> Source:
 
 
 def _show(args: argparse.Namespace) -> int:
-    project = _read_only_project(args.config)
+    project = _read_only_project(args)
     context = project.context
     with _query_errors(project), database.Session() as session:
         source = _find_source(session, context, args.source, args.config)
@@ -472,33 +497,88 @@ def _plot(source: Any, session: Any, filename: str) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    project = _read_only_project(args.config)
+    project = _read_only_project(args)
     kwargs = {"top": args.top} if args.top is not None else {}
     print(write_report(project, **kwargs))
     return 0
 
 
+class _StderrFilter(logging.Filter):
+    """What stderr shows: warnings (everything under ``-v``), and the progress lines of
+    runs where stderr is no terminal (a terminal has the bar instead)."""
+
+    def __init__(self, verbose: bool, progress_lines: bool) -> None:
+        super().__init__()
+        self.verbose, self.progress_lines = verbose, progress_lines
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (self.verbose or record.levelno >= logging.WARNING
+                or (self.progress_lines and record.name == PROGRESS_LOGGER))
+
+
+@contextlib.contextmanager
+def _logging(verbose: bool, log_file: str | None) -> Iterator[None]:
+    """Log to stderr (and to ``log_file``) while the command runs; undone afterwards."""
+    root = logging.getLogger()
+    formatter = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setFormatter(formatter)
+    terminal = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    to_stderr.addFilter(_StderrFilter(verbose, progress_lines=not terminal))
+    handlers: list[logging.Handler] = [to_stderr]
+    if log_file:
+        try:
+            to_file = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError as error:
+            raise CommandError(f"--log {log_file}: {error.strerror or error}") from None
+        to_file.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        to_file.setLevel(logging.DEBUG if verbose else logging.INFO)
+        handlers.append(to_file)
+    level = root.level
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with _logging(args.verbose, getattr(args, "log", None)):
+            return _command(args)
+    except CommandError as error:   # the log file cannot be opened
+        print(f"skyretriever: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _command(args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             kwargs = {"progress": False} if args.no_progress else {}
-            summary = _project(args.config, **kwargs).run(args.start, args.stop, args.sources,
-                                                          redo=args.redo)
+            project = _project(args, **kwargs)
+            new = " (new: nothing downloaded there yet)" if project.data_root_is_new() else ""
+            print(f"project {project.pars.name}: data root {project.data_root}{new}, database "
+                  f"{database.redact_url(project.database_url)}", flush=True)
+            summary = project.run(args.start, args.stop, args.sources, redo=args.redo)
             print(summary)
             return EXIT_FAILED_SOURCES if summary.counts["failed"] else 0
         if args.command == "status":
-            status = _project(args.config).status(args.failures)
+            status = _offline_project(args).status(args.failures)
             if args.format == "json":
                 print(json.dumps(status, indent=2))
             else:
                 _print_status(status)
             return 0
         if args.command == "check":
-            report = check_project(_project(args.config), repair=args.repair,
+            report = check_project(_offline_project(args), repair=args.repair,
                                    checksums=not args.no_checksums)
             print(report)
             return 0 if report.clean else EXIT_PROBLEMS_FOUND
@@ -516,6 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except (ParameterError, CatalogError, DatabaseError, FilterError, StorageError,
             CommandError) as error:
+        if args.verbose:
+            logging.getLogger("skyretriever").exception("the command failed")
         print(f"skyretriever: error: {error}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # the reader (head, less) left; say nothing more
@@ -528,6 +610,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("skyretriever: interrupted; committed batches are kept, run again to continue",
               file=sys.stderr)
         return 130
+    except Exception as error:  # anything else (a network failure...): one line, -v the trace
+        if args.verbose:
+            logging.getLogger("skyretriever").exception("the command failed")
+        text = " ".join(str(error).split()) or type(error).__name__
+        print(f"skyretriever: error: {type(error).__name__}: "
+              f"{text if len(text) <= 500 else text[:497] + '...'}"
+              + ("" if args.verbose else " (-v shows the traceback)"), file=sys.stderr)
+        return 1
     return 2
 
 

@@ -95,6 +95,11 @@ class ExecutionParameters(Parameters):
         "errors) before the run stops instead of failing every remaining source.",
         critical=False, ge=1,
     )
+    log_interval: float = parameter(
+        60.0, "Seconds between two progress lines in the log (where stderr is no terminal, "
+        "and in `skyretriever run --log FILE`): done, skipped, failed, rate, ETA.",
+        critical=False, gt=0,
+    )
 
 
 class Executor:

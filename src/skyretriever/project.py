@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 import yaml
 
 from skyretriever import database, queries, storage
@@ -133,6 +134,9 @@ class ProjectParameters(Parameters):
         None, "Module of a custom Analysis class (e.g. extensions.my_analysis)."
     )
     analysis_class: str | None = parameter(None, "Name of the custom Analysis class in that module.")
+    module_path: list[str] = parameter(
+        [], "Folders searched first for analysis_module and for finders named 'module:Class' "
+        "(relative to the config file's folder, like every path in it).", critical=False)
     progress: bool = parameter(True, "Show a progress bar during runs.", critical=False)
     verbose: bool = parameter(False, "Log every source's steps.", critical=False)
 
@@ -160,6 +164,9 @@ class RunSummary:
     #: (sources committed so far, seconds since the run began) after each batch: the pace
     #: of a long run, to see whether it holds.
     progress: list[tuple[int, float]] = field(default_factory=list)
+    #: What the run found about where it worked (a new data root, a database without the
+    #: project's rows although its folder is in the data root).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def elapsed(self) -> float:
@@ -182,6 +189,7 @@ class RunSummary:
             if len(self.failures) > 20:
                 lines.append(f"    ... and {len(self.failures) - 20} more "
                              "(skyretriever status lists them)")
+        lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -257,6 +265,14 @@ class Project:
     def __init__(self, name: str | None = None, cfg_file: str | os.PathLike | bool | None = None,
                  **kwargs: Any) -> None:
         config, self.cfg_file = self._read_config(name, cfg_file)
+        #: Paths as the config file wrote them, where they name results (the catalog file):
+        #: the config hash keeps the written text, so it does not change with the folder.
+        self._written_paths: dict[str, tuple[str, str]] = {}
+        #: The catalog's hash as a run recorded it (see :meth:`use_recorded_catalog`).
+        self._recorded_catalog_hash: str | None = None
+        self._recorded_catalog_rows: int | None = None
+        if self.cfg_file is not None:
+            config = self._paths_from_config_folder(config)
         unknown = [key for key in config if key not in SECTIONS]
         if unknown:
             raise ParameterError(
@@ -283,6 +299,9 @@ class Project:
             )
         self.pars = ProjectParameters.build(config.get("project"), project_kwargs, where=where)
         self._configure_storage(config, constructor)
+        for folder in reversed(self.pars.module_path):
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
 
         source = f" of {self.cfg_file}" if self.cfg_file else ""
         self.catalog = Catalog(CatalogParameters.build(
@@ -344,6 +363,41 @@ class Project:
             cfg_file = default
         return load_yaml(cfg_file), str(cfg_file)
 
+    def _paths_from_config_folder(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` with the relative paths it writes made relative to the config's folder.
+
+        The data root, a SQLite database file, the catalog file and cache folder, and the
+        project's ``module_path``. Paths given as keyword arguments or on the command line
+        stay relative to the working folder, as do the defaults of what the file leaves out.
+        """
+        folder = Path(os.path.abspath(str(self.cfg_file))).parent
+
+        def resolved(value: Any) -> Any:
+            if not isinstance(value, str) or not value:
+                return value
+            path = Path(value).expanduser()
+            return value if path.is_absolute() else os.path.normpath(folder / path)
+
+        config = dict(config)
+        if "data_root" in config:
+            config["data_root"] = resolved(config["data_root"])
+        section = config.get("database")
+        if isinstance(section, dict) and isinstance(section.get("url"), str):
+            config["database"] = {**section, "url": _sqlite_url_from(section["url"], folder)}
+        section = config.get("catalog")
+        if isinstance(section, dict):
+            section = dict(section)
+            for key in ("filename", "cache_dir"):
+                if isinstance(section.get(key), str) and section[key]:
+                    section[key], written = resolved(section[key]), section[key]
+                    self._written_paths[f"catalog.{key}"] = (written, section[key])
+            config["catalog"] = section
+        section = config.get("project")
+        if isinstance(section, dict) and isinstance(section.get("module_path"), list):
+            config["project"] = {**section,
+                                 "module_path": [resolved(p) for p in section["module_path"]]}
+        return config
+
     def _configure_storage(self, config: dict[str, Any], constructor: dict[str, Any]) -> None:
         root = constructor.get("data_root") or config.get("data_root")
         if root is not None and not isinstance(root, (str, os.PathLike)):
@@ -376,7 +430,12 @@ class Project:
         """Everything that changes results: the contents of ``config.yaml``."""
         project = self.pars.to_dict(critical_only=True)
         catalog = self.catalog.pars.to_dict(critical_only=True)
-        catalog["catalog_hash"] = self.catalog.catalog_hash
+        written, resolved = self._written_paths.get("catalog.filename", (None, None))
+        if written is not None and catalog.get("filename") == resolved:
+            catalog["filename"] = written    # as written: the hash does not follow the folder
+        catalog["catalog_hash"] = (self._recorded_catalog_hash
+                                   if self._recorded_catalog_hash is not None
+                                   else self.catalog.catalog_hash)
         return {
             "skyretriever_version": __version__,
             "project": project,
@@ -407,7 +466,77 @@ class Project:
             "observatories": {name: obs.pars.to_dict() for name, obs in self.observatories.items()},
             "analysis": self.analysis.resolved_parameters(),
             "execution": self.execution.to_dict(),
+            "catalog_rows": self._catalog_rows(),
         }
+
+    def _catalog_rows(self) -> int | None:
+        """Rows of the catalog; for a remote catalog not loaded, what a run recorded."""
+        if self._recorded_catalog_hash is not None and not self.catalog.is_synthetic \
+                and self.catalog.pars.kind != "file" and self.catalog.source_file is None:
+            return self._recorded_catalog_rows
+        return len(self.catalog)
+
+    def use_recorded_catalog(self) -> Project:
+        """Take the catalog's hash from the project folder's ``config.yaml``; returns itself.
+
+        For the commands that read what runs made (``status``, ``sources``, ``report``,
+        ``check``...): a remote catalog is then never downloaded (nor its archive
+        asked) to work out the config hash. A catalog file or a synthetic catalog is
+        read as always (no network). With version control, the folder is the one whose
+        ``config.yaml`` matches this configuration apart from the catalog (the newest,
+        when the catalog changed between runs).
+
+        Raises
+        ------
+        ParameterError
+            With version control, when no folder of the data root matches (the
+            project has not run with this configuration and data root).
+        """
+        pars = self.catalog.pars
+        if self.catalog.is_synthetic or pars.kind == "file":
+            return self
+        name = storage.sanitize_name(self.pars.name).upper()
+        projects = self.data_root / storage.PROJECTS_FOLDER
+        if self.pars.version_control:
+            self._recorded_catalog_hash = ""
+            wanted = yaml.safe_load(yaml.safe_dump(self.critical_config()))  # as a file has it
+            candidates = sorted(projects.glob(f"{name}_*/config.yaml")) \
+                if projects.is_dir() else []
+        else:
+            wanted = None
+            candidates = [projects / name / "config.yaml"]
+        found: list[tuple[float, str, Path]] = []
+        for path in candidates:
+            try:
+                recorded = yaml.safe_load(path.read_text()) or {}
+                catalog_hash = recorded["catalog"]["catalog_hash"]
+            except (OSError, yaml.YAMLError, KeyError, TypeError):
+                continue
+            if wanted is not None:
+                recorded["catalog"]["catalog_hash"] = ""
+                if recorded != wanted:
+                    continue
+            found.append((path.stat().st_mtime, str(catalog_hash), path))
+        if not found:
+            self._recorded_catalog_hash = None
+            if self.pars.version_control:
+                raise ParameterError(
+                    f"project {self.pars.name!r} has no results made with this configuration "
+                    f"in the data root {str(self.data_root)!r} (no {name}_<cfg_hash>/config.yaml "
+                    f"under {str(projects)!r} matches it), and its catalog "
+                    f"({self.catalog.describe()}) is not downloaded to look: run the project "
+                    "first, or name the data root of its run (data_root, --data-root)")
+            self._recorded_catalog_hash, self._recorded_catalog_rows = "", 0
+            return self
+        _, self._recorded_catalog_hash, path = max(found)
+        try:
+            settings = yaml.safe_load((path.parent / "settings.yaml").read_text()) or {}
+            rows = settings.get("catalog_rows")
+        except (OSError, yaml.YAMLError, AttributeError):
+            rows = None
+        self._recorded_catalog_rows = rows if isinstance(rows, int) else None
+        self._context = None
+        return self
 
     def _update_context(self) -> ProjectContext:
         """Work out the config hash and output folder from the parameters as they are now."""
@@ -570,6 +699,20 @@ class Project:
                 + (f" ({skipped} bad row(s) left out under bad_rows: skip)" if skipped else "")
             )
         context = self._update_context()
+        whole = rows is None and source_names is None and start is None and stop is None
+        log.info("project %s: data root %s, database %s", self.pars.name, self.data_root,
+                 database.redact_url(self.database_url))
+        # A second run of the whole project would do all the work again beside this one:
+        # it is refused at once. Runs of parts (a job array's slices) share the lock.
+        with storage.project_lock(context.folder, f"a run of project {self.pars.name!r}",
+                                  shared=not whole):
+            return self._run_locked(context, begin, start, stop, source_names, rows, obs_names,
+                                    reduce, analyze, redo)
+
+    def _run_locked(self, context: ProjectContext, begin: float, start: int | None,
+                    stop: int | None, source_names: Iterable[str] | None,
+                    rows: list[dict[str, Any]] | None, obs_names: Iterable[str] | None,
+                    reduce: bool, analyze: bool, redo: bool) -> RunSummary:
         # What would fail every source is found before any is tried, and said in one line
         # (the data root was checked before its lock was taken).
         database.check_writable(tables=False)
@@ -577,6 +720,7 @@ class Project:
         database.check_writable()
         try:
             self.check_name_unique()
+            notes = self._place_notes(context)
             self._check_products_match(context, redo)
             for folder in storage.clean_temporary():
                 log.info("removed files half-written by a run that died: %s", folder)
@@ -589,18 +733,20 @@ class Project:
             raise stopped from error
         observatories = (list(self.observatories.values()) if obs_names is None
                          else [self.observatories[name] for name in obs_names])
-        summary = RunSummary(project=self.pars.name, cfg_hash=context.cfg_hash)
+        summary = RunSummary(project=self.pars.name, cfg_hash=context.cfg_hash, notes=notes)
         worker = Worker(context, observatories, self.analysis if analyze else None,
                         str(self.data_root))
         download_threads = max(obs.pars.download_workers for obs in observatories)
         total = self._count(start, stop, source_names, rows)
-        progress = progress_bar(total, self.pars.progress, self.pars.name)
+        progress = progress_bar(total, self.pars.progress, self.pars.name,
+                                log_every=self.execution.log_interval)
         histogram_batches: list[int] = []
         seconds: Counter = Counter()
         streak: list[SourceResult] = []      # infrastructure failures in a row
 
         def on_result(result: SourceResult) -> None:
-            progress.update(1)
+            progress.update(1, "skipped" if result.skipped else
+                            "failed" if result.status == "failed" else "done")
             if result.status != "failed" or not result.infrastructure_error:
                 streak.clear()
                 return
@@ -700,6 +846,34 @@ class Project:
         if self.pars.verbose or summary.failures:
             log.info("%s", summary)
         return summary
+
+    def data_root_is_new(self) -> bool:
+        """Whether nothing was downloaded into the data root yet (no raw or project folder)."""
+        return not any((self.data_root / folder).exists()
+                       for folder in (storage.PROJECTS_FOLDER, storage.RAW_FOLDER))
+
+    def _place_notes(self, context: ProjectContext) -> list[str]:
+        """What the summary says when the data root is new, or the database lacks a project
+        the data root has: a path that followed the working folder, or a mistyped one,
+        would otherwise make everything again in a new place without a word."""
+        notes = []
+        if self.data_root_is_new():
+            notes.append(f"the data root {self.data_root} was new (nothing downloaded there "
+                         f"before); if project {self.pars.name} ran before with another data "
+                         "root, give that one (data_root in the config, relative to the "
+                         "config's folder, or --data-root)")
+        elif (self.output_folder / "config.yaml").exists():
+            with database.Session() as session:
+                has_results = queries.has_results(session, context)
+            if not has_results:
+                notes.append(f"the database {database.redact_url(self.database_url)} had no "
+                             f"results of project {self.pars.name}, although its folder "
+                             f"{self.output_folder} is in the data root; if it ran with another "
+                             "database, give that one (database.url in the config, or "
+                             "--database); intact files were adopted, not downloaded again")
+        for note in notes:
+            log.info("%s", note)
+        return notes
 
     def _check_products_match(self, context: ProjectContext, redo: bool) -> None:
         """Stop (or with ``redo``, clear the results) when the products were made otherwise.
@@ -838,13 +1012,36 @@ class Project:
             "cfg_hash": context.cfg_hash,
             "folder": str(self.output_folder),
             "database": database.redact_url(self.database_url),
-            "catalog_rows": len(self.catalog),
+            "catalog_rows": (self._catalog_rows() if self._catalog_rows() is not None
+                             else sum(by_status.values())),
             "sources": {state: by_status.get(state, 0) for state in ("done", "failed", "new")},
             "observatories": observatories,
             "properties": properties,
             "detections": {"real": detections.get(False, 0), "simulated": detections.get(True, 0)},
             "failures": [(name, error) for name, error in failures],
         }
+
+
+def _sqlite_url_from(url: str, folder: Path) -> str:
+    """A SQLite URL whose file is relative, made relative to ``folder``; others unchanged.
+
+    Examples
+    --------
+    >>> _sqlite_url_from("sqlite:///run.db", Path("/work/configs"))
+    'sqlite:////work/configs/run.db'
+    >>> _sqlite_url_from("postgresql://me@host/db", Path("/work/configs"))
+    'postgresql://me@host/db'
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return url                     # database.configure says what is wrong with it
+    file = parsed.database
+    if not parsed.drivername.startswith("sqlite") or not file or file == ":memory:" \
+            or file.startswith("file:") or Path(file).expanduser().is_absolute():
+        return url
+    return parsed.set(database=os.path.normpath(folder / Path(file).expanduser())
+                      ).render_as_string(False)
 
 
 def _check_data_root(root: Path) -> None:

@@ -1288,3 +1288,71 @@ def migrate_layout() -> list[tuple[str, str]]:
         if raw or is_project:
             _remove_empty_folders(folder)
     return moved
+
+
+# -- the project lock --------------------------------------------------------------------------
+#: Names the lock file of one project folder (``DATA_ROOT/.skyretriever-project-<FOLDER>.lock``).
+_PROJECT_LOCK = ".skyretriever-project-{folder}"
+#: In a writer's temporary folder: what holds a project's lock.
+_PROJECT_HOLDER_FILE = "project-{folder}.{token}.txt"
+
+
+class ProjectBusy(StorageError):
+    """Another run holds the lock of the same project folder."""
+
+
+def _project_holders(root: Path, folder: str) -> list[str]:
+    """What the live holders of a project's lock said they were."""
+    base = root / TEMP_FOLDER
+    pattern = f"*/{_PROJECT_HOLDER_FILE.format(folder=folder, token='*')}"
+    found = []
+    for text_file in sorted(base.glob(pattern)) if base.is_dir() else []:
+        if writer_alive(text_file.parent):
+            with contextlib.suppress(OSError):
+                found.append(text_file.read_text().strip())
+    return found
+
+
+@contextlib.contextmanager
+def project_lock(folder: str, holder: str, shared: bool = False) -> Iterator[None]:
+    """Hold the lock of one project folder (from :func:`project_folder_name`) while inside.
+
+    A run of a whole project holds it alone; runs of parts of it (the slices of a job
+    array) share it, so they run together but never beside a whole run. Never waits:
+    when the lock cannot be had, :class:`ProjectBusy` names the holders (what they are,
+    process id, host and start time).
+
+    Examples
+    --------
+    >>> with project_lock("DEMO", "a run of project 'demo'"):
+    ...     with project_lock("DEMO", "a run of project 'demo'"):
+    ...         pass
+    Traceback (most recent call last):
+    ...
+    skyretriever.storage.ProjectBusy: project folder 'DEMO' is in use by a run of project 'demo' ...
+    """
+    root = data_root()
+    lock = file_lock(root / _PROJECT_LOCK.format(folder=folder), shared=shared, blocking=False)
+    try:
+        lock.__enter__()
+    except BlockingIOError:
+        holders = _project_holders(root, folder) or ["another process"]
+        raise ProjectBusy(
+            f"project folder {folder!r} is in use by {' and '.join(holders)} (data root "
+            f"{str(root)!r}); wait for it to end, or stop it, before running the project "
+            "again") from None
+    text_file = None
+    try:
+        try:
+            since = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
+            text_file = _writer_folder() / _PROJECT_HOLDER_FILE.format(
+                folder=folder, token=secrets.token_hex(4))
+            text_file.write_text(f"{holder} (pid {os.getpid()} on host {socket.gethostname()}, "
+                                 f"started {since})\n")
+        except OSError:
+            log.debug("could not note the holder of the project lock", exc_info=True)
+        yield
+    finally:
+        if text_file is not None:
+            text_file.unlink(missing_ok=True)
+        lock.__exit__(None, None, None)

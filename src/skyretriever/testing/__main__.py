@@ -8,7 +8,10 @@ catalog of the simulated stars, and serves until interrupted.
 ``run CONFIG`` starts them over a sky made for the ready projects
 (:meth:`SimulatedSky.for_projects`: white dwarfs and planet hosts), runs the
 project of ``CONFIG`` with every archive URL pointed at them (a data root of
-its own, ``data/simulated`` by default), prints the run's summary and stops.
+its own, ``data/simulated`` by default), prints the run's summary and the
+commands that look at its results (``status``, ``sources``, ``detections``,
+``show``, ``report``, ``check``, with ``--data-root`` and ``--database``: they
+read what the run made and never touch the network), and stops.
 
 Examples
 --------
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import signal
 import sys
 import threading
@@ -94,13 +99,45 @@ def run_project(args: argparse.Namespace) -> int:
                 where[name] = archives.ztf_kwargs()
             elif name.lower() in ("tess", "k2", "kepler"):
                 where[name] = archives.observatory_kwargs()
+        database_url = f"sqlite:///{data_root.resolve() / 'skyretriever.db'}"
         project = Project(cfg_file=args.config, data_root=str(data_root),
-                          database_url=f"sqlite:///{data_root.resolve() / 'skyretriever.db'}",
+                          database_url=database_url,
                           catalog_kwargs=archives.catalog_kwargs(
                               cache_dir=str(data_root / "catalogs")), **where)
         summary = project.run()
+        first = project.catalog.get_rows(0, 1)
     print(summary)
+    print(_looking_commands(args.config, project.data_root, database_url,
+                            first[0]["name"] if first else None))
     return 3 if summary.failures else 0
+
+
+def _command_prefix() -> str:
+    """How to call ``skyretriever`` from here: the script beside this Python, or ``-m``."""
+    script = Path(sys.executable).parent / "skyretriever"
+    if script.is_file() and os.access(script, os.X_OK):
+        try:
+            return shlex.quote(str(script.relative_to(Path.cwd())))
+        except ValueError:
+            return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m skyretriever"
+
+
+def _looking_commands(config: str, data_root: Path, database_url: str,
+                      source: str | None) -> str:
+    """The commands that look at the simulated project's results, as they are to be typed."""
+    where = (f"--data-root {shlex.quote(str(data_root))} "
+             f"--database {shlex.quote(database_url)}")
+    command = f"{_command_prefix()} {{}} {shlex.quote(config)}"
+    lines = ["look at the results (they are read from the simulated run's data root and "
+             "database; no archive is asked):"]
+    for action, extra in (("status", ""), ("sources", " --limit 10"),
+                          ("detections", " --limit 10"),
+                          ("show", f" {shlex.quote(source)}" if source else None),
+                          ("report", ""), ("check", "")):
+        if extra is not None:
+            lines.append(f"  {command.format(action)}{extra} {where}")
+    return "\n".join(lines)
 
 
 def serve(args: argparse.Namespace) -> int:
