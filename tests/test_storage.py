@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -186,3 +188,23 @@ def test_writing_many_files_does_not_grow_memory(data_root):
     grown = min(growths)
     assert grown < 100 * 1024, f"{grown / 2000:.0f} bytes kept per file written"
 
+
+
+def test_a_run_says_half_written_files_only_where_there_were_some(project_factory, data_root,
+                                                                 caplog):
+    died = data_root / storage.TEMP_FOLDER / "otherhost.1"          # a writer that died mid-write
+    died.mkdir(parents=True)
+    (died / "half.h5.abcd.tmp").write_bytes(b"half")
+    (died / "half2.h5.abcd.tmp").write_bytes(b"half")
+    ended = data_root / storage.TEMP_FOLDER / "otherhost.2"         # one that ended: empty
+    ended.mkdir()
+    project = project_factory(name="tidy", obs_names=["demo"],
+                              catalog_kwargs={"default": "test", "num_sources": 2})
+    with caplog.at_level(logging.DEBUG, logger="skyretriever.project"):
+        project.run()
+    said = {(r.levelno, r.getMessage()) for r in caplog.records
+            if "temporary" in r.getMessage() or "half-written" in r.getMessage()}
+    assert said == {
+        (logging.INFO, f"removed 2 file(s) half-written by a run that died: {died}"),
+        (logging.DEBUG, f"removed the empty temporary folder of a finished process: {ended}")}
+    assert not died.exists() and not ended.exists()

@@ -722,8 +722,13 @@ class Project:
             self.check_name_unique()
             notes = self._place_notes(context)
             self._check_products_match(context, redo)
-            for folder in storage.clean_temporary():
-                log.info("removed files half-written by a run that died: %s", folder)
+            for folder, files in storage.clean_temporary_counted().items():
+                if files:
+                    log.info("removed %d file(s) half-written by a run that died: %s",
+                             files, folder)
+                else:  # the writer folder of a process that ended: nothing was lost
+                    log.debug("removed the empty temporary folder of a finished process: %s",
+                              folder)
             self._check_free_space()
             self.write_config()
         except Exception as error:

@@ -113,6 +113,7 @@ __all__ = [
     "reduction_key",
     "sanitize_name",
     "clean_temporary",
+    "clean_temporary_counted",
     "current_compression",
     "temporary_path",
     "writer_alive",
@@ -906,10 +907,24 @@ def clean_temporary() -> list[Path]:
     A run calls this when it starts, so files half-written by a killed run never
     linger. Folders whose writer holds its lock are left alone, on any host.
     """
+    return list(clean_temporary_counted())
+
+
+def clean_temporary_counted() -> dict[Path, int]:
+    """:func:`clean_temporary`, saying how many half-written files each folder held.
+
+    Most folders of finished processes are empty (their writers left nothing
+    behind); a count of zero tells them from a run that died mid-write.
+    """
     with _dead_writer_folders() as dead:
+        counts = {}
         for folder in dead:
+            with contextlib.suppress(OSError):
+                counts[folder] = sum(1 for entry in folder.iterdir()
+                                     if entry.name != WRITER_LOCK)
+            counts.setdefault(folder, 0)
             shutil.rmtree(folder, ignore_errors=True)
-        return dead
+        return counts
 
 
 def quarantine_batch() -> str:
