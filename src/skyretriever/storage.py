@@ -1026,16 +1026,49 @@ def replace_folder(built: str | os.PathLike, target: str | os.PathLike) -> None:
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def _holders(root: Path) -> list[str]:
-    """What the live holders of the data-root lock said they were."""
+def _holders(root: Path, note: str) -> list[str]:
+    """What the live holders of a lock said they were (their notes named by ``note``)."""
     base = root / TEMP_FOLDER
     found = []
-    for text_file in sorted(base.glob(f"*/{_HOLDER_FILE.format(token='*')}")) \
-            if base.is_dir() else []:
+    for text_file in sorted(base.glob(f"*/{note.format(token='*')}")) if base.is_dir() else []:
         if writer_alive(text_file.parent):
             with contextlib.suppress(OSError):
                 found.append(text_file.read_text().strip())
     return found
+
+
+@contextlib.contextmanager
+def _lock_naming_holder(lock_name: str, note: str, holder: str, shared: bool,
+                        busy: Callable[[list[str]], Exception],
+                        host_and_time: bool = True) -> Iterator[None]:
+    """Take ``DATA_ROOT/<lock_name>`` at once or raise ``busy(holders)``; note who holds it.
+
+    The note (``holder``, process id, and unless ``host_and_time`` is false the host
+    and start time) is a file named ``note`` in this process's writer folder, so it
+    is read only while its writer lives.
+    """
+    root = data_root()
+    lock = file_lock(root / lock_name, shared=shared, blocking=False)
+    try:
+        lock.__enter__()
+    except BlockingIOError:
+        raise busy(_holders(root, note) or ["another process"]) from None
+    text_file = None
+    try:
+        try:
+            since = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
+            where = f" on host {socket.gethostname()}, started {since}" if host_and_time else ""
+            text_file = _writer_folder() / note.format(token=secrets.token_hex(4))
+            text_file.write_text(f"{holder} (pid {os.getpid()}{where})\n")
+        except OSError:
+            # A full or read-only disk: the lock holds all the same, only the others'
+            # message cannot name the holder (the run then stops with its own message).
+            log.debug("could not note the holder of %s", lock_name, exc_info=True)
+        yield
+    finally:
+        if text_file is not None:
+            text_file.unlink(missing_ok=True)
+        lock.__exit__(None, None, None)
 
 
 @contextlib.contextmanager
@@ -1062,27 +1095,14 @@ def data_root_lock(holder: str, exclusive: bool = False) -> Iterator[None]:
     skyretriever.storage.DataRootBusy: a run of project 'demo' (pid ...) is using ...
     """
     root = data_root()
-    lock = file_lock(root / _ROOT_LOCK, shared=not exclusive, blocking=False)
-    try:
-        lock.__enter__()
-    except BlockingIOError:
-        holders = _holders(root) or ["another process"]
-        raise DataRootBusy(f"{' and '.join(holders)} is using {str(root)!r}; try again when it "
-                           "ends") from None
-    text_file = None
-    try:
-        try:
-            text_file = _writer_folder() / _HOLDER_FILE.format(token=secrets.token_hex(4))
-            text_file.write_text(f"{holder} (pid {os.getpid()})\n")
-        except OSError:
-            # A full or read-only disk: the lock holds all the same, only the others'
-            # message cannot name the holder (the run then stops with its own message).
-            log.debug("could not note the holder of the data-root lock", exc_info=True)
+
+    def busy(holders: list[str]) -> DataRootBusy:
+        return DataRootBusy(f"{' and '.join(holders)} is using {str(root)!r}; try again when "
+                            "it ends")
+
+    with _lock_naming_holder(_ROOT_LOCK, _HOLDER_FILE, holder, not exclusive, busy,
+                             host_and_time=False):
         yield
-    finally:
-        if text_file is not None:
-            text_file.unlink(missing_ok=True)
-        lock.__exit__(None, None, None)
 
 
 def _refuse_after_disk_full() -> None:
@@ -1316,18 +1336,6 @@ class ProjectBusy(StorageError):
     """Another run holds the lock of the same project folder."""
 
 
-def _project_holders(root: Path, folder: str) -> list[str]:
-    """What the live holders of a project's lock said they were."""
-    base = root / TEMP_FOLDER
-    pattern = f"*/{_PROJECT_HOLDER_FILE.format(folder=folder, token='*')}"
-    found = []
-    for text_file in sorted(base.glob(pattern)) if base.is_dir() else []:
-        if writer_alive(text_file.parent):
-            with contextlib.suppress(OSError):
-                found.append(text_file.read_text().strip())
-    return found
-
-
 @contextlib.contextmanager
 def project_lock(folder: str, holder: str, shared: bool = False) -> Iterator[None]:
     """Hold the lock of one project folder (from :func:`project_folder_name`) while inside.
@@ -1347,27 +1355,13 @@ def project_lock(folder: str, holder: str, shared: bool = False) -> Iterator[Non
     skyretriever.storage.ProjectBusy: project folder 'DEMO' is in use by a run of project 'demo' ...
     """
     root = data_root()
-    lock = file_lock(root / _PROJECT_LOCK.format(folder=folder), shared=shared, blocking=False)
-    try:
-        lock.__enter__()
-    except BlockingIOError:
-        holders = _project_holders(root, folder) or ["another process"]
-        raise ProjectBusy(
-            f"project folder {folder!r} is in use by {' and '.join(holders)} (data root "
-            f"{str(root)!r}); wait for it to end, or stop it, before running the project "
-            "again") from None
-    text_file = None
-    try:
-        try:
-            since = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
-            text_file = _writer_folder() / _PROJECT_HOLDER_FILE.format(
-                folder=folder, token=secrets.token_hex(4))
-            text_file.write_text(f"{holder} (pid {os.getpid()} on host {socket.gethostname()}, "
-                                 f"started {since})\n")
-        except OSError:
-            log.debug("could not note the holder of the project lock", exc_info=True)
+
+    def busy(holders: list[str]) -> ProjectBusy:
+        return ProjectBusy(f"project folder {folder!r} is in use by {' and '.join(holders)} "
+                           f"(data root {str(root)!r}); wait for it to end, or stop it, before "
+                           "running the project again")
+
+    with _lock_naming_holder(_PROJECT_LOCK.format(folder=folder),
+                             _PROJECT_HOLDER_FILE.replace("{folder}", folder), holder, shared,
+                             busy):
         yield
-    finally:
-        if text_file is not None:
-            text_file.unlink(missing_ok=True)
-        lock.__exit__(None, None, None)
