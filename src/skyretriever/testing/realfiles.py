@@ -28,7 +28,6 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -42,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skyretriever.fitsfile import scan_fits
-from skyretriever.storage import atomic_write
+from skyretriever.storage import atomic_write, file_sha256
 from skyretriever.testing.stars import Product
 
 __all__ = ["ALTAIPONY", "REAL_FILES", "RealFile", "RealFileCopies", "RealFilesUnavailable",
@@ -101,14 +100,6 @@ def default_cache() -> Path:
     return base / "skyretriever" / "real-files"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def find_real_files(folder: str | os.PathLike | None = None,
                     wanted: Iterable[RealFile] = REAL_FILES) -> list[Path]:
     """The real files present in ``folder`` (default :func:`default_cache`) whose SHA-256 is
@@ -123,7 +114,7 @@ def find_real_files(folder: str | os.PathLike | None = None,
     found = []
     for real in wanted:
         path = folder / real.name
-        if path.is_file() and path.stat().st_size == real.size and _sha256(path) == real.sha256:
+        if path.is_file() and path.stat().st_size == real.size and file_sha256(path) == real.sha256:
             found.append(path)
     return found
 
@@ -166,7 +157,7 @@ def fetch_real_files(folder: str | os.PathLike | None = None, timeout: float = 6
                                            f"{detail.strip()[-500:]}. {how_to_get(folder)}"
                                            ) from error
             sdists = list(Path(scratch).glob("*.tar.gz"))
-            if len(sdists) != 1 or _sha256(sdists[0]) != ALTAIPONY[1]:
+            if len(sdists) != 1 or file_sha256(sdists[0]) != ALTAIPONY[1]:
                 raise RealFilesUnavailable(f"the {ALTAIPONY[0]} sdist pip gave is not the one "
                                            f"recorded (SHA-256 {ALTAIPONY[1]}). "
                                            f"{how_to_get(folder)}")
@@ -178,7 +169,7 @@ def fetch_real_files(folder: str | os.PathLike | None = None, timeout: float = 6
                     with atomic_write(folder / real.name) as partial:
                         with open(partial, "wb") as handle:
                             shutil.copyfileobj(member, handle)
-                        if _sha256(partial) != real.sha256:  # the error removes the partial
+                        if file_sha256(partial) != real.sha256:  # the error removes the partial
                             raise RealFilesUnavailable(f"{real.name} from the sdist does not "
                                                        f"have the recorded SHA-256 {real.sha256}")
     found = find_real_files(folder)
