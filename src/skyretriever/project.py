@@ -433,6 +433,9 @@ class Project:
         written, resolved = self._written_paths.get("catalog.filename", (None, None))
         if written is not None and catalog.get("filename") == resolved:
             catalog["filename"] = written    # as written: the hash does not follow the folder
+        preset = CatalogParameters.presets.get(self.catalog.pars.default or "", {})
+        if preset.get("filename") is not None and catalog.get("filename") == preset["filename"]:
+            del catalog["filename"]  # a preset's own file, wherever the package is installed
         catalog["catalog_hash"] = (self._recorded_catalog_hash
                                    if self._recorded_catalog_hash is not None
                                    else self.catalog.catalog_hash)

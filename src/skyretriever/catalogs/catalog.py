@@ -111,13 +111,19 @@ class ColumnMap(Parameters):
     ztf_oid: str | None = parameter(None, "Column with the ZTF object id.")
 
 
+#: The demo catalog (200 synthetic stars), package data; ``catalogs/demo.csv`` in the
+#: repository is a link to it.
+DEMO_CATALOG = Path(__file__).with_name("demo.csv")
+
+
 class CatalogParameters(NetworkParameters):
     """Where the catalog comes from and how its columns are read."""
 
     preset_field = "default"
     presets = {
         "test": {"kind": "synthetic"},
-        "demo": {"kind": "file", "filename": str(Path("catalogs") / "demo.csv")},
+        # Shipped inside the package, so the preset works wherever skyretriever is installed.
+        "demo": {"kind": "file", "filename": str(DEMO_CATALOG)},
     }
 
     default: str | None = parameter(
@@ -127,7 +133,8 @@ class CatalogParameters(NetworkParameters):
         "file", "How the catalog is made: 'file', 'synthetic', or a registered remote loader."
     )
     filename: str | None = parameter(
-        None, "Catalog file (CSV, FITS, HDF5 or Parquet); relative paths are from the working folder."
+        None, "Catalog file (CSV, FITS, HDF5 or Parquet); a relative path is from the config "
+              "file's folder (the working folder when there is no config file)."
     )
     file_format: Literal["auto", "csv", "fits", "hdf5", "parquet"] = parameter(
         "auto", "File format; 'auto' goes by the file extension."
@@ -316,7 +323,7 @@ def open_catalog_file(pars: CatalogParameters, *,
 
     Examples
     --------
-    >>> table = open_catalog_file(CatalogParameters(filename="catalogs/demo.csv"))
+    >>> table = open_catalog_file(CatalogParameters(filename=str(DEMO_CATALOG)))
     >>> table.columns[:3]
     ['name', 'ra', 'dec']
     """
