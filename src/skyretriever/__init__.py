@@ -6,7 +6,7 @@ models. Importing the package creates no engine, connection or table.
 The package is built in layers, each using only itself and those below
 (``docs/architecture.md`` has the map and the recipes; ``lint-imports``
 enforces it): presentation (``cli``, ``report``, ``plots``, ``query``) >
-application (``project``) > orchestration (``pipeline``, ``execution``,
+application (``fetching`` > ``project``) > orchestration (``pipeline``, ``execution``,
 ``checker``, ``queries``) > domain (``observatories``, ``catalogs``,
 ``analysis``) > data (``models``, ``database``, ``migrations``) > foundation
 (``parameters``, ``storage``, ``net``, ``healpix``, ``fitsfile``, ``errors``,
@@ -26,6 +26,7 @@ from __future__ import annotations
 from skyretriever._version import __version__
 from skyretriever.analysis import Analysis, Finder, Histogram, QualityChecker
 from skyretriever.catalogs import Catalog
+from skyretriever.fetching import fetch
 from skyretriever.models import (
     Detection,
     HistogramBatch,
@@ -52,6 +53,7 @@ __all__ = [
     "Catalog",
     "Detection",
     "Finder",
+    "fetch",
     "Histogram",
     "HistogramBatch",
     "Lightcurve",

@@ -13,6 +13,7 @@ Examples
     skyretriever show configs/demo.yaml demo_0042 --plot demo_0042.png
     skyretriever report configs/demo.yaml --top 50
     skyretriever check configs/demo.yaml --repair
+    skyretriever get "TIC 25155310" --obs TESS --format csv > tic25155310.csv
     skyretriever db upgrade configs/demo.yaml
 
 ``--where`` takes a condition over the columns of the rows listed, such as
@@ -47,10 +48,13 @@ import sqlalchemy as sa
 from skyretriever import database, queries
 from skyretriever._version import __version__
 from skyretriever.catalogs.catalog import CatalogError
+from skyretriever.catalogs.names import RESOLVER_URL
 from skyretriever.checker import check_project
 from skyretriever.database import DatabaseError
 from skyretriever.errors import RunStopped
+from skyretriever.fetching import DEFAULT_PROJECT, FetchFailed, fetch
 from skyretriever.models import Detection, Properties, Source
+from skyretriever.net import NetworkError
 from skyretriever.parameters import ParameterError
 from skyretriever.plots import plot_source
 from skyretriever.progress import PROGRESS_LOGGER
@@ -183,6 +187,30 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("config", metavar="CONFIG", help=_CONFIG_HELP)
     report.add_argument("--top", type=_positive_int, metavar="N",
                         help="how many of the top detections to show")
+
+    get = commands.add_parser(
+        "get", help="one target by name or position, no catalog needed: download, reduce and "
+                    "analyse it, and list (or print) its light curves")
+    get.add_argument("name", nargs="?", metavar="NAME",
+                     help="the target's name, resolved by MAST ('TIC 25155310', 'KIC 8462852')")
+    get.add_argument("--ra", metavar="RA", help="right ascension (degrees or 12h30m00s), "
+                                                "instead of resolving the name")
+    get.add_argument("--dec", metavar="DEC", help="declination (degrees or +45d30m00s)")
+    get.add_argument("--obs", action="append", dest="observatories", metavar="OBS",
+                     help="an observatory to ask (TESS, K2, Kepler, ZTF, demo); repeat for "
+                          "more; default TESS")
+    get.add_argument("--config", metavar="CONFIG",
+                     help="a project's YAML file whose settings to use (data root, database, "
+                          "observatory parameters); its catalog is not run")
+    get.add_argument("--project", metavar="NAME",
+                     help=f"the project to run into (default: the config's, else "
+                          f"{DEFAULT_PROJECT!r})")
+    get.add_argument("--resolver-url", default=RESOLVER_URL, metavar="URL",
+                     help="the name resolver (default MAST's)")
+    get.add_argument("--no-analysis", action="store_true", help="download and reduce only")
+    get.add_argument("--format", choices=("text", "csv"), default="text",
+                     help="text: one line per light curve; csv: every point of every light "
+                          "curve, with its observatory, filter and series")
 
     check = commands.add_parser(
         "check", help="do the database and the files agree? (exit 0 only when they do)")
@@ -548,6 +576,44 @@ def _logging(verbose: bool, log_file: str | None) -> Iterator[None]:
         root.setLevel(level)
 
 
+def _get(args: argparse.Namespace) -> int:
+    kwargs: dict[str, Any] = {}
+    if args.data_root:
+        kwargs["data_root"] = args.data_root
+    if args.database:
+        kwargs["database_url"] = args.database
+    curves = fetch(args.name, ra=args.ra, dec=args.dec,
+                   observatories=args.observatories or ["TESS"], cfg_file=args.config,
+                   project=args.project, resolver_url=args.resolver_url,
+                   analyze=not args.no_analysis, **kwargs)
+    if args.format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        columns = ["observatory", "filter", "series"]
+        header: list[str] | None = None
+        for curve in curves:
+            frame = curve.data
+            if list(frame.columns) != header:
+                header = list(frame.columns)
+                writer.writerow([*columns, *header])
+            for values in frame.itertuples(index=False):
+                writer.writerow([curve.observatory, curve.filter, curve.series_number,
+                                 *("" if _missing(v) else _plain(v) for v in values)])
+        return 0
+    target = args.name or f"RA {args.ra}, Dec {args.dec}"
+    if not curves:
+        print(f"{_printable(target)}: no light curves from "
+              f"{', '.join(args.observatories or ['TESS'])}")
+        return 0
+    print(f"{_printable(target)}: {len(curves)} light curve(s)")
+    for curve in curves:
+        print(f"  {_printable(repr(curve))}  {curve.filename}")
+    return 0
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -585,7 +651,7 @@ def _command(args: argparse.Namespace) -> int:
         if args.command == "db":
             return _db(args)
         commands = {"sources": _sources, "detections": _detections, "show": _show,
-                    "report": _report}
+                    "report": _report, "get": _get}
         if args.command in commands:
             return commands[args.command](args)
     except RunStopped as error:
@@ -594,8 +660,11 @@ def _command(args: argparse.Namespace) -> int:
         print(f"skyretriever: run stopped: {error}; committed batches are kept, run again "
               "once this is fixed", file=sys.stderr)
         return 1
+    except FetchFailed as error:
+        print(f"skyretriever: failed: {error}", file=sys.stderr)
+        return EXIT_FAILED_SOURCES
     except (ParameterError, CatalogError, DatabaseError, FilterError, StorageError,
-            CommandError) as error:
+            CommandError, NetworkError) as error:
         if args.verbose:
             logging.getLogger("skyretriever").exception("the command failed")
         print(f"skyretriever: error: {error}", file=sys.stderr)

@@ -44,6 +44,7 @@ from skyretriever.errors import (
     is_disk_full,
 )
 from skyretriever.execution import ExecutionParameters, make_executor
+from skyretriever.models import Lightcurve
 from skyretriever.observatories.base import (
     OBSERVATORIES,
     ProjectContext,
@@ -473,7 +474,10 @@ class Project:
         }
 
     def _catalog_rows(self) -> int | None:
-        """Rows of the catalog; for a remote catalog not loaded, what a run recorded."""
+        """Rows of the catalog; for a remote catalog not loaded, what a run recorded; None
+        without a catalog (a project run with given rows alone)."""
+        if not self.catalog.is_configured:
+            return None
         if self._recorded_catalog_hash is not None and not self.catalog.is_synthetic \
                 and self.catalog.pars.kind != "file" and self.catalog.source_file is None:
             return self._recorded_catalog_rows
@@ -652,7 +656,15 @@ class Project:
             source_names: Iterable[str] | None = None, *, rows: list[dict[str, Any]] | None = None,
             obs_names: Iterable[str] | None = None, reduce: bool = True, analyze: bool = True,
             redo: bool = False) -> RunSummary:
-        """Download, reduce and analyse catalog rows ``start`` to ``stop`` (or named sources).
+        """Download, reduce and analyse catalog rows ``start`` to ``stop`` (or named sources,
+        or ``rows`` given here).
+
+        ``rows`` are targets given as dictionaries instead of catalog rows, e.g.
+        ``[{"name": "TIC 25155310", "ra": 63.3739, "dec": -69.2267, "tic_id": 25155310}]``:
+        ``name``, ``ra`` and ``dec`` (degrees, or sexagesimal text) and any standard
+        catalog column (``mag``, ``pmra``, ``tic_id``...), checked like a catalog file's
+        rows. A project needs no catalog to run given rows (see also
+        :func:`skyretriever.fetch` for one target by name).
 
         Resumable: what exists and is intact is skipped (files whose size and time are
         unchanged, or whose SHA-256 matches; see ``execution.verify_files``), so a second run
@@ -691,7 +703,10 @@ class Project:
             half-written, and the next run goes on from there.
         """
         begin = time.perf_counter()
-        self.catalog.load()
+        if rows is not None:
+            rows = Catalog.checked_rows(rows, self.catalog.pars)
+        if rows is None or self.catalog.is_configured:
+            self.catalog.load()
         if rows is None and len(self.catalog) == 0:
             skipped = len(self.catalog.bad_rows)
             pars = self.catalog.pars
@@ -964,6 +979,25 @@ class Project:
             log.debug("could not record the stop on the batch's sources", exc_info=True)
 
     # -- results ---------------------------------------------------------------------------
+    def lightcurves_of(self, name: str) -> list[Lightcurve]:
+        """The light curves of the project's source ``name``, loaded, by observatory and
+        series (empty when it has none); usable after the session is gone.
+
+        Raises
+        ------
+        KeyError
+            If the project has no source of that name.
+        """
+        with database.Session() as session:
+            source = queries.source_named(session, self.context, name)
+            if source is None:
+                raise KeyError(f"project {self.pars.name!r} has no source named {name!r}")
+            curves = queries.source_lightcurves(session, source.id)
+            for curve in curves:
+                _ = curve.source, curve.data   # loaded: the objects outlive the session
+            session.expunge_all()
+        return curves
+
     def histogram_path(self, name: str | None = None) -> Path:
         """``<output folder>/histograms_<name>.nc``."""
         return self.output_folder / f"histograms_{name or self.analysis.histogram_name}.nc"

@@ -41,7 +41,7 @@ import logging
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -571,6 +571,7 @@ class Catalog:
         self.bad_rows: list[BadRow] = []
         #: The file a remote catalog was read from (its cache), once loaded.
         self.source_file: str | None = None
+        self._description: str | None = None
         self._mapping: dict[str, str | None] = {}
         self._extra: list[str] = []
         self._length = 0
@@ -585,6 +586,12 @@ class Catalog:
     @property
     def is_synthetic(self) -> bool:
         return self.pars.kind == "synthetic"
+
+    @property
+    def is_configured(self) -> bool:
+        """Whether there is a catalog: a file, a preset or a loader (a project may run given
+        rows alone, ``Project.run(rows=...)``, with none)."""
+        return self.is_synthetic or self.pars.kind != "file" or bool(self.pars.filename)
 
     def load(self) -> Catalog:
         """Open (or download) the table, map its columns and check its rows; returns itself.
@@ -603,12 +610,51 @@ class Catalog:
         table = loader(self.pars)
         if isinstance(table, pd.DataFrame):
             table = ChunkedTable(FrameReader(table), source_file=table.attrs.get("source_file"))
+        return self._use(table)
+
+    def _use(self, table: ChunkedTable) -> Catalog:
         # Remote loaders name the (cached) file they read, whose bytes identify the catalog.
         self.source_file = table.source_file
         self._mapping, self._extra = self._columns_of(table.columns)
         self._check_rows(table)
         self._table = table
         return self
+
+    @classmethod
+    def checked_rows(cls, rows: Sequence[Mapping[str, Any]],
+                     pars: CatalogParameters | None = None) -> list[dict[str, Any]]:
+        """Rows given as dictionaries (``Project.run(rows=...)``), checked and made standard
+        as a catalog file's rows are; ``pars`` maps their columns (``columns``, ``mag_filter``).
+
+        A row needs ``name``, ``ra`` and ``dec`` (degrees or sexagesimal); other keys are
+        the standard columns (``mag``, ``tic_id``...) or are kept under ``extra``. A row
+        taken from a catalog (with ``cat_index`` and ``extra``) keeps its row number.
+
+        Raises
+        ------
+        CatalogError
+            Listing every bad row (numbered from 0 in ``rows``) with its reasons.
+        """
+        flat = []
+        for number, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise CatalogError(f"rows[{number}] is a {type(row).__name__}, not a dictionary "
+                                   "with name, ra and dec")
+            values = {key: value for key, value in row.items() if key not in ("extra", "cat_index")}
+            for key, value in (row.get("extra") or {}).items():
+                values.setdefault(key, value)
+            flat.append(values)
+        if not flat:
+            return []
+        base = (pars or CatalogParameters()).model_dump()
+        catalog = cls(CatalogParameters.build({**base, "bad_rows": "raise", "default": None,
+                                               "kind": "file", "filename": None}))
+        catalog._description = "of the rows given"
+        checked = catalog._use(ChunkedTable(FrameReader(pd.DataFrame(flat)))).get_rows()
+        for given, row in zip(rows, checked):
+            if isinstance(given.get("cat_index"), (int, np.integer)):
+                row["cat_index"] = int(given["cat_index"])
+        return checked
 
     def _column_for(self, standard: str, available: list[str]) -> str | None:
         chosen = getattr(self.pars.columns, standard)
@@ -694,7 +740,8 @@ class Catalog:
             raise CatalogError(
                 f"catalog {self.describe()} has {len(self.bad_rows)} unusable row(s) "
                 f"(rows numbered from 0):\n  {shown}{tail}\n"
-                "Fix them, or set catalog.bad_rows: skip to leave them out."
+                + ("Fix them." if self._description is not None else
+                   "Fix them, or set catalog.bad_rows: skip to leave them out.")
             )
         self._skipped = np.array([item.row for item in self.bad_rows], dtype=np.int64)
         self._kept_before = self._skipped - np.arange(len(self._skipped), dtype=np.int64)
@@ -806,6 +853,8 @@ class Catalog:
 
     def describe(self) -> str:
         """A short description for messages: the file name or the preset."""
+        if self._description is not None:
+            return self._description
         if self.pars.filename and self.pars.kind == "file":
             return repr(self.pars.filename)
         return f"preset {self.pars.default or self.pars.kind!r}"
@@ -949,9 +998,9 @@ class Catalog:
                 recipe = {"kind": "synthetic", "num_sources": self.pars.num_sources,
                           "seed": self.pars.seed}
                 self._hash = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
-            elif self.pars.kind == "file" and self.pars.filename:
-                path = Path(self.pars.filename).expanduser()
-                self._hash = _file_sha256(path) if path.exists() else ""
+            elif self.pars.kind == "file":  # no file (rows given to a run alone): no hash
+                path = Path(self.pars.filename or "").expanduser()
+                self._hash = _file_sha256(path) if self.pars.filename and path.exists() else ""
             else:
                 self.load()
                 if self.source_file is not None:
