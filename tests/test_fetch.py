@@ -52,7 +52,7 @@ def test_a_tic_name_is_resolved_fetched_and_its_light_curves_returned(archives, 
         assert converted.meta["TICID"] == 301_000_001 and len(converted) == len(curve.data)
         assert converted.time.format == "btjd"
     # The star was matched by its TIC id, in the default project, analysed.
-    proj = Project(name="fetched", cfg_file=False, obs_names=["TESS"],
+    proj = Project(name="fetched", cfg_file=False, obs_names=["TESS"], version_control=True,
                    database_url=settings["database_url"], data_root=settings["data_root"])
     assert proj.status()["sources"]["done"] == 1 and proj.status()["properties"] == 1
 
@@ -68,6 +68,14 @@ def test_a_plain_name_is_resolved_to_a_position_and_matched_there(archives, sett
     assert sorted({int(s) for lc in curves for s in lc.data["sector"]}) == [3, 4]
     assert curves[0].source.ra == pytest.approx(60.0)
     assert curves[0].source.tic_id == 301_000_002       # the resolver's canonical name, TIC n
+
+
+def test_fetches_from_other_observatories_go_to_a_folder_of_their_own(archives, settings):
+    skyretriever.fetch("TIC 301000001", observatories=["TESS"], **settings)
+    settings = {**settings, "demo": {"wait_time": 0}}
+    curves = skyretriever.fetch("TIC 301000001", observatories=["TESS", "demo"], **settings)
+    assert {lc.observatory for lc in curves} == {"tess", "demo"}
+    assert len({lc.cfg_hash for lc in curves}) == 1
 
 
 def test_a_position_needs_no_resolver_and_a_star_without_data_gives_none(archives, settings):

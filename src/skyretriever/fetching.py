@@ -74,7 +74,8 @@ def fetch(name: str | None = None, *, ra: float | str | None = None,
         A project's YAML file whose settings (data root, database, observatory and
         analysis parameters) to use; its catalog is not run.
     project
-        The project's name: that of ``cfg_file``, else ``"fetched"``.
+        The project's name: that of ``cfg_file``, else ``"fetched"`` (with version
+        control: each set of observatories and parameters has a folder of its own).
     resolver_url
         The name resolver (MAST's by default).
     analyze
@@ -98,8 +99,11 @@ def fetch(name: str | None = None, *, ra: float | str | None = None,
         If the target's download or reduction failed (with the reason).
     """
     row = target_row(name, ra, dec, resolver_url)
-    if project is None and cfg_file is None:
-        project = DEFAULT_PROJECT
+    if cfg_file is None:
+        project = project or DEFAULT_PROJECT
+        # Each choice of observatories (and parameters) in a folder of its own: fetching
+        # one star from TESS, then another from TESS and ZTF, mixes nothing.
+        project_kwargs.setdefault("version_control", True)
     project_kwargs.setdefault("progress", False)
     proj = Project(name=project, cfg_file=cfg_file if cfg_file is not None else False,
                    obs_names=list(observatories), **project_kwargs)
