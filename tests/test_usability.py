@@ -201,6 +201,16 @@ def test_a_config_runs_from_any_working_folder_with_its_paths_from_its_own_folde
                           f"sqlite:///{tmp_path / 'other.db'}", cwd=elsewhere)
     assert moved.returncode == 0, moved.stderr
     assert f"note: the data root {elsewhere / 'other'} was new" in moved.stdout
+    # The same database with a new data root: the results' files are elsewhere; refused,
+    # saying so (nothing is remade or changed).
+    lost = _skyretriever("run", str(config), "--data-root", "third", cwd=elsewhere)
+    assert lost.returncode == 1
+    assert (f"the database sqlite:///{db} has results of project small, but the data root "
+            f"{elsewhere / 'third'} is new (nothing downloaded there): their files are in "
+            "another data root" in lost.stderr)
+    assert not (elsewhere / "third" / "projects").exists()
+    status = _skyretriever("status", str(config), cwd=elsewhere)
+    assert "done 12" in status.stdout
     # The database is new, the data root not: said too (the files are adopted).
     new_db = _skyretriever("run", str(config), "--database", f"sqlite:///{tmp_path / 'new.db'}",
                            cwd=elsewhere)

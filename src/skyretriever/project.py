@@ -738,7 +738,7 @@ class Project:
         database.check_writable()
         try:
             self.check_name_unique()
-            notes = self._place_notes(context)
+            notes = self._place_notes(context, redo)
             self._check_products_match(context, redo)
             for folder, files in storage.clean_temporary_counted().items():
                 if files:
@@ -875,12 +875,21 @@ class Project:
         return not any((self.data_root / folder).exists()
                        for folder in (storage.PROJECTS_FOLDER, storage.RAW_FOLDER))
 
-    def _place_notes(self, context: ProjectContext) -> list[str]:
+    def _place_notes(self, context: ProjectContext, redo: bool = False) -> list[str]:
         """What the summary says when the data root is new, or the database lacks a project
         the data root has: a path that followed the working folder, or a mistyped one,
         would otherwise make everything again in a new place without a word."""
         notes = []
         if self.data_root_is_new():
+            with database.Session() as session:
+                has_results = queries.has_results(session, context)
+            if has_results and not redo:   # their files are elsewhere: nothing is remade
+                raise ConfigurationChanged(
+                    f"the database {database.redact_url(self.database_url)} has results of "
+                    f"project {self.pars.name}, but the data root {self.data_root} is new "
+                    "(nothing downloaded there): their files are in another data root. Give "
+                    "that one (data_root in the config, relative to the config's folder, or "
+                    "--data-root), or run again with --redo to make them all again here.")
             notes.append(f"the data root {self.data_root} was new (nothing downloaded there "
                          f"before); if project {self.pars.name} ran before with another data "
                          "root, give that one (data_root in the config, relative to the "
