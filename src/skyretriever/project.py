@@ -738,7 +738,8 @@ class Project:
         database.check_writable()
         try:
             self.check_name_unique()
-            notes = self._place_notes(context, redo)
+            whole = rows is None and source_names is None and start is None and stop is None
+            notes = self._place_notes(context, redo, whole)
             self._check_products_match(context, redo)
             for folder, files in storage.clean_temporary_counted().items():
                 if files:
@@ -875,7 +876,8 @@ class Project:
         return not any((self.data_root / folder).exists()
                        for folder in (storage.PROJECTS_FOLDER, storage.RAW_FOLDER))
 
-    def _place_notes(self, context: ProjectContext, redo: bool = False) -> list[str]:
+    def _place_notes(self, context: ProjectContext, redo: bool = False, whole: bool = True
+                     ) -> list[str]:
         """What the summary says when the data root is new, or the database lacks a project
         the data root has: a path that followed the working folder, or a mistyped one,
         would otherwise make everything again in a new place without a word."""
@@ -883,7 +885,9 @@ class Project:
         if self.data_root_is_new():
             with database.Session() as session:
                 has_results = queries.has_results(session, context)
-            if has_results and not redo:   # their files are elsewhere: nothing is remade
+            # A whole run would make every file again here. Slices may run on machines with
+            # data roots of their own (a job array on node-local disks): said, not refused.
+            if has_results and not redo and whole:
                 raise ConfigurationChanged(
                     f"the database {database.redact_url(self.database_url)} has results of "
                     f"project {self.pars.name}, but the data root {self.data_root} is new "
