@@ -582,10 +582,13 @@ def _get(args: argparse.Namespace) -> int:
         kwargs["data_root"] = args.data_root
     if args.database:
         kwargs["database_url"] = args.database
-    curves = fetch(args.name, ra=args.ra, dec=args.dec,
-                   observatories=args.observatories or ["TESS"], cfg_file=args.config,
-                   project=args.project, resolver_url=args.resolver_url,
-                   analyze=not args.no_analysis, **kwargs)
+    try:
+        curves = fetch(args.name, ra=args.ra, dec=args.dec,
+                       observatories=args.observatories or ["TESS"], cfg_file=args.config,
+                       project=args.project, resolver_url=args.resolver_url,
+                       analyze=not args.no_analysis, **kwargs)
+    except NetworkError as error:   # the name resolver, after its retries
+        raise CommandError(str(error)) from error
     if args.format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         columns = ["observatory", "filter", "series"]
@@ -664,7 +667,7 @@ def _command(args: argparse.Namespace) -> int:
         print(f"skyretriever: failed: {error}", file=sys.stderr)
         return EXIT_FAILED_SOURCES
     except (ParameterError, CatalogError, DatabaseError, FilterError, StorageError,
-            CommandError, NetworkError) as error:
+            CommandError) as error:
         if args.verbose:
             logging.getLogger("skyretriever").exception("the command failed")
         print(f"skyretriever: error: {error}", file=sys.stderr)
