@@ -168,3 +168,36 @@ def test_object_column_conversion_property(values):
     converted, _ = storage._column_for_hdf5(column)
     expected = _row_by_row(column)
     assert converted.dtype == expected.dtype and converted.tolist() == expected.tolist()
+
+
+def test_a_worker_that_did_not_inherit_the_environment_uses_the_drivers_compression(
+        data_root, default_compression):
+    """A Dask worker of a cluster started elsewhere has its own environment: the pipeline's
+    Worker carries the driver's compression to it (here: a process started without it)."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    from skyretriever.pipeline import Worker
+
+    storage.set_compression("lzf")
+    worker = Worker(None, [], None, str(data_root))
+    script = (
+        "import pickle, sys\n"
+        "import numpy as np, pandas as pd\n"
+        "from skyretriever import storage\n"
+        "worker = pickle.load(sys.stdin.buffer)\n"
+        "print(storage.current_compression())\n"
+        "worker.setup()\n"
+        "frame = pd.DataFrame({'x': np.arange(20000.0)})\n"
+        "print(storage.write_tables('T/RA001/worker.h5', {'k': (frame, {})}).filename)\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != storage.COMPRESSION_VARIABLE}
+    result = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(worker),
+                            env=environment, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    before, filename = result.stdout.decode().split()
+    assert before == "gzip"                      # what such a process has of its own
+    with h5py.File(storage.full_path(filename), "r") as handle:
+        assert handle["k"].compression == "lzf"

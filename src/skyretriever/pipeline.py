@@ -302,10 +302,15 @@ class Worker:
         self.data_root = data_root
         #: What the analysis is given: a project's observatories share one data type.
         self.data_type = observatories[0].data_type if observatories else "photometry"
+        #: The driver's HDF5 compression, carried to workers that did not inherit its
+        #: environment (those of a Dask cluster started elsewhere).
+        self.compression = storage.current_compression()
 
     def setup(self) -> None:
-        """Point this process at the project's data root (run in each worker process)."""
+        """Point this process at the project's data root and the driver's compression (run
+        in each worker process)."""
         storage.configure(self.data_root)
+        storage.set_compression(self.compression)
 
     def _stop_on(self, error: Exception) -> None:
         """Raise what must stop the run (a full disk...) instead of failing one source."""
