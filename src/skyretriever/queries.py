@@ -465,7 +465,8 @@ def raw_counts(session: orm.Session, context: ProjectContext, observatory: str,
     """
     rows = session.execute(
         sa.select(model.is_empty, sa.func.count())
-        .join(SourceRawData, SourceRawData.raw_id == model.id)
+        .join(SourceRawData, sa.and_(SourceRawData.raw_id == model.id,
+                                     SourceRawData.observatory == model.observatory))
         .join(Source, Source.id == SourceRawData.source_id)
         .where(*_mine(context), SourceRawData.observatory == observatory)
         .group_by(model.is_empty)
@@ -631,15 +632,28 @@ def raw_file_rows(session: orm.Session, observatories: Sequence[str],
             model.is_empty.is_(False))).all())
 
 
-def sources_using_raw(session: orm.Session, raw_id: int) -> list[int]:
-    """The ids of the sources (of any project) linked to a raw row."""
-    return list(session.scalars(sa.select(SourceRawData.source_id).where(
-        SourceRawData.raw_id == raw_id)))
+def sources_using_raw(session: orm.Session, raw_id: int,
+                      model: type[RawData] = RawPhotometry) -> list[int]:
+    """The ids of the sources (of any project) linked to a raw row (of ``model``'s table)."""
+    return list(session.scalars(sa.select(SourceRawData.source_id).join(
+        model, sa.and_(model.id == SourceRawData.raw_id,
+                       model.observatory == SourceRawData.observatory)).where(
+        model.id == raw_id)))
 
 
 def delete_raw_row(session: orm.Session, raw_id: int,
                    model: type[RawData] = RawPhotometry) -> None:
-    """Delete one raw row."""
+    """Delete one raw row, with the links to it and the light curves reduced from it.
+
+    Raw ids are those of each data type's table, so links and light curves are
+    matched by id and observatory (no foreign key can span the raw tables).
+    """
+    observatory = session.scalar(sa.select(model.observatory).where(model.id == raw_id))
+    if observatory is not None:
+        session.execute(sa.delete(SourceRawData).where(
+            SourceRawData.raw_id == raw_id, SourceRawData.observatory == observatory))
+        session.execute(sa.delete(Lightcurve).where(
+            Lightcurve.raw_id == raw_id, Lightcurve.observatory == observatory))
     session.execute(sa.delete(model).where(model.id == raw_id))
 
 

@@ -13,6 +13,7 @@ from skyretriever.models.datasets import (
     save_lightcurves,
 )
 from skyretriever.models.detection import Detection
+from skyretriever.models.images import Cutout, RawImages
 from skyretriever.models.histogram import Histogram, HistogramBatch, HistogramParameters
 from skyretriever.models.properties import Properties
 from skyretriever.models.raw import RawData, data_types, raw_data_class
@@ -20,6 +21,7 @@ from skyretriever.models.source import Source
 
 __all__ = [
     "Base",
+    "Cutout",
     "Detection",
     "Histogram",
     "HistogramBatch",
@@ -27,6 +29,7 @@ __all__ = [
     "Lightcurve",
     "Properties",
     "RawData",
+    "RawImages",
     "RawPhotometry",
     "Source",
     "SourceRawData",

@@ -334,8 +334,9 @@ class RawPhotometry(PhotometryTable, RawData, Base):
     filters: Mapped[list[Any] | None] = mapped_column(doc="Filters present in the raw data.")
 
     lightcurves: Mapped[list[Lightcurve]] = relationship(
-        back_populates="raw_data",
-        passive_deletes=True,
+        primaryjoin="and_(foreign(Lightcurve.raw_id) == RawPhotometry.id, "
+                    "Lightcurve.observatory == RawPhotometry.observatory)",
+        viewonly=True,
         doc="Light curves reduced from this raw data (in every project).",
     )
 
@@ -479,8 +480,9 @@ class SourceRawData(Base):
         sa.String(20), primary_key=True, doc="Observatory name in lower case."
     )
     raw_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("raw_photometry.id", ondelete="CASCADE"), index=True,
-        doc="The raw data this source uses for that observatory.",
+        index=True,
+        doc="The raw data this source uses for that observatory: a row of the raw table of "
+            "the observatory's data type (raw_photometry, raw_images), so no foreign key.",
     )
 
 
@@ -563,9 +565,10 @@ class Lightcurve(PhotometryTable, FileBacked, Base):
         doc="The source this light curve belongs to.",
     )
     raw_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("raw_photometry.id", ondelete="CASCADE"),
         index=True,
-        doc="The raw data this light curve was reduced from.",
+        doc="The raw data this light curve was reduced from (a row of the raw table of the "
+            "observatory's data type: raw_photometry, or raw_images for light curves made "
+            "from image cutouts).",
     )
     project: Mapped[str] = mapped_column(doc="Project that made this light curve.")
     cfg_hash: Mapped[str] = mapped_column(
@@ -600,7 +603,10 @@ class Lightcurve(PhotometryTable, FileBacked, Base):
 
     source: Mapped[Source] = relationship(back_populates="lightcurves", doc="The source.")
     raw_data: Mapped[RawPhotometry | None] = relationship(
-        back_populates="lightcurves", doc="The raw data it came from."
+        primaryjoin="and_(foreign(Lightcurve.raw_id) == RawPhotometry.id, "
+                    "Lightcurve.observatory == RawPhotometry.observatory)",
+        viewonly=True, doc="The raw photometry it came from (None for light curves made from "
+                           "images).",
     )
 
     def __init__(self, data: pd.DataFrame | None = None, **kwargs: Any) -> None:
