@@ -13,8 +13,8 @@ from skyretriever.models.datasets import (
     save_lightcurves,
 )
 from skyretriever.models.detection import Detection
-from skyretriever.models.images import Cutout, RawImages
 from skyretriever.models.histogram import Histogram, HistogramBatch, HistogramParameters
+from skyretriever.models.images import Cutout, RawImages
 from skyretriever.models.properties import Properties
 from skyretriever.models.raw import RawData, data_types, raw_data_class
 from skyretriever.models.source import Source

@@ -78,7 +78,7 @@ FLUX_COLUMNS = ("flux", "flux_err", "sap_flux", "sap_flux_err", "pdcsap_flux", "
                 "sap_bkg", "sap_bkg_err")
 #: The flux of TESS, Kepler and K2 is the mission's (PDCSAP or SAP) flux; the other
 #: observatories' is made from AB magnitudes, in microjansky.
-_FLUX_UNITS = dict.fromkeys(("tess", "kepler", "k2"), "electron / s")
+_FLUX_UNITS = dict.fromkeys(("tess", "tessffi", "kepler", "k2"), "electron / s")
 _AB_FLUX_UNIT = "uJy"
 
 
@@ -107,6 +107,7 @@ _MJD_UTC = TimeSystem(("mjd",), 2400000.5, "utc", "mjd")
 # ZTF's mjd (IRSA's, the start of the exposure) and the demo's are UTC.
 _TIME_SYSTEMS = {
     "tess": TimeSystem(("btjd", "time"), 2457000.0, "tdb", "btjd"),
+    "tessffi": TimeSystem(("btjd", "time"), 2457000.0, "tdb", "btjd"),
     "kepler": TimeSystem(("bkjd", "time"), 2454833.0, "tdb", "bkjd"),
     "k2": TimeSystem(("bkjd", "time"), 2454833.0, "tdb", "bkjd"),
 }
@@ -744,8 +745,8 @@ class Lightcurve(PhotometryTable, FileBacked, Base):
         return drawing.draw("lightcurve", self, **kwargs)
 
 
-_MISSIONS = {"tess": "TESS", "kepler": "Kepler", "k2": "K2", "ztf": "ZTF"}
-_LIGHTKURVE_CLASSES = {"tess": "TessLightCurve", "kepler": "KeplerLightCurve",
+_MISSIONS = {"tess": "TESS", "tessffi": "TESS", "kepler": "Kepler", "k2": "K2", "ztf": "ZTF"}
+_LIGHTKURVE_CLASSES = {"tess": "TessLightCurve", "tessffi": "TessLightCurve", "kepler": "KeplerLightCurve",
                        "k2": "KeplerLightCurve"}
 
 

@@ -218,9 +218,8 @@ class FFISky:
 
     def sectors_at(self, ra: float, dec: float, radius: float = 0.0) -> list[FFISector]:
         """The sectors whose CCD holds the position (within ``radius`` degrees of an edge)."""
-        from astropy.wcs import WCS
-
         from astropy.coordinates import SkyCoord
+        from astropy.wcs import WCS
 
         found = []
         for sector in self.sectors:
