@@ -1,0 +1,239 @@
+"""The image data type: TESS FFI cutouts from the S3 cubes (byte ranges) and from TESScut.
+
+Everything runs against the simulated bucket and TESScut of
+``skyretriever.testing.ffi`` on loopback HTTP, whose cubes are made by
+astrocut's ``CubeFactory`` from FFI files in the real layout.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from astropy.coordinates import SkyCoord
+
+from skyretriever import storage
+from skyretriever.database import SmartSession
+from skyretriever.models import Lightcurve, Properties, RawImages, Source, SourceRawData
+from skyretriever.observatories.tessffi import VirtualTESSFFI
+from skyretriever.parameters import ParameterError
+from skyretriever.testing.ffi import CubeBucketService, FFISky, FFIStar, TesscutService
+from skyretriever.testing.server import ArchiveServer, Reply
+
+STARS = [FFIStar("bright", 100.0, -30.0, tmag=10.0),
+         FFIStar("faint", 100.07, -29.95, tmag=11.5)]
+OFF_SKY = {"name": "nowhere", "ra": 10.0, "dec": 40.0, "mag": 12.0}
+FAST = {"max_attempts": 3, "backoff": 0.01, "timeout": 20.0}
+
+
+@pytest.fixture(scope="module")
+def ffi_sky(tmp_path_factory):
+    return FFISky.simple(tmp_path_factory.mktemp("ffi"), STARS, sectors=(1, 2), frames=96,
+                         shape=(48, 48))
+
+
+@pytest.fixture
+def server(ffi_sky):
+    with ArchiveServer([TesscutService(ffi_sky), CubeBucketService(ffi_sky)]) as running:
+        yield running
+
+
+def _row(star: FFIStar) -> dict:
+    return {"name": star.name, "ra": star.ra, "dec": star.dec, "mag": star.tmag}
+
+
+def _s3(server, **kwargs) -> VirtualTESSFFI:
+    return VirtualTESSFFI(route="s3", s3_endpoint_url=server.url, **FAST, **kwargs)
+
+
+def _tesscut(server, **kwargs) -> VirtualTESSFFI:
+    return VirtualTESSFFI(route="tesscut", tesscut_url=server.url + "/tesscut", **FAST, **kwargs)
+
+
+def test_the_s3_route_cuts_what_astrocut_cuts_reading_only_the_cutout(server, ffi_sky, data_root):
+    import astrocut
+
+    obs = _s3(server, cutout_size=7)
+    raw = obs.download(_row(STARS[0]))
+    assert raw.sectors == [1, 2] and raw.num_points == 192
+    bucket = next(s for s in server.services if isinstance(s, CubeBucketService))
+    for sector in ffi_sky.sectors:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reference = astrocut.CutoutFactory().cube_cut(
+                str(sector.cube_path), SkyCoord(100.0, -30.0, unit="deg"), 7, memory_only=True)
+        cutout = raw.data[sector.sector]
+        np.testing.assert_array_equal(cutout.flux, reference[1].data["FLUX"])
+        np.testing.assert_array_equal(cutout.flux_err, reference[1].data["FLUX_ERR"])
+        np.testing.assert_array_equal(cutout.quality, reference[1].data["QUALITY"])
+        np.testing.assert_allclose(cutout.time, reference[1].data["TIME"])
+        # Bytes read per cutout: within 1.5x of the cutout's own size (flux and error).
+        assert cutout.extra["bytes"] <= 1.5 * cutout.flux.size * 8
+    assert bucket.ranges, "the cube was read by ranges, never whole"
+    # A second source on the same cubes reads no header again (cached per cube).
+    before = server.count()
+    obs.download(_row(STARS[1]))
+    # 7 rows of 7 pixels, one range per row (the rows lie 41 pixels apart), in 2 sectors.
+    assert server.count() - before == 2 * 7
+
+
+def test_both_routes_give_the_same_pixels(server, data_root):
+    s3 = _s3(server, cutout_size=9).download(_row(STARS[1]))
+    tesscut = _tesscut(server, cutout_size=9).download(_row(STARS[1]))
+    assert s3.sectors == tesscut.sectors == [1, 2]
+    for sector in (1, 2):
+        np.testing.assert_array_equal(s3.data[sector].flux, tesscut.data[sector].flux)
+        np.testing.assert_array_equal(s3.data[sector].quality, tesscut.data[sector].quality)
+
+
+def test_astroquery_tesscut_works_against_the_simulator(server):
+    from astroquery.exceptions import NoResultsWarning
+    from astroquery.mast.cutouts import TesscutClass
+
+    client = TesscutClass()
+    client._service_api_connection.REQUEST_URL = server.url + "/tesscut/api/v0.1/"
+    sectors = client.get_sectors(coordinates=SkyCoord(100.0, -30.0, unit="deg"))
+    assert list(sectors["sectorName"]) == ["tess-s0001-1-1", "tess-s0002-1-1"]
+    assert list(sectors["sector"]) == [1, 2]
+    cutouts = client.get_cutouts(coordinates=SkyCoord(100.0, -30.0, unit="deg"), size=5,
+                                 sector=2)
+    assert len(cutouts) == 1 and cutouts[0][1].data["FLUX"].shape == (96, 5, 5)
+    assert cutouts[0].filename.endswith("_5x5_astrocut.fits")
+    with pytest.warns(NoResultsWarning, match="does not overlap"):
+        assert client.get_cutouts(coordinates=SkyCoord(10.0, 40.0, unit="deg"), size=5) == []
+
+
+def test_a_star_off_every_sector_is_empty_on_both_routes(server, data_root):
+    for obs in (_s3(server), _tesscut(server)):
+        raw = obs.download(OFF_SKY)
+        assert raw.is_empty and raw.sectors == []
+        raw.save()
+        assert raw.filename is None
+
+
+def test_tesscut_504s_are_retried(ffi_sky, data_root):
+    service = TesscutService(ffi_sky, gateway_timeouts=2)
+    with ArchiveServer([service]) as running:
+        obs = VirtualTESSFFI(route="tesscut", tesscut_url=running.url + "/tesscut",
+                             max_attempts=3, backoff=0.01, sectors=[1])
+        raw = obs.download(_row(STARS[0]))
+        assert raw.sectors == [1]
+        statuses = [r.status for r in running.records if r.path.endswith("/astrocut")]
+        assert statuses == [504, 504, 200]
+
+
+class _NotAZip(TesscutService):
+    def astrocut(self, request):
+        return Reply(body=b"<html>maintenance</html>", content_type="application/zip")
+
+
+class _WrongRange(CubeBucketService):
+    """Answers every ranged read with the bytes one pixel further on."""
+
+    def handle(self, request):
+        wanted = request.headers.get("range")
+        if wanted and request.path.endswith("cube.fits"):
+            first, last = (int(v) for v in wanted.split("=")[1].split("-"))
+            if first > 50_000:
+                request.headers = {**request.headers, "range": f"bytes={first + 8}-{last + 8}"}
+        return super().handle(request)
+
+
+def _catalog(tmp_path, rows) -> str:
+    path = tmp_path / "ffi_catalog.csv"
+    lines = ["name,ra,dec,mag"] + [f"{r['name']},{r['ra']},{r['dec']},{r['mag']}" for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_a_project_run_makes_ffi_light_curves_and_resumes(project_factory, server, tmp_path,
+                                                          data_root):
+    rows = [_row(STARS[0]), _row(STARS[1]), OFF_SKY]
+    project = project_factory(
+        name="ffi", obs_names=["TESSFFI"],
+        catalog_kwargs={"kind": "file", "filename": _catalog(tmp_path, rows)},
+        TESSFFI={"route": "s3", "s3_endpoint_url": server.url, **FAST})
+    summary = project.run()
+    assert summary.failures == []
+    assert (summary.counts["done"], summary.counts["empty"]) == (3, 1)
+    with SmartSession() as session:
+        raws = {r.source_name: r for r in session.scalars(sa.select(RawImages))}
+        assert raws["nowhere"].is_empty and raws["nowhere"].filename is None
+        bright = raws["bright"]
+        assert bright.is_intact() and bright.sectors == [1, 2] and bright.cutout_size == 11
+        source = session.scalar(sa.select(Source).where(Source.name == "bright"))
+        link = session.get(SourceRawData, (source.id, "tessffi"))
+        assert link.raw_id == bright.id
+        curves = session.scalars(sa.select(Lightcurve).where(Lightcurve.source_id == source.id)
+                                 .order_by(Lightcurve.series_number)).all()
+        assert [(lc.series_number, lc.series_total) for lc in curves] == [(1, 2), (2, 2)]
+        for lc, sector in zip(curves, (1, 2)):
+            assert lc.raw_id == bright.id and set(lc.data["sector"]) == {sector}
+            # The flagged frames (DQUALITY 32) are flagged in the light curve.
+            assert lc.num_points == 96 and lc.num_good_points == 94
+            # The aperture (2 px) holds most of the star's light, the background removed.
+            assert 0.85 * STARS[0].flux < lc.flux_mean < 1.02 * STARS[0].flux
+            assert lc.to_lightkurve().meta["SECTOR"] == sector
+        assert session.scalar(sa.select(Properties).where(Properties.source_id == source.id))
+    # Everything is done: the second run reads nothing from the bucket.
+    server.reset_stats()
+    again = project.run()
+    assert again.counts["downloaded"] == 0 and server.count() == 0
+
+
+def test_an_answer_that_is_not_a_zip_fails_the_source_and_writes_nothing(
+        project_factory, ffi_sky, tmp_path, data_root):
+    with ArchiveServer([_NotAZip(ffi_sky)]) as running:
+        project = project_factory(
+            name="ffi_bad", obs_names=["TESSFFI"],
+            catalog_kwargs={"kind": "file", "filename": _catalog(tmp_path, [_row(STARS[0])])},
+            TESSFFI={"route": "tesscut", "tesscut_url": running.url + "/tesscut",
+                     "max_attempts": 2, "backoff": 0.01})
+        summary = project.run()
+    assert len(summary.failures) == 1 and "neither a zip" in summary.failures[0][1]
+    assert not list((data_root / "raw").rglob("*.h5"))
+
+
+def test_a_wrong_range_is_refused(ffi_sky, data_root):
+    with ArchiveServer([_WrongRange(ffi_sky)]) as running:
+        obs = VirtualTESSFFI(route="s3", s3_endpoint_url=running.url, max_attempts=2,
+                             backoff=0.01)
+        with pytest.raises(Exception, match="asked for bytes"):
+            obs.download(_row(STARS[0]))
+
+
+@pytest.mark.parametrize("size", [0, 500])
+def test_a_cutout_size_out_of_bounds_is_a_clear_error(size):
+    with pytest.raises(ParameterError, match="cutout_size"):
+        VirtualTESSFFI(cutout_size=size)
+
+
+def test_raw_images_load_lazily_checked_and_become_a_target_pixel_file(server, data_root):
+    raw = _s3(server).download(_row(STARS[0]))
+    raw.save()
+    again = RawImages(source_name=raw.source_name, observatory=raw.observatory, ra=raw.ra,
+                      dec=raw.dec, filename=raw.filename, checksum=raw.checksum,
+                      file_size=raw.file_size)
+    assert again._data is None
+    np.testing.assert_array_equal(again.data[2].flux, raw.data[2].flux)
+    tpf = again.to_lightkurve(sector=2)
+    # lightkurve's default quality mask drops the two frames flagged 32 in the cube.
+    assert type(tpf).__name__ == "TessTargetPixelFile" and tpf.flux.shape == (94, 11, 11)
+    assert tpf.sector == 2
+    column, row = tpf.wcs.all_world2pix([[STARS[0].ra, STARS[0].dec]], 0)[0]
+    brightest = np.unravel_index(np.nanargmax(np.nanmedian(raw.data[2].flux, axis=0)), (11, 11))
+    assert (round(float(row)), round(float(column))) == tuple(int(v) for v in brightest)
+    with pytest.raises(ValueError, match="no cutout of sector 5"):
+        again.to_lightkurve(sector=5)
+    # A file changed on disk is refused, not read.
+    path = storage.full_path(raw.filename)
+    content = bytearray(path.read_bytes())
+    content[-100] ^= 0xFF
+    path.write_bytes(bytes(content))
+    damaged = RawImages(source_name=raw.source_name, observatory=raw.observatory, ra=raw.ra,
+                        dec=raw.dec, filename=raw.filename, checksum=raw.checksum,
+                        file_size=raw.file_size)
+    with pytest.raises(storage.ChecksumError):
+        _ = damaged.data
