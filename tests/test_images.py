@@ -237,3 +237,47 @@ def test_raw_images_load_lazily_checked_and_become_a_target_pixel_file(server, d
                         file_size=raw.file_size)
     with pytest.raises(storage.ChecksumError):
         _ = damaged.data
+
+
+def test_plot_draws_a_frame_with_the_aperture(server, data_root, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import skyretriever.plots  # noqa: F401 - registers the figures
+
+    raw = _s3(server).download(_row(STARS[0]))
+    fig = raw.plot(sector=2, filename=tmp_path / "cutout.png")
+    assert (tmp_path / "cutout.png").stat().st_size > 1000
+    ax = fig.axes[0]
+    assert "sector 2" in ax.get_title() and "aperture 2 px" in ax.get_title()
+    image = ax.images[0].get_array()
+    np.testing.assert_allclose(image, np.nanmedian(raw.data[2].flux, axis=0))
+    with pytest.raises(ValueError, match="no cutout of sector 7"):
+        raw.plot(sector=7)
+
+
+@pytest.fixture(scope="module")
+def transit_sky(tmp_path_factory):
+    from skyretriever.testing.stars import Transit
+
+    host = FFIStar("host", 150.0, 10.0, tmag=10.0,
+                   transit=Transit(period=1.37, epoch=2458326.1, depth=0.02, duration=0.12))
+    return host, FFISky.simple(tmp_path_factory.mktemp("ffi_transit"), [host], sectors=(1, 2),
+                               frames=240, shape=(32, 32))
+
+
+def test_a_transit_in_the_ffis_is_found_in_the_ffi_light_curve(transit_sky, data_root):
+    from skyretriever.analysis.analysis import Analysis
+
+    host, sky = transit_sky
+    with ArchiveServer([CubeBucketService(sky)]) as running:
+        obs = VirtualTESSFFI(route="s3", s3_endpoint_url=running.url, **FAST)
+        row = _row(host)
+        raw = obs.download(row)
+    lightcurves = obs.reduce(raw)
+    assert [lc.num_points for lc in lightcurves] == [240, 240]
+    result = Analysis(finders=["transit"]).analyze("images", lightcurves, row)
+    transits = [d for d in result.detections if d["finder"] == "transit"]
+    assert len(transits) == 1
+    assert transits[0]["period"] == pytest.approx(host.transit.period, rel=0.005)
+    assert transits[0]["depth"] == pytest.approx(host.transit.depth, rel=0.3)
