@@ -281,3 +281,65 @@ def test_a_transit_in_the_ffis_is_found_in_the_ffi_light_curve(transit_sky, data
     assert len(transits) == 1
     assert transits[0]["period"] == pytest.approx(host.transit.period, rel=0.005)
     assert transits[0]["depth"] == pytest.approx(host.transit.depth, rel=0.3)
+
+
+class _BucketMissingSome(CubeBucketService):
+    """A bucket that does not have some FFIs (they are only on MAST's HTTPS archive)."""
+
+    def __init__(self, sky, missing):
+        super().__init__(sky)
+        self.missing = set(missing)
+
+    def handle(self, request):
+        if any(request.path.endswith(name) for name in self.missing):
+            return Reply(status=404, body=b"<Error><Code>NoSuchKey</Code></Error>",
+                         content_type="application/xml")
+        return super().handle(request)
+
+
+def test_bulk_ffis_are_downloaded_verified_recorded_and_resumed(project_factory, ffi_sky,
+                                                                data_root, tmp_path, capsys,
+                                                                database_url):
+    import hashlib
+
+    from skyretriever.cli import main
+    from skyretriever.models import FFIFile
+
+    sector = ffi_sky.sectors[0]
+    missing = [p.name for p in sector.ffi_paths[:3]]
+    with ArchiveServer([_BucketMissingSome(ffi_sky, missing)]) as running:
+        settings = {"s3_endpoint_url": running.url, **FAST,
+                    "ffi_https_url": running.url + "/missions/tess/ffi"}
+        project = project_factory(name="starskope", obs_names=["TESSFFI"], TESSFFI=settings)
+        done = project.download_ffis(1, 1, 1)
+        assert (done.files, done.downloaded, done.kept, done.failures) == (96, 96, 0, [])
+        with SmartSession() as session:
+            rows = {r.key.rsplit("/", 1)[-1]: r for r in session.scalars(sa.select(FFIFile))}
+        assert len(rows) == 96
+        for path in sector.ffi_paths:
+            row = rows[path.name]
+            assert row.checksum == hashlib.sha256(path.read_bytes()).hexdigest()
+            assert storage.full_path(row.filename).read_bytes() == path.read_bytes()
+            assert row.route == ("https" if path.name in missing else "s3")
+        # Interrupted runs: a file lost, a file damaged, a file whose row never came.
+        lost, damaged, unrecorded = (rows[p.name] for p in sector.ffi_paths[10:13])
+        storage.full_path(lost.filename).unlink()
+        storage.full_path(damaged.filename).write_bytes(b"SIMPLE  = garbage")
+        with SmartSession() as session:
+            session.execute(sa.delete(FFIFile).where(FFIFile.key == unrecorded.key))
+            session.commit()
+        running.reset_stats()
+        again = project.download_ffis(1, 1, 1)
+        assert (again.downloaded, again.kept, again.failures) == (2, 94, [])
+        file_gets = [r for r in running.records if r.path.endswith("_ffic.fits")]
+        assert sorted(r.path.rsplit("/", 1)[-1] for r in file_gets) == sorted(
+            [lost.key.rsplit("/", 1)[-1], damaged.key.rsplit("/", 1)[-1]])
+        with SmartSession() as session:
+            assert session.scalar(sa.select(sa.func.count()).select_from(FFIFile)) == 96
+    # The command line: a project without TESSFFI is a one-line error.
+    config = tmp_path / "no_ffi.yaml"
+    config.write_text(f"project: {{name: noffi, progress: false}}\ndata_root: \"{data_root}\"\n"
+                      f"database: {{url: \"{database_url}\"}}\n"
+                      "catalog: {default: test, num_sources: 2}\n")
+    assert main(["ffi", str(config), "--sector", "1", "--camera", "1", "--ccd", "1"]) == 1
+    assert "no TESSFFI observatory" in capsys.readouterr().err

@@ -42,6 +42,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from skyretriever.models import (
     Detection,
+    FFIFile,
     HistogramBatch,
     Lightcurve,
     Properties,
@@ -61,6 +62,8 @@ __all__ = [
     "analysed_source_ids",
     "by_id",
     "chunks",
+    "ffi_file_rows",
+    "record_ffi_file",
     "delete_analysis",
     "delete_lightcurves_in_file",
     "delete_raw_row",
@@ -742,3 +745,27 @@ def mark_for_redo(session: orm.Session, source_ids: list[int], reason: str) -> N
     session.execute(sa.delete(Properties).where(Properties.source_id.in_(source_ids)))
     session.execute(sa.update(Source).where(Source.id.in_(source_ids)).values(
         status="new", error=reason))
+
+
+# -- images (bulk FFIs) ----------------------------------------------------------------------
+FFI_FILE_COLUMNS = ("sector", "camera", "ccd", "key", "filename", "checksum", "file_size",
+                    "route")
+
+
+def ffi_file_rows(session: orm.Session, sector: int, camera: int, ccd: int
+                  ) -> dict[str, dict[str, Any]]:
+    """The recorded FFIs of a sector, camera and CCD, by bucket key."""
+    rows = session.execute(sa.select(*(getattr(FFIFile, c) for c in FFI_FILE_COLUMNS)).where(
+        FFIFile.sector == sector, FFIFile.camera == camera, FFIFile.ccd == ccd)).mappings()
+    return {row["key"]: dict(row) for row in rows}
+
+
+def record_ffi_file(session: orm.Session, values: dict[str, Any]) -> None:
+    """Record one downloaded FFI (or bring its row up to these values), flushed."""
+    existing = session.scalar(sa.select(FFIFile).where(FFIFile.key == values["key"]))
+    if existing is None:
+        session.add(FFIFile(**values))
+    else:
+        for key, value in values.items():
+            setattr(existing, key, value)
+    session.flush()

@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,10 +36,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from skyretriever import drawing, storage
-from skyretriever.models.base import Base, plain_value
+from skyretriever.models.base import Base, plain_value, utcnow
 from skyretriever.models.raw import RawData, register_data_type, target_key
 
-__all__ = ["BTJD_TO_MJD", "Cutout", "RawImages", "cutout_hdulist"]
+__all__ = ["BTJD_TO_MJD", "Cutout", "FFIFile", "RawImages", "cutout_hdulist"]
 
 #: MJD = BTJD + this (BJD - 2457000 to JD - 2400000.5).
 BTJD_TO_MJD = 2457000.0 - 2400000.5
@@ -298,3 +299,23 @@ class RawImages(RawData, Base):
         sectors = ",".join(str(s) for s in (self.sectors or []))
         return (f"<RawImages {self.source_name} {self.observatory}: sectors [{sectors}], "
                 f"{self.num_points or 0:,} frames, {self.cutout_size or 0} px>")
+
+
+class FFIFile(Base):
+    """One full-frame image downloaded in bulk (``skyretriever ffi``): where it came from and is."""
+
+    __tablename__ = "ffi_files"
+
+    id: Mapped[int] = mapped_column(primary_key=True, doc="Database id of this file.")
+    sector: Mapped[int] = mapped_column(index=True, doc="TESS sector.")
+    camera: Mapped[int] = mapped_column(doc="TESS camera (1-4).")
+    ccd: Mapped[int] = mapped_column(doc="CCD of the camera (1-4).")
+    key: Mapped[str] = mapped_column(unique=True, doc="Key of the file in the public bucket.")
+    filename: Mapped[str] = mapped_column(doc="Path of the file, relative to the data root.")
+    checksum: Mapped[str] = mapped_column(sa.String(64), doc="Hex SHA-256 of the file.")
+    file_size: Mapped[int] = mapped_column(sa.BigInteger, doc="Size of the file in bytes.")
+    route: Mapped[str] = mapped_column(sa.String(8),
+                                       doc="Where it was fetched from: s3 (the bucket) or https "
+                                           "(MAST's archive, when the bucket failed).")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow,
+                                                    doc="When it was recorded (UTC).")

@@ -28,6 +28,7 @@ Examples
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,8 @@ from skyretriever.parameters import parameter
 
 __all__ = ["TessFFIParameters", "VirtualTESSFFI"]
 
+log = logging.getLogger(__name__)
+
 _CUBE_NAME = re.compile(r"(tess|tica)-s(\d{4})-(\d)-(\d)-cube\.fits$")
 
 
@@ -84,6 +87,10 @@ class TessFFIParameters(ObservatoryParameters, NetworkParameters):
         None, "S3 endpoint of the public bucket; None uses AWS (us-east-1).", critical=False)
     s3_bucket: str = parameter("stpubdata", "Public bucket holding the cubes.", critical=False)
     s3_region: str = parameter("us-east-1", "Region of the public bucket.", critical=False)
+    ffi_https_url: str = parameter(
+        "https://archive.stsci.edu/missions/tess/ffi",
+        "MAST's HTTPS folder of the calibrated FFIs, used when the bucket fails (bulk FFIs).",
+        critical=False)
     merge_gap: int = parameter(
         16384, "Byte ranges of one cutout closer than this are read as one (s3 route).",
         critical=False, ge=0)
@@ -210,6 +217,35 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
 
             cutouts[sector] = cutout_from_ranges(layout, limits, fetch, self.pars.merge_gap)
         return cutouts, {"route": "s3", "product": self.pars.product, "cubes_checked": looked}
+
+    # -- bulk FFIs (skyretriever ffi) ------------------------------------------------------
+    def ffi_keys(self, sector: int, camera: int, ccd: int) -> list[str]:
+        """The bucket keys of every calibrated FFI of a sector, camera and CCD, in time order."""
+        for name, value, top in (("camera", camera, 4), ("ccd", ccd, 4), ("sector", sector, 999)):
+            if not 1 <= int(value) <= top:
+                raise ValueError(f"{name} must be between 1 and {top}, not {value!r}")
+        ending = f"-s{sector:04d}-{camera}-{ccd}-"
+        keys = self.bucket.list_keys(f"tess/public/ffi/s{sector:04d}/")
+        return sorted(k for k in keys if ending in k.rsplit("/", 1)[-1]
+                      and k.endswith("_ffic.fits"))
+
+    def fetch_ffi(self, key: str, destination) -> str:
+        """Download one FFI atomically and validated: the bucket first, MAST HTTPS if it fails.
+
+        Returns the route it came by (``s3`` or ``https``).
+        """
+        from skyretriever.fitsfile import validate_fits
+        from skyretriever.net import NetworkError
+
+        try:
+            self.bucket.download(key, destination)
+            return "s3"
+        except NetworkError as error:
+            relative = key.removeprefix("tess/public/ffi/")
+            log.warning("FFI %s: the bucket failed (%s); trying MAST HTTPS", key, error)
+            self.http.download(join_url(self.pars.ffi_https_url, relative), destination,
+                               validator=validate_fits)
+            return "https"
 
     def parse(self, fetched):
         return fetched

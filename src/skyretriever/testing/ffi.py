@@ -248,7 +248,16 @@ class CubeBucketService(Service):
         self.bucket = bucket
         #: Bytes sent on ranged reads (what the S3 route costs).
         self.ranges: list[str] = []
-        self.routes = [Route(("GET",), f"/{bucket}", self.handle, prefix=True)]
+        self.routes = [Route(("GET",), f"/{bucket}", self.handle, prefix=True),
+                       Route(("GET",), "/missions/tess/ffi/", self.https_file, prefix=True)]
+
+    def https_file(self, request: Request) -> Reply:
+        """MAST's HTTPS copy of an FFI (``/missions/tess/ffi/s0001/...``)."""
+        key = "tess/public/ffi/" + request.path.removeprefix("/missions/tess/ffi/")
+        content = self.sky.file_bytes(key)
+        if content is None:
+            return Reply.text("Not Found", status=404)
+        return Reply.file(content, content_type="application/fits")
 
     def handle(self, request: Request) -> Reply:
         _, _, key = request.path.lstrip("/").partition("/")

@@ -1,10 +1,11 @@
-"""raw_images: the image data type; raw ids of links and light curves span the raw tables
+"""raw_images and ffi_files: the image data type; raw ids of links and light curves span the raw tables
 
 Revision ID: 0006_images
 Revises: 0005
 Create Date: 2026-12-06
 
-``raw_images`` holds one row per (source name, observatory, download
+``ffi_files`` records the full-frame images downloaded in bulk (``skyretriever
+ffi``). ``raw_images`` holds one row per (source name, observatory, download
 parameters, target) with its HDF5 file of cutouts, like ``raw_photometry``.
 A source's link (``source_raw_data.raw_id``) and a light curve's ``raw_id`` now
 point at the raw table of the observatory's data type (light curves made from
@@ -60,6 +61,23 @@ def upgrade() -> None:
     with op.batch_alter_table("raw_images", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_raw_images_source_name"), ["source_name"],
                               unique=False)
+    op.create_table(
+        "ffi_files",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("sector", sa.Integer(), nullable=False),
+        sa.Column("camera", sa.Integer(), nullable=False),
+        sa.Column("ccd", sa.Integer(), nullable=False),
+        sa.Column("key", sa.Text(), nullable=False),
+        sa.Column("filename", sa.Text(), nullable=False),
+        sa.Column("checksum", sa.String(length=64), nullable=False),
+        sa.Column("file_size", sa.BigInteger(), nullable=False),
+        sa.Column("route", sa.String(length=8), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ffi_files")),
+        sa.UniqueConstraint("key", name=op.f("uq_ffi_files_key")),
+    )
+    with op.batch_alter_table("ffi_files", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_ffi_files_sector"), ["sector"], unique=False)
     with op.batch_alter_table("source_raw_data", schema=None) as batch_op:
         batch_op.drop_constraint("fk_source_raw_data_raw_id_raw_photometry", type_="foreignkey")
     with op.batch_alter_table("lightcurves", schema=None) as batch_op:
@@ -76,6 +94,9 @@ def downgrade() -> None:
     with op.batch_alter_table("source_raw_data", schema=None) as batch_op:
         batch_op.create_foreign_key("fk_source_raw_data_raw_id_raw_photometry", "raw_photometry",
                                     ["raw_id"], ["id"], ondelete="CASCADE")
+    with op.batch_alter_table("ffi_files", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ffi_files_sector"))
+    op.drop_table("ffi_files")
     with op.batch_alter_table("raw_images", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_raw_images_source_name"))
     op.drop_table("raw_images")
