@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
+from skyretriever.fitsfile import validate_fits
 from skyretriever.images.cube import (
     CubeLayout,
     cutout_from_ranges,
@@ -48,6 +49,7 @@ from skyretriever.images.photometry import lightcurve_frame
 from skyretriever.models.datasets import Lightcurve
 from skyretriever.models.images import Cutout, RawImages
 from skyretriever.net import (
+    NetworkError,
     NetworkParameters,
     Response,
     TransientError,
@@ -234,9 +236,6 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
 
         Returns the route it came by (``s3`` or ``https``).
         """
-        from skyretriever.fitsfile import validate_fits
-        from skyretriever.net import NetworkError
-
         try:
             self.bucket.download(key, destination)
             return "s3"
