@@ -76,19 +76,24 @@ def read_layout(key: str, read: Callable[[int, int], bytes]) -> CubeLayout:
     import astrocut
     from astropy.io import fits
 
-    def header_at(offset: int) -> tuple[fits.Header, int]:
+    def header_at(offset: int, data: bytes = b"") -> tuple[fits.Header, int]:
         size = 4 * BLOCK
         while True:
-            data = read(offset, offset + size - 1)
+            data = data or read(offset, offset + size - 1)
             length = _header_length(data)
             if length is not None:
                 return fits.Header.fromstring(data[:length].decode("ascii")), length
             if len(data) < size or size > 256 * BLOCK:
                 raise CubeError(f"{key}: no FITS header END within {len(data)} bytes of {offset}")
             size *= 4
+            data = b""
 
-    primary, primary_length = header_at(0)
-    image, image_length = header_at(primary_length)
+    # One read holds the primary and image headers of SPOC cubes (TICA's are longer).
+    start = read(0, 8 * BLOCK - 1)
+    primary, primary_length = header_at(0, start)
+    rest = start[primary_length:]
+    image, image_length = header_at(primary_length,
+                                    rest if _header_length(rest) is not None else b"")
     if image.get("NAXIS") != 4 or image.get("NAXIS1") != 2 or image.get("BITPIX") != -32:
         raise CubeError(f"{key}: HDU 1 is not a cube of (2, cadences, columns, rows) float32")
     cadences, columns, rows = int(image["NAXIS2"]), int(image["NAXIS3"]), int(image["NAXIS4"])
@@ -96,10 +101,11 @@ def read_layout(key: str, read: Callable[[int, int], bytes]) -> CubeLayout:
     data_bytes = 4 * 2 * cadences * columns * rows
     table_start = data_start + -(-data_bytes // BLOCK) * BLOCK
     table = None
+    around = read(table_start - BLOCK, table_start + 8 * BLOCK - 1)
     for start in (table_start, table_start - BLOCK):
-        head = read(start, start + 9)
+        head = around[start - table_start + BLOCK:]
         if head.startswith(b"XTENSION="):
-            header, length = header_at(start)
+            header, length = header_at(start, head if _header_length(head) is not None else b"")
             size = int(header["NAXIS1"]) * int(header["NAXIS2"]) + int(header.get("PCOUNT", 0))
             body = read(start + length, start + length + size - 1)
             padding = b"\0" * (-(len(body)) % BLOCK)
@@ -131,10 +137,11 @@ def cutout_limits(layout: CubeLayout, ra: float, dec: float, size: int
     except Exception:       # astrocut: off the footprint (no convergence, NaN)
         return None
     (c0, c1), (r0, r1) = (int(v) for v in limits[0]), (int(v) for v in limits[1])
-    if c1 <= 0 or r1 <= 0 or c0 >= layout.columns or r0 >= layout.rows:
-        return None
-    centre = [(c0 + c1) / 2, (r0 + r1) / 2]
-    if not (0 <= centre[0] < layout.columns and 0 <= centre[1] < layout.rows):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        column, row = layout.wcs.all_world2pix([[ra, dec]], 0)[0]
+    # The star itself must be on the CCD's pixels (a cutout may reach past an edge).
+    if not (-0.5 <= column < layout.columns - 0.5 and -0.5 <= row < layout.rows - 0.5):
         return None
     return (r0, r1), (c0, c1)
 

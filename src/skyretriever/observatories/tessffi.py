@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -93,6 +94,9 @@ class TessFFIParameters(ObservatoryParameters, NetworkParameters):
         "https://archive.stsci.edu/missions/tess/ffi",
         "MAST's HTTPS folder of the calibrated FFIs, used when the bucket fails (bulk FFIs).",
         critical=False)
+    s3_connections: int = parameter(
+        16, "Ranged reads in flight at once to the bucket (S3 takes many; tesscube uses 10).",
+        critical=False, ge=1)
     merge_gap: int = parameter(
         16384, "Byte ranges of one cutout closer than this are read as one (s3 route).",
         critical=False, ge=0)
@@ -112,7 +116,7 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
     download_parameters = ("cutout_size", "sectors", "product")
     QUALITY_PRESETS = TESS_QUALITY_PRESETS
     split_columns: ClassVar[tuple[str, ...]] = ("sector",)
-    _RUNTIME = ("_bucket", "_layouts", "_cube_keys", "_lock")
+    _RUNTIME = ("_bucket", "_layouts", "_layout_locks", "_cube_keys", "_lock")
 
     def __init__(self, pars=None, context=None, **kwargs: Any) -> None:
         super().__init__(pars, context, **kwargs)
@@ -122,6 +126,7 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
     def _init_runtime(self) -> None:
         self._bucket = None
         self._layouts: dict[str, CubeLayout | None] = {}
+        self._layout_locks: dict[str, threading.Lock] = {}
         self._cube_keys: list[str] | None = None
         self._lock = threading.Lock()
 
@@ -132,8 +137,10 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
     @property
     def bucket(self) -> S3Bucket:
         if self._bucket is None:
+            policy = dataclasses.replace(self.pars.network_policy(),
+                                         max_connections_per_host=self.pars.s3_connections)
             self._bucket = S3Bucket(self.pars.s3_bucket, self.pars.s3_endpoint_url,
-                                    self.pars.s3_region, self.http)
+                                    self.pars.s3_region, shared_client(policy))
         return self._bucket
 
     # -- downloading -----------------------------------------------------------------------
@@ -191,12 +198,18 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
             return self._cube_keys
 
     def _layout(self, key: str) -> CubeLayout:
+        """The cube's layout, read once per process (other threads wait for the first)."""
         with self._lock:
             if key in self._layouts:
                 return self._layouts[key]
-        layout = read_layout(key, lambda first, last: self.bucket.read_range(key, first, last))
-        with self._lock:
-            self._layouts[key] = layout
+            lock = self._layout_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                if key in self._layouts:
+                    return self._layouts[key]
+            layout = read_layout(key, lambda first, last: self.bucket.read_range(key, first, last))
+            with self._lock:
+                self._layouts[key] = layout
         return layout
 
     def _fetch_s3(self, ra: float, dec: float) -> tuple[dict[int, Cutout], dict[str, Any]]:
@@ -213,7 +226,7 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
                 continue
 
             def fetch(ranges, key=key):
-                workers = max(1, min(len(ranges), self.pars.max_connections_per_host))
+                workers = max(1, min(len(ranges), self.pars.s3_connections))
                 with ThreadPoolExecutor(workers) as pool:
                     return list(pool.map(lambda r: self.bucket.read_range(key, *r), ranges))
 

@@ -246,8 +246,10 @@ class CubeBucketService(Service):
     def __init__(self, sky: FFISky, bucket: str = "stpubdata") -> None:
         self.sky = sky
         self.bucket = bucket
-        #: Bytes sent on ranged reads (what the S3 route costs).
+        #: The ``Range`` of every ranged read (what the S3 route asked for).
         self.ranges: list[str] = []
+        self._etags: dict[str, str] = {}
+        self._etag_lock = threading.Lock()
         self.routes = [Route(("GET",), f"/{bucket}", self.handle, prefix=True),
                        Route(("GET",), "/missions/tess/ffi/", self.https_file, prefix=True)]
 
@@ -281,9 +283,15 @@ class CubeBucketService(Service):
             return Reply(status=404, body=body.encode(), content_type="application/xml")
         if request.headers.get("range"):
             self.ranges.append(request.headers["range"])
-        return Reply.file(content, content_type="binary/octet-stream",
-                          headers={"x-amz-request-id":
-                                   hashlib.sha256(key.encode()).hexdigest()[:16].upper()})
+        # The ETag of a 100 MB cube is hashed once, not on every ranged read.
+        with self._etag_lock:
+            etag = self._etags.get(key)
+            if etag is None:
+                etag = self._etags[key] = Reply.file(content).headers["ETag"]
+        return Reply(status=200, body=content, content_type="binary/octet-stream", is_file=True,
+                     headers={"ETag": etag, "Last-Modified": "Tue, 01 Jan 2019 00:00:00 GMT",
+                              "x-amz-request-id":
+                              hashlib.sha256(key.encode()).hexdigest()[:16].upper()})
 
 
 class TesscutService(Service):
