@@ -343,3 +343,35 @@ def test_bulk_ffis_are_downloaded_verified_recorded_and_resumed(project_factory,
                       "catalog: {default: test, num_sources: 2}\n")
     assert main(["ffi", str(config), "--sector", "1", "--camera", "1", "--ccd", "1"]) == 1
     assert "no TESSFFI observatory" in capsys.readouterr().err
+
+
+class _OtherPosition(TesscutService):
+    """Answers every cutout request with the cutout of a position 10 pixels away."""
+
+    def astrocut(self, request):
+        request.query = {**request.query, "ra": [str(float(request.query["ra"][0]) + 0.07)]}
+        return super().astrocut(request)
+
+
+def test_a_cutout_of_another_position_is_refused(ffi_sky, data_root):
+    with ArchiveServer([_OtherPosition(ffi_sky)]) as running:
+        obs = VirtualTESSFFI(route="tesscut", tesscut_url=running.url + "/tesscut", **FAST)
+        with pytest.raises(ValueError, match="does not hold the position asked for"):
+            obs.download(_row(STARS[0]))
+
+
+def test_cube_answers_cut_short_are_asked_again_and_the_cutout_is_whole(ffi_sky, data_root):
+    from skyretriever.testing.server import Faults
+
+    reference = None
+    with ArchiveServer([CubeBucketService(ffi_sky)]) as running:
+        reference = _s3(running).download(_row(STARS[1]))
+    faults = Faults(truncate_rate=0.3, seed=3)
+    with ArchiveServer([CubeBucketService(ffi_sky)], faults=faults) as running:
+        obs = VirtualTESSFFI(route="s3", s3_endpoint_url=running.url, max_attempts=6,
+                             backoff=0.01)
+        raw = obs.download(_row(STARS[1]))
+        cut = [r for r in running.records if r.fault == "truncate"]
+    assert len(cut) >= 3, "the faults hit some ranged reads"
+    for sector in (1, 2):
+        np.testing.assert_array_equal(raw.data[sector].flux, reference.data[sector].flux)

@@ -32,6 +32,7 @@ import json
 import logging
 import re
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
@@ -40,6 +41,7 @@ import pandas as pd
 
 from skyretriever.fitsfile import validate_fits
 from skyretriever.images.cube import (
+    CubeError,
     CubeLayout,
     cutout_from_ranges,
     cutout_limits,
@@ -179,8 +181,10 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
                 messages[sector] = body
                 continue
             for cutout in cutouts_from_zip(body, what):
-                if cutout.sector == sector:
-                    cutouts[sector] = cutout
+                if cutout.sector != sector:
+                    continue
+                _check_position(cutout, ra, dec, what)
+                cutouts[sector] = cutout
         provenance = {"route": "tesscut", "product": product, "sectors_found": sectors}
         if messages:
             provenance["messages"] = messages
@@ -290,6 +294,18 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
             frame["mag_err"] = 2.5 / np.log(10) * frame["flux_err"].to_numpy(float) / flux
         frame["filter"] = "TESS"
         return self.lightcurves_from_frame(frame, raw)
+
+
+def _check_position(cutout: Cutout, ra: float, dec: float, what: str) -> None:
+    """Raise :class:`CubeError` unless the cutout holds the position asked for."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        column, row = cutout.wcs().all_world2pix([[ra, dec]], 0)[0]
+    rows, columns = cutout.shape
+    if not (-0.5 <= column < columns - 0.5 and -0.5 <= row < rows - 0.5):
+        raise CubeError(f"{what}: the cutout sent ({cutout.extra.get('member')}) does not hold "
+                        f"the position asked for (it falls at pixel {column:.1f}, {row:.1f} of "
+                        f"a {rows}x{columns} cutout)")
 
 
 def _zip_or_message(what: str):
