@@ -181,6 +181,16 @@ def test_a_project_run_makes_ffi_light_curves_and_resumes(project_factory, serve
     server.reset_stats()
     again = project.run()
     assert again.counts["downloaded"] == 0 and server.count() == 0
+    # The report's source page shows the cutout with the aperture.
+    from skyretriever.report import write_report
+
+    index = write_report(project, folder=tmp_path / "report", top=5)
+    pages = {p.name: p.read_text() for p in (index.parent / "sources").glob("*.html")}
+    bright = next(text for name, text in pages.items() if "bright" in name)
+    assert 'id="cutout-plot"' in bright and "tessffi cutout" in bright
+    assert list((index.parent / "sources").glob("*bright*_tessffi_cutout.png"))
+    nowhere = next(text for name, text in pages.items() if "nowhere" in name)
+    assert 'id="cutout-plot"' not in nowhere
 
 
 def test_an_answer_that_is_not_a_zip_fails_the_source_and_writes_nothing(

@@ -47,6 +47,7 @@ from skyretriever.models import (
     Lightcurve,
     Properties,
     RawData,
+    RawImages,
     RawPhotometry,
     Source,
     SourceRawData,
@@ -64,6 +65,7 @@ __all__ = [
     "chunks",
     "ffi_file_rows",
     "record_ffi_file",
+    "source_raw_images",
     "delete_analysis",
     "delete_lightcurves_in_file",
     "delete_raw_row",
@@ -769,3 +771,12 @@ def record_ffi_file(session: orm.Session, values: dict[str, Any]) -> None:
         for key, value in values.items():
             setattr(existing, key, value)
     session.flush()
+
+
+def source_raw_images(session: orm.Session, source_id: int) -> list[RawImages]:
+    """The raw images (with data) a source uses, one per image observatory."""
+    return list(session.scalars(sa.select(RawImages).join(
+        SourceRawData, sa.and_(SourceRawData.raw_id == RawImages.id,
+                               SourceRawData.observatory == RawImages.observatory)).where(
+        SourceRawData.source_id == source_id, RawImages.is_empty.is_(False))
+        .order_by(RawImages.observatory)))
