@@ -385,3 +385,39 @@ def test_cube_answers_cut_short_are_asked_again_and_the_cutout_is_whole(ffi_sky,
     assert len(cut) >= 3, "the faults hit some ranged reads"
     for sector in (1, 2):
         np.testing.assert_array_equal(raw.data[sector].flux, reference.data[sector].flux)
+
+
+def test_check_finds_and_repairs_damaged_and_unlinked_image_files(project_factory, server,
+                                                                  tmp_path, data_root):
+    from skyretriever.checker import check_project
+
+    rows = [_row(STARS[0]), _row(STARS[1])]
+    project = project_factory(
+        name="ffi_check", obs_names=["TESSFFI"],
+        catalog_kwargs={"kind": "file", "filename": _catalog(tmp_path, rows)},
+        TESSFFI={"route": "s3", "s3_endpoint_url": server.url, **FAST})
+    assert project.run().failures == []
+    report = check_project(project)
+    assert report.clean, str(report)
+    with SmartSession() as session:
+        raws = {r.source_name: r for r in session.scalars(sa.select(RawImages))}
+        bright, faint = raws["bright"], raws["faint"]
+        path = storage.full_path(bright.filename)
+        path.write_bytes(path.read_bytes()[:-10] + b"0123456789")      # damaged on disk
+        session.delete(faint)                      # a file whose row is gone (a crash)
+        session.commit()
+    report = check_project(project)
+    counts = report.counts()
+    # As for photometry: the damaged file, the source left without raw data, and the file
+    # without its row (which a run adopts), with the light curves made from it.
+    assert (counts["checksum mismatch"], counts["inconsistent source"],
+            counts["raw file a run will adopt"]) == (1, 1, 1), str(report)
+    assert "TESSFFI_images_bright" in str(report)
+    check_project(project, repair=True)
+    summary = project.run()
+    assert summary.failures == [] and summary.counts["downloaded"] == 1
+    with SmartSession() as session:
+        raws = {r.source_name: r for r in session.scalars(sa.select(RawImages))}
+        assert raws["bright"].is_intact() and raws["faint"].is_intact()
+        assert raws["faint"].filename == faint.filename
+    assert check_project(project).clean
