@@ -421,3 +421,17 @@ def test_check_finds_and_repairs_damaged_and_unlinked_image_files(project_factor
         assert raws["bright"].is_intact() and raws["faint"].is_intact()
         assert raws["faint"].filename == faint.filename
     assert check_project(project).clean
+
+
+def test_the_aperture_is_part_of_the_config_hash_and_the_route_is_not(project_factory, tmp_path):
+    catalog = _catalog(tmp_path, [_row(STARS[0])])
+
+    def cfg_hash(name, **settings):    # one project name: the name is in the hashed config
+        project = project_factory(name="hashed", obs_names=["TESSFFI"], TESSFFI=settings,
+                                  catalog_kwargs={"kind": "file", "filename": catalog})
+        return project.cfg_hash
+
+    base = cfg_hash("a")
+    assert cfg_hash("b", aperture_radius=3.0) != base
+    assert cfg_hash("c", background_radius=5.0) != base
+    assert cfg_hash("d", route="tesscut") == base
