@@ -435,3 +435,15 @@ def test_the_aperture_is_part_of_the_config_hash_and_the_route_is_not(project_fa
     assert cfg_hash("b", aperture_radius=3.0) != base
     assert cfg_hash("c", background_radius=5.0) != base
     assert cfg_hash("d", route="tesscut") == base
+
+
+def test_the_module_examples_run(data_root):
+    import doctest
+
+    import skyretriever.images.cube as cube
+    import skyretriever.models.images as images
+    import skyretriever.observatories.tessffi as tessffi
+
+    for module in (cube, images, tessffi):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -13,7 +13,7 @@ Examples
 --------
 >>> row_ranges(data_start=5760, columns=100, cadences=10, rows=(3, 5), cols=(10, 14),
 ...            merge_gap=0)
-[(15360, 15679), (23360, 23679)]
+[(30560, 30879), (38560, 38879)]
 """
 
 from __future__ import annotations
