@@ -92,8 +92,9 @@ def test_a_subclass_adds_a_data_type_with_one_method():
 
     result = SpectraAnalysis().analyze("spectra", [object(), object()], {"name": "star"})
     assert result.properties == {"num_spectra": 2, "name": "star"}
-    with pytest.raises(NotImplementedError, match="no analyze_images: it analyses photometry, spectra"):
-        SpectraAnalysis().analyze("images", [], {"name": "star"})
+    with pytest.raises(NotImplementedError,
+                       match="no analyze_audio: it analyses images, photometry, spectra"):
+        SpectraAnalysis().analyze("audio", [], {"name": "star"})
 
 
 @pytest.fixture

@@ -223,22 +223,29 @@ class _Checker:
     # -- rows against files ----------------------------------------------------------------
     def check_raw_rows(self, session) -> None:
         cache: dict[str, str | None] = {}
-        rows = queries.raw_file_rows(session, self.observatories)
+        rows = [(model, row) for name in self.observatories
+                for model in [self._raw_model(name)]
+                for row in queries.raw_file_rows(session, [name], model)]
         self.report.rows_checked += len(rows)
-        for raw_id, name, observatory, filename, checksum, size in rows:
+        for model, (raw_id, name, observatory, filename, checksum, size) in rows:
             problem = self.file_problem(filename, checksum, size, cache) if filename else (
                 "missing file")
             if problem:
                 self.add(problem, filename or f"raw data of {name!r} ({observatory})",
                          f"raw data of source {name!r} ({observatory})",
                          "row deleted, source marked to download again",
-                         lambda raw_id=raw_id, name=name, filename=filename:
-                         self._forget_raw(raw_id, name, filename))
+                         lambda raw_id=raw_id, name=name, filename=filename, model=model:
+                         self._forget_raw(raw_id, name, filename, model))
 
-    def _forget_raw(self, raw_id: int, name: str, filename: str | None) -> str:
+    def _raw_model(self, observatory: str) -> type:
+        """The raw table of an observatory's data type (raw_photometry, raw_images)."""
+        return self.project.observatories[observatory].raw_class
+
+    def _forget_raw(self, raw_id: int, name: str, filename: str | None,
+                    model: type = RawPhotometry) -> str:
         moved = self.quarantine_if_there(filename)
-        self.redo_sources |= set(queries.sources_using_raw(self.session, raw_id))
-        queries.delete_raw_row(self.session, raw_id)
+        self.redo_sources |= set(queries.sources_using_raw(self.session, raw_id, model))
+        queries.delete_raw_row(self.session, raw_id, model)
         return f"{moved}row deleted, source marked to download again"
 
     def check_lightcurve_rows(self, session) -> None:
@@ -266,17 +273,20 @@ class _Checker:
     # -- files against rows ----------------------------------------------------------------
     def known_files(self, session) -> None:
         """The files rows of any project point at (shared folders hold others' files)."""
-        self.raw_files = queries.raw_filenames(session)
+        self.raw_files = set().union(*(queries.raw_filenames(session, model) for model in
+                                       {RawPhotometry, *map(self._raw_model, self.observatories)}))
         self.reduced_files = queries.lightcurve_filenames(session)
 
     def check_raw_files(self, session) -> None:
         for observatory in self.observatories:
             # only names skyretriever gives raw files: never a reduced file or another file
-            for relative in storage.raw_files(observatory, on_link=self.link_finding):
+            data_type = self.project.observatories[observatory].data_type
+            for relative in storage.raw_files(observatory, on_link=self.link_finding,
+                                              data_type=data_type):
                 self.report.files_checked += 1
                 if relative in self.raw_files or relative in self.reduced_files:
                     continue
-                raw = RawPhotometry.from_file(relative)
+                raw = self._raw_model(observatory).from_file(relative)
                 if raw is not None and str(raw.observatory).lower() == observatory.lower():
                     self.add("raw file a run will adopt", relative,
                              f"raw data of source {raw.source_name!r} no row points at yet",
@@ -291,12 +301,13 @@ class _Checker:
                          self._relink_raw(relative, observatory))
 
     def _relink_raw(self, relative: str, observatory: str) -> str:
-        raw = RawPhotometry.from_file(relative)
+        model = self._raw_model(observatory)
+        raw = model.from_file(relative)
         values = None if raw is None else raw.column_values()
         if values is None or str(values["observatory"]).lower() != observatory.lower():
             what = "unreadable" if values is None else f"raw data of {values['observatory']}"
             return f"{what}: {self.quarantine(storage.full_path(relative))}"
-        queries.save_raw_row(self.session, values)
+        queries.save_raw_row(self.session, values, model)
         # Sources of that name in this project run again, and find it if it is their target.
         self.redo_sources |= set(queries.source_ids_named(self.session, self.context,
                                                           values["source_name"]))

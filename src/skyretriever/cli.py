@@ -220,6 +220,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--no-checksums", action="store_true",
                        help="compare file sizes only (faster on big data roots)")
 
+    ffi = commands.add_parser(
+        "ffi", help="download every calibrated TESS FFI of a sector, camera and CCD (resumable)")
+    ffi.add_argument("config", help="the project's YAML file (with a TESSFFI observatory)")
+    ffi.add_argument("--sector", type=_positive_int, required=True)
+    ffi.add_argument("--camera", type=int, choices=(1, 2, 3, 4), required=True)
+    ffi.add_argument("--ccd", type=int, choices=(1, 2, 3, 4), required=True)
+
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     for name, text in (("upgrade", "create or migrate the schema to the newest version"),
@@ -653,6 +660,10 @@ def _command(args: argparse.Namespace) -> int:
             return 0 if report.clean else EXIT_PROBLEMS_FOUND
         if args.command == "db":
             return _db(args)
+        if args.command == "ffi":
+            done = _project(args).download_ffis(args.sector, args.camera, args.ccd)
+            print(done)
+            return EXIT_FAILED_SOURCES if done.failures else 0
         commands = {"sources": _sources, "detections": _detections, "show": _show,
                     "report": _report, "get": _get}
         if args.command in commands:

@@ -49,7 +49,8 @@ from skyretriever.analysis.histogram import EVENTS, VARIABLES, Histogram, recove
 from skyretriever.analysis.series import detrend
 from skyretriever.analysis.transit import TransitFinderParameters
 from skyretriever.database import Session
-from skyretriever.models import Detection, Lightcurve, RawPhotometry, Source
+from skyretriever.images.photometry import apertures
+from skyretriever.models import Detection, Lightcurve, RawImages, RawPhotometry, Source
 from skyretriever.observatories import observatory_class
 from skyretriever.parameters import ParameterError, unknown_key_message
 from skyretriever.storage import atomic_write
@@ -1063,9 +1064,57 @@ def plot_histogram(histogram: Histogram | str | os.PathLike, along: str = "mag",
     return fig
 
 
+def plot_raw_images(raw: RawImages, sector: int | None = None, frame: int | None = None,
+                    aperture_radius: float = 2.0, background_radius: float = 3.5,
+                    ax: Axes | None = None, filename: str | os.PathLike | None = None) -> Figure:
+    """One frame of a source's cutout with the photometric aperture and the background pixels.
+
+    ``sector`` defaults to the first, ``frame`` to the median image of the sector;
+    the aperture (the pixels the light curve sums) is outlined in red, the
+    background pixels are dotted, the target is a cross.
+
+    Raises
+    ------
+    ValueError
+        If the raw images are empty or have no such sector.
+
+    Examples
+    --------
+    >>> fig = plot_raw_images(raw, sector=1, filename="cutout.png")     # doctest: +SKIP
+    """
+    if raw.is_empty or (raw._data is None and not raw.filename):
+        raise ValueError(f"the cutouts of {raw.source_name!r} ({raw.observatory}) are empty: "
+                         "nothing to plot")
+    cutouts = raw.data
+    sector = min(cutouts) if sector is None else sector
+    if sector not in cutouts:
+        raise ValueError(f"{raw.source_name!r} has no cutout of sector {sector}; the sectors "
+                         f"are {sorted(cutouts)}")
+    cutout = cutouts[sector]
+    image = (np.nanmedian(cutout.flux, axis=0) if frame is None
+             else np.asarray(cutout.flux[frame], float))
+    aperture, background, (row, column) = apertures(cutout, raw.ra, raw.dec, aperture_radius,
+                                                    background_radius)
+    owned = ax is None
+    fig, ax = _new_axes(ax, figsize=(6.0, 5.5))
+    shown = ax.imshow(image, origin="lower", cmap="viridis", interpolation="nearest")
+    fig.colorbar(shown, ax=ax, label="flux (electron / s)")
+    ax.contour(aperture.astype(float), levels=[0.5], colors="red", linewidths=1.5)
+    ax.contourf(background.astype(float), levels=[0.5, 1.5], colors="none", hatches=["..."])
+    ax.plot([column], [row], marker="+", color="white", markersize=12)
+    when = "median frame" if frame is None else f"frame {frame}"
+    ax.set_title(f"{raw.source_name}: TESS sector {sector} ({when}), aperture "
+                 f"{aperture_radius:g} px")
+    ax.set_xlabel(f"column (from {cutout.corner[1]})")
+    ax.set_ylabel(f"row (from {cutout.corner[0]})")
+    _save(fig, filename, owned)
+    return fig
+
+
 # What each object's .plot() draws (see skyretriever.drawing).
 drawing.register("lightcurve", plot_lightcurve)
 drawing.register("raw_photometry", plot_raw_photometry)
+drawing.register("raw_images", plot_raw_images)
 drawing.register("source", plot_source)
 drawing.register("detection", plot_detection)
 drawing.register("histogram", plot_histogram)

@@ -44,6 +44,7 @@ from skyretriever.errors import (
     is_disk_full,
 )
 from skyretriever.execution import ExecutionParameters, make_executor
+from skyretriever.fitsfile import validate_fits
 from skyretriever.models import Lightcurve
 from skyretriever.observatories.base import (
     OBSERVATORIES,
@@ -150,6 +151,33 @@ class ProjectParameters(Parameters):
                 "(it names a folder)"
             )
         return data
+
+
+@dataclass
+class FFIDownload:
+    """What one bulk FFI download did (:meth:`Project.download_ffis`)."""
+
+    files: int = 0
+    downloaded: int = 0
+    kept: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{self.files} FFI(s): {self.downloaded} downloaded, {self.kept} already there, "
+                 f"{len(self.failures)} failed"]
+        lines += [f"  {key}: {error}" for key, error in self.failures[:20]]
+        return "\n".join(lines)
+
+
+def _whole_fits(path: Path) -> bool:
+    """Whether ``path`` is a complete FITS file (one left by a run that stopped before its row)."""
+    if not path.exists():
+        return False
+    try:
+        validate_fits(path)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -1037,6 +1065,61 @@ class Project:
             missing = [i for i in ids if i not in held]
             batches = queries.histogram_batches(session, self.context, name, missing)
             return update_histogram_file(path, self.analysis.pars.histogram, name, batches)
+
+    def download_ffis(self, sector: int, camera: int, ccd: int) -> FFIDownload:
+        """Download every calibrated FFI of a sector, camera and CCD (the Starskøpe case).
+
+        Through the project's ``TESSFFI`` observatory: the bucket's list of the
+        files, each file fetched atomically and checked as FITS (the bucket first,
+        MAST HTTPS when the bucket fails), kept under ``DATA_ROOT/ffi/`` and
+        recorded in ``ffi_files``. Resumable: a recorded file still intact is not
+        fetched again, a complete file left without its row is adopted; one
+        file's failure is recorded in the summary and the others go on.
+
+        Examples
+        --------
+        >>> proj.download_ffis(sector=1, camera=1, ccd=1)              # doctest: +SKIP
+        FFIDownload(files=1282, downloaded=1282, kept=0, failures=[])
+        """
+        obs = self.observatories.get("tessffi")
+        if obs is None:
+            raise ParameterError("ffi: the project has no TESSFFI observatory (add TESSFFI to "
+                                 "obs_names; its s3_endpoint_url and network settings are used)")
+        database.upgrade()
+        keys = obs.ffi_keys(int(sector), int(camera), int(ccd))
+        summary = FFIDownload(files=len(keys))
+        with database.Session() as session:
+            known = queries.ffi_file_rows(session, sector, camera, ccd)
+        bar = progress_bar(len(keys), self.pars.progress, f"FFIs s{sector:04d}-{camera}-{ccd}",
+                           unit="file")
+        for key in keys:
+            bar.update(1)
+            relative = f"ffi/s{sector:04d}/{camera}-{ccd}/{key.rsplit('/', 1)[-1]}"
+            path = storage.full_path(relative)
+            row = known.get(key)
+            try:
+                if row is not None and storage.verify_file(path, row["checksum"],
+                                                           row["file_size"]):
+                    summary.kept += 1
+                    continue
+                route = "adopted"
+                if row is not None or not _whole_fits(path):
+                    route = obs.fetch_ffi(key, path)
+                    summary.downloaded += 1
+                else:
+                    summary.kept += 1
+                values = {"sector": sector, "camera": camera, "ccd": ccd, "key": key,
+                          "filename": relative, "checksum": storage.file_sha256(path),
+                          "file_size": path.stat().st_size,
+                          "route": route if route != "adopted" else "s3"}
+                with database.Session() as session:
+                    queries.record_ffi_file(session, values)
+                    session.commit()
+            except Exception as error:  # one file's failure must not stop the others
+                log.debug("FFI %s failed", key, exc_info=True)
+                summary.failures.append((key, f"{type(error).__name__}: {error}"))
+        bar.close()
+        return summary
 
     def status(self, max_failures: int = 20) -> dict[str, Any]:
         """Counts per stage and observatory, and the failures with their reasons.

@@ -42,10 +42,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from skyretriever.models import (
     Detection,
+    FFIFile,
     HistogramBatch,
     Lightcurve,
     Properties,
     RawData,
+    RawImages,
     RawPhotometry,
     Source,
     SourceRawData,
@@ -61,6 +63,9 @@ __all__ = [
     "analysed_source_ids",
     "by_id",
     "chunks",
+    "ffi_file_rows",
+    "record_ffi_file",
+    "source_raw_images",
     "delete_analysis",
     "delete_lightcurves_in_file",
     "delete_raw_row",
@@ -465,7 +470,8 @@ def raw_counts(session: orm.Session, context: ProjectContext, observatory: str,
     """
     rows = session.execute(
         sa.select(model.is_empty, sa.func.count())
-        .join(SourceRawData, SourceRawData.raw_id == model.id)
+        .join(SourceRawData, sa.and_(SourceRawData.raw_id == model.id,
+                                     SourceRawData.observatory == model.observatory))
         .join(Source, Source.id == SourceRawData.source_id)
         .where(*_mine(context), SourceRawData.observatory == observatory)
         .group_by(model.is_empty)
@@ -631,15 +637,28 @@ def raw_file_rows(session: orm.Session, observatories: Sequence[str],
             model.is_empty.is_(False))).all())
 
 
-def sources_using_raw(session: orm.Session, raw_id: int) -> list[int]:
-    """The ids of the sources (of any project) linked to a raw row."""
-    return list(session.scalars(sa.select(SourceRawData.source_id).where(
-        SourceRawData.raw_id == raw_id)))
+def sources_using_raw(session: orm.Session, raw_id: int,
+                      model: type[RawData] = RawPhotometry) -> list[int]:
+    """The ids of the sources (of any project) linked to a raw row (of ``model``'s table)."""
+    return list(session.scalars(sa.select(SourceRawData.source_id).join(
+        model, sa.and_(model.id == SourceRawData.raw_id,
+                       model.observatory == SourceRawData.observatory)).where(
+        model.id == raw_id)))
 
 
 def delete_raw_row(session: orm.Session, raw_id: int,
                    model: type[RawData] = RawPhotometry) -> None:
-    """Delete one raw row."""
+    """Delete one raw row, with the links to it and the light curves reduced from it.
+
+    Raw ids are those of each data type's table, so links and light curves are
+    matched by id and observatory (no foreign key can span the raw tables).
+    """
+    observatory = session.scalar(sa.select(model.observatory).where(model.id == raw_id))
+    if observatory is not None:
+        session.execute(sa.delete(SourceRawData).where(
+            SourceRawData.raw_id == raw_id, SourceRawData.observatory == observatory))
+        session.execute(sa.delete(Lightcurve).where(
+            Lightcurve.raw_id == raw_id, Lightcurve.observatory == observatory))
     session.execute(sa.delete(model).where(model.id == raw_id))
 
 
@@ -728,3 +747,36 @@ def mark_for_redo(session: orm.Session, source_ids: list[int], reason: str) -> N
     session.execute(sa.delete(Properties).where(Properties.source_id.in_(source_ids)))
     session.execute(sa.update(Source).where(Source.id.in_(source_ids)).values(
         status="new", error=reason))
+
+
+# -- images (bulk FFIs) ----------------------------------------------------------------------
+FFI_FILE_COLUMNS = ("sector", "camera", "ccd", "key", "filename", "checksum", "file_size",
+                    "route")
+
+
+def ffi_file_rows(session: orm.Session, sector: int, camera: int, ccd: int
+                  ) -> dict[str, dict[str, Any]]:
+    """The recorded FFIs of a sector, camera and CCD, by bucket key."""
+    rows = session.execute(sa.select(*(getattr(FFIFile, c) for c in FFI_FILE_COLUMNS)).where(
+        FFIFile.sector == sector, FFIFile.camera == camera, FFIFile.ccd == ccd)).mappings()
+    return {row["key"]: dict(row) for row in rows}
+
+
+def record_ffi_file(session: orm.Session, values: dict[str, Any]) -> None:
+    """Record one downloaded FFI (or bring its row up to these values), flushed."""
+    existing = session.scalar(sa.select(FFIFile).where(FFIFile.key == values["key"]))
+    if existing is None:
+        session.add(FFIFile(**values))
+    else:
+        for key, value in values.items():
+            setattr(existing, key, value)
+    session.flush()
+
+
+def source_raw_images(session: orm.Session, source_id: int) -> list[RawImages]:
+    """The raw images (with data) a source uses, one per image observatory."""
+    return list(session.scalars(sa.select(RawImages).join(
+        SourceRawData, sa.and_(SourceRawData.raw_id == RawImages.id,
+                               SourceRawData.observatory == RawImages.observatory)).where(
+        SourceRawData.source_id == source_id, RawImages.is_empty.is_(False))
+        .order_by(RawImages.observatory)))

@@ -641,6 +641,16 @@ def _write_source_page(folder: Path, source: Source, session: orm.Session, list_
         add('<p class="error">The plot of the light curves could not be made '
             '(the reason is on the summary page).</p>\n')
 
+    for raw in queries.source_raw_images(session, source.id) if source_plots else []:
+        # The image cutout with the aperture the light curves were made with.
+        cutout = f"{stem}_{raw.observatory}_cutout.png"
+        if plotter.make(f"cutout of {source.name!r} ({raw.observatory})", "plot_raw_images",
+                        folder / cutout, raw):
+            add(f'<figure><a href="{_href(cutout)}"><img class="plot" id="cutout-plot" '
+                f'src="{_href(cutout)}" alt="image cutout of {_text(source.name)}"></a>'
+                f"<figcaption>{_text(raw.observatory)} cutout (median frame of sector "
+                f"{min(raw.sectors or [0])}) with the photometric aperture</figcaption></figure>\n")
+
     add("<h2>Catalog and state</h2>\n")
     columns = Source.__table__.columns
     rows = [(label, columns[key].doc or "", getattr(source, key)) for label, key in _SOURCE_FIELDS

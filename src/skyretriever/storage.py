@@ -75,6 +75,8 @@ from skyretriever.errors import DiskFull, RunStopped, disk_full_from, is_disk_fu
 
 __all__ = [
     "atomic_write",
+    "read_arrays",
+    "write_arrays",
     "ChecksumError",
     "DataRootBusy",
     "StorageError",
@@ -1236,6 +1238,97 @@ def read_table_keys(relative: str) -> list[str]:
             return [key for key in handle.keys() if not key.endswith(_METADATA_SUFFIX)]
     except OSError as error:
         raise StorageError(f"cannot read {str(path)!r}: {error}") from None
+
+
+
+def write_arrays(relative: str, groups: Mapping[str, tuple[Mapping[str, np.ndarray],
+                                                        Mapping[str, Any] | None]],
+                 compression: str | None = None) -> FileInfo:
+    """Write groups of named arrays (image cubes) to one HDF5 file atomically.
+
+    ``groups`` is ``{key: ({name: array}, metadata)}``: each key becomes an HDF5
+    group holding one dataset per array (compressed as :func:`write_tables`
+    does above 64 kB) and the metadata as JSON. Written in memory, then to a
+    temporary name and renamed into place, as :func:`write_tables`.
+
+    Examples
+    --------
+    >>> info = write_arrays("raw/DEMO/RA010/x_images.h5",
+    ...                     {"s1": ({"flux": np.ones((2, 3, 3), np.float32)}, {"sector": 1})})
+    >>> arrays, metadata = read_arrays(info.filename, "s1", info.checksum)
+    >>> arrays["flux"].shape, metadata
+    ((2, 3, 3), {'sector': 1})
+    """
+    _refuse_after_disk_full()
+    final = full_path(relative)
+    filters = _FILTERS[_checked_compression(compression or current_compression())]
+    try:
+        with h5py.File(f"{final.name}.in-memory", "w", driver="core",
+                       backing_store=False) as handle:
+            for key, (arrays, metadata) in groups.items():
+                group = handle.create_group(key)
+                for name, values in arrays.items():
+                    values = np.ascontiguousarray(values)
+                    options = filters if values.nbytes > _COMPRESS_ABOVE_BYTES and values.ndim else {}
+                    group.create_dataset(name, data=values, track_times=False, **options)
+                text = json.dumps(dict(metadata or {}), default=_json_default)
+                group.create_dataset(_METADATA_SUFFIX.lstrip("."),
+                                     data=np.frombuffer(text.encode(), dtype=np.uint8))
+            handle.flush()
+            image = handle.id.get_file_image()
+    except Exception as error:
+        full = disk_full_from(error, data_root()) if is_disk_full(error) else None
+        if full is None:
+            raise
+        _HDF5_UNUSABLE["error"] = full
+        raise full from error
+    checksum = hashlib.sha256(image).hexdigest()
+    with atomic_write(final, disk_full_at=data_root()) as temporary:
+        with open(temporary, "wb") as handle:
+            handle.write(image)
+        status = temporary.stat()
+    return FileInfo(filename=str(relative), checksum=checksum, file_size=status.st_size,
+                    mtime_ns=status.st_mtime_ns)
+
+
+def read_arrays(relative: str, key: str | None = None, checksum: str | None = None,
+                file_size: int | None = None
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | dict[str, tuple]:
+    """The arrays and metadata of one group of a :func:`write_arrays` file (every group when
+    ``key`` is None, by key), checking the file's size and SHA-256 first.
+
+    Raises
+    ------
+    StorageError
+        If the file or key is missing or unreadable.
+    ChecksumError
+        If the file's size or SHA-256 differs from what the database holds.
+    """
+    _refuse_after_disk_full()
+    path = full_path(relative)
+    if checksum is not None or file_size is not None:
+        if not path.exists():
+            raise StorageError(f"product file {str(path)!r} is missing")
+        if not verify_file(path, checksum, file_size):
+            raise ChecksumError(
+                f"product file {str(path)!r} does not match the checksum in its database "
+                "row (changed or damaged on disk); the next run will make it again"
+            )
+    meta_name = _METADATA_SUFFIX.lstrip(".")
+    try:
+        with h5py.File(path, "r") as handle:
+            keys = list(handle.keys()) if key is None else [key]
+            found = {}
+            for name in keys:
+                if name not in handle or not isinstance(handle[name], h5py.Group):
+                    raise StorageError(f"product file {str(path)!r} has no array group {name!r}")
+                group = handle[name]
+                arrays = {item: group[item][()] for item in group if item != meta_name}
+                metadata = json.loads(group[meta_name][()].tobytes()) if meta_name in group else {}
+                found[name] = (arrays, metadata)
+    except (OSError, KeyError, ValueError) as error:
+        raise StorageError(f"cannot read arrays of {str(path)!r}: {error}") from None
+    return found if key is None else found[key]
 
 
 # -- the layout of older data roots ----------------------------------------------------------

@@ -308,7 +308,7 @@ class Analysis:
         >>> Analysis().analyze("spectra", [], {"name": "star"})
         Traceback (most recent call last):
         ...
-        NotImplementedError: Analysis has no analyze_spectra: it analyses photometry
+        NotImplementedError: Analysis has no analyze_spectra: it analyses images, photometry
         """
         method = getattr(self, f"analyze_{data_type}", None)
         if not callable(method):
@@ -317,6 +317,16 @@ class Analysis:
             raise NotImplementedError(f"{type(self).__name__} has no analyze_{data_type}: "
                                       f"it analyses {', '.join(known)}")
         return method(products, source)
+
+    def analyze_images(self, lightcurves: list[Lightcurve], source: Mapping[str, Any]
+                       ) -> AnalysisResult:
+        """Analyse the light curves an image observatory made from its cutouts.
+
+        Image cutouts are reduced to light curves by aperture photometry
+        (``VirtualTESSFFI.reduce``), so every check, finder and property of
+        :meth:`analyze_photometry` runs on them unchanged.
+        """
+        return self.analyze_photometry(lightcurves, source)
 
     def analyze_photometry(self, lightcurves: list[Lightcurve], source: Mapping[str, Any]
                            ) -> AnalysisResult:

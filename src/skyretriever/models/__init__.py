@@ -14,19 +14,23 @@ from skyretriever.models.datasets import (
 )
 from skyretriever.models.detection import Detection
 from skyretriever.models.histogram import Histogram, HistogramBatch, HistogramParameters
+from skyretriever.models.images import Cutout, FFIFile, RawImages
 from skyretriever.models.properties import Properties
 from skyretriever.models.raw import RawData, data_types, raw_data_class
 from skyretriever.models.source import Source
 
 __all__ = [
     "Base",
+    "Cutout",
     "Detection",
+    "FFIFile",
     "Histogram",
     "HistogramBatch",
     "HistogramParameters",
     "Lightcurve",
     "Properties",
     "RawData",
+    "RawImages",
     "RawPhotometry",
     "Source",
     "SourceRawData",

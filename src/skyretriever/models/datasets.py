@@ -78,7 +78,7 @@ FLUX_COLUMNS = ("flux", "flux_err", "sap_flux", "sap_flux_err", "pdcsap_flux", "
                 "sap_bkg", "sap_bkg_err")
 #: The flux of TESS, Kepler and K2 is the mission's (PDCSAP or SAP) flux; the other
 #: observatories' is made from AB magnitudes, in microjansky.
-_FLUX_UNITS = dict.fromkeys(("tess", "kepler", "k2"), "electron / s")
+_FLUX_UNITS = dict.fromkeys(("tess", "tessffi", "kepler", "k2"), "electron / s")
 _AB_FLUX_UNIT = "uJy"
 
 
@@ -107,6 +107,7 @@ _MJD_UTC = TimeSystem(("mjd",), 2400000.5, "utc", "mjd")
 # ZTF's mjd (IRSA's, the start of the exposure) and the demo's are UTC.
 _TIME_SYSTEMS = {
     "tess": TimeSystem(("btjd", "time"), 2457000.0, "tdb", "btjd"),
+    "tessffi": TimeSystem(("btjd", "time"), 2457000.0, "tdb", "btjd"),
     "kepler": TimeSystem(("bkjd", "time"), 2454833.0, "tdb", "bkjd"),
     "k2": TimeSystem(("bkjd", "time"), 2454833.0, "tdb", "bkjd"),
 }
@@ -334,8 +335,9 @@ class RawPhotometry(PhotometryTable, RawData, Base):
     filters: Mapped[list[Any] | None] = mapped_column(doc="Filters present in the raw data.")
 
     lightcurves: Mapped[list[Lightcurve]] = relationship(
-        back_populates="raw_data",
-        passive_deletes=True,
+        primaryjoin="and_(foreign(Lightcurve.raw_id) == RawPhotometry.id, "
+                    "Lightcurve.observatory == RawPhotometry.observatory)",
+        viewonly=True,
         doc="Light curves reduced from this raw data (in every project).",
     )
 
@@ -479,8 +481,9 @@ class SourceRawData(Base):
         sa.String(20), primary_key=True, doc="Observatory name in lower case."
     )
     raw_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("raw_photometry.id", ondelete="CASCADE"), index=True,
-        doc="The raw data this source uses for that observatory.",
+        index=True,
+        doc="The raw data this source uses for that observatory: a row of the raw table of "
+            "the observatory's data type (raw_photometry, raw_images), so no foreign key.",
     )
 
 
@@ -563,9 +566,10 @@ class Lightcurve(PhotometryTable, FileBacked, Base):
         doc="The source this light curve belongs to.",
     )
     raw_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("raw_photometry.id", ondelete="CASCADE"),
         index=True,
-        doc="The raw data this light curve was reduced from.",
+        doc="The raw data this light curve was reduced from (a row of the raw table of the "
+            "observatory's data type: raw_photometry, or raw_images for light curves made "
+            "from image cutouts).",
     )
     project: Mapped[str] = mapped_column(doc="Project that made this light curve.")
     cfg_hash: Mapped[str] = mapped_column(
@@ -600,7 +604,10 @@ class Lightcurve(PhotometryTable, FileBacked, Base):
 
     source: Mapped[Source] = relationship(back_populates="lightcurves", doc="The source.")
     raw_data: Mapped[RawPhotometry | None] = relationship(
-        back_populates="lightcurves", doc="The raw data it came from."
+        primaryjoin="and_(foreign(Lightcurve.raw_id) == RawPhotometry.id, "
+                    "Lightcurve.observatory == RawPhotometry.observatory)",
+        viewonly=True, doc="The raw photometry it came from (None for light curves made from "
+                           "images).",
     )
 
     def __init__(self, data: pd.DataFrame | None = None, **kwargs: Any) -> None:
@@ -738,8 +745,8 @@ class Lightcurve(PhotometryTable, FileBacked, Base):
         return drawing.draw("lightcurve", self, **kwargs)
 
 
-_MISSIONS = {"tess": "TESS", "kepler": "Kepler", "k2": "K2", "ztf": "ZTF"}
-_LIGHTKURVE_CLASSES = {"tess": "TessLightCurve", "kepler": "KeplerLightCurve",
+_MISSIONS = {"tess": "TESS", "tessffi": "TESS", "kepler": "Kepler", "k2": "K2", "ztf": "ZTF"}
+_LIGHTKURVE_CLASSES = {"tess": "TessLightCurve", "tessffi": "TessLightCurve", "kepler": "KeplerLightCurve",
                        "k2": "KeplerLightCurve"}
 
 

@@ -19,7 +19,7 @@ Examples
 >>> raw_data_class("spectra")
 Traceback (most recent call last):
 ...
-ValueError: no data type 'spectra': the data types are photometry
+ValueError: no data type 'spectra': the data types are images, photometry
 """
 
 from __future__ import annotations
@@ -167,7 +167,22 @@ def register_data_type(cls: type[RawData]) -> type[RawData]:
     if not cls.data_type:
         raise ValueError(f"{cls.__name__} names no data_type")
     _DATA_TYPES[cls.data_type] = cls
+    sa.event.listen(cls, "after_delete", _delete_dependents)
     return cls
+
+
+def _delete_dependents(mapper, connection, target: RawData) -> None:
+    """A raw row deleted through the ORM takes its links and light curves with it.
+
+    Links and light curves point at the raw table of their observatory's data
+    type, so no foreign key can cascade: they are matched by id and observatory.
+    """
+    tables = mapper.local_table.metadata.tables
+    for name in ("source_raw_data", "lightcurves"):
+        table = tables.get(name)
+        if table is not None:
+            connection.execute(sa.delete(table).where(table.c.raw_id == target.id,
+                                                      table.c.observatory == target.observatory))
 
 
 def data_types() -> tuple[str, ...]:

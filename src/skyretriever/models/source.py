@@ -162,6 +162,9 @@ class Source(Base):
 
     raw_photometry: Mapped[list[RawPhotometry]] = relationship(
         secondary="source_raw_data",
+        primaryjoin="Source.id == SourceRawData.source_id",
+        secondaryjoin="and_(foreign(SourceRawData.raw_id) == RawPhotometry.id, "
+                      "SourceRawData.observatory == RawPhotometry.observatory)",
         viewonly=True,
         doc="Raw data this source uses, one per observatory (shared by every project that "
             "asks for the same target with the same download parameters).",

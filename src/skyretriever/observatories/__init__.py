@@ -16,9 +16,12 @@ from skyretriever.observatories.k2 import K2Parameters, VirtualK2
 from skyretriever.observatories.kepler import KeplerParameters, VirtualKepler
 from skyretriever.observatories.mast import MastParameters, VirtualMAST
 from skyretriever.observatories.tess import TessParameters, VirtualTESS
+from skyretriever.observatories.tessffi import TessFFIParameters, VirtualTESSFFI
 from skyretriever.observatories.ztf import VirtualZTF, ZtfParameters
 
 __all__ = [
+    "TessFFIParameters",
+    "VirtualTESSFFI",
     "OBSERVATORIES",
     "DemoParameters",
     "K2Parameters",

@@ -130,7 +130,7 @@ def observatory_class(name: str) -> type[VirtualObservatory]:
 def _import_builtin_observatories() -> None:
     import importlib
 
-    for module in ("demo", "tess", "k2", "kepler", "ztf"):
+    for module in ("demo", "tess", "k2", "kepler", "ztf", "tessffi"):
         try:
             importlib.import_module(f"skyretriever.observatories.{module}")
         except ModuleNotFoundError as error:
@@ -375,7 +375,14 @@ class VirtualObservatory(abc.ABC):
             raise ValueError(f"{self.name} reduces {self.data_type}, not {data_type!r}")
         if raw.is_empty or raw.data is None or len(raw.data) == 0:
             return []
-        frame = self.standardize(raw.data, raw.altdata or {})
+        return self.lightcurves_from_frame(self.standardize(raw.data, raw.altdata or {}), raw)
+
+    def lightcurves_from_frame(self, frame: pd.DataFrame, raw: RawData) -> list[Lightcurve]:
+        """Light curves of a table of standard columns made from ``raw``: ``qflag``, split, numbered.
+
+        What :meth:`reduce` does after :meth:`standardize`; observatories of other
+        data types (image cutouts) call it on the photometry they make.
+        """
         quality = frame["quality"].to_numpy(dtype=np.int64)
         frame["qflag"] = (quality & self.quality_mask) != 0
         ordered, bounds = self._split(frame)

@@ -179,3 +179,56 @@ class S3Bucket(RuntimeState):
 
         return self.http.download_with(destination, write, what=f"s3://{self.bucket}/{key}",
                                        validator=validator)
+
+    def read_range(self, key: str, first: int, last: int) -> bytes:
+        """Bytes ``first`` to ``last`` (inclusive) of ``key``, with retries; the answer is checked.
+
+        An answer that is not that range (another ``Content-Range``, a short
+        body, a whole file) counts as a failed attempt and is asked again.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        wanted = f"bytes {first}-{last}/"
+
+        def attempt() -> bytes:
+            with self.http.limiter.slot(self.host_url):
+                try:
+                    answer = self.client.get_object(Bucket=self.bucket, Key=key,
+                                                    Range=f"bytes={first}-{last}")
+                    body = answer["Body"]
+                    try:
+                        data = body.read()
+                    finally:
+                        body.close()
+                except (BotoCoreError, ClientError) as error:
+                    raise self._fault(error, key) from error
+            answer_range = str(answer.get("ContentRange") or "")
+            if not answer_range.startswith(wanted) or len(data) != last - first + 1:
+                raise TransientError(f"s3://{self.bucket}/{key}: asked for bytes {first}-{last}, "
+                                     f"got {answer_range or 'no Content-Range'} and "
+                                     f"{len(data)} bytes")
+            return data
+
+        return self.http.call_with_retries(attempt, f"s3://{self.bucket}/{key} [{first}-{last}]")
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` (ListObjectsV2, every page)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        def attempt() -> list[str]:
+            keys: list[str] = []
+            token = None
+            with self.http.limiter.slot(self.host_url):
+                try:
+                    while True:
+                        extra = {"ContinuationToken": token} if token else {}
+                        answer = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix,
+                                                             **extra)
+                        keys += [item["Key"] for item in answer.get("Contents", [])]
+                        token = answer.get("NextContinuationToken")
+                        if not answer.get("IsTruncated") or not token:
+                            return keys
+                except (BotoCoreError, ClientError) as error:
+                    raise self._fault(error, prefix) from error
+
+        return self.http.call_with_retries(attempt, f"list s3://{self.bucket}/{prefix}")
