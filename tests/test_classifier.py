@@ -294,7 +294,7 @@ def test_run_train_run_and_query_ml_score(tmp_path, database_url, data_root, cap
     info = json.loads(model_file.with_name("ml_test.skm.json").read_text())
     assert info["data"]["examples"] + sum(info["data"]["dropped"].values()) == 60
     assert info["data"]["sources"] <= 20 and info["data"]["parts"]["test"] > 0
-    assert f"AUC" in out and f"{info['metrics']['model']['auc']:6.3f}" in out
+    assert "AUC" in out and f"{info['metrics']['model']['auc']:6.3f}" in out
     for kind in ("roc", "precision_recall", "confusion"):
         assert (tmp_path / "models" / "ml_test.skm_figures" / f"{kind}.png").stat().st_size > 0
 

@@ -23,11 +23,11 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("properties", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("ml_score", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("ml_score", sa.Double(), nullable=True))
         batch_op.create_index(batch_op.f("ix_properties_project_cfg_hash_ml_score"),
                               ["project", "cfg_hash", "ml_score"], unique=False)
     with op.batch_alter_table("detections", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("ml_score", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("ml_score", sa.Double(), nullable=True))
 
 
 def downgrade() -> None:
