@@ -18,13 +18,14 @@ import pytest
 import sqlalchemy as sa
 from scipy.stats import binned_statistic
 
-from skyretriever.analysis import Analysis
+from skyretriever.analysis import Analysis, load_class
 from skyretriever.analysis.classifier import (
     ConvolutionalClassifier,
     GradientBoostingClassifier,
     ModelFileError,
     TrainingParameters,
     load_model,
+    model_class,
     save_model,
 )
 from skyretriever.analysis.training import evaluate, split_by_source
@@ -319,3 +320,21 @@ def test_run_train_run_and_query_ml_score(tmp_path, database_url, data_root, cap
     listed = {row["name"]: row["ml_score"] for row in json.loads(out)}
     assert listed == {name: s for name, s in scores.items() if s > cut}
     assert 0 < len(listed) < 20
+
+
+def test_a_model_of_ones_own_is_named_in_the_config_fitted_saved_and_scored(tmp_path):
+    global_views, local_views, labels = _toy_views(120, seed=8)
+    path = tmp_path / "logistic.skm"
+    name = "extensions.logistic_classifier:LogisticClassifier"
+    analysis = Analysis(finders=["transit"], classifier={
+        "enabled": True, "model": name, "model_file": str(path),
+        "global_bins": GLOBAL, "local_bins": LOCAL})
+    cls = model_class(name, load_class)
+    model = cls(GLOBAL, LOCAL)
+    model.fit(global_views[:80], local_views[:80], labels[:80], None, TrainingParameters())
+    save_model(model, path, {})
+    analysis.check_ready()
+    loaded = analysis.classifier.model()
+    assert type(loaded).__name__ == "LogisticClassifier"
+    scores = loaded.predict(global_views[80:], local_views[80:])
+    assert evaluate(labels[80:], scores, 0.5).auc > 0.97

@@ -368,8 +368,9 @@ class Project:
     def _paths_from_config_folder(self, config: dict[str, Any]) -> dict[str, Any]:
         """``config`` with the relative paths it writes made relative to the config's folder.
 
-        The data root, a SQLite database file, the catalog file and cache folder, and the
-        project's ``module_path``. Paths given as keyword arguments or on the command line
+        The data root, a SQLite database file, the catalog file and cache folder, the
+        project's ``module_path`` and the classifier's ``model_file``. Paths given as
+        keyword arguments or on the command line
         stay relative to the working folder, as do the defaults of what the file leaves out.
         """
         folder = Path(os.path.abspath(str(self.cfg_file))).parent
