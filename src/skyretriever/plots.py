@@ -1147,6 +1147,18 @@ def _relative_series(lightcurve: Lightcurve) -> tuple[np.ndarray, np.ndarray]:
     return times[order], flux[order] / median - 1.0
 
 
+def _evenly_sampled(lightcurve: Lightcurve) -> tuple[np.ndarray, np.ndarray, float]:
+    """Times, relative flux on an even grid at the median cadence (gaps as zeros), cadence."""
+    times, flux = _relative_series(lightcurve)
+    cadence = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+    if not cadence > 0:
+        raise ValueError(f"{_describe_lightcurve(lightcurve)} has too few epochs for a spectrum")
+    count = int(np.floor((times[-1] - times[0]) / cadence + 0.5)) + 1
+    even = np.zeros(count)
+    even[np.clip(np.round((times - times[0]) / cadence).astype(int), 0, count - 1)] = flux
+    return times, even, cadence
+
+
 def plot_power_spectrum(lightcurve: Lightcurve, ax: Axes | None = None,
                         filename: str | os.PathLike | None = None) -> Figure:
     """The Fourier power spectrum of a light curve (spacekit's FFT view).
@@ -1155,15 +1167,9 @@ def plot_power_spectrum(lightcurve: Lightcurve, ax: Axes | None = None,
     at the median cadence (gaps filled with zeros) and transformed with
     :func:`numpy.fft.rfft`; power against frequency in cycles per day.
     """
-    times, flux = _relative_series(lightcurve)
-    cadence = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
-    if not cadence > 0:
-        raise ValueError(f"{_describe_lightcurve(lightcurve)} has too few epochs for a spectrum")
-    grid = np.arange(times[0], times[-1] + cadence / 2, cadence)
-    even = np.zeros(len(grid))
-    even[np.clip(np.round((times - times[0]) / cadence).astype(int), 0, len(grid) - 1)] = flux
-    power = np.abs(np.fft.rfft(even)) ** 2 / len(grid)
-    frequency = np.fft.rfftfreq(len(grid), d=cadence)
+    times, even, cadence = _evenly_sampled(lightcurve)
+    power = np.abs(np.fft.rfft(even)) ** 2 / len(even)
+    frequency = np.fft.rfftfreq(len(even), d=cadence)
     fig, ax = _new_axes(ax, figsize=(10.0, 4.0))
     ax.semilogy(frequency[1:], power[1:], lw=0.7)
     ax.set_xlabel("Frequency (cycles per day)")
@@ -1182,19 +1188,12 @@ def plot_spectrogram(lightcurve: Lightcurve, segment_days: float | None = None,
     into overlapping segments of ``segment_days`` (default: a tenth of the span,
     at least 64 epochs), each transformed (matplotlib's ``specgram``).
     """
-    times, flux = _relative_series(lightcurve)
-    cadence = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
-    if not cadence > 0:
-        raise ValueError(f"{_describe_lightcurve(lightcurve)} has too few epochs for a "
-                         "spectrogram")
-    grid = np.arange(times[0], times[-1] + cadence / 2, cadence)
-    even = np.zeros(len(grid))
-    even[np.clip(np.round((times - times[0]) / cadence).astype(int), 0, len(grid) - 1)] = flux
-    length = int(round((segment_days or (times[-1] - times[0]) / 10) / cadence))
-    length = max(64, min(length, len(grid)))
-    if len(grid) < 64:
-        raise ValueError(f"{_describe_lightcurve(lightcurve)} has {len(grid)} epochs; a "
+    times, even, cadence = _evenly_sampled(lightcurve)
+    if len(even) < 64:
+        raise ValueError(f"{_describe_lightcurve(lightcurve)} spans {len(even)} cadences; a "
                          "spectrogram needs at least 64")
+    length = int(round((segment_days or (times[-1] - times[0]) / 10) / cadence))
+    length = max(64, min(length, len(even)))
     fig, ax = _new_axes(ax, figsize=(10.0, 4.0))
     _, _, _, image = ax.specgram(even, NFFT=length, Fs=1.0 / cadence, noverlap=length // 2,
                                  xextent=(times[0], times[-1]), cmap="viridis")
