@@ -35,7 +35,13 @@ import numpy as np
 from skyretriever.analysis import Analysis
 from skyretriever.analysis.classifier import TrainingParameters
 from skyretriever.analysis.synthetic import as_lightcurve, sector_lightcurve
-from skyretriever.analysis.training import evaluate, fit_model, make_examples, split_by_source
+from skyretriever.analysis.training import (
+    Examples,
+    evaluate,
+    fit_model,
+    make_examples,
+    split_by_source,
+)
 
 
 def make_stars(count: int, cadence: float, analysis: Analysis, seed: int = 0) -> dict:
@@ -74,11 +80,24 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--fit-examples", type=int, default=0)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--examples-file", help="keep the examples in this .npz file (and read "
+                        "them from it when it exists)")
+    parser.add_argument("--only", choices=("gbt", "cnn"), help="fit only this model")
     args = parser.parse_args()
     analysis = Analysis(finders=["transit"], classifier={"global_bins": 2001, "local_bins": 201})
     print(f"load average before: {os.getloadavg()}")
     stars = make_stars(args.stars, args.cadence, analysis)
-    made = make_examples(analysis, stars, args.examples, seed=1)
+    if args.examples_file and os.path.exists(args.examples_file):
+        with np.load(args.examples_file) as saved:
+            made = Examples(**{key: saved[key] for key in saved.files if key != "seconds"},
+                            seconds=float(saved["seconds"]))
+    else:
+        made = make_examples(analysis, stars, args.examples, seed=1)
+        if args.examples_file:
+            np.savez(args.examples_file, seconds=made.seconds,
+                     **{key: getattr(made, key) for key in (
+                         "global_views", "local_views", "labels", "sources", "kinds", "sde",
+                         "snr", "injected_snr")})
     print(f"{len(made)} examples made in {made.seconds:.0f} s "
           f"({made.seconds / args.examples:.2f} s each); {made.summary()['by_kind']}; "
           f"dropped {dict(made.dropped)}")
@@ -91,7 +110,7 @@ def main() -> None:
     print(f"SDE:  AUC {sde.auc:.4f}  AUPRC {sde.auprc:.4f}  recall@99%prec "
           f"{sde.recall_at_99_precision:.3f}  (test: {len(test)} examples, "
           f"{int(test.labels.sum())} transits)")
-    for name in ("gbt", "cnn"):
+    for name in (args.only,) if args.only else ("gbt", "cnn"):
         model, history, seconds = fit_model(name, made, parts, pars, 2001, 201)
         result = evaluate(test.labels, model.predict(test.global_views, test.local_views), 0.5)
         rate = scoring_rate(analysis, model, stars, 300)
