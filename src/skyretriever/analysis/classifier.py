@@ -25,6 +25,7 @@ config hash of the projects that use it.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import pickle
@@ -204,11 +205,17 @@ def view_features(global_views: np.ndarray, local_views: np.ndarray) -> np.ndarr
                       _averaged(local_views, min(51, n_local)), numbers])
 
 
+@functools.cache
+def _thread_controller() -> Any:
+    # made once: looking for the loaded OpenMP and BLAS libraries takes tens of milliseconds
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def _threads(count: int) -> Any:
     """A context in which OpenMP and BLAS use at most ``count`` threads."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(count)
+    return _thread_controller().limit(limits=count)
 
 
 class GradientBoostingClassifier(TransitClassifier):
