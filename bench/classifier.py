@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("-n", "--examples", type=int, default=600)
     parser.add_argument("--stars", type=int, default=60)
     parser.add_argument("--cadence", type=float, default=10.0, help="minutes between epochs")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--fit-examples", type=int, default=0)
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--examples-file", help="keep the examples in this .npz file (and read "
