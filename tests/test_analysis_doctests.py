@@ -17,6 +17,9 @@ MODULES = [
     "skyretriever.analysis.simulator",
     "skyretriever.analysis.synthetic",
     "skyretriever.analysis.transit",
+    "skyretriever.analysis.views",
+    "skyretriever.analysis.classifier",
+    "skyretriever.analysis.training",
     "extensions.dimming",
     "extensions.flare_rate",
 ]

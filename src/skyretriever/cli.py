@@ -14,6 +14,8 @@ Examples
     skyretriever report configs/demo.yaml --top 50
     skyretriever check configs/demo.yaml --repair
     skyretriever get "TIC 25155310" --obs TESS --format csv > tic25155310.csv
+    skyretriever train configs/transits_demo.yaml --examples 2000
+    skyretriever sources configs/transits_demo.yaml --where 'ml_score > 0.9'
     skyretriever db upgrade configs/demo.yaml
 
 ``--where`` takes a condition over the columns of the rows listed, such as
@@ -41,6 +43,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,12 +59,12 @@ from skyretriever.fetching import DEFAULT_PROJECT, FetchFailed, fetch
 from skyretriever.models import Detection, Properties, Source
 from skyretriever.net import NetworkError
 from skyretriever.parameters import ParameterError
-from skyretriever.plots import plot_source
+from skyretriever.plots import plot_classifier_evaluation, plot_source
 from skyretriever.progress import PROGRESS_LOGGER
 from skyretriever.project import Project
 from skyretriever.query import FilterError, filter_columns, parse_filter
 from skyretriever.report import write_report
-from skyretriever.storage import StorageError
+from skyretriever.storage import StorageError, file_sha256
 
 __all__ = ["DETECTION_COLUMNS", "SOURCE_COLUMNS", "CommandError", "main"]
 
@@ -71,18 +74,18 @@ EXIT_PROBLEMS_FOUND = 4
 #: Columns of ``skyretriever sources`` (Source columns, then Properties columns); every one
 #: of them is also a name ``--where`` knows.
 SOURCE_COLUMNS = ("id", "name", "ra", "dec", "mag", "status", "num_lightcurves", "num_points",
-                  "best_snr", "num_detections", "error")
+                  "best_snr", "num_detections", "ml_score", "error")
 #: Columns of ``skyretriever detections`` (``name`` is the source's name).
 DETECTION_COLUMNS = ("id", "name", "observatory", "filter", "finder", "is_simulated", "snr",
                      "sign", "time_peak", "time_start", "time_end", "peak_mag", "period",
-                     "depth")
+                     "depth", "ml_score")
 
 # How text tables show floats, by column name (others: 6 significant digits).
 _FLOAT_FORMATS = {
     "ra": ".5f", "dec": ".5f", "mag": ".3f", "peak_mag": ".3f", "mag_mean": ".3f",
     "mag_median": ".3f", "mag_rms": ".4f", "mag_err": ".4f", "snr": ".2f", "best_snr": ".2f",
     "score": ".2f", "transit_snr": ".2f", "time_peak": ".4f", "time_start": ".4f",
-    "time_end": ".4f", "period": ".6g", "depth": ".4g",
+    "time_end": ".4f", "period": ".6g", "depth": ".4g", "ml_score": ".3f",
 }
 _CONFIG_HELP = "the project's YAML file (it names the database, so it comes first)"
 
@@ -226,6 +229,17 @@ def _parser() -> argparse.ArgumentParser:
     ffi.add_argument("--sector", type=_positive_int, required=True)
     ffi.add_argument("--camera", type=int, choices=(1, 2, 3, 4), required=True)
     ffi.add_argument("--ccd", type=int, choices=(1, 2, 3, 4), required=True)
+    train = commands.add_parser(
+        "train", help="train the transit classifier on the project's own light curves",
+        description="Make examples from the project's analysed light curves (injected "
+                    "transits; the stars as they are, with flares, dips and eclipsing "
+                    "binaries), train analysis.classifier.model on them, write "
+                    "analysis.classifier.model_file, and print the test-set evaluation "
+                    "beside the transit search's SDE. Figures go to <model_file>_figures/.")
+    train.add_argument("config", metavar="CONFIG", help=_CONFIG_HELP)
+    train.add_argument("--examples", type=_positive_int, metavar="N",
+                       help="examples to make (default: analysis.classifier.training.examples)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -622,6 +636,49 @@ def _get(args: argparse.Namespace) -> int:
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+def _train(args: argparse.Namespace) -> int:
+    """``skyretriever train``: fit the classifier, print its evaluation, save its figures."""
+    project = _project(args)
+    try:
+        metadata = project.train(args.examples, show_progress=not args.no_progress)
+    except ValueError as error:
+        if isinstance(error, ParameterError):
+            raise
+        raise CommandError(str(error)) from None
+    for line in training_report(metadata):
+        print(line)
+    model_file = Path(project.analysis.pars.classifier.model_file)
+    folder = model_file.with_name(model_file.name + "_figures")
+    import matplotlib.pyplot as plt
+
+    for kind in ("roc", "precision_recall", "confusion"):
+        plt.close(plot_classifier_evaluation(metadata, kind, filename=folder / f"{kind}.png"))
+    print(f"model file {model_file} (sha256 {file_sha256(model_file)[:16]}), "
+          f"metadata {model_file.name}.json, figures in {folder}")
+    return 0
+
+
+def training_report(metadata: Mapping[str, Any]) -> list[str]:
+    """Lines saying what ``skyretriever train`` made and how well the model does on the test set."""
+    data, seconds = metadata["data"], metadata["seconds"]
+    parts = data["parts"]
+    lines = [
+        f"{metadata['model']} model: {data['examples']} examples ({data['positives']} with a "
+        f"transit) from {data['sources']} sources in {seconds['examples']:.1f} s; "
+        f"train {parts['train']}, validation {parts['validation']}, test {parts['test']}; "
+        f"fitted in {seconds['fit']:.1f} s",
+    ]
+    if data["dropped"]:
+        lines.append("  not made: " + ", ".join(f"{reason} {count}" for reason, count
+                                                in data["dropped"].items()))
+    lines.append(f"  {'score':<12} {'AUC':>6} {'AUPRC':>6} {'recall@99%prec':>15} "
+                 f"{'threshold':>9}  confusion [[TN FP] [FN TP]]")
+    for key, name in (("model", f"{metadata['model']}"), ("sde", "SDE")):
+        m = metadata["metrics"][key]
+        lines.append(f"  {name:<12} {m['auc']:6.3f} {m['auprc']:6.3f} "
+                     f"{m['recall_at_99_precision']:15.3f} {m['threshold']:9.3g}  "
+                     f"{m['confusion']}")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -665,7 +722,7 @@ def _command(args: argparse.Namespace) -> int:
             print(done)
             return EXIT_FAILED_SOURCES if done.failures else 0
         commands = {"sources": _sources, "detections": _detections, "show": _show,
-                    "report": _report, "get": _get}
+                    "report": _report, "get": _get, "train": _train}
         if args.command in commands:
             return commands[args.command](args)
     except RunStopped as error:

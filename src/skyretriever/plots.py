@@ -61,11 +61,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FLAGGED_ALPHA",
+    "plot_classifier_evaluation",
     "plot_detection",
     "plot_histogram",
     "plot_lightcurve",
+    "plot_power_spectrum",
     "plot_raw_photometry",
     "plot_source",
+    "plot_spectrogram",
 ]
 
 #: Opacity of epochs flagged by the quality mask (good epochs are opaque).
@@ -1118,3 +1121,134 @@ drawing.register("raw_images", plot_raw_images)
 drawing.register("source", plot_source)
 drawing.register("detection", plot_detection)
 drawing.register("histogram", plot_histogram)
+
+
+# -- the transit classifier: its evaluation, and spacekit's analyzer views ---------------------
+def plot_classifier_evaluation(metadata: dict[str, Any], kind: str = "roc",
+                               ax: Axes | None = None,
+                               filename: str | os.PathLike | None = None) -> Figure:
+    """The test-set evaluation a model file records (``skyretriever train``), beside the SDE.
+
+    ``kind`` is ``roc`` (true against false positive rate, with AUC),
+    ``precision_recall`` (with AUPRC and the recall at 99% precision) or
+    ``confusion`` (the model's confusion matrix at its threshold, and the SDE's
+    at the transit search's).
+    """
+    metrics = metadata.get("metrics") or {}
+    if kind not in ("roc", "precision_recall", "confusion"):
+        raise ValueError(f"kind must be roc, precision_recall or confusion, not {kind!r}")
+    if not metrics:
+        raise ValueError("the model file records no metrics")
+    model_name = str(metadata.get("model", "model"))
+    labels = {"model": f"{model_name} score", "sde": "transit search SDE"}
+    if kind == "confusion":
+        fig, axes = _pyplot().subplots(1, 2, figsize=(9.0, 4.0), layout="constrained")
+        for axis, key in zip(axes, ("model", "sde")):
+            matrix = np.array(metrics[key]["confusion"])
+            axis.imshow(matrix, cmap="Blues")
+            for (row, column), count in np.ndenumerate(matrix):
+                axis.text(column, row, str(count), ha="center", va="center",
+                          color="white" if count > matrix.max() / 2 else "black")
+            axis.set_xticks([0, 1], ["not transit", "transit"])
+            axis.set_yticks([0, 1], ["not transit", "transit"])
+            axis.set_xlabel("predicted")
+            axis.set_ylabel("true")
+            axis.set_title(f"{labels[key]} >= {metrics[key]['threshold']:.3g}")
+        _save(fig, filename)
+        return fig
+    fig, ax = _new_axes(ax, figsize=(6.0, 5.0))
+    for key, style in (("model", "-"), ("sde", "--")):
+        values = metrics[key]
+        if kind == "roc":
+            ax.plot(values["roc"]["false_positive_rate"], values["roc"]["true_positive_rate"],
+                    style, label=f"{labels[key]} (AUC {values['auc']:.3f})")
+        else:
+            ax.plot(values["precision_recall"]["recall"],
+                    values["precision_recall"]["precision"], style,
+                    label=f"{labels[key]} (AUPRC {values['auprc']:.3f}, recall "
+                          f"{values['recall_at_99_precision']:.2f} at 99% precision)")
+    if kind == "roc":
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set_xlabel("False positive rate")
+        ax.set_ylabel("True positive rate")
+    else:
+        ax.axhline(0.99, color="grey", linestyle=":")
+        ax.set_xlabel("Recall")
+        ax.set_ylabel("Precision")
+    test = (metadata.get("data") or {}).get("parts", {}).get("test")
+    ax.set_title(f"{model_name} on {test} held-out examples" if test else model_name)
+    ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize="small")
+    _save(fig, filename)
+    return fig
+
+
+def _relative_series(lightcurve: Lightcurve) -> tuple[np.ndarray, np.ndarray]:
+    """Good epochs of a light curve: times and flux over its median, sorted by time."""
+    frame = _lightcurve_frame(lightcurve)
+    good = ~_qflag(frame) & np.isfinite(frame["mjd"].to_numpy(dtype=float))
+    flux = frame["flux"].to_numpy(dtype=float)
+    good &= np.isfinite(flux)
+    times, flux = frame["mjd"].to_numpy(dtype=float)[good], flux[good]
+    order = np.argsort(times, kind="stable")
+    median = np.median(flux) if len(flux) else np.nan
+    if not len(times) or not median > 0:
+        raise ValueError(f"{_describe_lightcurve(lightcurve)} has no good epochs to plot")
+    return times[order], flux[order] / median - 1.0
+
+
+def _evenly_sampled(lightcurve: Lightcurve) -> tuple[np.ndarray, np.ndarray, float]:
+    """Times, relative flux on an even grid at the median cadence (gaps as zeros), cadence."""
+    times, flux = _relative_series(lightcurve)
+    cadence = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+    if not cadence > 0:
+        raise ValueError(f"{_describe_lightcurve(lightcurve)} has too few epochs for a spectrum")
+    count = int(np.floor((times[-1] - times[0]) / cadence + 0.5)) + 1
+    even = np.zeros(count)
+    even[np.clip(np.round((times - times[0]) / cadence).astype(int), 0, count - 1)] = flux
+    return times, even, cadence
+
+
+def plot_power_spectrum(lightcurve: Lightcurve, ax: Axes | None = None,
+                        filename: str | os.PathLike | None = None) -> Figure:
+    """The Fourier power spectrum of a light curve (spacekit's FFT view).
+
+    The good epochs, relative to the median, are resampled onto an even grid
+    at the median cadence (gaps filled with zeros) and transformed with
+    :func:`numpy.fft.rfft`; power against frequency in cycles per day.
+    """
+    times, even, cadence = _evenly_sampled(lightcurve)
+    power = np.abs(np.fft.rfft(even)) ** 2 / len(even)
+    frequency = np.fft.rfftfreq(len(even), d=cadence)
+    fig, ax = _new_axes(ax, figsize=(10.0, 4.0))
+    ax.semilogy(frequency[1:], power[1:], lw=0.7)
+    ax.set_xlabel("Frequency (cycles per day)")
+    ax.set_ylabel("Power")
+    ax.set_title(f"Fourier power spectrum: {_describe_lightcurve(lightcurve)}")
+    _save(fig, filename)
+    return fig
+
+
+def plot_spectrogram(lightcurve: Lightcurve, segment_days: float | None = None,
+                     ax: Axes | None = None,
+                     filename: str | os.PathLike | None = None) -> Figure:
+    """The flux spectrogram over time (spacekit's ``make_specgram``): power per frequency and time.
+
+    The light curve is resampled at its median cadence (gaps as zeros) and cut
+    into overlapping segments of ``segment_days`` (default: a tenth of the span,
+    at least 64 epochs), each transformed (matplotlib's ``specgram``).
+    """
+    times, even, cadence = _evenly_sampled(lightcurve)
+    if len(even) < 64:
+        raise ValueError(f"{_describe_lightcurve(lightcurve)} spans {len(even)} cadences; a "
+                         "spectrogram needs at least 64")
+    length = int(round((segment_days or (times[-1] - times[0]) / 10) / cadence))
+    length = max(64, min(length, len(even)))
+    fig, ax = _new_axes(ax, figsize=(10.0, 4.0))
+    _, _, _, image = ax.specgram(even, NFFT=length, Fs=1.0 / cadence, noverlap=length // 2,
+                                 xextent=(times[0], times[-1]), cmap="viridis")
+    fig.colorbar(image, ax=ax, label="Power (dB)")
+    ax.set_xlabel(_time_label([lightcurve.observatory]))
+    ax.set_ylabel("Frequency (cycles per day)")
+    ax.set_title(f"Spectrogram: {_describe_lightcurve(lightcurve)}")
+    _save(fig, filename)
+    return fig

@@ -32,7 +32,9 @@ import yaml
 from skyretriever import database, queries, storage
 from skyretriever._version import __version__
 from skyretriever.analysis.analysis import Analysis, load_class
+from skyretriever.analysis.classifier import model_class, save_model
 from skyretriever.analysis.histogram import Histogram, HistogramFileError, update_histogram_file
+from skyretriever.analysis.training import evaluate, fit_model, make_examples, split_by_source
 from skyretriever.catalogs.catalog import Catalog, CatalogParameters
 from skyretriever.catalogs.errors import CatalogError
 from skyretriever.errors import (
@@ -395,8 +397,9 @@ class Project:
     def _paths_from_config_folder(self, config: dict[str, Any]) -> dict[str, Any]:
         """``config`` with the relative paths it writes made relative to the config's folder.
 
-        The data root, a SQLite database file, the catalog file and cache folder, and the
-        project's ``module_path``. Paths given as keyword arguments or on the command line
+        The data root, a SQLite database file, the catalog file and cache folder, the
+        project's ``module_path`` and the classifier's ``model_file``. Paths given as
+        keyword arguments or on the command line
         stay relative to the working folder, as do the defaults of what the file leaves out.
         """
         folder = Path(os.path.abspath(str(self.cfg_file))).parent
@@ -421,6 +424,11 @@ class Project:
                     section[key], written = resolved(section[key]), section[key]
                     self._written_paths[f"catalog.{key}"] = (written, section[key])
             config["catalog"] = section
+        section = config.get("analysis")
+        classifier = section.get("classifier") if isinstance(section, dict) else None
+        if isinstance(classifier, dict) and isinstance(classifier.get("model_file"), str):
+            config["analysis"] = {**section, "classifier": {
+                **classifier, "model_file": resolved(classifier["model_file"])}}
         section = config.get("project")
         if isinstance(section, dict) and isinstance(section.get("module_path"), list):
             config["project"] = {**section,
@@ -731,6 +739,8 @@ class Project:
             half-written, and the next run goes on from there.
         """
         begin = time.perf_counter()
+        if analyze:
+            self.analysis.check_ready()
         if rows is not None:
             rows = Catalog.checked_rows(rows, self.catalog.pars)
         if rows is None or self.catalog.is_configured:
@@ -1120,6 +1130,92 @@ class Project:
                 summary.failures.append((key, f"{type(error).__name__}: {error}"))
         bar.close()
         return summary
+    def train(self, examples: int | None = None, show_progress: bool = True
+              ) -> dict[str, Any]:
+        """Train the transit classifier on the project's own light curves and write its model file.
+
+        Examples are made from the light curves of the project's analysed
+        sources (run the project first) by injection
+        (:func:`skyretriever.analysis.training.make_examples`), split by
+        source, fitted, and judged on the test part against the transit
+        search's SDE. The model file (``analysis.classifier.model_file``) is
+        written in one step, with ``<model_file>.json`` beside it.
+
+        Returns
+        -------
+        dict
+            What the model file records: parameters, data summary, history,
+            metrics of the model and of the SDE on the test set.
+        """
+        classifier = self.analysis.pars.classifier
+        pars = classifier.training
+        if examples is not None:
+            pars = pars.model_copy(update={"examples": int(examples)})
+        if not classifier.model_file:
+            raise ParameterError("analysis.classifier.model_file: give the path the model "
+                                 "file is written to")
+        model_class(classifier.model, load_class)
+        if database.current_revision() is None:
+            raise ParameterError(f"the database {database.redact_url(self.database_url)} has "
+                                 f"no skyretriever tables yet: run the project first, then "
+                                 "train on its light curves")
+        with database.Session() as session:
+            found = queries.training_lightcurves(session, self.context)
+            stars = {name: [self.analysis.check_quality(lc)[0] for lc in lightcurves]
+                     for name, lightcurves in found.items()}
+        if len(stars) < 3:
+            raise ParameterError(
+                f"project {self.pars.name!r} has {len(stars)} analysed source(s) with light "
+                "curves; training needs at least 3 (one each for training, validation and "
+                f"test): run 'skyretriever run' first")
+        bar = progress_bar(pars.examples, show_progress, "examples", unit="example")
+        try:
+            made = make_examples(self.analysis, stars, pars.examples, pars.seed,
+                                 progress=lambda n, outcome: bar.update(
+                                     n, "done" if outcome == "made" else "skipped"))
+        finally:
+            bar.close()
+        parts = split_by_source(made.sources, pars.split, pars.seed)
+        for part, name in enumerate(("training", "validation", "test")):
+            labels = set(made.labels[parts == part].tolist())
+            if labels != {0, 1}:
+                raise ParameterError(
+                    f"the {name} examples ({int((parts == part).sum())} of {len(made)}, from "
+                    f"{len(set(made.sources[parts == part].tolist()))} source(s)) need both "
+                    "transits and negatives: make more examples (--examples) or analyse more "
+                    "sources")
+        log.info("training %s on %d examples (%d made in %.0f s)", classifier.model,
+                 int((parts == 0).sum()), len(made), made.seconds)
+        model, history, seconds = fit_model(classifier.model, made, parts, pars,
+                                            classifier.global_bins, classifier.local_bins,
+                                            load_class)
+        test = made.subset(parts == 2)
+        begin = time.perf_counter()
+        scores = model.predict(test.global_views, test.local_views)
+        scoring = time.perf_counter() - begin
+        sde_threshold = next((f.pars.sde_threshold for f in self.analysis.finders
+                              if hasattr(f.pars, "sde_threshold")), 6.0)
+        metadata = {
+            "project": self.pars.name,
+            "local_durations": classifier.local_durations,
+            "training": pars.to_dict(),
+            "transit_search": next((f.pars.to_dict() for f in self.analysis.finders
+                                    if f.name == "transit"), None),
+            "data": {**made.summary(),
+                     "parts": {name: int((parts == part).sum()) for part, name in
+                               enumerate(("train", "validation", "test"))},
+                     "test_positives": int(test.labels.sum())},
+            "history": history,
+            "seconds": {"examples": round(made.seconds, 2), "fit": round(seconds, 2),
+                        "score_test": round(scoring, 4)},
+            "metrics": {
+                "model": evaluate(test.labels, scores, classifier.threshold).as_dict(),
+                "sde": evaluate(test.labels, test.sde, sde_threshold).as_dict(),
+            },
+            "test_scores": {"label": test.labels.tolist(), "score": scores.tolist(),
+                            "sde": test.sde.tolist(), "kind": test.kinds.tolist()},
+        }
+        return save_model(model, classifier.model_file, metadata)
 
     def status(self, max_failures: int = 20) -> dict[str, Any]:
         """Counts per stage and observatory, and the failures with their reasons.

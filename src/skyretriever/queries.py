@@ -780,3 +780,24 @@ def source_raw_images(session: orm.Session, source_id: int) -> list[RawImages]:
                                SourceRawData.observatory == RawImages.observatory)).where(
         SourceRawData.source_id == source_id, RawImages.is_empty.is_(False))
         .order_by(RawImages.observatory)))
+
+
+# -- the transit classifier ----------------------------------------------------------------
+def training_lightcurves(session: orm.Session, context: ProjectContext
+                         ) -> dict[str, list[Lightcurve]]:
+    """The light curves of the project's analysed sources, by source name (``skyretriever train``).
+
+    Every configuration of the project counts (a model is trained before the
+    configuration that uses it exists); a name analysed under several takes
+    the newest source row's light curves.
+    """
+    newest = (sa.select(Source.name, sa.func.max(Source.id).label("id"))
+              .where(Source.project == context.name, Source.status == "done")
+              .group_by(Source.name).subquery())
+    rows = session.execute(
+        sa.select(newest.c.name, Lightcurve).join(Lightcurve, Lightcurve.source_id == newest.c.id)
+        .order_by(newest.c.name, Lightcurve.observatory, Lightcurve.series_number))
+    found: dict[str, list[Lightcurve]] = {}
+    for name, lightcurve in rows:
+        found.setdefault(name, []).append(lightcurve)
+    return found

@@ -59,6 +59,7 @@ from sqlalchemy import orm
 
 from skyretriever import database, plots, queries, storage
 from skyretriever._version import __version__
+from skyretriever.analysis.classifier import ModelFileError, read_model_metadata
 from skyretriever.analysis.histogram import Histogram
 from skyretriever.models import Detection, Properties, Source
 from skyretriever.observatories.base import ProjectContext
@@ -426,7 +427,8 @@ def _write_index(path: Path, project: Project, status: dict[str, Any], context: 
                  summary: RunSummary | None, top_rows: list[dict[str, Any]],
                  plotted: dict[int, bool], histograms: list[tuple[str, str | None]],
                  histogram_note: str, plotter: _Plotter, page_count: int,
-                 failure_count: int) -> None:
+                 failure_count: int,
+                 classifier: tuple[list[tuple[str, str | None]], str] | None = None) -> None:
     config_text, config_hash, config_note = _config_section(project)
     first, last = _activity(context)
     with open(path, "w", encoding="utf-8") as handle:
@@ -510,6 +512,20 @@ def _write_index(path: Path, project: Project, status: dict[str, Any], context: 
                     write(f'<p class="error">No plot along {_text(axis)} (see below).</p>')
             write("</div>\n")
         write(f'<p class="muted">{_text(histogram_note)}</p>\n')
+
+        if classifier is not None:
+            images, classifier_note = classifier
+            write('<h2 id="classifier">Transit classifier</h2>\n')
+            if images:
+                write('<div class="figures">')
+                for kind, image in images:
+                    if image is not None:
+                        write(f'<figure><a href="{_href("plots", image)}"><img class="plot" '
+                              f'src="{_href("plots", image)}" alt="classifier {_text(kind)}" '
+                              f'width="420"></a><figcaption>{_text(kind)}</figcaption>'
+                              "</figure>")
+                write("</div>\n")
+            write(f'<p class="muted">{_text(classifier_note)}</p>\n')
 
         write(f'<h2 id="detections">Top {_text(len(top_rows))} detections by S/N</h2>\n')
         if top_rows:
@@ -818,6 +834,33 @@ def _histogram_plots(project: Project, folder: Path, plotter: _Plotter
     return images, note
 
 
+def _classifier_plots(project: Project, folder: Path, plotter: _Plotter
+                      ) -> tuple[list[tuple[str, str | None]], str] | None:
+    """The test-set evaluation of the project's classifier model (None when it has none)."""
+    pars = project.analysis.pars.classifier
+    if not pars.enabled:
+        return None
+    try:
+        metadata = read_model_metadata(pars.model_file)
+    except ModelFileError as error:
+        return [], str(error)
+    images: list[tuple[str, str | None]] = []
+    if plotter.enabled and metadata.get("metrics"):
+        for kind in ("roc", "precision_recall", "confusion"):
+            name = f"classifier_{kind}.png"
+            made = plotter.make(f"classifier {kind}", "plot_classifier_evaluation",
+                                folder / name, metadata, kind)
+            images.append((kind.replace("_", "-"), name if made else None))
+    metrics = (metadata.get("metrics") or {}).get("model") or {}
+    data = metadata.get("data") or {}
+    note = (f"Model {metadata.get('model')} from {pars.model_file}: trained on "
+            f"{data.get('examples', '?')} examples of {data.get('sources', '?')} sources; on "
+            f"the held-out test set AUC {_number(metrics.get('auc'))}, recall "
+            f"{_number(metrics.get('recall_at_99_precision'))} at 99% precision. Sources with "
+            f"ml_score >= {pars.threshold:g} count as transits.")
+    return images, note
+
+
 # -- putting it in place -------------------------------------------------------------------
 def _check_target(target: Path) -> None:
     if target.exists() or target.is_symlink():
@@ -934,6 +977,7 @@ def _build(built: Path, project: Project, status: dict[str, Any], context: Proje
                 _plot_detection(plotter, queries.by_id(session, Detection, values["id"]),
                                 values["source"], session, built / "detections", plotted)
     histograms, histogram_note = _histogram_plots(project, built / "plots", plotter)
+    classifier = _classifier_plots(project, built / "plots", plotter)
 
     bar = progress_bar(total_sources, project.pars.progress if progress is None else progress,
                        f"report {context.name}")
@@ -952,7 +996,8 @@ def _build(built: Path, project: Project, status: dict[str, Any], context: Proje
         bar.close()
     failure_count = _write_failures(built / "failures.html", context, page_count, batch_size)
     _write_index(built / "index.html", project, status, context, summary, top_rows, plotted,
-                 histograms, histogram_note, plotter, page_count, failure_count)
+                 histograms, histogram_note, plotter, page_count, failure_count,
+                 classifier)
     _write_text(built / MARKER_FILE, json.dumps({
         "project": context.name, "cfg_hash": context.cfg_hash,
         "written": dt.datetime.now(dt.UTC).isoformat(), "skyretriever_version": __version__,

@@ -12,7 +12,12 @@ The steps, each timed in :attr:`Analysis.timings`:
 2. one step per finder (``peak``, ``transit``, ...): :meth:`Finder.find_source`
    over the checked tables;
 3. ``properties``: statistics and the Lomb-Scargle peak;
-4. ``injections``: ``num_injections`` events from the :class:`Simulator`, each
+4. ``classifier`` (when ``classifier.enabled``): the best transit candidate
+   of the source and each transit detection, folded into AstroNet-style views
+   and scored by the trained model (:mod:`skyretriever.analysis.classifier`);
+   the score goes to the ``ml_score`` columns of Properties and Detection, or
+   the reason it could not be made to ``extra["ml_not_scored"]``;
+5. ``injections``: ``num_injections`` events from the :class:`Simulator`, each
    put into copies of the checked tables and searched by the same finders.
 
 Subclass it in ``extensions/`` to add parameters or override
@@ -23,6 +28,7 @@ Subclass it in ``extensions/`` to add parameters or override
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skyretriever.analysis.classifier import Classifier, ClassifierParameters, ModelFileError
 from skyretriever.analysis.finder import Finder, FinderResult, good_epochs
 from skyretriever.analysis.histogram import (
     Histogram,
@@ -142,6 +149,10 @@ class AnalysisParameters(Parameters):
     histogram: HistogramParameters = parameter(
         default_factory=HistogramParameters, doc="Bins of the histograms."
     )
+    classifier: ClassifierParameters = parameter(
+        default_factory=ClassifierParameters,
+        doc="Scoring transit candidates with a trained model (off by default).",
+    )
 
     @classmethod
     def prepare_input(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +239,10 @@ class Analysis:
         if pars.num_injections:
             self._check_injections()
         self.histogram = Histogram(pars.histogram, self.histogram_name)
+        self.classifier = Classifier(pars.classifier, load_class)
+        if pars.classifier.enabled and not any(isinstance(f, TransitFinder) for f in self.finders):
+            raise ParameterError("analysis.classifier: the classifier scores the transit "
+                                 "search's candidates; add 'transit' to analysis.finders")
         #: Seconds spent in each step since this object was made (in this process).
         self.timings: Counter = Counter()
 
@@ -258,7 +273,28 @@ class Analysis:
         values.pop("finder", None)
         for finder in self.finders:
             values[finder.name] = finder.pars.to_dict(critical_only=True)
+        if self.pars.classifier.enabled:
+            values["classifier"]["model_sha256"] = self.classifier.model_hash()
         return values
+
+    def check_ready(self) -> None:
+        """Raise ParameterError for what would stop every source (a classifier model file
+        that is damaged or made for other views).
+
+        A model file not made yet is no error: the run goes on, each source records
+        why it was not scored, and ``skyretriever train`` can use its light curves.
+        """
+        if self.pars.classifier.enabled:
+            if self.classifier.model_hash() is None:
+                logging.getLogger(__name__).warning(
+                    "analysis.classifier.model_file %s does not exist yet: no source will be "
+                    "scored (make it with 'skyretriever train CONFIG')",
+                    self.pars.classifier.model_file)
+                return
+            try:
+                self.classifier.model()
+            except ModelFileError as error:
+                raise ParameterError(f"analysis.classifier.model_file: {error}") from None
 
     @contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -289,6 +325,7 @@ class Analysis:
                 self.timings[finder.name] += time.perf_counter() - start
             result.detections += found.detections
             result.properties.update(found.properties)
+            result.searched += found.searched
             for index, scores in enumerate(found.scores):
                 if result.scores[index] is None and scores is not None:
                     result.scores[index] = scores
@@ -357,6 +394,10 @@ class Analysis:
                 for check, number in flagged.items():
                     quality_counts[check] = quality_counts.get(check, 0) + number
         found = self.search(frames)
+        classified: dict[str, Any] = {}
+        if self.pars.classifier.enabled:
+            with self.timed("classifier"):
+                classified = self.classify(found)
         detections = [self._detection_row(d, lightcurves) for d in found.detections]
         counts: SparseCounts = {}
         with self.timed("properties"):
@@ -375,6 +416,7 @@ class Analysis:
             if self.pars.periodogram.enabled:
                 properties.update(lomb_scargle_peak(*stats.series(), pars=self.pars.periodogram))
             properties.update(found.properties)
+            properties.update(classified)
         num_real = len(detections)
         injected = recovered = 0
         if self.pars.num_injections and frames:
@@ -395,6 +437,37 @@ class Analysis:
                           num_injected=injected, num_recovered=recovered)
         return AnalysisResult(properties=_row(properties, PROPERTIES_COLUMNS),
                               detections=detections, histogram=counts)
+
+    def classify(self, found: FinderResult) -> dict[str, Any]:
+        """Score the candidates of the transit search; the Properties values it gives.
+
+        The best candidate of the source (the highest S/N over the filters, as
+        the transit finder chooses it) gives ``ml_score``; each transit
+        detection gets the score of its own filter's candidate (its
+        ``ml_score`` is set in ``found.detections``). What could not be scored
+        gets the reason in ``ml_not_scored``.
+        """
+        if not found.searched:
+            return {"ml_score": None, "ml_not_scored": "not searched for transits (too few "
+                    "points or too sparse a cadence)"}
+        scored = self.classifier.score_searches(found.searched)
+        for detection in found.detections:
+            if detection.get("period") is None:
+                continue
+            index = detection.get("lightcurve_index")
+            members = list(index) if isinstance(index, (list, tuple)) else [index]
+            for search, (score, reason) in zip(found.searched, scored):
+                if search.indices == members:
+                    detection["ml_score"] = score
+                    if reason is not None:
+                        detection.setdefault("extra", {})["ml_not_scored"] = reason
+        candidates = [(search.candidate.snr, number) for number, search in
+                      enumerate(found.searched) if search.candidate is not None]
+        if not candidates:
+            return {"ml_score": None, "ml_not_scored": "no transit candidate"}
+        score, reason = scored[max(candidates)[1]]
+        return {"ml_score": score} if reason is None else {"ml_score": None,
+                                                           "ml_not_scored": reason}
 
     def inject_and_search(self, frames: Sequence[pd.DataFrame], source: Mapping[str, Any]):
         """Yield ``(event, matching detection or None)`` for each of ``num_injections`` events.

@@ -89,11 +89,15 @@ class FinderResult:
     or a list of positions for an event found in several light curves at once.
     ``scores`` holds each light curve's epoch scores (``None`` where the finder
     does not score epochs); ``properties`` holds values for the Properties row.
+    ``searched`` holds what a periodic search ran on (the transit finder's
+    :class:`~skyretriever.analysis.transit.StitchedSearch`, one per filter), so
+    that the classifier scores its candidates without detrending again.
     """
 
     detections: list[dict[str, Any]] = field(default_factory=list)
     scores: list[np.ndarray | None] = field(default_factory=list)
     properties: dict[str, Any] = field(default_factory=dict)
+    searched: list[Any] = field(default_factory=list)
 
 
 def good_epochs(frame: pd.DataFrame) -> np.ndarray:

@@ -55,6 +55,7 @@ from skyretriever.analysis.series import (
 from skyretriever.parameters import parameter
 
 __all__ = [
+    "StitchedSearch",
     "TransitCandidate",
     "TransitFinder",
     "TransitFinderParameters",
@@ -209,6 +210,22 @@ class TransitCandidate:
 
 
 @dataclass
+class StitchedSearch:
+    """The stitched, detrended light curve of one filter and the best candidate found in it.
+
+    ``indices`` are the positions of its light curves in the list searched;
+    ``times`` and ``flux`` the good epochs, sorted, flux relative to the trend;
+    ``candidate`` is ``None`` when the search found nothing to measure.
+    """
+
+    indices: list[int]
+    band: str
+    times: np.ndarray
+    flux: np.ndarray
+    candidate: TransitCandidate | None
+
+
+@dataclass
 class _Series:
     """One source's stitched, detrended light curve of one filter (good points, sorted)."""
 
@@ -261,6 +278,9 @@ class TransitFinder(Finder):
         for indices in groups.values():
             series = self._stitch([frames[i] for i in indices])
             candidate = self._search_series(series) if series is not None else None
+            if series is not None:
+                result.searched.append(StitchedSearch(list(indices), band, series.times,
+                                                      series.flux, candidate))
             if candidate is None:
                 continue
             if best is None or candidate.snr > best.snr:

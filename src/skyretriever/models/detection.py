@@ -80,6 +80,10 @@ class Detection(Base):
         doc="Signal detection efficiency: the height of the event's periodogram peak in "
         "standard deviations of the periodogram."
     )
+    ml_score: Mapped[float | None] = mapped_column(
+        doc="Classifier score (0 to 1) of a transit detection: the probability that it is a "
+        "transit (None when the classifier is off or could not score it)."
+    )
     injected: Mapped[dict[str, Any] | None] = mapped_column(
         doc="Parameters of the injected event, for simulated detections."
     )

@@ -38,6 +38,7 @@ class Properties(Base):
     __table_args__ = (
         sa.Index(None, "project", "cfg_hash", "best_snr"),
         sa.Index(None, "project", "cfg_hash", "transit_snr"),
+        sa.Index(None, "project", "cfg_hash", "ml_score"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, doc="Database id of this row.")
@@ -90,6 +91,11 @@ class Properties(Base):
     )
     transit_sde: Mapped[float | None] = mapped_column(
         doc="Signal detection efficiency of the best transit candidate's periodogram peak."
+    )
+    ml_score: Mapped[float | None] = mapped_column(
+        doc="Classifier score (0 to 1) of the best transit candidate: the probability that it "
+        "is a transit (None when the classifier is off or could not score it; the reason is "
+        "in extra['ml_not_scored'])."
     )
     num_detections: Mapped[int] = mapped_column(doc="Number of real (not simulated) detections.")
     num_injected: Mapped[int] = mapped_column(

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Benchmark: the transit classifier on held-out injections, its fitting time and scoring rate.
+
+Stars are synthetic TESS-like sectors (27 days at ``--cadence`` minutes, the
+mid-sector gap, white noise of 300-3000 ppm, red noise and spot variability).
+Examples are made exactly as ``skyretriever train`` makes them
+(:func:`skyretriever.analysis.training.make_examples`: injected transits of S/N
+7-20 and periods 0.5-20 days kept when the transit search finds them;
+negatives as they are, with flares, dips and eclipsing binaries), split by
+star, and both models (``cnn``, ``gbt``) are fitted on the training part and
+judged on the test part beside the transit search's SDE.
+
+It prints, per model: AUC, AUPRC, recall at 99% precision (the SDE's too),
+the fitting time, and the scoring rate (views made from the stitched light
+curve and scored one candidate at a time, as in a run, on one thread). With
+``--fit-examples N`` it also times the CNN's epochs on N examples (the made
+examples repeated with their views flipped and noise added: the cost of an
+epoch depends on the number of examples, not on where they came from).
+
+Examples
+--------
+    .venv/bin/python bench/classifier.py                       # 600 examples of 60 stars
+    .venv/bin/python bench/classifier.py -n 2000 --stars 150 --fit-examples 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from skyretriever.analysis import Analysis
+from skyretriever.analysis.classifier import TrainingParameters
+from skyretriever.analysis.synthetic import as_lightcurve, sector_lightcurve
+from skyretriever.analysis.training import (
+    Examples,
+    evaluate,
+    fit_model,
+    make_examples,
+    split_by_source,
+)
+
+
+def make_stars(count: int, cadence: float, analysis: Analysis, seed: int = 0) -> dict:
+    """``count`` quality-checked synthetic sectors by name."""
+    rng = np.random.default_rng(seed)
+    stars = {}
+    for index in range(count):
+        frame = sector_lightcurve(rng, cadence_minutes=cadence, mag=rng.uniform(8, 13),
+                                  noise_ppm=rng.uniform(300, 3000), red_ppm=100,
+                                  variability_ppm=1000, rotation_period=rng.uniform(2, 10))
+        stars[f"star{index:04d}"] = [analysis.check_quality(as_lightcurve(frame))[0]]
+    return stars
+
+
+def scoring_rate(analysis: Analysis, model, stars: dict, count: int) -> float:
+    """Candidates scored per second, views included, one at a time."""
+    finder = analysis.finders[0]
+    searches = []
+    for frames in list(stars.values())[:20]:
+        searches += [s for s in finder.find_source(frames).searched if s.candidate is not None]
+    classifier = analysis.classifier
+    begin = time.perf_counter()
+    for index in range(count):
+        search = searches[index % len(searches)]
+        c = search.candidate
+        views = classifier.views(search.times, search.flux, c.period, c.epoch, c.duration)
+        model.predict(views.global_view[None], views.local_view[None])
+    return count / (time.perf_counter() - begin)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--examples", type=int, default=600)
+    parser.add_argument("--stars", type=int, default=60)
+    parser.add_argument("--cadence", type=float, default=10.0, help="minutes between epochs")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--fit-examples", type=int, default=0)
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--examples-file", help="keep the examples in this .npz file (and read "
+                        "them from it when it exists)")
+    parser.add_argument("--only", choices=("gbt", "cnn"), help="fit only this model")
+    args = parser.parse_args()
+    analysis = Analysis(finders=["transit"], classifier={"global_bins": 2001, "local_bins": 201})
+    print(f"load average before: {os.getloadavg()}")
+    stars = make_stars(args.stars, args.cadence, analysis)
+    if args.examples_file and os.path.exists(args.examples_file):
+        with np.load(args.examples_file) as saved:
+            made = Examples(**{key: saved[key] for key in saved.files if key != "seconds"},
+                            seconds=float(saved["seconds"]))
+    else:
+        made = make_examples(analysis, stars, args.examples, seed=1)
+        if args.examples_file:
+            np.savez(args.examples_file, seconds=made.seconds,
+                     **{key: getattr(made, key) for key in (
+                         "global_views", "local_views", "labels", "sources", "kinds", "sde",
+                         "snr", "injected_snr")})
+    print(f"{len(made)} examples made in {made.seconds:.0f} s "
+          f"({made.seconds / args.examples:.2f} s each); {made.summary()['by_kind']}; "
+          f"dropped {dict(made.dropped)}")
+    pars = TrainingParameters(epochs=args.epochs, seed=0)
+    parts = split_by_source(made.sources, pars.split, pars.seed)
+    test = made.subset(parts == 2)
+    results = {"examples": made.summary(), "test": int((parts == 2).sum()), "models": {}}
+    sde = evaluate(test.labels, test.sde, 6.0)
+    results["sde"] = {k: getattr(sde, k) for k in ("auc", "auprc", "recall_at_99_precision")}
+    print(f"SDE:  AUC {sde.auc:.4f}  AUPRC {sde.auprc:.4f}  recall@99%prec "
+          f"{sde.recall_at_99_precision:.3f}  (test: {len(test)} examples, "
+          f"{int(test.labels.sum())} transits)")
+    for name in (args.only,) if args.only else ("gbt", "cnn"):
+        model, history, seconds = fit_model(name, made, parts, pars, 2001, 201)
+        result = evaluate(test.labels, model.predict(test.global_views, test.local_views), 0.5)
+        rate = scoring_rate(analysis, model, stars, 300)
+        results["models"][name] = {"auc": result.auc, "auprc": result.auprc,
+                                   "recall_at_99_precision": result.recall_at_99_precision,
+                                   "confusion": result.confusion, "fit_seconds": seconds,
+                                   "epochs": len(history["train_loss"]),
+                                   "candidates_per_second": rate}
+        print(f"{name}:  AUC {result.auc:.4f}  AUPRC {result.auprc:.4f}  recall@99%prec "
+              f"{result.recall_at_99_precision:.3f}  confusion {result.confusion}  fit "
+              f"{seconds:.1f} s ({len(history['train_loss'])} epochs)  scoring "
+              f"{rate:.0f} candidates/s")
+    if args.fit_examples:
+        rng = np.random.default_rng(2)
+        pick = rng.integers(0, len(made), args.fit_examples)
+        flip = rng.random(args.fit_examples) < 0.5
+        global_views = np.where(flip[:, None], made.global_views[pick, ::-1],
+                                made.global_views[pick])
+        local_views = np.where(flip[:, None], made.local_views[pick, ::-1], made.local_views[pick])
+        global_views = global_views + rng.normal(0, 0.05, global_views.shape).astype(np.float32)
+        local_views = local_views + rng.normal(0, 0.05, local_views.shape).astype(np.float32)
+        from skyretriever.analysis.classifier import ConvolutionalClassifier
+
+        model = ConvolutionalClassifier(2001, 201, seed=0)
+        begin = time.perf_counter()
+        model.fit(global_views, local_views, made.labels[pick], None,
+                  TrainingParameters(epochs=1))
+        epoch = time.perf_counter() - begin
+        results["cnn_epoch_seconds"] = {"examples": args.fit_examples, "seconds": epoch}
+        print(f"cnn: one epoch on {args.fit_examples} examples: {epoch:.1f} s "
+              f"({args.epochs} epochs at most: {args.epochs * epoch / 60:.1f} min)")
+    print(f"load average after: {os.getloadavg()}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

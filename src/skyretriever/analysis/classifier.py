@@ -1,0 +1,673 @@
+"""The transit classifier: models that score a candidate's views, and their model files.
+
+A model gets the AstroNet-style views of a transit candidate
+(:mod:`skyretriever.analysis.views`) and returns the probability that it is a
+transit (``ml_score``, 0 to 1). Two models come with the package:
+
+- ``cnn``: a 1-D convolutional network of spacekit's kind on PyTorch (CPU):
+  one column of convolution, max pooling and batch normalisation blocks per
+  view, each view given with a smoothed copy as a second channel (spacekit's
+  uniform filter), then dropout and dense layers to one sigmoid output.
+  Training is deterministic with a seed.
+- ``gbt``: scikit-learn's histogram gradient boosting on the same views, each
+  averaged to fewer bins, and a few numbers read off them (the depth of the
+  secondary at phase 0.5, the scatter out of transit).
+
+Another model is a subclass of :class:`TransitClassifier` named in the config
+as ``module:Class`` (see the README's classifier section).
+
+A model file is a ZIP archive holding ``model.json`` (format version, model,
+view sizes, training parameters, data summary, metrics) and ``weights.bin``;
+it is written in one step (:func:`save_model`), and the same JSON is written
+beside it as ``<model file>.json`` for people to read. Its SHA-256 enters the
+config hash of the projects that use it.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import pickle
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from skyretriever import storage
+from skyretriever._version import __version__
+from skyretriever.analysis.transit import StitchedSearch
+from skyretriever.analysis.views import CandidateViews, candidate_views
+from skyretriever.parameters import ParameterError, Parameters, parameter
+
+__all__ = [
+    "MODEL_FILE_FORMAT",
+    "MODELS",
+    "Classifier",
+    "ClassifierParameters",
+    "ConvolutionalClassifier",
+    "GradientBoostingClassifier",
+    "ModelFileError",
+    "TrainingParameters",
+    "TransitClassifier",
+    "load_model",
+    "model_class",
+    "read_model_metadata",
+    "save_model",
+]
+
+MODEL_FILE_FORMAT = "skyretriever-transit-classifier"
+MODEL_FILE_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file cannot be used: missing, damaged, or made for other views."""
+
+
+class TrainingParameters(Parameters):
+    """How ``skyretriever train`` makes its examples and fits the model."""
+
+    examples: int = parameter(2000, "Number of examples made (positives and negatives).", ge=10)
+    positive_fraction: float = parameter(
+        0.5, "Fraction of examples with an injected transit.", gt=0, lt=1
+    )
+    period: list[float] = parameter(
+        [0.5, 20.0], "Range of injected periods (days), drawn log-uniformly.",
+        min_length=2, max_length=2,
+    )
+    snr: list[float] = parameter(
+        [7.0, 20.0], "Range of the injected transits' expected S/N.", min_length=2, max_length=2
+    )
+    negatives: dict[str, float] = parameter(
+        {"none": 1.0, "flare": 1.0, "dip": 1.0, "eclipsing_binary": 1.0},
+        "Relative frequency of each kind of negative: none (the star as it is), flare, "
+        "dip (one occultation), eclipsing_binary (V-shaped eclipses and a secondary).",
+    )
+    split: list[float] = parameter(
+        [0.7, 0.15, 0.15], "Fractions of the sources for training, validation and test "
+        "(examples of one source stay in one part).", min_length=3, max_length=3,
+    )
+    epochs: int = parameter(40, "Most passes over the training examples.", ge=1)
+    patience: int = parameter(
+        10, "Stop when the validation loss has not improved for this many epochs.", ge=1
+    )
+    batch_size: int = parameter(64, "Examples per step.", ge=1)
+    learning_rate: float = parameter(
+        3e-4, "Adam's learning rate (CNN; 1e-3 overfitted 425 training examples within two "
+        "epochs, AUC 0.74; 3e-4 gave 0.93 on the same test set).", gt=0,
+    )
+    max_iterations: int = parameter(300, "Boosting iterations (gradient boosting).", ge=1)
+    seed: int = parameter(0, "Random seed of the examples, the split and the fit.")
+    threads: int = parameter(1, "CPU threads used to fit.", ge=1)
+
+
+class ClassifierParameters(Parameters):
+    """The classifier step: score each source's best transit candidate with a trained model."""
+
+    enabled: bool = parameter(False, "Score transit candidates with the model.")
+    model: str = parameter(
+        "cnn", "Model: cnn (1-D convolutional network), gbt (gradient boosting) or "
+        "'module:Class' (a TransitClassifier subclass).",
+    )
+    model_file: str | None = parameter(
+        None, "The model file (skyretriever train writes it; its hash enters the config "
+        "hash, its path does not).", critical=False,
+    )
+    global_bins: int = parameter(2001, "Bins of the global view (the whole orbit).", ge=11)
+    local_bins: int = parameter(201, "Bins of the local view (around the transit).", ge=11)
+    local_durations: float = parameter(
+        4.0, "Half-width of the local view, in transit durations.", gt=0
+    )
+    min_points: int = parameter(
+        100, "Fewest points a stitched light curve needs to be scored.", ge=3
+    )
+    threshold: float = parameter(
+        0.5, "Score above which a candidate counts as a transit (confusion matrix, reports).",
+        ge=0, le=1, critical=False,
+    )
+    training: TrainingParameters = parameter(
+        default_factory=TrainingParameters, doc="How skyretriever train makes the model.",
+        critical=False,
+    )
+
+
+# -- models ----------------------------------------------------------------------------------
+class TransitClassifier:
+    """A model scoring candidates' views: fit, predict, and its state as bytes.
+
+    Subclasses set ``name`` and implement :meth:`fit`, :meth:`predict`,
+    :meth:`state` and :meth:`load_state`.
+    """
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, global_bins: int, local_bins: int, seed: int = 0, threads: int = 1
+                 ) -> None:
+        self.global_bins = int(global_bins)
+        self.local_bins = int(local_bins)
+        self.seed = int(seed)
+        self.threads = int(threads)
+
+    def fit(self, global_views: np.ndarray, local_views: np.ndarray, labels: np.ndarray,
+            validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+            pars: TrainingParameters) -> dict[str, list[float]]:
+        """Fit on views (``(n, global_bins)``, ``(n, local_bins)``) and 0/1 labels; the history."""
+        raise NotImplementedError
+
+    def predict(self, global_views: np.ndarray, local_views: np.ndarray) -> np.ndarray:
+        """Scores from 0 to 1, one per example."""
+        raise NotImplementedError
+
+    def state(self) -> bytes:
+        """Everything :meth:`load_state` needs to predict again."""
+        raise NotImplementedError
+
+    def load_state(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def check_views(self, global_views: np.ndarray, local_views: np.ndarray) -> None:
+        """Raise ValueError unless the views have this model's sizes."""
+        if global_views.shape[-1] != self.global_bins or local_views.shape[-1] != self.local_bins:
+            raise ValueError(f"views of {global_views.shape[-1]} and {local_views.shape[-1]} "
+                             f"bins given to a model of {self.global_bins} and "
+                             f"{self.local_bins}")
+
+
+def _averaged(views: np.ndarray, bins: int) -> np.ndarray:
+    """Each row averaged to ``bins`` nearly equal parts."""
+    edges = np.linspace(0, views.shape[1], bins + 1).astype(int)
+    return np.add.reduceat(views, edges[:-1], axis=1) / np.diff(edges)
+
+
+def view_features(global_views: np.ndarray, local_views: np.ndarray) -> np.ndarray:
+    """The gradient-boosting features: coarser views and numbers read off them.
+
+    The global view averaged to 101 bins, the local view to 51, then the
+    minimum near phase 0.5 (a secondary eclipse), the scatter of the global
+    view away from the transit and of the local view's wings, and the
+    difference of the local view's two halves (asymmetry, as of a flare's tail).
+    """
+    global_views = np.asarray(global_views, dtype=np.float64)
+    local_views = np.asarray(local_views, dtype=np.float64)
+    n_global, n_local = global_views.shape[1], local_views.shape[1]
+    centre, quarter = n_global // 2, max(n_global // 8, 1)
+    edges = np.concatenate([global_views[:, :quarter], global_views[:, -quarter:]], axis=1)
+    away = np.concatenate([global_views[:, : centre - quarter],
+                           global_views[:, centre + quarter:]], axis=1)
+    wings = np.concatenate([local_views[:, : n_local // 4], local_views[:, -(n_local // 4):]],
+                           axis=1)
+    numbers = np.column_stack([
+        edges.min(axis=1) if edges.size else np.zeros(len(global_views)),
+        np.std(away, axis=1),
+        np.std(wings, axis=1),
+        local_views[:, : n_local // 2].mean(axis=1) - local_views[:, -(n_local // 2):].mean(axis=1),
+    ])
+    return np.hstack([_averaged(global_views, min(101, n_global)),
+                      _averaged(local_views, min(51, n_local)), numbers])
+
+
+@functools.cache
+def _thread_controller() -> Any:
+    # made once: looking for the loaded OpenMP and BLAS libraries takes tens of milliseconds
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _threads(count: int) -> Any:
+    """A context in which OpenMP and BLAS use at most ``count`` threads."""
+    return _thread_controller().limit(limits=count)
+
+
+class GradientBoostingClassifier(TransitClassifier):
+    """scikit-learn's histogram gradient boosting on :func:`view_features`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> labels = np.arange(200) % 2
+    >>> local = rng.normal(0, 0.3, (200, 21)); local[labels == 1, 8:13] -= 1
+    >>> model = GradientBoostingClassifier(31, 21)
+    >>> _ = model.fit(rng.normal(0, 0.3, (200, 31)), local, labels, None, TrainingParameters())
+    >>> bool(model.predict(np.zeros((1, 31)), local[1:2])[0] > 0.9)
+    True
+    """
+
+    name: ClassVar[str] = "gbt"
+
+    def __init__(self, global_bins: int, local_bins: int, seed: int = 0, threads: int = 1
+                 ) -> None:
+        super().__init__(global_bins, local_bins, seed, threads)
+        self.estimator: Any = None
+
+    def fit(self, global_views, local_views, labels, validation, pars):
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        self.check_views(global_views, local_views)
+        count = len(labels)
+        # scikit-learn's defaults (leaves of 20, early stopping on 15%) need a few hundred
+        # examples; a small set gets smaller leaves and every iteration
+        self.estimator = HistGradientBoostingClassifier(
+            max_iter=pars.max_iterations, learning_rate=0.1, early_stopping=count >= 400,
+            validation_fraction=0.15, n_iter_no_change=20, random_state=self.seed,
+            min_samples_leaf=int(min(20, max(3, count // 20))),
+        )
+        with _threads(self.threads):
+            self.estimator.fit(view_features(global_views, local_views), np.asarray(labels, int))
+        return {"train_loss": [float(x) for x in -self.estimator.train_score_],
+                "validation_loss": [float(x) for x in -getattr(
+                    self.estimator, "validation_score_", np.array([]))]}
+
+    def predict(self, global_views, local_views):
+        if self.estimator is None:
+            raise RuntimeError("the gradient-boosting model is not fitted")
+        self.check_views(global_views, local_views)
+        # scikit-learn's OpenMP threads cost more than they give on one candidate at a time
+        # (70 ms instead of 5 ms per call on a busy two-core machine)
+        with _threads(self.threads):
+            return self.estimator.predict_proba(view_features(global_views, local_views))[:, 1]
+
+    def state(self) -> bytes:
+        return pickle.dumps(self.estimator, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load_state(self, data: bytes) -> None:
+        # The model file is the project's own (written by skyretriever train).
+        self.estimator = pickle.loads(data)
+
+
+def _smoothed(views: np.ndarray, size: int) -> np.ndarray:
+    """Running mean of ``size`` bins along each row (spacekit's second channel)."""
+    from scipy.ndimage import uniform_filter1d
+
+    return uniform_filter1d(views, size=size, axis=-1, mode="nearest")
+
+
+def _column_blocks(length: int) -> list[tuple[int, int, int]]:
+    """(filters, kernel, pool) of each convolution block of a view of ``length`` bins.
+
+    spacekit's four blocks of 8, 16, 32 and 64 filters of width 11 pooled by 4
+    for long views; fewer, narrower ones while the view is still longer than 8
+    bins.
+    """
+    blocks = []
+    for filters in (8, 16, 32, 64):
+        if length < 16:
+            break
+        kernel = 11 if length >= 200 else 5
+        pool = 4 if length >= 64 else 2
+        blocks.append((filters, kernel, pool))
+        length //= pool
+    return blocks or [(8, 3, 1)]
+
+
+def _network(global_bins: int, local_bins: int) -> Any:
+    """The convolutional network (a ``torch.nn.Module``) for views of these sizes."""
+    import torch
+    from torch import nn
+
+    def column(length: int) -> tuple[nn.Sequential, int]:
+        layers: list[nn.Module] = []
+        channels = 2
+        for number, (filters, kernel, pool) in enumerate(_column_blocks(length)):
+            layers += [nn.Conv1d(channels, filters, kernel, padding=kernel // 2), nn.ReLU()]
+            if pool > 1:
+                layers.append(nn.MaxPool1d(pool))
+                length //= pool
+            if number < 3:
+                layers.append(nn.BatchNorm1d(filters))
+            channels = filters
+        return nn.Sequential(*layers, nn.Flatten()), channels * length
+
+    class Network(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.global_column, global_size = column(global_bins)
+            self.local_column, local_size = column(local_bins)
+            self.head = nn.Sequential(
+                nn.Dropout(0.5), nn.Linear(global_size + local_size, 64), nn.ReLU(),
+                nn.Dropout(0.25), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1),
+            )
+
+        def forward(self, global_views: torch.Tensor, local_views: torch.Tensor
+                    ) -> torch.Tensor:
+            joined = torch.cat([self.global_column(global_views),
+                                self.local_column(local_views)], dim=1)
+            return self.head(joined).squeeze(1)   # logits; the sigmoid is in predict
+
+    return Network()
+
+
+class ConvolutionalClassifier(TransitClassifier):
+    """A 1-D convolutional network of spacekit's kind, on PyTorch (CPU), deterministic with a seed.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> labels = np.arange(128) % 2
+    >>> local = rng.normal(0, 0.3, (128, 21)).astype(np.float32); local[labels == 1, 8:13] -= 1
+    >>> model = ConvolutionalClassifier(31, 21, seed=3)
+    >>> history = model.fit(rng.normal(0, 0.3, (128, 31)), local, labels, None,
+    ...                     TrainingParameters(epochs=15, batch_size=16))
+    >>> bool(history["train_loss"][-1] < history["train_loss"][0])
+    True
+    """
+
+    name: ClassVar[str] = "cnn"
+
+    def __init__(self, global_bins: int, local_bins: int, seed: int = 0, threads: int = 1
+                 ) -> None:
+        super().__init__(global_bins, local_bins, seed, threads)
+        self.network: Any = None
+
+    def _inputs(self, global_views: np.ndarray, local_views: np.ndarray) -> tuple[Any, Any]:
+        import torch
+
+        def channels(views: np.ndarray) -> Any:
+            views = np.asarray(views, dtype=np.float32)
+            size = max(3, views.shape[-1] // 50)
+            return torch.from_numpy(np.stack([views, _smoothed(views, size)], axis=1))
+
+        return channels(global_views), channels(local_views)
+
+    def _build(self) -> Any:
+        import torch
+
+        torch.manual_seed(self.seed)
+        self.network = _network(self.global_bins, self.local_bins)
+        return self.network
+
+    def fit(self, global_views, local_views, labels, validation, pars):
+        import torch
+
+        self.check_views(global_views, local_views)
+        torch.set_num_threads(self.threads)
+        torch.use_deterministic_algorithms(True)
+        network = self._build()
+        inputs = self._inputs(global_views, local_views)
+        targets = torch.from_numpy(np.asarray(labels, dtype=np.float32))
+        positives = float(targets.sum())
+        weight = torch.tensor((len(targets) - positives) / max(positives, 1.0))
+        loss_function = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
+        optimiser = torch.optim.Adam(network.parameters(), lr=pars.learning_rate)
+        if validation is not None:
+            checked = self._inputs(validation[0], validation[1])
+            checked_targets = torch.from_numpy(np.asarray(validation[2], dtype=np.float32))
+        rng = np.random.default_rng(self.seed)
+        history: dict[str, list[float]] = {"train_loss": [], "validation_loss": []}
+        best_loss, best_state, waited = np.inf, None, 0
+        for _ in range(pars.epochs):
+            network.train()
+            order = rng.permutation(len(targets))
+            total = 0.0
+            for first in range(0, len(order), pars.batch_size):
+                batch = torch.from_numpy(order[first:first + pars.batch_size])
+                if len(batch) < 2:      # batch normalisation needs two examples
+                    continue
+                global_batch, local_batch = inputs[0][batch], inputs[1][batch]
+                # AstroNet's augmentation: a transit reversed in time is still a transit
+                if rng.random() < 0.5:
+                    global_batch, local_batch = global_batch.flip(-1), local_batch.flip(-1)
+                optimiser.zero_grad()
+                loss = loss_function(network(global_batch, local_batch), targets[batch])
+                loss.backward()
+                optimiser.step()
+                total += float(loss.detach()) * len(batch)
+            history["train_loss"].append(total / len(targets))
+            if validation is None:
+                continue
+            network.eval()
+            with torch.no_grad():
+                loss = float(loss_function(network(*checked), checked_targets))
+            history["validation_loss"].append(loss)
+            if loss < best_loss - 1e-4:
+                best_loss, waited = loss, 0
+                best_state = {k: v.clone() for k, v in network.state_dict().items()}
+            else:
+                waited += 1
+                if waited >= pars.patience:
+                    break
+        if best_state is not None:
+            network.load_state_dict(best_state)
+        network.eval()
+        return history
+
+    def predict(self, global_views, local_views):
+        import torch
+
+        if self.network is None:
+            raise RuntimeError("the convolutional model is not fitted")
+        self.check_views(global_views, local_views)
+        self.network.eval()
+        with torch.no_grad():
+            logits = self.network(*self._inputs(global_views, local_views))
+        return torch.sigmoid(logits).numpy().astype(float)
+
+    def state(self) -> bytes:
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(self.network.state_dict(), buffer)
+        return buffer.getvalue()
+
+    def load_state(self, data: bytes) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        network = self._build()
+        network.load_state_dict(torch.load(io.BytesIO(data), weights_only=True))
+        network.eval()
+
+
+MODELS: dict[str, type[TransitClassifier]] = {
+    "cnn": ConvolutionalClassifier,
+    "gbt": GradientBoostingClassifier,
+}
+
+
+def model_class(name: str, load: Any = None) -> type[TransitClassifier]:
+    """The model class for ``cnn``, ``gbt`` or ``module:Class`` (``load`` imports the last)."""
+    if name in MODELS:
+        return MODELS[name]
+    if (":" in name or "." in name) and load is not None:
+        cls = load(name, "analysis.classifier.model")
+        if not (isinstance(cls, type) and issubclass(cls, TransitClassifier)):
+            raise ParameterError(f"analysis.classifier.model: {name!r} is not a "
+                                 "TransitClassifier subclass")
+        return cls
+    raise ParameterError(f"analysis.classifier.model: unknown model {name!r}; use "
+                         f"{', '.join(MODELS)} or 'module:Class'")
+
+
+# -- model files -----------------------------------------------------------------------------
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def save_model(model: TransitClassifier, path: str | Path, metadata: Mapping[str, Any]
+               ) -> dict[str, Any]:
+    """Write the model file (in one step) and ``<path>.json`` beside it; the metadata written.
+
+    ``metadata`` adds what the caller knows (training parameters, data summary,
+    metrics, view settings) to what the model says of itself.
+    """
+    path = Path(path)
+    info = {
+        "format": MODEL_FILE_FORMAT,
+        "format_version": MODEL_FILE_VERSION,
+        "skyretriever_version": __version__,
+        "model": model.name,
+        "class": _class_path(type(model)),
+        "global_bins": model.global_bins,
+        "local_bins": model.local_bins,
+        "seed": model.seed,
+        **metadata,
+    }
+    text = json.dumps(info, indent=2, sort_keys=True, default=_plain)
+    with storage.atomic_write(path) as temporary:
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("model.json", text)
+            archive.writestr("weights.bin", model.state())
+    with storage.atomic_write(path.with_name(path.name + ".json")) as temporary:
+        temporary.write_text(text + "\n")
+    return json.loads(text)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to a model file")
+
+
+def read_model_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``model.json`` of a model file.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing, not a model file, damaged, or of a newer format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"no model file at {str(path)!r}; make one with "
+                             "'skyretriever train CONFIG'")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = json.loads(archive.read("model.json"))
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError) as error:
+        raise ModelFileError(f"{str(path)!r} is not a readable skyretriever model file "
+                             f"(damaged?): {error}") from None
+    if not isinstance(info, dict) or info.get("format") != MODEL_FILE_FORMAT:
+        raise ModelFileError(f"{str(path)!r} is not a skyretriever model file")
+    if int(info.get("format_version", 0)) > MODEL_FILE_VERSION:
+        raise ModelFileError(f"{str(path)!r} has model file format "
+                             f"{info.get('format_version')}; this skyretriever reads "
+                             f"{MODEL_FILE_VERSION} (upgrade skyretriever)")
+    return info
+
+
+def load_model(path: str | Path, global_bins: int | None = None,
+               local_bins: int | None = None, load: Any = None, threads: int = 1
+               ) -> tuple[TransitClassifier, dict[str, Any]]:
+    """The model in a model file and its metadata, checked against the view sizes asked for.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing or damaged, or its model was trained on views
+        of other sizes than ``global_bins`` and ``local_bins``.
+    """
+    info = read_model_metadata(path)
+    sizes = (info.get("global_bins"), info.get("local_bins"))
+    if (global_bins, local_bins) != (None, None) and sizes != (global_bins, local_bins):
+        raise ModelFileError(
+            f"the model in {str(path)!r} was trained on views of {sizes[0]} (global) and "
+            f"{sizes[1]} (local) bins, and analysis.classifier asks for {global_bins} and "
+            f"{local_bins}: set global_bins and local_bins as in the model, or train again")
+    try:
+        cls = model_class(str(info.get("model")), load)
+    except ParameterError:
+        try:
+            cls = model_class(str(info.get("class")), load)
+        except ParameterError as error:
+            raise ModelFileError(f"{str(path)!r}: {error}") from None
+    model = cls(int(sizes[0]), int(sizes[1]), seed=int(info.get("seed", 0)), threads=threads)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            model.load_state(archive.read("weights.bin"))
+    except Exception as error:  # any failure to rebuild the weights is a damaged file
+        raise ModelFileError(f"{str(path)!r}: the {info.get('model')} model's weights cannot "
+                             f"be read (damaged?): {type(error).__name__}: {error}") from None
+    return model, info
+
+
+# -- the analysis step -----------------------------------------------------------------------
+class Classifier:
+    """The classifier step of the analysis: views of candidates, scored by the model file's model.
+
+    The model is read when first needed (in each worker process) and is not
+    pickled with the analysis.
+    """
+
+    def __init__(self, pars: ClassifierParameters, load: Any = None) -> None:
+        self.pars = pars
+        self._load = load
+        self._model: TransitClassifier | None = None
+        self._error: str | None = None
+        if pars.enabled:
+            model_class(pars.model, load)   # an unknown model is a configuration error now
+            if not pars.model_file:
+                raise ParameterError("analysis.classifier.model_file: give the path of the "
+                                     "model file (skyretriever train writes it)")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_model"] = None
+        state["_error"] = None
+        return state
+
+    def model_hash(self) -> str | None:
+        """SHA-256 of the model file (``None`` when there is none yet)."""
+        if not self.pars.model_file or not Path(self.pars.model_file).is_file():
+            return None
+        return storage.file_sha256(self.pars.model_file)
+
+    def model(self) -> TransitClassifier:
+        """The model of the model file (read once).
+
+        Raises
+        ------
+        ModelFileError
+            If the model file cannot be used (see :func:`load_model`).
+        """
+        if self._model is None:
+            if self._error is not None:
+                raise ModelFileError(self._error)
+            try:
+                self._model, _ = load_model(self.pars.model_file, self.pars.global_bins,
+                                            self.pars.local_bins, self._load)
+            except ModelFileError as error:
+                self._error = str(error)
+                raise
+        return self._model
+
+    def views(self, times: np.ndarray, flux: np.ndarray, period: float, epoch: float,
+              duration: float) -> CandidateViews:
+        """The views of a candidate (ValueError when they cannot be made)."""
+        pars = self.pars
+        return candidate_views(times, flux, period, epoch, duration, pars.global_bins,
+                               pars.local_bins, pars.local_durations, pars.min_points)
+
+    def score_searches(self, searched: Sequence[StitchedSearch]
+                       ) -> list[tuple[float | None, str | None]]:
+        """``(score, None)`` or ``(None, reason not scored)`` for each search's candidate."""
+        results: list[tuple[float | None, str | None]] = []
+        views: list[CandidateViews] = []
+        where: list[int] = []
+        for search in searched:
+            candidate = search.candidate
+            if candidate is None:
+                results.append((None, "no transit candidate"))
+                continue
+            try:
+                made = self.views(search.times, search.flux, candidate.period,
+                                  candidate.epoch, candidate.duration)
+            except ValueError as error:
+                results.append((None, str(error)))
+                continue
+            results.append((None, None))
+            views.append(made)
+            where.append(len(results) - 1)
+        if views:
+            try:
+                scores = self.model().predict(np.stack([v.global_view for v in views]),
+                                              np.stack([v.local_view for v in views]))
+            except (ModelFileError, ValueError) as error:
+                reason = str(error)
+                return [(None, reason) if r == (None, None) else r for r in results]
+            for index, score in zip(where, scores):
+                results[index] = (float(score), None)
+        return results

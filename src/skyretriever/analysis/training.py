@@ -1,0 +1,340 @@
+"""Training the transit classifier on the project's own stars: examples, split, fit, evaluation.
+
+Examples are made from the quality-checked light curves of the project's
+sources (:func:`make_examples`):
+
+- **positives**: a transit injected by the :class:`Simulator` (periods drawn
+  log-uniformly over ``training.period``, expected S/N over ``training.snr``),
+  kept when the transit search finds it (its best candidate matches the
+  injection), so that the views are those the search would give;
+- **negatives**: the same stars as they are, or with an injected flare, a dip
+  (one occultation) or an eclipsing-binary-like signal (V-shaped eclipses and
+  a secondary eclipse at phase 0.5); the search's best candidate whatever it is.
+
+Each example is folded on the search's best period, epoch and duration into
+the views the analysis scores. Examples are split by source (all of a star's
+examples in one part) into training, validation and test sets; the model is
+fitted on the first, stopped early on the second, and judged on the third
+(:func:`evaluate`), beside the transit search's SDE used as a score.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skyretriever.analysis.analysis import Analysis
+from skyretriever.analysis.classifier import TransitClassifier, model_class
+from skyretriever.analysis.finder import good_epochs
+from skyretriever.analysis.simulator import Simulator, transit_model
+from skyretriever.analysis.transit import TransitFinder
+
+__all__ = ["EXAMPLE_KINDS", "Evaluation", "Examples", "evaluate", "fit_model", "make_examples",
+           "split_by_source"]
+
+EXAMPLE_KINDS = ("transit", "none", "flare", "dip", "eclipsing_binary")
+
+
+@dataclass
+class Examples:
+    """Views, labels and what each example is (one row per example)."""
+
+    global_views: np.ndarray
+    local_views: np.ndarray
+    labels: np.ndarray
+    sources: np.ndarray
+    kinds: np.ndarray
+    sde: np.ndarray
+    snr: np.ndarray
+    injected_snr: np.ndarray
+    #: Examples asked for but not made, by reason.
+    dropped: Counter = field(default_factory=Counter)
+    #: Seconds spent making the examples.
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, keep: np.ndarray) -> Examples:
+        """The examples where ``keep`` is true."""
+        return Examples(self.global_views[keep], self.local_views[keep], self.labels[keep],
+                        self.sources[keep], self.kinds[keep], self.sde[keep], self.snr[keep],
+                        self.injected_snr[keep])
+
+    def summary(self) -> dict[str, Any]:
+        """Counts by kind, label and source, and what was dropped."""
+        return {
+            "examples": len(self),
+            "positives": int(self.labels.sum()),
+            "negatives": int(len(self) - self.labels.sum()),
+            "sources": len(set(self.sources.tolist())),
+            "by_kind": dict(sorted(Counter(self.kinds.tolist()).items())),
+            "dropped": dict(sorted(self.dropped.items())),
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def _good_times(frame: pd.DataFrame) -> np.ndarray:
+    """The good epochs' times, sorted (the order the simulator's models follow)."""
+    return np.sort(frame["mjd"].to_numpy(dtype=float)[good_epochs(frame)], kind="stable")
+
+
+def _transit_finder(analysis: Analysis) -> TransitFinder:
+    for finder in analysis.finders:
+        if isinstance(finder, TransitFinder):
+            return finder
+    return TransitFinder()
+
+
+def _simulators(analysis: Analysis, span: float) -> dict[str, Simulator]:
+    pars = analysis.pars.classifier.training
+    finder = _transit_finder(analysis)
+    # the search looks no further than span / (min_transits - 1)
+    longest = min(pars.period[1], span / max(finder.pars.min_transits - 1, 1))
+    period = {"kind": "loguniform", "low": min(pars.period[0], 0.9 * longest), "high": longest}
+    return {
+        "transit": Simulator(events={"transit": 1.0},
+                             transit={"period": period, "snr": list(pars.snr)}),
+        "eclipsing_binary": Simulator(events={"transit": 1.0},
+                                      transit={"period": period, "snr": [10.0, 60.0],
+                                               "impact_parameter": [0.0, 0.9]}),
+        "flare": Simulator(events={"flare": 1.0}),
+        "dip": Simulator(events={"dip": 1.0}),
+    }
+
+
+def _eclipsing_binary(frames: Sequence[pd.DataFrame], simulator: Simulator,
+                      rng: np.random.Generator) -> list[pd.DataFrame] | None:
+    """Copies of ``frames`` with V-shaped primary eclipses and a shallower secondary."""
+    event = simulator.draw(frames, rng)
+    if event is None:
+        return None
+    p = event.parameters
+    ratio = rng.uniform(0.1, 0.9)
+    for index in event.models:
+        times = _good_times(frames[index])
+        primary = transit_model(times, p["period"], p["epoch"], p["duration"], p["depth"],
+                                ingress=0.5)
+        secondary = transit_model(times, p["period"], p["epoch"] + 0.5 * p["period"],
+                                  p["duration"], ratio * p["depth"], ingress=0.5)
+        event.models[index] = primary * secondary
+    return simulator.inject(frames, event)
+
+
+def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]],
+                  number: int, seed: int = 0,
+                  progress: Callable[[int, str], None] | None = None) -> Examples:
+    """``number`` examples from the quality-checked light curves of ``stars`` (name: tables).
+
+    Each example picks a star and a kind (a transit with probability
+    ``training.positive_fraction``, else a negative kind by ``training.negatives``),
+    injects it, runs the analysis' transit search and folds the best
+    candidate into views. An example that cannot be made (no candidate, an
+    injected transit the search missed, a light curve too short for the
+    views) is dropped and counted in ``dropped``. ``progress(1, outcome)`` is
+    called after each.
+    """
+    pars = analysis.pars.classifier.training
+    finder = _transit_finder(analysis)
+    classifier = analysis.classifier
+    names = sorted(stars)
+    if not names:
+        raise ValueError("no light curves to make examples from (run the project first)")
+    negatives = [kind for kind, weight in pars.negatives.items() if weight > 0]
+    unknown = [kind for kind in pars.negatives if kind not in EXAMPLE_KINDS]
+    if unknown or not negatives:
+        raise ValueError(f"analysis.classifier.training.negatives: use some of "
+                         f"{', '.join(EXAMPLE_KINDS[1:])} with positive weights")
+    weights = np.array([pars.negatives[kind] for kind in negatives], dtype=float)
+    spans = {}
+    for name in names:
+        times = [_good_times(frame) for frame in stars[name]]
+        times = [t for t in times if len(t)]
+        spans[name] = (max(t[-1] for t in times) - min(t[0] for t in times)) if times else 0.0
+    simulators: dict[str, dict[str, Simulator]] = {}
+    rows: list[tuple] = []
+    dropped: Counter = Counter()
+    begin = time.perf_counter()
+    for number_made in range(number):
+        rng = np.random.default_rng([seed, number_made])
+        name = names[int(rng.integers(len(names)))]
+        frames = list(stars[name])
+        if rng.random() < pars.positive_fraction:
+            kind = "transit"
+        else:
+            kind = negatives[int(rng.choice(len(negatives), p=weights / weights.sum()))]
+        if name not in simulators:
+            simulators[name] = _simulators(analysis, spans[name])
+        event = None
+        if kind == "none":
+            injected = frames
+        elif kind == "eclipsing_binary":
+            injected = _eclipsing_binary(frames, simulators[name][kind], rng)
+        else:
+            event = simulators[name][kind].draw(frames, rng)
+            injected = None if event is None else simulators[name][kind].inject(frames, event)
+        outcome = _example(injected, kind, event, finder, classifier, simulators[name], name,
+                           rows)
+        if outcome != "made":
+            dropped[f"{kind}: {outcome}"] += 1
+        if progress is not None:
+            progress(1, outcome)
+    if not rows:
+        return Examples(np.zeros((0, classifier.pars.global_bins), np.float32),
+                        np.zeros((0, classifier.pars.local_bins), np.float32),
+                        *(np.zeros(0) for _ in range(6)), dropped=dropped,
+                        seconds=time.perf_counter() - begin)
+    columns = list(zip(*rows))
+    return Examples(
+        global_views=np.stack(columns[0]), local_views=np.stack(columns[1]),
+        labels=np.array(columns[2], dtype=int), sources=np.array(columns[3]),
+        kinds=np.array(columns[4]), sde=np.array(columns[5], dtype=float),
+        snr=np.array(columns[6], dtype=float), injected_snr=np.array(columns[7], dtype=float),
+        dropped=dropped, seconds=time.perf_counter() - begin,
+    )
+
+
+def _example(injected: Sequence[pd.DataFrame] | None, kind: str, event: Any,
+             finder: TransitFinder, classifier: Any, simulators: Mapping[str, Simulator],
+             name: str, rows: list[tuple]) -> str:
+    """Search one injected light curve and add its example to ``rows``; what happened."""
+    if injected is None:
+        return "too few points to inject"
+    found = finder.find_source(injected)
+    searches = [s for s in found.searched if s.candidate is not None]
+    if not searches:
+        return "no transit candidate"
+    best = max(searches, key=lambda s: s.candidate.snr)
+    candidate = best.candidate
+    if kind == "transit" and not simulators["transit"].match(
+            event, {"period": candidate.period, "epoch": candidate.epoch,
+                    "duration": candidate.duration}):
+        return "injected transit not found by the search"
+    try:
+        views = classifier.views(best.times, best.flux, candidate.period, candidate.epoch,
+                                 candidate.duration)
+    except ValueError as error:
+        return str(error).split(":")[0]
+    rows.append((views.global_view, views.local_view, int(kind == "transit"), name, kind,
+                 candidate.sde, candidate.snr, np.nan if event is None else event.snr))
+    return "made"
+
+
+def split_by_source(sources: Iterable[str], fractions: Sequence[float], seed: int = 0
+                    ) -> np.ndarray:
+    """0 (train), 1 (validation) or 2 (test) for each example, all of a source's in one part.
+
+    The sources are shuffled with ``seed`` and cut by the ``fractions`` of
+    sources; each part gets at least one source when there are three or more.
+
+    Examples
+    --------
+    >>> parts = split_by_source(["a", "a", "b", "c", "d", "d"], [0.5, 0.25, 0.25], seed=1)
+    >>> sorted(set(parts.tolist()))
+    [0, 1, 2]
+    >>> bool(parts[0] == parts[1] and parts[4] == parts[5])
+    True
+    """
+    sources = np.asarray(list(sources))
+    names = sorted(set(sources.tolist()))
+    order = np.random.default_rng(seed).permutation(len(names))
+    shares = np.asarray(fractions, dtype=float) / np.sum(fractions)
+    counts = np.round(shares * len(names)).astype(int)
+    if len(names) >= 3:
+        counts = np.maximum(counts, 1)
+    counts[0] = len(names) - counts[1] - counts[2]
+    part_of = {}
+    for position, index in enumerate(order):
+        part_of[names[index]] = 0 if position < counts[0] else (
+            1 if position < counts[0] + counts[1] else 2)
+    return np.array([part_of[s] for s in sources.tolist()], dtype=int)
+
+
+def fit_model(model_name: str, examples: Examples, parts: np.ndarray, pars: Any,
+              global_bins: int, local_bins: int, load: Any = None
+              ) -> tuple[TransitClassifier, dict[str, list[float]], float]:
+    """A model fitted on part 0, stopped on part 1; its history and the seconds the fit took."""
+    cls = model_class(model_name, load)
+    model = cls(global_bins, local_bins, seed=pars.seed, threads=pars.threads)
+    train, valid = parts == 0, parts == 1
+    if len(set(examples.labels[train].tolist())) < 2:
+        raise ValueError("the training examples need both transits and negatives; make more "
+                         "(--examples) or use more sources")
+    validation = ((examples.global_views[valid], examples.local_views[valid],
+                   examples.labels[valid]) if valid.any() else None)
+    begin = time.perf_counter()
+    history = model.fit(examples.global_views[train], examples.local_views[train],
+                        examples.labels[train], validation, pars)
+    return model, history, time.perf_counter() - begin
+
+
+@dataclass
+class Evaluation:
+    """How a score separates transits from the rest on a test set."""
+
+    auc: float
+    auprc: float
+    recall_at_99_precision: float
+    threshold: float
+    confusion: list[list[int]]
+    roc: dict[str, list[float]]
+    precision_recall: dict[str, list[float]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"auc": self.auc, "auprc": self.auprc,
+                "recall_at_99_precision": self.recall_at_99_precision,
+                "threshold": self.threshold, "confusion": self.confusion,
+                "roc": self.roc, "precision_recall": self.precision_recall}
+
+
+def _thinned(values: np.ndarray, most: int = 400) -> list[float]:
+    if len(values) > most:
+        values = values[np.linspace(0, len(values) - 1, most).astype(int)]
+    return [float(v) for v in values]
+
+
+def evaluate(labels: np.ndarray, scores: np.ndarray, threshold: float) -> Evaluation:
+    """ROC and precision-recall curves, AUC, AUPRC, recall at 99% precision, confusion matrix.
+
+    ``confusion`` is ``[[true negatives, false positives], [false negatives,
+    true positives]]`` for ``scores >= threshold``.
+
+    Examples
+    --------
+    >>> result = evaluate(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.7, 0.9]), 0.5)
+    >>> result.auc, result.confusion, result.recall_at_99_precision
+    (1.0, [[1, 1], [0, 2]], 1.0)
+    """
+    from sklearn.metrics import (
+        average_precision_score,
+        confusion_matrix,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
+
+    labels = np.asarray(labels, dtype=int)
+    scores = np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf)
+    scores = np.where(np.isneginf(scores), np.min(scores[np.isfinite(scores)], initial=0) - 1,
+                      scores)
+    if len(set(labels.tolist())) < 2:
+        raise ValueError("the test set needs both transits and negatives to be judged")
+    false_rate, true_rate, _ = roc_curve(labels, scores)
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    reachable = recall[precision >= 0.99]
+    predicted = (scores >= threshold).astype(int)
+    return Evaluation(
+        auc=float(roc_auc_score(labels, scores)),
+        auprc=float(average_precision_score(labels, scores)),
+        recall_at_99_precision=float(reachable.max()) if len(reachable) else 0.0,
+        threshold=float(threshold),
+        confusion=confusion_matrix(labels, predicted, labels=[0, 1]).tolist(),
+        roc={"false_positive_rate": _thinned(false_rate), "true_positive_rate": _thinned(true_rate)},
+        precision_recall={"precision": _thinned(precision), "recall": _thinned(recall)},
+    )

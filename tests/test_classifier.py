@@ -1,0 +1,340 @@
+"""The transit classifier: views, the two models, model files, evaluation, and a run that uses it.
+
+The run goes through the command line on SQLite and PostgreSQL: a run of the
+demo observatory, ``skyretriever train`` on its light curves, a run with the
+model, and ``--where 'ml_score > ...'`` against the rows themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from scipy.stats import binned_statistic
+
+from skyretriever.analysis import Analysis, load_class
+from skyretriever.analysis.classifier import (
+    ConvolutionalClassifier,
+    GradientBoostingClassifier,
+    ModelFileError,
+    TrainingParameters,
+    load_model,
+    model_class,
+    save_model,
+)
+from skyretriever.analysis.training import evaluate, split_by_source
+from skyretriever.analysis.views import binned_median, candidate_views, fold
+from skyretriever.cli import main
+from skyretriever.database import Session
+from skyretriever.models import Detection, Lightcurve, Properties, Source
+from skyretriever.observatories.demo import VirtualDemoObs
+from skyretriever.parameters import ParameterError
+from skyretriever.plots import plot_power_spectrum, plot_spectrogram
+
+GLOBAL, LOCAL = 61, 31
+
+
+def _toy_views(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of box dips (label 1) and of noise with a one-sided spike (label 0)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % 2
+    global_views = rng.normal(0, 0.25, (count, GLOBAL)).astype(np.float32)
+    local_views = rng.normal(0, 0.25, (count, LOCAL)).astype(np.float32)
+    local_views[labels == 1, 12:19] -= 1.0
+    global_views[labels == 1, 29:32] -= 1.0
+    local_views[labels == 0, 3] -= 1.0
+    return global_views, local_views, labels
+
+
+# -- views -------------------------------------------------------------------------------------
+def test_binned_median_equals_scipy_binned_statistic_where_bins_have_data():
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(-1, 1, 3000), rng.standard_normal(3000)
+    ours = binned_median(x, y, -1.0, 1.0, 50)
+    theirs = binned_statistic(x, y, "median", bins=50, range=(-1, 1)).statistic
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_binned_median_fills_empty_bins_from_their_neighbours():
+    x = np.array([0.05, 0.15, 0.95])          # bins 0, 1 and 9 of ten over [0, 1)
+    result = binned_median(x, np.array([1.0, 2.0, 9.0]), 0.0, 1.0, 10)
+    # bins 2 to 8 lie on the line from bin 1 (2.0) to bin 9 (9.0)
+    np.testing.assert_allclose(result, np.r_[1.0, np.linspace(2.0, 9.0, 9)])
+
+
+def test_views_of_a_box_transit_are_centred_at_minus_one_and_flat_elsewhere():
+    rng = np.random.default_rng(2)
+    t = np.arange(0.0, 27.0, 0.005)
+    period, epoch, duration = 2.7, 0.9, 0.12
+    flux = 1 + 2e-4 * rng.standard_normal(len(t))
+    flux[np.abs(fold(t, period, epoch)) < duration / 2] -= 5e-3
+    views = candidate_views(t, flux, period, epoch, duration, global_bins=201, local_bins=81)
+    local = views.local_view
+    # the local view spans +-4 durations: the transit is the middle eighth
+    assert float(local.min()) == -1.0
+    assert np.all(local[37:44] < -0.8)
+    assert np.all(np.abs(local[:30]) < 0.2) and np.all(np.abs(local[-30:]) < 0.2)
+    centre = views.global_view[100]
+    assert centre < -0.8 and abs(float(np.median(views.global_view))) < 1e-6
+
+
+def test_views_refuse_a_light_curve_too_short_and_a_candidate_without_a_period():
+    t = np.linspace(0, 1, 20)
+    with pytest.raises(ValueError, match="too short for the views: 20 points"):
+        candidate_views(t, np.ones(20), 0.5, 0.1, 0.05, min_points=100)
+    with pytest.raises(ValueError, match="no usable candidate"):
+        candidate_views(t, np.ones(20), float("nan"), 0.1, 0.05)
+
+
+# -- models ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [ConvolutionalClassifier, GradientBoostingClassifier])
+def test_each_model_learns_to_tell_dips_from_spikes_on_held_out_views(cls):
+    train = _toy_views(256, seed=1)
+    test = _toy_views(200, seed=2)
+    model = cls(GLOBAL, LOCAL, seed=4)
+    model.fit(*train, None, TrainingParameters(epochs=12, batch_size=32, max_iterations=60))
+    result = evaluate(test[2], model.predict(test[0], test[1]), 0.5)
+    assert result.auc > 0.97
+    (true_negatives, false_positives), (false_negatives, true_positives) = result.confusion
+    assert true_positives + true_negatives >= 180
+
+
+def test_the_cnn_is_deterministic_with_a_seed_and_changes_with_it():
+    global_views, local_views, labels = _toy_views(96, seed=3)
+    pars = TrainingParameters(epochs=3, batch_size=16)
+    scores = []
+    for seed in (7, 7, 8):
+        model = ConvolutionalClassifier(GLOBAL, LOCAL, seed=seed)
+        model.fit(global_views, local_views, labels, None, pars)
+        scores.append(model.predict(global_views[:10], local_views[:10]))
+    np.testing.assert_array_equal(scores[0], scores[1])
+    assert not np.allclose(scores[0], scores[2])
+
+
+def test_a_model_refuses_views_of_other_sizes():
+    model = GradientBoostingClassifier(GLOBAL, LOCAL)
+    with pytest.raises(ValueError, match="views of 60 and 31 bins given to a model of 61 and 31"):
+        model.fit(np.zeros((4, 60)), np.zeros((4, 31)), np.array([0, 1, 0, 1]), None,
+                  TrainingParameters())
+
+
+# -- model files -------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [ConvolutionalClassifier, GradientBoostingClassifier])
+def test_a_model_file_gives_back_the_same_scores_and_its_metadata(tmp_path, cls):
+    global_views, local_views, labels = _toy_views(64, seed=6)
+    model = cls(GLOBAL, LOCAL, seed=1)
+    model.fit(global_views, local_views, labels, None,
+              TrainingParameters(epochs=2, batch_size=16, max_iterations=20))
+    path = tmp_path / "models" / "model.skm"
+    save_model(model, path, {"data": {"examples": 64}})
+    loaded, info = load_model(path, GLOBAL, LOCAL)
+    assert type(loaded) is cls and info["data"] == {"examples": 64}
+    assert info["model"] == cls.name and (info["global_bins"], info["local_bins"]) == (61, 31)
+    np.testing.assert_allclose(loaded.predict(global_views, local_views),
+                               model.predict(global_views, local_views), rtol=1e-6)
+    assert json.loads((tmp_path / "models" / "model.skm.json").read_text())["model"] == cls.name
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.skm", "model.skm.json"]
+
+
+def test_missing_damaged_and_mismatched_model_files_are_clear_errors(tmp_path):
+    global_views, local_views, labels = _toy_views(40, seed=6)
+    model = GradientBoostingClassifier(GLOBAL, LOCAL)
+    model.fit(global_views, local_views, labels, None, TrainingParameters(max_iterations=5))
+    path = tmp_path / "model.skm"
+    save_model(model, path, {})
+    with pytest.raises(ModelFileError, match=r"no model file at .*nothing\.skm.*skyretriever train"):
+        load_model(tmp_path / "nothing.skm")
+    with pytest.raises(ModelFileError, match="trained on views of 61 \\(global\\) and 31 "
+                                             "\\(local\\) bins.*asks for 2001 and 201"):
+        load_model(path, 2001, 201)
+    damaged = tmp_path / "damaged.skm"
+    damaged.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(ModelFileError, match="not a readable skyretriever model file"):
+        load_model(damaged, GLOBAL, LOCAL)
+
+
+# -- evaluation --------------------------------------------------------------------------------
+def test_evaluation_counts_recall_at_99_percent_precision_and_the_confusion_matrix():
+    labels = np.array([1, 1, 1, 0, 1, 0, 0, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.65, 0.6, 0.3, 0.2, 0.1])
+    result = evaluate(labels, scores, threshold=0.62)
+    # the first three are transits; a fourth needs the negative at 0.65 (precision 0.8)
+    assert result.recall_at_99_precision == 0.75
+    assert result.confusion == [[3, 1], [1, 3]]
+    assert result.auc == pytest.approx(15 / 16)
+
+
+def test_split_by_source_keeps_each_source_in_one_part_with_the_fractions_of_sources():
+    sources = [f"s{i % 20}" for i in range(200)]
+    parts = split_by_source(sources, [0.7, 0.15, 0.15], seed=3)
+    by_source = {}
+    for source, part in zip(sources, parts):
+        by_source.setdefault(source, set()).add(int(part))
+    assert all(len(found) == 1 for found in by_source.values())
+    counts = np.bincount([found.pop() for found in by_source.values()], minlength=3)
+    assert counts.tolist() == [14, 3, 3]
+
+
+# -- the analysis step -------------------------------------------------------------------------
+def _demo_frames(analysis: Analysis, name: str, num_points: int = 800) -> list[pd.DataFrame]:
+    obs = VirtualDemoObs(num_seasons=1, num_points=num_points, season_length=27.0,
+                         filters=["r"], exptime=600, flare_fraction=0, empty_fraction=0)
+    row = {"name": name, "ra": 1.0, "dec": 2.0, "mag": 14.0}
+    return obs.reduce(obs.download(row))
+
+
+def test_the_analysis_records_why_a_candidate_was_not_scored_and_goes_on(tmp_path):
+    global_views, local_views, labels = _toy_views(40, seed=6)
+    model = GradientBoostingClassifier(GLOBAL, LOCAL)
+    model.fit(global_views, local_views, labels, None, TrainingParameters(max_iterations=5))
+    save_model(model, tmp_path / "model.skm", {})
+    classifier = {"enabled": True, "model": "gbt", "model_file": str(tmp_path / "model.skm"),
+                  "global_bins": GLOBAL, "local_bins": LOCAL}
+    row = {"name": "star", "ra": 1.0, "dec": 2.0, "mag": 14.0}
+    scored = Analysis(finders=["transit"], classifier=classifier)
+    lightcurves = _demo_frames(scored, "star")
+    result = scored.analyze_photometry(lightcurves, row)
+    assert 0.0 <= result.properties["ml_score"] <= 1.0
+    assert "ml_not_scored" not in (result.properties["extra"] or {})
+    assert scored.timings["classifier"] > 0
+    short = Analysis(finders=["transit"], classifier={**classifier, "min_points": 5000})
+    result = short.analyze_photometry(lightcurves, row)
+    assert result.properties["ml_score"] is None
+    reason = result.properties["extra"]["ml_not_scored"]
+    assert re.fullmatch(r"light curve too short for the views: 7\d\d points, fewer than 5000",
+                        reason), reason
+    assert result.properties["transit_period"] is not None     # the rest of the analysis ran
+    other = Analysis(finders=["transit"], classifier={**classifier, "global_bins": 201})
+    with pytest.raises(ParameterError, match="trained on views of 61"):
+        other.check_ready()
+    result = other.analyze_photometry(lightcurves, row)
+    assert result.properties["ml_score"] is None
+    assert "trained on views of 61" in result.properties["extra"]["ml_not_scored"]
+
+
+def test_the_classifier_needs_the_transit_search_and_a_known_model():
+    with pytest.raises(ParameterError, match="add 'transit' to analysis.finders"):
+        Analysis(finders=["peak"], classifier={"enabled": True, "model_file": "m.skm"})
+    with pytest.raises(ParameterError, match="unknown model 'forest'"):
+        Analysis(finders=["transit"], classifier={"enabled": True, "model": "forest",
+                                                  "model_file": "m.skm"})
+
+
+# -- spacekit's analyzer views -----------------------------------------------------------------
+def test_power_spectrum_peaks_at_the_frequency_of_a_sinusoid_and_the_spectrogram_draws_it(
+        tmp_path):
+    t = np.arange(0.0, 20.0, 0.02)
+    frame = pd.DataFrame({"mjd": t, "flux": 100 * (1 + 0.01 * np.sin(2 * np.pi * 1.5 * t)),
+                          "flux_err": np.ones(len(t)), "qflag": np.zeros(len(t), bool)})
+    lightcurve = Lightcurve(observatory="demo", filter="r", series_number=1, series_total=1,
+                            num_points=len(t), exptime=30.0)
+    lightcurve._data = frame
+    figure = plot_power_spectrum(lightcurve, filename=tmp_path / "fft.png")
+    frequency, power = figure.axes[0].lines[0].get_data()
+    assert frequency[np.argmax(power)] == pytest.approx(1.5, abs=0.05)
+    figure = plot_spectrogram(lightcurve, filename=tmp_path / "spectrogram.png")
+    image = figure.axes[0].images[0].get_array()
+    # specgram draws the highest frequency (the Nyquist, 25 / d) in the first row
+    frequencies = np.linspace(25, 0, image.shape[0])
+    assert frequencies[np.argmax(np.asarray(image).mean(axis=1))] == pytest.approx(1.5, abs=0.6)
+    assert (tmp_path / "fft.png").stat().st_size > 1000
+    assert (tmp_path / "spectrogram.png").stat().st_size > 1000
+
+
+# -- a run on the demo observatory, on SQLite and PostgreSQL -----------------------------------
+def _config(tmp_path: Path, database_url: str, data_root: Path) -> Path:
+    path = tmp_path / "ml.yaml"
+    path.write_text(textwrap.dedent(f"""
+        project: {{name: ml_test, obs_names: [demo], version_control: false, progress: false}}
+        database: {{url: "{database_url}"}}
+        data_root: "{data_root}"
+        catalog: {{default: test, num_sources: 20}}
+        observatories:
+          demo: {{num_seasons: 1, num_points: 500, season_length: 20.0, filters: [r],
+                  exptime: 600, flare_fraction: 0.1, empty_fraction: 0}}
+        analysis:
+          finders: [transit]
+          transit: {{min_points: 50, max_period: 6.0, bin_minutes: 30}}
+          classifier:
+            enabled: true
+            model: gbt
+            model_file: models/ml_test.skm
+            global_bins: {GLOBAL}
+            local_bins: {LOCAL}
+            min_points: 50
+            training: {{examples: 60, period: [0.5, 6.0], snr: [10, 20], max_iterations: 40}}
+        execution: {{scheduler: serial}}
+    """))
+    return path
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_train_run_and_query_ml_score(tmp_path, database_url, data_root, capsys):
+    config = _config(tmp_path, database_url, data_root)
+    code, _, err = _run(capsys, "run", config)
+    assert code == 0, err
+    with Session() as session:
+        rows = session.execute(sa.select(Properties.ml_score, Properties.extra)).all()
+    assert len(rows) == 20 and all(score is None for score, _ in rows)
+    assert all("no model file" in extra["ml_not_scored"] for _, extra in rows)
+
+    code, out, err = _run(capsys, "train", config)
+    assert code == 0, err
+    model_file = tmp_path / "models" / "ml_test.skm"
+    info = json.loads(model_file.with_name("ml_test.skm.json").read_text())
+    assert info["data"]["examples"] + sum(info["data"]["dropped"].values()) == 60
+    assert info["data"]["sources"] <= 20 and info["data"]["parts"]["test"] > 0
+    assert "AUC" in out and f"{info['metrics']['model']['auc']:6.3f}" in out
+    for kind in ("roc", "precision_recall", "confusion"):
+        assert (tmp_path / "models" / "ml_test.skm_figures" / f"{kind}.png").stat().st_size > 0
+
+    # the model file's hash is part of the configuration: the results must be made again
+    code, _, err = _run(capsys, "run", config)
+    assert code == 1 and "--redo" in err
+    code, _, err = _run(capsys, "run", config, "--redo")
+    assert code == 0, err
+    with Session() as session:
+        scores = dict(session.execute(sa.select(Source.name, Properties.ml_score)
+                                      .join(Properties)).all())
+        transit_scores = session.scalars(sa.select(Detection.ml_score).where(
+            Detection.finder == "transit", Detection.is_simulated.is_(False))).all()
+    assert len(scores) == 20 and all(0.0 <= s <= 1.0 for s in scores.values())
+    assert all(s is not None and 0.0 <= s <= 1.0 for s in transit_scores)
+    distinct = sorted(set(scores.values()))
+    assert len(distinct) > 2, scores        # the model tells the sources apart
+    cut = distinct[len(distinct) // 2]
+    code, out, _ = _run(capsys, "sources", config, "--where", f"ml_score > {cut}",
+                        "--format", "json")
+    assert code == 0
+    listed = {row["name"]: row["ml_score"] for row in json.loads(out)}
+    assert listed == {name: s for name, s in scores.items() if s > cut}
+    assert 0 < len(listed) < 20
+
+
+def test_a_model_of_ones_own_is_named_in_the_config_fitted_saved_and_scored(tmp_path):
+    global_views, local_views, labels = _toy_views(120, seed=8)
+    path = tmp_path / "logistic.skm"
+    name = "extensions.logistic_classifier:LogisticClassifier"
+    analysis = Analysis(finders=["transit"], classifier={
+        "enabled": True, "model": name, "model_file": str(path),
+        "global_bins": GLOBAL, "local_bins": LOCAL})
+    cls = model_class(name, load_class)
+    model = cls(GLOBAL, LOCAL)
+    model.fit(global_views[:80], local_views[:80], labels[:80], None, TrainingParameters())
+    save_model(model, path, {})
+    analysis.check_ready()
+    loaded = analysis.classifier.model()
+    assert type(loaded).__name__ == "LogisticClassifier"
+    scores = loaded.predict(global_views[80:], local_views[80:])
+    assert evaluate(labels[80:], scores, 0.5).auc > 0.97
