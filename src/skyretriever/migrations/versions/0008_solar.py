@@ -30,8 +30,8 @@ def upgrade() -> None:
     with op.batch_alter_table("sources", schema=None) as batch_op:
         batch_op.add_column(sa.Column("frame", sa.String(length=20), nullable=False,
                                       server_default=sa.text("'icrs'")))
-        batch_op.add_column(sa.Column("hpc_x", sa.Float(), nullable=True))
-        batch_op.add_column(sa.Column("hpc_y", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("hpc_x", sa.Double(), nullable=True))
+        batch_op.add_column(sa.Column("hpc_y", sa.Double(), nullable=True))
         batch_op.add_column(sa.Column("start_time", sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column("end_time", sa.DateTime(), nullable=True))
 
