@@ -16,16 +16,19 @@ from skyretriever.models.detection import Detection
 from skyretriever.models.histogram import Histogram, HistogramBatch, HistogramParameters
 from skyretriever.models.properties import Properties
 from skyretriever.models.raw import RawData, data_types, raw_data_class
+from skyretriever.models.solar import CutoutJob, RawCutouts
 from skyretriever.models.source import Source
 
 __all__ = [
     "Base",
+    "CutoutJob",
     "Detection",
     "Histogram",
     "HistogramBatch",
     "HistogramParameters",
     "Lightcurve",
     "Properties",
+    "RawCutouts",
     "RawData",
     "RawPhotometry",
     "Source",

@@ -19,7 +19,7 @@ Examples
 >>> raw_data_class("spectra")
 Traceback (most recent call last):
 ...
-ValueError: no data type 'spectra': the data types are photometry
+ValueError: no data type 'spectra': the data types are cutouts, photometry
 """
 
 from __future__ import annotations
