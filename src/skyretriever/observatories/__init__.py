@@ -11,6 +11,7 @@ from skyretriever.observatories.base import (
     observatory_class,
     register_observatory,
 )
+from skyretriever.observatories.aia import AiaParameters, VirtualAIA
 from skyretriever.observatories.demo import DemoParameters, VirtualDemoObs
 from skyretriever.observatories.k2 import K2Parameters, VirtualK2
 from skyretriever.observatories.kepler import KeplerParameters, VirtualKepler
@@ -20,6 +21,7 @@ from skyretriever.observatories.ztf import VirtualZTF, ZtfParameters
 
 __all__ = [
     "OBSERVATORIES",
+    "AiaParameters",
     "DemoParameters",
     "K2Parameters",
     "KeplerParameters",
@@ -28,6 +30,7 @@ __all__ = [
     "ProjectContext",
     "ReducerParameters",
     "TessParameters",
+    "VirtualAIA",
     "VirtualDemoObs",
     "VirtualK2",
     "VirtualKepler",
