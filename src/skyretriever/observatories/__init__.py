@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from skyretriever.observatories.aia import AiaParameters, VirtualAIA
 from skyretriever.observatories.base import (
     OBSERVATORIES,
     ObservatoryParameters,
@@ -11,7 +12,6 @@ from skyretriever.observatories.base import (
     observatory_class,
     register_observatory,
 )
-from skyretriever.observatories.aia import AiaParameters, VirtualAIA
 from skyretriever.observatories.demo import DemoParameters, VirtualDemoObs
 from skyretriever.observatories.k2 import K2Parameters, VirtualK2
 from skyretriever.observatories.kepler import KeplerParameters, VirtualKepler

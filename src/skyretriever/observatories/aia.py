@@ -61,6 +61,7 @@ from skyretriever.models.solar import CutoutJob, RawCutouts, cutout_folder, job_
 from skyretriever.net import (
     HttpError,
     NetworkParameters,
+    Response,
     TransientError,
     shared_client,
     validate_archive_url,
@@ -345,7 +346,7 @@ class VirtualAIA(RuntimeState, VirtualObservatory):
         for link in _LIST_LINK.findall(page):
             listing = urljoin(folder, link)
             text = self.http.request("GET", listing, allowed_hosts=(listing,),
-                                     what=f"SSW file list {link}").text
+                                     accept=_file_list, what=f"SSW file list {link}")
             urls += [line.strip() for line in text.splitlines() if line.strip().endswith(".fits")]
         return "done", urls, None
 
@@ -457,6 +458,14 @@ class VirtualAIA(RuntimeState, VirtualObservatory):
         if data_type != self.data_type:
             raise ValueError(f"{type(self).__name__} reduces {self.data_type}, not {data_type!r}")
         return []
+
+
+def _file_list(response: Response) -> str:
+    """A ``.list`` file's text; an HTML page in its place (maintenance) is asked again."""
+    text = response.text
+    if text.lstrip()[:100].lower().startswith(("<!doctype html", "<html")):
+        raise TransientError(f"{response.url} answered an HTML page instead of a file list")
+    return text
 
 
 def _now() -> dt.datetime:
