@@ -92,7 +92,7 @@ def test_a_subclass_adds_a_data_type_with_one_method():
 
     result = SpectraAnalysis().analyze("spectra", [object(), object()], {"name": "star"})
     assert result.properties == {"num_spectra": 2, "name": "star"}
-    with pytest.raises(NotImplementedError, match="no analyze_images: it analyses photometry, spectra"):
+    with pytest.raises(NotImplementedError, match="no analyze_images: it analyses cutouts, photometry, spectra"):
         SpectraAnalysis().analyze("images", [], {"name": "star"})
 
 

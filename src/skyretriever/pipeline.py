@@ -378,6 +378,13 @@ class Worker:
                 else:
                     raw.load()
                 reduced = obs.reduce(raw)
+                if obs.data_type != "photometry":
+                    # Other data types' products (AIA images...) are files the observatory
+                    # wrote itself; the analysis gets them, the light-curve table does not.
+                    result.reduced += len(reduced)
+                    lightcurves += reduced
+                    changed = True
+                    continue
                 save_lightcurves(reduced)
                 result.lightcurves_new[obs.name] = [_lightcurve_values(lc) for lc in reduced]
                 result.reduced += len(reduced)

@@ -639,7 +639,10 @@ def sources_using_raw(session: orm.Session, raw_id: int) -> list[int]:
 
 def delete_raw_row(session: orm.Session, raw_id: int,
                    model: type[RawData] = RawPhotometry) -> None:
-    """Delete one raw row."""
+    """Delete one raw row, and the links of sources to it."""
+    observatory = sa.select(model.observatory).where(model.id == raw_id).scalar_subquery()
+    session.execute(sa.delete(SourceRawData).where(
+        SourceRawData.raw_id == raw_id, SourceRawData.observatory == observatory))
     session.execute(sa.delete(model).where(model.id == raw_id))
 
 

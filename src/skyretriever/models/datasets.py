@@ -479,8 +479,10 @@ class SourceRawData(Base):
         sa.String(20), primary_key=True, doc="Observatory name in lower case."
     )
     raw_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("raw_photometry.id", ondelete="CASCADE"), index=True,
-        doc="The raw data this source uses for that observatory.",
+        index=True,
+        doc="The raw data this source uses for that observatory: the id of a row of the raw "
+            "table of the observatory's data type (raw_photometry, raw_cutouts...), so no "
+            "foreign key; deleting a raw row deletes its links (queries.delete_raw_row).",
     )
 
 

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from skyretriever import storage
-from skyretriever.models.base import Base, utcnow
+from skyretriever.models.base import Base, plain_value, utcnow
 from skyretriever.models.raw import RawData, register_data_type, target_key
 
 __all__ = ["JOB_STATES", "CutoutJob", "RawCutouts", "cutout_folder", "job_key"]
@@ -99,6 +99,49 @@ class RawCutouts(RawData, Base):
             self.time_start, self.time_end = float(np.nanmin(times)), float(np.nanmax(times))
         if "wavelength" in frame:
             self.wavelengths = sorted(int(w) for w in set(frame["wavelength"].tolist()))
+
+    def column_values(self) -> dict[str, Any]:
+        """The row's columns but ``id``, as plain Python values (for SQL, or a new row)."""
+        values = {c: plain_value(getattr(self, c)) for c in self.__table__.columns.keys()
+                  if c not in ("id", "created_at")}
+        values["wavelengths"] = list(self.wavelengths or [])
+        values["altdata"] = self.altdata or {}
+        values["cross_ids"] = self.cross_ids or {}
+        return values
+
+    @classmethod
+    def from_file(cls, relative: str) -> RawCutouts | None:
+        """The raw data of a raw file (its frame index), as a new row; ``None`` if unreadable.
+
+        The FITS files beside it are checked to be there and whole; a frame index
+        whose files are not all there is not adopted (the event is downloaded again).
+        """
+        try:
+            keys = storage.read_table_keys(relative)
+            if len(keys) != 1:
+                return None
+            frame, metadata = storage.read_table(relative, keys[0])
+            folder = storage.full_path(cutout_folder(relative))
+            for name, size in zip(frame["file"].tolist(), frame["file_size"].tolist()):
+                path = folder / str(name)
+                if not path.is_file() or path.stat().st_size != int(size):
+                    return None
+            raw = cls(data=frame, source_name=metadata["source_name"],
+                      observatory=metadata["observatory"], ra=float(metadata["ra"]),
+                      dec=float(metadata["dec"]), download_hash=metadata.get("download_hash"),
+                      target_key=metadata.get("target_key") or "",
+                      cross_ids=metadata.get("cross_ids") or {},
+                      altdata=metadata.get("altdata") or {})
+            raw.compute_summaries()
+            raw.is_empty = False
+            raw.filename, raw.key = relative, keys[0]
+            path = storage.full_path(relative)
+            status = path.stat()
+            raw.checksum, raw.file_size = storage.file_sha256(path), status.st_size
+            raw.file_mtime_ns = status.st_mtime_ns
+        except (storage.StorageError, KeyError, TypeError, ValueError, OSError):
+            return None
+        return raw
 
     @property
     def raw_file(self) -> str:

@@ -184,8 +184,14 @@ class Source(Base):
             source.distance = inside[source.id]
         return sorted(found, key=lambda source: (source.distance, source.id))
 
+    # source_raw_data.raw_id points into the raw table of the link's observatory's data
+    # type (no foreign key): the photometry links are those whose raw_photometry row has
+    # the link's observatory.
     raw_photometry: Mapped[list[RawPhotometry]] = relationship(
         secondary="source_raw_data",
+        primaryjoin="Source.id == SourceRawData.source_id",
+        secondaryjoin="and_(foreign(SourceRawData.raw_id) == RawPhotometry.id, "
+                      "SourceRawData.observatory == RawPhotometry.observatory)",
         viewonly=True,
         doc="Raw data this source uses, one per observatory (shared by every project that "
             "asks for the same target with the same download parameters).",

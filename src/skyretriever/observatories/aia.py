@@ -74,6 +74,7 @@ from skyretriever.observatories.base import (
 )
 from skyretriever.observatories.runtime import RuntimeState
 from skyretriever.parameters import ParameterError, parameter
+from skyretriever.solar.images import render_event
 
 __all__ = ["AiaParameters", "CutoutJobFailed", "VirtualAIA"]
 
@@ -125,6 +126,12 @@ class AiaParameters(ObservatoryParameters, NetworkParameters):
     job_timeout: float = parameter(
         3600.0, "A job not finished this many seconds after its submission is failed.",
         critical=False, gt=0)
+    scaling: Literal["asinh", "log"] = parameter(
+        "asinh", "Reduction: how frame brightness is scaled in the images.")
+    image_max_size: int = parameter(
+        1024, "Reduction: images larger than this (pixels) are binned by a whole factor.",
+        ge=64)
+    movie: bool = parameter(True, "Reduction: one animated PNG per event and wavelength.")
 
     @field_validator("jsoc_url", "ssw_url")
     @classmethod
@@ -453,11 +460,29 @@ class VirtualAIA(RuntimeState, VirtualObservatory):
     def download_from_observatory(self, cat_row: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
         return self.parse(self.fetch(cat_row))
 
-    def reduce(self, raw: RawCutouts, data_type: str = "cutouts", source: Any = None) -> list:
-        """Cutouts are reduced to images and movies by the solar reduction (not here yet)."""
+    def images_folder(self, raw: RawCutouts) -> str:
+        """Where an event's images go: the project's folder (relative to the data root)."""
+        return (f"{storage.project_path(self.context.folder)}/{self.name.upper()}_images/"
+                f"{storage.sanitize_name(raw.source_name)}_{raw.identity}")
+
+    def reduce(self, raw: RawCutouts, data_type: str = "cutouts",
+               source: Any = None) -> list[dict[str, Any]]:
+        """The event's images and movies (in the project's folder): their ``images.json`` entries.
+
+        Each entry names the image, its FITS file, wavelength and time, and its
+        pixel mapping (:class:`skyretriever.solar.ImageMapping`).
+        """
         if data_type != self.data_type:
             raise ValueError(f"{type(self).__name__} reduces {self.data_type}, not {data_type!r}")
-        return []
+        if raw.is_empty or raw.data is None or len(raw.data) == 0:
+            return []
+        folder = storage.full_path(raw.files_folder)
+        frame = raw.data.sort_values(["wavelength", "mjd"], kind="stable")
+        frames = [(str(folder / name), int(wave), str(time)) for name, wave, time in
+                  zip(frame["file"], frame["wavelength"], frame["time"])]
+        return render_event(frames, storage.full_path(self.images_folder(raw)),
+                            scaling=self.pars.scaling, max_size=self.pars.image_max_size,
+                            movie=self.pars.movie)
 
 
 def _file_list(response: Response) -> str:

@@ -6,7 +6,9 @@ Create Date: 2026-12-06
 
 Sources get ``frame`` ('icrs' for stars, 'helioprojective' for solar events),
 the event's helioprojective position (``hpc_x``, ``hpc_y``) and its time window
-(``start_time``, ``end_time``). The data type ``cutouts`` (SDO/AIA image
+(``start_time``, ``end_time``). ``source_raw_data.raw_id`` loses its foreign key to
+``raw_photometry``: a link points into the raw table of its observatory's data type.
+The data type ``cutouts`` (SDO/AIA image
 cutouts around an event) gets its raw table, and every cutout job sent to JSOC
 or the SSW cutout service is a row of ``cutout_jobs``, so a run that dies while
 jobs are pending polls them on the next run instead of sending them again.
@@ -34,6 +36,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("hpc_y", sa.Double(), nullable=True))
         batch_op.add_column(sa.Column("start_time", sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column("end_time", sa.DateTime(), nullable=True))
+    # A link now points into the raw table of its observatory's data type.
+    with op.batch_alter_table("source_raw_data", schema=None) as batch_op:
+        batch_op.drop_constraint("fk_source_raw_data_raw_id_raw_photometry", type_="foreignkey")
     op.create_table(
         "raw_cutouts",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -91,6 +96,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("source_raw_data", schema=None) as batch_op:
+        batch_op.create_foreign_key("fk_source_raw_data_raw_id_raw_photometry", "raw_photometry",
+                                    ["raw_id"], ["id"], ondelete="CASCADE")
     op.drop_table("cutout_jobs")
     op.drop_table("raw_cutouts")
     with op.batch_alter_table("sources", schema=None) as batch_op:
