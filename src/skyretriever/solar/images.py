@@ -110,7 +110,6 @@ class ImageMapping:
 
 def _colormap(wavelength: int):
     import matplotlib
-
     import sunpy.visualization.colormaps  # noqa: F401  (registers the sdoaia colour maps)
 
     name = f"sdoaia{int(wavelength)}"
