@@ -1,0 +1,166 @@
+"""Zooniverse: a subject set exported from a project of HEK events (images and a manifest
+panoptes-cli reads), synthetic volunteers' classifications aggregated back into detections
+whose helioprojective box matches the known jet; bad exports refused; SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from skyretriever.cli import main
+from skyretriever.database import Session
+from skyretriever.models import Detection
+from skyretriever.solar.images import MAX_IMAGE_BYTES, ImageMapping
+from skyretriever.testing.aia import SswService
+from skyretriever.testing.hek import HekService, SolarEvent
+from skyretriever.testing.server import ArchiveServer
+from skyretriever.testing.zooniverse import classification_export
+from skyretriever.zooniverse import (
+    ZooniverseError,
+    box_iou,
+    export_subject_set,
+    import_classifications,
+    split_frames,
+)
+
+JET = SolarEvent("jet1", "2020-06-07T21:30:00", "2020-06-07T21:36:00", 612.0, 318.0,
+                 width=48.0, height=30.0)
+OTHER = SolarEvent("jet2", "2020-06-07T23:00:00", "2020-06-07T23:04:00", -700.0, -250.0)
+QUICK = {"max_attempts": 4, "backoff": 0.0, "timeout": 5.0, "poll_interval": 0.05,
+         "poll_interval_max": 0.2, "padding": [1, 1], "cadence": 60}
+
+
+@pytest.fixture
+def solar_project(project_factory, tmp_path):
+    with ArchiveServer([HekService([JET, OTHER]), SswService([JET, OTHER])]) as server:
+        project = project_factory(
+            obs_names=["aia"],
+            catalog_kwargs={"kind": "hek", "hek_url": server.url + "/hek/her",
+                            "time_range": ["2020-06-07", "2020-06-08"],
+                            "cache_dir": str(tmp_path / "c")},
+            aia={"route": "ssw", "ssw_url": server.url, **QUICK})
+        assert project.run().counts["done"] == 2
+    return project
+
+
+def true_boxes(folder, manifest_rows) -> dict[str, tuple[float, ...]]:
+    """The jet's box in each of its subjects' image pixels (from the stored mapping)."""
+    truth = {}
+    for row in manifest_rows:
+        if not row["%event"].startswith("SOL2020-06-07T21:30"):
+            continue
+        frames = json.loads((folder / row["#mapping_file"]).read_text())
+        mapping = ImageMapping.from_json(frames[len(frames) // 2]["mapping"])
+        x, y = mapping.from_world(JET.hpc_x, JET.hpc_y)
+        scale = 0.6 * mapping.binning
+        truth[row["#subject_key"]] = (float(x), float(y), JET.width / scale,
+                                      JET.height / scale, 0.0)
+    return truth
+
+
+def detections() -> list[Detection]:
+    with Session() as session:
+        return session.scalars(sa.select(Detection).order_by(Detection.id)).all()
+
+
+def test_export_import_gives_the_known_jet_in_solar_coordinates(solar_project, tmp_path):
+    folder = tmp_path / "subjects"
+    manifest = export_subject_set(solar_project, folder, frames_per_subject=5, overlap=1)
+    with open(manifest, newline="") as handle:
+        reader = csv.DictReader(handle)
+        header, rows = reader.fieldnames, list(reader)
+    # 9 frames of the jet -> (0, 5), (4, 9); 7 of the other event -> (0, 5), (2, 7).
+    assert [r["#first_frame"] for r in rows] == ["0", "4", "0", "2"]
+    assert header[:5] == [f"frame_{n}" for n in range(5)]
+    assert "%event" in header and all(c.startswith(("frame_", "#", "%")) for c in header)
+    for row in rows:
+        for n in range(int(row["#frames"])):
+            path = folder / row[f"frame_{n}"]
+            assert 0 < path.stat().st_size <= MAX_IMAGE_BYTES
+    text = manifest.read_text()
+    assert "CTYPE1" not in text and "HPLN" not in text  # no FITS header in the manifest
+    truth = true_boxes(folder, rows)
+    assert len(truth) == 2
+    export = tmp_path / "classifications.csv"
+    export.write_text(classification_export(manifest, truth, volunteers=15, seed=3))
+    counts = import_classifications(solar_project, export, folder, workflow=21225)
+    assert counts == {"classifications": 60, "used": 60, "subjects": 4, "detections": 2}
+    found = detections()
+    assert {d.extra["subject_key"] for d in found} == set(truth)
+    for detection in found:
+        box = detection.extra["box_hpc"]
+        hek_box = (JET.hpc_x, JET.hpc_y, JET.width, JET.height, 0.0)
+        assert abs(box["x"] - JET.hpc_x) <= 2.0 and abs(box["y"] - JET.hpc_y) <= 2.0
+        assert box_iou((box["x"], box["y"], box["width"], box["height"], box["angle"]),
+                       hek_box) > 0.7
+        assert 9 <= detection.extra["volunteers"] <= 15 and detection.score > 0.6
+        assert detection.extra["answers"]["Is there a jet in this video?: Yes"] >= 12
+        corners = detection.extra["corners_fits"]
+        assert len(corners) == 4 and all(0 <= x <= 200 and 0 <= y <= 200 for x, y in corners)
+    # The same file again: the same detections, none added.
+    import_classifications(solar_project, export, folder)
+    again = detections()
+    assert len(again) == 2
+    assert sorted(d.extra["box_hpc"]["x"] for d in again) == sorted(
+        d.extra["box_hpc"]["x"] for d in found)
+
+
+def test_bad_classification_exports_are_refused_and_nothing_is_written(solar_project, tmp_path):
+    folder = tmp_path / "subjects"
+    manifest = export_subject_set(solar_project, folder)
+    rows = list(csv.DictReader(open(manifest, newline="")))
+    text = classification_export(manifest, true_boxes(folder, rows), volunteers=3)
+    lines = text.splitlines(keepends=True)
+    # In the CSV the JSON's quotes are doubled.
+    broken = lines[:2] + [lines[2].replace('""task"": ""T0""', '""task"": T0 broken')] + lines[3:]
+    assert broken[2] != lines[2]
+    (tmp_path / "broken.csv").write_text("".join(broken))
+    with pytest.raises(ZooniverseError, match=r"line 3 \(classification 500000002\): "
+                                              r"annotations is not JSON"):
+        import_classifications(solar_project, tmp_path / "broken.csv", folder)
+    foreign = text.replace('""#subject_key"": ""', '""#subject_key"": ""elsewhere_')
+    assert foreign != text
+    (tmp_path / "foreign.csv").write_text(foreign)
+    with pytest.raises(ZooniverseError, match=r"12 classification\(s\) of subjects not in the "
+                                              r"subject set.*80000000"):
+        import_classifications(solar_project, tmp_path / "foreign.csv", folder)
+    assert detections() == []
+    # Another workflow's classifications are left out.
+    (tmp_path / "good.csv").write_text(text)
+    counts = import_classifications(solar_project, tmp_path / "good.csv", folder, workflow=1)
+    assert counts["used"] == 0 and detections() == []
+
+
+def test_the_command_line_exports_and_imports(solar_project, tmp_path, database_url, data_root,
+                                              capsys):
+    config = tmp_path / "solar.yaml"
+    config.write_text(
+        f"project: {{name: {solar_project.pars.name}, progress: false, obs_names: [aia]}}\n"
+        f"database: {{url: '{database_url}'}}\n"
+        f"data_root: '{data_root}'\n"
+        f"catalog: {json.dumps(solar_project.catalog.pars.model_dump(mode='json'))}\n"
+        f"observatories: {{aia: {json.dumps(solar_project.observatories['aia'].pars.model_dump(mode='json'))}}}\n"
+)
+    assert main(["zooniverse", "export", str(config), "--output", str(tmp_path / "s"),
+                 "--frames-per-subject", "9", "--overlap", "0"]) == 0
+    manifest = capsys.readouterr().out.strip()
+    assert manifest.endswith("manifest.csv") and len(list(csv.DictReader(open(manifest)))) == 2
+    rows = list(csv.DictReader(open(manifest)))
+    export = tmp_path / "c.csv"
+    export.write_text(classification_export(manifest, true_boxes(tmp_path / "s", rows)))
+    assert main(["zooniverse", "import", str(config), str(export), "--subject-set",
+                 str(tmp_path / "s")]) == 0
+    assert "1 detections" in capsys.readouterr().out
+    assert main(["zooniverse", "import", str(config), str(tmp_path / "missing.csv"),
+                 "--subject-set", str(tmp_path / "s")]) == 1
+
+
+def test_frames_are_split_with_overlap_and_bad_splits_are_refused():
+    assert split_frames(9, 5, 1) == [(0, 5), (4, 9)]
+    assert split_frames(12, 5, 2) == [(0, 5), (3, 8), (6, 11), (7, 12)]
+    assert split_frames(0, 5, 1) == []
+    with pytest.raises(ZooniverseError, match="overlap"):
+        split_frames(9, 3, 3)
