@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -21,6 +22,7 @@ from skyretriever.testing.zooniverse import classification_export
 from skyretriever.zooniverse import (
     ZooniverseError,
     box_iou,
+    cluster_boxes,
     export_subject_set,
     import_classifications,
     split_frames,
@@ -164,3 +166,31 @@ def test_frames_are_split_with_overlap_and_bad_splits_are_refused():
     assert split_frames(0, 5, 1) == []
     with pytest.raises(ZooniverseError, match="overlap"):
         split_frames(9, 3, 3)
+
+
+def test_thin_diagonal_boxes_agree_less_than_compact_ones():
+    import random
+
+    from skyretriever.testing.zooniverse import noisy_mark
+
+    def consensus(truth, seed):
+        rng = random.Random(seed)
+        marks = [noisy_mark(truth, rng, 2.0) for _ in range(15)]
+        boxes = [tuple(m[k] for k in ("x", "y", "width", "height", "angle")) for m in marks]
+        pairwise = np.mean([box_iou(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]])
+        clusters = cluster_boxes(boxes)
+        return pairwise, clusters
+
+    compact, thin = (100.0, 100.0, 40.0, 30.0, 0.0), (100.0, 100.0, 60.0, 8.0, 40.0)
+    for seed in range(3):
+        pairwise_compact, clusters_compact = consensus(compact, seed)
+        pairwise_thin, clusters_thin = consensus(thin, seed)
+        # Volunteers' thin diagonal boxes overlap each other far less...
+        assert pairwise_thin < pairwise_compact - 0.2
+        # ...the compact jet is one cluster of everyone, close to the truth;
+        assert len(clusters_compact) == 1 and len(clusters_compact[0][1]) == 15
+        assert box_iou(clusters_compact[0][0], compact) > 0.85
+        # the thin one is found by fewer volunteers or further from the truth.
+        best_thin = max(clusters_thin, key=lambda c: len(c[1]), default=((0, 0, 1, 1, 0), []))
+        assert (len(best_thin[1]) < 15 or box_iou(best_thin[0], thin)
+                < box_iou(clusters_compact[0][0], compact))

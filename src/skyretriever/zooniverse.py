@@ -49,7 +49,7 @@ from skyretriever import queries, storage
 from skyretriever.database import Session
 from skyretriever.solar.images import MAX_IMAGE_BYTES, ImageMapping
 
-__all__ = ["ZooniverseError", "box_iou", "export_subject_set", "import_classifications",
+__all__ = ["ZooniverseError", "box_iou", "cluster_boxes", "export_subject_set", "import_classifications",
            "split_frames"]
 
 FINDER = "zooniverse"
@@ -271,8 +271,6 @@ def import_classifications(project: Any, csv_path: str | Path, subject_set: str 
         On a row whose JSON is broken, or subjects that are not of this subject set (nothing
         is written then).
     """
-    from sklearn.cluster import DBSCAN
-
     subject_set = Path(subject_set)
     with open(subject_set / MANIFEST, newline="", encoding="utf-8") as handle:
         manifest = {row["#subject_key"]: row for row in csv.DictReader(handle)}
@@ -318,7 +316,7 @@ def import_classifications(project: Any, csv_path: str | Path, subject_set: str 
                                   f"{project.context.name!r}")
         for key, subject in subjects.items():
             detections += _subject_detections(key, subject, manifest[key], subject_set,
-                                              ids[manifest[key]["%event"]], project, DBSCAN)
+                                              ids[manifest[key]["%event"]], project)
         queries.replace_finder_detections(session, project.context, FINDER,
                                           [ids[n] for n in names], list(subjects), detections)
         session.commit()
@@ -326,25 +324,45 @@ def import_classifications(project: Any, csv_path: str | Path, subject_set: str 
             "detections": len(detections)}
 
 
+def cluster_boxes(boxes: list[tuple[float, ...]]) -> list[tuple[tuple[float, ...], list[int]]]:
+    """The consensus boxes of volunteers' boxes: DBSCAN over 1 - IoU, then the members' mean.
+
+    Returns each cluster's mean box ``(x, y, width, height, angle)`` and its members' indices.
+
+    Examples
+    --------
+    >>> boxes = [(10, 10, 8, 4, 0), (10.5, 10, 8, 4, 2), (60, 60, 5, 5, 0)]
+    >>> [(round(box[0], 2), members) for box, members in cluster_boxes(boxes)]
+    [(10.25, [0, 1])]
+    """
+    from sklearn.cluster import DBSCAN
+
+    if len(boxes) < MIN_SAMPLES:
+        return []
+    distance = np.zeros((len(boxes), len(boxes)))
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            distance[i, j] = distance[j, i] = 1.0 - box_iou(boxes[i], boxes[j])
+    labels = DBSCAN(eps=EPS, min_samples=MIN_SAMPLES, metric="precomputed").fit(distance).labels_
+    clusters = []
+    for label in sorted(set(labels) - {-1}):
+        members = np.flatnonzero(labels == label).tolist()
+        clusters.append((_mean_box([boxes[i] for i in members]), members))
+    return clusters
+
+
 def _subject_detections(key: str, subject: dict[str, Any], row: dict[str, str],
-                        subject_set: Path, source_id: int, project: Any, dbscan: Any
+                        subject_set: Path, source_id: int, project: Any
                         ) -> list[dict[str, Any]]:
     marks: list[_Mark] = subject["marks"]
     volunteers = len(subject["users"])
     if len(marks) < MIN_SAMPLES:
         return []
-    boxes = [m.box for m in marks]
-    distance = np.zeros((len(boxes), len(boxes)))
-    for i in range(len(boxes)):
-        for j in range(i + 1, len(boxes)):
-            distance[i, j] = distance[j, i] = 1.0 - box_iou(boxes[i], boxes[j])
-    labels = dbscan(eps=EPS, min_samples=MIN_SAMPLES, metric="precomputed").fit(distance).labels_
     frames = json.loads((subject_set / row["#mapping_file"]).read_text(encoding="utf-8"))
     found = []
-    for label in sorted(set(labels) - {-1}):
-        members = [marks[i] for i in np.flatnonzero(labels == label)]
+    for box, indices in cluster_boxes([m.box for m in marks]):
+        members = [marks[i] for i in indices]
         users = {m.user for m in members}
-        box = _mean_box([m.box for m in members])
         frame = Counter(m.frame for m in members).most_common(1)[0][0]
         frame = min(max(frame, 0), len(frames) - 1)
         mapping = ImageMapping.from_json(frames[frame]["mapping"])

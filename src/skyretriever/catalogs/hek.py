@@ -233,7 +233,7 @@ def events_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     ...     "event_type": "CJ", "event_starttime": "2020-06-07T21:30:00",
     ...     "event_endtime": "2020-06-07T21:45:00", "hpc_x": 789.0, "hpc_y": 694.0,
     ...     "kb_archivid": "ivo://helio-informatics.org/CJ1"}])
-    >>> table.loc[0, "frame"], table.loc[0, "hpc_x"]
+    >>> table.loc[0, "frame"], float(table.loc[0, "hpc_x"])
     ('helioprojective', 789.0)
     """
     records = sorted(records, key=lambda r: (str(r.get("event_starttime")),

@@ -16,10 +16,10 @@ Examples
 --------
 >>> mapping = ImageMapping(png_width=100, png_height=80, binning=2, fits_width=200,
 ...                        fits_height=160, header={})
->>> mapping.to_fits(0.0, 79.0)
-(0.5, 0.5)
->>> mapping.from_fits(0.5, 0.5)
-(0.0, 79.0)
+>>> [float(v) for v in mapping.to_fits(0.0, 79.0)]
+[0.5, 0.5]
+>>> [float(v) for v in mapping.from_fits(0.5, 0.5)]
+[0.0, 79.0]
 """
 
 from __future__ import annotations
