@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from skyretriever.cli import main
 from skyretriever.database import Session
 from skyretriever.models import Detection
+from skyretriever.plots import plot_detection
 from skyretriever.solar.images import MAX_IMAGE_BYTES, ImageMapping
 from skyretriever.testing.aia import SswService
 from skyretriever.testing.hek import HekService, SolarEvent
@@ -102,6 +103,11 @@ def test_export_import_gives_the_known_jet_in_solar_coordinates(solar_project, t
         assert detection.extra["answers"]["Is there a jet in this video?: Yes"] >= 12
         corners = detection.extra["corners_fits"]
         assert len(corners) == 4 and all(0 <= x <= 200 and 0 <= y <= 200 for x, y in corners)
+    # The detection's plot: its frame with the consensus box, and a report that shows it.
+    figure = plot_detection(found[0], filename=tmp_path / "jet.png")
+    assert "volunteers (agreement" in figure.axes[0].get_title()
+    assert figure.axes[0].patches[0].get_xy().shape == (5, 2)  # a closed four-corner box
+    assert (tmp_path / "jet.png").stat().st_size > 1000
     # The same file again: the same detections, none added.
     import_classifications(solar_project, export, folder)
     again = detections()

@@ -58,6 +58,7 @@ from skyretriever.observatories.base import ProjectContext, raw_identity_filter
 __all__ = [
     "event_cutouts",
     "replace_finder_detections",
+    "source_cutouts",
     "source_ids_by_name",
     "LIGHTCURVE_STATE_COLUMNS",
     "RAW_IDENTITY",
@@ -781,3 +782,14 @@ def replace_finder_detections(session: orm.Session, context: ProjectContext, fin
     session.flush()
     if rows:
         session.execute(Detection.__table__.insert(), rows)
+
+
+def source_cutouts(session: orm.Session, source_id: int, observatory: str = "aia"
+                   ) -> RawCutouts | None:
+    """The raw cutouts a source uses (through its link), or None."""
+    return session.scalars(
+        sa.select(RawCutouts).join(SourceRawData, sa.and_(
+            SourceRawData.raw_id == RawCutouts.id,
+            SourceRawData.observatory == RawCutouts.observatory))
+        .where(SourceRawData.source_id == source_id,
+               SourceRawData.observatory == observatory)).first()
