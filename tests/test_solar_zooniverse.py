@@ -15,6 +15,7 @@ from skyretriever.cli import main
 from skyretriever.database import Session
 from skyretriever.models import Detection
 from skyretriever.plots import plot_detection
+from skyretriever.report import write_report
 from skyretriever.solar.images import MAX_IMAGE_BYTES, ImageMapping
 from skyretriever.testing.aia import SswService
 from skyretriever.testing.hek import HekService, SolarEvent
@@ -108,6 +109,8 @@ def test_export_import_gives_the_known_jet_in_solar_coordinates(solar_project, t
     assert "volunteers (agreement" in figure.axes[0].get_title()
     assert figure.axes[0].patches[0].get_xy().shape == (5, 2)  # a closed four-corner box
     assert (tmp_path / "jet.png").stat().st_size > 1000
+    index = write_report(solar_project, tmp_path / "report", source_plots=False)
+    assert (index.parent / "detections" / f"{found[0].id}.png").stat().st_size > 1000
     # The same file again: the same detections, none added.
     import_classifications(solar_project, export, folder)
     again = detections()
