@@ -230,3 +230,16 @@ def test_faults_of_every_kind_are_survived(services, database_url, tmp_path, rou
         assert hdul[0].data.shape == (200, 200)
     assert aia(server, route).job(row)["state"] == "done"
     assert u.Unit(fits.getheader(storage.full_path(f"{folder}/{first}"))["CUNIT1"]) == u.arcsec
+
+
+@pytest.mark.parametrize("route", ["jsoc", "ssw"])
+def test_an_event_with_no_coverage_is_a_recorded_empty_result(
+        services, database_url, tmp_path, route):
+    server, jsoc, ssw = services
+    (jsoc if route == "jsoc" else ssw).empty_when = ("2020-06-07T21",)
+    row = next(r for r in event_rows(server, tmp_path) if r["hpc_x"] == JET.hpc_x)
+    raw = aia(server, route).download(row)
+    raw.save()
+    assert raw.is_empty and raw.num_frames == 0 and raw.filename is None
+    job = aia(server, route).job(row)
+    assert job["state"] == "done" and job["files"] == []

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from skyretriever import queries, storage
 from skyretriever.cli import main
 from skyretriever.database import Session
 from skyretriever.models import Detection
@@ -63,6 +64,11 @@ def true_boxes(folder, manifest_rows) -> dict[str, tuple[float, ...]]:
         truth[row["#subject_key"]] = (float(x), float(y), JET.width / scale,
                                       JET.height / scale, 0.0)
     return truth
+
+
+def _event_cutouts(project):
+    with Session() as session:
+        return queries.event_cutouts(session, project.context)
 
 
 def detections() -> list[Detection]:
@@ -139,6 +145,13 @@ def test_bad_classification_exports_are_refused_and_nothing_is_written(solar_pro
                                               r"subject set.*80000000"):
         import_classifications(solar_project, tmp_path / "foreign.csv", folder)
     assert detections() == []
+    # An image over Zooniverse's 1 MiB: refused, and no manifest is written.
+    raw_images = next(solar_project.observatories["aia"].images_folder(raw) for _, raw in
+                      _event_cutouts(solar_project))
+    (storage.full_path(raw_images) / "304" / "0002.png").write_bytes(b"x" * (MAX_IMAGE_BYTES + 1))
+    with pytest.raises(ZooniverseError, match="at most 1 MiB"):
+        export_subject_set(solar_project, tmp_path / "too_big")
+    assert not (tmp_path / "too_big" / "manifest.csv").exists()
     # Another workflow's classifications are left out.
     (tmp_path / "good.csv").write_text(text)
     counts = import_classifications(solar_project, tmp_path / "good.csv", folder, workflow=1)

@@ -18,7 +18,7 @@ answers status 2 (pending) for ``polls_until_done`` polls, then status 0 with
 ``jsoc_info?op=series_struct`` answers the series' prime keys (drms asks for
 them to name files). An unregistered email is refused (status 4), as JSOC does;
 requests whose record set contains a string of ``fail_when`` fail with a
-reason; ``never_finish`` keeps every request pending.
+reason, of ``empty_when`` finish with no file (no coverage); ``never_finish`` keeps every request pending.
 
 :class:`SswService` answers the LMSAL SSW cutout service:
 ``/cgi-ssw/ssw_service_track_fov.sh?xcen=..&ycen=..&fovx=..&fovy=..&waves=..&
@@ -147,6 +147,8 @@ class _CutoutService(Service):
     def __init__(self, events: list[SolarEvent], polls_until_done: int, never_finish: bool,
                  fail_when: Iterable[str], seed: int) -> None:
         self.events = list(events)
+        #: Requests containing one of these strings finish with no file (no coverage).
+        self.empty_when: tuple[str, ...] = ()
         self.polls_until_done = polls_until_done
         self.never_finish = never_finish
         self.fail_when = tuple(fail_when)
@@ -160,6 +162,8 @@ class _CutoutService(Service):
                  described: str) -> _Job:
         failure = next((f"no data for {described}: {needle}" for needle in self.fail_when
                         if needle in described), None)
+        if any(needle in described for needle in self.empty_when):
+            frames = []
         with self._lock:
             ident = f"{prefix}{next(self._numbers):05d}"
             job = self.jobs[ident] = _Job(ident, frames, box, failure)
