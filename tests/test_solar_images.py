@@ -121,3 +121,59 @@ def test_an_image_over_the_zooniverse_limit_is_refused_and_nothing_is_left(tmp_p
         render_frame(tmp_path / "noisy.fits", tmp_path / "noisy.png", max_size=2000)
     assert not (tmp_path / "noisy.png").exists()
     assert render_frame(tmp_path / "noisy.fits", tmp_path / "small.png", max_size=400).binning == 5
+
+
+_KILLED_PROJECT = """
+import sys
+from skyretriever import Project
+project = Project(name="killed", cfg_file=False, obs_names=["aia"], database_url=sys.argv[1],
+                  data_root=sys.argv[2], progress=False, execution_kwargs={{"scheduler": "serial"}},
+                  catalog_kwargs={catalog!r}, aia={aia!r})
+project.run()
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_run_while_jobs_pend_then_the_next_run_finishes_and_check_is_clean(
+        project_factory, services, database_url, data_root, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from skyretriever.models import CutoutJob
+
+    server, _, ssw = services
+    ssw.never_finish = True
+    catalog = {"kind": "hek", "hek_url": server.url + "/hek/her",
+               "time_range": ["2020-06-07", "2020-06-08"], "cache_dir": str(tmp_path / "c")}
+    aia = {"route": "ssw", "ssw_url": server.url, **QUICK}
+    script = _KILLED_PROJECT.format(catalog=catalog, aia=aia)
+    child = subprocess.Popen([sys.executable, "-c", script, database_url, str(data_root)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with Session() as session:
+                polling = session.scalars(sa.select(CutoutJob).where(
+                    CutoutJob.state == "polling", CutoutJob.polls >= 2)).all()
+            if polling:
+                break
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the killed run never polled a job")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    sent = list(ssw.submitted)
+    assert len(sent) >= 1
+    ssw.never_finish = False
+    project = project_factory(name="killed", obs_names=["aia"], catalog_kwargs=catalog, aia=aia)
+    summary = project.run()
+    assert summary.failures == [] and summary.counts["done"] == 2
+    # The pending job was polled again, not sent again; the other event's job was sent once.
+    assert ssw.submitted[:len(sent)] == sent and len(ssw.submitted) == 2
+    with Session() as session:
+        assert sorted(j.state for j in session.scalars(sa.select(CutoutJob))) == ["done", "done"]
+    assert check_project(project).clean
