@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from skyretriever import queries, storage
 from skyretriever.cli import main
 from skyretriever.database import Session
-from skyretriever.models import Detection
+from skyretriever.models import Detection, Lightcurve, Source
 from skyretriever.plots import plot_detection
 from skyretriever.report import write_report
 from skyretriever.solar.images import MAX_IMAGE_BYTES, ImageMapping
@@ -216,3 +216,25 @@ def test_thin_diagonal_boxes_agree_less_than_compact_ones():
         best_thin = max(clusters_thin, key=lambda c: len(c[1]), default=((0, 0, 1, 1, 0), []))
         assert (len(best_thin[1]) < 15 or box_iou(best_thin[0], thin)
                 < box_iou(clusters_compact[0][0], compact))
+
+
+def test_light_curves_export_as_one_subject_per_source(project_factory, tmp_path, database_url,
+                                                       data_root, capsys):
+    project = project_factory(name="stars", catalog_kwargs={"default": "test", "num_sources": 4})
+    assert project.run().counts["done"] == 4
+    config = tmp_path / "stars.yaml"
+    config.write_text(
+        "project: {name: stars, progress: false, obs_names: [demo]}\n"
+        f"database: {{url: '{database_url}'}}\n"
+        f"data_root: '{data_root}'\n"
+        "catalog: {default: test, num_sources: 4}\n")
+    assert main(["zooniverse", "export", str(config), "--output", str(tmp_path / "lc")]) == 0
+    manifest = capsys.readouterr().out.strip()
+    rows = list(csv.DictReader(open(manifest)))
+    with Session() as session:
+        plotted = sorted(set(session.scalars(sa.select(Source.name).join(Lightcurve))))
+    assert sorted(r["%source"] for r in rows) == plotted and len(plotted) >= 2
+    for row in rows:
+        size = (tmp_path / "lc" / row["frame_0"]).stat().st_size
+        assert 1000 < size <= MAX_IMAGE_BYTES
+        assert -90 <= float(row["#dec"]) <= 90

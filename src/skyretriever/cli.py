@@ -59,7 +59,12 @@ from skyretriever.project import Project
 from skyretriever.query import FilterError, filter_columns, parse_filter
 from skyretriever.report import write_report
 from skyretriever.storage import StorageError
-from skyretriever.zooniverse import ZooniverseError, export_subject_set, import_classifications
+from skyretriever.zooniverse import (
+    ZooniverseError,
+    export_lightcurve_subjects,
+    export_subject_set,
+    import_classifications,
+)
 
 __all__ = ["DETECTION_COLUMNS", "SOURCE_COLUMNS", "CommandError", "main"]
 
@@ -575,13 +580,26 @@ def _logging(verbose: bool, log_file: str | None) -> Iterator[None]:
         root.setLevel(level)
 
 
+def _close(figure: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
 def _zooniverse(args: argparse.Namespace) -> int:
     project = _offline_project(args)
     default = project.output_folder / "zooniverse"
     if args.zooniverse_command == "export":
-        manifest = export_subject_set(project, Path(args.output) if args.output else default,
-                                      frames_per_subject=args.frames_per_subject,
-                                      overlap=args.overlap, wavelength=args.wavelength)
+        output = Path(args.output) if args.output else default
+        if all(obs.data_type == "photometry" for obs in project.observatories.values()):
+            # Light curves: a subject per source with its plot (as Planet Hunters TESS does).
+            manifest = export_lightcurve_subjects(
+                project, output, lambda source, session, path: _close(
+                    plot_source(source, session=session, filename=path)))
+        else:
+            manifest = export_subject_set(project, output,
+                                          frames_per_subject=args.frames_per_subject,
+                                          overlap=args.overlap, wavelength=args.wavelength)
         print(manifest)
         return 0
     counts = import_classifications(

@@ -56,6 +56,7 @@ from skyretriever.models.raw import data_types, raw_data_class
 from skyretriever.observatories.base import ProjectContext, raw_identity_filter
 
 __all__ = [
+    "done_source_rows",
     "event_cutouts",
     "replace_finder_detections",
     "source_cutouts",
@@ -793,3 +794,9 @@ def source_cutouts(session: orm.Session, source_id: int, observatory: str = "aia
             SourceRawData.observatory == RawCutouts.observatory))
         .where(SourceRawData.source_id == source_id,
                SourceRawData.observatory == observatory)).first()
+
+
+def done_source_rows(session: orm.Session, context: ProjectContext) -> list[Source]:
+    """The project's done sources (whole rows), by name."""
+    return list(session.scalars(sa.select(Source).where(
+        *_mine(context), Source.status == "done").order_by(Source.name)))

@@ -11,6 +11,9 @@ non-empty and at most 1 MiB). Metadata columns hidden from volunteers start with
 ``mapping_file`` of the frames' pixel mappings), ``%event`` is indexed; no FITS
 header goes into the manifest (the mappings are in JSON files beside it).
 
+The same export works for light curves (:func:`export_lightcurve_subjects`):
+a subject per source with its light-curve plot.
+
 **Import.** :func:`import_classifications` reads a Panoptes classification
 export (CSV: ``classification_id, user_name, user_id, ..., workflow_id,
 annotations, subject_data, subject_ids``), keeps one workflow if asked, and
@@ -39,6 +42,7 @@ import csv
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +54,7 @@ from skyretriever.database import Session
 from skyretriever.solar.images import MAX_IMAGE_BYTES, ImageMapping
 
 __all__ = ["ZooniverseError", "box_iou", "cluster_boxes", "export_subject_set", "import_classifications",
-           "split_frames"]
+           "export_lightcurve_subjects", "split_frames"]
 
 FINDER = "zooniverse"
 #: DBSCAN over 1 - IoU, as the Solar Jet Hunter's aggregation does.
@@ -143,6 +147,48 @@ def export_subject_set(project: Any, folder: str | Path, *, frames_per_subject: 
     with storage.atomic_write(manifest) as temporary:
         with open(temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+    return manifest
+
+
+def export_lightcurve_subjects(project: Any, folder: str | Path,
+                               draw: Callable[[Any, Any, Path], None]) -> Path:
+    """A subject per done source with its light-curve plot (as Planet Hunters TESS does).
+
+    Sources with no light curve to plot get no subject.
+
+    ``draw(source, session, path)`` writes the source's plot (the command line
+    passes :func:`skyretriever.plots.plot_source`). The manifest has ``frame_0``
+    (the plot), ``%source`` (indexed), and ``#ra``, ``#dec``, ``#mag`` hidden.
+
+    Raises
+    ------
+    ZooniverseError
+        If a plot is empty or over 1 MiB, or no source is done.
+    """
+    folder = Path(folder)
+    rows = []
+    with Session() as session:
+        for source in queries.done_source_rows(session, project.context):
+            target = f"{storage.sanitize_name(source.name)}/lightcurves.png"
+            try:
+                draw(source, session, folder / target)
+            except ValueError:  # nothing to plot (no data from any observatory): no subject
+                continue
+            size = (folder / target).stat().st_size if (folder / target).is_file() else 0
+            if not 0 < size <= MAX_IMAGE_BYTES:
+                raise ZooniverseError(f"{folder / target}: {size} bytes; a subject's file must "
+                                      "be non-empty and at most 1 MiB")
+            rows.append({"frame_0": target, "%source": source.name, "#ra": source.ra,
+                         "#dec": source.dec, "#mag": source.mag})
+    if not rows:
+        raise ZooniverseError("no source of the project is done: nothing to export")
+    manifest = folder / MANIFEST
+    with storage.atomic_write(manifest) as temporary:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["frame_0", "%source", "#ra", "#dec",
+                                                        "#mag"])
             writer.writeheader()
             writer.writerows(rows)
     return manifest
