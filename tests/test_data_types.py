@@ -93,7 +93,7 @@ def test_a_subclass_adds_a_data_type_with_one_method():
     result = SpectraAnalysis().analyze("spectra", [object(), object()], {"name": "star"})
     assert result.properties == {"num_spectra": 2, "name": "star"}
     with pytest.raises(NotImplementedError,
-                       match="no analyze_audio: it analyses images, photometry, spectra"):
+                       match="no analyze_audio: it analyses cutouts, images, photometry, spectra"):
         SpectraAnalysis().analyze("audio", [], {"name": "star"})
 
 

@@ -65,6 +65,12 @@ from skyretriever.project import Project
 from skyretriever.query import FilterError, filter_columns, parse_filter
 from skyretriever.report import write_report
 from skyretriever.storage import StorageError, file_sha256
+from skyretriever.zooniverse import (
+    ZooniverseError,
+    export_lightcurve_subjects,
+    export_subject_set,
+    import_classifications,
+)
 
 __all__ = ["DETECTION_COLUMNS", "SOURCE_COLUMNS", "CommandError", "main"]
 
@@ -241,6 +247,29 @@ def _parser() -> argparse.ArgumentParser:
                        help="examples to make (default: analysis.classifier.training.examples)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    zooniverse = commands.add_parser(
+        "zooniverse", help="solar events: export a subject set, import classifications")
+    zooniverse_commands = zooniverse.add_subparsers(dest="zooniverse_command", required=True,
+                                                    metavar="ACTION")
+    export = zooniverse_commands.add_parser(
+        "export", help="write the images and manifest.csv panoptes-cli uploads")
+    export.add_argument("config", help="the project's YAML file")
+    export.add_argument("--output", metavar="DIR",
+                        help="the subject-set folder (default: zooniverse/ in the project folder)")
+    export.add_argument("--frames-per-subject", type=_positive_int, default=5, metavar="N")
+    export.add_argument("--overlap", type=int, default=1, metavar="N")
+    export.add_argument("--wavelength", type=int, metavar="ANGSTROM")
+    classifications = zooniverse_commands.add_parser(
+        "import", help="aggregate a Panoptes classification export into detections")
+    classifications.add_argument("config", help="the project's YAML file")
+    classifications.add_argument("classifications", metavar="CSV",
+                                 help="the classification export (CSV)")
+    classifications.add_argument("--workflow", type=int, metavar="ID",
+                                 help="keep only this workflow's classifications")
+    classifications.add_argument("--subject-set", metavar="DIR",
+                                 help="the exported folder (default: zooniverse/ in the project "
+                                      "folder)")
+
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     for name, text in (("upgrade", "create or migrate the schema to the newest version"),
@@ -249,14 +278,16 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("config", nargs="?", help="a project's YAML file (for its database)")
         action.add_argument("--url", help="database URL (instead of a YAML file)")
     # -v after the command too (skyretriever run -v CONFIG); SUPPRESS keeps the top-level value.
-    for command in [*commands.choices.values(), *db_commands.choices.values()]:
+    for command in [*commands.choices.values(), *db_commands.choices.values(),
+                    *zooniverse_commands.choices.values()]:
         command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                              help="log more, and show the traceback of an error (also allowed "
                                   "before the command)")
     # Where the rows and files are, over the config's data_root and database (paths given
     # here are relative to the working folder; those in the config, to the config's folder).
-    for command in [*(c for name, c in commands.choices.items() if name != "db"),
-                    *db_commands.choices.values()]:
+    for command in [*(c for name, c in commands.choices.items()
+                      if name not in ("db", "zooniverse")),
+                    *db_commands.choices.values(), *zooniverse_commands.choices.values()]:
         command.add_argument("--data-root", metavar="DIR",
                              help="data root to use instead of the config's data_root")
         command.add_argument("--database", metavar="URL",
@@ -681,6 +712,37 @@ def training_report(metadata: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+
+
+def _close(figure: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
+def _zooniverse(args: argparse.Namespace) -> int:
+    project = _offline_project(args)
+    default = project.output_folder / "zooniverse"
+    if args.zooniverse_command == "export":
+        output = Path(args.output) if args.output else default
+        if all(obs.data_type == "photometry" for obs in project.observatories.values()):
+            # Light curves: a subject per source with its plot (as Planet Hunters TESS does).
+            manifest = export_lightcurve_subjects(
+                project, output, lambda source, session, path: _close(
+                    plot_source(source, session=session, filename=path)))
+        else:
+            manifest = export_subject_set(project, output,
+                                          frames_per_subject=args.frames_per_subject,
+                                          overlap=args.overlap, wavelength=args.wavelength)
+        print(manifest)
+        return 0
+    counts = import_classifications(
+        project, args.classifications,
+        Path(args.subject_set) if args.subject_set else default, workflow=args.workflow)
+    print(", ".join(f"{value} {name}" for name, value in counts.items()))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -721,6 +783,8 @@ def _command(args: argparse.Namespace) -> int:
             done = _project(args).download_ffis(args.sector, args.camera, args.ccd)
             print(done)
             return EXIT_FAILED_SOURCES if done.failures else 0
+        if args.command == "zooniverse":
+            return _zooniverse(args)
         commands = {"sources": _sources, "detections": _detections, "show": _show,
                     "report": _report, "get": _get, "train": _train}
         if args.command in commands:
@@ -735,7 +799,7 @@ def _command(args: argparse.Namespace) -> int:
         print(f"skyretriever: failed: {error}", file=sys.stderr)
         return EXIT_FAILED_SOURCES
     except (ParameterError, CatalogError, DatabaseError, FilterError, StorageError,
-            CommandError) as error:
+            CommandError, ZooniverseError) as error:
         if args.verbose:
             logging.getLogger("skyretriever").exception("the command failed")
         print(f"skyretriever: error: {error}", file=sys.stderr)

@@ -20,6 +20,7 @@ is recorded on that source and the batch goes on.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -382,6 +383,13 @@ class Worker:
                 else:
                     raw.load()
                 reduced = obs.reduce(raw)
+                if obs.data_type != "photometry":
+                    # Other data types' products (AIA images...) are files the observatory
+                    # wrote itself; the analysis gets them, the light-curve table does not.
+                    result.reduced += len(reduced)
+                    lightcurves += reduced
+                    changed = True
+                    continue
                 save_lightcurves(reduced)
                 result.lightcurves_new[obs.name] = [_lightcurve_values(lc) for lc in reduced]
                 result.reduced += len(reduced)
@@ -416,6 +424,12 @@ class Worker:
 
 
 # -- 4. writing ----------------------------------------------------------------------------
+def _utc_time(text: str) -> dt.datetime:
+    """An ISO 8601 time as naive UTC (as the database stores times)."""
+    time = dt.datetime.fromisoformat(text)
+    return time.astimezone(dt.UTC).replace(tzinfo=None) if time.tzinfo else time
+
+
 def _source_values(row: dict[str, Any], context: ProjectContext) -> dict[str, Any]:
     values = {
         "name": row["name"],
@@ -426,8 +440,13 @@ def _source_values(row: dict[str, Any], context: ProjectContext) -> dict[str, An
         "counted": False,
         "cat_extra": row.get("extra") or None,
     }
-    for column in ("ra", "dec", "mag", "mag_err", "mag_filter", "pmra", "pmdec", *CROSS_ID_COLUMNS):
+    for column in ("ra", "dec", "mag", "mag_err", "mag_filter", "pmra", "pmdec", *CROSS_ID_COLUMNS,
+                   "hpc_x", "hpc_y"):
         values[column] = plain_value(row.get(column))
+    values["frame"] = row.get("frame") or "icrs"
+    for column in ("start_time", "end_time"):  # ISO text in catalogs, a time in the database
+        value = row.get(column)
+        values[column] = _utc_time(value) if isinstance(value, str) and value else None
     return values
 
 

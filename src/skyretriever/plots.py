@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from skyretriever import drawing, queries
+from skyretriever import drawing, queries, storage
 from skyretriever.analysis.histogram import EVENTS, VARIABLES, Histogram, recovery_efficiency
 from skyretriever.analysis.series import detrend
 from skyretriever.analysis.transit import TransitFinderParameters
@@ -718,6 +718,10 @@ def plot_detection(detection: Detection, session: Any = None,
     ...     best = session.scalars(sa.select(Detection).order_by(Detection.snr.desc())).first()
     ...     fig = plot_detection(best, filename="best.png")
     """
+    if detection.finder == "zooniverse":
+        fig = _plot_volunteers_box(detection, session)
+        _save(fig, filename)
+        return fig
     transit = _is_transit(detection)
     name, lightcurves = _detection_lightcurves(detection, session)
     if transit:
@@ -725,6 +729,40 @@ def plot_detection(detection: Detection, session: Any = None,
     else:
         fig = _plot_event(detection, name, lightcurves)
     _save(fig, filename)
+    return fig
+
+
+def _plot_volunteers_box(detection: Detection, session: Any = None) -> Figure:
+    """A solar event's frame with the volunteers' consensus box, their number and agreement."""
+    from astropy.io import fits
+    from astropy.visualization import AsinhStretch, ImageNormalize, PercentileInterval
+    from matplotlib.patches import Polygon
+
+    extra = detection.extra or {}
+    with contextlib.ExitStack() as stack:
+        if session is None:
+            session = stack.enter_context(Session())
+        raw = queries.source_cutouts(session, detection.source_id, detection.observatory or "aia")
+        source = session.get(Source, detection.source_id)
+        name = source.name if source is not None else str(detection.source_id)
+        if raw is None or "fits" not in extra:
+            raise ValueError(f"detection {detection.id} of {name!r}: no cutouts to show it on")
+        path = storage.full_path(f"{raw.files_folder}/{extra['fits']}")
+    data = fits.getdata(path).astype(float)
+    fig, ax = _new_axes(None, figsize=(6.0, 6.0))
+    norm = ImageNormalize(data, interval=PercentileInterval(99.5), stretch=AsinhStretch(0.1))
+    ax.imshow(data, origin="lower", cmap="inferno", norm=norm)
+    corners = np.asarray(extra.get("corners_fits") or [], dtype=float)
+    if len(corners):
+        ax.add_patch(Polygon(corners, closed=True, fill=False, edgecolor="cyan", linewidth=1.5))
+    centre = extra.get("box_hpc") or {}
+    ax.set_title(f"{name}  {detection.filter} A  {extra.get('time', '')}\n"
+                 f"{extra.get('volunteers', 0)} of {extra.get('subject_volunteers', 0)} "
+                 f"volunteers (agreement {float(extra.get('agreement', 0)):.0%}); box at "
+                 f"({centre.get('x', float('nan')):.1f}, {centre.get('y', float('nan')):.1f}) "
+                 "arcsec", fontsize=9)
+    ax.set_xlabel("FITS x (pixels)")
+    ax.set_ylabel("FITS y (pixels)")
     return fig
 
 

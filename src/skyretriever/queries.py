@@ -46,6 +46,7 @@ from skyretriever.models import (
     HistogramBatch,
     Lightcurve,
     Properties,
+    RawCutouts,
     RawData,
     RawImages,
     RawPhotometry,
@@ -53,9 +54,15 @@ from skyretriever.models import (
     SourceRawData,
 )
 from skyretriever.models.datasets import RAW_COLUMNS
+from skyretriever.models.raw import data_types, raw_data_class
 from skyretriever.observatories.base import ProjectContext, raw_identity_filter
 
 __all__ = [
+    "done_source_rows",
+    "event_cutouts",
+    "replace_finder_detections",
+    "source_cutouts",
+    "source_ids_by_name",
     "LIGHTCURVE_STATE_COLUMNS",
     "RAW_IDENTITY",
     "BatchConnection",
@@ -735,10 +742,17 @@ def project_analysed_source_ids(session: orm.Session, context: ProjectContext) -
 
 def raw_link_source_ids(session: orm.Session, context: ProjectContext,
                         observatories: Sequence[str]) -> list[int]:
-    """The source id of each link of the project's sources to raw data of these observatories."""
+    """The source id of each link of the project's sources to raw data of these observatories.
+
+    Only links to a raw row that exists count (a link points into the raw table of its
+    observatory's data type, with no foreign key to remove it with the row).
+    """
+    exists = sa.or_(*(sa.exists().where(model.id == SourceRawData.raw_id,
+                                        model.observatory == SourceRawData.observatory)
+                      for model in map(raw_data_class, data_types())))
     return list(session.scalars(
         sa.select(SourceRawData.source_id).join(Source).where(
-            *_mine(context), SourceRawData.observatory.in_(observatories))))
+            *_mine(context), SourceRawData.observatory.in_(observatories), exists)))
 
 
 def mark_for_redo(session: orm.Session, source_ids: list[int], reason: str) -> None:
@@ -801,3 +815,58 @@ def training_lightcurves(session: orm.Session, context: ProjectContext
     for name, lightcurve in rows:
         found.setdefault(name, []).append(lightcurve)
     return found
+
+
+# -- solar events: AIA cutouts and Zooniverse ----------------------------------------------
+def event_cutouts(session: orm.Session, context: ProjectContext, observatory: str = "aia"
+                  ) -> list[tuple[Source, RawCutouts]]:
+    """The project's done sources with their (non-empty) raw cutouts, in start-time order."""
+    return list(session.execute(
+        sa.select(Source, RawCutouts)
+        .join(SourceRawData, SourceRawData.source_id == Source.id)
+        .join(RawCutouts, sa.and_(RawCutouts.id == SourceRawData.raw_id,
+                                  RawCutouts.observatory == SourceRawData.observatory))
+        .where(*_mine(context), SourceRawData.observatory == observatory,
+               Source.status == "done", RawCutouts.is_empty.is_(False))
+        .order_by(Source.start_time, Source.name)).tuples().all())
+
+
+def source_ids_by_name(session: orm.Session, context: ProjectContext,
+                       names: Sequence[str]) -> dict[str, int]:
+    """The ids of the project's sources of these names."""
+    return dict(session.execute(sa.select(Source.name, Source.id).where(
+        *_mine(context), Source.name.in_(list(names)))).tuples().all())
+
+
+def replace_finder_detections(session: orm.Session, context: ProjectContext, finder: str,
+                              source_ids: Sequence[int], subject_keys: Sequence[str],
+                              rows: list[dict[str, Any]]) -> None:
+    """Replace ``finder``'s detections of these sources' subjects by ``rows`` (one transaction
+    is the caller's); a detection's subject is ``extra['subject_key']``."""
+    keys = set(subject_keys)
+    old = session.scalars(sa.select(Detection).where(
+        Detection.project == context.name, Detection.cfg_hash == context.cfg_hash,
+        Detection.finder == finder, Detection.source_id.in_(list(source_ids)))).all()
+    for detection in old:
+        if (detection.extra or {}).get("subject_key") in keys:
+            session.delete(detection)
+    session.flush()
+    if rows:
+        session.execute(Detection.__table__.insert(), rows)
+
+
+def source_cutouts(session: orm.Session, source_id: int, observatory: str = "aia"
+                   ) -> RawCutouts | None:
+    """The raw cutouts a source uses (through its link), or None."""
+    return session.scalars(
+        sa.select(RawCutouts).join(SourceRawData, sa.and_(
+            SourceRawData.raw_id == RawCutouts.id,
+            SourceRawData.observatory == RawCutouts.observatory))
+        .where(SourceRawData.source_id == source_id,
+               SourceRawData.observatory == observatory)).first()
+
+
+def done_source_rows(session: orm.Session, context: ProjectContext) -> list[Source]:
+    """The project's done sources (whole rows), by name."""
+    return list(session.scalars(sa.select(Source).where(
+        *_mine(context), Source.status == "done").order_by(Source.name)))

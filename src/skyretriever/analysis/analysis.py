@@ -345,7 +345,7 @@ class Analysis:
         >>> Analysis().analyze("spectra", [], {"name": "star"})
         Traceback (most recent call last):
         ...
-        NotImplementedError: Analysis has no analyze_spectra: it analyses images, photometry
+        NotImplementedError: Analysis has no analyze_spectra: it analyses cutouts, images, photometry
         """
         method = getattr(self, f"analyze_{data_type}", None)
         if not callable(method):
@@ -364,6 +364,21 @@ class Analysis:
         :meth:`analyze_photometry` runs on them unchanged.
         """
         return self.analyze_photometry(lightcurves, source)
+
+    def analyze_cutouts(self, images: list[dict[str, Any]], source: Mapping[str, Any]
+                        ) -> AnalysisResult:
+        """Solar events' image cutouts: what was made (the volunteers find the jets).
+
+        ``images`` are the entries the AIA reduction made (image, FITS file,
+        wavelength, time, pixel mapping); the properties count them.
+        """
+        wavelengths = sorted({int(entry["wavelength"]) for entry in images})
+        return AnalysisResult(properties={
+            "has_data": bool(images), "num_lightcurves": 0, "num_points": len(images),
+            "num_good_points": len(images), "num_detections": 0, "num_injected": 0,
+            "num_recovered": 0,
+            "extra": {"num_images": len(images), "wavelengths": wavelengths},
+        })
 
     def analyze_photometry(self, lightcurves: list[Lightcurve], source: Mapping[str, Any]
                            ) -> AnalysisResult:

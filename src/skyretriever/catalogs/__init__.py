@@ -3,7 +3,8 @@
 Files are read a chunk at a time (:mod:`.readers`), never whole.
 
 The remote presets register themselves here: ``gaia`` (:mod:`.gaia`),
-``exoplanet_hosts`` (:mod:`.exoplanet_archive`) and ``wd`` (:mod:`.white_dwarfs`).
+``exoplanet_hosts`` (:mod:`.exoplanet_archive`), ``wd`` (:mod:`.white_dwarfs`) and
+``hek`` (solar events, :mod:`.hek`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from skyretriever.catalogs import (  # noqa: F401  (they register the presets)
     exoplanet_archive,
     gaia,
+    hek,
     white_dwarfs,
 )
 from skyretriever.catalogs.catalog import (

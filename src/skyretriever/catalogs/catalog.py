@@ -79,10 +79,19 @@ __all__ = [
 ]
 
 CROSS_ID_COLUMNS = ("tic_id", "epic_id", "kic_id", "gaia_id", "ztf_oid")
+#: What places a target in its frame and time: ``icrs`` (stars; the default) or
+#: ``helioprojective`` (solar events, at ``hpc_x``, ``hpc_y`` arcsec between ``start_time``
+#: and ``end_time``; their ``ra``, ``dec`` are where the event is on the sky seen from Earth).
+FRAME_COLUMNS = ("frame", "hpc_x", "hpc_y", "start_time", "end_time")
+TARGET_FRAMES = ("icrs", "helioprojective")
 STANDARD_COLUMNS = (
     "name", "ra", "dec", "mag", "mag_err", "mag_filter", "pmra", "pmdec", *CROSS_ID_COLUMNS,
+    *FRAME_COLUMNS,
 )
-_FLOAT_COLUMNS = ("ra", "dec", "mag", "mag_err", "pmra", "pmdec")
+_FLOAT_COLUMNS = ("ra", "dec", "mag", "mag_err", "pmra", "pmdec", "hpc_x", "hpc_y")
+#: Parameters that select stars (positions on the sky, magnitudes, parallaxes).
+STAR_ONLY_PARAMETERS = ("cone", "box", "mag_limit", "bright_limit", "min_parallax",
+                        "min_parallax_over_error")
 #: Columns of common catalogs that hold a magnitude (named in a warning when ``mag`` is unmapped).
 _MAGNITUDE_COLUMNS = ("Gmag", "gmag", "phot_g_mean_mag", "Tmag", "tmag", "Kpmag", "kpmag",
                       "Vmag", "Jmag", "rmag", "sy_tmag", "sy_vmag", "sy_gaiamag")
@@ -109,6 +118,12 @@ class ColumnMap(Parameters):
     kic_id: str | None = parameter(None, "Column with the Kepler Input Catalog id.")
     gaia_id: str | None = parameter(None, "Column with the Gaia DR3 source_id.")
     ztf_oid: str | None = parameter(None, "Column with the ZTF object id.")
+    frame: str | None = parameter(
+        None, "Column with the target's frame: 'icrs' (stars) or 'helioprojective' (solar events).")
+    hpc_x: str | None = parameter(None, "Column with a solar event's helioprojective x (arcsec).")
+    hpc_y: str | None = parameter(None, "Column with a solar event's helioprojective y (arcsec).")
+    start_time: str | None = parameter(None, "Column with the start of a target's time window (UTC).")
+    end_time: str | None = parameter(None, "Column with the end of a target's time window (UTC).")
 
 
 #: The demo catalog (200 synthetic stars), package data; ``catalogs/demo.csv`` in the
@@ -208,13 +223,39 @@ class CatalogParameters(NetworkParameters):
     refresh: bool = parameter(
         False, "Download a remote catalog again even when it is cached.", critical=False
     )
+    # The hek preset: solar events from the Heliophysics Event Knowledgebase.
+    hek_url: str = parameter(
+        "https://www.lmsal.com/hek/her", "hek preset: URL of the HEK search service.",
+        critical=False,
+    )
+    event_type: list[str] = parameter(
+        ["cj"], "hek preset: HEK event types (cj coronal jets, fl flares...; '**' for all)."
+    )
+    time_range: list[str] | None = parameter(
+        None, "hek preset: [start, end] of the events asked for (UTC, ISO 8601).",
+        min_length=2, max_length=2,
+    )
+    hpc_box: list[float] | None = parameter(
+        None, "hek preset: only events in this helioprojective box, [x1, x2, y1, y2] in arcsec "
+        "(None: the whole disk and limb, +-1200).", min_length=4, max_length=4,
+    )
+    hek_filters: dict[str, Any] = parameter(
+        default_factory=dict,
+        doc="hek preset: attribute filters, {attribute: value} (equality) or {attribute: "
+            "[operator, value]} with an operator of =, !=, <, <=, >, >=, like "
+            "(e.g. {obs_channelid: 304, frm_name: [like, 'EED%']}).",
+    )
+    window_days: float = parameter(
+        30.0, "hek preset: the time range is asked for in windows of this many days "
+              "(long HEK queries hang), fetched concurrently.", critical=False, gt=0,
+    )
     # A synchronous TAP query sends nothing until it has its answer: wait longer by default.
     timeout: float = parameter(
         300.0, "Remote catalogs: seconds to wait for each read from the service.",
         critical=False, gt=0,
     )
 
-    @field_validator("gaia_tap_url", "exoplanet_archive_url", "wd_catalog_url")
+    @field_validator("gaia_tap_url", "exoplanet_archive_url", "wd_catalog_url", "hek_url")
     @classmethod
     def _plain_archive_url(cls, value: str) -> str:
         return validate_archive_url(value)
@@ -240,6 +281,14 @@ class CatalogParameters(NetworkParameters):
                                  f"(-90-90)] in degrees, not {self.box}")
         if self.cone is not None and self.box is not None:
             raise ValueError("cone and box: give one of them, not both")
+        if self.kind == "hek":
+            for name in STAR_ONLY_PARAMETERS:
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name}: selects stars (ICRS positions, magnitudes, parallaxes), but the "
+                        "hek catalog's targets are solar events in helioprojective coordinates; "
+                        "select them with hpc_box [x1, x2, y1, y2] (arcsec), time_range, "
+                        "event_type and hek_filters")
         return self
 
 

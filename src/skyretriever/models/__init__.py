@@ -17,11 +17,13 @@ from skyretriever.models.histogram import Histogram, HistogramBatch, HistogramPa
 from skyretriever.models.images import Cutout, FFIFile, RawImages
 from skyretriever.models.properties import Properties
 from skyretriever.models.raw import RawData, data_types, raw_data_class
+from skyretriever.models.solar import CutoutJob, RawCutouts
 from skyretriever.models.source import Source
 
 __all__ = [
     "Base",
     "Cutout",
+    "CutoutJob",
     "Detection",
     "FFIFile",
     "Histogram",
@@ -29,6 +31,7 @@ __all__ = [
     "HistogramParameters",
     "Lightcurve",
     "Properties",
+    "RawCutouts",
     "RawData",
     "RawImages",
     "RawPhotometry",

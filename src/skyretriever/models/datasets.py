@@ -482,8 +482,9 @@ class SourceRawData(Base):
     )
     raw_id: Mapped[int] = mapped_column(
         index=True,
-        doc="The raw data this source uses for that observatory: a row of the raw table of "
-            "the observatory's data type (raw_photometry, raw_images), so no foreign key.",
+        doc="The raw data this source uses for that observatory: the id of a row of the raw "
+            "table of the observatory's data type (raw_photometry, raw_images, raw_cutouts), "
+            "so no foreign key; deleting a raw row deletes its links (queries.delete_raw_row).",
     )
 
 

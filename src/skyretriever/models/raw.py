@@ -19,7 +19,7 @@ Examples
 >>> raw_data_class("spectra")
 Traceback (most recent call last):
 ...
-ValueError: no data type 'spectra': the data types are images, photometry
+ValueError: no data type 'spectra': the data types are cutouts, images, photometry
 """
 
 from __future__ import annotations

@@ -76,6 +76,19 @@ class Source(Base):
     kic_id: Mapped[int | None] = mapped_column(sa.BigInteger, doc="Kepler Input Catalog id.")
     gaia_id: Mapped[int | None] = mapped_column(sa.BigInteger, doc="Gaia DR3 source_id.")
     ztf_oid: Mapped[int | None] = mapped_column(sa.BigInteger, doc="ZTF object id.")
+    frame: Mapped[str] = mapped_column(
+        sa.String(20), default="icrs", server_default=sa.text("'icrs'"),
+        doc="Frame of the target: 'icrs' (a star at ra, dec) or 'helioprojective' (a solar "
+            "event at hpc_x, hpc_y; its ra, dec are where it was on the sky seen from Earth).",
+    )
+    hpc_x: Mapped[float | None] = mapped_column(
+        doc="Helioprojective x of a solar event (arcsec, seen from Earth).")
+    hpc_y: Mapped[float | None] = mapped_column(
+        doc="Helioprojective y of a solar event (arcsec, seen from Earth).")
+    start_time: Mapped[dt.datetime | None] = mapped_column(
+        doc="Start of the target's time window (UTC), for events.")
+    end_time: Mapped[dt.datetime | None] = mapped_column(
+        doc="End of the target's time window (UTC), for events.")
     cat_extra: Mapped[dict[str, Any] | None] = mapped_column(
         doc="Other catalog columns of this row, kept as they were."
     )
@@ -113,6 +126,8 @@ class Source(Base):
         keeps the ones truly inside. ``columns`` selects columns instead of
         whole rows. Add conditions to the query as you like.
 
+        Only targets in the ICRS frame (stars) are searched; solar events are not.
+
         Raises
         ------
         ValueError
@@ -139,12 +154,21 @@ class Source(Base):
         ...     near = Source.cone_search(150.1, 2.2, 10 / 3600, session=session)
         ...     [(s.name, round(s.distance * 3600, 2)) for s in near]
         """
-        query = cls.cone_search_query(ra, dec, radius, cls.id, cls.ra, cls.dec)
+        query = cls.cone_search_query(ra, dec, radius, cls.id, cls.ra, cls.dec).where(
+            cls.frame == "icrs")
+        scope = []
         if project is not None:
-            query = query.where(cls.project == project)
+            scope.append(cls.project == project)
         if cfg_hash is not None:
-            query = query.where(cls.cfg_hash == cfg_hash)
+            scope.append(cls.cfg_hash == cfg_hash)
+        query = query.where(*scope)
         with SmartSession(session) as session:
+            if project is not None and session.execute(sa.select(cls.id).where(
+                    *scope, cls.frame != "icrs").limit(1)).first() is not None:
+                raise ValueError(
+                    f"cone search is for stars (ICRS positions): project {project!r} has solar "
+                    "events (helioprojective frame) as sources; select them by time "
+                    "(start_time, end_time) or helioprojective position (hpc_x, hpc_y)")
             candidates = session.execute(query).all()
             if not candidates:
                 return []
@@ -160,6 +184,9 @@ class Source(Base):
             source.distance = inside[source.id]
         return sorted(found, key=lambda source: (source.distance, source.id))
 
+    # source_raw_data.raw_id points into the raw table of the link's observatory's data
+    # type (no foreign key): the photometry links are those whose raw_photometry row has
+    # the link's observatory.
     raw_photometry: Mapped[list[RawPhotometry]] = relationship(
         secondary="source_raw_data",
         primaryjoin="Source.id == SourceRawData.source_id",

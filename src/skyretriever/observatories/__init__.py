@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from skyretriever.observatories.aia import AiaParameters, VirtualAIA
 from skyretriever.observatories.base import (
     OBSERVATORIES,
     ObservatoryParameters,
@@ -23,6 +24,7 @@ __all__ = [
     "TessFFIParameters",
     "VirtualTESSFFI",
     "OBSERVATORIES",
+    "AiaParameters",
     "DemoParameters",
     "K2Parameters",
     "KeplerParameters",
@@ -31,6 +33,7 @@ __all__ = [
     "ProjectContext",
     "ReducerParameters",
     "TessParameters",
+    "VirtualAIA",
     "VirtualDemoObs",
     "VirtualK2",
     "VirtualKepler",

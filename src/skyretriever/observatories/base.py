@@ -130,7 +130,7 @@ def observatory_class(name: str) -> type[VirtualObservatory]:
 def _import_builtin_observatories() -> None:
     import importlib
 
-    for module in ("demo", "tess", "k2", "kepler", "ztf", "tessffi"):
+    for module in ("demo", "tess", "k2", "kepler", "ztf", "tessffi", "aia"):
         try:
             importlib.import_module(f"skyretriever.observatories.{module}")
         except ModuleNotFoundError as error:
