@@ -24,8 +24,8 @@ from skyretriever import database, storage
 POSTGRES_ADMIN_URL = os.environ.get(
     "SKYRETRIEVER_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
-TABLES = ("cutout_jobs", "raw_cutouts", "detections", "properties", "lightcurves", "source_raw_data", "raw_photometry",
-          "sources", "histogram_batches")
+TABLES = ("cutout_jobs", "raw_cutouts", "raw_images", "ffi_files", "detections", "properties",
+          "lightcurves", "source_raw_data", "raw_photometry", "sources", "histogram_batches")
 
 
 def _in_ci() -> bool:
