@@ -383,9 +383,10 @@ class Worker:
                 else:
                     raw.load()
                 reduced = obs.reduce(raw)
-                if obs.data_type != "photometry":
-                    # Other data types' products (AIA images...) are files the observatory
-                    # wrote itself; the analysis gets them, the light-curve table does not.
+                if not all(isinstance(product, Lightcurve) for product in reduced):
+                    # Products that are not light curves (AIA images...) are files the
+                    # observatory wrote itself; the analysis gets them, the light-curve
+                    # table does not. (FFI cutouts reduce to light curves, kept as such.)
                     result.reduced += len(reduced)
                     lightcurves += reduced
                     changed = True
