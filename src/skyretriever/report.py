@@ -47,11 +47,13 @@ import html
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote
@@ -61,6 +63,7 @@ from sqlalchemy import orm
 from skyretriever import database, plots, queries, storage
 from skyretriever._version import __version__
 from skyretriever.analysis.histogram import Histogram
+from skyretriever.execution import die_with_parent
 from skyretriever.models import Detection, Lightcurve, Properties, Source
 from skyretriever.models.display import column_header, column_label, format_column, format_number
 from skyretriever.observatories.base import ProjectContext
@@ -174,7 +177,7 @@ h1{font-size:1.5em;word-break:break-all}h2{font-size:1.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em;max-width:100%}
 th,td{border:1px solid #d0d0d0;padding:.25em .4em;text-align:left;vertical-align:middle;
 overflow-wrap:anywhere}
-th{font-weight:600}td.num{white-space:nowrap}
+th{font-weight:600;overflow-wrap:normal}td.num{white-space:nowrap}
 td.error{min-width:14em}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 thead th{background:#eef1f5}
@@ -270,46 +273,114 @@ def _write_text(path: Path, text: str) -> None:
 
 
 # -- what the report shows -----------------------------------------------------------------
-@dataclass
+def _draw(function: str, path: Path, args: tuple, kwargs: dict[str, Any],
+          thumbnail: Path | None) -> str | None:
+    """Draw one figure into ``path`` (and a small copy into ``thumbnail``); None when it
+    worked, else why not (and nothing is left half-made)."""
+    import matplotlib.pyplot as plt
+
+    figure = None
+    try:
+        figure = getattr(plots, function)(*args, filename=path, **kwargs)
+        if thumbnail is not None:  # scaled from the PNG: much cheaper than drawing again
+            from PIL import Image
+
+            with Image.open(path) as image:
+                image.thumbnail(_THUMBNAIL_SIZE, Image.Resampling.LANCZOS)
+                image.save(thumbnail, compress_level=1)
+    except Exception as error:  # one bad file or value must not stop the whole report
+        log.debug("report: no %s for %s", function, path.name, exc_info=True)
+        path.unlink(missing_ok=True)
+        if thumbnail is not None:
+            thumbnail.unlink(missing_ok=True)
+        return f"{type(error).__name__}: {error}"
+    finally:
+        if figure is not None:
+            plt.close(figure)
+    return None
+
+
+_DRAWN = {"source": (Source, "plot_source"), "detection": (Detection, "plot_detection")}
+
+
+def _draw_row(kind: str, row_id: int, path: Path, thumbnail: Path | None) -> str | None:
+    """In a worker process: read the source or detection ``row_id`` and draw it."""
+    model, function = _DRAWN[kind]
+    with database.Session() as session:
+        row = queries.by_id(session, model, row_id)
+        if row is None:
+            return f"{kind} {row_id} is no longer in the database"
+        return _draw(function, path, (row,), {"session": session}, thumbnail)
+
+
+def _start_worker(parent: int) -> None:
+    die_with_parent(parent)  # a report killed half-way leaves no worker drawing on
+
+
+def _worker_count(workers: int | None) -> int:
+    """Processes that draw the figures: ``workers``, by default one per core (at most 4)."""
+    if workers is None:
+        workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1, 4)
+    return workers
+
+
 class _Plotter:
-    """Makes the figures (through :mod:`skyretriever.plots`) and remembers what failed."""
+    """Makes the figures (through :mod:`skyretriever.plots`) and remembers what failed.
 
-    enabled: bool
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    made: int = 0
+    With more than one worker (on Linux), sources' and detections' figures are drawn in
+    forked worker processes, each reading its row by id, while the pages are written here;
+    otherwise they are drawn here, from the rows already loaded.
+    """
 
-    def __post_init__(self) -> None:
-        self._plots = plots if self.enabled else None
+    def __init__(self, enabled: bool, workers: int = 1) -> None:
+        self.enabled = enabled
+        self.failures: list[tuple[str, str]] = []
+        self.made = 0
+        self._pool: Any = None
+        if enabled and workers > 1 and sys.platform.startswith("linux"):
+            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                             initializer=_start_worker, initargs=(os.getpid(),))
+
+    def __enter__(self) -> _Plotter:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _record(self, what: str, error: str | None) -> bool:
+        if error is not None:
+            log.warning("report: no plot of %s: %s", what, error)
+            self.failures.append((what, error))
+            return False
+        self.made += 1
+        return True
 
     def make(self, what: str, function: str, path: Path, *args: Any,
              thumbnail: Path | None = None, **kwargs: Any) -> bool:
-        """Draw one figure into ``path`` (and a small copy into ``thumbnail``); False on failure."""
-        if self._plots is None:
+        """Draw one figure here, now; False on failure (remembered with its reason)."""
+        if not self.enabled:
             return False
-        import matplotlib.pyplot as plt
+        return self._record(what, _draw(function, path, args, kwargs, thumbnail))
 
-        figure = None
-        try:
-            figure = getattr(self._plots, function)(*args, filename=path, **kwargs)
-            if thumbnail is not None:  # scaled from the PNG: much cheaper than drawing again
-                from PIL import Image
+    def submit(self, what: str, kind: str, row: Source | Detection, session: orm.Session,
+               path: Path, thumbnail: Path | None = None) -> Any:
+        """Start drawing a source or detection; :meth:`result` says whether it worked."""
+        if self._pool is None:
+            return what, _draw(_DRAWN[kind][1], path, (row,), {"session": session}, thumbnail)
+        return what, self._pool.submit(_draw_row, kind, row.id, path, thumbnail)
 
-                with Image.open(path) as image:
-                    image.thumbnail(_THUMBNAIL_SIZE, Image.Resampling.LANCZOS)
-                    image.save(thumbnail)
-        except Exception as error:  # one bad file or value must not stop the whole report
-            log.warning("report: no plot of %s: %s", what, error, exc_info=log.isEnabledFor(
-                logging.DEBUG))
-            self.failures.append((what, f"{type(error).__name__}: {error}"))
-            path.unlink(missing_ok=True)
-            if thumbnail is not None:
-                thumbnail.unlink(missing_ok=True)
-            return False
-        finally:
-            if figure is not None:
-                plt.close(figure)
-        self.made += 1
-        return True
+    def result(self, pending: Any) -> bool:
+        """Whether a figure :meth:`submit` started was made (waiting for it if need be)."""
+        what, outcome = pending
+        if isinstance(outcome, Future):
+            try:
+                outcome = outcome.result()
+            except Exception as error:  # a worker that died (killed, out of memory...)
+                outcome = f"{type(error).__name__}: {error}"
+        return self._record(what, outcome)
 
 
 def _source_file(name: str) -> str:
@@ -650,27 +721,38 @@ def _properties_table(model: Any, row: Any, names: Iterable[str], table_id: str,
     return f'<table class="properties" id="{table_id}">{"".join(cells)}</table>\n'
 
 
-def _plot_detection(plotter: _Plotter, detection: Detection, source_name: str,
-                    session: orm.Session, folder: Path, plotted: dict[int, bool]) -> None:
-    """Draw a detection once (``plotted`` remembers whether it worked) and its thumbnail."""
-    if detection.id not in plotted:
-        plotted[detection.id] = plotter.make(
-            f"detection {detection.id} of {source_name!r}", "plot_detection",
-            folder / f"{detection.id}.png", detection, session=session,
-            thumbnail=folder / f"{detection.id}_thumb.png")
+def _submit_detection(plotter: _Plotter, detection: Detection, source_name: str,
+                      session: orm.Session, folder: Path, plotted: dict[int, bool],
+                      pending: dict[int, Any]) -> None:
+    """Start drawing a detection and its thumbnail, once (``plotted`` remembers whether it
+    worked, ``pending`` holds it until :func:`_settle` knows)."""
+    if detection.id not in plotted and detection.id not in pending:
+        pending[detection.id] = plotter.submit(
+            f"detection {detection.id} of {source_name!r}", "detection", detection, session,
+            folder / f"{detection.id}.png", folder / f"{detection.id}_thumb.png")
 
 
-def _write_source_page(folder: Path, source: Source, session: orm.Session, list_page: int,
-                       page_count: int, plotter: _Plotter, source_plots: bool,
-                       plotted: dict[int, bool], detections_folder: Path) -> None:
-    stem = _source_file(source.name)
-    image = f"{stem}.png"
-    has_plot = bool(source.lightcurves) and source_plots and plotter.make(
-        f"source {source.name!r}", "plot_source", folder / image, source, session=session)
+def _settle(plotter: _Plotter, ids: Iterable[int], plotted: dict[int, bool],
+            pending: dict[int, Any]) -> None:
+    for detection_id in ids:
+        if detection_id in pending:
+            plotted[detection_id] = plotter.result(pending.pop(detection_id))
+
+
+def _best_real(source: Source, source_plots: bool) -> list[Detection]:
+    """The real detections of a source that get a plot on its page (the best by S/N)."""
     real = sorted((d for d in source.detections if not d.is_simulated),
                   key=lambda d: (-d.snr, d.id))
-    for detection in real[:DETECTION_PLOTS_PER_SOURCE if source_plots else 0]:
-        _plot_detection(plotter, detection, source.name, session, detections_folder, plotted)
+    return real[:DETECTION_PLOTS_PER_SOURCE if source_plots else 0]
+
+
+def _write_source_page(folder: Path, source: Source, list_page: int, page_count: int,
+                       plotter: _Plotter, source_plots: bool, has_plot: bool,
+                       plotted: dict[int, bool]) -> None:
+    stem = _source_file(source.name)
+    image = f"{stem}.png"
+    real = sorted((d for d in source.detections if not d.is_simulated),
+                  key=lambda d: (-d.snr, d.id))
 
     parts: list[str] = []
     add = parts.append
@@ -893,8 +975,9 @@ def _swap_into_place(built: Path, target: Path) -> None:
 def write_report(project: Project, folder: str | os.PathLike | None = None,
                  top: int = DEFAULT_TOP, *,
                  summary: RunSummary | None = None, plots: bool = True,
-                 source_plots: bool = True, progress: bool | None = None, per_page: int = SOURCES_PER_PAGE,
-                 batch_size: int = _BATCH_SIZE) -> Path:
+                 source_plots: bool = True, progress: bool | None = None,
+                 per_page: int = SOURCES_PER_PAGE, batch_size: int = _BATCH_SIZE,
+                 workers: int | None = None) -> Path:
     """Write the static HTML report of a project and return the path of its ``index.html``.
 
     Parameters
@@ -923,6 +1006,9 @@ def write_report(project: Project, folder: str | os.PathLike | None = None,
         Sources per page of the source list.
     batch_size
         Sources read from the database at a time (memory stays flat).
+    workers
+        Processes that draw the figures (forked, Linux only); default one per core,
+        at most 4; 1 draws them in this process.
 
     Returns
     -------
@@ -945,7 +1031,9 @@ def write_report(project: Project, folder: str | os.PathLike | None = None,
     'index.html'
     """
     for name, value, least in (("top", top, 0), ("per_page", per_page, 1),
-                               ("batch_size", batch_size, 1)):
+                               ("batch_size", batch_size, 1), ("workers", workers, 1)):
+        if name == "workers" and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"write_report: {name} must be a whole number >= {least}, "
                              f"not {value!r}")
@@ -962,7 +1050,7 @@ def write_report(project: Project, folder: str | os.PathLike | None = None,
     built.mkdir(parents=True)
     try:
         _build(built, project, status, context, summary, top, plots, source_plots, progress,
-               per_page, batch_size)
+               per_page, batch_size, workers)
         _swap_into_place(built, target)
     except BaseException:
         shutil.rmtree(built, ignore_errors=True)
@@ -974,24 +1062,35 @@ def write_report(project: Project, folder: str | os.PathLike | None = None,
 
 def _build(built: Path, project: Project, status: dict[str, Any], context: ProjectContext,
            summary: RunSummary | None, top: int, plots: bool, source_plots: bool,
-           progress: bool | None, per_page: int, batch_size: int) -> None:
+           progress: bool | None, per_page: int, batch_size: int, workers: int | None) -> None:
     for name in ("sources", "detections", "plots"):
         (built / name).mkdir()
-    plotter = _Plotter(plots)
+    with _Plotter(plots, _worker_count(workers)) as plotter:
+        _build_with(built, project, status, context, summary, top, plotter, source_plots,
+                    progress, per_page, batch_size)
+
+
+def _build_with(built: Path, project: Project, status: dict[str, Any], context: ProjectContext,
+                summary: RunSummary | None, top: int, plotter: _Plotter, source_plots: bool,
+                progress: bool | None, per_page: int, batch_size: int) -> None:
     total_sources = sum(status["sources"].values())
     page_count = max(1, math.ceil(total_sources / per_page))
     show = project.pars.progress if progress is None else progress
 
     top_rows = _top_detections(context, top)
     plotted: dict[int, bool] = {}
+    pending: dict[int, Any] = {}
     if plotter.enabled and top_rows:
         bar = progress_bar(len(top_rows), show, f"report {context.name}: top detections",
                            unit="plot")
         try:
             for values in top_rows:
                 with database.Session() as session:  # one each: their light curves' data goes
-                    _plot_detection(plotter, queries.by_id(session, Detection, values["id"]),
-                                    values["source"], session, built / "detections", plotted)
+                    _submit_detection(plotter, queries.by_id(session, Detection, values["id"]),
+                                      values["source"], session, built / "detections", plotted,
+                                      pending)
+            for values in top_rows:
+                _settle(plotter, [values["id"]], plotted, pending)
                 bar.update(1)
         finally:
             bar.close()
@@ -1001,12 +1100,27 @@ def _build(built: Path, project: Project, status: dict[str, Any], context: Proje
     source_list = _SourceList(built, context.name, page_count, per_page)
     try:
         for session, sources in _iter_sources(context, batch_size):
+            # Start every figure of the batch (in the workers, if any), then write the pages
+            # in order as their figures are done.
+            images = {}
             for source in sources:
-                page = source_list.add(source)
-                _write_source_page(built / "sources", source, session, page, page_count,
-                                   plotter, source_plots, plotted, built / "detections")
-                for lightcurve in source.lightcurves:  # the plots loaded the data: let it go
+                if source.lightcurves and source_plots and plotter.enabled:
+                    images[source.id] = plotter.submit(
+                        f"source {source.name!r}", "source", source, session,
+                        built / "sources" / f"{_source_file(source.name)}.png")
+                if plotter.enabled:
+                    for detection in _best_real(source, source_plots):
+                        _submit_detection(plotter, detection, source.name, session,
+                                          built / "detections", plotted, pending)
+                for lightcurve in source.lightcurves:  # a plot here loaded the data: let it go
                     lightcurve.data = None
+            for source in sources:
+                has_plot = source.id in images and plotter.result(images.pop(source.id))
+                _settle(plotter, [d.id for d in _best_real(source, source_plots)], plotted,
+                        pending)
+                page = source_list.add(source)
+                _write_source_page(built / "sources", source, page, page_count, plotter,
+                                   source_plots, has_plot, plotted)
                 bar.update(1)
     finally:
         source_list.finish()
