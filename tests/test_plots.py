@@ -655,3 +655,25 @@ def test_time_axes_show_absolute_times_without_an_offset(products):
             assert len([t for t in ticks if low <= t <= high]) >= 2, (what, ticks, low, high)
     short = figures[0][1].axes[0]
     assert min(float(t.get_text()) for t in short.get_xticklabels()) > 56889
+
+
+def test_reused_figures_draw_the_same_pictures(products):
+    import io
+
+    def png(fig) -> bytes:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=60)
+        return buffer.getvalue()
+
+    with Session() as session:
+        sources = session.scalars(sa.select(Source).where(
+            Source.project == products.demo.pars.name, Source.lightcurves.any())
+            .order_by(Source.id).limit(3)).all()
+        fresh = [png(plot_source(source, session=session)) for source in sources]
+        plt.close("all")
+        with plots.reused_figures():
+            figures = [plot_source(source, session=session) for source in reversed(sources[1:])]
+            assert figures[0] is figures[1]            # drawn again on the same figure
+            again = [png(plot_source(source, session=session)) for source in reversed(sources)]
+        assert plt.get_fignums() == []
+    assert again[::-1] == fresh and len(set(fresh)) == 3

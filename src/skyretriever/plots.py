@@ -70,6 +70,7 @@ __all__ = [
     "plot_lightcurve",
     "plot_raw_photometry",
     "plot_source",
+    "reused_figures",
 ]
 
 #: Opacity of epochs flagged by the quality mask (good epochs are opaque).
@@ -139,11 +140,64 @@ def _pyplot():
     return plt
 
 
+# Single-axes figures kept for drawing again, by size (inside reused_figures()), else None.
+_REUSED: dict[tuple[float, float], tuple[Figure, Axes]] | None = None
+
+
+@contextlib.contextmanager
+def reused_figures() -> Iterator[None]:
+    """Inside the block, light curves, raw data and sources are drawn on one figure per
+    size, wiped and drawn again, rather than on a new figure each time.
+
+    Making a figure (its axes, ticks and labels) is a good part of the cost of a small
+    plot: a caller writing many files (the report) saves it. A figure returned inside
+    the block is valid only until the next plot; all of them are closed at its end.
+
+    Examples
+    --------
+    >>> with reused_figures():                                          # doctest: +SKIP
+    ...     for source in sources:
+    ...         plot_source(source, filename=f"{source.name}.png")
+    """
+    global _REUSED
+    previous, _REUSED = _REUSED, {}
+    try:
+        yield
+    finally:
+        for fig, _ in _REUSED.values():
+            _pyplot().close(fig)
+        _REUSED = previous
+
+
+def _wipe(ax: Axes) -> None:
+    """Take everything a plot function drew off ``ax`` (its ticks stay, to be used again)."""
+    for artist in [*ax.lines, *ax.collections, *ax.patches, *ax.texts, *ax.images]:
+        artist.remove()
+    legend = ax.get_legend()
+    if legend is not None:
+        legend.remove()
+    ax.set_title("")
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    if ax.yaxis_inverted():
+        ax.invert_yaxis()
+    ax.set_prop_cycle(None)
+    ax.relim()
+    ax.set_autoscale_on(True)
+
+
 def _new_axes(ax: Axes | None, figsize: tuple[float, float] = (10.0, 5.0)) -> tuple[Figure, Axes]:
-    """The given axes, or new ones on a figure laid out by :func:`_arrange` (no layout engine)."""
+    """The given axes, or new ones on a figure laid out by :func:`_finish` (no layout engine);
+    inside :func:`reused_figures`, the figure of this size drawn before, wiped."""
     if ax is not None:
         return ax.figure, ax
+    if _REUSED is not None and figsize in _REUSED:
+        fig, ax = _REUSED[figsize]
+        _wipe(ax)
+        return fig, ax
     fig, ax = _pyplot().subplots(figsize=figsize)
+    if _REUSED is not None:
+        _REUSED[figsize] = (fig, ax)
     return fig, ax
 
 

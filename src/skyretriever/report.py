@@ -313,8 +313,17 @@ def _draw_row(kind: str, row_id: int, path: Path, thumbnail: Path | None) -> str
         return _draw(function, path, (row,), {"session": session}, thumbnail)
 
 
+# What a drawing worker keeps for its life: its figures, drawn again for each source.
+_WORKER_STATE = contextlib.ExitStack()
+
+
 def _start_worker(parent: int) -> None:
     die_with_parent(parent)  # a report killed half-way leaves no worker drawing on
+    _WORKER_STATE.enter_context(plots.reused_figures())
+
+
+def _reusing_figures() -> contextlib.AbstractContextManager:
+    return plots.reused_figures()
 
 
 def _worker_count(workers: int | None) -> int:
@@ -1065,7 +1074,7 @@ def _build(built: Path, project: Project, status: dict[str, Any], context: Proje
            progress: bool | None, per_page: int, batch_size: int, workers: int | None) -> None:
     for name in ("sources", "detections", "plots"):
         (built / name).mkdir()
-    with _Plotter(plots, _worker_count(workers)) as plotter:
+    with _Plotter(plots, _worker_count(workers)) as plotter, _reusing_figures():
         _build_with(built, project, status, context, summary, top, plotter, source_plots,
                     progress, per_page, batch_size)
 
