@@ -834,3 +834,43 @@ def test_histograms_without_injections_are_one_panel_figures(project_factory):
             width, height = image.size
         assert height < 0.7 * width, "a counts panel, without an empty efficiency panel"
     assert "Nothing was injected" in (folder / "index.html").read_text()
+
+
+def test_each_stage_of_the_report_has_a_progress_bar(ran, database_url, data_root, tmp_path):
+    """On a terminal (a pseudo-terminal here), every stage shows its own bar."""
+    import pty
+
+    config = tmp_path / "report_progress.yaml"
+    config.write_text(yaml.safe_dump({
+        "project": {"name": "report_test", "obs_names": ["refusing"], "progress": True},
+        "database": {"url": database_url}, "data_root": str(data_root),
+        "catalog": {"filename": str(tmp_path / "report_catalog.csv")},
+        "observatories": {"refusing": {"flare_fraction": 0.8, "empty_fraction": 0.1}},
+        "analysis": {"num_injections": 1}, "execution": {"scheduler": "serial"},
+    }))
+    # the observatory of `ran` is registered by this module: the command runs it in here
+    code = ("import sys, tests.test_report; from skyretriever.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    leader, follower = pty.openpty()
+    with subprocess.Popen([sys.executable, "-c", code, "report", str(config), "--top", "2",
+                           "--no-source-plots"], cwd=Path(__file__).parent.parent,
+                          stdout=subprocess.PIPE, stderr=follower) as process:
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:                 # the command closed its end
+                break
+            if not chunk:
+                break
+            shown += chunk
+        output = process.stdout.read().decode()
+    os.close(leader)
+    assert process.returncode == 0, shown.decode(errors="replace")[-2000:]
+    text = shown.decode(errors="replace")
+    for stage, total in (("top detections", 2), ("histograms", 4), ("sources", len(NAMES)),
+                         ("failures", len(REFUSED))):
+        assert f"report report_test: {stage}" in text, (stage, text[-1500:])
+        assert f"{total}/{total}" in text.split(f"report report_test: {stage}")[-1], stage
+    assert output.strip().endswith("index.html")
