@@ -253,6 +253,8 @@ def test_show_gives_catalog_raw_data_light_curves_properties_and_detections(fini
         lightcurve_ids = [lc.id for lc in source.lightcurves]
         detection_ids = [d.id for d in sorted(source.detections, key=lambda d: -d.snr)]
         best_snr, ra = source.properties.best_snr, source.ra
+        ls_period = source.properties.ls_period
+        lightcurve_exptime = source.lightcurves[0].exptime
         raw_points = {r.observatory: r.num_points for r in source.raw_photometry}
         source_id = source.id
     assert len(lightcurve_ids) >= 2 and detection_ids
@@ -270,7 +272,7 @@ def test_show_gives_catalog_raw_data_light_curves_properties_and_detections(fini
     code, out, _ = _run(capsys, "show", config, name)
     lines = out.splitlines()
     assert code == 0 and lines[0].startswith(f"source {name} (project query_cli, cfg_hash ")
-    assert f"  ra           {ra:.5f}" in lines
+    assert f"  ra           {ra:.5f} deg" in lines  # units of the model's column metadata
     assert "raw data: 1 observatory" in lines
     assert any(line.split()[:3] == ["flaky", "False", str(raw_points["flaky"])] for line in lines)
     assert f"light curves: {len(lightcurve_ids)}" in lines
@@ -278,6 +280,17 @@ def test_show_gives_catalog_raw_data_light_curves_properties_and_detections(fini
     assert [int(line.split()[0]) for line in lines[first:first + len(lightcurve_ids)]] == \
         lightcurve_ids
     assert any(line.split() == ["best_snr", f"{best_snr:.2f}"] for line in lines)
+    # the light curves' table names the units of its columns, from the model's metadata
+    header = lines[first - 1].split()
+    assert [h for h in header if h.startswith("(")] == ["(MJD)", "(MJD)", "(s)", "(mag)", "(mag)"]
+    column = header.index("exptime")
+    assert header[column + 1] == "(s)"
+    assert float(lines[first].split()[column - header[:column].count("(MJD)")]) == \
+        lightcurve_exptime
+    assert ls_period is not None
+    ls_lines = [line.split() for line in lines if line.split()[:1] == ["ls_period"]]
+    assert ls_lines == [["ls_period", format(ls_period, ".6g"), "d"]]
+    assert any(line.split()[:1] == ["time_span"] and line.split()[-1] == "d" for line in lines)
     assert f"detections: {len(detection_ids)}" in lines
 
     failed = sorted(FAILING)[0]

@@ -323,7 +323,7 @@ def test_flare_detection_has_its_window_shaded(products, tmp_path):
     assert zoom.get_ylim()[1] <= detection.peak_mag
     assert full.get_title() == (f"{name}: peak finder, flare in {label}, "
                                 f"S/N {detection.snr:.1f}")
-    assert legend_texts(full)[:3] == ["event window", "peak epoch", label]
+    assert legend_texts(full)[:3] == [label, "event window", "peak epoch"]
     check_png(tmp_path / "flare.png")
 
 
@@ -452,13 +452,16 @@ def test_histogram_counts_and_efficiency_along_each_dimension(products, tmp_path
         "Histogram 'analysis': counts and recovery efficiency along score")
 
 
-def test_histogram_without_injections_says_so():
+def test_histogram_without_injections_has_the_counts_panel_only():
     histogram = Histogram()
     histogram.add(histogram.count_lightcurve(15.0, 30.0, "g", np.array([0.5, 1.0, -2.0])))
-    fig = plot_histogram(histogram, along="mag")
-    texts = [t.get_text() for t in fig.axes[1].texts]
-    assert texts == ["nothing injected: no recovery efficiency"]
-    stairs = {p.get_gid(): p for p in fig.axes[0].patches}
+    for along in ("mag", "filter"):
+        fig = plot_histogram(histogram, along=along)
+        assert len(fig.axes) == 1, "no panel for a recovery efficiency there is none of"
+        (ax,) = fig.axes
+        assert ax.get_xlabel() == plots._HISTOGRAM_AXES[along] and len(ax.texts) == 0
+        assert ax.get_title() == f"Histogram 'analysis': counts along {along}"
+    stairs = {p.get_gid(): p for p in plot_histogram(histogram).axes[0].patches}
     assert np.nansum(stairs["counts:points"].get_data().values) == 3
 
 
@@ -553,3 +556,124 @@ def test_no_display_means_the_agg_backend():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=env, timeout=120, check=True)
     assert result.stdout.strip().lower() == "agg"
+
+
+# -- how the figures read (issue 16, point 11) -------------------------------------------------
+def _inside_figure(fig, artist) -> bool:
+    box, frame = artist.get_window_extent(fig.canvas.get_renderer()), fig.bbox
+    return (box.x0 >= frame.x0 - 0.5 and box.x1 <= frame.x1 + 0.5
+            and box.y0 >= frame.y0 - 0.5 and box.y1 <= frame.y1 + 0.5)
+
+
+def _every_figure(products, session) -> list[tuple[str, Any]]:
+    """One figure of each kind from the runs: light curves, raw data, sources, detections."""
+    demo_source = session.scalars(sa.select(Source).where(
+        Source.project == products.demo.pars.name, Source.lightcurves.any())).first()
+    flare = session.scalars(sa.select(Detection).where(
+        Detection.project == products.demo.pars.name, ~Detection.is_simulated)).first()
+    figures = [("demo light curve", plot_lightcurve(lightcurves_of(session, products.demo)[0])),
+               ("demo source", plot_source(demo_source, session=session)),
+               ("flare", plot_detection(flare, session=session)),
+               ("transit", plot_detection(transit_of(session, products.multi, "TESS"),
+                                          session=session)),
+               ("kepler and k2 transit", plot_detection(
+                   transit_of(session, products.multi, "Kepler"), session=session)),
+               ("multi-mission source", plot_source(session.scalars(sa.select(Source).where(
+                   Source.name == "multi_star")).one(), session=session))]
+    for observatory in ("tess", "kepler", "k2", "ztf"):
+        figures.append((f"{observatory} light curve",
+                        plot_lightcurve(lightcurves_of(session, products.multi, observatory)[0])))
+        raw = session.scalars(sa.select(RawPhotometry).where(
+            RawPhotometry.observatory == observatory)).one()
+        figures.append((f"raw {observatory}", plot_raw_photometry(raw)))
+    return figures
+
+
+def test_measurements_are_dots_with_faint_error_bars_beneath(products):
+    with Session() as session:
+        figures = _every_figure(products, session)
+    for what, fig in figures:
+        for ax in fig.axes:
+            for gid, line in data_lines(ax).items():
+                # a triangle ('v', '^') reads as an upper limit
+                assert line.get_marker() == "o" and line.get_linestyle() == "None", (what, gid)
+                bars = [c for c in ax.collections if c.get_gid() == gid]
+                for collection in bars:
+                    assert collection.get_zorder() < line.get_zorder(), (what, gid)
+                    assert collection.get_alpha() < 0.5 * (line.get_alpha() or 1.0), (what, gid)
+
+
+def test_titles_fit_inside_their_figures(products, tmp_path):
+    with Session() as session:
+        figures = _every_figure(products, session)
+        # a long name: the title wraps rather than leaving the figure
+        source = session.scalars(sa.select(Source).where(Source.name == "multi_star")).one()
+        source.name = "an exceptionally long source name, " * 4 + "multi_star"
+        figures.append(("long name", plot_source(source, session=session)))
+        session.rollback()
+    for what, fig in figures:
+        fig.canvas.draw()
+        titles = [ax.title for ax in fig.axes if ax.get_title()]
+        assert titles, what
+        for title in titles:
+            assert _inside_figure(fig, title), (what, title.get_text())
+    long_title = figures[-1][1].axes[0].get_title()
+    assert long_title.count("\n") >= 1 and long_title.replace("\n", " ").startswith(
+        "an exceptionally long source name, ")
+    transit_title = figures[3][1].axes[0].get_title()
+    assert "P = " in transit_title and "S/N" in transit_title  # shortened by wrapping only
+
+
+def test_the_box_model_is_drawn_over_the_points_and_error_bars(products):
+    with Session() as session:
+        fig = plot_detection(transit_of(session, products.multi, "TESS"), session=session)
+    for ax in fig.axes[1:]:
+        box = next(line for line in ax.lines if line.get_gid() == "box model")
+        data = [*data_lines(ax).values(),
+                *(c for c in ax.collections if (c.get_gid() or "").startswith(("good", "flag")))]
+        assert data and all(box.get_zorder() > artist.get_zorder() for artist in data)
+
+
+def test_time_axes_show_absolute_times_without_an_offset(products):
+    # a short span late in MJD is what makes matplotlib write '+5.689e4' beside the axis
+    lightcurve = demo_lightcurve(num_points=60)
+    frame = lightcurve.data.copy()
+    frame["mjd"] = 56890.0 + np.linspace(0.0, 0.8, len(frame))
+    lightcurve.data = frame
+    with Session() as session:
+        figures = [("short span", plot_lightcurve(lightcurve)), *_every_figure(products, session)]
+    for what, fig in figures:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            if not ax.get_xlabel().startswith("MJD"):
+                continue
+            assert ax.xaxis.get_offset_text().get_text() == "", what
+            ticks = [float(t.get_text().replace("−", "-")) for t in ax.get_xticklabels()
+                     if t.get_text()]
+            low, high = ax.get_xlim()
+            # the labels are the times themselves (with an offset they would be small numbers)
+            assert len([t for t in ticks if low <= t <= high]) >= 2, (what, ticks, low, high)
+    short = figures[0][1].axes[0]
+    assert min(float(t.get_text()) for t in short.get_xticklabels()) > 56889
+
+
+def test_reused_figures_draw_the_same_pictures(products):
+    import io
+
+    def png(fig) -> bytes:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=60)
+        return buffer.getvalue()
+
+    with Session() as session:
+        sources = session.scalars(sa.select(Source).where(
+            Source.project == products.demo.pars.name, Source.lightcurves.any())
+            .order_by(Source.id).limit(3)).all()
+        fresh = [png(plot_source(source, session=session)) for source in sources]
+        plt.close("all")
+        with plots.reused_figures():
+            figures = [plot_source(source, session=session) for source in reversed(sources[1:])]
+            assert figures[0] is figures[1]            # drawn again on the same figure
+            again = [png(plot_source(source, session=session)) for source in reversed(sources)]
+        assert plt.get_fignums() == []
+    assert again[::-1] == fresh and len(set(fresh)) == 3

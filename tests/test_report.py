@@ -35,7 +35,7 @@ import yaml
 
 from skyretriever import Project, storage
 from skyretriever.database import Session
-from skyretriever.models import Detection, Source
+from skyretriever.models import Detection, Properties, Source
 from skyretriever.observatories import VirtualDemoObs, register_observatory
 from skyretriever.report import MARKER_FILE, ReportError, write_report
 
@@ -245,7 +245,7 @@ def test_report_shows_the_run_sources_detections_and_failures(ran, tmp_path):
         if best_snr is not None:
             shown = {row[0]["text"]: row[1]["text"]
                      for row in source_page.body("analysis-properties")}
-            assert shown["best_snr"] == f"{best_snr:.6f}"
+            assert shown["best S/N"] == f"{best_snr:.2f}"
 
     # Hostile names are text everywhere: one script per page (ours, inline), no markup
     # from a name, and every link relative and inside the folder.
@@ -419,7 +419,13 @@ def test_a_report_killed_half_way_leaves_the_good_one_in_place(database_url, dat
     after = {p.relative_to(index.parent): p.read_bytes() for p in _report_files(index.parent)}
     assert after == good, "the half-written report replaced nothing"
     assert built[0].is_dir()
-    removed = storage.clean_temporary()            # what the next run does first
+    # What the next run does first. The report's drawing workers (forked) hold their
+    # parent's folder lock until they follow it, within a second (die_with_parent).
+    removed: list[Path] = []
+    deadline = time.monotonic() + 30
+    while built[0].parent not in removed and time.monotonic() < deadline:
+        removed += storage.clean_temporary()
+        time.sleep(0.1)
     assert built[0].parent in removed and not built[0].exists()
     assert write_report(project, plots=False) == index
 
@@ -701,11 +707,20 @@ def test_report_in_headless_chromium(ran, browser, tmp_path):
     # every link the browser resolves points at a file inside the copied folder.
     pages = {f"{base}/index.html", f"{base}/sources_1.html"}
     seen: set[str] = set()
+    assert browser.evaluate("window.innerWidth") == 1280
     while pages:
         url = pages.pop()
         seen.add(url)
         browser.open(url)
         assert browser.problems() == [], url
+        # Nothing scrolls sideways at 1280 pixels: neither the page nor any table's box.
+        widths = browser.evaluate(
+            "[[document.documentElement.scrollWidth, document.documentElement.clientWidth],"
+            " ...Array.from(document.querySelectorAll('table, .wide'))"
+            "     .map(e => [e.scrollWidth, e.clientWidth, e.id || e.className])]")
+        page_width, page_room = widths[0]
+        assert page_width <= page_room, (url, widths[0])
+        assert [w for w in widths[1:] if w[0] > w[1]] == [], url
         assert all(u.startswith("file://") for u in browser.requested()), url
         loaded = browser.evaluate(
             "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
@@ -732,3 +747,130 @@ def test_report_in_headless_chromium(ran, browser, tmp_path):
     assert width >= 1000 and height > 1500
     if os.environ.get("SKYRETRIEVER_REPORT_SCREENSHOT"):
         shutil.copy(tmp_path / "report_index.png", os.environ["SKYRETRIEVER_REPORT_SCREENSHOT"])
+
+
+# -- labels, units, command-line options (issue 16, point 10) ---------------------------------
+def test_properties_have_labels_units_and_sensible_precision(ran):
+    project, _ = ran
+    with Session() as session:
+        source = session.scalars(sa.select(Source).join(Source.properties).where(
+            Source.project == project.pars.name, Properties.ls_period.is_not(None))
+            .order_by(Source.id)).first()
+        source.properties.ls_false_alarm = 1.234e-7   # tiny: '0.000000' in six decimals
+        session.commit()
+        name, values = source.name, {c.key: getattr(source.properties, c.key)
+                                     for c in Properties.__table__.columns}
+        exptime = source.lightcurves[0].exptime
+    folder = write_report(project, plots=False, top=5).parent
+    page = Page(_source_page(folder, name))
+    shown = {row[0]["text"]: row[1]["text"] for row in page.body("analysis-properties")}
+    assert shown["Lomb-Scargle false-alarm probability"] == "1.2e-07"
+    assert shown["Lomb-Scargle period"] == f"{values['ls_period']:.6g} d"
+    assert shown["time span"] == f"{values['time_span']:.1f} d"
+    assert shown["mean magnitude"] == f"{values['mag_mean']:.3f} mag"
+    assert shown["best S/N"] == f"{values['best_snr']:.2f}"
+    assert shown["epochs"] == str(values["num_points"])
+    # labels for people: no raw column name is left in any table head or label cell
+    raw_names = {c.key for model in (Properties, Source, Detection)
+                 for c in model.__table__.columns if "_" in c.key}
+    for path in [*folder.glob("*.html"), *(folder / "sources").glob("*.html")]:
+        parsed = Page(path)
+        labels = [cell["text"] for table in parsed.tables.values()
+                  for row in [*table["head"], *table["body"]] for cell in row[:1]]
+        labels += [cell["text"] for table in parsed.tables.values()
+                   for row in table["head"] for cell in row]
+        assert not raw_names & set(labels), (path.name, raw_names & set(labels))
+    catalog = {row[0]["text"]: row[1]["text"] for row in page.body("source-properties")}
+    assert catalog["RA"].endswith(" deg") and catalog["magnitude"].endswith(" mag")
+    heads = page.column("lightcurves")
+    assert "exposure (s)" in heads and "start (MJD)" in heads
+    column = heads.index("exposure (s)")
+    assert float(page.body("lightcurves")[0][column]["value"]) == exptime
+
+
+def test_report_command_top_and_no_source_plots(ran, capsys, database_url, data_root, tmp_path):
+    from skyretriever.cli import main
+
+    project, _ = ran
+    config = tmp_path / "report_test.yaml"   # the project of `ran`, as a user's YAML file
+    config.write_text(yaml.safe_dump({
+        "project": {"name": "report_test", "obs_names": ["refusing"], "progress": False},
+        "database": {"url": database_url}, "data_root": str(data_root),
+        "catalog": {"filename": str(tmp_path / "report_catalog.csv")},
+        "observatories": {"refusing": {"flare_fraction": 0.8, "empty_fraction": 0.1}},
+        "analysis": {"num_injections": 1}, "execution": {"scheduler": "serial"},
+    }))
+    with Session() as session:
+        real = session.scalars(sa.select(Detection.id).join(Source).where(
+            Source.project == project.pars.name, ~Detection.is_simulated)
+            .order_by(Detection.snr.desc(), Detection.id)).all()
+    assert len(real) > 3
+    assert main(["report", str(config), "--top", "3", "--no-source-plots"]) == 0
+    index = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    folder = index.parent
+    assert [int(row[0]["text"]) for row in Page(index).body("top-detections")] == [1, 2, 3]
+    assert list((folder / "sources").glob("*.png")) == []        # no source plots
+    assert sorted(int(p.stem) for p in (folder / "detections").glob("*[0-9].png")) == sorted(
+        real[:3])                                                # the top three only
+    assert "Plots were not asked for" in _source_page(folder, "star_00").read_text()
+    # the default draws every source's light curves and its best detections
+    assert main(["report", str(config)]) == 0
+    capsys.readouterr()
+    assert len(list((folder / "sources").glob("*.png"))) > 5
+    assert set(real) <= {int(p.stem) for p in (folder / "detections").glob("*[0-9].png")}
+
+
+def test_histograms_without_injections_are_one_panel_figures(project_factory):
+    from PIL import Image
+
+    project = project_factory(name="report_no_injections",
+                              catalog_kwargs={"default": "test", "num_sources": 4},
+                              demo={"flare_fraction": 1.0, "empty_fraction": 0.0},
+                              analysis_kwargs={"num_injections": 0})
+    project.run()
+    folder = write_report(project, top=2, workers=1).parent
+    for axis in ("mag", "score"):
+        with Image.open(folder / "plots" / f"histogram_{axis}.png") as image:
+            width, height = image.size
+        assert height < 0.7 * width, "a counts panel, without an empty efficiency panel"
+    assert "Nothing was injected" in (folder / "index.html").read_text()
+
+
+def test_each_stage_of_the_report_has_a_progress_bar(ran, database_url, data_root, tmp_path):
+    """On a terminal (a pseudo-terminal here), every stage shows its own bar."""
+    import pty
+
+    config = tmp_path / "report_progress.yaml"
+    config.write_text(yaml.safe_dump({
+        "project": {"name": "report_test", "obs_names": ["refusing"], "progress": True},
+        "database": {"url": database_url}, "data_root": str(data_root),
+        "catalog": {"filename": str(tmp_path / "report_catalog.csv")},
+        "observatories": {"refusing": {"flare_fraction": 0.8, "empty_fraction": 0.1}},
+        "analysis": {"num_injections": 1}, "execution": {"scheduler": "serial"},
+    }))
+    # the observatory of `ran` is registered by this module: the command runs it in here
+    code = ("import sys, tests.test_report; from skyretriever.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    leader, follower = pty.openpty()
+    with subprocess.Popen([sys.executable, "-c", code, "report", str(config), "--top", "2",
+                           "--no-source-plots"], cwd=Path(__file__).parent.parent,
+                          stdout=subprocess.PIPE, stderr=follower) as process:
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:                 # the command closed its end
+                break
+            if not chunk:
+                break
+            shown += chunk
+        output = process.stdout.read().decode()
+    os.close(leader)
+    assert process.returncode == 0, shown.decode(errors="replace")[-2000:]
+    text = shown.decode(errors="replace")
+    for stage, total in (("top detections", 2), ("histograms", 4), ("sources", len(NAMES)),
+                         ("failures", len(REFUSED))):
+        assert f"report report_test: {stage}" in text, (stage, text[-1500:])
+        assert f"{total}/{total}" in text.split(f"report report_test: {stage}")[-1], stage
+    assert output.strip().endswith("index.html")

@@ -56,14 +56,15 @@ from skyretriever.checker import check_project
 from skyretriever.database import DatabaseError
 from skyretriever.errors import RunStopped
 from skyretriever.fetching import DEFAULT_PROJECT, FetchFailed, fetch
-from skyretriever.models import Detection, Properties, Source
+from skyretriever.models import Detection, Lightcurve, Properties, Source
+from skyretriever.models.display import column_unit, format_column
 from skyretriever.net import NetworkError
 from skyretriever.parameters import ParameterError
 from skyretriever.plots import plot_classifier_evaluation, plot_source
 from skyretriever.progress import PROGRESS_LOGGER
 from skyretriever.project import Project
 from skyretriever.query import FilterError, filter_columns, parse_filter
-from skyretriever.report import write_report
+from skyretriever.report import DEFAULT_TOP, write_report
 from skyretriever.storage import StorageError, file_sha256
 from skyretriever.zooniverse import (
     ZooniverseError,
@@ -194,8 +195,12 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report", help="write the project's HTML report and print the path of index.html")
     report.add_argument("config", metavar="CONFIG", help=_CONFIG_HELP)
-    report.add_argument("--top", type=_positive_int, metavar="N",
-                        help="how many of the top detections to show")
+    report.add_argument("--top", type=_positive_int, metavar="N", default=DEFAULT_TOP,
+                        help="how many real detections with the highest S/N the summary "
+                             "lists and plots (default %(default)s)")
+    report.add_argument("--no-source-plots", dest="source_plots", action="store_false",
+                        help="leave out each source's own plots (its light curves and best "
+                             "detections): most of the time a report takes")
 
     get = commands.add_parser(
         "get", help="one target by name or position, no catalog needed: download, reduce and "
@@ -378,16 +383,21 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _text_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[str]:
-    """Lines of an aligned table: numbers right-aligned, everything else left-aligned."""
+def _text_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
+                headers: Sequence[str] | None = None) -> list[str]:
+    """Lines of an aligned table: numbers right-aligned, everything else left-aligned.
+
+    ``headers`` (default: the column names) head the columns.
+    """
+    headers = list(columns) if headers is None else list(headers)
     cells = [[_text_cell(column, row[column]) for column in columns] for row in rows]
     lines = []
-    widths = [max([len(column)] + [len(line[i]) for line in cells])
-              for i, column in enumerate(columns)]
+    widths = [max([len(header)] + [len(line[i]) for line in cells])
+              for i, header in enumerate(headers)]
     numeric = [any(_is_number(row[column]) for row in rows)
                and all(_is_number(row[column]) or row[column] is None for row in rows)
                for column in columns]
-    for line in [list(columns), *cells]:
+    for line in [headers, *cells]:
         parts = [cell.rjust(width) if right else cell.ljust(width)
                  for cell, width, right in zip(line, widths, numeric)]
         lines.append("  ".join(parts).rstrip())
@@ -498,6 +508,13 @@ def _row_values(row: Any, skip: Sequence[str] = ()) -> dict[str, Any]:
             if column.key not in skip}
 
 
+def _headers(model: Any, columns: Sequence[str]) -> list[str]:
+    """Column names with the unit the model gives them: ``exptime (s)``, ``time_start (MJD)``."""
+    table = model.__table__.c
+    return [f"{name} ({column_unit(table[name])})"
+            if name in table and column_unit(table[name]) else name for name in columns]
+
+
 def _find_source(session: Any, context: Any, name: str, config: str) -> Source:
     source = queries.source_named(session, context, name)
     if source is not None:
@@ -536,19 +553,22 @@ def _show(args: argparse.Namespace) -> int:
             return 0
         print(f"source {_printable(source.name)} (project {context.name}, "
               f"cfg_hash {context.cfg_hash[:16] or '(none)'})")
-        _print_pairs("catalog", catalog)
+        _print_pairs("catalog", catalog, Source)
         print(f"raw data: {len(raw)} observator{'y' if len(raw) == 1 else 'ies'}")
-        for line in _text_table(raw, _SHOWN_RAW) if raw else []:
+        raw_class = type(source.raw_photometry[0]) if source.raw_photometry else None
+        for line in _text_table(raw, _SHOWN_RAW, _headers(raw_class, _SHOWN_RAW)) if raw else []:
             print(f"  {line}")
         print(f"light curves: {len(lightcurves)}")
-        for line in _text_table(lightcurves, _SHOWN_LIGHTCURVES) if lightcurves else []:
+        for line in _text_table(lightcurves, _SHOWN_LIGHTCURVES,
+                                _headers(Lightcurve, _SHOWN_LIGHTCURVES)) if lightcurves else []:
             print(f"  {line}")
         if properties is None:
             print("properties: none (not analysed yet)")
         else:
-            _print_pairs("properties", properties)
+            _print_pairs("properties", properties, Properties)
         print(f"detections: {len(detections)}")
-        for line in _text_table(detections, DETECTION_COLUMNS) if detections else []:
+        for line in _text_table(detections, DETECTION_COLUMNS,
+                                _headers(Detection, DETECTION_COLUMNS)) if detections else []:
             print(f"  {line}")
         if args.plot:  # after the text, so a source that cannot be plotted is still shown
             sys.stdout.flush()
@@ -556,13 +576,17 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_pairs(title: str, values: Mapping[str, Any]) -> None:
-    """A section of ``name  value`` lines, leaving out empty values."""
+def _print_pairs(title: str, values: Mapping[str, Any], model: Any) -> None:
+    """A section of ``name  value unit`` lines (``ls_period  36.2925 d``), leaving out empty
+    values; numbers in the precision and unit the model gives the column."""
     shown = {k: v for k, v in values.items() if v is not None and v != {} and v != []}
     print(f"{title}:")
     width = max((len(k) for k in shown), default=0)
+    columns = model.__table__.c
     for key, value in shown.items():
-        print(f"  {key:<{width}}  {_text_cell(key, value)}")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        text = format_column(columns[key], value) if number and key in columns else None
+        print(f"  {key:<{width}}  {_text_cell(key, value) if text is None else _printable(text)}")
 
 
 def _plot(source: Any, session: Any, filename: str) -> str:
@@ -578,8 +602,7 @@ def _plot(source: Any, session: Any, filename: str) -> str:
 
 def _report(args: argparse.Namespace) -> int:
     project = _read_only_project(args)
-    kwargs = {"top": args.top} if args.top is not None else {}
-    print(write_report(project, **kwargs))
+    print(write_report(project, top=args.top, source_plots=args.source_plots))
     return 0
 
 

@@ -11,10 +11,14 @@ backend is used.
 What the figures show:
 
 - time on the x axis as ``MJD (TDB)`` for TESS, Kepler and K2 (barycentric
-  Julian date minus 2400000.5) and as ``MJD`` for ZTF and the demo archive;
+  Julian date minus 2400000.5) and as ``MJD`` for ZTF and the demo archive,
+  ticked in absolute days (no offset such as ``+5.689e4``);
+- measurements as dots with thin, faint error bars beneath them; a model
+  (the transit's box) drawn over the points;
 - magnitudes with the y axis inverted (brighter up), fluxes in the archive's
   unit (e-/s for TESS, Kepler and K2; microjansky for ZTF and demo);
-- one colour and marker per survey and filter, named in the legend;
+- one colour per survey and filter, named in the legend; titles wrapped to
+  fit inside the figure;
 - epochs flagged by the quality mask (``qflag``) drawn faintly
   (alpha :data:`FLAGGED_ALPHA`), never hidden; points without a finite time or
   value are left out, missing errors are drawn as no error bar.
@@ -62,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FLAGGED_ALPHA",
     "plot_classifier_evaluation",
+    "SAVE_DPI",
     "plot_detection",
     "plot_histogram",
     "plot_lightcurve",
@@ -69,6 +74,7 @@ __all__ = [
     "plot_raw_photometry",
     "plot_source",
     "plot_spectrogram",
+    "reused_figures",
 ]
 
 #: Opacity of epochs flagged by the quality mask (good epochs are opaque).
@@ -80,7 +86,19 @@ _SURVEY_ORDER = ("tess", "kepler", "k2", "ztf", "demo")
 _BARYCENTRIC = {"tess", "kepler", "k2"}
 _FLUX_UNITS = {"tess": "e$^-$ s$^{-1}$", "kepler": "e$^-$ s$^{-1}$", "k2": "e$^-$ s$^{-1}$",
                "ztf": "µJy", "demo": "µJy"}
-_MARKERS = {"tess": "o", "kepler": "s", "k2": "D", "ztf": "^", "demo": "v"}
+# Measurements are dots whatever the survey (a triangle reads as an upper limit); the surveys
+# and filters differ by colour and legend.
+_MARKER = "o"
+# Error bars are drawn thin and faint under their points (and under any model line).
+_ERROR_ALPHA = 0.35
+_POINTS_ZORDER, _ERRORS_ZORDER, _MODEL_ZORDER = 2.0, 1.5, 8.0
+# Figures are written at this resolution (pixels per inch), PNG with light compression:
+# most of a report's time goes to drawing and encoding them.
+SAVE_DPI = 100
+# Single-axes figures made here are laid out by hand, in inches (matplotlib's constrained
+# layout costs a second drawing pass per figure): room for the tick labels and axis labels on
+# the left and below, for the title above and for the legend on the right.
+_LEFT, _BOTTOM, _TOP_PAD, _RIGHT_PAD = 0.95, 0.65, 0.12, 0.12
 _FILTER_COLOURS = {
     "g": "tab:green", "zg": "tab:green", "r": "tab:red", "zr": "tab:red",
     "i": "tab:brown", "zi": "tab:brown", "TESS": "tab:purple", "Kepler": "tab:blue",
@@ -126,11 +144,149 @@ def _pyplot():
     return plt
 
 
+# Single-axes figures kept for drawing again, by size (inside reused_figures()), else None.
+_REUSED: dict[tuple[float, float], tuple[Figure, Axes]] | None = None
+
+
+@contextlib.contextmanager
+def reused_figures() -> Iterator[None]:
+    """Inside the block, light curves, raw data and sources are drawn on one figure per
+    size, wiped and drawn again, rather than on a new figure each time.
+
+    Making a figure (its axes, ticks and labels) is a good part of the cost of a small
+    plot: a caller writing many files (the report) saves it. A figure returned inside
+    the block is valid only until the next plot; all of them are closed at its end.
+
+    Examples
+    --------
+    >>> with reused_figures():                                          # doctest: +SKIP
+    ...     for source in sources:
+    ...         plot_source(source, filename=f"{source.name}.png")
+    """
+    global _REUSED
+    previous, _REUSED = _REUSED, {}
+    try:
+        yield
+    finally:
+        for fig, _ in _REUSED.values():
+            _pyplot().close(fig)
+        _REUSED = previous
+
+
+def _wipe(ax: Axes) -> None:
+    """Take everything a plot function drew off ``ax`` (its ticks stay, to be used again)."""
+    for artist in [*ax.lines, *ax.collections, *ax.patches, *ax.texts, *ax.images]:
+        artist.remove()
+    legend = ax.get_legend()
+    if legend is not None:
+        legend.remove()
+    ax.set_title("")
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    if ax.yaxis_inverted():
+        ax.invert_yaxis()
+    ax.set_prop_cycle(None)
+    ax.relim()
+    ax.set_autoscale_on(True)
+
+
 def _new_axes(ax: Axes | None, figsize: tuple[float, float] = (10.0, 5.0)) -> tuple[Figure, Axes]:
+    """The given axes, or new ones on a figure laid out by :func:`_finish` (no layout engine);
+    inside :func:`reused_figures`, the figure of this size drawn before, wiped."""
     if ax is not None:
         return ax.figure, ax
-    fig, ax = _pyplot().subplots(figsize=figsize, layout="constrained")
+    if _REUSED is not None and figsize in _REUSED:
+        fig, ax = _REUSED[figsize]
+        _wipe(ax)
+        return fig, ax
+    fig, ax = _pyplot().subplots(figsize=figsize)
+    if _REUSED is not None:
+        _REUSED[figsize] = (fig, ax)
     return fig, ax
+
+
+def _renderer(fig: Figure) -> Any:
+    """A renderer to measure text with (the canvas's own; Agg when it has none)."""
+    get = getattr(fig.canvas, "get_renderer", None)
+    if get is not None:
+        return get()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return FigureCanvasAgg(fig).get_renderer()
+
+
+def _wrap(fig: Figure, text: str, width: float, fontsize: Any) -> str:
+    """``text`` broken into lines (at spaces, after commas first) each at most ``width`` pixels."""
+    from matplotlib.text import Text
+
+    probe = Text(0, 0, "", fontsize=fontsize, figure=fig)
+    renderer = _renderer(fig)
+
+    def fits(line: str) -> bool:
+        probe.set_text(line)
+        return probe.get_window_extent(renderer).width <= width
+
+    if fits(text):
+        return text
+    lines: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if current and not fits(candidate):
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    lines.append(current)
+    return "\n".join(lines)
+
+
+def _title(ax: Axes, text: str, fraction: float = 0.94, **kwargs: Any) -> None:
+    """Set the title of ``ax``, wrapped so that no line is wider than ``fraction`` of the
+    figure (a layout engine then makes room for it)."""
+    fig = ax.figure
+    fontsize = kwargs.get("fontsize", _pyplot().rcParams["axes.titlesize"])
+    ax.set_title(_wrap(fig, text, fraction * fig.bbox.width, fontsize), **kwargs)
+
+
+def _plain_time(ax: Axes) -> None:
+    """Tick labels of the time axis as plain absolute times (no ``+5.689e4`` offset)."""
+    formatter = ax.xaxis.get_major_formatter()
+    if hasattr(formatter, "set_useOffset"):
+        formatter.set_useOffset(False)
+        formatter.set_scientific(False)
+
+
+def _finish(fig: Figure, ax: Axes, title: str, owned: bool, rows: int = 1, gap: float = 0.0
+            ) -> None:
+    """Title a figure of ``rows`` axes one above the other (``ax`` the top one, with the
+    legend); place the axes of one made here (``owned``), ``gap`` inches apart.
+
+    Fixed margins in inches on the left and below; above, room for the title (wrapped to
+    twice the room between the middle of the axes and the nearer edge of the figure, so it
+    never leaves the figure); on the right, room for the legend. Axes given by the caller
+    stay where the caller put them (their title wrapped to the figure's width).
+    """
+    if not owned:
+        _title(ax, title)
+        return
+    width, height = fig.get_size_inches()
+    dpi = fig.dpi
+    renderer = _renderer(fig)
+    legend = ax.get_legend()
+    right = _RIGHT_PAD
+    if legend is not None:
+        right += legend.get_window_extent(renderer).width / dpi + 0.1
+    left = _LEFT / width
+    right_edge = 1.0 - min(right, 0.45 * width) / width
+    centre = 0.5 * (left + right_edge) * width * dpi
+    room = 2.0 * min(centre, width * dpi - centre) - 0.2 * dpi
+    ax.set_title(_wrap(fig, title, room, _pyplot().rcParams["axes.titlesize"]))
+    title_height = ax.title.get_window_extent(renderer).height / dpi
+    top = _TOP_PAD + title_height + 0.1
+    axes_height = (height - top - _BOTTOM - (rows - 1) * gap) / rows
+    fig.subplots_adjust(left=left, right=right_edge, bottom=_BOTTOM / height,
+                        top=1.0 - top / height, hspace=gap / axes_height if rows > 1 else None)
 
 
 def _save(fig: Figure, filename: str | os.PathLike | None, owned: bool = True) -> None:
@@ -159,7 +315,8 @@ def _write(fig: Figure, path: Path) -> None:
         raise ValueError(f"cannot save the figure to {str(path)!r}: unknown format {fmt!r}; "
                          f"use one of {', '.join(sorted(supported))}")
     with atomic_write(path) as temporary:
-        fig.savefig(temporary, format=fmt, dpi=120)
+        options = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}
+        fig.savefig(temporary, format=fmt, dpi=SAVE_DPI, **options)
 
 
 # -- names and labels --------------------------------------------------------------------------
@@ -297,21 +454,28 @@ def _draw(ax: Axes, points: _Points, label: str, colour: str, marker: str,
 
     The data line of each has the gid ``good:<label>`` or ``flagged:<label>``.
     """
+    from matplotlib.collections import LineCollection
+
     for kind, selected, alpha in (("good", ~points.flagged, 1.0),
                                   ("flagged", points.flagged, FLAGGED_ALPHA)):
         if not selected.any():
             continue
-        error = points.error[selected]
-        container = ax.errorbar(
-            points.time[selected], points.value[selected],
-            yerr=error if (error > 0).any() else None,
-            fmt=marker, markersize=markersize, color=colour, ecolor=colour, elinewidth=0.5,
-            capsize=0, alpha=alpha, label=label if kind == "good" else f"_{kind} {label}",
-            rasterized=len(error) > 2000,
-        )
-        container.lines[0].set_gid(f"{kind}:{label}")
-        for collection in container.lines[2]:
-            collection.set_gid(f"{kind}:{label}")
+        time, value, error = points.time[selected], points.value[selected], points.error[selected]
+        many = len(time) > 2000
+        (line,) = ax.plot(time, value, linestyle="none", marker=marker, markersize=markersize,
+                          markeredgewidth=0, color=colour, alpha=alpha, zorder=_POINTS_ZORDER,
+                          label=label if kind == "good" else f"_{kind} {label}", rasterized=many)
+        line.set_gid(f"{kind}:{label}")
+        if (error > 0).any():
+            # one segment per point (zero long where the error is unknown), built as an array:
+            # much cheaper than errorbar()'s masked arrays
+            segments = np.stack([np.column_stack([time, value - error]),
+                                 np.column_stack([time, value + error])], axis=1)
+            bars = LineCollection(segments, colors=colour, linewidths=0.5,
+                                  alpha=alpha * _ERROR_ALPHA, zorder=_ERRORS_ZORDER,
+                                  rasterized=many, label=f"_{kind} {label} errors")
+            bars.set_gid(f"{kind}:{label}")
+            ax.add_collection(bars, autolim=True)
 
 
 def _flag_handle() -> Any:
@@ -402,9 +566,9 @@ def plot_lightcurve(lightcurve: Lightcurve, ax: Axes | None = None,
     owned = ax is None
     fig, ax = _new_axes(ax)
     label = _series_label(lightcurve.observatory, lightcurve.filter)
-    observatory = (lightcurve.observatory or "").lower()
-    _draw(ax, points, label, _colour(lightcurve.filter, {}), _MARKERS.get(observatory, "o"))
+    _draw(ax, points, label, _colour(lightcurve.filter, {}), _MARKER)
     ax.set_xlabel(_time_label([lightcurve.observatory]))
+    _plain_time(ax)
     if quantity == "mag":
         ax.set_ylabel("Magnitude (mag)")
         _invert(ax)
@@ -414,8 +578,8 @@ def plot_lightcurve(lightcurve: Lightcurve, ax: Axes | None = None,
     if lightcurve.series_number is not None and lightcurve.series_total:
         series = f", series {lightcurve.series_number} of {lightcurve.series_total}"
     simulated = " (simulated)" if lightcurve.is_simulated else ""
-    ax.set_title(f"{_lightcurve_source_name(lightcurve)}: {label}{series}{simulated}")
     _legend(ax, bool(points.flagged.any()))
+    _finish(fig, ax, f"{_lightcurve_source_name(lightcurve)}: {label}{series}{simulated}", owned)
     _save(fig, filename, owned)
     return fig
 
@@ -507,15 +671,16 @@ def plot_raw_photometry(raw: RawPhotometry, ax: Axes | None = None,
             continue
         label = _series_label(raw.observatory, band)
         _draw(ax, points, label, _colour(band, colours),
-              _MARKERS.get((raw.observatory or "").lower(), "o"))
+              _MARKER)
         any_flagged |= bool(points.flagged.any())
     ax.set_xlabel(_time_label([raw.observatory]))
+    _plain_time(ax)
     ax.set_ylabel(ylabel)
     if quantity == "mag":
         _invert(ax)
-    ax.set_title(f"{raw.source_name}: raw {_survey_name(raw.observatory)} photometry "
-                 f"({raw.num_points or len(frame)} epochs)")
     _legend(ax, any_flagged, flag_text)
+    _finish(fig, ax, f"{raw.source_name}: raw {_survey_name(raw.observatory)} photometry "
+                     f"({raw.num_points or len(frame)} epochs)", owned)
     _save(fig, filename, owned)
     return fig
 
@@ -619,15 +784,16 @@ def plot_source(source: Source, session: Any = None, ax: Axes | None = None,
         _, observatory, _ = key
         _draw(ax, points, _series_label(observatory, bands[key]),
               _colour(bands[key], colours, key=f"{observatory}:{bands[key]}"),
-              _MARKERS.get(observatory, "o"))
+              _MARKER)
         any_flagged |= bool(points.flagged.any())
     ax.set_xlabel(_time_label([key[1] for key in groups]))
+    _plain_time(ax)
     ax.set_ylabel("Magnitude (mag)")
     _invert(ax)
     surveys = ", ".join(dict.fromkeys(_survey_name(key[1]) for key in groups))
-    ax.set_title(f"{source.name}: RA {source.ra:.5f}°, Dec {source.dec:+.5f}° "
-                 f"({surveys}; {sum(len(p) for p in groups.values())} light curves)")
     _legend(ax, any_flagged)
+    _finish(fig, ax, f"{source.name}: RA {source.ra:.5f}°, Dec {source.dec:+.5f}° "
+                     f"({surveys}; {sum(len(p) for p in groups.values())} light curves)", owned)
     _save(fig, filename, owned)
     return fig
 
@@ -783,9 +949,9 @@ def _plot_event(detection: Detection, name: str, lightcurves: list[Lightcurve]) 
     observatory = detection.observatory or lightcurves[0].observatory
     band = detection.filter if detection.filter is not None else lightcurves[0].filter
     label = _series_label(observatory, band)
-    fig, (full, zoom) = _pyplot().subplots(2, 1, figsize=(10.0, 7.5), layout="constrained")
+    fig, (full, zoom) = _pyplot().subplots(2, 1, figsize=(10.0, 7.5))
     colour = _colour(band, {})
-    marker = _MARKERS.get((observatory or "").lower(), "o")
+    marker = _MARKER
     for ax in (full, zoom):
         _draw(ax, points, label, colour, marker)
         _span(ax, detection)
@@ -793,6 +959,7 @@ def _plot_event(detection: Detection, name: str, lightcurves: list[Lightcurve]) 
             ax.axvline(detection.time_peak, color="black", linestyle="--", linewidth=0.8,
                        label="peak epoch")
         ax.set_xlabel(_time_label([observatory]))
+        _plain_time(ax)
         if quantity == "mag":
             ax.set_ylabel("Magnitude (mag)")
         else:
@@ -818,9 +985,10 @@ def _plot_event(detection: Detection, name: str, lightcurves: list[Lightcurve]) 
         _invert(full)
         _invert(zoom)
     kind = "flare" if (detection.sign or 0) > 0 else "dip"
-    full.set_title(f"{name}: {detection.finder} finder, {kind} in {label}, "
-                   f"S/N {detection.snr:.1f}{_simulated_note(detection)}")
     _legend(full, bool(points.flagged.any()))
+    _finish(fig, full, f"{name}: {detection.finder} finder, {kind} in {label}, "
+                       f"S/N {detection.snr:.1f}{_simulated_note(detection)}", True, rows=2,
+            gap=0.95)
     return fig
 
 
@@ -866,7 +1034,7 @@ def _normalised_flux(frame: pd.DataFrame, period: float, epoch: float, duration:
 def _box(ax: Axes, x_half_width: float, x_max: float, depth: float, label: str) -> None:
     x = [-x_max, -x_half_width, -x_half_width, x_half_width, x_half_width, x_max]
     y = [1.0, 1.0, 1.0 - depth, 1.0 - depth, 1.0, 1.0]
-    (line,) = ax.plot(x, y, color="tab:red", linewidth=1.5, label=label, zorder=5)
+    (line,) = ax.plot(x, y, color="tab:red", linewidth=1.8, label=label, zorder=_MODEL_ZORDER)
     line.set_gid("box model")
 
 
@@ -902,7 +1070,7 @@ def _plot_transit(detection: Detection, name: str, lightcurves: list[Lightcurve]
     surveys = list(dict.fromkeys(_survey_name(o) for o in observatories))
     label = " + ".join(surveys) + (f" {band}" if band not in (None, *surveys) else "")
     colour = _colour(band, {})
-    marker = _MARKERS.get((observatories[0] or "").lower(), "o")
+    marker = _MARKER
 
     fig = _pyplot().figure(figsize=(11.0, 8.0), layout="constrained")
     axes = fig.subplot_mosaic([["time", "time"], ["phase", "hours"]])
@@ -923,6 +1091,7 @@ def _plot_transit(detection: Detection, name: str, lightcurves: list[Lightcurve]
                                color="tab:red", linewidth=0.8, label="mid-transit times")
         ticks.set_gid("mid-transit times")
     ax_time.set_xlabel(_time_label(observatories))
+    _plain_time(ax_time)
     ax_time.set_ylabel("Normalised flux")
 
     phase = _fold(points.time, period, epoch)
@@ -947,7 +1116,7 @@ def _plot_transit(detection: Detection, name: str, lightcurves: list[Lightcurve]
         centres, medians = _binned(shown.time[good], shown.value[good], duration * 24.0 / 8.0,
                                    -limit, limit)
         (binned,) = ax_hours.plot(centres, medians, "o", color="black", markersize=4,
-                                  label="binned (median)", zorder=6)
+                                  label="binned (median)", zorder=_MODEL_ZORDER - 1)
         binned.set_gid("binned")
     ax_hours.set_xlim(-limit, limit)
     ax_hours.set_xlabel("Hours from mid-transit")
@@ -961,7 +1130,8 @@ def _plot_transit(detection: Detection, name: str, lightcurves: list[Lightcurve]
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                ncols=min(len(handles), 4), fontsize="small")
 
-    ax_time.set_title(
+    _title(
+        ax_time,
         f"{name}: transit candidate in {label}, P = {period:.5f} d, depth "
         f"{depth * 1e6:.0f} ppm, duration {duration * 24:.2f} h, S/N {detection.snr:.1f}"
         + (f", SDE {detection.sde:.1f}" if detection.sde is not None else "")
@@ -997,6 +1167,7 @@ def plot_histogram(histogram: Histogram | str | os.PathLike, along: str = "mag",
     logarithmic axis. The lower panel has the recovery efficiency (recovered
     over injected) with its one-sigma Wilson interval, for each kind of
     injected event and all together; bins where nothing was injected have none.
+    A histogram with no injected events at all has the upper panel only.
 
     Parameters
     ----------
@@ -1040,8 +1211,14 @@ def plot_histogram(histogram: Histogram | str | os.PathLike, along: str = "mag",
                          + unknown_key_message(along, _HISTOGRAM_AXES, "histogram dimension")
                          + f"; the dimensions are {', '.join(_HISTOGRAM_AXES)}")
     positions, ticks, edges = _histogram_axis(histogram, along)
-    fig, (ax_counts, ax_efficiency) = _pyplot().subplots(
-        2, 1, figsize=(9.0, 7.5), sharex=True, layout="constrained")
+    # The efficiency panel only when something was injected: no half-figure saying nothing.
+    any_injected = histogram.total("injected") > 0
+    if any_injected:
+        fig, (ax_counts, ax_efficiency) = _pyplot().subplots(
+            2, 1, figsize=(9.0, 7.5), sharex=True, layout="constrained")
+    else:
+        fig, ax_counts = _pyplot().subplots(figsize=(9.0, 4.5), layout="constrained")
+        ax_efficiency = None
 
     variables = [v for v in _HISTOGRAM_COUNTS if along in VARIABLES[v]]
     drawn = []
@@ -1072,8 +1249,7 @@ def plot_histogram(histogram: Histogram | str | os.PathLike, along: str = "mag",
         *(e for e in EVENTS if histogram.counts["injected"][EVENTS.index(e)].sum() > 0)]
     if along != "event" and len(kinds) > 1:
         kinds.append(None)
-    any_injected = histogram.total("injected") > 0
-    if any_injected:
+    if ax_efficiency is not None:
         for number, kind in enumerate(kinds):
             table = recovery_efficiency(histogram, along, kind)
             efficiency = table["efficiency"].to_numpy()
@@ -1089,18 +1265,16 @@ def plot_histogram(histogram: Histogram | str | os.PathLike, along: str = "mag",
                 label=f"{name} ({int(table['recovered'].sum())} of {int(table['injected'].sum())})")
             container.lines[0].set_gid(f"efficiency:{kind or 'all'}")
         _legend(ax_efficiency, False)
-    else:
-        ax_efficiency.text(0.5, 0.5, "nothing injected: no recovery efficiency",
-                           transform=ax_efficiency.transAxes, ha="center")
-    ax_efficiency.set_ylim(-0.02, 1.05)
-    ax_efficiency.set_ylabel("Recovery efficiency")
-    ax_efficiency.set_xlabel(_HISTOGRAM_AXES[along])
+        ax_efficiency.set_ylim(-0.02, 1.05)
+        ax_efficiency.set_ylabel("Recovery efficiency")
+    bottom = ax_counts if ax_efficiency is None else ax_efficiency
+    bottom.set_xlabel(_HISTOGRAM_AXES[along])
     if ticks is not None:
-        ax_efficiency.set_xticks(positions, ticks)
+        bottom.set_xticks(positions, ticks)
     elif edges is not None:
-        ax_efficiency.set_xlim(float(edges[0]), float(edges[-1]))
-    ax_counts.set_title(f"Histogram {histogram.name!r}: counts and recovery efficiency "
-                        f"along {along}")
+        bottom.set_xlim(float(edges[0]), float(edges[-1]))
+    _title(ax_counts, f"Histogram {histogram.name!r}: counts"
+           + (" and recovery efficiency" if any_injected else "") + f" along {along}")
     _save(fig, filename)
     return fig
 

@@ -39,6 +39,7 @@ PosixPath('.../data/DEMO/report/index.html')
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gc
 import hashlib
@@ -46,11 +47,13 @@ import html
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote
@@ -61,7 +64,9 @@ from skyretriever import database, plots, queries, storage
 from skyretriever._version import __version__
 from skyretriever.analysis.classifier import ModelFileError, read_model_metadata
 from skyretriever.analysis.histogram import Histogram
-from skyretriever.models import Detection, Properties, Source
+from skyretriever.execution import die_with_parent
+from skyretriever.models import Detection, Lightcurve, Properties, Source
+from skyretriever.models.display import column_header, column_label, format_column, format_number
 from skyretriever.observatories.base import ProjectContext
 from skyretriever.progress import progress_bar
 
@@ -69,6 +74,7 @@ if TYPE_CHECKING:
     from skyretriever.project import Project, RunSummary
 
 __all__ = [
+    "DEFAULT_TOP",
     "DETECTION_PLOTS_PER_SOURCE",
     "HISTOGRAM_AXES",
     "MARKER_FILE",
@@ -87,6 +93,8 @@ HISTOGRAM_AXES = ("mag", "score", "cadence", "filter")
 MARKER_FILE = ".skyretriever-report"
 #: Detections per source page that get a plot of their own (the top ones by S/N).
 DETECTION_PLOTS_PER_SOURCE = 3
+#: Real detections with the highest S/N listed (and plotted) on the summary page by default.
+DEFAULT_TOP = 20
 _THUMBNAIL_SIZE = (320, 240)  # pixels at most; shown 160 CSS pixels wide, sharp on dense screens
 _BATCH_SIZE = 200
 
@@ -141,10 +149,15 @@ def _cell(value: Any, digits: int = 3) -> str:
     return f"<td>{_text(value)}</td>"
 
 
-def _json_text(value: Any) -> str:
-    if value is None:
-        return ""
-    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+def _column_cell(column: Any, value: Any) -> str:
+    """A ``<td>`` of a model column's value, in the precision its metadata gives (no unit:
+    the unit is in the column's header); numbers sort by their full value."""
+    text = format_column(column, value, unit=False)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = _finite(value)
+        sort_value = "" if number is None else repr(number)
+        return f'<td class="num" data-value="{sort_value}">{_text(text)}</td>'
+    return _cell(value)
 
 
 def _header_row(columns: Iterable[tuple[str, str]]) -> str:
@@ -162,17 +175,21 @@ padding:0 1em 3em;color:#1d1d1f;background:#fff;line-height:1.4}
 nav{padding:.6em 0;border-bottom:1px solid #ccc;margin-bottom:1em}
 nav a{margin-right:1.2em}
 h1{font-size:1.5em;word-break:break-all}h2{font-size:1.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
-th,td{border:1px solid #d0d0d0;padding:.25em .5em;text-align:left;vertical-align:middle}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em;max-width:100%}
+th,td{border:1px solid #d0d0d0;padding:.25em .4em;text-align:left;vertical-align:middle;
+overflow-wrap:anywhere}
+th{font-weight:600;overflow-wrap:normal}td.num{white-space:nowrap}
+td.error{min-width:14em}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 thead th{background:#eef1f5}
 table.sortable thead th{cursor:pointer;user-select:none}
 table.sortable thead th[aria-sort=ascending]::after{content:" \\25B2"}
 table.sortable thead th[aria-sort=descending]::after{content:" \\25BC"}
 tbody tr:nth-child(even){background:#f8f9fb}
-table.properties th{background:#f4f5f7;font-weight:normal;white-space:nowrap}
+table.properties th{background:#f4f5f7;font-weight:normal}
+table.properties td{overflow-wrap:anywhere}
 img.plot{max-width:100%;height:auto;border:1px solid #ddd}
-img.thumb{width:160px;height:auto;display:block}
+img.thumb{width:120px;height:auto;display:block}
 pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
 .error{color:#a40000}.muted{color:#666}
 .wide{overflow-x:auto}
@@ -257,46 +274,123 @@ def _write_text(path: Path, text: str) -> None:
 
 
 # -- what the report shows -----------------------------------------------------------------
-@dataclass
+def _draw(function: str, path: Path, args: tuple, kwargs: dict[str, Any],
+          thumbnail: Path | None) -> str | None:
+    """Draw one figure into ``path`` (and a small copy into ``thumbnail``); None when it
+    worked, else why not (and nothing is left half-made)."""
+    import matplotlib.pyplot as plt
+
+    figure = None
+    try:
+        figure = getattr(plots, function)(*args, filename=path, **kwargs)
+        if thumbnail is not None:  # scaled from the PNG: much cheaper than drawing again
+            from PIL import Image
+
+            with Image.open(path) as image:
+                image.thumbnail(_THUMBNAIL_SIZE, Image.Resampling.LANCZOS)
+                image.save(thumbnail, compress_level=1)
+    except Exception as error:  # one bad file or value must not stop the whole report
+        log.debug("report: no %s for %s", function, path.name, exc_info=True)
+        path.unlink(missing_ok=True)
+        if thumbnail is not None:
+            thumbnail.unlink(missing_ok=True)
+        return f"{type(error).__name__}: {error}"
+    finally:
+        if figure is not None:
+            plt.close(figure)
+    return None
+
+
+_DRAWN = {"source": (Source, "plot_source"), "detection": (Detection, "plot_detection")}
+
+
+def _draw_row(kind: str, row_id: int, path: Path, thumbnail: Path | None) -> str | None:
+    """In a worker process: read the source or detection ``row_id`` and draw it."""
+    model, function = _DRAWN[kind]
+    with database.Session() as session:
+        row = queries.by_id(session, model, row_id)
+        if row is None:
+            return f"{kind} {row_id} is no longer in the database"
+        return _draw(function, path, (row,), {"session": session}, thumbnail)
+
+
+# What a drawing worker keeps for its life: its figures, drawn again for each source.
+_WORKER_STATE = contextlib.ExitStack()
+
+
+def _start_worker(parent: int) -> None:
+    die_with_parent(parent)  # a report killed half-way leaves no worker drawing on
+    _WORKER_STATE.enter_context(plots.reused_figures())
+
+
+def _reusing_figures() -> contextlib.AbstractContextManager:
+    return plots.reused_figures()
+
+
+def _worker_count(workers: int | None) -> int:
+    """Processes that draw the figures: ``workers``, by default one per core (at most 4)."""
+    if workers is None:
+        workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1, 4)
+    return workers
+
+
 class _Plotter:
-    """Makes the figures (through :mod:`skyretriever.plots`) and remembers what failed."""
+    """Makes the figures (through :mod:`skyretriever.plots`) and remembers what failed.
 
-    enabled: bool
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    made: int = 0
+    With more than one worker (on Linux), sources' and detections' figures are drawn in
+    forked worker processes, each reading its row by id, while the pages are written here;
+    otherwise they are drawn here, from the rows already loaded.
+    """
 
-    def __post_init__(self) -> None:
-        self._plots = plots if self.enabled else None
+    def __init__(self, enabled: bool, workers: int = 1) -> None:
+        self.enabled = enabled
+        self.failures: list[tuple[str, str]] = []
+        self.made = 0
+        self._pool: Any = None
+        if enabled and workers > 1 and sys.platform.startswith("linux"):
+            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                             initializer=_start_worker, initargs=(os.getpid(),))
+
+    def __enter__(self) -> _Plotter:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _record(self, what: str, error: str | None) -> bool:
+        if error is not None:
+            log.warning("report: no plot of %s: %s", what, error)
+            self.failures.append((what, error))
+            return False
+        self.made += 1
+        return True
 
     def make(self, what: str, function: str, path: Path, *args: Any,
              thumbnail: Path | None = None, **kwargs: Any) -> bool:
-        """Draw one figure into ``path`` (and a small copy into ``thumbnail``); False on failure."""
-        if self._plots is None:
+        """Draw one figure here, now; False on failure (remembered with its reason)."""
+        if not self.enabled:
             return False
-        import matplotlib.pyplot as plt
+        return self._record(what, _draw(function, path, args, kwargs, thumbnail))
 
-        figure = None
-        try:
-            figure = getattr(self._plots, function)(*args, filename=path, **kwargs)
-            if thumbnail is not None:  # scaled from the PNG: much cheaper than drawing again
-                from PIL import Image
+    def submit(self, what: str, kind: str, row: Source | Detection, session: orm.Session,
+               path: Path, thumbnail: Path | None = None) -> Any:
+        """Start drawing a source or detection; :meth:`result` says whether it worked."""
+        if self._pool is None:
+            return what, _draw(_DRAWN[kind][1], path, (row,), {"session": session}, thumbnail)
+        return what, self._pool.submit(_draw_row, kind, row.id, path, thumbnail)
 
-                with Image.open(path) as image:
-                    image.thumbnail(_THUMBNAIL_SIZE, Image.Resampling.LANCZOS)
-                    image.save(thumbnail)
-        except Exception as error:  # one bad file or value must not stop the whole report
-            log.warning("report: no plot of %s: %s", what, error, exc_info=log.isEnabledFor(
-                logging.DEBUG))
-            self.failures.append((what, f"{type(error).__name__}: {error}"))
-            path.unlink(missing_ok=True)
-            if thumbnail is not None:
-                thumbnail.unlink(missing_ok=True)
-            return False
-        finally:
-            if figure is not None:
-                plt.close(figure)
-        self.made += 1
-        return True
+    def result(self, pending: Any) -> bool:
+        """Whether a figure :meth:`submit` started was made (waiting for it if need be)."""
+        what, outcome = pending
+        if isinstance(outcome, Future):
+            try:
+                outcome = outcome.result()
+            except Exception as error:  # a worker that died (killed, out of memory...)
+                outcome = f"{type(error).__name__}: {error}"
+        return self._record(what, outcome)
 
 
 def _source_file(name: str) -> str:
@@ -388,29 +482,57 @@ def _detection_values(detection: Detection, series: dict[int, int] | None = None
     }
 
 
-_DETECTION_COLUMNS = (
-    ("S/N", "number", "snr", 2), ("score", "number", "score", 2),
-    ("observatory", "text", "observatory", 0), ("filter", "text", "filter", 0),
-    ("series", "number", "series", 0), ("finder", "text", "finder", 0),
-    ("peak (MJD)", "number", "time_peak", 4), ("start (MJD)", "number", "time_start", 4),
-    ("end (MJD)", "number", "time_end", 4), ("peak mag", "number", "peak_mag", 3),
-    ("points", "number", "num_points", 0), ("sign", "number", "sign", 0),
-    ("period (d)", "number", "period", 5), ("duration (d)", "number", "duration", 4),
-    ("depth", "number", "depth", 5),
-)
+_DETECTION = Detection.__table__.c
 
 
-_TOP_DETECTION_COLUMNS = (
-    ("S/N", "number", "snr", 2), ("observatory", "text", "observatory", 0),
-    ("filter", "text", "filter", 0), ("finder", "text", "finder", 0),
-    ("peak (MJD)", "number", "time_peak", 4), ("window (d)", "number", "window", 3),
-    ("peak mag", "number", "peak_mag", 3), ("points", "number", "num_points", 0),
-    ("period (d)", "number", "period", 5), ("depth", "number", "depth", 5),
-)
+def _event_kind(values: dict[str, Any]) -> str:
+    if values["period"] is not None:
+        return "transit"
+    return {1: "flare", -1: "dip"}.get(values["sign"], "event")
 
 
-def _detection_cells(values: dict[str, Any], columns: tuple = _DETECTION_COLUMNS) -> str:
-    return "".join(_cell(values[key], digits) for _, _, key, digits in columns)
+def _detection_columns(rows: Iterable[dict[str, Any]]) -> list[tuple[str, str, Any]]:
+    """``(header, kind, cell)`` of the detection tables: labels and units from the model's
+    column metadata; the transit columns only when some row is a transit candidate (so the
+    table fits a 1280-pixel screen without scrolling sideways)."""
+    rows = list(rows)
+
+    def of(name: str) -> tuple[str, str, Any]:
+        column = _DETECTION[name]
+        kind = "text" if name in ("finder",) else "number"
+        return column_header(column), kind, lambda v, c=column, n=name: _column_cell(c, v[n])
+
+    columns = [
+        of("snr"),
+        ("event", "text", lambda v: _cell(_event_kind(v))),
+        of("finder"),
+        ("data", "text", lambda v: _cell(_data_label(v))),
+        of("time_peak"),
+        ("window (d)", "number", lambda v: _cell_number(v["window"], ".3g")),
+        of("peak_mag"),
+        of("num_points"),
+    ]
+    if any(v["period"] is not None for v in rows):
+        columns += [of("period"), of("duration"), of("depth")]
+    return columns
+
+
+def _data_label(values: dict[str, Any]) -> str:
+    """``demo g, series 2``: where a detection was found."""
+    parts = [p for p in (values["observatory"], values["filter"]) if p]
+    text = " ".join(str(p) for p in parts) or "several light curves"
+    return text + (f", series {values['series']}" if values["series"] is not None else "")
+
+
+def _cell_number(value: Any, spec: str) -> str:
+    number = _finite(value)
+    if number is None:
+        return '<td class="num" data-value=""></td>'
+    return f'<td class="num" data-value="{number!r}">{_text(format_number(number, spec))}</td>'
+
+
+def _detection_cells(values: dict[str, Any], columns: list[tuple[str, str, Any]]) -> str:
+    return "".join(cell(values) for _, _, cell in columns)
 
 
 def _thumbnail_cell(detection_id: int, root: str, have_plot: bool, alt: str) -> str:
@@ -529,8 +651,9 @@ def _write_index(path: Path, project: Project, status: dict[str, Any], context: 
 
         write(f'<h2 id="detections">Top {_text(len(top_rows))} detections by S/N</h2>\n')
         if top_rows:
+            detection_columns = _detection_columns(top_rows)
             columns = [("rank", "number"), ("plot", "text"), ("source", "text")]
-            columns += [(label, kind) for label, kind, _, _ in _TOP_DETECTION_COLUMNS]
+            columns += [(label, kind) for label, kind, _ in detection_columns]
             write('<div class="wide"><table class="sortable" id="top-detections">'
                   f"{_header_row(columns)}<tbody>")
             for rank, values in enumerate(top_rows, 1):
@@ -538,7 +661,7 @@ def _write_index(path: Path, project: Project, status: dict[str, Any], context: 
                 write(f'<tr data-detection="{values["id"]}">{_cell(rank)}'
                       f'{_thumbnail_cell(values["id"], "", plotted.get(values["id"], False), alt)}'
                       f'<td>{_source_link(values["source"], "")}</td>'
-                      f"{_detection_cells(values, _TOP_DETECTION_COLUMNS)}</tr>\n")
+                      f"{_detection_cells(values, detection_columns)}</tr>\n")
             write('</tbody></table></div>\n<p class="muted">Click a column header to sort.</p>\n')
         else:
             write("<p>No detections.</p>\n")
@@ -559,11 +682,11 @@ def _write_index(path: Path, project: Project, status: dict[str, Any], context: 
         _page_end(handle)
 
 
-def _write_failures(path: Path, context: ProjectContext, page_count: int, batch_size: int
-                    ) -> int:
+def _write_failures(path: Path, context: ProjectContext, page_count: int, batch_size: int,
+                    bar: Any) -> int:
     """Every failed source and its reason, streamed in batches; returns how many."""
     count = 0
-    with open(path, "w", encoding="utf-8") as handle:
+    with contextlib.closing(bar), open(path, "w", encoding="utf-8") as handle:
         _page_start(handle, f"Failures: {context.name}", "", page_count)
         handle.write(f"<h1>Failed sources of {_text(context.name)}</h1>\n")
         handle.write('<table class="sortable" id="all-failures">'
@@ -579,6 +702,7 @@ def _write_failures(path: Path, context: ProjectContext, page_count: int, batch_
                 handle.write(f"<tr>{_cell(index)}<td>{_source_link(name, '')}</td>"
                              f'<td class="error">{_text(reason)}</td></tr>\n')
             count += len(rows)
+            bar.update(len(rows))
             last_id = rows[-1][0]
         handle.write("</tbody></table>\n")
         if not count:
@@ -587,59 +711,73 @@ def _write_failures(path: Path, context: ProjectContext, page_count: int, batch_
     return count
 
 
-_SOURCE_FIELDS = (
-    ("status", "status"), ("error", "error"), ("catalog row", "cat_index"), ("RA (deg)", "ra"),
-    ("Dec (deg)", "dec"), ("mag", "mag"), ("mag error", "mag_err"), ("mag filter", "mag_filter"),
-    ("pmRA (mas/yr)", "pmra"), ("pmDec (mas/yr)", "pmdec"), ("TIC", "tic_id"),
-    ("EPIC", "epic_id"), ("KIC", "kic_id"), ("Gaia DR3", "gaia_id"), ("ZTF oid", "ztf_oid"),
-    ("HEALPix (order 16)", "healpix"), ("created", "created_at"), ("modified", "modified_at"),
-)
+_SOURCE_FIELDS = ("status", "error", "cat_index", "ra", "dec", "mag", "mag_err", "mag_filter",
+                  "pmra", "pmdec", "tic_id", "epic_id", "kic_id", "gaia_id", "ztf_oid", "healpix",
+                  "created_at", "modified_at")
 _PROPERTY_FIELDS = tuple(
     name for name in Properties.__table__.columns.keys()
     if name not in ("id", "source_id", "project", "cfg_hash", "created_at")
 )
-_LIGHTCURVE_COLUMNS = (
-    ("observatory", "text"), ("filter", "text"), ("series", "number"), ("points", "number"),
-    ("good points", "number"), ("start (MJD)", "number"), ("end (MJD)", "number"),
-    ("exposure (s)", "number"), ("mean mag", "number"), ("mag rms", "number"),
-    ("simulated", "text"),
-)
+_RAW_FIELDS = ("observatory", "is_empty", "num_points", "time_start", "time_end")
+_LIGHTCURVE_FIELDS = ("observatory", "filter", "series_number", "num_points", "num_good_points",
+                      "time_start", "time_end", "exptime", "mag_mean", "mag_rms", "is_simulated")
 
 
-def _properties_table(rows: Iterable[tuple[str, str, Any]], table_id: str) -> str:
+def _properties_table(model: Any, row: Any, names: Iterable[str], table_id: str,
+                      keep_missing: Iterable[str] = ()) -> str:
+    """Two columns, label and value, for ``names`` of ``row``: the labels, units and precision
+    of the model's column metadata (``Lomb-Scargle period | 36.2925 d``); missing values left
+    out, except those in ``keep_missing``; the column's description as a tooltip."""
+    columns = model.__table__.c
     cells = []
-    for label, doc, value in rows:
+    for name in names:
+        column = columns[name]
+        value = getattr(row, name)
+        if value is None and name not in keep_missing:
+            continue
         if isinstance(value, (dict, list)):
-            shown = f"<code>{_text(_json_text(value))}</code>"
-        elif isinstance(value, (bool, float)):
-            shown = _number(value, 6)
+            if not value:
+                continue
+            shown = f"<code>{_text(format_column(column, value))}</code>"
         else:
-            shown = _text(value)
-        cells.append(f'<tr><th title="{_text(doc)}">{_text(label)}</th><td>{shown}</td></tr>')
+            shown = _text(format_column(column, value))
+        cells.append(f'<tr><th title="{_text(column.doc or "")}">{_text(column_label(column))}'
+                     f"</th><td>{shown}</td></tr>")
     return f'<table class="properties" id="{table_id}">{"".join(cells)}</table>\n'
 
 
-def _plot_detection(plotter: _Plotter, detection: Detection, source_name: str,
-                    session: orm.Session, folder: Path, plotted: dict[int, bool]) -> None:
-    """Draw a detection once (``plotted`` remembers whether it worked) and its thumbnail."""
-    if detection.id not in plotted:
-        plotted[detection.id] = plotter.make(
-            f"detection {detection.id} of {source_name!r}", "plot_detection",
-            folder / f"{detection.id}.png", detection, session=session,
-            thumbnail=folder / f"{detection.id}_thumb.png")
+def _submit_detection(plotter: _Plotter, detection: Detection, source_name: str,
+                      session: orm.Session, folder: Path, plotted: dict[int, bool],
+                      pending: dict[int, Any]) -> None:
+    """Start drawing a detection and its thumbnail, once (``plotted`` remembers whether it
+    worked, ``pending`` holds it until :func:`_settle` knows)."""
+    if detection.id not in plotted and detection.id not in pending:
+        pending[detection.id] = plotter.submit(
+            f"detection {detection.id} of {source_name!r}", "detection", detection, session,
+            folder / f"{detection.id}.png", folder / f"{detection.id}_thumb.png")
 
 
-def _write_source_page(folder: Path, source: Source, session: orm.Session, list_page: int,
-                       page_count: int, plotter: _Plotter, source_plots: bool,
-                       plotted: dict[int, bool], detections_folder: Path) -> None:
-    stem = _source_file(source.name)
-    image = f"{stem}.png"
-    has_plot = bool(source.lightcurves) and source_plots and plotter.make(
-        f"source {source.name!r}", "plot_source", folder / image, source, session=session)
+def _settle(plotter: _Plotter, ids: Iterable[int], plotted: dict[int, bool],
+            pending: dict[int, Any]) -> None:
+    for detection_id in ids:
+        if detection_id in pending:
+            plotted[detection_id] = plotter.result(pending.pop(detection_id))
+
+
+def _best_real(source: Source, source_plots: bool) -> list[Detection]:
+    """The real detections of a source that get a plot on its page (the best by S/N)."""
     real = sorted((d for d in source.detections if not d.is_simulated),
                   key=lambda d: (-d.snr, d.id))
-    for detection in real[:DETECTION_PLOTS_PER_SOURCE if source_plots else 0]:
-        _plot_detection(plotter, detection, source.name, session, detections_folder, plotted)
+    return real[:DETECTION_PLOTS_PER_SOURCE if source_plots else 0]
+
+
+def _write_source_page(folder: Path, source: Source, list_page: int, page_count: int,
+                       plotter: _Plotter, source_plots: bool, has_plot: bool,
+                       plotted: dict[int, bool]) -> None:
+    stem = _source_file(source.name)
+    image = f"{stem}.png"
+    real = sorted((d for d in source.detections if not d.is_simulated),
+                  key=lambda d: (-d.snr, d.id))
 
     parts: list[str] = []
     add = parts.append
@@ -668,61 +806,60 @@ def _write_source_page(folder: Path, source: Source, session: orm.Session, list_
                 f"{min(raw.sectors or [0])}) with the photometric aperture</figcaption></figure>\n")
 
     add("<h2>Catalog and state</h2>\n")
-    columns = Source.__table__.columns
-    rows = [(label, columns[key].doc or "", getattr(source, key)) for label, key in _SOURCE_FIELDS
-            if key == "status" or getattr(source, key) is not None]
-    if source.cat_extra:
-        rows.append(("other catalog columns", columns["cat_extra"].doc or "", source.cat_extra))
-    add(_properties_table(rows, "source-properties"))
+    add(_properties_table(Source, source, [*_SOURCE_FIELDS, "cat_extra"], "source-properties",
+                          keep_missing=("status",)))
 
     add("<h2>Properties</h2>\n")
     properties = source.properties
     if properties is None:
         add('<p class="muted">Not analysed yet.</p>\n')
     else:
-        columns = Properties.__table__.columns
-        add(_properties_table(
-            [(key, columns[key].doc or "", getattr(properties, key)) for key in _PROPERTY_FIELDS],
-            "analysis-properties"))
+        add(_properties_table(Properties, properties, _PROPERTY_FIELDS, "analysis-properties"))
 
     add("<h2>Raw data</h2>\n")
     if source.raw_photometry:
-        add('<table id="raw-data"><thead><tr><th>observatory</th><th>empty</th><th>points</th>'
-            "<th>start (MJD)</th><th>end (MJD)</th><th>filters</th></tr></thead><tbody>")
-        for raw in sorted(source.raw_photometry, key=lambda r: r.observatory):
-            add(f"<tr><td>{_text(raw.observatory)}</td>{_cell(bool(raw.is_empty))}"
-                f"{_cell(raw.num_points, 0)}{_cell(raw.time_start, 4)}{_cell(raw.time_end, 4)}"
-                f"<td>{_text(', '.join(map(str, raw.filters or [])))}</td></tr>")
+        raws = sorted(source.raw_photometry, key=lambda r: r.observatory)
+        raw_columns = type(raws[0]).__table__.c
+        heads = "".join(f"<th>{_text(column_header(raw_columns[name]))}</th>"
+                        for name in _RAW_FIELDS)
+        add(f'<table id="raw-data"><thead><tr>{heads}<th>filters</th></tr></thead><tbody>')
+        for raw in raws:
+            cells = "".join(_column_cell(raw_columns[name], getattr(raw, name))
+                            for name in _RAW_FIELDS)
+            add(f"<tr>{cells}<td>{_text(', '.join(map(str, raw.filters or [])))}</td></tr>")
         add("</tbody></table>\n")
     else:
         add('<p class="muted">None downloaded yet.</p>\n')
 
     add(f"<h2>Light curves ({len(source.lightcurves)})</h2>\n")
     if source.lightcurves:
-        add(f'<table class="sortable" id="lightcurves">{_header_row(_LIGHTCURVE_COLUMNS)}<tbody>')
+        lc_columns = Lightcurve.__table__.c
+        heads = [(column_header(lc_columns[name]),
+                  "number" if lc_columns[name].type.python_type in (int, float) else "text")
+                 for name in _LIGHTCURVE_FIELDS]
+        add(f'<table class="sortable" id="lightcurves">{_header_row(heads)}<tbody>')
         for lc in source.lightcurves:
-            add(f"<tr><td>{_text(lc.observatory)}</td><td>{_text(lc.filter)}</td>"
-                f"{_cell(lc.series_number)}{_cell(lc.num_points)}{_cell(lc.num_good_points)}"
-                f"{_cell(lc.time_start, 4)}{_cell(lc.time_end, 4)}{_cell(lc.exptime, 1)}"
-                f"{_cell(lc.mag_mean, 3)}{_cell(lc.mag_rms, 4)}{_cell(bool(lc.is_simulated))}"
-                "</tr>\n")
+            add("<tr>" + "".join(_column_cell(lc_columns[name], getattr(lc, name))
+                                 for name in _LIGHTCURVE_FIELDS) + "</tr>\n")
         add("</tbody></table>\n")
 
     simulated = len(source.detections) - len(real)
     add(f"<h2>Detections ({len(real)} real, {simulated} in injected data)</h2>\n")
     if source.detections:
-        columns = [("plot", "text"), ("simulated", "text")]
-        columns += [(label, kind) for label, kind, _, _ in _DETECTION_COLUMNS]
-        add(f'<div class="wide"><table class="sortable" id="source-detections">'
-            f"{_header_row(columns)}<tbody>")
         ordered = sorted(source.detections, key=lambda d: (d.is_simulated, -d.snr, d.id))
         series = {lc.id: lc.series_number for lc in source.lightcurves}
-        for detection in ordered:
-            values = _detection_values(detection, series)
+        rows = [(detection, _detection_values(detection, series)) for detection in ordered]
+        detection_columns = _detection_columns(values for _, values in rows)
+        columns = [("plot", "text"), ("in injected data", "text")]
+        columns += [(label, kind) for label, kind, _ in detection_columns]
+        add(f'<div class="wide"><table class="sortable" id="source-detections">'
+            f"{_header_row(columns)}<tbody>")
+        for detection, values in rows:
             alt = f"detection {detection.id} of {source.name}"
             add(f'<tr data-detection="{detection.id}">'
                 f'{_thumbnail_cell(detection.id, "../", plotted.get(detection.id, False), alt)}'
-                f"{_cell(bool(detection.is_simulated))}{_detection_cells(values)}</tr>\n")
+                f"{_cell(bool(detection.is_simulated))}"
+                f"{_detection_cells(values, detection_columns)}</tr>\n")
         add("</tbody></table></div>\n")
         drawn = [d for d in real if plotted.get(d.id)]
         if drawn:
@@ -757,11 +894,13 @@ class _SourceList:
         _page_start(self.handle, f"Sources of {self.project}, page {self.page}", "",
                     self.page_count)
         self.handle.write(f"<h1>Sources of {_text(self.project)}</h1>\n{self._pager()}")
+        source, properties = Source.__table__.c, Properties.__table__.c
         columns = [("catalog row", "number"), ("source", "text"), ("state", "text"),
-                   ("RA", "number"), ("Dec", "number"), ("mag", "number"),
-                   ("light curves", "number"), ("best S/N", "number"),
-                   ("detections", "number"), ("transit S/N", "number"),
-                   ("transit period (d)", "number"), ("error", "text")]
+                   *((column_header(source[name]), "number") for name in ("ra", "dec", "mag")),
+                   ("light curves", "number"),
+                   *((column_header(properties[name]), "number")
+                     for name in ("best_snr", "num_detections", "transit_snr", "transit_period")),
+                   ("error", "text")]
         self.handle.write('<div class="wide"><table class="sortable" id="sources">'
                           f"{_header_row(columns)}<tbody>")
         self.rows_on_page = 0
@@ -781,13 +920,17 @@ class _SourceList:
             self._open()
         properties = source.properties
         real = sum(1 for d in source.detections if not d.is_simulated)
+        columns, analysis = Source.__table__.c, Properties.__table__.c
+
+        def analysed(name: str) -> str:
+            return _column_cell(analysis[name], getattr(properties, name) if properties else None)
+
         self.handle.write(
             f"<tr>{_cell(source.cat_index)}<td>{_source_link(source.name, '')}</td>"
-            f"<td>{_text(source.status)}</td>{_cell(source.ra, 5)}{_cell(source.dec, 5)}"
-            f"{_cell(source.mag, 2)}{_cell(len(source.lightcurves))}"
-            f"{_cell(properties.best_snr if properties else None, 2)}{_cell(real)}"
-            f"{_cell(properties.transit_snr if properties else None, 2)}"
-            f"{_cell(properties.transit_period if properties else None, 4)}"
+            f"<td>{_text(source.status)}</td>{_column_cell(columns.ra, source.ra)}"
+            f"{_column_cell(columns.dec, source.dec)}{_column_cell(columns.mag, source.mag)}"
+            f"{_cell(len(source.lightcurves))}{analysed('best_snr')}{_cell(real)}"
+            f"{analysed('transit_snr')}{analysed('transit_period')}"
             f'<td class="error">{_text(source.error)}</td></tr>\n'
         )
         self.rows_on_page += 1
@@ -808,7 +951,7 @@ class _SourceList:
         self.close()
 
 
-def _histogram_plots(project: Project, folder: Path, plotter: _Plotter
+def _histogram_plots(project: Project, folder: Path, plotter: _Plotter, show: bool
                      ) -> tuple[list[tuple[str, str | None]], str]:
     path = project.histogram_path()
     if not path.exists():
@@ -820,17 +963,27 @@ def _histogram_plots(project: Project, folder: Path, plotter: _Plotter
     except Exception as error:
         plotter.failures.append((f"histogram file {path.name}", f"{type(error).__name__}: {error}"))
         return [], f"The histogram file {path.name} could not be read."
-    images: list[tuple[str, str | None]] = []
-    for axis in HISTOGRAM_AXES:
-        name = f"histogram_{axis}.png"
-        made = plotter.make(f"histogram along {axis}", "plot_histogram", folder / name,
-                            histogram, along=axis)
-        images.append((axis, name if made else None))
     lightcurves = histogram.total("lightcurves")
     injected = histogram.total("injected")
     note = (f"From {path.name}: {lightcurves} light curves scanned, "
             f"{histogram.total('detections')} detections, {injected} injected events "
             f"({histogram.total('recovered')} recovered).")
+    if not lightcurves and not injected:
+        return [], note + " Nothing to plot."
+    images: list[tuple[str, str | None]] = []
+    bar = progress_bar(len(HISTOGRAM_AXES), show, f"report {project.context.name}: histograms",
+                       unit="figure")
+    try:
+        for axis in HISTOGRAM_AXES:
+            name = f"histogram_{axis}.png"
+            made = plotter.make(f"histogram along {axis}", "plot_histogram", folder / name,
+                                histogram, along=axis)
+            images.append((axis, name if made else None))
+            bar.update(1)
+    finally:
+        bar.close()
+    if not injected:
+        note += " Nothing was injected, so there is no recovery efficiency to show."
     return images, note
 
 
@@ -881,10 +1034,12 @@ def _swap_into_place(built: Path, target: Path) -> None:
     storage.replace_folder(built, target)
 
 
-def write_report(project: Project, folder: str | os.PathLike | None = None, top: int = 50, *,
+def write_report(project: Project, folder: str | os.PathLike | None = None,
+                 top: int = DEFAULT_TOP, *,
                  summary: RunSummary | None = None, plots: bool = True,
-                 source_plots: bool = True, progress: bool | None = None, per_page: int = SOURCES_PER_PAGE,
-                 batch_size: int = _BATCH_SIZE) -> Path:
+                 source_plots: bool = True, progress: bool | None = None,
+                 per_page: int = SOURCES_PER_PAGE, batch_size: int = _BATCH_SIZE,
+                 workers: int | None = None) -> Path:
     """Write the static HTML report of a project and return the path of its ``index.html``.
 
     Parameters
@@ -895,7 +1050,8 @@ def write_report(project: Project, folder: str | os.PathLike | None = None, top:
         Where the report goes; default ``<project output folder>/report``. An
         existing folder is replaced only if it holds a skyretriever report.
     top
-        How many of the real detections with the highest S/N the summary lists.
+        How many of the real detections with the highest S/N the summary lists and
+        plots (:data:`DEFAULT_TOP`).
     summary
         The :class:`~skyretriever.project.RunSummary` of a run, to show its time
         per step (the database keeps no timings).
@@ -906,11 +1062,15 @@ def write_report(project: Project, folder: str | os.PathLike | None = None, top:
         (``False`` keeps only the histograms and the top detections' plots: the
         figures of every source are most of the time a report takes).
     progress
-        Show a progress bar over the sources; default the project's ``progress``.
+        Show a progress bar for each stage (top detections, histograms, sources,
+        failures); default the project's ``progress``.
     per_page
         Sources per page of the source list.
     batch_size
         Sources read from the database at a time (memory stays flat).
+    workers
+        Processes that draw the figures (forked, Linux only); default one per core,
+        at most 4; 1 draws them in this process.
 
     Returns
     -------
@@ -933,7 +1093,9 @@ def write_report(project: Project, folder: str | os.PathLike | None = None, top:
     'index.html'
     """
     for name, value, least in (("top", top, 0), ("per_page", per_page, 1),
-                               ("batch_size", batch_size, 1)):
+                               ("batch_size", batch_size, 1), ("workers", workers, 1)):
+        if name == "workers" and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"write_report: {name} must be a whole number >= {least}, "
                              f"not {value!r}")
@@ -950,7 +1112,7 @@ def write_report(project: Project, folder: str | os.PathLike | None = None, top:
     built.mkdir(parents=True)
     try:
         _build(built, project, status, context, summary, top, plots, source_plots, progress,
-               per_page, batch_size)
+               per_page, batch_size, workers)
         _swap_into_place(built, target)
     except BaseException:
         shutil.rmtree(built, ignore_errors=True)
@@ -962,39 +1124,73 @@ def write_report(project: Project, folder: str | os.PathLike | None = None, top:
 
 def _build(built: Path, project: Project, status: dict[str, Any], context: ProjectContext,
            summary: RunSummary | None, top: int, plots: bool, source_plots: bool,
-           progress: bool | None, per_page: int, batch_size: int) -> None:
+           progress: bool | None, per_page: int, batch_size: int, workers: int | None) -> None:
     for name in ("sources", "detections", "plots"):
         (built / name).mkdir()
-    plotter = _Plotter(plots)
+    with _Plotter(plots, _worker_count(workers)) as plotter, _reusing_figures():
+        _build_with(built, project, status, context, summary, top, plotter, source_plots,
+                    progress, per_page, batch_size)
+
+
+def _build_with(built: Path, project: Project, status: dict[str, Any], context: ProjectContext,
+                summary: RunSummary | None, top: int, plotter: _Plotter, source_plots: bool,
+                progress: bool | None, per_page: int, batch_size: int) -> None:
     total_sources = sum(status["sources"].values())
     page_count = max(1, math.ceil(total_sources / per_page))
+    show = project.pars.progress if progress is None else progress
 
     top_rows = _top_detections(context, top)
     plotted: dict[int, bool] = {}
-    if plotter.enabled:
-        for values in top_rows:
-            with database.Session() as session:  # one each: their light curves' data goes with it
-                _plot_detection(plotter, queries.by_id(session, Detection, values["id"]),
-                                values["source"], session, built / "detections", plotted)
-    histograms, histogram_note = _histogram_plots(project, built / "plots", plotter)
+    pending: dict[int, Any] = {}
+    if plotter.enabled and top_rows:
+        bar = progress_bar(len(top_rows), show, f"report {context.name}: top detections",
+                           unit="plot")
+        try:
+            for values in top_rows:
+                with database.Session() as session:  # one each: their light curves' data goes
+                    _submit_detection(plotter, queries.by_id(session, Detection, values["id"]),
+                                      values["source"], session, built / "detections", plotted,
+                                      pending)
+            for values in top_rows:
+                _settle(plotter, [values["id"]], plotted, pending)
+                bar.update(1)
+        finally:
+            bar.close()
+    histograms, histogram_note = _histogram_plots(project, built / "plots", plotter, show)
     classifier = _classifier_plots(project, built / "plots", plotter)
 
-    bar = progress_bar(total_sources, project.pars.progress if progress is None else progress,
-                       f"report {context.name}")
+    bar = progress_bar(total_sources, show, f"report {context.name}: sources")
     source_list = _SourceList(built, context.name, page_count, per_page)
     try:
         for session, sources in _iter_sources(context, batch_size):
+            # Start every figure of the batch (in the workers, if any), then write the pages
+            # in order as their figures are done.
+            images = {}
             for source in sources:
-                page = source_list.add(source)
-                _write_source_page(built / "sources", source, session, page, page_count,
-                                   plotter, source_plots, plotted, built / "detections")
-                for lightcurve in source.lightcurves:  # the plots loaded the data: let it go
+                if source.lightcurves and source_plots and plotter.enabled:
+                    images[source.id] = plotter.submit(
+                        f"source {source.name!r}", "source", source, session,
+                        built / "sources" / f"{_source_file(source.name)}.png")
+                if plotter.enabled:
+                    for detection in _best_real(source, source_plots):
+                        _submit_detection(plotter, detection, source.name, session,
+                                          built / "detections", plotted, pending)
+                for lightcurve in source.lightcurves:  # a plot here loaded the data: let it go
                     lightcurve.data = None
+            for source in sources:
+                has_plot = source.id in images and plotter.result(images.pop(source.id))
+                _settle(plotter, [d.id for d in _best_real(source, source_plots)], plotted,
+                        pending)
+                page = source_list.add(source)
+                _write_source_page(built / "sources", source, page, page_count, plotter,
+                                   source_plots, has_plot, plotted)
                 bar.update(1)
     finally:
         source_list.finish()
         bar.close()
-    failure_count = _write_failures(built / "failures.html", context, page_count, batch_size)
+    failure_count = _write_failures(built / "failures.html", context, page_count, batch_size,
+                                    progress_bar(status["sources"].get("failed", 0), show,
+                                                 f"report {context.name}: failures"))
     _write_index(built / "index.html", project, status, context, summary, top_rows, plotted,
                  histograms, histogram_note, plotter, page_count, failure_count,
                  classifier)

@@ -32,7 +32,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from skyretriever import drawing, storage
 from skyretriever.models.base import Base, FileBacked, plain_value, utcnow
-from skyretriever.models.display import html_table, loaded, related, rounded
+from skyretriever.models.display import (
+    describe_columns,
+    html_table,
+    loaded,
+    related,
+    rounded,
+    shown,
+)
 from skyretriever.models.raw import (
     RawData,
     cross_ids_disagree,
@@ -777,3 +784,22 @@ def save_lightcurves(lightcurves: Iterable[Lightcurve]) -> None:
         for lc in group:
             lc.checksum, lc.file_size, lc.file_mtime_ns = info.checksum, info.file_size, info.mtime_ns
 
+
+# How the report, `skyretriever show` and the reprs label these columns (see models.display).
+describe_columns(RawPhotometry, {
+    "is_empty": shown("empty"),
+    "num_points": shown("epochs"),
+    "time_start": shown("start", "MJD", ".4f"),
+    "time_end": shown("end", "MJD", ".4f"),
+})
+describe_columns(Lightcurve, {
+    "series_number": shown("series"),
+    "is_simulated": shown("simulated"),
+    "num_points": shown("epochs"),
+    "num_good_points": shown("good epochs"),
+    "time_start": shown("start", "MJD", ".4f"),
+    "time_end": shown("end", "MJD", ".4f"),
+    "exptime": shown("exposure", "s", ".4g"),
+    "mag_mean": shown("mean magnitude", "mag", ".3f"),
+    "mag_rms": shown("magnitude rms", "mag", ".4f"),
+})

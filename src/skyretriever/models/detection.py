@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from skyretriever import drawing
 from skyretriever.models.base import Base, utcnow
-from skyretriever.models.display import html_table, loaded, rounded
+from skyretriever.models.display import describe_columns, html_table, loaded, rounded, shown
 
 if TYPE_CHECKING:
     from skyretriever.models.datasets import Lightcurve
@@ -156,3 +156,21 @@ _SIGNS = {1: "brightening", -1: "dimming"}
 
 def _json(value: dict[str, Any] | None) -> str | None:
     return json.dumps(value, sort_keys=True, default=str) if value else None
+
+
+# How the report, `skyretriever show` and the reprs label these columns (see models.display).
+describe_columns(Detection, {
+    "is_simulated": shown("in injected data"),
+    "snr": shown("S/N", None, ".2f"),
+    "score": shown("score", None, ".2f"),
+    "time_start": shown("start", "MJD", ".4f"),
+    "time_end": shown("end", "MJD", ".4f"),
+    "time_peak": shown("peak", "MJD", ".4f"),
+    "peak_mag": shown("peak magnitude", "mag", ".3f"),
+    "num_points": shown("epochs"),
+    "period": shown("period", "d", ".6g"),
+    "epoch": shown("epoch", "MJD", ".5f"),
+    "duration": shown("duration", "d", ".4g"),
+    "depth": shown("depth", None, ".3g"),
+    "sde": shown("SDE", None, ".1f"),
+})

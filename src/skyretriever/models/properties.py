@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from skyretriever.models.base import Base, utcnow
-from skyretriever.models.display import html_table, loaded, rounded
+from skyretriever.models.display import describe_columns, html_table, loaded, rounded, shown
 
 if TYPE_CHECKING:
     from skyretriever.models.source import Source
@@ -162,3 +162,34 @@ class Properties(Base):
             ("quality flags", ", ".join(f"{name} {count}" for name, count in
                                         sorted((self.quality_counts or {}).items())) or None),
         ])
+
+
+# How the report, `skyretriever show` and the reprs label these columns, their units and
+# number formats (Column.info; see models.display).
+describe_columns(Properties, {
+    "has_data": shown("has data"),
+    "num_lightcurves": shown("light curves"),
+    "num_points": shown("epochs"),
+    "num_good_points": shown("good epochs"),
+    "time_span": shown("time span", "d", ".1f"),
+    "mag_mean": shown("mean magnitude", "mag", ".3f"),
+    "mag_median": shown("median magnitude", "mag", ".3f"),
+    "mag_rms": shown("magnitude rms", "mag", ".4f"),
+    "flux_rms_ppm": shown("flux scatter", "ppm", ".0f"),
+    "best_snr": shown("best S/N", None, ".2f"),
+    "ls_period": shown("Lomb-Scargle period", "d", ".6g"),
+    "ls_power": shown("Lomb-Scargle power", None, ".3f"),
+    "ls_false_alarm": shown("Lomb-Scargle false-alarm probability", None, ".2g"),
+    "transit_period": shown("transit period", "d", ".6g"),
+    "transit_epoch": shown("transit epoch", "MJD", ".5f"),
+    "transit_duration": shown("transit duration", "d", ".4g"),
+    "transit_depth": shown("transit depth (fraction of the flux)", None, ".3g"),
+    "transit_snr": shown("transit S/N", None, ".2f"),
+    "transit_sde": shown("transit SDE", None, ".1f"),
+    "num_detections": shown("detections"),
+    "num_injected": shown("injected events"),
+    "num_recovered": shown("recovered injections"),
+    "quality_counts": shown("epochs flagged, by quality check"),
+    "extra": shown("other properties"),
+    "created_at": shown("analysed"),
+})

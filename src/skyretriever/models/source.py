@@ -14,7 +14,7 @@ from skyretriever import drawing
 from skyretriever.database import SmartSession
 from skyretriever.healpix import angular_distance, cone_ranges
 from skyretriever.models.base import Base, utcnow
-from skyretriever.models.display import html_table, loaded, rounded
+from skyretriever.models.display import describe_columns, html_table, loaded, rounded, shown
 
 if TYPE_CHECKING:
     from skyretriever.models.datasets import Lightcurve, RawPhotometry
@@ -286,3 +286,26 @@ class Source(Base):
         >>> fig = source.plot(filename="source.png")                    # doctest: +SKIP
         """
         return drawing.draw("source", self, **kwargs)
+
+
+# How the report, `skyretriever show` and the reprs label these columns (see models.display).
+describe_columns(Source, {
+    "cat_index": shown("catalog row"),
+    "ra": shown("RA", "deg", ".5f"),
+    "dec": shown("Dec", "deg", ".5f"),
+    "mag": shown("magnitude", "mag", ".3f"),
+    "mag_err": shown("magnitude error", "mag", ".3f"),
+    "mag_filter": shown("magnitude band"),
+    "pmra": shown("proper motion in RA", "mas/yr", ".3f"),
+    "pmdec": shown("proper motion in Dec", "mas/yr", ".3f"),
+    "tic_id": shown("TIC"),
+    "epic_id": shown("EPIC"),
+    "kic_id": shown("KIC"),
+    "gaia_id": shown("Gaia DR3"),
+    "ztf_oid": shown("ZTF object id"),
+    "cat_extra": shown("other catalog columns"),
+    "status": shown("state"),
+    "healpix": shown("HEALPix (order 16)"),
+    "created_at": shown("created"),
+    "modified_at": shown("modified"),
+})
