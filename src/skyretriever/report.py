@@ -773,7 +773,7 @@ def _best_real(source: Source, source_plots: bool) -> list[Detection]:
 
 def _write_source_page(folder: Path, source: Source, list_page: int, page_count: int,
                        plotter: _Plotter, source_plots: bool, has_plot: bool,
-                       plotted: dict[int, bool]) -> None:
+                       plotted: dict[int, bool], session: orm.Session) -> None:
     stem = _source_file(source.name)
     image = f"{stem}.png"
     real = sorted((d for d in source.detections if not d.is_simulated),
@@ -1183,7 +1183,7 @@ def _build_with(built: Path, project: Project, status: dict[str, Any], context: 
                         pending)
                 page = source_list.add(source)
                 _write_source_page(built / "sources", source, page, page_count, plotter,
-                                   source_plots, has_plot, plotted)
+                                   source_plots, has_plot, plotted, session)
                 bar.update(1)
     finally:
         source_list.finish()
