@@ -25,6 +25,8 @@ import yaml
 
 from skyretriever.cli import _parser
 from skyretriever.testing import SimulatedArchives, SimulatedStar
+from skyretriever.testing.ffi import CubeBucketService, FFISky, FFIStar
+from skyretriever.testing.server import ArchiveServer
 from tests.mast_support import QUICK, kepler_stars, small_sky, tess_stars
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -41,6 +43,11 @@ ADAPTATIONS: dict[str, list[tuple[str, str]]] = {
         ('observatories=["TESS"])', 'observatories=["TESS"], **SIMULATED)'),
         ('observatories=["TESS", "ZTF"])', 'observatories=["TESS", "ZTF"], **SIMULATED)'),
     ],
+    # The FFI cubes are the simulated bucket's.
+    "import sqlalchemy as sa\nfrom skyretriever import Project\nfrom skyretriever.database "
+    "import Session\nfrom skyretriever.models import RawImages": [
+        ('obs_names=["TESSFFI"],', 'obs_names=["TESSFFI"], TESSFFI=SIMULATED["TESSFFI"],'),
+    ],
     'proj = Project(\n    name="planet_hosts"': [
         ('obs_names=["TESS", "Kepler", "K2"],',
          'obs_names=["TESS", "Kepler", "K2"], obs_kwargs=SIMULATED["TESS"],'),
@@ -50,7 +57,7 @@ ADAPTATIONS: dict[str, list[tuple[str, str]]] = {
 
 def _adapted(block: str) -> str:
     for start, changes in ADAPTATIONS.items():
-        if block.startswith(start) or block.split("\n\n", 1)[-1].startswith(start):
+        if start in block:
             for old, new in changes:
                 assert old in block, f"the README's block starting {start!r} no longer has {old!r}"
                 block = block.replace(old, new)
@@ -98,6 +105,19 @@ def archives(folder):
         yield archives
 
 
+@pytest.fixture(scope="module")
+def ffi_bucket(folder, tmp_path_factory):
+    """The FFI cubes of two sectors around two stars, in a simulated bucket."""
+    stars = [FFIStar("bright", 100.0, -30.0, tmag=10.0), FFIStar("faint", 100.07, -29.95,
+                                                                  tmag=11.5)]
+    sky = FFISky.simple(tmp_path_factory.mktemp("ffi"), stars, sectors=(1, 2), frames=48,
+                        shape=(48, 48))
+    (folder / "catalogs" / "ffi_stars.csv").write_text(
+        "name,ra,dec\n" + "".join(f"{s.name},{s.ra},{s.dec}\n" for s in stars))
+    with ArchiveServer([CubeBucketService(sky)]) as running:
+        yield running
+
+
 def test_the_readme_has_the_blocks_this_test_knows():
     assert len(PYTHON_BLOCKS) >= 7
     for start in ADAPTATIONS:
@@ -106,10 +126,12 @@ def test_the_readme_has_the_blocks_this_test_knows():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("number", range(len(PYTHON_BLOCKS)))
-def test_a_python_block_runs_as_written(number, folder, archives):
+def test_a_python_block_runs_as_written(number, folder, archives, ffi_bucket):
     block = _adapted(PYTHON_BLOCKS[number])
     simulated = {"resolver_url": archives.mast_url + "/Santa-war/query",
                  "TESS": archives.observatory_kwargs(**QUICK),
+                 "TESSFFI": {"route": "s3", "s3_endpoint_url": ffi_bucket.url,
+                             "max_attempts": 3, "backoff": 0.01},
                  "ZTF": archives.ztf_kwargs(max_attempts=3, backoff=0.0)}
     prelude = f"import json\nSIMULATED = json.loads({json.dumps(json.dumps(simulated))})\n"
     result = subprocess.run([sys.executable, "-c", prelude + block], cwd=folder,
