@@ -489,10 +489,8 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
         with self._lock:
             key = (self.pars.hats_url, self.pars.s3_endpoint_url)
             if self._hats is None or (self._hats.url, self._hats.endpoint_url) != key:
-                self._hats = HatsLightCurves(
-                    self.pars.hats_url, self.pars.s3_endpoint_url, timeout=self.pars.timeout,
-                    max_attempts=self.pars.max_attempts,
-                    max_connections=self.pars.max_connections_per_host)
+                self._hats = HatsLightCurves(self.pars.hats_url, self.pars.s3_endpoint_url,
+                                             shared_client(self.pars.network_policy()))
             return self._hats
 
     def prepare_hats(self, cat_rows: list[dict[str, Any]]) -> None:
@@ -511,7 +509,7 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
         try:
             tables, partitions = collection.read(cones, pars.bands)
             release = pars.collection or collection.release
-        except HatsError as error:
+        except NetworkError as error:
             tables = {cone.name: error for cone in cones}
             partitions, release = {}, pars.collection or "unknown (collection not opened)"
         answers = {}
@@ -528,7 +526,7 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
                 "partitions": partitions.get(cone.name, []),
                 "search_radius_arcsec": round(cone.radius_arcsec, 6)})
             table = tables[cone.name]
-            if isinstance(table, HatsError):
+            if isinstance(table, (HatsError, NetworkError)):
                 answers[cone.name] = ZtfAnswer("", provenance, error=str(table))
                 continue
             keep = np.ones(len(table), dtype=bool)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,8 @@ from typing import Any
 import erfa
 import numpy as np
 import pandas as pd
+
+from skyretriever.net import TRANSIENT_STATUS, HttpClient, NetworkError, TransientError
 
 __all__ = ["HATS_COLUMNS", "HatsError", "HatsLightCurves", "StarCone", "heliocentric_delay",
            "hmjd_to_mjd"]
@@ -144,20 +147,23 @@ class HatsLightCurves:
         The collection (or catalog) folder: a local path or ``s3://bucket/prefix``.
     endpoint_url
         S3 endpoint (a mirror or simulator); ``None`` for AWS.
-    timeout, max_attempts, max_connections
-        Per-request timeout (s), attempts per request (s3fs and botocore retry
-        throttling, resets and cut bodies) and partitions read at once.
+    client
+        The HTTP client whose policy (timeouts, attempts, backoff) and retry loop
+        apply: a throttled, reset or cut request fails its whole step (opening the
+        collection, opening the batch, reading one partition), which is tried again.
     """
 
-    def __init__(self, url: str, endpoint_url: str | None = None, *, timeout: float = 60.0,
-                 max_attempts: int = 5, max_connections: int = 4) -> None:
+    def __init__(self, url: str, endpoint_url: str | None = None,
+                 client: HttpClient | None = None) -> None:
         self.url = url
         self.endpoint_url = endpoint_url
-        self.timeout = timeout
-        self.max_attempts = max_attempts
-        self.max_connections = max_connections
+        self.client = client or HttpClient()
         self._structure = None
         self._lock = threading.Lock()
+
+    @property
+    def max_connections(self) -> int:
+        return self.client.policy.max_connections_per_host
 
     def path(self):
         """The collection as a ``UPath`` (anonymous S3 for ``s3://``)."""
@@ -165,27 +171,43 @@ class HatsLightCurves:
 
         if not self.url.startswith("s3://"):
             return UPath(self.url)
+        policy = self.client.policy
         client_kwargs: dict[str, Any] = {}
         if self.endpoint_url:
             client_kwargs["endpoint_url"] = self.endpoint_url
+        # A batch makes tens of requests: each is retried by botocore (503 SlowDown, S3's
+        # throttling, and resets) as well as each step by the client's retry loop.
         return UPath(self.url, anon=True, client_kwargs=client_kwargs,
-                     config_kwargs={"connect_timeout": self.timeout,
-                                    "read_timeout": self.timeout,
-                                    "retries": {"max_attempts": self.max_attempts,
-                                                "mode": "standard"}},
+                     config_kwargs={"connect_timeout": policy.connect_timeout,
+                                    "read_timeout": policy.timeout,
+                                    "retries": {"total_max_attempts": policy.max_attempts,
+                                                "mode": "standard"},
+                                    "max_pool_connections": policy.max_connections_per_host},
                      use_listings_cache=False, skip_instance_cache=True)
 
+    def _with_retries(self, operation, what: str):
+        """``operation()`` in the client's retry loop, its errors made ours."""
+        def attempt():
+            try:
+                return operation()
+            except Exception as error:  # lsdb, hats, s3fs, aiohttp, botocore and pyarrow errors
+                raise _our_error(error, what) from None
+        return self.client.call_with_retries(attempt, what)
+
     def structure(self):
-        """The main catalog's HATS structure (partitions, properties), read once."""
+        """The main catalog's HATS structure (partitions, properties), read once.
+
+        Raises
+        ------
+        skyretriever.net.NetworkError
+            If the collection cannot be opened (after retries, for transient errors).
+        """
         import hats
 
         with self._lock:
             if self._structure is None:
-                try:
-                    opened = hats.read_hats(self.path())
-                except Exception as error:  # hats raises many kinds for a bad collection
-                    raise HatsError(f"cannot open the ZTF HATS collection {self.url}: "
-                                    f"{type(error).__name__}: {error}") from None
+                opened = self._with_retries(lambda: hats.read_hats(self.path()),
+                                            f"opening the ZTF HATS collection {self.url}")
                 self._structure = getattr(opened, "main_catalog", opened)
             return self._structure
 
@@ -238,20 +260,20 @@ class HatsLightCurves:
         if needed:
             filters = self._row_filters(stars, [FILTER_IDS[f"z{b}"] for b in bands])
             try:
-                catalog = self._open(needed, filters)
-            except Exception as error:  # lsdb, hats, s3fs and pyarrow raise many kinds
-                catalog = HatsError(f"cannot open the ZTF HATS collection {self.url}: "
-                                    f"{type(error).__name__}: {' '.join(str(error).split())[:300]}")
+                catalog = self._with_retries(lambda: self._open(needed, filters),
+                                             f"opening the ZTF HATS collection {self.url}")
+            except NetworkError as error:
+                catalog = HatsError(str(error))
 
             def read_one(pixel: tuple[int, int]) -> pd.DataFrame | HatsError:
                 if isinstance(catalog, HatsError):
                     return catalog
                 try:
-                    return catalog.get_partition(*pixel).compute(progress_bar=False)
-                except Exception as error:  # a partition that fails fails its stars only
-                    return HatsError(f"ZTF HATS partition Norder={pixel[0]}/Npix={pixel[1]} of "
-                                     f"{self.url} could not be read: {type(error).__name__}: "
-                                     f"{' '.join(str(error).split())[:300]}")
+                    return self._with_retries(
+                        lambda: catalog.get_partition(*pixel).compute(progress_bar=False),
+                        f"ZTF HATS partition Norder={pixel[0]}/Npix={pixel[1]} of {self.url}")
+                except NetworkError as error:  # a partition that fails fails its stars only
+                    return HatsError(str(error))
 
             with ThreadPoolExecutor(min(self.max_connections, len(needed)),
                                     thread_name_prefix="ztf-hats") as pool:
@@ -270,6 +292,49 @@ class HatsLightCurves:
         return per_star, names
 
 
+_STATUS = re.compile(r"\((\d{3})\)|\b(\d{3}) (?:Too Many Requests|Service Unavailable|"
+                     r"Slow Down|Internal Server Error|Bad Gateway|Gateway Timeout)")
+_TRANSIENT_WORDS = ("(SlowDown)", "(TooManyRequests)", "(ServiceUnavailable)", "(InternalError)",
+                    "(RequestTimeout)", "SlowDown", "reduce your request rate", "Too Many Requests",
+                    "Service Unavailable", "payload is not completed", "Connection reset",
+                    "Server disconnected", "ConnectionReset", "Read timeout", "timed out",
+                    "Cannot connect", "IncompleteRead", "ContentLengthError")
+
+
+def _our_error(error: BaseException, what: str) -> NetworkError:
+    """A transient error (throttled, reset, timed out, cut short) or a final one, naming what.
+
+    s3fs turns botocore's errors into ``OSError`` with the status in the message
+    ("An error occurred (503) ..."); aiohttp's resets and cut bodies come as its own
+    errors; a missing file may be a failed HEAD; anything else (pyarrow cannot parse
+    the file) is final.
+    """
+    chain, seen = [], error
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " | ".join(f"{type(e).__name__}: {e}" for e in chain)
+    message = f"{what}: {' '.join(f'{type(error).__name__}: {error}'.split())[:300]}"
+    for match in _STATUS.finditer(text):
+        status = int(match.group(1) or match.group(2))
+        if status in TRANSIENT_STATUS:
+            return TransientError(message, status=status)
+    if any(isinstance(e, (ConnectionError, TimeoutError)) for e in chain) or any(
+            type(e).__module__.split(".")[0] in ("aiohttp", "botocore") for e in chain
+            if not _is_http_answer(e)) or any(word in text for word in _TRANSIENT_WORDS):
+        return TransientError(message)
+    if isinstance(error, FileNotFoundError):
+        # s3fs reports a throttled or reset HEAD (no body, no error code) as a missing file:
+        # tried again; a file really missing fails once the attempts are spent.
+        return TransientError(f"{message} (missing, or its HEAD request failed)")
+    return NetworkError(f"{message}: could not be read")
+
+
+def _is_http_answer(error: BaseException) -> bool:
+    """botocore's ClientError: the server answered (its status decides, above)."""
+    return type(error).__name__ == "ClientError"
+
+
 def _objects_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """The objects read (one row each, no duplicates), with their epochs as arrays."""
     pieces = []
@@ -278,7 +343,7 @@ def _objects_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
             continue
         flat = frame["lightcurve"].nest.to_flat()
         # Rows of the flat table belong to the object at the same position of the partition.
-        counts = frame["lightcurve"].nest.list_lengths
+        counts = np.asarray(frame["lightcurve"].nest.len(), dtype=np.int64)
         piece = pd.DataFrame({column: frame[column].to_numpy() for column in HATS_COLUMNS[:-1]})
         bounds = np.r_[0, np.cumsum(counts)]
         for column in ("hmjd", "mag", "magerr", "clrcoeff", "catflags"):

@@ -82,14 +82,16 @@ def ztf_collection_table(sky: SimulatedSky) -> pa.Table:
 
 
 def build_ztf_collection(sky: SimulatedSky, root: Path | str, *, table: pa.Table | None = None,
-                         pixel_threshold: int = 2_000, highest_order: int = 7) -> Path:
+                         pixel_threshold: int = 2_000, highest_order: int = 7,
+                         constant_order: int = -1) -> Path:
     """Write the sky's ZTF objects as a HATS collection with hats-import; return its folder.
 
     The collection is ``root / COLLECTION_PREFIX`` (so ``root`` is the bucket's
     folder): the catalog ``ztf_dr23_lc-hats`` and a 10-arcsec margin. (No
     ``objectid`` index: hats-import 0.10's index step wants dask 2025.3, the project
     pins a later one.) ``pixel_threshold`` (objects per partition) sets how
-    finely the sky is split. ``table`` replaces the sky's objects (benchmarks).
+    finely the sky is split, unless ``constant_order`` (>= 0) fixes the partitions'
+    order. ``table`` replaces the sky's objects (benchmarks).
     """
     from dask.distributed import Client
     from hats_import.collection.arguments import CollectionArguments
@@ -107,7 +109,8 @@ def build_ztf_collection(sky: SimulatedSky, root: Path | str, *, table: pa.Table
         .catalog(input_file_list=[str(source)], file_reader="parquet", ra_column="objra",
                  dec_column="objdec", sort_columns="objectid",
                  output_artifact_name=CATALOG_NAME, pixel_threshold=pixel_threshold,
-                 highest_healpix_order=highest_order, npix_suffix="/",
+                 highest_healpix_order=highest_order, constant_healpix_order=constant_order,
+                 npix_suffix="/",
                  npix_parquet_name="part0.snappy.parquet")
         .add_margin(margin_threshold=MARGIN_ARCSEC, is_default=True)
     )
