@@ -115,7 +115,7 @@ def build_ztf_collection(sky: SimulatedSky, root: Path | str, *, table: pa.Table
         .add_margin(margin_threshold=MARGIN_ARCSEC, is_default=True)
     )
     with Client(processes=False, n_workers=1, threads_per_worker=1,
-                dashboard_address=None) as client:
+                dashboard_address=":0") as client:
         pipeline_with_client(arguments, client)
     shutil.rmtree(staging, ignore_errors=True)
     return collection
