@@ -8,12 +8,13 @@ HEALPix pixel, one row per ZTF object (``objectid``, ``filterid``,
 
 :class:`HatsLightCurves` answers a whole batch of catalog stars at once: it
 finds the partitions each star's search cone touches (hats, so a star near a
-pixel edge also reads the neighbouring pixel), opens those partitions with lsdb
-keeping only the needed columns and only the rows in the cones (a pyarrow
-filter on ``_healpix_29`` ranges from a mocpy MOC of the cones, which skips
-whole row groups), reads each partition once for the batch, and crossmatches
-each star with its own radius (a scipy KD-tree on unit vectors). A partition
-that cannot be read or parsed fails only the stars whose cones touch it.
+pixel edge also reads the neighbouring pixel), reads each of those partitions
+once for the batch with hats and nested-pandas (over s3fs), keeping only the
+needed columns and only the rows in the cones (pyarrow filters on
+``_healpix_29`` ranges of a mocpy MOC of the cones, which skip whole row
+groups), and crossmatches each star with its own radius (a scipy KD-tree on
+unit vectors). A partition that cannot be read or parsed fails only the stars
+whose cones touch it.
 
 The table of a star has the API route's columns that the collection holds:
 ``oid, hjd, mjd, mag, magerr, catflags, filtercode, ra, dec, field, ccdid,
@@ -190,7 +191,7 @@ class HatsLightCurves:
         def attempt():
             try:
                 return operation()
-            except Exception as error:  # lsdb, hats, s3fs, aiohttp, botocore and pyarrow errors
+            except Exception as error:  # hats, s3fs, aiohttp, botocore and pyarrow errors
                 raise _our_error(error, what) from None
         return self.client.call_with_retries(attempt, what)
 
@@ -224,8 +225,8 @@ class HatsLightCurves:
             return []
         return [(p.order, p.pixel) for p in found.get_healpix_pixels()]
 
-    def _row_filters(self, stars: Sequence[StarCone], filter_ids: Sequence[int]) -> list:
-        """pyarrow filters (DNF) keeping the rows in the stars' cones and the filters asked for."""
+    def _cone_ranges(self, stars: Sequence[StarCone]) -> np.ndarray:
+        """The order-29 pixel ranges ``[low, high)`` of a MOC of the stars' cones (mocpy)."""
         import astropy.units as u
         from mocpy import MOC
 
@@ -233,19 +234,30 @@ class HatsLightCurves:
                              lat=np.array([s.dec for s in stars]) * u.deg,
                              radius=np.array([s.radius_arcsec for s in stars]) * u.arcsec,
                              max_depth=_MOC_DEPTH, union_strategy="large_cones")
-        ranges = moc.to_depth29_ranges
+        return np.asarray(moc.to_depth29_ranges, dtype=np.uint64)
+
+    def _read_partition(self, pixel: tuple[int, int], ranges: np.ndarray,
+                        filter_ids: Sequence[int]) -> pd.DataFrame:
+        """The rows of one partition inside the cones and filters: only the needed columns,
+        and only the row groups whose ``_healpix_29`` statistics meet the cones (pyarrow
+        filters, limited to the ranges inside this partition so they stay short)."""
+        from hats.io import pixel_catalog_file
+        from hats.io.file_io import read_parquet_file_to_pandas
+        from hats.pixel_math import HealpixPixel
+
+        structure = self.structure()
+        order, number = pixel
+        shift = np.uint64(2 * (29 - order))
+        low, high = np.uint64(number) << shift, np.uint64(number + 1) << shift
+        inside = ranges[(ranges[:, 1] > low) & (ranges[:, 0] < high)]
         bands = ("filterid", "in", [int(b) for b in filter_ids])
-        return [[("_healpix_29", ">=", int(low)), ("_healpix_29", "<", int(high)), bands]
-                for low, high in ranges]
-
-    def _open(self, pixels: list[tuple[int, int]], filters: list):
-        """The catalog limited to some partitions, the needed columns and the rows filtered."""
-        import lsdb
-
-        # The main catalog itself, not the collection: the margin is not needed (the
-        # partitions are chosen by each star's whole cone) and is not opened.
-        return lsdb.open_catalog(self.structure().catalog_path, columns=list(HATS_COLUMNS),
-                                 filters=filters, search_filter=lsdb.PixelSearch(pixels))
+        filters = [[("_healpix_29", ">=", int(max(a, low))), ("_healpix_29", "<", int(min(b, high))),
+                    bands] for a, b in inside]
+        suffix = structure.catalog_info.npix_suffix
+        path = pixel_catalog_file(structure.catalog_path, HealpixPixel(order, number),
+                                  npix_suffix=suffix)
+        return read_parquet_file_to_pandas(path, is_dir=suffix == "/",
+                                           columns=list(HATS_COLUMNS), filters=filters)
 
     def read(self, stars: Sequence[StarCone], bands: Sequence[str]
              ) -> tuple[dict[str, pd.DataFrame | HatsError], dict[str, list[str]]]:
@@ -258,19 +270,13 @@ class HatsLightCurves:
         needed = sorted({pixel for found in pixels.values() for pixel in found})
         results: dict[tuple[int, int], pd.DataFrame | HatsError] = {}
         if needed:
-            filters = self._row_filters(stars, [FILTER_IDS[f"z{b}"] for b in bands])
-            try:
-                catalog = self._with_retries(lambda: self._open(needed, filters),
-                                             f"opening the ZTF HATS collection {self.url}")
-            except NetworkError as error:
-                catalog = HatsError(str(error))
+            ranges = self._cone_ranges(stars)
+            filter_ids = [FILTER_IDS[f"z{b}"] for b in bands]
 
             def read_one(pixel: tuple[int, int]) -> pd.DataFrame | HatsError:
-                if isinstance(catalog, HatsError):
-                    return catalog
                 try:
                     return self._with_retries(
-                        lambda: catalog.get_partition(*pixel).compute(progress_bar=False),
+                        lambda: self._read_partition(pixel, ranges, filter_ids),
                         f"ZTF HATS partition Norder={pixel[0]}/Npix={pixel[1]} of {self.url}")
                 except NetworkError as error:  # a partition that fails fails its stars only
                     return HatsError(str(error))
