@@ -37,8 +37,9 @@ from typing import Any
 import erfa
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from skyretriever.net import TRANSIENT_STATUS, HttpClient, NetworkError, TransientError
+from skyretriever.net import HttpClient, NetworkError, TransientError
 
 __all__ = ["HATS_COLUMNS", "HatsError", "HatsLightCurves", "StarCone", "heliocentric_delay",
            "hmjd_to_mjd"]
@@ -256,8 +257,17 @@ class HatsLightCurves:
         suffix = structure.catalog_info.npix_suffix
         path = pixel_catalog_file(structure.catalog_path, HealpixPixel(order, number),
                                   npix_suffix=suffix)
-        return read_parquet_file_to_pandas(path, is_dir=suffix == "/",
-                                           columns=list(HATS_COLUMNS), filters=filters)
+        files = [path]
+        if suffix == "/":
+            # A partition folder (Npix=N/part0.snappy.parquet): listed, and a listing that
+            # comes back empty (a failed request does, through s3fs) is tried again.
+            files = sorted((f for f in path.iterdir() if f.name.endswith(".parquet")),
+                           key=lambda f: f.name)
+            if not files:
+                raise TransientError(f"{path} listed no Parquet file")
+        frames = [read_parquet_file_to_pandas(f, is_dir=False, columns=list(HATS_COLUMNS),
+                                              filters=filters) for f in files]
+        return frames[0] if len(frames) == 1 else pd.concat(frames)
 
     def read(self, stars: Sequence[StarCone], bands: Sequence[str]
              ) -> tuple[dict[str, pd.DataFrame | HatsError], dict[str, list[str]]]:
@@ -298,47 +308,28 @@ class HatsLightCurves:
         return per_star, names
 
 
-_STATUS = re.compile(r"\((\d{3})\)|\b(\d{3}) (?:Too Many Requests|Service Unavailable|"
-                     r"Slow Down|Internal Server Error|Bad Gateway|Gateway Timeout)")
-_TRANSIENT_WORDS = ("(SlowDown)", "(TooManyRequests)", "(ServiceUnavailable)", "(InternalError)",
-                    "(RequestTimeout)", "SlowDown", "reduce your request rate", "Too Many Requests",
-                    "Service Unavailable", "payload is not completed", "Connection reset",
-                    "Server disconnected", "ConnectionReset", "Read timeout", "timed out",
-                    "Cannot connect", "IncompleteRead", "ContentLengthError")
-
-
 def _our_error(error: BaseException, what: str) -> NetworkError:
-    """A transient error (throttled, reset, timed out, cut short) or a final one, naming what.
+    """A final error when pyarrow could not parse what it read, else a transient one.
 
-    s3fs turns botocore's errors into ``OSError`` with the status in the message
-    ("An error occurred (503) ..."); aiohttp's resets and cut bodies come as its own
-    errors; a missing file may be a failed HEAD; anything else (pyarrow cannot parse
-    the file) is final.
+    Through s3fs and fsspec a throttled, reset or cut request surfaces in many
+    shapes (``OSError`` with the status in its message, aiohttp's errors, a
+    failed HEAD reported as a missing file, an empty listing, even a
+    ``TypeError`` from a list of results holding an exception): all are tried
+    again, and fail once the attempts are spent. A file pyarrow cannot parse
+    (not Parquet, a broken footer, a schema without the columns) fails at once.
     """
+    if isinstance(error, NetworkError):
+        return error
     chain, seen = [], error
     while seen is not None and len(chain) < 8:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    text = " | ".join(f"{type(e).__name__}: {e}" for e in chain)
     message = f"{what}: {' '.join(f'{type(error).__name__}: {error}'.split())[:300]}"
-    for match in _STATUS.finditer(text):
-        status = int(match.group(1) or match.group(2))
-        if status in TRANSIENT_STATUS:
-            return TransientError(message, status=status)
-    if any(isinstance(e, (ConnectionError, TimeoutError)) for e in chain) or any(
-            type(e).__module__.split(".")[0] in ("aiohttp", "botocore") for e in chain
-            if not _is_http_answer(e)) or any(word in text for word in _TRANSIENT_WORDS):
-        return TransientError(message)
-    if isinstance(error, FileNotFoundError):
-        # s3fs reports a throttled or reset HEAD (no body, no error code) as a missing file:
-        # tried again; a file really missing fails once the attempts are spent.
-        return TransientError(f"{message} (missing, or its HEAD request failed)")
-    return NetworkError(f"{message}: could not be read")
-
-
-def _is_http_answer(error: BaseException) -> bool:
-    """botocore's ClientError: the server answered (its status decides, above)."""
-    return type(error).__name__ == "ClientError"
+    if any(isinstance(e, (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError))
+           for e in chain):
+        return NetworkError(f"{message}: could not be read")
+    status = re.search(r"\((\d{3})\)", str(error))
+    return TransientError(message, status=int(status.group(1)) if status else None)
 
 
 def _objects_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
