@@ -172,6 +172,8 @@ def main() -> None:
     parser.add_argument("--bucket-latency", type=float, default=0.05)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--pixel-threshold", type=int, default=20_000)
+    parser.add_argument("--rows-per-group", type=int, default=1000,
+                        help="objects per Parquet row group (0: one group per file)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ztf-hats-bench-") as folder:
@@ -183,10 +185,11 @@ def main() -> None:
         table = pa.concat_tables([own, background(filler, args.background_epochs)]) \
             if filler else own
         build_ztf_collection(sky, root, table=table, pixel_threshold=args.pixel_threshold,
-                             highest_order=9)
+                             highest_order=9, rows_per_group=args.rows_per_group or None)
         partitions = len(list(root.rglob("part0.snappy.parquet")))
         size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-        print(f"collection: {table.num_rows:,} objects ({own.num_rows:,} of the {args.stars:,} "
+        print(f"collection ({args.rows_per_group or 'one row group'} objects per row group): "
+              f"{table.num_rows:,} objects ({own.num_rows:,} of the {args.stars:,} "
               f"catalog stars), {partitions} partitions, {size / 1e6:.0f} MB, built in "
               f"{time.perf_counter() - t0:.0f} s")
         del table, own

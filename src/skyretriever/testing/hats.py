@@ -83,7 +83,7 @@ def ztf_collection_table(sky: SimulatedSky) -> pa.Table:
 
 def build_ztf_collection(sky: SimulatedSky, root: Path | str, *, table: pa.Table | None = None,
                          pixel_threshold: int = 2_000, highest_order: int = 7,
-                         constant_order: int = -1) -> Path:
+                         constant_order: int = -1, rows_per_group: int | None = None) -> Path:
     """Write the sky's ZTF objects as a HATS collection with hats-import; return its folder.
 
     The collection is ``root / COLLECTION_PREFIX`` (so ``root`` is the bucket's
@@ -91,7 +91,9 @@ def build_ztf_collection(sky: SimulatedSky, root: Path | str, *, table: pa.Table
     ``objectid`` index: hats-import 0.10's index step wants dask 2025.3, the project
     pins a later one.) ``pixel_threshold`` (objects per partition) sets how
     finely the sky is split, unless ``constant_order`` (>= 0) fixes the partitions'
-    order. ``table`` replaces the sky's objects (benchmarks).
+    order. ``rows_per_group`` splits each partition file into Parquet row groups of that
+    many objects (``None``: one group), which readers filtering on ``_healpix_29``
+    skip. ``table`` replaces the sky's objects (benchmarks).
     """
     from dask.distributed import Client
     from hats_import.collection.arguments import CollectionArguments
@@ -111,6 +113,7 @@ def build_ztf_collection(sky: SimulatedSky, root: Path | str, *, table: pa.Table
                  output_artifact_name=CATALOG_NAME, pixel_threshold=pixel_threshold,
                  highest_healpix_order=highest_order, constant_healpix_order=constant_order,
                  npix_suffix="/",
+                 row_group_kwargs={"num_rows": rows_per_group} if rows_per_group else None,
                  npix_parquet_name="part0.snappy.parquet")
         .add_margin(margin_threshold=MARGIN_ARCSEC, is_default=True)
     )
