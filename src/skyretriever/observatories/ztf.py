@@ -83,10 +83,17 @@ from skyretriever.observatories.base import (
     register_observatory,
 )
 from skyretriever.observatories.runtime import RuntimeState
+from skyretriever.observatories.ztf_hats import (
+    HatsError,
+    HatsLightCurves,
+    StarCone,
+    heliocentric_delay,
+    hmjd_to_mjd,
+)
 from skyretriever.parameters import ParameterError, parameter
 
 __all__ = ["REQUIRED_COLUMNS", "ZTF_COLUMNS", "ZTF_QUALITY_PRESETS", "VirtualZTF", "ZtfAnswer",
-           "ZtfParameters", "read_ztf_csv"]
+           "ZtfParameters", "heliocentric_delay", "hmjd_to_mjd", "read_ztf_csv"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +114,7 @@ ZTF_START_MJD = 58194.0
 USER_VARIABLE = "SKYRETRIEVER_IRSA_USER"
 PASSWORD_VARIABLE = "SKYRETRIEVER_IRSA_PASSWORD"
 _MJD_J2000 = 51544.5
+
 _DAYS_PER_YEAR = 365.25
 _COLLECTION = re.compile(r"[A-Za-z0-9_]{1,64}")
 
@@ -150,6 +158,19 @@ class ZtfParameters(ObservatoryParameters, NetworkParameters):
     ids_per_request: int = parameter(
         100, "ZTF object ids asked for in one request.", critical=False, ge=1
     )
+    route: Literal["api", "hats"] = parameter(
+        "api", "Where the light curves come from: 'api' (IRSA's light-curve service, one "
+        "request per star or per ids_per_request ids) or 'hats' (IRSA's HATS Parquet "
+        "collection, read a batch of stars at a time).", critical=False,
+    )
+    hats_url: str = parameter(
+        "s3://ipac-irsa-ztf/contributed/dr23/lc/hats", "The ZTF light-curve HATS collection "
+        "(route 'hats'): s3://bucket/prefix (anonymous) or a local folder; recorded with the "
+        "data.", critical=False,
+    )
+    s3_endpoint_url: str | None = parameter(
+        None, "S3 endpoint of hats_url (a mirror or simulator); None for AWS.", critical=False,
+    )
     credentials_file: str | None = parameter(
         None, "netrc-format file with a 'machine <IRSA host> login ... password ...' entry "
         f"for non-public collections (else ${USER_VARIABLE} and ${PASSWORD_VARIABLE}).",
@@ -190,6 +211,8 @@ class ZtfAnswer:
     text: str
     provenance: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    #: The table itself (route ``hats``), in place of ``text``.
+    frame: pd.DataFrame | None = None
 
 
 class _Credentials:
@@ -285,7 +308,7 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
     #: What IRSA is asked for (bad_catflags_mask is applied by IRSA, at download), and the
     #: cone's radius (match_radius and position_epoch set it).
     download_parameters = ("collection", "bands", "time_range", "bad_catflags_mask",
-                           "match_radius", "position_epoch")
+                           "match_radius", "position_epoch", "route", "hats_url")
     QUALITY_PRESETS = ZTF_QUALITY_PRESETS
     split_columns = ("oid", "filter")
 
@@ -296,7 +319,7 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
 
     #: Attributes made at run time (client, credentials, the batch's answers); never pickled:
     #: worker processes reduce, they never download.
-    _RUNTIME = ("_credentials", "_credentials_key", "_answers", "_executor", "_lock")
+    _RUNTIME = ("_credentials", "_credentials_key", "_answers", "_executor", "_lock", "_hats")
 
     def _init_runtime(self) -> None:
         self._credentials: _Credentials | None = None
@@ -304,6 +327,15 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
         self._answers: dict[str, ZtfAnswer] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._hats: HatsLightCurves | None = None
+
+    def download_settings(self) -> dict[str, Any]:
+        """The download parameters; with ``route: hats`` also the route and the collection
+        (so its raw data, which has fewer columns, is never taken for the API's)."""
+        settings = super().download_settings()
+        if settings["route"] == "api":  # the hash of API downloads made before routes existed
+            del settings["route"], settings["hats_url"]
+        return settings
 
     # -- talking to IRSA ---------------------------------------------------------------------
     @property
@@ -413,8 +445,12 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
         """Ask IRSA for the objects of every row with a ``ztf_oid``, many ids per request.
 
         A request that fails gives its rows an error, so their downloads fail
-        with that reason (and the next run asks again).
+        with that reason (and the next run asks again). With ``route: hats`` every
+        row is answered from the HATS collection (:meth:`prepare_hats`).
         """
+        if self.pars.route == "hats":
+            self.prepare_hats(cat_rows)
+            return
         by_oid = [row for row in cat_rows if row.get("ztf_oid") is not None]
         oids = sorted({int(row["ztf_oid"]) for row in by_oid})
         chunks = [oids[i : i + self.pars.ids_per_request]
@@ -447,6 +483,64 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
         with self._lock:
             self._answers = found
 
+    # -- the HATS collection (route: hats) --------------------------------------------------------
+    def hats_collection(self) -> HatsLightCurves:
+        """The HATS collection of ``hats_url`` (opened once per process)."""
+        with self._lock:
+            key = (self.pars.hats_url, self.pars.s3_endpoint_url)
+            if self._hats is None or (self._hats.url, self._hats.endpoint_url) != key:
+                self._hats = HatsLightCurves(self.pars.hats_url, self.pars.s3_endpoint_url,
+                                             shared_client(self.pars.network_policy()))
+            return self._hats
+
+    def prepare_hats(self, cat_rows: list[dict[str, Any]]) -> None:
+        """Read the collection's partitions the batch's cones touch, each once, and keep
+        every row's objects and epochs for :meth:`fetch`."""
+        found = self._hats_answers(cat_rows)
+        with self._lock:
+            self._answers = found
+
+    def _hats_answers(self, cat_rows: list[dict[str, Any]]) -> dict[str, ZtfAnswer]:
+        """Each row's answer from the collection, filtered as IRSA filters the API's."""
+        pars = self.pars
+        collection = self.hats_collection()
+        cones = [StarCone(str(row["name"]), float(row["ra"]), float(row["dec"]),
+                          self.search_radius(row)) for row in cat_rows]
+        try:
+            tables, partitions = collection.read(cones, pars.bands)
+            release = pars.collection or collection.release
+        except NetworkError as error:
+            tables = {cone.name: error for cone in cones}
+            partitions, release = {}, pars.collection or "unknown (collection not opened)"
+        answers = {}
+        for row, cone in zip(cat_rows, cones):
+            params = self.query_params(row)
+            by_oid = row.get("ztf_oid") is not None
+            provenance = self._provenance(row, params, "catalog ztf_oid" if by_oid
+                                          else "position")
+            if by_oid:
+                provenance["query"]["ID"] = [str(int(row["ztf_oid"]))]
+            provenance.update({
+                "archive": "IRSA (HATS collection)", "route": "hats",
+                "hats_url": pars.hats_url, "data_release": release,
+                "partitions": partitions.get(cone.name, []),
+                "search_radius_arcsec": round(cone.radius_arcsec, 6)})
+            table = tables[cone.name]
+            if isinstance(table, (HatsError, NetworkError)):
+                answers[cone.name] = ZtfAnswer("", provenance, error=str(table))
+                continue
+            keep = np.ones(len(table), dtype=bool)
+            if pars.time_range is not None:
+                mjd = table["mjd"].to_numpy()
+                keep &= (mjd >= pars.time_range[0]) & (mjd <= pars.time_range[1])
+            if pars.bad_catflags_mask is not None:
+                keep &= (table["catflags"].to_numpy() & pars.bad_catflags_mask) == 0
+            if by_oid:
+                keep &= table["oid"].to_numpy() == int(row["ztf_oid"])
+            answers[cone.name] = ZtfAnswer("", provenance,
+                                           frame=table[keep].reset_index(drop=True))
+        return answers
+
     def _map(self, function, items: list) -> list:
         if len(items) <= 1:
             return [function(item) for item in items]
@@ -467,6 +561,8 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
         """
         with self._lock:
             answer = self._answers.pop(cat_row["name"], None)
+        if answer is None and self.pars.route == "hats":
+            answer = self._hats_answers([cat_row])[cat_row["name"]]
         if answer is None:
             if cat_row.get("ztf_oid") is not None:
                 params = self.query_params(ids=[int(cat_row["ztf_oid"])])
@@ -489,7 +585,10 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
         query = altdata.get("query") or {}
         asked = (f"ID={','.join(query['ID'])}" if query.get("ID") else
                  f"POS={query.get('POS')}")
-        frame = read_ztf_csv(fetched.text, where=f"IRSA's ZTF answer to {asked}")
+        if fetched.frame is not None:
+            frame = fetched.frame
+        else:
+            frame = read_ztf_csv(fetched.text, where=f"IRSA's ZTF answer to {asked}")
         self.check_answer_target(frame, altdata, asked)
         altdata["objects"] = [
             {"oid": int(oid), "filter": str(group["filtercode"].iloc[0]), "num_points": len(group)}
@@ -579,7 +678,9 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
         ``mag``/``mag_err`` are ZTF's PSF magnitudes (``magerr``), ``flux`` is
         made from them (AB, microjansky), ``quality`` is ``catflags``, ``filter``
         the ``filtercode``; ``hjd``, ``oid``, ``ra``, ``dec``, ``field``,
-        ``ccdid``, ``qid``, ``limitmag``, ``airmass`` and ``programid`` are kept.
+        ``ccdid``, ``qid``, ``limitmag``, ``airmass`` and ``programid`` are kept
+        (raw data of the ``hats`` route has no ``exptime``, which becomes NaN, nor
+        the last three; its ``ra``/``dec`` are each object's mean position).
         """
         rejected = self.rejected_objects(frame, altdata)
         if rejected:
@@ -592,13 +693,17 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
             "mag_err": frame["magerr"].to_numpy(dtype=float),
             "filter": frame["filtercode"].astype(str).to_numpy(),
             "quality": frame["catflags"].to_numpy(dtype=np.int64),
-            "exptime": frame["exptime"].to_numpy(dtype=float),
+            # The HATS collection has no exposure times (nor limitmag, airmass, programid).
+            "exptime": (frame["exptime"].to_numpy(dtype=float) if "exptime" in frame
+                        else np.full(len(frame), np.nan)),
             "oid": frame["oid"].to_numpy(dtype=np.int64),
         })
         for column in ("ra", "dec", "limitmag", "airmass"):
-            result[column] = frame[column].to_numpy(dtype=float)
+            if column in frame:
+                result[column] = frame[column].to_numpy(dtype=float)
         for column in ("field", "ccdid", "qid", "programid"):
-            result[column] = frame[column].to_numpy(dtype=np.int64)
+            if column in frame:
+                result[column] = frame[column].to_numpy(dtype=np.int64)
         return super().standardize(result, altdata)
 
 

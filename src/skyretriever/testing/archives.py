@@ -18,8 +18,10 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+from skyretriever.testing.hats import COLLECTION_PREFIX, HATS_BUCKET, HatsBucketService
 from skyretriever.testing.irsa import IrsaService
 from skyretriever.testing.mast import MastService
 from skyretriever.testing.s3 import BUCKET, S3Service
@@ -119,6 +121,21 @@ class SimulatedArchives:
     @property
     def catalogs(self) -> ArchiveServer:
         return self.servers["catalogs"]
+
+    def add_ztf_hats(self, root: Path | str, faults: Faults | None = None, port: int = 0
+                     ) -> ArchiveServer:
+        """Serve a folder as IRSA's ``ipac-irsa-ztf`` bucket (``ztf_hats``), where
+        :func:`~skyretriever.testing.hats.build_ztf_collection` wrote the collection."""
+        return self.add_server("ztf_hats", [HatsBucketService(root)], faults, port)
+
+    @property
+    def ztf_hats(self) -> ArchiveServer:
+        return self.servers["ztf_hats"]
+
+    def ztf_hats_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """Parameters that point a ZTF observatory's ``hats`` route at the simulated bucket."""
+        return {"route": "hats", "hats_url": f"s3://{HATS_BUCKET}/{COLLECTION_PREFIX}",
+                "s3_endpoint_url": self.ztf_hats.url, **overrides}
 
     def ztf_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Parameters that point a ZTF observatory at the simulated IRSA."""

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from skyretriever.healpix import angular_distance
+from skyretriever.observatories.ztf_hats import heliocentric_delay
 from skyretriever.testing.server import Reply, Request, Route, Service
 from skyretriever.testing.sky import SimulatedSky
 from skyretriever.testing.stars import SimulatedStar
@@ -144,7 +145,8 @@ def _observe(star: SimulatedStar, oid: int, band: str, field: int, ccdid: int, q
     table = {
         "oid": np.full(count, oid, dtype=np.int64),
         "expid": (times * 1e5).astype(np.int64) % 100_000_000,
-        "hjd": times + 2400000.5 + 0.003,
+        # Heliocentric: the light time along the star's direction (the HATS collection's hmjd).
+        "hjd": times + 2400000.5 + heliocentric_delay(times, star.ra, star.dec),
         "mjd": times, "mag": mag, "magerr": magerr, "catflags": catflags,
         "filtercode": np.full(count, band), "ra": ra, "dec": dec,
         "chi": np.round(rng.uniform(0.5, 1.5, count), 3),

@@ -71,30 +71,53 @@ class S3Service(Service):
             if request.arg("list-type") == "2":
                 return self._list(request)
             return _error(400, "InvalidRequest", "Only ListObjectsV2 is simulated", bucket)
-        data_uri = self.sky.cloud_keys.get(key)
-        content = self.sky.file_bytes(data_uri) if data_uri else None
+        content = self.content(key)
         if content is None:
             return _error(404, "NoSuchKey", "The specified key does not exist.", key)
         return Reply.file(content, content_type="binary/octet-stream",
                           headers={"x-amz-request-id": hashlib.sha256(key.encode())
                                    .hexdigest()[:16].upper()})
 
+    # -- what the bucket holds (subclasses serve other files) ---------------------------------
+    def keys(self, prefix: str) -> list[str]:
+        """The keys starting with ``prefix``, sorted."""
+        return sorted(k for k in self.sky.cloud_keys if k.startswith(prefix))
+
+    def size(self, key: str) -> int:
+        return self.sky.file_size(self.sky.cloud_keys[key])
+
+    def content(self, key: str) -> bytes | None:
+        """The bytes of a key, ``None`` if there is no such key."""
+        data_uri = self.sky.cloud_keys.get(key)
+        return self.sky.file_bytes(data_uri) if data_uri else None
+
     def _list(self, request: Request) -> Reply:
         prefix = request.arg("prefix", "") or ""
+        delimiter = request.arg("delimiter", "") or ""
         limit = int(request.arg("max-keys", "1000") or 1000)
-        keys = sorted(k for k in self.sky.cloud_keys if k.startswith(prefix))
+        keys, folders = [], []
+        for key in self.keys(prefix):
+            rest = key[len(prefix):]
+            if delimiter and delimiter in rest:
+                folder = prefix + rest.split(delimiter, 1)[0] + delimiter
+                if not folders or folders[-1] != folder:
+                    folders.append(folder)
+            else:
+                keys.append(key)
         shown = keys[:limit]
         contents = "".join(
-            f"<Contents><Key>{escape(key)}</Key><Size>{self.sky.file_size(self.sky.cloud_keys[key])}"
+            f"<Contents><Key>{escape(key)}</Key><Size>{self.size(key)}"
             "</Size><StorageClass>STANDARD</StorageClass></Contents>"
             for key in shown
         )
+        common = "".join(f"<CommonPrefixes><Prefix>{escape(folder)}</Prefix></CommonPrefixes>"
+                         for folder in folders)
         body = (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
             '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
             f"<Name>{self.bucket}</Name><Prefix>{escape(prefix)}</Prefix>"
-            f"<KeyCount>{len(shown)}</KeyCount><MaxKeys>{limit}</MaxKeys>"
+            f"<KeyCount>{len(shown) + len(folders)}</KeyCount><MaxKeys>{limit}</MaxKeys>"
             f"<IsTruncated>{'true' if len(keys) > limit else 'false'}</IsTruncated>"
-            f"{contents}</ListBucketResult>"
+            f"{contents}{common}</ListBucketResult>"
         )
         return Reply(body=body.encode(), content_type=_XML)
