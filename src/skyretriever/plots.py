@@ -909,7 +909,7 @@ def _plot_volunteers_box(detection: Detection, session: Any = None) -> Figure:
         if session is None:
             session = stack.enter_context(Session())
         raw = queries.source_cutouts(session, detection.source_id, detection.observatory or "aia")
-        source = session.get(Source, detection.source_id)
+        source = queries.by_id(session, Source, detection.source_id)
         name = source.name if source is not None else str(detection.source_id)
         if raw is None or "fits" not in extra:
             raise ValueError(f"detection {detection.id} of {name!r}: no cutouts to show it on")
