@@ -1190,6 +1190,21 @@ def write_tables(
                     mtime_ns=status.st_mtime_ns)
 
 
+def _checked_product(relative: str, checksum: str | None, file_size: int | None) -> Path:
+    """The product file's path, after checking its size and SHA-256 against its row."""
+    _refuse_after_disk_full()
+    path = full_path(relative)
+    if checksum is not None or file_size is not None:
+        if not path.exists():
+            raise StorageError(f"product file {str(path)!r} is missing")
+        if not verify_file(path, checksum, file_size):
+            raise ChecksumError(
+                f"product file {str(path)!r} does not match the checksum in its database "
+                "row (changed or damaged on disk); the next run will make it again"
+            )
+    return path
+
+
 def read_table(
     relative: str, key: str, checksum: str | None = None, file_size: int | None = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -1202,16 +1217,7 @@ def read_table(
     ChecksumError
         If the file's size or SHA-256 differs from what the database holds.
     """
-    _refuse_after_disk_full()
-    path = full_path(relative)
-    if checksum is not None or file_size is not None:
-        if not path.exists():
-            raise StorageError(f"product file {str(path)!r} is missing")
-        if not verify_file(path, checksum, file_size):
-            raise ChecksumError(
-                f"product file {str(path)!r} does not match the checksum in its database "
-                "row (changed or damaged on disk); the next run will make it again"
-            )
+    path = _checked_product(relative, checksum, file_size)
     try:
         with h5py.File(path, "r") as handle:
             if key not in handle:
@@ -1304,16 +1310,7 @@ def read_arrays(relative: str, key: str | None = None, checksum: str | None = No
     ChecksumError
         If the file's size or SHA-256 differs from what the database holds.
     """
-    _refuse_after_disk_full()
-    path = full_path(relative)
-    if checksum is not None or file_size is not None:
-        if not path.exists():
-            raise StorageError(f"product file {str(path)!r} is missing")
-        if not verify_file(path, checksum, file_size):
-            raise ChecksumError(
-                f"product file {str(path)!r} does not match the checksum in its database "
-                "row (changed or damaged on disk); the next run will make it again"
-            )
+    path = _checked_product(relative, checksum, file_size)
     meta_name = _METADATA_SUFFIX.lstrip(".")
     try:
         with h5py.File(path, "r") as handle:
