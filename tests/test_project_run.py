@@ -33,11 +33,11 @@ class FlakyDemoObs(VirtualDemoObs):
     failing: ClassVar[set[str]] = set()
     calls: ClassVar[Counter] = Counter()
 
-    def download_from_observatory(self, cat_row: dict[str, Any]):
+    def fetch(self, cat_row: dict[str, Any]):
         type(self).calls[cat_row["name"]] += 1
         if cat_row["name"] in self.failing:
             raise ConnectionError(f"archive refused {cat_row['name']}")
-        return super().download_from_observatory(cat_row)
+        return super().fetch(cat_row)
 
 
 @pytest.fixture

@@ -54,10 +54,10 @@ class RefusingDemoObs(VirtualDemoObs):
     name = "refusing"
     refused: ClassVar[set[str]] = set()
 
-    def download_from_observatory(self, cat_row: dict[str, Any]):
+    def fetch(self, cat_row: dict[str, Any]):
         if cat_row["name"] in self.refused:
             raise ConnectionError(f"archive refused {cat_row['name']}")
-        return super().download_from_observatory(cat_row)
+        return super().fetch(cat_row)
 
 
 def _catalog(tmp_path: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -129,6 +130,32 @@ def test_the_same_tables_always_give_the_same_bytes(data_root):
     two = write_tables("T/RA001/e.h5", {"k": (big, {})})
     assert one.checksum == two.checksum
     assert read_table(two.filename, "k", two.checksum)[0].equals(big)
+
+
+def test_the_fast_writer_gives_the_bytes_of_h5py_own_api(data_root):
+    """Small tables skip HDF5's compound conversion and h5py's attribute layer: the file
+    must still be the one h5py's ordinary calls make (any reader sees the same thing)."""
+    import h5py
+
+    frame = _frame()
+    frame.attrs["units"] = {"mjd": "d"}              # the units a table carries are not stored
+    info = write_tables("T/RA001/f.h5", {"k": (frame, {"a": 1}), "l": (frame.iloc[:2], None)})
+    with h5py.File("expected", "w", driver="core", backing_store=False) as handle:
+        for key, table, metadata in (("k", frame, {"a": 1}), ("l", frame.iloc[:2], {})):
+            records, kinds = storage._frame_to_records(table)
+            properties = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            properties.set_obj_track_times(False)
+            dataset = h5py.h5d.create(handle.id, key.encode(), h5py.h5t.py_create(
+                records.dtype, logical=True), h5py.h5s.create_simple((len(records),)),
+                dcpl=properties)
+            dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, records)          # converted by HDF5
+            text = json.dumps(metadata)
+            h5py.Dataset(dataset).attrs[storage._DESCRIPTION] = (
+                f'{json.dumps({"columns": kinds})[:-1]}, "metadata": {text}}}')
+        handle.flush()
+        expected = handle.id.get_file_image()
+    assert storage.full_path(info.filename).read_bytes() == expected
+    assert read_table(info.filename, "l")[0].equals(frame.iloc[:2].reset_index(drop=True))
 
 
 def test_temporary_files_live_in_a_folder_per_writer_and_dead_ones_are_cleared(data_root):

@@ -117,6 +117,9 @@ class QualityChecker:
             too_few = (n - flags.sum()) < pars.min_points
             apply("min_points", np.full(n, too_few))
         result = frame.copy()
+        # The analysis's own working copy: without the units in ``attrs``, which pandas
+        # would deep-copy into every column and slice the finders take of it.
+        result.attrs = {}
         result["qflag"] = flags
         return result, counts
 

@@ -383,6 +383,8 @@ class VirtualObservatory(abc.ABC):
         What :meth:`reduce` does after :meth:`standardize`; observatories of other
         data types (image cutouts) call it on the photometry they make.
         """
+        # Each light curve gets its own units: none are deep-copied into every slice meanwhile.
+        frame.attrs = {}
         quality = frame["quality"].to_numpy(dtype=np.int64)
         frame["qflag"] = (quality & self.quality_mask) != 0
         ordered, bounds = self._split(frame)

@@ -87,10 +87,26 @@ class VirtualDemoObs(VirtualObservatory):
     QUALITY_PRESETS = {"none": 0, "default": BAD_EPOCH_BIT, "hard": BAD_EPOCH_BIT,
                        "hardest": 0xFFFFFFFF}
 
+    def fetch(self, cat_row: dict[str, Any]) -> dict[str, Any]:
+        """The archive's answer time (on a download thread), and what the data is made from.
+
+        Like a real archive's files, the table is made in a worker process
+        (:meth:`parse`), not on the driver's download threads, and only the
+        source's name and magnitude travel there.
+        """
+        if self.pars.wait_time:
+            time.sleep(self.pars.wait_time)
+        return {"name": str(cat_row["name"]), "mag": cat_row.get("mag")}
+
+    def parse(self, fetched: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
+        """The source's synthetic table and provenance, from what :meth:`fetch` returned."""
+        return self._synthesize(fetched)
+
     def download_from_observatory(self, cat_row: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
+        return self.parse(self.fetch(cat_row))
+
+    def _synthesize(self, cat_row: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
         pars = self.pars
-        if pars.wait_time:
-            time.sleep(pars.wait_time)
         name = str(cat_row["name"])
         rng = _source_rng(name, pars.seed)
         altdata = {"archive": "demo", "seed": pars.seed}
