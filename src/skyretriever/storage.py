@@ -1176,8 +1176,7 @@ def write_tables(
     # HDF5 builds the file in memory and Python writes its bytes: a full disk then fails
     # a plain write, never HDF5's own (after which HDF5 crashes the process at exit).
     try:
-        with h5py.File(f"{final.name}.in-memory", "w", driver="core",
-                       backing_store=False) as handle:
+        with _memory_file(f"{final.name}.in-memory") as (handle, image):
             for key, (frame, metadata) in tables.items():
                 records, kinds = _frame_to_records(frame)
                 dataset = _create_dataset(handle, key, records, filters)
@@ -1191,8 +1190,7 @@ def write_tables(
                                           data=np.frombuffer(text.encode(), dtype=np.uint8))
                     description = f"{columns}}}"
                 _write_text_attribute(dataset, _DESCRIPTION, description)
-            handle.flush()
-            image = handle.id.get_file_image()
+        image = image[0]
     except Exception as error:
         full = disk_full_from(error, data_root()) if is_disk_full(error) else None
         if full is None:
@@ -1206,6 +1204,35 @@ def write_tables(
         status = temporary.stat()           # the rename keeps the inode, its size and time
     return FileInfo(filename=str(relative), checksum=checksum, file_size=status.st_size,
                     mtime_ns=status.st_mtime_ns)
+
+
+#: File access and creation properties of an in-memory HDF5 file, as h5py makes them, by
+#: process (made once: h5py's ``File()`` builds them again for every file).
+_MEMORY_FILE_PROPERTIES: dict[int, tuple[Any, Any]] = {}
+
+
+@contextlib.contextmanager
+def _memory_file(name: str) -> Iterator[tuple[h5py.Group, list[bytes]]]:
+    """An HDF5 file in memory: yields its root group and a list that gets the file's bytes.
+
+    The same file as ``h5py.File(name, "w", driver="core", backing_store=False)``
+    with its properties made once per process.
+    """
+    properties = _MEMORY_FILE_PROPERTIES.get(os.getpid())
+    if properties is None:
+        with h5py.File(name, "w", driver="core", backing_store=False) as handle:
+            properties = (handle.id.get_access_plist(), handle.id.get_create_plist())
+        _MEMORY_FILE_PROPERTIES[os.getpid()] = properties
+    access, creation = properties
+    file_id = h5py.h5f.create(name.encode("utf-8"), h5py.h5f.ACC_TRUNC, fapl=access,
+                              fcpl=creation)
+    try:
+        image: list[bytes] = []
+        yield h5py.Group(h5py.h5g.open(file_id, b"/")), image
+        h5py.h5f.flush(file_id)
+        image.append(file_id.get_file_image())
+    finally:
+        file_id.close()
 
 
 def _checked_product(relative: str, checksum: str | None, file_size: int | None) -> Path:
