@@ -87,6 +87,10 @@ class QualityChecker:
     def check(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
         """Return a copy of ``frame`` with ``qflag`` updated, and the epochs each check flagged."""
         pars = self.pars
+        # The analysis's own working copy, without the units in ``attrs``: pandas would
+        # deep-copy them into every column and slice taken here and by the finders.
+        frame = frame.copy()
+        frame.attrs = {}
         n = len(frame)
         flags = np.zeros(n, dtype=bool)
         counts: dict[str, int] = {}
@@ -116,19 +120,18 @@ class QualityChecker:
         if pars.min_points:
             too_few = (n - flags.sum()) < pars.min_points
             apply("min_points", np.full(n, too_few))
-        result = frame.copy()
-        # The analysis's own working copy: without the units in ``attrs``, which pandas
-        # would deep-copy into every column and slice the finders take of it.
-        result.attrs = {}
-        result["qflag"] = flags
-        return result, counts
+        frame["qflag"] = flags
+        return frame, counts
 
     def _saturated(self, frame: pd.DataFrame) -> np.ndarray:
         """Epochs brighter than the saturation limit of their filter."""
         limits = self.pars.saturation_mag
-        bands = (frame["filter"].astype(str).to_numpy() if "filter" in frame
-                 else np.full(len(frame), "*"))
-        limit = np.array([limits.get(band, limits.get("*", -np.inf)) for band in bands])
+        default = limits.get("*", -np.inf)
+        if "filter" in frame:   # a limit per distinct filter, not per epoch
+            codes, bands = pd.factorize(frame["filter"].astype(str))
+            limit = np.array([limits.get(band, default) for band in bands] + [default])[codes]
+        else:
+            limit = np.full(len(frame), default)
         with np.errstate(invalid="ignore"):
             return frame["mag"].to_numpy(dtype=float) < limit
 
