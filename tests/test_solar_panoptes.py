@@ -33,8 +33,9 @@ PASSWORD = "s3cret-Pa55word"
 QUICK = NetworkPolicy(max_attempts=3, backoff=0.0, timeout=10.0)
 
 
-def subject_folder(folder, subjects: int = 7, frames: int = 2):
-    """A subject-set folder as ``zooniverse export`` writes it: small PNGs and a manifest."""
+def subject_folder(folder, subjects: int = 7, frames: int = 2, key_column: str = "#subject_key"):
+    """A subject-set folder as ``zooniverse export`` writes it: small PNGs and a manifest
+    (``key_column`` ``%source``: as for light curves, a subject per source)."""
     rng = np.random.default_rng(5)
     rows = []
     for number in range(subjects):
@@ -46,12 +47,12 @@ def subject_folder(folder, subjects: int = 7, frames: int = 2):
             Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
                 folder / name)
             row[f"frame_{frame}"] = name
-        rows.append({**row, "#subject_key": key, "%event": "SOL2020-06-07", "#frames": frames})
+        rows.append({**row, key_column: key, "%event": "SOL2020-06-07", "#frames": frames})
     with open(folder / "manifest.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return [row["#subject_key"] for row in rows]
+    return [row[key_column] for row in rows]
 
 
 @pytest.fixture
@@ -114,6 +115,7 @@ def test_the_real_panoptes_client_uploads_each_subject_once_with_its_files(
         next(iter(service.subject_sets))
 
 
+@pytest.mark.slow
 def test_an_upload_killed_midway_is_finished_by_the_next_run_without_duplicates(
         panoptes, tmp_path):
     server, service, project = panoptes
@@ -149,7 +151,7 @@ def test_credentials_come_from_the_environment_or_the_panoptes_file_and_are_neve
         panoptes, tmp_path, monkeypatch):
     server, service, project = panoptes
     folder = tmp_path / "subjects"
-    subject_folder(folder, subjects=2)
+    keys = subject_folder(folder, subjects=2, key_column="%source")
     monkeypatch.setenv("PANOPTES_PASSWORD", "wrong-" + PASSWORD)
     with pytest.raises(ZooniverseError, match="login at .* failed: Invalid email or password") \
             as refused:
@@ -165,6 +167,9 @@ def test_credentials_come_from_the_environment_or_the_panoptes_file_and_are_neve
     config.write_text(f"endpoint: {server.url}\nusername: jethunter\npassword: {PASSWORD}\n")
     assert panoptes_credentials() == ("jethunter", PASSWORD, server.url)
     assert upload_subject_set(folder, project, "jets", policy=QUICK)["uploaded"] == 2
+    # Subjects of light curves are known by their source: the second run sends nothing.
+    assert upload_subject_set(folder, project, "jets", policy=QUICK)["already"] == 2
+    assert sorted(s["metadata"]["%source"] for s in service.subjects.values()) == keys
     # A file over Zooniverse's 1 MiB is refused before anything is sent.
     (folder / "SOL2020-06-07_304_0001" / "0.png").write_bytes(b"x" * (1024 * 1024 + 1))
     with pytest.raises(ZooniverseError, match="at most 1 MiB"):
