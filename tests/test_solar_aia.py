@@ -261,6 +261,7 @@ def test_the_jsoc_email_is_in_no_file_row_error_or_log_line(
     reasons = " ".join(reason for _, reason in summary.failures)
     assert "has not been validated or registered" in reasons and "<notify email>" in reasons
     assert "URL for request" in caplog.text  # drms' debug log (with the URLs) was captured
+    assert "requester=" not in caplog.text  # drms sends the email's local part otherwise
     secrets = [EMAIL, unknown, "user%40example.org", "someone.else%40example.org"]
     for secret in secrets:
         assert secret not in caplog.text and secret not in reasons

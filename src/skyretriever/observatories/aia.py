@@ -339,8 +339,9 @@ class VirtualAIA(RuntimeState, VirtualObservatory):
         email = self._notify()
         try:
             export = self._call_drms(f"JSOC export request at {self.pars.jsoc_url}", lambda: (
+                # requester=False: drms would send the email's local part as the requester.
                 self._drms().export(ds, method="url", protocol="fits", email=email,
-                                    process=process)))
+                                    process=process, requester=False)))
         except HttpError as error:  # its URL carries the email
             raise HttpError(_HIDDEN.redact(str(error)), error.status, "") from None
         try:
