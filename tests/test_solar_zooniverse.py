@@ -77,8 +77,8 @@ def browser(tmp_path_factory):
 
 def check_event_pages(browser, index, found) -> None:
     """The jet's page in a browser: its movie, the volunteers' table (agreement, number)
-    and the consensus boxes drawn on their frames; the other event's page: its movie and no
-    box."""
+    and the consensus boxes drawn on their frames; the other event's page (its movie
+    removed): its frames and no box."""
     from PIL import Image
 
     with Session() as session:
@@ -117,7 +117,10 @@ def check_event_pages(browser, index, found) -> None:
     other = next(name for ident, name in names.items() if ident != source_id)
     browser.open((page.parent / f"{storage.sanitize_name(other)}.html").resolve().as_uri())
     assert browser.problems() == []
-    assert browser.evaluate("document.getElementById('event-movie-304').naturalWidth") == 200
+    assert browser.evaluate("document.getElementById('event-movie-304')") is None
+    frames = browser.evaluate("Array.from(document.querySelectorAll('img.event-frame'))"
+                              ".map(i => i.complete && i.naturalWidth)")
+    assert frames == [200] * 7  # its 7 frames (up to 8 are shown)
     assert "No box that volunteers agree on" in browser.evaluate("document.body.textContent")
 
 
@@ -161,6 +164,11 @@ def test_export_import_gives_the_known_jet_in_solar_coordinates(solar_project, t
     assert "volunteers (agreement" in figure.axes[0].get_title()
     assert figure.axes[0].patches[0].get_xy().shape == (5, 2)  # a closed four-corner box
     assert (tmp_path / "jet.png").stat().st_size > 1000
+    # The other event without its movie: its page shows its frames instead.
+    obs = solar_project.observatories["aia"]
+    (other_raw,) = [raw for source, raw in _event_cutouts(solar_project)
+                    if source.id != found[0].source_id]
+    (storage.full_path(obs.images_folder(other_raw)) / "movie_304.png").unlink()
     index = write_report(solar_project, tmp_path / "report")
     assert (index.parent / "detections" / f"{found[0].id}.png").stat().st_size > 1000
     check_event_pages(browser, index, found)
