@@ -4,6 +4,7 @@ never sent twice), deadlines, the services' failures and faults, on SQLite and P
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -24,29 +25,18 @@ from skyretriever.database import Session
 from skyretriever.models import CutoutJob, RawCutouts
 from skyretriever.observatories.aia import CutoutJobFailed, VirtualAIA
 from skyretriever.parameters import ParameterError
-from skyretriever.testing.aia import JsocService, SswService
-from skyretriever.testing.hek import HekService, SolarEvent
-from skyretriever.testing.server import ArchiveServer, Faults
-
-EMAIL = "user@example.org"
-JET = SolarEvent("jet1", "2020-06-07T21:30:00", "2020-06-07T21:36:00", 612.0, 318.0,
-                 width=48.0, height=30.0)
-OTHER = SolarEvent("jet2", "2020-06-07T23:00:00", "2020-06-07T23:04:00", -700.0, -250.0)
-QUICK = {"max_attempts": 4, "backoff": 0.0, "timeout": 5.0, "poll_interval": 0.05,
-         "poll_interval_max": 0.2, "padding": [1, 1], "cadence": 60}
+from skyretriever.testing.server import Faults
+from tests.solar_support import EMAIL, JET, QUICK, aia_settings, hek_catalog, solar_services
 
 
 @pytest.fixture
 def services():
-    events = [JET, OTHER]
-    hek, jsoc, ssw = HekService(events), JsocService(events), SswService(events)
-    with ArchiveServer([hek, jsoc, ssw]) as server:
-        yield server, jsoc, ssw
+    with solar_services() as running:
+        yield running
 
 
 def event_rows(server, tmp_path) -> list[dict]:
-    return Catalog(kind="hek", hek_url=server.url + "/hek/her", cache_dir=str(tmp_path / "c"),
-                   time_range=["2020-06-07", "2020-06-08"]).get_rows()
+    return Catalog(**hek_catalog(server, tmp_path)).get_rows()
 
 
 def aia(server, route: str, **kwargs) -> VirtualAIA:
@@ -243,3 +233,43 @@ def test_an_event_with_no_coverage_is_a_recorded_empty_result(
     assert raw.is_empty and raw.num_frames == 0 and raw.filename is None
     job = aia(server, route).job(row)
     assert job["state"] == "done" and job["files"] == []
+
+
+def test_the_jsoc_email_is_in_no_file_row_error_or_log_line(
+        project_factory, services, data_root, tmp_path, caplog, monkeypatch):
+    from skyretriever.models.base import Base
+
+    server, jsoc, _ = services
+    caplog.set_level(logging.DEBUG)
+    # Each export request fails once first: the error paths are taken too.
+    server.faults = Faults(unavailable_rate=1.0, faults_per_request=1, retry_after=0,
+                           paths=("/cgi-bin/ajax/jsoc_fetch",))
+    project = project_factory(obs_names=["aia"], catalog_kwargs=hek_catalog(server, tmp_path),
+                              aia=aia_settings(server, "jsoc", notify=EMAIL))
+    assert project.run().counts["done"] == 2 and len(jsoc.submitted) == 2
+    settings = project.output_folder / "settings.yaml"
+    assert "notify: null" in settings.read_text()
+    # From the environment, an email JSOC does not know (asking for other cutouts than those
+    # downloaded): refused, its reason shown without the email.
+    unknown = "someone.else@example.org"
+    monkeypatch.setenv("SKYRETRIEVER_JSOC_EMAIL", unknown)
+    refused = project_factory(name="from_env", obs_names=["aia"],
+                              catalog_kwargs=hek_catalog(server, tmp_path),
+                              aia=aia_settings(server, "jsoc", wavelengths=[171]))
+    summary = refused.run()
+    assert summary.counts["failed"] == 2
+    reasons = " ".join(reason for _, reason in summary.failures)
+    assert "has not been validated or registered" in reasons and "<notify email>" in reasons
+    assert "URL for request" in caplog.text  # drms' debug log (with the URLs) was captured
+    assert "requester=" not in caplog.text  # drms sends the email's local part otherwise
+    secrets = [EMAIL, unknown, "user%40example.org", "someone.else%40example.org"]
+    for secret in secrets:
+        assert secret not in caplog.text and secret not in reasons
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert not [s for s in secrets if s.encode() in content], path
+    with Session() as session:
+        for table in Base.metadata.sorted_tables:
+            rows = repr(session.execute(sa.select(table)).all())
+            assert not [s for s in secrets if s in rows], table.name

@@ -10,7 +10,7 @@ import pytest
 MODULES = ["skyretriever.catalogs.hek", "skyretriever.observatories.aia",
            "skyretriever.models.solar", "skyretriever.solar.images", "skyretriever.zooniverse",
            "skyretriever.testing.hek", "skyretriever.testing.aia",
-           "skyretriever.testing.zooniverse"]
+           "skyretriever.testing.zooniverse", "skyretriever.testing.panoptes"]
 
 
 @pytest.mark.parametrize("name", MODULES)

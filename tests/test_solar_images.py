@@ -14,38 +14,45 @@ from PIL import Image
 from skyretriever import storage
 from skyretriever.checker import check_project
 from skyretriever.database import Session
-from skyretriever.models import Properties, RawCutouts, Source, SourceRawData
+from skyretriever.models import CutoutJob, Properties, RawCutouts, Source, SourceRawData
 from skyretriever.solar.images import MAX_IMAGE_BYTES, ImageMapping, render_frame
-from skyretriever.testing.aia import JsocService, SswService, aia_cutout
-from skyretriever.testing.hek import HekService, SolarEvent
-from skyretriever.testing.server import ArchiveServer
-
-JET = SolarEvent("jet1", "2020-06-07T21:30:00", "2020-06-07T21:36:00", 612.0, 318.0,
-                 width=48.0, height=30.0)
-OTHER = SolarEvent("jet2", "2020-06-07T23:00:00", "2020-06-07T23:04:00", -700.0, -250.0)
-QUICK = {"max_attempts": 4, "backoff": 0.0, "timeout": 5.0, "poll_interval": 0.05,
-         "poll_interval_max": 0.2, "padding": [1, 1], "cadence": 60}
+from skyretriever.testing.aia import aia_cutout
+from tests.solar_support import EMAIL, JET, aia_settings, hek_catalog, solar_services
 
 
 @pytest.fixture
 def services():
-    events = [JET, OTHER]
-    jsoc, ssw = JsocService(events), SswService(events)
-    with ArchiveServer([HekService(events), jsoc, ssw]) as server:
-        yield server, jsoc, ssw
+    with solar_services() as running:
+        yield running
+
+
+def _image_files(data_root) -> dict[str, tuple[int, int]]:
+    """Every file under the projects' AIA image folders: (inode, mtime) by relative path."""
+    return {str(path.relative_to(data_root)): (path.stat().st_ino, path.stat().st_mtime_ns)
+            for path in (data_root / "projects").rglob("*") if path.is_file()
+            and "AIA_images" in str(path)}
+
+
+def _table_rows() -> dict[str, list]:
+    """The rows' keys; the properties by content (the pipeline writes an event's analysis
+    again on every run, with the same values)."""
+    with Session() as session:
+        rows = {model.__tablename__: sorted(session.execute(sa.select(
+                    *model.__table__.primary_key.columns)).tuples().all())
+                for model in (Source, RawCutouts, SourceRawData, CutoutJob)}
+        rows["properties"] = sorted(session.execute(sa.select(
+            Properties.source_id, Properties.extra)).tuples().all(), key=str)
+    return rows
 
 
 @pytest.mark.parametrize("route", ["jsoc", "ssw"])
 def test_a_project_of_events_downloads_cutouts_and_makes_images_and_movies(
-        project_factory, services, tmp_path, route):
+        project_factory, services, data_root, tmp_path, route):
     server, jsoc, ssw = services
     project = project_factory(
         obs_names=["aia"],
-        catalog_kwargs={"kind": "hek", "hek_url": server.url + "/hek/her",
-                        "time_range": ["2020-06-07", "2020-06-08"],
-                        "cache_dir": str(tmp_path / "c")},
-        aia={"route": route, "jsoc_url": server.url, "ssw_url": server.url,
-             "notify": "user@example.org", "wavelengths": [171, 304], **QUICK})
+        catalog_kwargs=hek_catalog(server, tmp_path),
+        aia=aia_settings(server, route, notify=EMAIL, wavelengths=[171, 304]))
     summary = project.run()
     assert summary.failures == [] and summary.counts["done"] == 2
     with Session() as session:
@@ -79,12 +86,28 @@ def test_a_project_of_events_downloads_cutouts_and_makes_images_and_movies(
     y, x = np.nonzero(red >= 0.95 * red.max())
     tx, ty = mapping.to_world(x.mean(), y.mean())
     assert abs(tx - JET.hpc_x) <= 2.0 and abs(ty - JET.hpc_y) <= 2.0
-    # A second run finds everything done: no job, no file asked for again.
+    # A second run finds everything done: no job, no file asked for again, no image made
+    # again (each file the same inode and time), no row added.
+    made, rows = _image_files(data_root), _table_rows()
+    assert len([name for name in made if name.endswith("/reduction.json")]) == 2
     server.reset_stats()
     again = project.run()
     assert again.counts.get("downloaded", 0) == 0 and server.count() == 0
     assert len((jsoc if route == "jsoc" else ssw).submitted) == 2
+    assert _image_files(data_root) == made and _table_rows() == rows
     assert check_project(project).clean
+    if route == "ssw":
+        # Another scaling: every image is made again (new files, other pixels).
+        frame = folder / middle["image"]
+        asinh = np.asarray(Image.open(frame))
+        scaled = project_factory(
+            obs_names=["aia"], catalog_kwargs=hek_catalog(server, tmp_path),
+            aia=aia_settings(server, route, notify=EMAIL, wavelengths=[171, 304],
+                             scaling="log"))
+        assert scaled.run(redo=True).counts["done"] == 2
+        remade = _image_files(data_root)
+        assert set(remade) == set(made) and all(remade[name] != made[name] for name in made)
+        assert not np.array_equal(np.asarray(Image.open(frame)), asinh)
 
 
 def test_pixel_world_pixel_round_trip_is_exact_and_the_mapping_is_stored(tmp_path):
@@ -141,13 +164,10 @@ def test_sigkill_of_a_run_while_jobs_pend_then_the_next_run_finishes_and_check_i
     import sys
     import time
 
-    from skyretriever.models import CutoutJob
 
     server, _, ssw = services
     ssw.never_finish = True
-    catalog = {"kind": "hek", "hek_url": server.url + "/hek/her",
-               "time_range": ["2020-06-07", "2020-06-08"], "cache_dir": str(tmp_path / "c")}
-    aia = {"route": "ssw", "ssw_url": server.url, **QUICK}
+    catalog, aia = hek_catalog(server, tmp_path), aia_settings(server)
     script = _KILLED_PROJECT.format(catalog=catalog, aia=aia)
     child = subprocess.Popen([sys.executable, "-c", script, database_url, str(data_root)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

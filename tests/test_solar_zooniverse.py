@@ -18,8 +18,7 @@ from skyretriever.models import Detection, Lightcurve, Source
 from skyretriever.plots import plot_detection
 from skyretriever.report import write_report
 from skyretriever.solar.images import MAX_IMAGE_BYTES, ImageMapping
-from skyretriever.testing.aia import SswService
-from skyretriever.testing.hek import HekService, SolarEvent
+from skyretriever.testing.panoptes import PanoptesService
 from skyretriever.testing.server import ArchiveServer
 from skyretriever.testing.zooniverse import classification_export
 from skyretriever.zooniverse import (
@@ -30,23 +29,14 @@ from skyretriever.zooniverse import (
     import_classifications,
     split_frames,
 )
-
-JET = SolarEvent("jet1", "2020-06-07T21:30:00", "2020-06-07T21:36:00", 612.0, 318.0,
-                 width=48.0, height=30.0)
-OTHER = SolarEvent("jet2", "2020-06-07T23:00:00", "2020-06-07T23:04:00", -700.0, -250.0)
-QUICK = {"max_attempts": 4, "backoff": 0.0, "timeout": 5.0, "poll_interval": 0.05,
-         "poll_interval_max": 0.2, "padding": [1, 1], "cadence": 60}
+from tests.solar_support import JET, aia_settings, hek_catalog, solar_services
 
 
 @pytest.fixture
 def solar_project(project_factory, tmp_path):
-    with ArchiveServer([HekService([JET, OTHER]), SswService([JET, OTHER])]) as server:
-        project = project_factory(
-            obs_names=["aia"],
-            catalog_kwargs={"kind": "hek", "hek_url": server.url + "/hek/her",
-                            "time_range": ["2020-06-07", "2020-06-08"],
-                            "cache_dir": str(tmp_path / "c")},
-            aia={"route": "ssw", "ssw_url": server.url, **QUICK})
+    with solar_services() as (server, _, _):
+        project = project_factory(obs_names=["aia"], catalog_kwargs=hek_catalog(server, tmp_path),
+                                  aia=aia_settings(server))
         assert project.run().counts["done"] == 2
     return project
 
@@ -76,7 +66,66 @@ def detections() -> list[Detection]:
         return session.scalars(sa.select(Detection).order_by(Detection.id)).all()
 
 
-def test_export_import_gives_the_known_jet_in_solar_coordinates(solar_project, tmp_path):
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from tests.test_report import Chromium, _chromium
+
+    chromium = Chromium(_chromium(), tmp_path_factory.mktemp("chromium-profile"))
+    yield chromium
+    chromium.close()
+
+
+def check_event_pages(browser, index, found) -> None:
+    """The jet's page in a browser: its movie, the volunteers' table (agreement, number)
+    and the consensus boxes drawn on their frames; the other event's page (its movie
+    removed): its frames and no box."""
+    from PIL import Image
+
+    with Session() as session:
+        names = {s.id: s.name for s in session.scalars(sa.select(Source))}
+    (source_id,) = {d.source_id for d in found}
+    stem = storage.sanitize_name(names[source_id])
+    page = index.parent / "sources" / f"{stem}.html"
+    browser.open(page.resolve().as_uri())
+    assert browser.problems() == []
+    shown = browser.evaluate(
+        "Array.from(document.images).map(i => [i.id, i.complete, i.naturalWidth])")
+    assert ["event-movie-304", True, 200] in shown
+    for detection in found:
+        assert [f"consensus-{detection.id}", True, 400] in shown
+    with Image.open(page.parent / f"{stem}_movie_304.png") as movie:
+        assert movie.n_frames == 9
+    cells = browser.evaluate(
+        "Array.from(document.querySelectorAll('#volunteer-boxes tbody tr')).map(r =>"
+        " Array.from(r.cells).map(c => c.textContent))")
+    by_id = {int(row[0]): row for row in cells}
+    assert sorted(by_id) == sorted(d.id for d in found)
+    for detection in found:
+        row, extra = by_id[detection.id], detection.extra
+        assert row[4] == f"{extra['volunteers']} of {extra['subject_volunteers']}"
+        assert row[5] == f"{extra['agreement']:.0%}"
+        assert abs(float(row[6]) - JET.hpc_x) <= 2.0 and abs(float(row[7]) - JET.hpc_y) <= 2.0
+        # The box is drawn (cyan, the frame twice its size) where the consensus is.
+        with Image.open(page.parent / f"{stem}_box_{detection.id}.png") as drawn:
+            pixels = np.asarray(drawn.convert("RGB")).astype(int)
+        ys, xs = np.nonzero((pixels[..., 0] == 0) & (pixels[..., 1] == 255)
+                            & (pixels[..., 2] == 255))
+        box = extra["box_image"]
+        assert abs((xs.min() + xs.max()) / 2 - (2 * box["x"] + 0.5)) < 2
+        assert abs((ys.min() + ys.max()) / 2 - (2 * box["y"] + 0.5)) < 2
+        assert 1.6 * box["width"] < xs.max() - xs.min() < 2.4 * box["width"] + 4
+    other = next(name for ident, name in names.items() if ident != source_id)
+    browser.open((page.parent / f"{storage.sanitize_name(other)}.html").resolve().as_uri())
+    assert browser.problems() == []
+    assert browser.evaluate("document.getElementById('event-movie-304')") is None
+    frames = browser.evaluate("Array.from(document.querySelectorAll('img.event-frame'))"
+                              ".map(i => i.complete && i.naturalWidth)")
+    assert frames == [200] * 7  # its 7 frames (up to 8 are shown)
+    assert "No box that volunteers agree on" in browser.evaluate("document.body.textContent")
+
+
+def test_export_import_gives_the_known_jet_in_solar_coordinates(solar_project, tmp_path,
+                                                                browser):
     folder = tmp_path / "subjects"
     manifest = export_subject_set(solar_project, folder, frames_per_subject=5, overlap=1)
     with open(manifest, newline="") as handle:
@@ -115,8 +164,14 @@ def test_export_import_gives_the_known_jet_in_solar_coordinates(solar_project, t
     assert "volunteers (agreement" in figure.axes[0].get_title()
     assert figure.axes[0].patches[0].get_xy().shape == (5, 2)  # a closed four-corner box
     assert (tmp_path / "jet.png").stat().st_size > 1000
-    index = write_report(solar_project, tmp_path / "report", source_plots=False)
+    # The other event without its movie: its page shows its frames instead.
+    obs = solar_project.observatories["aia"]
+    (other_raw,) = [raw for source, raw in _event_cutouts(solar_project)
+                    if source.id != found[0].source_id]
+    (storage.full_path(obs.images_folder(other_raw)) / "movie_304.png").unlink()
+    index = write_report(solar_project, tmp_path / "report")
     assert (index.parent / "detections" / f"{found[0].id}.png").stat().st_size > 1000
+    check_event_pages(browser, index, found)
     # The same file again: the same detections, none added.
     import_classifications(solar_project, export, folder)
     again = detections()
@@ -158,8 +213,8 @@ def test_bad_classification_exports_are_refused_and_nothing_is_written(solar_pro
     assert counts["used"] == 0 and detections() == []
 
 
-def test_the_command_line_exports_and_imports(solar_project, tmp_path, database_url, data_root,
-                                              capsys):
+def test_the_command_line_exports_imports_and_uploads(solar_project, tmp_path, database_url,
+                                                      data_root, capsys, monkeypatch):
     config = tmp_path / "solar.yaml"
     config.write_text(
         f"project: {{name: {solar_project.pars.name}, progress: false, obs_names: [aia]}}\n"
@@ -178,6 +233,20 @@ def test_the_command_line_exports_and_imports(solar_project, tmp_path, database_
     assert main(["zooniverse", "import", str(config), str(export), "--subject-set",
                  str(tmp_path / "s")]) == 0
     assert "1 detections" in capsys.readouterr().out
+    # The upload (credentials from the environment), then again: nothing sent twice.
+    panoptes = PanoptesService(users={"jethunter": "pw"})
+    zooniverse_project = panoptes.add_project("Solar Jet Hunter")
+    with ArchiveServer([panoptes]) as server:
+        for name, value in (("USERNAME", "jethunter"), ("PASSWORD", "pw"),
+                            ("ENDPOINT", server.url)):
+            monkeypatch.setenv(f"PANOPTES_{name}", value)
+        for _ in range(2):
+            assert main(["zooniverse", "upload", str(config), "--project", zooniverse_project,
+                         "--subject-set", "jets", "--folder", str(tmp_path / "s")]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "2 subjects, 2 uploaded, 0 already, 2 linked", "2 subjects, 0 uploaded, 2 already, 0 linked"]
+    (subject_set,) = panoptes.subject_sets.values()
+    assert len(subject_set["subject_ids"]) == 2 == len(panoptes.subjects)
     assert main(["zooniverse", "import", str(config), str(tmp_path / "missing.csv"),
                  "--subject-set", str(tmp_path / "s")]) == 1
 

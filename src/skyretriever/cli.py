@@ -71,6 +71,7 @@ from skyretriever.zooniverse import (
     export_lightcurve_subjects,
     export_subject_set,
     import_classifications,
+    upload_subject_set,
 )
 
 __all__ = ["DETECTION_COLUMNS", "SOURCE_COLUMNS", "CommandError", "main"]
@@ -274,6 +275,18 @@ def _parser() -> argparse.ArgumentParser:
     classifications.add_argument("--subject-set", metavar="DIR",
                                  help="the exported folder (default: zooniverse/ in the project "
                                       "folder)")
+
+    upload = zooniverse_commands.add_parser(
+        "upload", help="upload the exported folder to a Panoptes project (resumable; "
+                       "credentials from $PANOPTES_USERNAME / $PANOPTES_PASSWORD or "
+                       "~/.panoptes/config.yml)")
+    upload.add_argument("config", help="the project's YAML file")
+    upload.add_argument("--project", required=True, metavar="ID",
+                        help="the Zooniverse project's id")
+    upload.add_argument("--subject-set", required=True, metavar="NAME",
+                        help="the subject set's display name (found in the project or made)")
+    upload.add_argument("--folder", metavar="DIR",
+                        help="the exported folder (default: zooniverse/ in the project folder)")
 
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -758,6 +771,11 @@ def _zooniverse(args: argparse.Namespace) -> int:
                                           frames_per_subject=args.frames_per_subject,
                                           overlap=args.overlap, wavelength=args.wavelength)
         print(manifest)
+        return 0
+    if args.zooniverse_command == "upload":
+        counts = upload_subject_set(Path(args.folder) if args.folder else default, args.project,
+                                    args.subject_set)
+        print(", ".join(f"{value} {name}" for name, value in counts.items()))
         return 0
     counts = import_classifications(
         project, args.classifications,

@@ -18,6 +18,9 @@ Layout of the report folder::
     sources/<source>.html          one page per source: its properties, light curves,
                                    detections and plots
     sources/<source>.png           all light curves of the source
+    sources/<event>_movie_<wave>.png   a solar event's movie (animated PNG) per wavelength,
+                                   or its frames; <event>_box_<id>.png the volunteers'
+                                   consensus box drawn on the frame they saw
     detections/<id>.png            a detection's plot, and <id>_thumb.png its thumbnail
     plots/histogram_<axis>.png     counts and recovery efficiency along mag, score, ...
 
@@ -69,6 +72,7 @@ from skyretriever.models import Detection, Lightcurve, Properties, Source
 from skyretriever.models.display import column_header, column_label, format_column, format_number
 from skyretriever.observatories.base import ProjectContext
 from skyretriever.progress import progress_bar
+from skyretriever.solar.images import ImageMapping, draw_box
 
 if TYPE_CHECKING:
     from skyretriever.project import Project, RunSummary
@@ -771,9 +775,102 @@ def _best_real(source: Source, source_plots: bool) -> list[Detection]:
     return real[:DETECTION_PLOTS_PER_SOURCE if source_plots else 0]
 
 
+#: Frames of a wavelength shown on an event's page when it has no movie.
+EVENT_FRAMES_SHOWN = 8
+
+
+def _event_section(folder: Path, source: Source, stem: str, session: orm.Session,
+                   observatories: dict[str, Any]) -> str:
+    """A solar event's movie (or frames) and its volunteers' consensus boxes with their
+    agreement; empty for a source without AIA cutouts (or images)."""
+    obs = observatories.get("aia")
+    raw = queries.source_cutouts(session, source.id) if obs is not None else None
+    if raw is None or raw.is_empty:
+        return ""
+    images = storage.full_path(obs.images_folder(raw))
+    try:
+        entries = json.loads((images / "images.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return '<h2>Images</h2>\n<p class="muted">No images made yet.</p>\n'
+    parts = ["<h2>Images</h2>\n"]
+    for wave in sorted({e["wavelength"] for e in entries}):
+        frames = [e for e in entries if e["wavelength"] == wave]
+        span = f"{len(frames)} frames, {frames[0]['time']} to {frames[-1]['time']}"
+        movie = images / f"movie_{wave}.png"
+        if movie.is_file():
+            name = f"{stem}_movie_{wave}.png"
+            shutil.copyfile(movie, folder / name)
+            parts.append(f'<figure><img class="plot" id="event-movie-{wave}" src="{_href(name)}"'
+                         f' alt="movie of {_text(source.name)} at {wave} A" width="400">'
+                         f"<figcaption>{wave} &Aring;: {_text(span)} (animated)</figcaption>"
+                         "</figure>\n")
+            continue
+        shown = frames[::max(1, math.ceil(len(frames) / EVENT_FRAMES_SHOWN))]
+        parts.append('<div class="figures">')
+        for number, entry in enumerate(shown):
+            name = f"{stem}_frame_{wave}_{number}.png"
+            shutil.copyfile(images / entry["image"], folder / name)
+            parts.append(f'<figure><img class="event-frame" src="{_href(name)}" alt="frame '
+                         f'{number} at {wave} A" width="200"><figcaption>{_text(entry["time"])}'
+                         "</figcaption></figure>")
+        parts.append(f"</div><p>{wave} &Aring;: {_text(span)}</p>\n")
+    marked = sorted((d for d in source.detections if d.finder == "zooniverse"),
+                    key=lambda d: (-d.score, d.id))
+    parts.append(f"<h2>Volunteers' boxes ({len(marked)})</h2>\n")
+    if not marked:
+        parts.append('<p class="muted">No box that volunteers agree on (or no classifications '
+                     "imported: skyretriever zooniverse import).</p>\n")
+        return "".join(parts)
+    heads = [("detection", "number"), ("subject", "text"), ("wavelength (A)", "number"),
+             ("frame time", "text"), ("volunteers", "number"), ("agreement", "number"),
+             ("centre x (arcsec)", "number"), ("centre y (arcsec)", "number"),
+             ("width x height (arcsec)", "text"), ("answers", "text")]
+    rows, figures = [], []
+    by_frame = {(e["fits"], str(e["wavelength"])): e for e in entries}
+    for detection in marked:
+        extra = detection.extra or {}
+        box = extra.get("box_hpc") or {}
+        answers = "; ".join(f"{k} ({v})" for k, v in sorted((extra.get("answers") or {}).items()))
+        agreement = float(extra.get("agreement", 0.0))
+        rows.append(
+            f'<tr data-detection="{detection.id}">{_cell(detection.id)}'
+            f"{_cell(extra.get('subject_key'))}{_cell(_wavelength(detection.filter))}"
+            f"{_cell(extra.get('time'))}"
+            f'<td class="num" data-value="{extra.get("volunteers", 0)}">'
+            f"{extra.get('volunteers', 0)} of {extra.get('subject_volunteers', 0)}</td>"
+            f'<td class="num agreement" data-value="{agreement:.4f}">{agreement:.0%}</td>'
+            f"{_cell(box.get('x'), 1)}{_cell(box.get('y'), 1)}"
+            f"<td>{_number(box.get('width'), 1)} &times; {_number(box.get('height'), 1)}</td>"
+            f"<td>{_text(answers)}</td></tr>\n")
+        entry = by_frame.get((extra.get("fits"), str(detection.filter)))
+        corners = extra.get("corners_fits")
+        if entry is None or not corners:
+            continue
+        mapping = ImageMapping.from_json(entry["mapping"])
+        x, y = mapping.from_fits(*zip(*corners))
+        name = f"{stem}_box_{detection.id}.png"
+        draw_box(images / entry["image"], list(zip(x, y)), folder / name)
+        figures.append(f'<figure><img class="plot consensus-box" id="consensus-{detection.id}" '
+                       f'src="{_href(name)}" alt="consensus box {detection.id}" width="400">'
+                       f"<figcaption>detection {detection.id}: {extra.get('volunteers', 0)} of "
+                       f"{extra.get('subject_volunteers', 0)} volunteers drew this box "
+                       f"(agreement {agreement:.0%}), {_text(extra.get('time'))}"
+                       "</figcaption></figure>")
+    parts.append(f'<div class="wide"><table class="sortable" id="volunteer-boxes">'
+                 f"{_header_row(heads)}<tbody>{''.join(rows)}</tbody></table></div>\n")
+    if figures:
+        parts.append(f'<div class="figures">{"".join(figures)}</div>\n')
+    return "".join(parts)
+
+
+def _wavelength(value: Any) -> Any:
+    return int(value) if str(value).isdigit() else value
+
+
 def _write_source_page(folder: Path, source: Source, list_page: int, page_count: int,
                        plotter: _Plotter, source_plots: bool, has_plot: bool,
-                       plotted: dict[int, bool], session: orm.Session) -> None:
+                       plotted: dict[int, bool], session: orm.Session,
+                       observatories: dict[str, Any]) -> None:
     stem = _source_file(source.name)
     image = f"{stem}.png"
     real = sorted((d for d in source.detections if not d.is_simulated),
@@ -804,6 +901,9 @@ def _write_source_page(folder: Path, source: Source, list_page: int, page_count:
                 f'src="{_href(cutout)}" alt="image cutout of {_text(source.name)}"></a>'
                 f"<figcaption>{_text(raw.observatory)} cutout (median frame of sector "
                 f"{min(raw.sectors or [0])}) with the photometric aperture</figcaption></figure>\n")
+
+    if source_plots:
+        add(_event_section(folder, source, stem, session, observatories))
 
     add("<h2>Catalog and state</h2>\n")
     add(_properties_table(Source, source, [*_SOURCE_FIELDS, "cat_extra"], "source-properties",
@@ -1183,7 +1283,8 @@ def _build_with(built: Path, project: Project, status: dict[str, Any], context: 
                         pending)
                 page = source_list.add(source)
                 _write_source_page(built / "sources", source, page, page_count, plotter,
-                                   source_plots, has_plot, plotted, session)
+                                   source_plots, has_plot, plotted, session,
+                                   project.observatories)
                 bar.update(1)
     finally:
         source_list.finish()

@@ -14,6 +14,19 @@ header goes into the manifest (the mappings are in JSON files beside it).
 The same export works for light curves (:func:`export_lightcurve_subjects`):
 a subject per source with its light-curve plot.
 
+**Upload.** :func:`upload_subject_set` sends an exported folder to a Panoptes
+project through panoptes-client (the optional ``zooniverse`` extra), resumably:
+each subject is created with its manifest row as metadata, its files are put
+at the upload URLs Panoptes answers (through :mod:`skyretriever.net`, retried
+and checked), and it is recorded in ``upload_state.json`` beside the manifest
+before it is linked to the set, in batches. A second run (after a kill, a 504
+or a lost connection) finishes the set: subjects already in the set (found by
+their ``#subject_key``, or ``%source`` for light curves) and those recorded
+but not yet linked are not sent again. The credentials come from
+``PANOPTES_USERNAME`` / ``PANOPTES_PASSWORD`` (``PANOPTES_ENDPOINT``), else
+from panoptes-cli's ``~/.panoptes/config.yml``; they are never logged nor
+written.
+
 **Import.** :func:`import_classifications` reads a Panoptes classification
 export (CSV: ``classification_id, user_name, user_id, ..., workflow_id,
 annotations, subject_data, subject_ids``), keeps one workflow if asked, and
@@ -40,7 +53,10 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+import mimetypes
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,18 +64,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from skyretriever import queries, storage
 from skyretriever.database import Session
+from skyretriever.net import NetworkError, NetworkPolicy, shared_client
 from skyretriever.solar.images import MAX_IMAGE_BYTES, ImageMapping
 
 __all__ = ["ZooniverseError", "box_iou", "cluster_boxes", "export_subject_set", "import_classifications",
-           "export_lightcurve_subjects", "split_frames"]
+           "export_lightcurve_subjects", "panoptes_credentials", "split_frames",
+           "upload_subject_set"]
+
+log = logging.getLogger(__name__)
 
 FINDER = "zooniverse"
 #: DBSCAN over 1 - IoU, as the Solar Jet Hunter's aggregation does.
 EPS, MIN_SAMPLES = 0.8, 2
 MANIFEST = "manifest.csv"
+UPLOAD_STATE = "upload_state.json"
+#: The manifest columns that name a subject, in order of preference (events, light curves).
+KEY_COLUMNS = ("#subject_key", "%source")
+DEFAULT_ENDPOINT = "https://www.zooniverse.org"
 
 
 class ZooniverseError(ValueError):
@@ -192,6 +217,183 @@ def export_lightcurve_subjects(project: Any, folder: str | Path,
             writer.writeheader()
             writer.writerows(rows)
     return manifest
+
+
+# -- upload -------------------------------------------------------------------------------
+def panoptes_credentials(config_file: str | Path | None = None) -> tuple[str, str, str]:
+    """``(username, password, endpoint)`` for Panoptes, from the environment or panoptes-cli.
+
+    ``PANOPTES_USERNAME`` and ``PANOPTES_PASSWORD`` (and ``PANOPTES_ENDPOINT``)
+    win; otherwise panoptes-cli's configuration file (``~/.panoptes/config.yml``,
+    keys ``username``, ``password``, ``endpoint``) is read.
+
+    Raises
+    ------
+    ZooniverseError
+        If neither gives a username and a password (the message names no secret).
+    """
+    path = Path(config_file) if config_file else Path.home() / ".panoptes" / "config.yml"
+    stored: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            stored = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ZooniverseError(f"{path}: cannot read the panoptes configuration "
+                                  f"({type(error).__name__})") from None
+        stored = stored if isinstance(stored, dict) else {}
+    username = os.environ.get("PANOPTES_USERNAME") or stored.get("username")
+    password = os.environ.get("PANOPTES_PASSWORD") or stored.get("password")
+    endpoint = os.environ.get("PANOPTES_ENDPOINT") or stored.get("endpoint") or DEFAULT_ENDPOINT
+    if not username or not password:
+        raise ZooniverseError("no Zooniverse credentials: set PANOPTES_USERNAME and "
+                              f"PANOPTES_PASSWORD, or write them in {path} (panoptes configure)")
+    return str(username), str(password), str(endpoint).rstrip("/")
+
+
+def _subject_key(row: dict[str, str]) -> str:
+    for column in KEY_COLUMNS:
+        if row.get(column):
+            return row[column]
+    raise ZooniverseError(f"a manifest row has none of the key columns {KEY_COLUMNS}: "
+                          f"{sorted(row)[:8]}")
+
+
+def _read_state(path: Path, endpoint: str, project_id: str, name: str) -> dict[str, Any]:
+    fresh = {"endpoint": endpoint, "project": project_id, "subject_set_name": name,
+             "subject_set": None, "subjects": {}, "linked": []}
+    if not path.is_file():
+        return fresh
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return fresh  # written atomically, so only a hand-edited file is broken
+    same = (state.get("endpoint"), state.get("project"), state.get("subject_set_name")) == (
+        endpoint, project_id, name)
+    return {**fresh, **state} if same else fresh
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    with storage.atomic_write(path, beside=True) as temporary:
+        Path(temporary).write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+
+
+def upload_subject_set(folder: str | Path, project_id: int | str, subject_set_name: str, *,
+                       link_batch: int = 25, policy: NetworkPolicy | None = None,
+                       config_file: str | Path | None = None) -> dict[str, int]:
+    """Upload an exported subject-set folder to a Panoptes project; resumable.
+
+    The set named ``subject_set_name`` is found in the project or created. Returns
+    counts: ``subjects`` in the manifest, ``uploaded`` now, ``already`` there before,
+    ``linked`` now.
+
+    Raises
+    ------
+    ZooniverseError
+        Without credentials, when the login or the API refuses, or a file is missing or
+        over 1 MiB (what was uploaded before stays recorded: run it again to finish).
+    """
+    try:
+        from panoptes_client import Panoptes, Project, Subject, SubjectSet
+        from panoptes_client.panoptes import PanoptesAPIException
+    except ImportError:
+        raise ZooniverseError("uploading needs panoptes-client: pip install "
+                              "'skyretriever[zooniverse]'") from None
+    folder, project_id = Path(folder), str(project_id)
+    with open(folder / MANIFEST, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    files = {_subject_key(row): [row[c] for c in row if c.startswith("frame_") and row[c]]
+             for row in rows}
+    if len(files) != len(rows):
+        raise ZooniverseError(f"{folder / MANIFEST}: subject keys repeat")
+    for key, names in files.items():
+        for name in names:
+            size = (folder / name).stat().st_size if (folder / name).is_file() else 0
+            if not 0 < size <= MAX_IMAGE_BYTES:
+                raise ZooniverseError(f"{folder / name} (subject {key}): {size} bytes; a "
+                                      "subject's file must be non-empty and at most 1 MiB")
+    username, password, endpoint = panoptes_credentials(config_file)
+    state_path = folder / UPLOAD_STATE
+    state = _read_state(state_path, endpoint, project_id, subject_set_name)
+    http = shared_client(policy)
+    counts = {"subjects": len(rows), "uploaded": 0, "already": 0, "linked": 0}
+    try:
+        client = Panoptes(endpoint=endpoint, username=username, password=password)
+    except PanoptesAPIException as error:
+        raise ZooniverseError(f"the Zooniverse login at {endpoint} failed: {error}") from None
+    except OSError as error:  # requests' connection errors
+        raise ZooniverseError(f"cannot reach {endpoint}: {type(error).__name__}") from None
+    with client:
+        try:
+            project = Project.find(project_id)
+            subject_set = _subject_set(SubjectSet, project, subject_set_name, state)
+            state["subject_set"] = str(subject_set.id)
+            _write_state(state_path, state)
+            in_set = {}
+            for subject in Subject.where(subject_set_id=subject_set.id):
+                metadata = subject.metadata or {}
+                key = next((metadata[c] for c in KEY_COLUMNS if metadata.get(c)), None)
+                if key is not None:
+                    in_set[key] = str(subject.id)
+            pending = [state["subjects"][key] for key in files
+                       if key in state["subjects"] and key not in in_set]
+            for row in rows:
+                key = _subject_key(row)
+                if key in in_set:
+                    counts["already"] += 1
+                    continue
+                if key in state["subjects"]:
+                    continue  # made and uploaded by an earlier run, not linked yet
+                subject = Subject()
+                subject.links.project = project
+                subject.metadata.update(row)
+                kinds = [mimetypes.guess_type(name)[0] or "image/png" for name in files[key]]
+                subject.locations.extend(kinds)
+                subject.modified_attributes.add("locations")
+                subject.save()
+                for location, name in zip(subject.raw["locations"], files[key]):
+                    ((kind, url),) = location.items()
+                    http.request("PUT", url, data=(folder / name).read_bytes(),
+                                 headers={"Content-Type": kind, "x-ms-blob-type": "BlockBlob"},
+                                 what=f"the upload of {name}")
+                state["subjects"][key] = str(subject.id)
+                _write_state(state_path, state)
+                counts["uploaded"] += 1
+                pending.append(str(subject.id))
+                if len(pending) >= link_batch:
+                    counts["linked"] += _link(subject_set, pending, state, state_path)
+            counts["linked"] += _link(subject_set, pending, state, state_path)
+        except (PanoptesAPIException, NetworkError) as error:
+            raise ZooniverseError(f"the upload to {endpoint} stopped ({error}); what was sent "
+                                  f"is recorded in {state_path}: run it again to finish") from None
+    log.info("subject set %r (%s): %d subjects uploaded, %d already there", subject_set_name,
+             state["subject_set"], counts["uploaded"], counts["already"])
+    return counts
+
+
+def _subject_set(subject_set_class: Any, project: Any, name: str, state: dict[str, Any]) -> Any:
+    """The set this upload goes to: the one recorded, else the project's of that name, else new."""
+    if state.get("subject_set"):
+        return subject_set_class.find(state["subject_set"])
+    found = next(iter(subject_set_class.where(project_id=project.id, display_name=name)), None)
+    if found is not None:
+        return found
+    subject_set = subject_set_class()
+    subject_set.links.project = project
+    subject_set.display_name = name
+    subject_set.save()
+    return subject_set
+
+
+def _link(subject_set: Any, pending: list[str], state: dict[str, Any], state_path: Path) -> int:
+    """Link the pending subjects to the set; returns how many, and empties ``pending``."""
+    if not pending:
+        return 0
+    subject_set.add(list(pending))
+    linked = len(pending)
+    state["linked"] = sorted(set(state["linked"]) | set(pending), key=int)
+    _write_state(state_path, state)
+    pending.clear()
+    return linked
 
 
 # -- boxes ---------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ margin. ``route`` picks the service:
 
 - ``jsoc``: JSOC's export with the ``im_patch`` process, through the drms package
   (``drms.Client.export``; ``notify`` must be an email registered with JSOC,
-  from the parameter or ``$SKYRETRIEVER_JSOC_EMAIL``; it is never logged nor
-  stored with the job);
+  from the parameter or ``$SKYRETRIEVER_JSOC_EMAIL``; it is never written
+  (``settings.yaml`` and every JSON dump of the parameters have ``null``),
+  logged (drms' debug log of its URLs included) nor stored with the job, and
+  JSOC's errors that quote it are shown without it);
 - ``ssw``: the LMSAL SSW cutout service (submit, read the job id, poll the
   job's folder until its per-wave file lists appear, read them).
 
@@ -36,6 +38,8 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import math
 import os
@@ -44,14 +48,14 @@ import time
 import urllib.error
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urljoin
+from urllib.parse import quote, quote_plus, urljoin
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from astropy.io import fits
 from astropy.time import Time
-from pydantic import field_validator
+from pydantic import field_serializer, field_validator
 
 from skyretriever import storage
 from skyretriever.database import SmartSession
@@ -87,9 +91,38 @@ SSW_DATA = "solarsoft/archive/sdo/media/ssw/ssw_client/data/"
 _JOB_ID = re.compile(r'<param\s+name="JobID"\s*>\s*([\w.-]+)\s*</param>', re.I)
 _LIST_LINK = re.compile(r'<a\s+href="?([^"\s>]+\.list)"?', re.I)
 _TIME = "%Y-%m-%dT%H:%M:%S"
+#: Beside an event's images: the key they were made with (see ``VirtualAIA.reduction_key``).
+REDUCTION_FILE = "reduction.json"
 #: The frame index's columns (one row per FITS file).
 FRAME_COLUMNS = ("time", "mjd", "wavelength", "file", "url", "naxis1", "naxis2", "exptime",
                  "file_size")
+
+
+class _Hidden(logging.Filter):
+    """The emails given to JSOC, kept out of drms' log records (its debug log shows every
+    URL) and of the errors this module raises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def add(self, secret: str) -> None:
+        self.secrets |= {secret, quote(secret, safe=""), quote_plus(secret)}
+
+    def redact(self, text: str) -> str:
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, "<notify email>")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            record.msg = self.redact(record.getMessage())
+            record.args = None
+        return True
+
+
+_HIDDEN = _Hidden()
+logging.getLogger("drms").addFilter(_HIDDEN)
 
 
 class CutoutJobFailed(RuntimeError):
@@ -117,7 +150,8 @@ class AiaParameters(ObservatoryParameters, NetworkParameters):
                              critical=False)
     notify: str | None = parameter(
         None, f"Email registered with JSOC (required by the jsoc route; else ${EMAIL_VARIABLE}); "
-              "never logged nor stored with the jobs.", critical=False, repr=False)
+              "never written (settings.yaml has null), logged nor stored with the jobs.",
+        critical=False, repr=False)
     poll_interval: float = parameter(
         5.0, "Seconds before the first poll of a job (then 1.5 times longer each time).",
         critical=False, gt=0)
@@ -132,6 +166,12 @@ class AiaParameters(ObservatoryParameters, NetworkParameters):
         1024, "Reduction: images larger than this (pixels) are binned by a whole factor.",
         ge=64)
     movie: bool = parameter(True, "Reduction: one animated PNG per event and wavelength.")
+
+    @field_serializer("notify", when_used="json")
+    def _never_written(self, value: str | None) -> None:
+        # settings.yaml, the raw data's download settings and every other JSON dump get no
+        # email; the value stays in memory (and in model_dump() for a copy of the parameters).
+        return None
 
     @field_validator("jsoc_url", "ssw_url")
     @classmethod
@@ -280,6 +320,7 @@ class VirtualAIA(RuntimeState, VirtualObservatory):
         if not email:
             raise ParameterError(f"observatories.aia.notify: the jsoc route needs an email "
                                  f"registered with JSOC (or set ${EMAIL_VARIABLE})")
+        _HIDDEN.add(email)
         return email
 
     def _jsoc_submit(self, request: dict[str, Any]) -> str:
@@ -296,13 +337,18 @@ class VirtualAIA(RuntimeState, VirtualObservatory):
             "boxunits": "arcsec", "x": request["xcen"], "y": request["ycen"],
             "width": request["fovx"], "height": request["fovy"]}}
         email = self._notify()
-        export = self._call_drms(f"JSOC export request at {self.pars.jsoc_url}", lambda: (
-            self._drms().export(ds, method="url", protocol="fits", email=email,
-                                process=process)))
+        try:
+            export = self._call_drms(f"JSOC export request at {self.pars.jsoc_url}", lambda: (
+                # requester=False: drms would send the email's local part as the requester.
+                self._drms().export(ds, method="url", protocol="fits", email=email,
+                                    process=process, requester=False)))
+        except HttpError as error:  # its URL carries the email
+            raise HttpError(_HIDDEN.redact(str(error)), error.status, "") from None
         try:
             export.wait(timeout=0, sleep=0)  # raises with JSOC's reason if refused at once
         except drms.DrmsExportError as error:
-            raise CutoutJobFailed(f"JSOC refused the export: {error}") from None
+            raise CutoutJobFailed(f"JSOC refused the export: {_HIDDEN.redact(str(error))}"
+                                  ) from None
         if not export.id:
             raise CutoutJobFailed("JSOC answered no request id")
         return str(export.id)
@@ -480,9 +526,48 @@ class VirtualAIA(RuntimeState, VirtualObservatory):
         frame = raw.data.sort_values(["wavelength", "mjd"], kind="stable")
         frames = [(str(folder / name), int(wave), str(time)) for name, wave, time in
                   zip(frame["file"], frame["wavelength"], frame["time"])]
-        return render_event(frames, storage.full_path(self.images_folder(raw)),
-                            scaling=self.pars.scaling, max_size=self.pars.image_max_size,
-                            movie=self.pars.movie)
+        images = storage.full_path(self.images_folder(raw))
+        key = self.reduction_key(raw)
+        made = _made_images(images, key, self.pars.movie)
+        if made is not None:
+            return made
+        entries = render_event(frames, images, scaling=self.pars.scaling,
+                               max_size=self.pars.image_max_size, movie=self.pars.movie)
+        with storage.atomic_write(images / REDUCTION_FILE) as temporary:
+            temporary.write_text(json.dumps({"key": key, "images": len(entries)}),
+                                 encoding="utf-8")
+        return entries
+
+    def reduction_key(self, raw: RawCutouts) -> str:
+        """What the images of ``raw`` are made from: the project's config hash, the
+        reduction parameters and each frame's file (name and size); images made with
+        another key are made again."""
+        frames = raw.data.sort_values(["wavelength", "mjd"], kind="stable")
+        recipe = {"cfg_hash": self.context.cfg_hash, "scaling": self.pars.scaling,
+                  "image_max_size": self.pars.image_max_size, "movie": self.pars.movie,
+                  "frames": [[str(name), int(size)] for name, size in
+                             zip(frames["file"], frames["file_size"])]}
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def _made_images(folder: Path, key: str, movie: bool) -> list[dict[str, Any]] | None:
+    """The ``images.json`` entries of images already made with ``key``, every file there;
+    None when they must be made (again)."""
+    try:
+        recorded = json.loads((folder / REDUCTION_FILE).read_text(encoding="utf-8"))
+        entries = json.loads((folder / "images.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict) or recorded.get("key") != key or \
+            not isinstance(entries, list) or recorded.get("images") != len(entries):
+        return None
+    needed = [entry["image"] for entry in entries]
+    if movie:
+        needed += [f"movie_{wave}.png" for wave in {entry["wavelength"] for entry in entries}]
+    if not all((folder / name).is_file() and (folder / name).stat().st_size > 0
+               for name in needed):
+        return None
+    return entries
 
 
 def _file_list(response: Response) -> str:

@@ -37,7 +37,8 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from skyretriever import storage
 
-__all__ = ["MAX_IMAGE_BYTES", "WCS_CARDS", "ImageMapping", "render_event", "render_frame"]
+__all__ = ["MAX_IMAGE_BYTES", "WCS_CARDS", "ImageMapping", "draw_box", "render_event",
+           "render_frame"]
 
 #: Zooniverse refuses subject files larger than this.
 MAX_IMAGE_BYTES = 1024 * 1024
@@ -191,3 +192,33 @@ def render_event(frames: list[tuple[str, int, str]], folder: str | Path, *,
     with storage.atomic_write(folder / "images.json") as temporary:
         Path(temporary).write_text(json.dumps(entries, indent=1, default=str), encoding="utf-8")
     return entries
+
+
+def draw_box(png_path: str | Path, corners: Any, target: str | Path, *, zoom: int = 2,
+             colour: tuple[int, int, int] = (0, 255, 255)) -> None:
+    """Write the image ``png_path`` with the polygon ``corners`` (image pixels) drawn on it.
+
+    The image is enlarged ``zoom`` times (each pixel a block) so a thin box stays visible;
+    ``corners`` are (x right, y down) pixel coordinates of the original image.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> Image.new("RGB", (20, 10)).save(folder / "frame.png")
+    >>> draw_box(folder / "frame.png", [(2, 2), (12, 2), (12, 7), (2, 7)], folder / "box.png")
+    >>> with Image.open(folder / "box.png") as image:
+    ...     image.size, image.getpixel((4, 4)), image.getpixel((0, 0))
+    ((40, 20), (0, 255, 255), (0, 0, 0))
+    """
+    from PIL import Image, ImageDraw
+
+    with Image.open(png_path) as image:
+        picture = image.convert("RGB").resize((image.width * zoom, image.height * zoom),
+                                              Image.Resampling.NEAREST)
+    points = [((float(x) + 0.5) * zoom - 0.5, (float(y) + 0.5) * zoom - 0.5)
+              for x, y in np.asarray(corners, dtype=float)]
+    ImageDraw.Draw(picture).polygon(points, outline=colour, width=max(1, zoom))
+    with storage.atomic_write(target, beside=True) as temporary:
+        picture.save(temporary, format="PNG")
