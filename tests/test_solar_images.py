@@ -34,14 +34,13 @@ def _image_files(data_root) -> dict[str, tuple[int, int]]:
 
 
 def _table_rows() -> dict[str, list]:
-    """The rows' keys; the properties by content (the pipeline writes an event's analysis
-    again on every run, with the same values)."""
+    """The rows' keys (a row written again gets a new id), and when each source changed."""
     with Session() as session:
         rows = {model.__tablename__: sorted(session.execute(sa.select(
                     *model.__table__.primary_key.columns)).tuples().all())
-                for model in (Source, RawCutouts, SourceRawData, CutoutJob)}
-        rows["properties"] = sorted(session.execute(sa.select(
-            Properties.source_id, Properties.extra)).tuples().all(), key=str)
+                for model in (Source, RawCutouts, SourceRawData, CutoutJob, Properties)}
+        rows["modified"] = sorted(session.execute(sa.select(
+            Source.id, Source.modified_at)).tuples().all())
     return rows
 
 

@@ -228,6 +228,16 @@ def _lightcurves_intact(states: list[dict[str, Any]], task: SourceTask) -> bool:
     return True
 
 
+def _products_intact(obs: VirtualObservatory, task: SourceTask) -> bool:
+    """Whether a done source's reduced products of one observatory are all there and intact."""
+    raw = task.raw[obs.name]
+    own = obs.products_current(raw)         # products that are the observatory's own files
+    if own is not None:
+        return own
+    kept = task.lightcurves.get(obs.name, [])
+    return _lightcurves_intact(kept, task) and bool(raw["is_empty"] or kept)
+
+
 def download_source(task: SourceTask, observatories: list[VirtualObservatory],
                     reduce: bool = True) -> SourceTask:
     """Get every observatory's raw data for one source (I/O stage, on a thread).
@@ -238,15 +248,10 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
     downloaded into memory, for the CPU stage to write. A source already done
     whose every file is intact is marked ``skip`` and goes no further.
     """
-    names = [obs.name for obs in observatories]
     if task.status == "done" and all(
         obs.name in task.raw and _raw_intact(task.raw[obs.name], obs, task) for obs in observatories
     ):
-        if not reduce or all(
-            _lightcurves_intact(task.lightcurves.get(obs, []), task)
-            and (task.raw[obs]["is_empty"] or task.lightcurves.get(obs))
-            for obs in names
-        ):
+        if not reduce or all(_products_intact(obs, task) for obs in observatories):
             task.skip = True
             return task
     for obs in observatories:

@@ -538,6 +538,20 @@ class VirtualAIA(RuntimeState, VirtualObservatory):
                                  encoding="utf-8")
         return entries
 
+    def products_current(self, raw_values: dict[str, Any]) -> bool:
+        """Whether the event's images were made from this raw data with these parameters
+        (so a later run skips the event: nothing made, analysed or written again)."""
+        if raw_values.get("is_empty"):
+            return True
+        raw = self.raw_class(**{k: v for k, v in raw_values.items() if k != "id"})
+        try:
+            raw.load()
+        except Exception:  # a damaged index is made again by the run, not here
+            log.debug("raw index of %s unreadable", raw.source_name, exc_info=True)
+            return False
+        return _made_images(storage.full_path(self.images_folder(raw)), self.reduction_key(raw),
+                            self.pars.movie) is not None
+
     def reduction_key(self, raw: RawCutouts) -> str:
         """What the images of ``raw`` are made from: the project's config hash, the
         reduction parameters and each frame's file (name and size); images made with

@@ -349,6 +349,17 @@ class VirtualObservatory(abc.ABC):
             result["filter"] = self.name
         return result
 
+    def products_current(self, raw_values: dict[str, Any]) -> bool | None:
+        """Whether the reduced products of a raw row are made and current, for an observatory
+        whose products are files it writes itself (not light curves).
+
+        ``None`` (the default) means its products are light curves, which the
+        pipeline checks against their rows. A source whose raw data is intact and
+        whose products are current is skipped by a later run: nothing is reduced,
+        analysed or written again.
+        """
+        return None
+
     def reduce(self, raw: RawPhotometry, data_type: str = "photometry",
                source: Any = None) -> list[Lightcurve]:
         """Reduce raw data to light curves: standard columns, ``qflag``, split and numbered.
