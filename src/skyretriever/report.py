@@ -771,6 +771,21 @@ def _best_real(source: Source, source_plots: bool) -> list[Detection]:
     return real[:DETECTION_PLOTS_PER_SOURCE if source_plots else 0]
 
 
+def _cadence_pair(session: orm.Session, source: Source
+                  ) -> tuple[list[Lightcurve], list[Lightcurve]]:
+    """A star's FFI (``tessffi``) and 2-minute (``tess``) light curves, one set its own and
+    the other from the project that has it (a project holds one data type)."""
+    own = {"tessffi": [], "tess": []}
+    for lc in source.lightcurves:
+        if lc.observatory in own and not lc.is_simulated:
+            own[lc.observatory].append(lc)
+    if own["tessffi"] and not own["tess"]:
+        own["tess"] = queries.counterpart_lightcurves(session, source, "tess")
+    elif own["tess"] and not own["tessffi"]:
+        own["tessffi"] = queries.counterpart_lightcurves(session, source, "tessffi")
+    return own["tessffi"], own["tess"]
+
+
 def _write_source_page(folder: Path, source: Source, list_page: int, page_count: int,
                        plotter: _Plotter, source_plots: bool, has_plot: bool,
                        plotted: dict[int, bool], session: orm.Session) -> None:
@@ -804,6 +819,17 @@ def _write_source_page(folder: Path, source: Source, list_page: int, page_count:
                 f'src="{_href(cutout)}" alt="image cutout of {_text(source.name)}"></a>'
                 f"<figcaption>{_text(raw.observatory)} cutout (median frame of sector "
                 f"{min(raw.sectors or [0])}) with the photometric aperture</figcaption></figure>\n")
+
+    ffi, short = _cadence_pair(session, source) if source_plots else ([], [])
+    if ffi and short and plots.shared_sectors(ffi, short):
+        # The FFI light curve beside the 2-minute one (the other is in another project).
+        both = f"{stem}_ffi_2min.png"
+        if plotter.make(f"FFI and 2-minute light curves of {source.name!r}",
+                        "plot_ffi_comparison", folder / both, ffi, short):
+            add(f'<figure><a href="{_href(both)}"><img class="plot" id="ffi-comparison-plot" '
+                f'src="{_href(both)}" alt="FFI and 2-minute light curves of '
+                f'{_text(source.name)}"></a><figcaption>The FFI light curve (tessffi) beside '
+                "the 2-minute one (tess), binned to the FFI cadence</figcaption></figure>\n")
 
     add("<h2>Catalog and state</h2>\n")
     add(_properties_table(Source, source, [*_SOURCE_FIELDS, "cat_extra"], "source-properties",

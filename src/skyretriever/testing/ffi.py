@@ -153,12 +153,14 @@ class FFISky:
         for index in range(sector.frames):
             tstart = sector.start_btjd + index * FFI_CADENCE_DAYS
             tstop = tstart + FFI_CADENCE_DAYS * 0.99
-            middle = 0.5 * (tstart + tstop) + 2457000.0
+            # The exposure integrates the light: a frame catching part of a transit is dimmed
+            # by the part it caught.
+            exposure = np.linspace(tstart, tstop, 31) + 2457000.0
             image = np.full((rows, columns), 120.0)
             for star, stamp in stamps:
                 flux = star.flux
-                if star.transit is not None and star.transit.in_transit(np.array([middle]))[0]:
-                    flux *= 1.0 - star.transit.depth
+                if star.transit is not None:
+                    flux *= 1.0 - star.transit.depth * star.transit.in_transit(exposure).mean()
                 image += flux * stamp
             error = np.sqrt(image + 25.0)
             image = image + rng.normal(0.0, 1.0, image.shape) * error
