@@ -120,3 +120,12 @@ def test_the_report_shows_the_ffi_light_curve_beside_the_2_minute_one(
         assert len(figure) == 1 and figure[0].stat().st_size > 10_000
         alone = next(text for name, text in pages.items() if "alone" in name)
         assert 'id="ffi-comparison-plot"' not in alone
+
+
+def test_the_module_examples_run():
+    import doctest
+
+    import skyretriever.images.photometry as photometry
+
+    result = doctest.testmod(photometry, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

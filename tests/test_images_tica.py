@@ -50,7 +50,8 @@ def test_tica_cutouts_are_the_ffis_pixels(tica_sky, data_root):
     stops = [fits.getheader(path)["ENDTJD"] for path in sector.ffi_paths]
     np.testing.assert_allclose(cutout.time, (np.array(starts) + stops) / 2)
     # One plane: the bytes read are the cutout's own (7 rows of 7 pixels x 24 cadences x 4).
-    assert cutout.extra["bytes"] == cutout.flux.size * 4 and cutout.extra["ranges"] == 7
+    assert cutout.extra["planes"] == 1 and cutout.extra["ranges"] == 7
+    assert cutout.extra["bytes"] == cutout.flux.size * 4
     # The star is where the WCS says, and the light curve holds its flux.
     lightcurves = obs.reduce(raw)
     assert len(lightcurves) == 1 and lightcurves[0].num_points == 24

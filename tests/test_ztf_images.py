@@ -121,6 +121,12 @@ def test_a_project_stores_ztf_cutouts_as_images_and_their_light_curves(
     archives.reset_stats()
     again = project.run()
     assert again.counts["downloaded"] == 0 and archives.ibe.count() == 0
+    # The report's source page shows the first cutout with its aperture.
+    from skyretriever.report import write_report
+
+    index = write_report(project, folder=tmp_path / "report", top=3)
+    page = (index.parent / "sources" / "flare_wd.html").read_text()
+    assert 'id="cutout-plot"' in page and "ztf cutout (its first science image)" in page
 
 
 def test_astroquery_ibe_works_against_the_simulator(archives, sky):
@@ -255,3 +261,14 @@ def test_an_image_the_cutout_misses_is_left_out_and_named(sky, data_root):
     assert len(missed) == 24 and all(text.startswith("HTTP 400") for text in missed.values())
     assert {c.sector for c in raw.data.values()} == {
         ztf_objects(sky.star("by_oid"), sky.seed)[0].table["field"][0]}
+
+
+def test_the_module_examples_run():
+    import doctest
+
+    import skyretriever.images.ibe as ibe
+    import skyretriever.testing.ibe as simulated
+
+    for module in (ibe, simulated):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -1315,13 +1315,18 @@ def plot_raw_images(raw: RawImages, sector: int | None = None, frame: int | None
     owned = ax is None
     fig, ax = _new_axes(ax, figsize=(6.0, 5.5))
     shown = ax.imshow(image, origin="lower", cmap="viridis", interpolation="nearest")
-    fig.colorbar(shown, ax=ax, label="flux (electron / s)")
+    ztf = "obsjd" in cutout.extra  # a ZTF science-image cutout (one image a key)
+    fig.colorbar(shown, ax=ax, label="counts (DN)" if ztf else "flux (electron / s)")
     ax.contour(aperture.astype(float), levels=[0.5], colors="red", linewidths=1.5)
     ax.contourf(background.astype(float), levels=[0.5, 1.5], colors="none", hatches=["..."])
     ax.plot([column], [row], marker="+", color="white", markersize=12)
     when = "median frame" if frame is None else f"frame {frame}"
-    ax.set_title(f"{raw.source_name}: TESS sector {sector} ({when}), aperture "
-                 f"{aperture_radius:g} px")
+    if ztf:
+        what = (f"ZTF field {cutout.sector} {cutout.extra.get('filtercode') or ''} "
+                f"(JD {cutout.extra['obsjd']:.4f})")
+    else:
+        what = f"TESS sector {sector} ({when})"
+    ax.set_title(f"{raw.source_name}: {what}, aperture {aperture_radius:g} px")
     ax.set_xlabel(f"column (from {cutout.corner[1]})")
     ax.set_ylabel(f"row (from {cutout.corner[0]})")
     _save(fig, filename, owned)

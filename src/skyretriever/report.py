@@ -65,7 +65,7 @@ from skyretriever._version import __version__
 from skyretriever.analysis.classifier import ModelFileError, read_model_metadata
 from skyretriever.analysis.histogram import Histogram
 from skyretriever.execution import die_with_parent
-from skyretriever.models import Detection, Lightcurve, Properties, Source
+from skyretriever.models import Detection, Lightcurve, Properties, RawImages, Source
 from skyretriever.models.display import column_header, column_label, format_column, format_number
 from skyretriever.observatories.base import ProjectContext
 from skyretriever.progress import progress_bar
@@ -771,6 +771,13 @@ def _best_real(source: Source, source_plots: bool) -> list[Detection]:
     return real[:DETECTION_PLOTS_PER_SOURCE if source_plots else 0]
 
 
+def _cutout_shown(raw: RawImages) -> str:
+    """Which image of a source's cutouts the report shows (the plot's default)."""
+    if raw.observatory == "ztf":
+        return "its first science image"
+    return f"median frame of sector {min(raw.sectors or [0])}"
+
+
 def _cadence_pair(session: orm.Session, source: Source
                   ) -> tuple[list[Lightcurve], list[Lightcurve]]:
     """A star's FFI (``tessffi``) and 2-minute (``tess``) light curves, one set its own and
@@ -817,8 +824,8 @@ def _write_source_page(folder: Path, source: Source, list_page: int, page_count:
                         folder / cutout, raw):
             add(f'<figure><a href="{_href(cutout)}"><img class="plot" id="cutout-plot" '
                 f'src="{_href(cutout)}" alt="image cutout of {_text(source.name)}"></a>'
-                f"<figcaption>{_text(raw.observatory)} cutout (median frame of sector "
-                f"{min(raw.sectors or [0])}) with the photometric aperture</figcaption></figure>\n")
+                f"<figcaption>{_text(raw.observatory)} cutout ({_cutout_shown(raw)}) with the "
+                "photometric aperture</figcaption></figure>\n")
 
     ffi, short = _cadence_pair(session, source) if source_plots else ([], [])
     if ffi and short and plots.shared_sectors(ffi, short):

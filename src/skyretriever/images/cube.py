@@ -230,7 +230,7 @@ def cutout_from_ranges(layout: CubeLayout, limits: tuple[tuple[int, int], tuple[
         quality=np.asarray(quality, np.int32),
         wcs_header=wcs.to_header(relax=True).tostring(),
         primary_header=layout.primary_header, corner=(r0, c0),
-        extra={"route": "s3", "cube": layout.key, "ranges": len(ranges),
+        extra={"route": "s3", "cube": layout.key, "ranges": len(ranges), "planes": planes,
                "bytes": int(sum(last - first + 1 for first, last in ranges))},
     )
 

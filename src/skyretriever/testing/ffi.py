@@ -136,6 +136,24 @@ class FFISky:
                                   product=product))
         return cls(folder, stars, made)
 
+    @classmethod
+    def pointed(cls, folder: str | Path, stars: list[FFIStar], count: int = 2,
+                decoys: tuple[tuple[int, int, int], ...] = (), frames: int = 24,
+                shape: tuple[int, int] = (32, 32)) -> FFISky:
+        """FFIs of the first ``count`` sectors, cameras and CCDs where TESS's pointing model
+        (tess-point) puts the first star, so a pointing lookup finds them; ``decoys`` are
+        (sector, camera, CCD) where the model does not put it, made holding the star all
+        the same (only a lookup by WCS finds the star there)."""
+        import tess_stars2px
+
+        star = stars[0]
+        answer = tess_stars2px.tess_stars2px_function_entry([0], [star.ra], [star.dec])
+        found = sorted({(int(s), int(c), int(d)) for s, c, d in zip(*answer[3:6]) if 0 < s < 1000})
+        made = [FFISector(sector, camera, ccd, (star.ra, star.dec), shape=shape, frames=frames,
+                          start_btjd=1325.3 + 27.4 * (sector - 1))
+                for sector, camera, ccd in [*found[:count], *decoys]]
+        return cls(folder, stars, made)
+
     # -- making the files ----------------------------------------------------------------
     def _make(self, sector: FFISector) -> None:
         import astrocut
