@@ -100,7 +100,8 @@ def main() -> None:
         ranges = sum(c.extra["ranges"] for c in cutouts)
         header_requests = server.count() - ranges
         ideal = (header_requests + math.ceil(ranges / args.s3_connections)) * args.latency
-        ratio = np.mean([c.extra["bytes"] / (c.flux.size * 8) for c in cutouts])
+        ratio = np.mean([c.extra["bytes"] / (c.flux.size * 4 * c.extra.get("planes", 2))
+                         for c in cutouts])
         print(f"S3 route       {seconds:7.2f} s  ideal {ideal:6.2f} s  ({len(cutouts)} cutouts, "
               f"{ranges} ranged reads, {header_requests} other requests; bytes read per cutout "
               f"{ratio:.2f}x its size)")

@@ -53,7 +53,7 @@ from skyretriever.analysis.histogram import EVENTS, VARIABLES, Histogram, recove
 from skyretriever.analysis.series import detrend
 from skyretriever.analysis.transit import TransitFinderParameters
 from skyretriever.database import Session
-from skyretriever.images.photometry import apertures
+from skyretriever.images.photometry import apertures, binned_to_frames, compare_cadences
 from skyretriever.models import Detection, Lightcurve, RawImages, RawPhotometry, Source
 from skyretriever.observatories import observatory_class
 from skyretriever.parameters import ParameterError, unknown_key_message
@@ -68,6 +68,7 @@ __all__ = [
     "plot_classifier_evaluation",
     "SAVE_DPI",
     "plot_detection",
+    "plot_ffi_comparison",
     "plot_histogram",
     "plot_lightcurve",
     "plot_power_spectrum",
@@ -75,6 +76,7 @@ __all__ = [
     "plot_source",
     "plot_spectrogram",
     "reused_figures",
+    "shared_sectors",
 ]
 
 #: Opacity of epochs flagged by the quality mask (good epochs are opaque).
@@ -1313,16 +1315,89 @@ def plot_raw_images(raw: RawImages, sector: int | None = None, frame: int | None
     owned = ax is None
     fig, ax = _new_axes(ax, figsize=(6.0, 5.5))
     shown = ax.imshow(image, origin="lower", cmap="viridis", interpolation="nearest")
-    fig.colorbar(shown, ax=ax, label="flux (electron / s)")
+    ztf = "obsjd" in cutout.extra  # a ZTF science-image cutout (one image a key)
+    fig.colorbar(shown, ax=ax, label="counts (DN)" if ztf else "flux (electron / s)")
     ax.contour(aperture.astype(float), levels=[0.5], colors="red", linewidths=1.5)
     ax.contourf(background.astype(float), levels=[0.5, 1.5], colors="none", hatches=["..."])
     ax.plot([column], [row], marker="+", color="white", markersize=12)
     when = "median frame" if frame is None else f"frame {frame}"
-    ax.set_title(f"{raw.source_name}: TESS sector {sector} ({when}), aperture "
-                 f"{aperture_radius:g} px")
+    if ztf:
+        what = (f"ZTF field {cutout.sector} {cutout.extra.get('filtercode') or ''} "
+                f"(JD {cutout.extra['obsjd']:.4f})")
+    else:
+        what = f"TESS sector {sector} ({when})"
+    ax.set_title(f"{raw.source_name}: {what}, aperture {aperture_radius:g} px")
     ax.set_xlabel(f"column (from {cutout.corner[1]})")
     ax.set_ylabel(f"row (from {cutout.corner[0]})")
     _save(fig, filename, owned)
+    return fig
+
+
+def _by_sector(lightcurves: Sequence[Lightcurve]) -> dict[int, pd.DataFrame]:
+    frames: dict[int, list[pd.DataFrame]] = {}
+    for lc in lightcurves:
+        data = lc.data
+        if "sector" not in data or not len(data):
+            continue
+        for sector, part in data.groupby("sector"):
+            frames.setdefault(int(sector), []).append(part)
+    return {sector: pd.concat(parts, ignore_index=True) for sector, parts in frames.items()}
+
+
+def shared_sectors(ffi: Sequence[Lightcurve], short: Sequence[Lightcurve]) -> list[int]:
+    """The TESS sectors both sets of light curves have points in."""
+    return sorted(set(_by_sector(ffi)) & set(_by_sector(short)))
+
+
+def plot_ffi_comparison(ffi: Sequence[Lightcurve], short: Sequence[Lightcurve],
+                        filename: str | os.PathLike | None = None) -> Figure:
+    """A star's FFI light curve beside its 2-minute one, a panel per sector both have.
+
+    Both are divided by their medians; the 2-minute points are grey, their means
+    over each FFI exposure a black line, the FFI light curve red dots. Each panel's
+    title gives :func:`~skyretriever.images.photometry.compare_cadences`'s figures.
+
+    Raises
+    ------
+    ValueError
+        If the two have no sector in common.
+
+    Examples
+    --------
+    >>> fig = plot_ffi_comparison(ffi_lightcurves, tess_lightcurves, "both.png")  # doctest: +SKIP
+    """
+    ffi_sectors, short_sectors = _by_sector(ffi), _by_sector(short)
+    sectors = sorted(set(ffi_sectors) & set(short_sectors))
+    if not sectors:
+        raise ValueError(f"the FFI light curves (sectors {sorted(ffi_sectors)}) and the 2-minute "
+                         f"ones (sectors {sorted(short_sectors)}) have no sector in common")
+    fig, axes = _pyplot().subplots(len(sectors), 1, figsize=(10.0, 3.2 * len(sectors) + 0.6),
+                                   squeeze=False)
+    for ax, sector in zip(axes[:, 0], sectors):
+        full, fast = ffi_sectors[sector], short_sectors[sector]
+        good_full = full[~full["qflag"].to_numpy(bool)] if "qflag" in full else full
+        good_fast = fast[~fast["qflag"].to_numpy(bool)] if "qflag" in fast else fast
+        times = good_full["mjd"].to_numpy(float)
+        exposure = float(np.median(np.diff(np.sort(times)))) if len(times) > 1 else 0.0
+        binned = binned_to_frames(times, exposure, good_fast["mjd"].to_numpy(float),
+                                  good_fast["flux"].to_numpy(float))
+        fast_norm = np.nanmedian(binned)
+        ax.plot(good_fast["mjd"], good_fast["flux"] / fast_norm, ".", color="0.7",
+                markersize=2, label="2-minute", zorder=1)
+        ax.plot(times, binned / fast_norm, "-", color="black", linewidth=1.2,
+                label="2-minute, binned to the FFI cadence", zorder=2)
+        ax.plot(times, good_full["flux"] / np.nanmedian(good_full["flux"]), "o", color="tab:red",
+                markersize=3.5, label="FFI (aperture photometry)", zorder=3)
+        agreement = compare_cadences(full, fast)
+        ax.set_title(f"TESS sector {sector}: FFI against 2-minute binned, median |difference| "
+                     f"{100 * agreement['median_abs_relative_difference']:.2f}%, r = "
+                     f"{agreement['correlation']:.3f} ({agreement['frames']} frames)",
+                     fontsize="medium")
+        ax.set_ylabel("relative flux")
+        ax.legend(loc="lower left", fontsize="small")
+    axes[-1, 0].set_xlabel("MJD (TDB)")
+    fig.tight_layout()
+    _save(fig, filename)
     return fig
 
 

@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql, sqlite
 
+from skyretriever.healpix import angular_distance
 from skyretriever.models import (
     Detection,
     FFIFile,
@@ -58,6 +59,7 @@ from skyretriever.models.raw import data_types, raw_data_class
 from skyretriever.observatories.base import ProjectContext, raw_identity_filter
 
 __all__ = [
+    "counterpart_lightcurves",
     "done_source_rows",
     "event_cutouts",
     "replace_finder_detections",
@@ -870,3 +872,26 @@ def done_source_rows(session: orm.Session, context: ProjectContext) -> list[Sour
     """The project's done sources (whole rows), by name."""
     return list(session.scalars(sa.select(Source).where(
         *_mine(context), Source.status == "done").order_by(Source.name)))
+
+
+# -- images: the same star's light curves in another project (issue 18) ---------------------------
+def counterpart_lightcurves(session: orm.Session, source: Source, observatory: str,
+                            radius_arcsec: float = 2.0) -> list[Lightcurve]:
+    """The ``observatory`` light curves of the same star in another project: a source of the
+    same name within ``radius_arcsec`` (the first such source that has some), by series.
+
+    A project analyses one data type, so a star's TESS 2-minute light curves (``tess``,
+    photometry) and its FFI light curves (``tessffi``, images) live in two projects.
+    """
+    rows = session.execute(
+        sa.select(Source.id, Source.ra, Source.dec).join(
+            Lightcurve, Lightcurve.source_id == Source.id).where(
+            Source.name == source.name, Source.id != source.id,
+            Lightcurve.observatory == observatory, Lightcurve.is_simulated.is_(False))
+        .distinct().order_by(Source.id)).all()
+    for source_id, ra, dec in rows:
+        if angular_distance(source.ra, source.dec, ra, dec) * 3600.0 <= radius_arcsec:
+            return list(session.scalars(sa.select(Lightcurve).where(
+                Lightcurve.source_id == source_id, Lightcurve.observatory == observatory,
+                Lightcurve.is_simulated.is_(False)).order_by(Lightcurve.series_number)))
+    return []

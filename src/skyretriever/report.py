@@ -68,7 +68,7 @@ from skyretriever._version import __version__
 from skyretriever.analysis.classifier import ModelFileError, read_model_metadata
 from skyretriever.analysis.histogram import Histogram
 from skyretriever.execution import die_with_parent
-from skyretriever.models import Detection, Lightcurve, Properties, Source
+from skyretriever.models import Detection, Lightcurve, Properties, RawImages, Source
 from skyretriever.models.display import column_header, column_label, format_column, format_number
 from skyretriever.observatories.base import ProjectContext
 from skyretriever.progress import progress_bar
@@ -867,6 +867,28 @@ def _wavelength(value: Any) -> Any:
     return int(value) if str(value).isdigit() else value
 
 
+def _cutout_shown(raw: RawImages) -> str:
+    """Which image of a source's cutouts the report shows (the plot's default)."""
+    if raw.observatory == "ztf":
+        return "its first science image"
+    return f"median frame of sector {min(raw.sectors or [0])}"
+
+
+def _cadence_pair(session: orm.Session, source: Source
+                  ) -> tuple[list[Lightcurve], list[Lightcurve]]:
+    """A star's FFI (``tessffi``) and 2-minute (``tess``) light curves, one set its own and
+    the other from the project that has it (a project holds one data type)."""
+    own = {"tessffi": [], "tess": []}
+    for lc in source.lightcurves:
+        if lc.observatory in own and not lc.is_simulated:
+            own[lc.observatory].append(lc)
+    if own["tessffi"] and not own["tess"]:
+        own["tess"] = queries.counterpart_lightcurves(session, source, "tess")
+    elif own["tess"] and not own["tessffi"]:
+        own["tessffi"] = queries.counterpart_lightcurves(session, source, "tessffi")
+    return own["tessffi"], own["tess"]
+
+
 def _write_source_page(folder: Path, source: Source, list_page: int, page_count: int,
                        plotter: _Plotter, source_plots: bool, has_plot: bool,
                        plotted: dict[int, bool], session: orm.Session,
@@ -899,8 +921,19 @@ def _write_source_page(folder: Path, source: Source, list_page: int, page_count:
                         folder / cutout, raw):
             add(f'<figure><a href="{_href(cutout)}"><img class="plot" id="cutout-plot" '
                 f'src="{_href(cutout)}" alt="image cutout of {_text(source.name)}"></a>'
-                f"<figcaption>{_text(raw.observatory)} cutout (median frame of sector "
-                f"{min(raw.sectors or [0])}) with the photometric aperture</figcaption></figure>\n")
+                f"<figcaption>{_text(raw.observatory)} cutout ({_cutout_shown(raw)}) with the "
+                "photometric aperture</figcaption></figure>\n")
+
+    ffi, short = _cadence_pair(session, source) if source_plots else ([], [])
+    if ffi and short and plots.shared_sectors(ffi, short):
+        # The FFI light curve beside the 2-minute one (the other is in another project).
+        both = f"{stem}_ffi_2min.png"
+        if plotter.make(f"FFI and 2-minute light curves of {source.name!r}",
+                        "plot_ffi_comparison", folder / both, ffi, short):
+            add(f'<figure><a href="{_href(both)}"><img class="plot" id="ffi-comparison-plot" '
+                f'src="{_href(both)}" alt="FFI and 2-minute light curves of '
+                f'{_text(source.name)}"></a><figcaption>The FFI light curve (tessffi) beside '
+                "the 2-minute one (tess), binned to the FFI cadence</figcaption></figure>\n")
 
     if source_plots:
         add(_event_section(folder, source, stem, session, observatories))

@@ -3,7 +3,9 @@
 A cube (astrocut's ``CubeFactory`` layout) is a primary header, then HDU 1: a
 big-endian float32 array of numpy shape (rows, columns, cadences, 2) holding
 flux and error, then HDU 2: a table with one row per FFI (times, ``DQUALITY``,
-``BARYCORR`` and each FFI's WCS). The headers are read once per cube
+``BARYCORR`` and each FFI's WCS). TICA cubes (``tess/public/mast/tica/``) have a
+longer primary header, one plane (flux only: the errors stay NaN) and
+``STARTTJD``, ``ENDTJD`` and ``QUAL_BIT`` in the table. The headers are read once per cube
 (:class:`CubeLayout`, from ranges at the start of the file and after the data);
 a cutout of ``ny`` rows is ``ny`` contiguous byte ranges, one per pixel row,
 merged where they are close (:func:`row_ranges`). The cutout's limits and WCS
@@ -64,6 +66,8 @@ class CubeLayout:
     primary_header: str
     table: Any
     wcs: Any
+    #: Values per pixel and cadence: 2 (flux and error, SPOC) or 1 (flux only, TICA).
+    planes: int = 2
 
 
 def read_layout(key: str, read: Callable[[int, int], bytes]) -> CubeLayout:
@@ -94,11 +98,12 @@ def read_layout(key: str, read: Callable[[int, int], bytes]) -> CubeLayout:
     rest = start[primary_length:]
     image, image_length = header_at(primary_length,
                                     rest if _header_length(rest) is not None else b"")
-    if image.get("NAXIS") != 4 or image.get("NAXIS1") != 2 or image.get("BITPIX") != -32:
-        raise CubeError(f"{key}: HDU 1 is not a cube of (2, cadences, columns, rows) float32")
+    if image.get("NAXIS") != 4 or image.get("NAXIS1") not in (1, 2) or image.get("BITPIX") != -32:
+        raise CubeError(f"{key}: HDU 1 is not a cube of (2 or 1, cadences, columns, rows) float32")
+    planes = int(image["NAXIS1"])
     cadences, columns, rows = int(image["NAXIS2"]), int(image["NAXIS3"]), int(image["NAXIS4"])
     data_start = primary_length + image_length
-    data_bytes = 4 * 2 * cadences * columns * rows
+    data_bytes = 4 * planes * cadences * columns * rows
     table_start = data_start + -(-data_bytes // BLOCK) * BLOCK
     table = None
     around = read(table_start - BLOCK, table_start + 8 * BLOCK - 1)
@@ -118,10 +123,12 @@ def read_layout(key: str, read: Callable[[int, int], bytes]) -> CubeLayout:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         wcs = astrocut.TessCubeCutout.parse_table_wcs(table)
+    # TICA cubes name the camera and CCD CAMNUM and CCDNUM.
     return CubeLayout(key=key, sector=int(primary.get("SECTOR", 0)),
-                      camera=int(primary.get("CAMERA", 0)), ccd=int(primary.get("CCD", 0)),
+                      camera=int(primary.get("CAMERA", primary.get("CAMNUM", 0))),
+                      ccd=int(primary.get("CCD", primary.get("CCDNUM", 0))),
                       data_start=data_start, rows=rows, columns=columns, cadences=cadences,
-                      primary_header=primary.tostring(), table=table, wcs=wcs)
+                      primary_header=primary.tostring(), table=table, wcs=wcs, planes=planes)
 
 
 def cutout_limits(layout: CubeLayout, ra: float, dec: float, size: int
@@ -147,10 +154,12 @@ def cutout_limits(layout: CubeLayout, ra: float, dec: float, size: int
 
 
 def row_ranges(data_start: int, columns: int, cadences: int, rows: tuple[int, int],
-               cols: tuple[int, int], merge_gap: int = 16384) -> list[tuple[int, int]]:
-    """The inclusive byte ranges holding rows ``rows[0]..rows[1]-1``, columns ``cols`` of a cube,
-    consecutive ones merged when fewer than ``merge_gap`` bytes lie between them."""
-    pixel = 2 * 4 * cadences
+               cols: tuple[int, int], merge_gap: int = 16384, planes: int = 2
+               ) -> list[tuple[int, int]]:
+    """The inclusive byte ranges holding rows ``rows[0]..rows[1]-1``, columns ``cols`` of a cube
+    (``planes`` float32 values per pixel and cadence), consecutive ones merged when fewer than
+    ``merge_gap`` bytes lie between them."""
+    pixel = planes * 4 * cadences
     ranges: list[tuple[int, int]] = []
     for row in range(rows[0], rows[1]):
         first = data_start + (row * columns + cols[0]) * pixel
@@ -170,12 +179,14 @@ def cutout_from_ranges(layout: CubeLayout, limits: tuple[tuple[int, int], tuple[
 
     (r0, r1), (c0, c1) = limits
     rows, cols = (max(r0, 0), min(r1, layout.rows)), (max(c0, 0), min(c1, layout.columns))
-    ranges = row_ranges(layout.data_start, layout.columns, layout.cadences, rows, cols, merge_gap)
+    ranges = row_ranges(layout.data_start, layout.columns, layout.cadences, rows, cols, merge_gap,
+                        layout.planes)
     bodies = fetch(ranges)
     for (first, last), body in zip(ranges, bodies):
         if len(body) != last - first + 1:
             raise CubeError(f"{layout.key}: asked for bytes {first}-{last}, got {len(body)} bytes")
-    pixel = 2 * 4 * layout.cadences
+    planes = layout.planes
+    pixel = planes * 4 * layout.cadences
     width = (cols[1] - cols[0]) * pixel
     flux = np.full((layout.cadences, r1 - r0, c1 - c0), np.nan, np.float32)
     error = np.full_like(flux, np.nan)
@@ -188,15 +199,20 @@ def cutout_from_ranges(layout: CubeLayout, limits: tuple[tuple[int, int], tuple[
             if start != expected:
                 raise CubeError(f"{layout.key}: ranges out of step at byte {start}")
             values = np.frombuffer(body, dtype=">f4", count=width // 4, offset=offset)
-            values = values.reshape(cols[1] - cols[0], layout.cadences, 2)
+            values = values.reshape(cols[1] - cols[0], layout.cadences, planes)
             flux[:, row - r0, cols[0] - c0:cols[1] - c0] = values[:, :, 0].T
-            error[:, row - r0, cols[0] - c0:cols[1] - c0] = values[:, :, 1].T
+            if planes == 2:  # TICA cubes have no error plane: it stays NaN
+                error[:, row - r0, cols[0] - c0:cols[1] - c0] = values[:, :, 1].T
             row += 1
             offset += layout.columns * pixel if row < rows[1] else len(body)
     if row != rows[1]:
         raise CubeError(f"{layout.key}: the ranges held {row - rows[0]} rows of {rows[1] - rows[0]}")
     table = layout.table
-    tstart, tstop = np.asarray(table["TSTART"], float), np.asarray(table["TSTOP"], float)
+    names = set(table.names)
+    # SPOC cubes: TSTART, TSTOP, DQUALITY; TICA cubes: STARTTJD, ENDTJD, QUAL_BIT.
+    start, stop = ("TSTART", "TSTOP") if "TSTART" in names else ("STARTTJD", "ENDTJD")
+    tstart, tstop = np.asarray(table[start], float), np.asarray(table[stop], float)
+    quality = table["DQUALITY"] if "DQUALITY" in names else table["QUAL_BIT"]
     wcs = layout.wcs.deepcopy() if hasattr(layout.wcs, "deepcopy") else WCS(layout.wcs.to_header())
     wcs.wcs.crpix = [wcs.wcs.crpix[0] - c0, wcs.wcs.crpix[1] - r0]
     if wcs.sip is not None:
@@ -211,10 +227,10 @@ def cutout_from_ranges(layout: CubeLayout, limits: tuple[tuple[int, int], tuple[
         else np.zeros(len(tstart)),
         cadenceno=np.arange(len(tstart), dtype=np.int64),
         flux=flux, flux_err=error,
-        quality=np.asarray(table["DQUALITY"], np.int32),
+        quality=np.asarray(quality, np.int32),
         wcs_header=wcs.to_header(relax=True).tostring(),
         primary_header=layout.primary_header, corner=(r0, c0),
-        extra={"route": "s3", "cube": layout.key, "ranges": len(ranges),
+        extra={"route": "s3", "cube": layout.key, "ranges": len(ranges), "planes": planes,
                "bytes": int(sum(last - first + 1 for first, last in ranges))},
     )
 

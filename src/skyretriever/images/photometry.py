@@ -6,6 +6,9 @@ estimate (``TargetPixelFile.estimate_background``) over the pixels farther than
 ``background_radius`` from the target, and the aperture's sum less that
 background times its pixel count is the flux.
 
+:func:`compare_cadences` says how well an FFI light curve agrees with a
+short-cadence (2-minute) one of the same star, binned to the FFI frames.
+
 Examples
 --------
 >>> frame = lightcurve_frame(cutout, ra, dec, aperture_radius=2.0)    # doctest: +SKIP
@@ -22,7 +25,7 @@ import pandas as pd
 
 from skyretriever.models.images import BTJD_TO_MJD, Cutout, cutout_hdulist
 
-__all__ = ["apertures", "lightcurve_frame"]
+__all__ = ["apertures", "binned_to_frames", "compare_cadences", "lightcurve_frame"]
 
 
 def apertures(cutout: Cutout, ra: float, dec: float, aperture_radius: float,
@@ -79,3 +82,66 @@ def lightcurve_frame(cutout: Cutout, ra: float, dec: float, aperture_radius: flo
         "sector": np.full(len(times), int(cutout.sector), np.int64),
         "exptime": np.full(len(times), cadence),
     })
+
+
+def binned_to_frames(frame_times: np.ndarray, exposure: float, times: np.ndarray,
+                     values: np.ndarray) -> np.ndarray:
+    """The mean of ``values`` taken within each frame's exposure (``frame_times`` plus or
+    minus half ``exposure``, in the same unit); NaN for a frame with none. Non-finite
+    values are left out.
+
+    Examples
+    --------
+    >>> binned_to_frames(np.array([1.0, 2.0, 3.0]), 1.0, np.array([0.6, 0.9, 1.2, 3.1]),
+    ...                  np.array([1.0, 2.0, 3.0, 4.0])).tolist()
+    [2.0, nan, 4.0]
+    """
+    keep = np.isfinite(times) & np.isfinite(values)
+    order = np.argsort(times[keep], kind="stable")
+    times, values = np.asarray(times, float)[keep][order], np.asarray(values, float)[keep][order]
+    first = np.searchsorted(times, frame_times - exposure / 2.0, side="left")
+    last = np.searchsorted(times, frame_times + exposure / 2.0, side="left")
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    counts = last - first
+    with np.errstate(divide="ignore", invalid="ignore"):
+        means = (sums[last] - sums[first]) / counts
+    return np.where(counts > 0, means, np.nan)
+
+
+def compare_cadences(ffi: pd.DataFrame, short: pd.DataFrame, column: str = "flux"
+                     ) -> dict[str, float]:
+    """How an FFI light curve agrees with a short-cadence one of the same star and sector.
+
+    The short-cadence points (``mjd``, ``column``, ``qflag``) are averaged over each
+    FFI frame's exposure (the median spacing of the FFI times); both series are
+    divided by their medians over the frames they share (unflagged, finite), so the
+    aperture's share of the star's light and the background do not count.
+
+    Returns
+    -------
+    dict
+        ``frames`` compared; ``median_abs_relative_difference`` (median of
+        ``|ffi - binned|`` of the normalised fluxes); ``correlation`` (Pearson's r
+        of the two normalised series); ``rms_relative_difference``.
+    """
+    def good(frame: pd.DataFrame) -> pd.DataFrame:
+        flagged = frame["qflag"].to_numpy(bool) if "qflag" in frame else np.zeros(len(frame), bool)
+        return frame[~flagged]
+
+    ffi, short = good(ffi), good(short)
+    times = ffi["mjd"].to_numpy(float)
+    exposure = float(np.median(np.diff(np.sort(times)))) if len(times) > 1 else 0.0
+    binned = binned_to_frames(times, exposure, short["mjd"].to_numpy(float),
+                              short[column].to_numpy(float))
+    values = ffi[column].to_numpy(float)
+    shared = np.isfinite(binned) & np.isfinite(values)
+    if shared.sum() < 3:
+        return {"frames": int(shared.sum()), "median_abs_relative_difference": np.nan,
+                "correlation": np.nan, "rms_relative_difference": np.nan}
+    a = values[shared] / np.median(values[shared])
+    b = binned[shared] / np.median(binned[shared])
+    difference = a - b
+    return {"frames": int(shared.sum()),
+            "median_abs_relative_difference": float(np.median(np.abs(difference))),
+            "correlation": float(np.corrcoef(a, b)[0, 1]),
+            "rms_relative_difference": float(np.sqrt(np.mean(difference**2)))}

@@ -2,7 +2,8 @@
 
 One row and one HDF5 file per (source name, observatory, download parameters,
 target), like raw photometry (:class:`~skyretriever.models.raw.RawData`). The
-file holds one group per sector (``s0001``...), each a :class:`Cutout`: the
+file holds one group per sector (``s0001``...; ZTF: one per science image, ``s0000``
+in time order, see :mod:`skyretriever.images.ibe`), each a :class:`Cutout`: the
 cutout cube (``flux``, ``flux_err``: frames x rows x columns, electron/s),
 ``time`` (BTJD, mid-exposure), ``timecorr``, ``cadenceno``, ``quality``, the
 cutout's WCS and the cube's primary header. ``data`` is loaded lazily (after the
@@ -181,8 +182,7 @@ class RawImages(RawData, Base):
         if not self.filename:
             raise storage.StorageError(f"{self!r} has no file to load data from")
         groups = storage.read_arrays(self.filename, None, self.checksum, self.file_size)
-        self._data = {int(meta["sector"]): Cutout.from_stored(arrays, meta)
-                      for arrays, meta in groups.values()}
+        self._data = _cutouts(groups)
         self._metadata = {}
         return self._data
 
@@ -209,7 +209,7 @@ class RawImages(RawData, Base):
     def compute_summaries(self) -> None:
         """Fill ``num_points``, ``time_start``, ``time_end``, ``sectors`` and ``cutout_size``."""
         cutouts = list((self._data or {}).values())
-        self.sectors = sorted(int(c.sector) for c in cutouts)
+        self.sectors = sorted({int(c.sector) for c in cutouts})
         self.num_points = int(sum(len(c.time) for c in cutouts))
         times = np.concatenate([np.asarray(c.time, float) for c in cutouts]) if cutouts else []
         times = np.asarray(times)[np.isfinite(times)] if len(times) else np.array([])
@@ -233,8 +233,10 @@ class RawImages(RawData, Base):
                     "ra": self.ra, "dec": self.dec, "download_hash": self.download_hash,
                     "target_key": self.target_key, "cross_ids": self.cross_ids or {},
                     "altdata": self.altdata or {}}
-        groups = {f"s{sector:04d}": (cutout.arrays(), {**cutout.metadata(), "source": identity})
-                  for sector, cutout in sorted(self._data.items())}
+        # Groups are named by the key of ``data`` (the sector for TESS, the image for ZTF).
+        groups = {f"s{key:04d}": (cutout.arrays(), {**cutout.metadata(), "key": int(key),
+                                                     "source": identity})
+                  for key, cutout in sorted(self._data.items())}
         info = storage.write_arrays(relative, groups)
         self.key = ",".join(groups)
         self.filename, self.checksum, self.file_size = info.filename, info.checksum, info.file_size
@@ -248,8 +250,7 @@ class RawImages(RawData, Base):
             if not groups:
                 return None
             first = next(iter(groups.values()))[1]["source"]
-            cutouts = {int(meta["sector"]): Cutout.from_stored(arrays, meta)
-                       for arrays, meta in groups.values()}
+            cutouts = _cutouts(groups)
             raw = cls(data=cutouts, source_name=first["source_name"],
                       observatory=first["observatory"], ra=float(first["ra"]),
                       dec=float(first["dec"]), download_hash=first.get("download_hash"),
@@ -299,6 +300,13 @@ class RawImages(RawData, Base):
         sectors = ",".join(str(s) for s in (self.sectors or []))
         return (f"<RawImages {self.source_name} {self.observatory}: sectors [{sectors}], "
                 f"{self.num_points or 0:,} frames, {self.cutout_size or 0} px>")
+
+
+def _cutouts(groups: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]
+             ) -> dict[int, Cutout]:
+    """The stored groups as ``{key: Cutout}`` (files written before keys were stored: the sector)."""
+    return {int(meta.get("key", meta["sector"])): Cutout.from_stored(arrays, meta)
+            for arrays, meta in groups.values()}
 
 
 class FFIFile(Base):

@@ -20,6 +20,7 @@ PosixPath('lc.fits')
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -183,12 +184,11 @@ class S3Bucket(RuntimeState):
     def read_range(self, key: str, first: int, last: int) -> bytes:
         """Bytes ``first`` to ``last`` (inclusive) of ``key``, with retries; the answer is checked.
 
-        An answer that is not that range (another ``Content-Range``, a short
-        body, a whole file) counts as a failed attempt and is asked again.
+        A range past the end of the object gives the bytes up to its end (as S3
+        does). An answer that is not that range (another ``Content-Range``, a
+        short body, a whole file) counts as a failed attempt and is asked again.
         """
         from botocore.exceptions import BotoCoreError, ClientError
-
-        wanted = f"bytes {first}-{last}/"
 
         def attempt() -> bytes:
             with self.http.limiter.slot(self.host_url):
@@ -203,7 +203,11 @@ class S3Bucket(RuntimeState):
                 except (BotoCoreError, ClientError) as error:
                     raise self._fault(error, key) from error
             answer_range = str(answer.get("ContentRange") or "")
-            if not answer_range.startswith(wanted) or len(data) != last - first + 1:
+            sent = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", answer_range)
+            end = int(sent[2]) if sent else -1
+            whole = sent is not None and int(sent[1]) == first and (
+                end == last or end == int(sent[3]) - 1 < last)
+            if not whole or len(data) != end - first + 1:
                 raise TransientError(f"s3://{self.bucket}/{key}: asked for bytes {first}-{last}, "
                                      f"got {answer_range or 'no Content-Range'} and "
                                      f"{len(data)} bytes")

@@ -5,8 +5,11 @@ Two routes to the same cutouts:
 - ``s3`` (the default): the FFI cubes in MAST's public bucket, read by byte
   ranges. The cubes of the wanted sectors are listed once; each cube's headers
   and FFI table are read once per process and cached
-  (:func:`skyretriever.images.cube.read_layout`); whether a star is on a cube
-  is decided by the cube's own WCS, and the cutout is read as one range per
+  (:func:`skyretriever.images.cube.read_layout`); with ``sector_lookup:
+  pointing`` TESS's pointing model (tess-point) first names the cubes that can
+  hold the star, and only those are read (sectors past the model's table are
+  looked up by their WCS); whether the star is on a cube is decided by the
+  cube's own WCS, and the cutout is read as one range per
   pixel row (close ones merged), in parallel within the per-host limit. The
   arrays are those astrocut cuts from the same cube.
 - ``tesscut``: MAST's TESScut API (``api/v0.1/sector``, then
@@ -75,6 +78,8 @@ __all__ = ["TessFFIParameters", "VirtualTESSFFI"]
 log = logging.getLogger(__name__)
 
 _CUBE_NAME = re.compile(r"(tess|tica)-s(\d{4})-(\d)-(\d)-cube\.fits$")
+#: Arcseconds per TESS pixel.
+PIXEL_ARCSEC = 21.0
 
 
 class TessFFIParameters(ObservatoryParameters, NetworkParameters):
@@ -102,6 +107,10 @@ class TessFFIParameters(ObservatoryParameters, NetworkParameters):
     merge_gap: int = parameter(
         16384, "Byte ranges of one cutout closer than this are read as one (s3 route).",
         critical=False, ge=0)
+    sector_lookup: Literal["wcs", "pointing"] = parameter(
+        "wcs", "How the s3 route finds the cubes that hold a star: 'wcs' reads every cube's "
+        "WCS (once per process); 'pointing' asks TESS's pointing model (tess-point) and reads "
+        "only the cubes it names (sectors past its table by their WCS).", critical=False)
     aperture_radius: float = parameter(
         2.0, "Radius of the photometric aperture around the target (pixels).", gt=0)
     background_radius: float = parameter(
@@ -118,7 +127,7 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
     download_parameters = ("cutout_size", "sectors", "product")
     QUALITY_PRESETS = TESS_QUALITY_PRESETS
     split_columns: ClassVar[tuple[str, ...]] = ("sector",)
-    _RUNTIME = ("_bucket", "_layouts", "_layout_locks", "_cube_keys", "_lock")
+    _RUNTIME = ("_bucket", "_layouts", "_layout_locks", "_cube_keys", "_lock", "_pointing")
 
     def __init__(self, pars=None, context=None, **kwargs: Any) -> None:
         super().__init__(pars, context, **kwargs)
@@ -131,6 +140,7 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
         self._layout_locks: dict[str, threading.Lock] = {}
         self._cube_keys: list[str] | None = None
         self._lock = threading.Lock()
+        self._pointing: Any = None
 
     @property
     def http(self):
@@ -216,12 +226,45 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
                 self._layouts[key] = layout
         return layout
 
+    def pointing_candidates(self, ra: float, dec: float) -> tuple[set[tuple[int, int, int]], int]:
+        """The (sector, camera, CCD) that TESS's pointing model (tess-point) puts the star
+        on, and the last sector the model knows (about 50 ms a star).
+
+        Examples
+        --------
+        >>> found, last = VirtualTESSFFI().pointing_candidates(100.0, -30.0)
+        >>> sorted(found)[:2], last
+        ([(6, 2, 2), (33, 2, 2)], 134)
+        """
+        import tess_stars2px
+
+        with self._lock:
+            if self._pointing is None:  # the pointings of every sector: built once per process
+                self._pointing = tess_stars2px.TESS_Spacecraft_Pointing_Data()
+            pointing = self._pointing
+        answer = tess_stars2px.tess_stars2px_function_entry(
+            [0], [float(ra) % 360.0], [float(dec)], scInfo=pointing)
+        sectors, cameras, ccds = answer[3], answer[4], answer[5]
+        found = {(int(s), int(c), int(d)) for s, c, d in zip(sectors, cameras, ccds) if s > 0}
+        # Sector numbers past 1000 are not TESS's sectors (a comet's pointing).
+        return found, int(pointing.sectors[pointing.sectors < 1000].max())
+
     def _fetch_s3(self, ra: float, dec: float) -> tuple[dict[int, Cutout], dict[str, Any]]:
         cutouts: dict[int, Cutout] = {}
         looked = []
+        provenance: dict[str, Any] = {"route": "s3", "product": self.pars.product,
+                                      "sector_lookup": self.pars.sector_lookup}
+        candidates, last_known = None, 0
+        if self.pars.sector_lookup == "pointing":
+            candidates, last_known = self.pointing_candidates(ra, dec)
+            provenance["pointing"] = [list(found) for found in sorted(candidates)]
         for key in self._cube_list():
-            sector = int(_CUBE_NAME.search(key).group(2))
+            name = _CUBE_NAME.search(key)
+            sector, camera, ccd = int(name.group(2)), int(name.group(3)), int(name.group(4))
             if not self._wanted(sector):
+                continue
+            if (candidates is not None and sector <= last_known
+                    and (sector, camera, ccd) not in candidates):
                 continue
             layout = self._layout(key)
             looked.append(key)
@@ -235,7 +278,7 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
                     return list(pool.map(lambda r: self.bucket.read_range(key, *r), ranges))
 
             cutouts[sector] = cutout_from_ranges(layout, limits, fetch, self.pars.merge_gap)
-        return cutouts, {"route": "s3", "product": self.pars.product, "cubes_checked": looked}
+        return cutouts, {**provenance, "cubes_checked": looked}
 
     # -- bulk FFIs (skyretriever ffi) ------------------------------------------------------
     def ffi_keys(self, sector: int, camera: int, ccd: int) -> list[str]:

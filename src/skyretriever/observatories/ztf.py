@@ -23,6 +23,19 @@ mean epoch) or whose median magnitude differs from the catalog's by more than
 split by gaps of ``reducer.gap`` days). ``catflags`` becomes ``quality``,
 from which the base reducer makes ``qflag`` with ``quality_bitmask``.
 
+With ``image_cutouts: true`` the observatory downloads images instead: for each
+source, IRSA's Image Back End (``ibe_url``) is searched for the science images
+holding the star (``search/ztf/products/sci?POS=ra,dec&ct=csv``, with
+``bands`` and ``time_range`` as its ``WHERE``), and each image's cutout
+(``cutout_size`` arcsec around the star where it was at that image's epoch) is
+fetched, checked and kept as the image data type
+(:class:`~skyretriever.models.images.RawImages`, one group per image with its
+WCS and header; see :mod:`skyretriever.images.ibe`). The project is then an
+``images`` project: the light curves are made from the cutouts by aperture
+photometry (``aperture_radius``, ``background_radius``, in arcsec) with each
+image's zero point. A star on no image is recorded as empty. Public data need
+no login.
+
 Credentials for non-public collections come from the environment
 (``SKYRETRIEVER_IRSA_USER`` and ``SKYRETRIEVER_IRSA_PASSWORD``) or from a
 netrc-format file (``credentials_file``, entry ``machine <IRSA host>``). They
@@ -47,6 +60,7 @@ Examples
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import io
 import logging
@@ -66,6 +80,18 @@ import pandas as pd
 from pydantic import field_validator
 
 from skyretriever.healpix import angular_distance
+from skyretriever.images.ibe import (
+    SCIENCE_PATH,
+    SEARCH_PATH,
+    cutout_from_fits,
+    cutout_params,
+    fits_answer,
+    read_search_table,
+    science_image_path,
+)
+from skyretriever.images.photometry import lightcurve_frame
+from skyretriever.models.datasets import Lightcurve
+from skyretriever.models.images import Cutout, RawImages
 from skyretriever.net import (
     BadAnswer,
     HttpError,
@@ -75,6 +101,7 @@ from skyretriever.net import (
     TransientError,
     join_url,
     shared_client,
+    validate_archive_url,
 )
 from skyretriever.observatories.base import (
     ObservatoryParameters,
@@ -93,7 +120,8 @@ from skyretriever.observatories.ztf_hats import (
 from skyretriever.parameters import ParameterError, parameter
 
 __all__ = ["REQUIRED_COLUMNS", "ZTF_COLUMNS", "ZTF_QUALITY_PRESETS", "VirtualZTF", "ZtfAnswer",
-           "ZtfParameters", "heliocentric_delay", "hmjd_to_mjd", "read_ztf_csv"]
+           "ZtfParameters", "cutout_photometry", "heliocentric_delay", "hmjd_to_mjd",
+           "read_ztf_csv"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +144,10 @@ PASSWORD_VARIABLE = "SKYRETRIEVER_IRSA_PASSWORD"
 _MJD_J2000 = 51544.5
 
 _DAYS_PER_YEAR = 365.25
+#: The parameters of image cutouts (critical only when ``image_cutouts`` is on).
+IMAGE_PARAMETERS = ("image_cutouts", "cutout_size", "aperture_radius", "background_radius")
+#: Arcseconds per ZTF pixel.
+ZTF_PIXEL_ARCSEC = 1.012
 _COLLECTION = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
@@ -176,6 +208,35 @@ class ZtfParameters(ObservatoryParameters, NetworkParameters):
         f"for non-public collections (else ${USER_VARIABLE} and ${PASSWORD_VARIABLE}).",
         critical=False,
     )
+    image_cutouts: bool = parameter(
+        False, "Download cutouts of ZTF's science images from IRSA's Image Back End (ibe_url) "
+        "instead of light curves: the data type becomes 'images' (an images project) and the "
+        "light curves are made from the cutouts by aperture photometry.",
+    )
+    cutout_size: float = parameter(
+        30.0, "Width and height of each image cutout (arcsec; image_cutouts).", gt=0, le=1800,
+    )
+    ibe_url: str = parameter(
+        "https://irsa.ipac.caltech.edu/ibe", "Base URL of IRSA's Image Back End (or a mirror "
+        "or simulator; image_cutouts).", critical=False,
+    )
+    aperture_radius: float = parameter(
+        4.0, "Radius (arcsec) of the photometric aperture on the image cutouts.", gt=0,
+    )
+    background_radius: float = parameter(
+        8.0, "Pixels farther than this (arcsec) from the star estimate the background of the "
+        "image cutouts.", gt=0,
+    )
+
+    def to_dict(self, critical_only: bool = False) -> dict[str, Any]:
+        """Plain values; without ``image_cutouts`` the image parameters are left out of the
+        critical ones (so the config hash of light-curve projects is what it was)."""
+        values = super().to_dict(critical_only)
+        if critical_only and not self.image_cutouts:
+            for name in IMAGE_PARAMETERS:
+                values.pop(name, None)
+        return values
+
     @field_validator("irsa_url")
     @classmethod
     def _no_credentials_in_url(cls, value: str) -> str:
@@ -187,6 +248,11 @@ class ZtfParameters(ObservatoryParameters, NetworkParameters):
                              f"and logs); use ${USER_VARIABLE}/${PASSWORD_VARIABLE} or "
                              "credentials_file")
         return value
+
+    @field_validator("ibe_url")
+    @classmethod
+    def _archive_url(cls, value: str) -> str:
+        return validate_archive_url(value, "the URL")
 
     @field_validator("collection")
     @classmethod
@@ -308,14 +374,26 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
     #: What IRSA is asked for (bad_catflags_mask is applied by IRSA, at download), and the
     #: cone's radius (match_radius and position_epoch set it).
     download_parameters = ("collection", "bands", "time_range", "bad_catflags_mask",
-                           "match_radius", "position_epoch", "route", "hats_url")
+                           "match_radius", "position_epoch", "route", "hats_url",
+                           "image_cutouts", "cutout_size")
     QUALITY_PRESETS = ZTF_QUALITY_PRESETS
     split_columns = ("oid", "filter")
 
     def __init__(self, pars: ZtfParameters | None = None, context: ProjectContext | None = None,
                  **kwargs: Any) -> None:
         super().__init__(pars, context, **kwargs)
+        if self.pars.image_cutouts:
+            if self.pars.background_radius >= self.pars.cutout_size / 2:
+                raise ParameterError(
+                    f"observatories.{self.name}: background_radius "
+                    f"({self.pars.background_radius:g} arcsec) must be less than half the "
+                    f"cutout_size ({self.pars.cutout_size:g} arcsec), or no pixel is background")
         self._init_runtime()
+
+    @property
+    def data_type(self) -> str:  # type: ignore[override]
+        """``images`` with ``image_cutouts``, else ``photometry``."""
+        return "images" if self.pars.image_cutouts else "photometry"
 
     #: Attributes made at run time (client, credentials, the batch's answers); never pickled:
     #: worker processes reduce, they never download.
@@ -333,8 +411,11 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
         """The download parameters; with ``route: hats`` also the route and the collection
         (so its raw data, which has fewer columns, is never taken for the API's)."""
         settings = super().download_settings()
-        if settings["route"] == "api":  # the hash of API downloads made before routes existed
+        if settings["route"] == "api" or settings["image_cutouts"]:
+            # The hash of API downloads made before routes existed (images have no route).
             del settings["route"], settings["hats_url"]
+        if not settings["image_cutouts"]:  # the hash of light curves made before images
+            del settings["image_cutouts"], settings["cutout_size"]
         return settings
 
     # -- talking to IRSA ---------------------------------------------------------------------
@@ -448,6 +529,8 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
         with that reason (and the next run asks again). With ``route: hats`` every
         row is answered from the HATS collection (:meth:`prepare_hats`).
         """
+        if self.pars.image_cutouts:
+            return
         if self.pars.route == "hats":
             self.prepare_hats(cat_rows)
             return
@@ -559,6 +642,8 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
             If IRSA could not be asked (the source is recorded as failed and
             tried again by the next run).
         """
+        if self.pars.image_cutouts:
+            return self.fetch_cutouts(cat_row)
         with self._lock:
             answer = self._answers.pop(cat_row["name"], None)
         if answer is None and self.pars.route == "hats":
@@ -580,7 +665,10 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
         return answer
 
     def parse(self, fetched: ZtfAnswer) -> tuple[pd.DataFrame, dict[str, Any]]:
-        """IRSA's CSV as a table (with ``filter``), and the provenance with its objects."""
+        """IRSA's CSV as a table (with ``filter``), and the provenance with its objects
+        (image cutouts: the cutouts as they were fetched)."""
+        if not isinstance(fetched, ZtfAnswer):
+            return fetched
         altdata = dict(fetched.provenance)
         query = altdata.get("query") or {}
         asked = (f"ID={','.join(query['ID'])}" if query.get("ID") else
@@ -640,6 +728,83 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
     def download_from_observatory(self, cat_row: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
         """Every ZTF epoch IRSA has for one catalog row (by id or position), and provenance."""
         return self.parse(self.fetch(cat_row))
+
+    # -- image cutouts (image_cutouts: true) ------------------------------------------------------
+    def image_query(self, cat_row: dict[str, Any]) -> dict[str, str]:
+        """IBE's search of the science images holding the star (where it was mid-survey),
+        of ``bands`` and within ``time_range``."""
+        pars = self.pars
+        first, last = self.survey_years()
+        ra, dec = self.position_at(cat_row, (first + last) / 2.0)
+        where = ["filtercode IN (" + ",".join(f"'z{band}'" for band in pars.bands) + ")"]
+        if pars.time_range is not None:
+            low, high = (value + 2400000.5 for value in pars.time_range)
+            where.append(f"obsjd BETWEEN {low!r} AND {high!r}")
+        return {"POS": f"{float(ra)!r},{float(dec)!r}", "WHERE": " AND ".join(where),
+                "ct": "csv"}
+
+    def fetch_cutouts(self, cat_row: dict[str, Any]) -> tuple[dict[int, Cutout], dict[str, Any]]:
+        """The science-image cutouts of one source (I/O): IBE's search, then each image's
+        cutout, centred where the star was at that image's epoch; ``{n: Cutout}`` in time
+        order, and the provenance. An image IBE says the cutout misses (HTTP 400) is left
+        out and named in the provenance.
+
+        Raises
+        ------
+        skyretriever.net.NetworkError
+            If the search or a cutout could not be had (the source fails, nothing is
+            written, and the next run asks again).
+        """
+        pars = self.pars
+        client = shared_client(pars.network_policy())
+        hosts = (pars.ibe_url,)
+        query = self.image_query(cat_row)
+        what = f"IBE search of ZTF images for {cat_row['name']!r}"
+        text = client.request("GET", join_url(pars.ibe_url, SEARCH_PATH), params=query,
+                              accept=_search_answer(what), what=what, allowed_hosts=hosts)
+        rows = read_search_table(text, f"IBE's answer to the {what}").to_dict("records")
+
+        def cut(row: dict[str, Any]) -> Cutout | str:
+            ra, dec = self.position_at(cat_row, mjd_to_year(row["obsjd"] - 2400000.5))
+            path = science_image_path(row)
+            what = f"IBE cutout of {path.rsplit('/', 1)[-1]} for {cat_row['name']!r}"
+            try:
+                body = client.request("GET", join_url(pars.ibe_url, SCIENCE_PATH, path),
+                                      params=cutout_params(ra, dec, pars.cutout_size),
+                                      accept=fits_answer(what), what=what, allowed_hosts=hosts)
+            except HttpError as error:
+                if error.status != 400:  # 400: the cutout misses the image (IBE's answer)
+                    raise
+                return f"HTTP 400 {' '.join(error.body.split())[:120]}"
+            return cutout_from_fits(body, float(ra), float(dec), what, row)
+
+        cutouts, missed = {}, {}
+        for row, made in zip(rows, self._map(cut, rows)):
+            if isinstance(made, str):
+                missed[science_image_path(row)] = made
+            else:
+                cutouts[len(cutouts)] = made
+        provenance = {
+            "archive": "IRSA IBE", "ibe_url": pars.ibe_url, "query": query,
+            "queried_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "images_found": len(rows), "cutout_size_arcsec": pars.cutout_size,
+            "target": self._target(cat_row)}
+        if missed:
+            provenance["images_missed"] = missed
+        return cutouts, provenance
+
+    def reduce(self, raw: Any, data_type: str | None = None, source: Any = None
+               ) -> list[Lightcurve]:
+        """Light curves of the raw data: IRSA's epochs, or (``image_cutouts``) aperture
+        photometry of each image cutout calibrated by its zero point."""
+        if not self.pars.image_cutouts:
+            return super().reduce(raw, data_type or "photometry", source)
+        if (data_type or self.data_type) != self.data_type:
+            raise ValueError(f"{self.name} reduces {self.data_type}, not {data_type!r}")
+        if raw.is_empty or not raw.data:
+            return []
+        frame = cutout_photometry(raw, self.pars.aperture_radius, self.pars.background_radius)
+        return self.lightcurves_from_frame(frame, raw) if len(frame) else []
 
     # -- reducing ---------------------------------------------------------------------------------
     def rejected_objects(self, frame: pd.DataFrame, altdata: dict[str, Any]) -> dict[int, str]:
@@ -705,6 +870,79 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
             if column in frame:
                 result[column] = frame[column].to_numpy(dtype=np.int64)
         return super().standardize(result, altdata)
+
+
+def cutout_photometry(raw: RawImages, aperture_radius: float, background_radius: float
+                      ) -> pd.DataFrame:
+    """One epoch per image cutout: aperture photometry (radii in arcsec) in the image's
+    counts (``flux_dn``), then AB magnitudes and microjansky with each image's zero point.
+
+    IBE centres every cutout on the star, so cutouts of one shape whose star falls on
+    the same pixel (to half a pixel) are measured together, as the frames of one
+    target-pixel file with one aperture (lightkurve's machinery,
+    :func:`~skyretriever.images.photometry.lightcurve_frame`). Groups where the
+    aperture or the background has no pixel (the star at an edge) are left out.
+    """
+    groups: dict[tuple, list[tuple[int, Cutout]]] = {}
+    for key, cutout in sorted(raw.data.items()):
+        rows, columns = cutout.shape
+        x, y = cutout.extra.get("pixel") or [(columns - 1) / 2, (rows - 1) / 2]
+        groups.setdefault((rows, columns, round(x), round(y)), []).append((key, cutout))
+    frames = []
+    for members in groups.values():
+        first = members[0][1]
+        cutouts = [cutout for _, cutout in members]
+        stacked = dataclasses.replace(
+            first, cadenceno=np.arange(len(cutouts)),
+            **{name: np.concatenate([getattr(c, name) for c in cutouts])
+               for name in ("time", "timecorr", "flux", "flux_err", "quality")})
+        target = first.extra.get("target") or [raw.ra, raw.dec]
+        try:
+            frame = lightcurve_frame(stacked, target[0], target[1],
+                                     aperture_radius / ZTF_PIXEL_ARCSEC,
+                                     background_radius / ZTF_PIXEL_ARCSEC, raw.source_name)
+        except ValueError as error:
+            log.debug("ZTF cutouts %s of %s left out: %s", [k for k, _ in members],
+                      raw.source_name, error)
+            continue
+        frames.append(frame.assign(
+            filter=[c.extra.get("filtercode") for c in cutouts],
+            magzp=[np.nan if c.extra.get("magzp") is None else c.extra["magzp"]
+                   for c in cutouts],
+            exptime=[c.extra.get("exptime") or np.nan for c in cutouts],
+            field=[int(c.sector) for c in cutouts], ccdid=[int(c.camera) for c in cutouts],
+            qid=[int(c.ccd) for c in cutouts], image=[int(key) for key, _ in members]))
+    if not frames:
+        return pd.DataFrame()
+    frame = pd.concat(frames, ignore_index=True).drop(columns=["btjd", "sector"])
+    frame = frame.sort_values("mjd", kind="stable").reset_index(drop=True)
+    frame = frame.rename(columns={"flux": "flux_dn", "flux_err": "flux_dn_err",
+                                  "sap_bkg": "background_dn"})
+    dn, dn_err = frame["flux_dn"].to_numpy(float), frame["flux_dn_err"].to_numpy(float)
+    magzp = frame["magzp"].to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frame["mag"] = magzp - 2.5 * np.log10(dn)
+        frame["mag_err"] = 2.5 / np.log(10) * dn_err / dn
+    # AB magnitude m is 10**(-0.4 (m - 23.9)) microjansky.
+    to_microjansky = 10 ** (-0.4 * (magzp - 23.9))
+    frame["flux"], frame["flux_err"] = dn * to_microjansky, dn_err * to_microjansky
+    return frame
+
+
+def _search_answer(what: str):
+    """IBE's CSV search table as text; an HTML page is asked again, anything else refused."""
+
+    def accept(response: Response) -> str:
+        text = response.text
+        if not text.strip() or "filefracday" in _header_fields(text):
+            return text
+        snippet = " ".join(text[:200].split())
+        if text.lstrip()[:100].lower().startswith(("<!doctype html", "<html")):
+            raise TransientError(f"{what}: an HTML page instead of a CSV table: {snippet!r}")
+        raise BadAnswer(f"{what}: the answer is not IBE's image table (no 'filefracday' "
+                        f"column): {snippet!r}")
+
+    return accept
 
 
 def read_ztf_csv(text: str, where: str = "IRSA's ZTF table") -> pd.DataFrame:

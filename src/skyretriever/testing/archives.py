@@ -3,9 +3,9 @@
 Each archive gets its own :class:`~skyretriever.testing.server.ArchiveServer`
 (its own port, so clients see two hosts, as with mast.stsci.edu and
 s3.amazonaws.com), with its own fault knobs. More servers (IRSA, TAP) can be
-added with :meth:`SimulatedArchives.add_server`; :meth:`SimulatedArchives.add_irsa`
-and :meth:`SimulatedArchives.add_catalogs` add the ZTF light-curve API and the
-catalog services (Gaia and Exoplanet Archive TAP, the white-dwarf catalogue).
+added with :meth:`SimulatedArchives.add_server`; :meth:`SimulatedArchives.add_irsa`,
+:meth:`SimulatedArchives.add_ibe` and :meth:`SimulatedArchives.add_catalogs` add the
+ZTF light-curve API, ZTF's image search and cutouts, and the catalog services (Gaia and Exoplanet Archive TAP, the white-dwarf catalogue).
 
 Examples
 --------
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from skyretriever.testing.hats import COLLECTION_PREFIX, HATS_BUCKET, HatsBucketService
+from skyretriever.testing.ibe import IbeService
 from skyretriever.testing.irsa import IrsaService
 from skyretriever.testing.mast import MastService
 from skyretriever.testing.s3 import BUCKET, S3Service
@@ -117,6 +118,20 @@ class SimulatedArchives:
     @property
     def irsa(self) -> ArchiveServer:
         return self.servers["irsa"]
+
+    def add_ibe(self, faults: Faults | None = None, port: int = 0, **options: Any
+                ) -> ArchiveServer:
+        """Serve IRSA's Image Back End of ZTF's science images (``ibe``: search and cutouts)
+        over the same sky; ``options`` go to :class:`~skyretriever.testing.ibe.IbeService`."""
+        return self.add_server("ibe", [IbeService(self.sky, **options)], faults, port)
+
+    @property
+    def ibe(self) -> ArchiveServer:
+        return self.servers["ibe"]
+
+    def ztf_image_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """Parameters that make a ZTF observatory fetch image cutouts from the simulated IBE."""
+        return {"image_cutouts": True, "ibe_url": self.ibe.url + "/ibe", **overrides}
 
     @property
     def catalogs(self) -> ArchiveServer:

@@ -75,14 +75,19 @@ class FFISector:
     flagged: tuple[int, ...] = (10, 50)
     cube_path: Path | None = None
     ffi_paths: list[Path] = field(default_factory=list)
+    #: ``SPOC`` (calibrated FFIs, cubes by astrocut) or ``TICA`` (quick-look FFIs: the image
+    #: in the primary HDU, a cube of flux only with long headers, under ``mast/tica/``).
+    product: str = "SPOC"
 
     @property
     def name(self) -> str:
-        return f"tess-s{self.sector:04d}-{self.camera}-{self.ccd}"
+        prefix = "tica" if self.product == "TICA" else "tess"
+        return f"{prefix}-s{self.sector:04d}-{self.camera}-{self.ccd}"
 
     @property
     def cube_key(self) -> str:
-        return f"tess/public/mast/{self.name}-cube.fits"
+        folder = "tess/public/mast/tica" if self.product == "TICA" else "tess/public/mast"
+        return f"{folder}/{self.name}-cube.fits"
 
     def wcs_header(self):
         from astropy.wcs import WCS
@@ -118,15 +123,35 @@ class FFISky:
 
     @classmethod
     def simple(cls, folder: str | Path, stars: list[FFIStar], sectors: tuple[int, ...] = (1, 2),
-               frames: int = 96, shape: tuple[int, int] = (48, 48)) -> FFISky:
+               frames: int = 96, shape: tuple[int, int] = (48, 48), product: str = "SPOC"
+               ) -> FFISky:
         """FFIs of ``sectors`` (camera 1, CCD 1) centred near the first star, pointings a few
-        pixels apart from sector to sector."""
+        pixels apart from sector to sector; ``product`` ``TICA`` makes TICA's instead."""
         ra, dec = stars[0].ra, stars[0].dec
         made = []
         for number, sector in enumerate(sectors):
             offset = 3.3 * number * PIXEL_ARCSEC / 3600.0
             made.append(FFISector(sector, 1, 1, (ra + offset, dec - offset / 2), shape=shape,
-                                  frames=frames, start_btjd=1325.3 + 27.4 * (sector - 1)))
+                                  frames=frames, start_btjd=1325.3 + 27.4 * (sector - 1),
+                                  product=product))
+        return cls(folder, stars, made)
+
+    @classmethod
+    def pointed(cls, folder: str | Path, stars: list[FFIStar], count: int = 2,
+                decoys: tuple[tuple[int, int, int], ...] = (), frames: int = 24,
+                shape: tuple[int, int] = (32, 32)) -> FFISky:
+        """FFIs of the first ``count`` sectors, cameras and CCDs where TESS's pointing model
+        (tess-point) puts the first star, so a pointing lookup finds them; ``decoys`` are
+        (sector, camera, CCD) where the model does not put it, made holding the star all
+        the same (only a lookup by WCS finds the star there)."""
+        import tess_stars2px
+
+        star = stars[0]
+        answer = tess_stars2px.tess_stars2px_function_entry([0], [star.ra], [star.dec])
+        found = sorted({(int(s), int(c), int(d)) for s, c, d in zip(*answer[3:6]) if 0 < s < 1000})
+        made = [FFISector(sector, camera, ccd, (star.ra, star.dec), shape=shape, frames=frames,
+                          start_btjd=1325.3 + 27.4 * (sector - 1))
+                for sector, camera, ccd in [*found[:count], *decoys]]
         return cls(folder, stars, made)
 
     # -- making the files ----------------------------------------------------------------
@@ -153,15 +178,20 @@ class FFISky:
         for index in range(sector.frames):
             tstart = sector.start_btjd + index * FFI_CADENCE_DAYS
             tstop = tstart + FFI_CADENCE_DAYS * 0.99
-            middle = 0.5 * (tstart + tstop) + 2457000.0
+            # The exposure integrates the light: a frame catching part of a transit is dimmed
+            # by the part it caught.
+            exposure = np.linspace(tstart, tstop, 31) + 2457000.0
             image = np.full((rows, columns), 120.0)
             for star, stamp in stamps:
                 flux = star.flux
-                if star.transit is not None and star.transit.in_transit(np.array([middle]))[0]:
-                    flux *= 1.0 - star.transit.depth
+                if star.transit is not None:
+                    flux *= 1.0 - star.transit.depth * star.transit.in_transit(exposure).mean()
                 image += flux * stamp
             error = np.sqrt(image + 25.0)
             image = image + rng.normal(0.0, 1.0, image.shape) * error
+            if sector.product == "TICA":
+                paths.append(_tica_ffi(folder, sector, index, tstart, tstop, image, header))
+                continue
             primary = fits.PrimaryHDU()
             stamp_text = f"{2018 + (sector.sector - 1) // 13}{206 + index // 48:03d}" \
                          f"{(index % 48) // 2:02d}{(index % 2) * 30:02d}00"
@@ -191,8 +221,11 @@ class FFISky:
         cube = folder / f"{sector.name}-cube.fits"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            astrocut.CubeFactory().make_cube([str(p) for p in paths], str(cube),
-                                             sector=sector.sector, verbose=False)
+            if sector.product == "TICA":  # astrocut no longer makes TICA cubes
+                _tica_cube(paths, cube, sector)
+            else:
+                astrocut.CubeFactory().make_cube([str(p) for p in paths], str(cube),
+                                                 sector=sector.sector, verbose=False)
         sector.cube_path, sector.ffi_paths = cube, paths
 
     # -- what the archives look up -----------------------------------------------------------
@@ -201,7 +234,7 @@ class FFISky:
         found = {}
         for sector in self.sectors:
             found[sector.cube_key] = sector.cube_path
-            for path in sector.ffi_paths:
+            for path in sector.ffi_paths if sector.product == "SPOC" else ():
                 year, day = path.name[4:8], path.name[8:11]
                 found[(f"tess/public/ffi/s{sector.sector:04d}/{year}/{day}/"
                        f"{sector.camera}-{sector.ccd}/{path.name}")] = path
@@ -216,13 +249,17 @@ class FFISky:
                 self._bytes[key] = path.read_bytes()
             return self._bytes[key]
 
-    def sectors_at(self, ra: float, dec: float, radius: float = 0.0) -> list[FFISector]:
-        """The sectors whose CCD holds the position (within ``radius`` degrees of an edge)."""
+    def sectors_at(self, ra: float, dec: float, radius: float = 0.0, product: str = "SPOC"
+                   ) -> list[FFISector]:
+        """The sectors of ``product`` whose CCD holds the position (within ``radius`` degrees
+        of an edge)."""
         from astropy.coordinates import SkyCoord
         from astropy.wcs import WCS
 
         found = []
         for sector in self.sectors:
+            if sector.product != product:
+                continue
             size = max(sector.shape) * PIXEL_ARCSEC / 3600.0
             away = SkyCoord(ra, dec, unit="deg").separation(
                 SkyCoord(*sector.centre, unit="deg")).deg
@@ -365,6 +402,57 @@ class TesscutService(Service):
                                  data.getvalue())
         return Reply(body=buffer.getvalue(), content_type="application/zip",
                      headers={"Content-Disposition": "attachment; filename=astrocut.zip"})
+
+
+#: How many commentary cards pad a simulated TICA cube's primary header (TICA's headers are
+#: longer than SPOC's: readers must read the header, not assume its length).
+TICA_HEADER_PADDING = 400
+
+
+def _tica_ffi(folder: Path, sector: FFISector, index: int, tstart: float, tstop: float,
+              image: np.ndarray, wcs_header) -> Path:
+    """One TICA quick-look FFI: the image in the primary HDU, TICA's time and quality keywords."""
+    from astropy.io import fits
+
+    header = wcs_header.copy()
+    header["CAMNUM"], header["CCDNUM"] = sector.camera, sector.ccd
+    header["SECTOR"] = sector.sector
+    header["TJD_ZERO"] = 2457000.0
+    header["STARTTJD"], header["ENDTJD"] = tstart, tstop
+    header["MIDTJD"] = 0.5 * (tstart + tstop)
+    header["QUAL_BIT"] = 32 if index in sector.flagged else 0
+    header["INT_TIME"], header["EXPTIME"] = 1600.0, 1600.0
+    header["CADENCE"] = 1000 + index
+    path = folder / (f"hlsp_tica_tess_ffi_s{sector.sector:04d}-o1-{1000 + index:08d}-"
+                     f"cam{sector.camera}-ccd{sector.ccd}_tess_v01_img.fits")
+    fits.PrimaryHDU(image.astype(np.float32), header=header).writeto(path, overwrite=True)
+    return path
+
+
+def _tica_cube(paths: list[Path], cube: Path, sector: FFISector) -> None:
+    """A TICA cube of the FFIs: a long primary header, a (rows, columns, cadences, 1) float32
+    image of flux only, and a table of every FFI's header values (TICA's cube layout)."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    headers, images = [], []
+    for path in paths:
+        with fits.open(path) as hdus:
+            headers.append(hdus[0].header.copy())
+            images.append(np.asarray(hdus[0].data, np.float32))
+    data = np.stack(images, axis=-1)[..., np.newaxis].astype(">f4")
+    primary = fits.PrimaryHDU()
+    primary.header["ORIGIN"] = "skyretriever simulated TICA"
+    primary.header["SECTOR"] = sector.sector
+    primary.header["CAMNUM"], primary.header["CCDNUM"] = sector.camera, sector.ccd
+    for number in range(TICA_HEADER_PADDING):
+        primary.header.add_history(f"simulated TICA processing note {number:04d}")
+    skip = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "COMMENT", "HISTORY", ""}
+    names = [key for key in headers[0] if key not in skip]
+    table = Table({name: [header.get(name) for header in headers] for name in names})
+    table["FFI_FILE"] = [path.name for path in paths]
+    fits.HDUList([primary, fits.ImageHDU(data), fits.BinTableHDU(table)]).writeto(
+        cube, overwrite=True)
 
 
 def tesscut_message(body: bytes) -> str | None:
