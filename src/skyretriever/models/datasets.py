@@ -332,8 +332,6 @@ class RawPhotometry(PhotometryTable, RawData, Base):
 
     data_type = "photometry"
     __tablename__ = "raw_photometry"
-    __table_args__ = (sa.UniqueConstraint("source_name", "observatory", "download_hash",
-                                          "target_key", name="uq_raw_photometry_identity"),)
 
     id: Mapped[int] = mapped_column(primary_key=True, doc="Database id of this raw-data row.")
     num_points: Mapped[int] = mapped_column(default=0, doc="Number of epochs in the raw data.")

@@ -161,8 +161,6 @@ class RawImages(RawData, Base):
 
     data_type = "images"
     __tablename__ = "raw_images"
-    __table_args__ = (sa.UniqueConstraint("source_name", "observatory", "download_hash",
-                                          "target_key", name="uq_raw_images_identity"),)
 
     id: Mapped[int] = mapped_column(primary_key=True, doc="Database id of this raw-images row.")
     num_points: Mapped[int] = mapped_column(default=0, doc="Number of frames, all sectors.")

@@ -30,7 +30,7 @@ import json
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from skyretriever.healpix import angular_distance
 from skyretriever.models.base import FileBacked, utcnow
@@ -99,6 +99,13 @@ class RawData(FileBacked):
 
     #: The name of the data type (``photometry``...): names files and dispatches the steps.
     data_type: ClassVar[str] = ""
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple:
+        """The identity every raw table keeps unique: one row per name, observatory,
+        download and target (``uq_<table>_identity``)."""
+        return (sa.UniqueConstraint("source_name", "observatory", "download_hash", "target_key",
+                                    name=f"uq_{cls.__tablename__}_identity"),)
 
     source_name: Mapped[str] = mapped_column(
         index=True, doc="Name of the source (as in the catalog) this data belongs to."

@@ -72,8 +72,6 @@ class RawCutouts(RawData, Base):
 
     data_type: ClassVar[str] = "cutouts"
     __tablename__ = "raw_cutouts"
-    __table_args__ = (sa.UniqueConstraint("source_name", "observatory", "download_hash",
-                                          "target_key", name="uq_raw_cutouts_identity"),)
 
     id: Mapped[int] = mapped_column(primary_key=True, doc="Database id of this raw-data row.")
     num_frames: Mapped[int] = mapped_column(default=0, doc="Number of FITS frames.")
