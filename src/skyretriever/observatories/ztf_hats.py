@@ -44,8 +44,8 @@ import pyarrow.parquet as pq
 
 from skyretriever.net import HttpClient, NetworkError, TransientError
 
-__all__ = ["HATS_COLUMNS", "HatsError", "HatsLightCurves", "StarCone", "heliocentric_delay",
-           "hmjd_to_mjd"]
+__all__ = ["HATS_COLUMNS", "BoundedCache", "HatsError", "HatsLightCurves", "PartitionFile",
+           "StarCone", "heliocentric_delay", "hmjd_to_mjd"]
 
 log = logging.getLogger(__name__)
 
@@ -160,20 +160,27 @@ class HatsLightCurves:
     client
         The HTTP client whose policy (timeouts, attempts, backoff) and retry loop
         apply: a throttled, reset or cut request fails its whole step (opening the
-        collection, opening the batch, reading one partition), which is tried again.
+        collection, reading a partition's footer, reading a run of row groups), which is
+        tried again.
+    footer_cache_bytes, row_group_cache_bytes
+        The most the caches of partitions' footers and of decoded row groups hold, so
+        memory stays flat over any catalog length.
     """
 
     def __init__(self, url: str, endpoint_url: str | None = None,
-                 client: HttpClient | None = None) -> None:
+                 client: HttpClient | None = None, *,
+                 footer_cache_bytes: int = FOOTER_CACHE_BYTES,
+                 row_group_cache_bytes: int = ROW_GROUP_CACHE_BYTES) -> None:
         self.url = url
         self.endpoint_url = endpoint_url
         self.client = client or HttpClient()
         self._structure = None
         self._lock = threading.Lock()
         self._fs = None
+        self._partitions: tuple[np.ndarray, np.ndarray, list[tuple[int, int]]] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._footers = _BoundedCache(FOOTER_CACHE_BYTES)
-        self._groups = _BoundedCache(ROW_GROUP_CACHE_BYTES)
+        self.footers = BoundedCache(footer_cache_bytes)
+        self.row_groups = BoundedCache(row_group_cache_bytes)
 
     @property
     def max_connections(self) -> int:
@@ -230,13 +237,41 @@ class HatsLightCurves:
         """The catalog's name (for example ``ztf_dr23_lc-hats``)."""
         return str(self.structure().catalog_name)
 
-    def partitions_of(self, star: StarCone) -> list[tuple[int, int]]:
-        """The ``(order, pixel)`` partitions a star's cone touches."""
-        try:
-            found = self.structure().filter_by_cone(star.ra, star.dec, star.radius_arcsec)
-        except ValueError:
+    def _partition_ranges(self) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+        """The partitions as order-29 ranges ``[start, end)``, sorted (they never overlap)."""
+        structure = self.structure()
+        with self._lock:
+            if self._partitions is None:
+                pixels = sorted((p.order, p.pixel) for p in structure.get_healpix_pixels())
+                pixels.sort(key=lambda p: p[1] << 2 * (29 - p[0]))
+                starts = np.array([p << 2 * (29 - k) for k, p in pixels], dtype=np.int64)
+                ends = np.array([(p + 1) << 2 * (29 - k) for k, p in pixels], dtype=np.int64)
+                self._partitions = starts, ends, pixels
+            return self._partitions
+
+    def partitions_of(self, stars: Sequence[StarCone]) -> list[list[tuple[int, int]]]:
+        """The ``(order, pixel)`` partitions each star's cone touches (one MOC a cone, by
+        mocpy, against the partitions' ranges)."""
+        import astropy.units as u
+        from mocpy import MOC
+
+        if not stars:
             return []
-        return [(p.order, p.pixel) for p in found.get_healpix_pixels()]
+        starts, ends, pixels = self._partition_ranges()
+        mocs = MOC.from_cones(lon=np.array([s.ra for s in stars]) * u.deg,
+                              lat=np.array([s.dec for s in stars]) * u.deg,
+                              radius=np.array([s.radius_arcsec for s in stars]) * u.arcsec,
+                              max_depth=_MOC_DEPTH)
+        found = []
+        for moc in mocs:
+            ranges = np.asarray(moc.to_depth29_ranges, dtype=np.int64).reshape(-1, 2)
+            # Partitions from the first ending after a range's start to the last starting
+            # before its end.
+            first = np.searchsorted(ends, ranges[:, 0], side="right")
+            last = np.searchsorted(starts, ranges[:, 1], side="left")
+            touched = sorted({int(i) for a, b in zip(first, last) for i in range(a, b)})
+            found.append([pixels[i] for i in touched])
+        return found
 
     def _cone_ranges(self, stars: Sequence[StarCone]) -> np.ndarray:
         """The order-29 pixel ranges ``[low, high)`` of a MOC of the stars' cones (mocpy),
@@ -269,7 +304,7 @@ class HatsLightCurves:
         from hats.io import pixel_catalog_file
         from hats.pixel_math import HealpixPixel
 
-        found = self._footers.get(pixel)
+        found = self.footers.get(pixel)
         if found is not None:
             return found
         structure = self.structure()
@@ -292,7 +327,7 @@ class HatsLightCurves:
             with self._open(name, size) as handle:
                 found.append(PartitionFile.from_metadata(name, size,
                                                          pq.ParquetFile(handle).metadata))
-        self._footers.put(pixel, found, sum(f.metadata.serialized_size for f in found))
+        self.footers.put(pixel, found, sum(f.metadata.serialized_size for f in found))
         return found
 
     def _read_groups(self, file: PartitionFile, groups: list[int]) -> list[pa.Table]:
@@ -342,7 +377,7 @@ class HatsLightCurves:
                 for group in file.groups_meeting(inside):
                     key = (file.path, group)
                     wanted[pixel].append(key)
-                    table = self._groups.get(key)
+                    table = self.row_groups.get(key)
                     if table is None:
                         missing.append(group)
                     else:
@@ -363,7 +398,7 @@ class HatsLightCurves:
                 continue
             for group, table in zip(groups, tables):
                 have[(file.path, group)] = table
-                self._groups.put((file.path, group), table, table.nbytes)
+                self.row_groups.put((file.path, group), table, table.nbytes)
         return {pixel: found if isinstance(found, HatsError)
                 else [have[key] for key in wanted[pixel]] for pixel, found in results.items()}
 
@@ -385,7 +420,7 @@ class HatsLightCurves:
         (``Norder=K/Npix=N``). Within a batch each row group is read at most once, and
         only the row groups whose ``_healpix_29`` statistics meet the stars' cones.
         """
-        pixels = {star.name: self.partitions_of(star) for star in stars}
+        pixels = dict(zip([star.name for star in stars], self.partitions_of(stars)))
         needed = sorted({pixel for found in pixels.values() for pixel in found})
         results = self._read_partitions(needed, self._cone_ranges(stars)) if needed else {}
         tables = [table for found in results.values() if not isinstance(found, HatsError)
@@ -404,8 +439,16 @@ class HatsLightCurves:
         return per_star, names
 
 
-class _BoundedCache:
-    """Entries kept, least recently used first out, while their sizes sum to ``limit``."""
+class BoundedCache:
+    """Entries kept, least recently used first out, while their sizes sum to ``limit``.
+
+    Examples
+    --------
+    >>> cache = BoundedCache(10)
+    >>> cache.put("a", 1, size=6); cache.put("b", 2, size=6)
+    >>> cache.get("a"), cache.get("b"), cache.size
+    (None, 2, 6)
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
