@@ -1,8 +1,9 @@
 """ZTF route 'hats': the same stars through IRSA's light-curve API and through the HATS
 collection (built with hats-import from the same simulated sky, served as the
 ipac-irsa-ztf bucket) give the same objects, epochs, catflags and light curves, on SQLite
-and PostgreSQL; partitions are read once per batch; bucket faults are survived; a broken
-partition fails only the stars that need it."""
+and PostgreSQL; only the row groups in the cones are read, each once per batch, footers
+once per run, through bounded caches; bucket faults are survived; a broken partition fails
+only the stars that need it."""
 
 from __future__ import annotations
 

@@ -7,14 +7,18 @@ HEALPix pixel, one row per ZTF object (``objectid``, ``filterid``,
 ``lightcurve`` (``hmjd``, ``mag``, ``magerr``, ``clrcoeff``, ``catflags``).
 
 :class:`HatsLightCurves` answers a whole batch of catalog stars at once: it
-finds the partitions each star's search cone touches (hats, so a star near a
-pixel edge also reads the neighbouring pixel), reads each of those partitions
-once for the batch with hats and nested-pandas (over s3fs), keeping only the
-needed columns and only the rows in the cones (pyarrow filters on
-``_healpix_29`` ranges of a mocpy MOC of the cones, which skip whole row
-groups), and crossmatches each star with its own radius (a scipy KD-tree on
-unit vectors). A partition that cannot be read or parsed fails only the stars
-whose cones touch it.
+finds the partitions each star's search cone touches (a mocpy MOC of each cone
+against the partitions' order-29 ranges, so a star near a pixel edge also reads
+the neighbouring pixel), reads each partition's footer once per run (listing its
+folder, one ranged GET; kept in a cache bounded by size), picks the row groups
+whose ``_healpix_29`` statistics meet the cones, and reads only those, only the
+needed columns, with no read-ahead: a run of consecutive row groups is one
+ranged GET (pyarrow coalesces its column chunks). Row groups read are kept in a
+second bounded cache, so a catalog in position order (Gaia's, or the white
+dwarfs' by name) meets them again in the next batches without a request. Each
+star is then crossmatched with its own radius (a scipy KD-tree on unit
+vectors). A partition that cannot be read or parsed fails only the stars whose
+cones touch it.
 
 The table of a star has the API route's columns that the collection holds:
 ``oid, hjd, mjd, mag, magerr, catflags, filtercode, ra, dec, field, ccdid,
