@@ -430,6 +430,15 @@ class HatsLightCurves:
         tables = [table for found in results.values() if not isinstance(found, HatsError)
                   for table in found]
         objects = pa.concat_tables(tables) if tables else None
+        starts = np.cumsum([0] + [table.num_rows for table in tables])
+
+        def taken(rows: np.ndarray) -> pa.Table:
+            # Taken from each row group apart: a take on the whole batch's table would
+            # first join all its chunks, for every star.
+            group = np.searchsorted(starts, rows, side="right") - 1
+            return pa.concat_tables([tables[g].take(rows[group == g] - starts[g])
+                                     for g in np.unique(group)] or [tables[0].slice(0, 0)])
+
         filter_ids = [FILTER_IDS[f"z{b}"] for b in bands]
         per_star: dict[str, pd.DataFrame | HatsError] = {}
         for star, rows in zip(stars, _crossmatch(objects, stars, filter_ids)):
@@ -437,7 +446,7 @@ class HatsLightCurves:
             if failed:
                 per_star[star.name] = failed[0]
             else:
-                per_star[star.name] = _epochs(objects.take(rows) if objects is not None else None)
+                per_star[star.name] = _epochs(taken(rows) if tables else None)
         names = {star.name: [f"Norder={o}/Npix={p}" for o, p in pixels[star.name]]
                  for star in stars}
         return per_star, names
