@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 
 #: The collection's columns the route reads (``lightcurve`` is nested).
 HATS_COLUMNS = ("objectid", "filterid", "fieldid", "rcid", "objra", "objdec", "lightcurve")
+#: What is read of a row group: also ``_healpix_29`` (8 bytes an object), which comes first
+#: in hats-import's files, so a run of row groups is one contiguous range, one GET (pyarrow
+#: splits a read at a hole over 8 kB).
+_READ_COLUMNS = ["_healpix_29", *HATS_COLUMNS]
 FILTER_CODES = {1: "zg", 2: "zr", 3: "zi"}
 FILTER_IDS = {code: number for number, code in FILTER_CODES.items()}
 #: Depth of the MOC of the cones whose order-29 ranges filter the rows (3.2" cells).
@@ -339,7 +343,7 @@ class HatsLightCurves:
         read) of a file, only the route's columns; one table per row group."""
         with self._open(file.path, file.size) as handle:
             table = pq.ParquetFile(handle, metadata=file.metadata, pre_buffer=True
-                                   ).read_row_groups(groups, columns=list(HATS_COLUMNS))
+                                   ).read_row_groups(groups, columns=file.columns)
         tables, start = [], 0
         for group in groups:
             rows = file.metadata.row_group(group).num_rows
@@ -501,6 +505,12 @@ class PartitionFile:
     metadata: pq.FileMetaData
     lowest: np.ndarray
     highest: np.ndarray
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns read: the route's, and ``_healpix_29`` where the file has it."""
+        names = self.metadata.schema.to_arrow_schema().names
+        return [column for column in _READ_COLUMNS if column in names or column != "_healpix_29"]
 
     @classmethod
     def from_metadata(cls, path: str, size: int, metadata: pq.FileMetaData) -> PartitionFile:
