@@ -86,14 +86,16 @@ def background(count: int, epochs: int, seed: int = 11) -> pa.Table:
     })
 
 
-def catalog_rows(sky: SimulatedSky) -> list[dict]:
+def catalog_rows(sky: SimulatedSky, order: str = "random") -> list[dict]:
+    """The catalog as Gaia positions (2016.0), in random order or by RA (as the white-dwarf
+    catalog is, by its WDJ names)."""
     rows = []
     for star in sky.stars:
         ra, dec = star.position_at(2016.0)
         rows.append({"name": star.name, "ra": float(ra), "dec": float(dec),
                      "mag": star.gaia_magnitude, "pmra": star.pmra, "pmdec": star.pmdec,
                      "gaia_id": star.gaia_id})
-    return rows
+    return sorted(rows, key=lambda row: row["ra"]) if order == "ra" else rows
 
 
 def bucket_bytes(server, root: Path) -> int:
@@ -174,26 +176,32 @@ def main() -> None:
     parser.add_argument("--pixel-threshold", type=int, default=20_000)
     parser.add_argument("--rows-per-group", type=int, default=1000,
                         help="objects per Parquet row group (0: one group per file)")
+    parser.add_argument("--order", choices=("random", "ra"), default="random",
+                        help="catalog order: random over the sky, or by RA (the white dwarfs)")
+    parser.add_argument("--collection", type=Path, default=None,
+                        help="build the collection in this folder, or reuse the one there "
+                             "(built with the same --stars, --objects and layout options)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ztf-hats-bench-") as folder:
-        root = Path(folder) / "ipac-irsa-ztf"
+        root = (args.collection or Path(folder)) / "ipac-irsa-ztf"
         t0 = time.perf_counter()
         sky = make_sky(args.stars)
-        own = ztf_collection_table(sky)
-        filler = max(args.objects - own.num_rows, 0)
-        table = pa.concat_tables([own, background(filler, args.background_epochs)]) \
-            if filler else own
-        build_ztf_collection(sky, root, table=table, pixel_threshold=args.pixel_threshold,
-                             highest_order=9, rows_per_group=args.rows_per_group or None)
+        if not (root / "contributed").is_dir():
+            own = ztf_collection_table(sky)
+            filler = max(args.objects - own.num_rows, 0)
+            table = pa.concat_tables([own, background(filler, args.background_epochs)]) \
+                if filler else own
+            build_ztf_collection(sky, root, table=table, pixel_threshold=args.pixel_threshold,
+                                 highest_order=9, rows_per_group=args.rows_per_group or None)
+            del table, own
         partitions = len(list(root.rglob("part0.snappy.parquet")))
         size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
         print(f"collection ({args.rows_per_group or 'one row group'} objects per row group): "
-              f"{table.num_rows:,} objects ({own.num_rows:,} of the {args.stars:,} "
-              f"catalog stars), {partitions} partitions, {size / 1e6:.0f} MB, built in "
-              f"{time.perf_counter() - t0:.0f} s")
-        del table, own
-        rows = catalog_rows(sky)
+              f"{args.objects:,} objects ({args.stars:,} catalog stars), {partitions} "
+              f"partitions, {size / 1e6:.0f} MB, ready in {time.perf_counter() - t0:.0f} s; "
+              f"catalog order: {args.order}")
+        rows = catalog_rows(sky, args.order)
         with SimulatedArchives(sky) as archives:
             archives.add_irsa(faults=Faults(latency=args.api_latency))
             archives.add_ztf_hats(root, faults=Faults(latency=args.bucket_latency))

@@ -1,8 +1,9 @@
 """ZTF route 'hats': the same stars through IRSA's light-curve API and through the HATS
 collection (built with hats-import from the same simulated sky, served as the
 ipac-irsa-ztf bucket) give the same objects, epochs, catflags and light curves, on SQLite
-and PostgreSQL; partitions are read once per batch; bucket faults are survived; a broken
-partition fails only the stars that need it."""
+and PostgreSQL; only the row groups in the cones are read, each once per batch, footers
+once per run, through bounded caches; bucket faults are survived; a broken partition fails
+only the stars that need it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from astropy_healpix import HEALPix
@@ -20,6 +22,7 @@ from skyretriever.database import Session
 from skyretriever.models import Lightcurve, RawPhotometry, Source
 from skyretriever.net import NetworkError
 from skyretriever.observatories.ztf import VirtualZTF, heliocentric_delay, hmjd_to_mjd
+from skyretriever.observatories.ztf_hats import HatsLightCurves, StarCone
 from skyretriever.testing import Faults, SimulatedArchives, SimulatedStar
 from skyretriever.testing.hats import COLLECTION_PREFIX, HatsBucketService, build_ztf_collection
 from skyretriever.testing.irsa import IrsaService
@@ -27,6 +30,7 @@ from ztf_support import QUICK_NET, gaia_catalog, ztf_sky, ztf_stars
 
 #: The collection's partitions are all of this order (nside 4), so a boundary can be placed.
 ORDER = 2
+ROWS_PER_GROUP = 3
 
 
 def _boundary_dec(ra: float, low: float, high: float) -> float:
@@ -65,7 +69,8 @@ def sky():
 @pytest.fixture(scope="module")
 def bucket(sky, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("hats") / "ipac-irsa-ztf"
-    build_ztf_collection(sky, root, constant_order=ORDER)
+    # Row groups of 3 objects: a star's cone meets some of its partition's groups, not all.
+    build_ztf_collection(sky, root, constant_order=ORDER, rows_per_group=ROWS_PER_GROUP)
     return root
 
 
@@ -223,7 +228,40 @@ def test_filters_and_bands_match_the_api(archives, sky, tmp_path):
     assert seen >= 4
 
 
-def test_each_partition_is_read_once_per_batch(archives, sky, tmp_path):
+def _row_group_spans(path: Path) -> list[tuple[int, int]]:
+    """Each row group's bytes ``[start, end)`` in a Parquet file."""
+    metadata = pq.ParquetFile(path).metadata
+    spans = []
+    for group in range(metadata.num_row_groups):
+        chunks = [metadata.row_group(group).column(c) for c in range(metadata.num_columns)]
+        start = min(c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
+                    for c in chunks)
+        spans.append((start, start + sum(c.total_compressed_size for c in chunks)))
+    return spans
+
+
+def _reads(server, bucket: Path) -> dict[str, list[tuple[int, int]]]:
+    """The byte ranges ``[start, end)`` of each partition file's GETs, by partition."""
+    reads: dict[str, list[tuple[int, int]]] = {}
+    for record in server.records:
+        if record.method == "GET" and record.path.endswith("part0.snappy.parquet"):
+            first, last = (int(b) for b in record.headers["range"].split("=")[1].split("-"))
+            reads.setdefault(record.path.split("/", 2)[2], []).append((first, last + 1))
+    return reads
+
+
+def _groups_read(key: str, ranges: list[tuple[int, int]], bucket: Path) -> tuple[int, set[int]]:
+    """How many footer reads (the file's tail) and which row groups the other ranges cover."""
+    path = bucket / key
+    size, spans = path.stat().st_size, _row_group_spans(path)
+    footers = [r for r in ranges if r[1] == size]
+    data = [r for r in ranges if r[1] != size]
+    groups = {g for g, (a, b) in enumerate(spans) for first, end in data if first < b and end > a}
+    return len(footers), groups
+
+
+def test_each_row_group_is_read_once_per_batch_and_each_footer_once(archives, sky, bucket,
+                                                                     tmp_path):
     rows = catalog_rows(sky, tmp_path)
     hats = VirtualZTF(**archives.ztf_hats_kwargs(**QUICK_NET))
     hats.hats_collection().structure()
@@ -234,15 +272,64 @@ def test_each_partition_is_read_once_per_batch(archives, sky, tmp_path):
         for name in hats.fetch(row).provenance["partitions"]:
             partitions[name] = partitions.get(name, 0) + 1
     assert max(partitions.values()) >= 2  # some partitions serve several stars
-    reads = {}
-    for record in archives.ztf_hats.records:
-        if record.method == "GET" and record.path.endswith("part0.snappy.parquet"):
-            key = record.path.split("/dataset/")[1].replace("Dir=0/", "")
-            reads[key] = reads.get(key, 0) + 1
-    assert sorted(reads) == sorted(f"{name}/part0.snappy.parquet" for name in partitions)
-    # The same few ranged GETs (the footer, then the column chunks) for a partition that
-    # serves one star as for one that serves several.
-    assert len(set(reads.values())) == 1 and max(reads.values()) <= 2, reads
+    reads = _reads(archives.ztf_hats, bucket)
+    assert sorted(k.split("/dataset/")[1].replace("Dir=0/", "") for k in reads) == \
+        sorted(f"{name}/part0.snappy.parquet" for name in partitions)
+    for key, ranges in reads.items():
+        footers, groups = _groups_read(key, ranges, bucket)
+        assert footers == 1 and groups, (key, ranges)
+        # No byte of a file is asked for twice in a batch: each row group is read once.
+        data = sorted(r for r in ranges if r[1] != (bucket / key).stat().st_size)
+        assert all(a[1] <= b[0] for a, b in zip(data, data[1:])), data
+
+    # The next batch, the same stars: footers and row groups come from the caches.
+    archives.reset_stats()
+    hats.prepare_download(rows)
+    assert archives.ztf_hats.count() == 0
+    assert sum(len(hats.fetch(row).frame) for row in rows) > 0
+
+
+def test_only_the_row_groups_in_a_cone_are_read(archives, sky, bucket, tmp_path):
+    rows = {row["name"]: row for row in catalog_rows(sky, tmp_path)}
+    api = VirtualZTF(**archives.ztf_kwargs(**QUICK_NET))
+    opened = VirtualZTF(**archives.ztf_hats_kwargs(**QUICK_NET)).hats_collection()
+    # Row groups are not kept between batches here, so each batch reads its own.
+    collection = HatsLightCurves(opened.url, opened.endpoint_url, opened.client,
+                                 row_group_cache_bytes=0)
+    star = rows["cluster_0"]
+    cone = StarCone("cluster_0", star["ra"], star["dec"], api.search_radius(star))
+    expected = api.download(star).data
+    for attempt in range(2):
+        archives.reset_stats()
+        tables, partitions = collection.read([cone], ["g", "r", "i"])
+        assert_same_raw(expected, tables["cluster_0"], "cluster_0")
+        [[key, ranges]] = _reads(archives.ztf_hats, bucket).items()
+        footers, groups = _groups_read(key, ranges, bucket)
+        assert footers == (1 if attempt == 0 else 0)  # the footer is kept
+        # The file's row groups holding the star's objects are read, those holding only
+        # its neighbours' (arcminutes away, in the same partition) are not.
+        oids = pq.ParquetFile(bucket / key)
+        holds = [set(oids.read_row_group(g, columns=["objectid"])["objectid"].to_pylist())
+                 for g in range(oids.metadata.num_row_groups)]
+        own = {int(o) for o in expected["oid"]}
+        assert groups == {g for g, found in enumerate(holds) if found & own}
+        assert 0 < len(groups) < len(holds)
+        assert collection.row_groups.size == 0
+
+    # Every star, one batch each, through a cache that holds a third of what they read:
+    # it never holds more, and the answers are those of an unbounded cache.
+    cones = [StarCone(name, row["ra"], row["dec"], api.search_radius(row))
+             for name, row in rows.items()]
+    unbounded = HatsLightCurves(opened.url, opened.endpoint_url, opened.client)
+    expected = unbounded.read(cones, ["g", "r", "i"])[0]
+    limit = unbounded.row_groups.size // 3
+    bounded = HatsLightCurves(opened.url, opened.endpoint_url, opened.client,
+                              row_group_cache_bytes=limit)
+    for cone in cones:
+        found = bounded.read([cone], ["g", "r", "i"])[0][cone.name]
+        pd.testing.assert_frame_equal(found, expected[cone.name])
+        assert bounded.row_groups.size <= limit
+    assert 0 < len(bounded.row_groups) < len(unbounded.row_groups)
 
 
 def test_bucket_faults_are_survived(archives, sky, tmp_path):

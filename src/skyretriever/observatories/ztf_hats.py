@@ -7,14 +7,18 @@ HEALPix pixel, one row per ZTF object (``objectid``, ``filterid``,
 ``lightcurve`` (``hmjd``, ``mag``, ``magerr``, ``clrcoeff``, ``catflags``).
 
 :class:`HatsLightCurves` answers a whole batch of catalog stars at once: it
-finds the partitions each star's search cone touches (hats, so a star near a
-pixel edge also reads the neighbouring pixel), reads each of those partitions
-once for the batch with hats and nested-pandas (over s3fs), keeping only the
-needed columns and only the rows in the cones (pyarrow filters on
-``_healpix_29`` ranges of a mocpy MOC of the cones, which skip whole row
-groups), and crossmatches each star with its own radius (a scipy KD-tree on
-unit vectors). A partition that cannot be read or parsed fails only the stars
-whose cones touch it.
+finds the partitions each star's search cone touches (a mocpy MOC of each cone
+against the partitions' order-29 ranges, so a star near a pixel edge also reads
+the neighbouring pixel), reads each partition's footer once per run (listing its
+folder, one ranged GET; kept in a cache bounded by size), picks the row groups
+whose ``_healpix_29`` statistics meet the cones, and reads only those, only the
+needed columns, with no read-ahead: a run of consecutive row groups is one
+ranged GET (pyarrow coalesces its column chunks). Row groups read are kept in a
+second bounded cache, so a catalog in position order (Gaia's, or the white
+dwarfs' by name) meets them again in the next batches without a request. Each
+star is then crossmatched with its own radius (a scipy KD-tree on unit
+vectors). A partition that cannot be read or parsed fails only the stars whose
+cones touch it.
 
 The table of a star has the API route's columns that the collection holds:
 ``oid, hjd, mjd, mag, magerr, catflags, filtercode, ra, dec, field, ccdid,
@@ -29,6 +33,7 @@ import logging
 import math
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,20 +43,31 @@ import erfa
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from skyretriever.net import HttpClient, NetworkError, TransientError
 
-__all__ = ["HATS_COLUMNS", "HatsError", "HatsLightCurves", "StarCone", "heliocentric_delay",
-           "hmjd_to_mjd"]
+__all__ = ["HATS_COLUMNS", "BoundedCache", "HatsError", "HatsLightCurves", "PartitionFile",
+           "StarCone", "heliocentric_delay", "hmjd_to_mjd"]
 
 log = logging.getLogger(__name__)
 
 #: The collection's columns the route reads (``lightcurve`` is nested).
 HATS_COLUMNS = ("objectid", "filterid", "fieldid", "rcid", "objra", "objdec", "lightcurve")
+#: What is read of a row group: also ``_healpix_29`` (8 bytes an object), which comes first
+#: in hats-import's files, so a run of row groups is one contiguous range, one GET (pyarrow
+#: splits a read at a hole over 8 kB).
+_READ_COLUMNS = ["_healpix_29", *HATS_COLUMNS]
 FILTER_CODES = {1: "zg", 2: "zr", 3: "zi"}
 FILTER_IDS = {code: number for number, code in FILTER_CODES.items()}
 #: Depth of the MOC of the cones whose order-29 ranges filter the rows (3.2" cells).
 _MOC_DEPTH = 16
+#: What the caches keep at most: the partitions' footers, and the row groups read (decoded;
+#: a catalog in position order, like Gaia's or the white dwarfs' by name, meets the same
+#: row groups in the next batches).
+FOOTER_CACHE_BYTES = 32 * 2**20
+ROW_GROUP_CACHE_BYTES = 128 * 2**20
 #: Light time of one astronomical unit, in days.
 _AU_LIGHT_DAYS = erfa.DAU / erfa.CMPS / 86400.0
 
@@ -152,16 +168,27 @@ class HatsLightCurves:
     client
         The HTTP client whose policy (timeouts, attempts, backoff) and retry loop
         apply: a throttled, reset or cut request fails its whole step (opening the
-        collection, opening the batch, reading one partition), which is tried again.
+        collection, reading a partition's footer, reading a run of row groups), which is
+        tried again.
+    footer_cache_bytes, row_group_cache_bytes
+        The most the caches of partitions' footers and of decoded row groups hold, so
+        memory stays flat over any catalog length.
     """
 
     def __init__(self, url: str, endpoint_url: str | None = None,
-                 client: HttpClient | None = None) -> None:
+                 client: HttpClient | None = None, *,
+                 footer_cache_bytes: int = FOOTER_CACHE_BYTES,
+                 row_group_cache_bytes: int = ROW_GROUP_CACHE_BYTES) -> None:
         self.url = url
         self.endpoint_url = endpoint_url
         self.client = client or HttpClient()
         self._structure = None
         self._lock = threading.Lock()
+        self._fs = None
+        self._partitions: tuple[np.ndarray, np.ndarray, list[tuple[int, int]]] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.footers = BoundedCache(footer_cache_bytes)
+        self.row_groups = BoundedCache(row_group_cache_bytes)
 
     @property
     def max_connections(self) -> int:
@@ -218,16 +245,45 @@ class HatsLightCurves:
         """The catalog's name (for example ``ztf_dr23_lc-hats``)."""
         return str(self.structure().catalog_name)
 
-    def partitions_of(self, star: StarCone) -> list[tuple[int, int]]:
-        """The ``(order, pixel)`` partitions a star's cone touches."""
-        try:
-            found = self.structure().filter_by_cone(star.ra, star.dec, star.radius_arcsec)
-        except ValueError:
+    def _partition_ranges(self) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+        """The partitions as order-29 ranges ``[start, end)``, sorted (they never overlap)."""
+        structure = self.structure()
+        with self._lock:
+            if self._partitions is None:
+                pixels = sorted((p.order, p.pixel) for p in structure.get_healpix_pixels())
+                pixels.sort(key=lambda p: p[1] << 2 * (29 - p[0]))
+                starts = np.array([p << 2 * (29 - k) for k, p in pixels], dtype=np.int64)
+                ends = np.array([(p + 1) << 2 * (29 - k) for k, p in pixels], dtype=np.int64)
+                self._partitions = starts, ends, pixels
+            return self._partitions
+
+    def partitions_of(self, stars: Sequence[StarCone]) -> list[list[tuple[int, int]]]:
+        """The ``(order, pixel)`` partitions each star's cone touches (one MOC a cone, by
+        mocpy, against the partitions' ranges)."""
+        import astropy.units as u
+        from mocpy import MOC
+
+        if not stars:
             return []
-        return [(p.order, p.pixel) for p in found.get_healpix_pixels()]
+        starts, ends, pixels = self._partition_ranges()
+        mocs = MOC.from_cones(lon=np.array([s.ra for s in stars]) * u.deg,
+                              lat=np.array([s.dec for s in stars]) * u.deg,
+                              radius=np.array([s.radius_arcsec for s in stars]) * u.arcsec,
+                              max_depth=_MOC_DEPTH)
+        found = []
+        for moc in mocs:
+            ranges = np.asarray(moc.to_depth29_ranges, dtype=np.int64).reshape(-1, 2)
+            # Partitions from the first ending after a range's start to the last starting
+            # before its end.
+            first = np.searchsorted(ends, ranges[:, 0], side="right")
+            last = np.searchsorted(starts, ranges[:, 1], side="left")
+            touched = sorted({int(i) for a, b in zip(first, last) for i in range(a, b)})
+            found.append([pixels[i] for i in touched])
+        return found
 
     def _cone_ranges(self, stars: Sequence[StarCone]) -> np.ndarray:
-        """The order-29 pixel ranges ``[low, high)`` of a MOC of the stars' cones (mocpy)."""
+        """The order-29 pixel ranges ``[low, high)`` of a MOC of the stars' cones (mocpy),
+        sorted and disjoint, as int64 (the type of ``_healpix_29``)."""
         import astropy.units as u
         from mocpy import MOC
 
@@ -235,77 +291,260 @@ class HatsLightCurves:
                              lat=np.array([s.dec for s in stars]) * u.deg,
                              radius=np.array([s.radius_arcsec for s in stars]) * u.arcsec,
                              max_depth=_MOC_DEPTH, union_strategy="large_cones")
-        return np.asarray(moc.to_depth29_ranges, dtype=np.uint64)
+        return np.asarray(moc.to_depth29_ranges, dtype=np.int64).reshape(-1, 2)
 
-    def _read_partition(self, pixel: tuple[int, int], ranges: np.ndarray,
-                        filter_ids: Sequence[int]) -> pd.DataFrame:
-        """The rows of one partition inside the cones and filters: only the needed columns,
-        and only the row groups whose ``_healpix_29`` statistics meet the cones (pyarrow
-        filters, limited to the ranges inside this partition so they stay short)."""
+    def _filesystem(self):
+        """The fsspec filesystem of the collection (s3fs, or the local one), made once."""
+        with self._lock:
+            if self._fs is None:
+                self._fs = self.path().fs
+            return self._fs
+
+    def _open(self, path: str, size: int):
+        """A file of the collection read with no read-ahead: each read pyarrow makes (a
+        footer, a coalesced run of column chunks) is one ranged GET of just those bytes,
+        and the known size spares a HEAD."""
+        return self._filesystem().open(path, "rb", cache_type="none", size=size)
+
+    def partition_files(self, pixel: tuple[int, int]) -> list[PartitionFile]:
+        """The Parquet files of a partition with their footers (listed and read once, then
+        kept in a cache bounded by the footers' size)."""
         from hats.io import pixel_catalog_file
-        from hats.io.file_io import read_parquet_file_to_pandas
         from hats.pixel_math import HealpixPixel
 
+        found = self.footers.get(pixel)
+        if found is not None:
+            return found
         structure = self.structure()
-        order, number = pixel
-        shift = np.uint64(2 * (29 - order))
-        low, high = np.uint64(number) << shift, np.uint64(number + 1) << shift
-        inside = ranges[(ranges[:, 1] > low) & (ranges[:, 0] < high)]
-        bands = ("filterid", "in", [int(b) for b in filter_ids])
-        filters = [[("_healpix_29", ">=", int(max(a, low))), ("_healpix_29", "<", int(min(b, high))),
-                    bands] for a, b in inside]
         suffix = structure.catalog_info.npix_suffix
-        path = pixel_catalog_file(structure.catalog_path, HealpixPixel(order, number),
+        path = pixel_catalog_file(structure.catalog_path, HealpixPixel(*pixel),
                                   npix_suffix=suffix)
-        files = [path]
+        fs = self._filesystem()
         if suffix == "/":
             # A partition folder (Npix=N/part0.snappy.parquet): listed, and a listing that
             # comes back empty (a failed request does, through s3fs) is tried again.
-            files = sorted((f for f in path.iterdir() if f.name.endswith(".parquet")),
-                           key=lambda f: f.name)
-            if not files:
+            listed = sorted((entry["name"], int(entry["size"]))
+                            for entry in fs.ls(path.path, detail=True)
+                            if entry["name"].endswith(".parquet") and entry.get("size"))
+            if not listed:
                 raise TransientError(f"{path} listed no Parquet file")
-        frames = [read_parquet_file_to_pandas(f, is_dir=False, columns=list(HATS_COLUMNS),
-                                              filters=filters) for f in files]
-        return frames[0] if len(frames) == 1 else pd.concat(frames)
+        else:
+            listed = [(path.path, int(fs.size(path.path)))]
+        found = []
+        for name, size in listed:
+            with self._open(name, size) as handle:
+                found.append(PartitionFile.from_metadata(name, size,
+                                                         pq.ParquetFile(handle).metadata))
+        self.footers.put(pixel, found, sum(f.metadata.serialized_size for f in found))
+        return found
+
+    def _read_groups(self, file: PartitionFile, groups: list[int]) -> list[pa.Table]:
+        """Row groups (consecutive ones, so pyarrow coalesces their chunks into one ranged
+        read) of a file, only the route's columns; one table per row group."""
+        with self._open(file.path, file.size) as handle:
+            table = pq.ParquetFile(handle, metadata=file.metadata, pre_buffer=True
+                                   ).read_row_groups(groups, columns=file.columns)
+        tables, start = [], 0
+        for group in groups:
+            rows = file.metadata.row_group(group).num_rows
+            tables.append(table.slice(start, rows))
+            start += rows
+        return tables
+
+    def _read_partitions(self, pixels: list[tuple[int, int]], ranges: np.ndarray
+                         ) -> dict[tuple[int, int], list[pa.Table] | HatsError]:
+        """The row groups of each partition that meet the cones' ranges, or its error.
+
+        Footers come from their cache or are read (in parallel); then every row group
+        wanted and not in the row-group cache is read, runs of consecutive groups
+        together, in parallel, and put in the cache.
+        """
+        def what(pixel: tuple[int, int]) -> str:
+            return f"ZTF HATS partition Norder={pixel[0]}/Npix={pixel[1]} of {self.url}"
+
+        def footers(pixel):
+            try:
+                return self._with_retries(lambda: self.partition_files(pixel), what(pixel))
+            except NetworkError as error:  # a partition that fails fails its stars only
+                return HatsError(str(error))
+
+        results: dict[tuple[int, int], Any] = dict(zip(pixels, self._map(footers, pixels)))
+        have: dict[tuple[str, int], pa.Table] = {}
+        wanted: dict[tuple[int, int], list[tuple[str, int]]] = {}
+        runs = []
+        for pixel, files in results.items():
+            if isinstance(files, HatsError):
+                continue
+            order, number = pixel
+            shift = 2 * (29 - order)
+            low, high = number << shift, (number + 1) << shift
+            inside = ranges[(ranges[:, 1] > low) & (ranges[:, 0] < high)]
+            wanted[pixel] = []
+            for file in files:
+                missing = []
+                for group in file.groups_meeting(inside):
+                    key = (file.path, group)
+                    wanted[pixel].append(key)
+                    table = self.row_groups.get(key)
+                    if table is None:
+                        missing.append(group)
+                    else:
+                        have[key] = table
+                runs += [(pixel, file, run) for run in _consecutive(missing)]
+
+        def read_run(run):
+            pixel, file, groups = run
+            try:
+                return self._with_retries(lambda: self._read_groups(file, groups),
+                                          what(pixel))
+            except NetworkError as error:
+                return HatsError(str(error))
+
+        for (pixel, file, groups), tables in zip(runs, self._map(read_run, runs)):
+            if isinstance(tables, HatsError):
+                results[pixel] = tables
+                continue
+            for group, table in zip(groups, tables):
+                have[(file.path, group)] = table
+                self.row_groups.put((file.path, group), table, table.nbytes)
+        return {pixel: found if isinstance(found, HatsError)
+                else [have[key] for key in wanted[pixel]] for pixel, found in results.items()}
+
+    def _map(self, function, items: list) -> list:
+        """``function`` over ``items`` on the collection's threads (one per connection)."""
+        if len(items) <= 1:
+            return [function(item) for item in items]
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.max_connections,
+                                                    thread_name_prefix="ztf-hats")
+        return list(self._executor.map(function, items))
 
     def read(self, stars: Sequence[StarCone], bands: Sequence[str]
              ) -> tuple[dict[str, pd.DataFrame | HatsError], dict[str, list[str]]]:
         """Each star's objects in its cone, one row per epoch (or the error of a partition).
 
         Returns the table (or error) of every star, and the partitions each one read
-        (``Norder=K/Npix=N``). Each partition is read once for the whole batch.
+        (``Norder=K/Npix=N``). Within a batch each row group is read at most once, and
+        only the row groups whose ``_healpix_29`` statistics meet the stars' cones.
         """
-        pixels = {star.name: self.partitions_of(star) for star in stars}
+        pixels = dict(zip([star.name for star in stars], self.partitions_of(stars)))
         needed = sorted({pixel for found in pixels.values() for pixel in found})
-        results: dict[tuple[int, int], pd.DataFrame | HatsError] = {}
-        if needed:
-            ranges = self._cone_ranges(stars)
-            filter_ids = [FILTER_IDS[f"z{b}"] for b in bands]
+        results = self._read_partitions(needed, self._cone_ranges(stars)) if needed else {}
+        tables = [table for found in results.values() if not isinstance(found, HatsError)
+                  for table in found]
+        objects = pa.concat_tables(tables) if tables else None
+        starts = np.cumsum([0] + [table.num_rows for table in tables])
 
-            def read_one(pixel: tuple[int, int]) -> pd.DataFrame | HatsError:
-                try:
-                    return self._with_retries(
-                        lambda: self._read_partition(pixel, ranges, filter_ids),
-                        f"ZTF HATS partition Norder={pixel[0]}/Npix={pixel[1]} of {self.url}")
-                except NetworkError as error:  # a partition that fails fails its stars only
-                    return HatsError(str(error))
+        def taken(rows: np.ndarray) -> pa.Table:
+            # Taken from each row group apart: a take on the whole batch's table would
+            # first join all its chunks, for every star.
+            group = np.searchsorted(starts, rows, side="right") - 1
+            return pa.concat_tables([tables[g].take(rows[group == g] - starts[g])
+                                     for g in np.unique(group)] or [tables[0].slice(0, 0)])
 
-            with ThreadPoolExecutor(min(self.max_connections, len(needed)),
-                                    thread_name_prefix="ztf-hats") as pool:
-                results = dict(zip(needed, pool.map(read_one, needed)))
-        objects = _objects_table([r for r in results.values() if isinstance(r, pd.DataFrame)])
+        filter_ids = [FILTER_IDS[f"z{b}"] for b in bands]
         per_star: dict[str, pd.DataFrame | HatsError] = {}
-        matches = _crossmatch(objects, stars)
-        for star, rows in zip(stars, matches):
+        for star, rows in zip(stars, _crossmatch(objects, stars, filter_ids)):
             failed = [results[p] for p in pixels[star.name] if isinstance(results[p], HatsError)]
             if failed:
                 per_star[star.name] = failed[0]
-                continue
-            per_star[star.name] = _epochs(objects.iloc[rows])
+            else:
+                per_star[star.name] = _epochs(taken(rows) if tables else None)
         names = {star.name: [f"Norder={o}/Npix={p}" for o, p in pixels[star.name]]
                  for star in stars}
         return per_star, names
+
+
+class BoundedCache:
+    """Entries kept, least recently used first out, while their sizes sum to ``limit``.
+
+    Examples
+    --------
+    >>> cache = BoundedCache(10)
+    >>> cache.put("a", 1, size=6); cache.put("b", 2, size=6)
+    >>> cache.get("a"), cache.get("b"), cache.size
+    (None, 2, 6)
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self._entries: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key):
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key, value, size: int) -> None:
+        with self._lock:
+            if size > self.limit or key in self._entries:
+                return
+            self._entries[key] = (value, size)
+            self.size += size
+            while self.size > self.limit:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self.size -= dropped
+
+
+@dataclass(frozen=True)
+class PartitionFile:
+    """One Parquet file of a partition: its path, size and footer, and each row group's
+    ``_healpix_29`` range from the footer's statistics (the whole sky where they lack)."""
+
+    path: str
+    size: int
+    metadata: pq.FileMetaData
+    lowest: np.ndarray
+    highest: np.ndarray
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns read: the route's, and ``_healpix_29`` where the file has it."""
+        names = self.metadata.schema.to_arrow_schema().names
+        return [column for column in _READ_COLUMNS if column in names or column != "_healpix_29"]
+
+    @classmethod
+    def from_metadata(cls, path: str, size: int, metadata: pq.FileMetaData) -> PartitionFile:
+        column = metadata.schema.to_arrow_schema().get_field_index("_healpix_29")
+        lowest = np.zeros(metadata.num_row_groups, dtype=np.int64)
+        highest = np.full(metadata.num_row_groups, np.iinfo(np.int64).max, dtype=np.int64)
+        for group in range(metadata.num_row_groups if column >= 0 else 0):
+            statistics = metadata.row_group(group).column(column).statistics
+            if statistics is not None and statistics.has_min_max:
+                lowest[group], highest[group] = statistics.min, statistics.max
+        return cls(path, size, metadata, lowest, highest)
+
+    def groups_meeting(self, ranges: np.ndarray) -> list[int]:
+        """The row groups whose ``_healpix_29`` span meets one of the sorted, disjoint
+        ranges ``[low, high)``."""
+        if len(ranges) == 0:
+            return []
+        # The first range ending after a group's lowest pixel meets it if it starts by its
+        # highest.
+        first = np.searchsorted(ranges[:, 1], self.lowest, side="right")
+        meets = (first < len(ranges)) & (ranges[np.minimum(first, len(ranges) - 1), 0]
+                                         <= self.highest)
+        return [int(group) for group in np.flatnonzero(meets)]
+
+
+def _consecutive(groups: list[int]) -> list[list[int]]:
+    """Sorted row-group numbers cut into runs of consecutive ones."""
+    runs: list[list[int]] = []
+    for group in groups:
+        if runs and group == runs[-1][-1] + 1:
+            runs[-1].append(group)
+        else:
+            runs.append([group])
+    return runs
 
 
 def _our_error(error: BaseException, what: str) -> NetworkError:
@@ -332,51 +571,46 @@ def _our_error(error: BaseException, what: str) -> NetworkError:
     return TransientError(message, status=int(status.group(1)) if status else None)
 
 
-def _objects_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """The objects read (one row each, no duplicates), with their epochs as arrays."""
-    pieces = []
-    for frame in frames:
-        if len(frame) == 0:
-            continue
-        flat = frame["lightcurve"].nest.to_flat()
-        # Rows of the flat table belong to the object at the same position of the partition.
-        counts = np.asarray(frame["lightcurve"].nest.len(), dtype=np.int64)
-        piece = pd.DataFrame({column: frame[column].to_numpy() for column in HATS_COLUMNS[:-1]})
-        bounds = np.r_[0, np.cumsum(counts)]
-        for column in ("hmjd", "mag", "magerr", "clrcoeff", "catflags"):
-            values = flat[column].to_numpy()
-            piece[column] = [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        pieces.append(piece)
-    if not pieces:
-        return pd.DataFrame({column: [] for column in (*HATS_COLUMNS[:-1], "hmjd")})
-    return pd.concat(pieces, ignore_index=True).drop_duplicates("objectid", ignore_index=True)
-
-
-def _crossmatch(objects: pd.DataFrame, stars: Sequence[StarCone]) -> list[np.ndarray]:
-    """For each star, the rows of ``objects`` within its radius (by objra/objdec)."""
+def _crossmatch(objects: pa.Table | None, stars: Sequence[StarCone],
+                filter_ids: Sequence[int]) -> list[np.ndarray]:
+    """For each star, the rows of ``objects`` in the bands within its radius (by
+    objra/objdec)."""
     from scipy.spatial import cKDTree
 
-    if len(objects) == 0:
+    if objects is None or objects.num_rows == 0:
         return [np.array([], dtype=int) for _ in stars]
-    tree = cKDTree(_unit_vectors(objects["objra"].to_numpy(float),
-                                 objects["objdec"].to_numpy(float)))
+    usable = np.flatnonzero(np.isin(objects["filterid"].to_numpy(), filter_ids))
+    if len(usable) == 0:
+        return [np.array([], dtype=int) for _ in stars]
+    tree = cKDTree(_unit_vectors(objects["objra"].to_numpy()[usable],
+                                 objects["objdec"].to_numpy()[usable]))
     centres = _unit_vectors(np.array([s.ra for s in stars]), np.array([s.dec for s in stars]))
     chords = 2.0 * np.sin(np.radians(np.array([s.radius_arcsec for s in stars]) / 3600.0) / 2.0)
     found = tree.query_ball_point(centres, chords)
-    return [np.array(sorted(rows), dtype=int) for rows in found]
+    return [usable[np.array(sorted(rows), dtype=int)] for rows in found]
 
 
-def _epochs(objects: pd.DataFrame) -> pd.DataFrame:
+#: The columns of a star's table and their types (an empty table has them too).
+_EPOCH_COLUMNS = {"oid": np.int64, "hjd": float, "mjd": float, "mag": float, "magerr": float,
+                  "catflags": np.int64, "filtercode": object, "ra": float, "dec": float,
+                  "field": np.int64, "ccdid": np.int64, "qid": np.int64, "clrcoeff": float}
+
+
+def _epochs(objects: pa.Table | None) -> pd.DataFrame:
     """One row per epoch of the objects, in the API route's column names, by oid then time."""
-    objects = objects.sort_values("objectid")
-    counts = np.array([len(v) for v in objects["hmjd"]], dtype=int)
+    if objects is None or objects.num_rows == 0:
+        return pd.DataFrame({column: np.array([], dtype=dtype)
+                             for column, dtype in _EPOCH_COLUMNS.items()})
+    lightcurve = objects.column("lightcurve").combine_chunks()
+    counts = pc.list_value_length(pc.struct_field(lightcurve, "hmjd")).to_numpy(zero_copy_only=False)
+    counts = np.nan_to_num(counts).astype(np.int64)  # an object with no epochs
 
     def repeat(column: str, dtype) -> np.ndarray:
-        return np.repeat(objects[column].to_numpy(dtype=dtype), counts)
+        return np.repeat(objects[column].to_numpy().astype(dtype), counts)
 
-    def join(column: str, dtype) -> np.ndarray:
-        arrays = list(objects[column])
-        return np.concatenate(arrays).astype(dtype) if arrays else np.array([], dtype=dtype)
+    def join(field: str, dtype) -> np.ndarray:
+        values = pc.list_flatten(pc.struct_field(lightcurve, field))
+        return values.to_numpy(zero_copy_only=False).astype(dtype)
 
     hmjd = join("hmjd", float)
     ra, dec = repeat("objra", float), repeat("objdec", float)
