@@ -117,6 +117,42 @@ def test_the_cnn_is_deterministic_with_a_seed_and_changes_with_it():
     assert not np.allclose(scores[0], scores[2])
 
 
+def test_the_cnn_scores_as_its_network_does_with_batch_normalisation_statistics_learnt():
+    import torch
+
+    global_views, local_views, labels = _toy_views(96, seed=9)
+    model = ConvolutionalClassifier(GLOBAL, LOCAL, seed=2)
+    model.fit(global_views, local_views, labels, None, TrainingParameters(epochs=2, batch_size=16))
+    for layer in model.network.modules():   # statistics far from the initial 0 and 1
+        if isinstance(layer, torch.nn.BatchNorm1d):
+            layer.running_mean.uniform_(-1, 1)
+            layer.running_var.uniform_(0.3, 3)
+    model._steps = None
+    with torch.no_grad():
+        expected = torch.sigmoid(model.network(*model._inputs(global_views, local_views)))
+    scores = model.predict(global_views, local_views)
+    np.testing.assert_allclose(scores, expected.numpy(), rtol=0, atol=1e-6)
+    assert np.ptp(scores) > 1e-3     # the scores differ from one example to the next
+    np.testing.assert_allclose(model.predict(global_views[:1], local_views[:1]), scores[:1],
+                               rtol=0, atol=1e-6)
+
+
+def test_the_boosted_trees_score_as_scikit_learn_does_with_missing_values():
+    global_views, local_views, labels = _toy_views(500, seed=10)
+    model = GradientBoostingClassifier(GLOBAL, LOCAL, seed=0)
+    model.fit(global_views[:440], local_views[:440], labels[:440], None,
+              TrainingParameters(max_iterations=80))
+    assert model._forest is not None
+    test_global, test_local = global_views[440:].copy(), local_views[440:].copy()
+    test_local[:5, :] = np.nan
+    from skyretriever.analysis.classifier import view_features
+
+    expected = model.estimator.predict_proba(view_features(test_global, test_local))[:, 1]
+    scores = model.predict(test_global, test_local)
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-12)
+    assert 0.05 < scores.mean() < 0.95
+
+
 def test_a_model_refuses_views_of_other_sizes():
     model = GradientBoostingClassifier(GLOBAL, LOCAL)
     with pytest.raises(ValueError, match="views of 60 and 31 bins given to a model of 61 and 31"):
