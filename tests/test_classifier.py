@@ -35,7 +35,7 @@ from skyretriever.database import Session
 from skyretriever.models import Detection, Lightcurve, Properties, Source
 from skyretriever.observatories.demo import VirtualDemoObs
 from skyretriever.parameters import ParameterError
-from skyretriever.plots import plot_power_spectrum, plot_spectrogram
+from skyretriever.plots import plot_power_spectrum, plot_source_spectra, plot_spectrogram
 
 GLOBAL, LOCAL = 61, 31
 
@@ -356,6 +356,30 @@ def test_run_train_run_and_query_ml_score(tmp_path, database_url, data_root, cap
     listed = {row["name"]: row["ml_score"] for row in json.loads(out)}
     assert listed == {name: s for name, s in scores.items() if s > cut}
     assert 0 < len(listed) < 20
+
+    # spacekit's analyzer views of a source: from the command line, and in the report
+    with Session() as session:
+        transit_host = session.scalars(sa.select(Source.name).join(Detection).where(
+            Detection.finder == "transit", Detection.is_simulated.is_(False))).first()
+        name = transit_host or min(scores)
+        source = session.scalars(sa.select(Source).where(Source.name == name)).one()
+        figure = plot_source_spectra(source, "power_spectrum", session=session)
+        frequency, _ = figure.axes[0].lines[0].get_data()
+        data = source.lightcurves[0].data
+        times = np.sort(data["mjd"].to_numpy()[~data["qflag"].to_numpy(bool)])
+    assert len(figure.axes) == 1                       # one light curve, one panel
+    nyquist = 0.5 / np.median(np.diff(times))          # the demo's times are irregular
+    assert frequency.max() == pytest.approx(nyquist, rel=0.01)
+    code, out, err = _run(capsys, "show", config, name, "--plot", tmp_path / "spectrogram.png",
+                          "--plot-kind", "spectrogram")
+    assert code == 0, err
+    assert "plot saved to" in out and (tmp_path / "spectrogram.png").stat().st_size > 5000
+    if transit_host is not None:
+        code, out, err = _run(capsys, "report", config)
+        assert code == 0, err
+        page = Path(out.strip().splitlines()[-1]).parent / "sources" / f"{transit_host}.html"
+        text = page.read_text()
+        assert 'id="power-spectrum-plot"' in text and 'id="spectrogram-plot"' in text
 
 
 def test_a_model_of_ones_own_is_named_in_the_config_fitted_saved_and_scored(tmp_path):

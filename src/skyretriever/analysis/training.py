@@ -31,7 +31,7 @@ import pandas as pd
 
 from skyretriever.analysis.analysis import Analysis
 from skyretriever.analysis.classifier import TransitClassifier, model_class
-from skyretriever.analysis.finder import good_epochs
+from skyretriever.analysis.finder import FinderResult, good_epochs
 from skyretriever.analysis.simulator import Simulator, transit_model
 from skyretriever.analysis.transit import TransitFinder
 
@@ -138,7 +138,8 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
     candidate into views. An example that cannot be made (no candidate, an
     injected transit the search missed, a light curve too short for the
     views) is dropped and counted in ``dropped``. ``progress(1, outcome)`` is
-    called after each.
+    called after each. A star as it is is searched once (the search is
+    deterministic), so its examples cost nothing after the first.
     """
     pars = analysis.pars.classifier.training
     finder = _transit_finder(analysis)
@@ -158,6 +159,7 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
         times = [t for t in times if len(t)]
         spans[name] = (max(t[-1] for t in times) - min(t[0] for t in times)) if times else 0.0
     simulators: dict[str, dict[str, Simulator]] = {}
+    as_they_are: dict[str, FinderResult] = {}
     rows: list[tuple] = []
     dropped: Counter = Counter()
     begin = time.perf_counter()
@@ -179,8 +181,13 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
         else:
             event = simulators[name][kind].draw(frames, rng)
             injected = None if event is None else simulators[name][kind].inject(frames, event)
-        outcome = _example(injected, kind, event, finder, classifier, simulators[name], name,
-                           rows)
+        if kind == "none":
+            if name not in as_they_are:
+                as_they_are[name] = finder.find_source(frames)
+            found = as_they_are[name]
+        else:
+            found = None if injected is None else finder.find_source(injected)
+        outcome = _example(found, kind, event, classifier, simulators[name], name, rows)
         if outcome != "made":
             dropped[f"{kind}: {outcome}"] += 1
         if progress is not None:
@@ -200,13 +207,11 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
     )
 
 
-def _example(injected: Sequence[pd.DataFrame] | None, kind: str, event: Any,
-             finder: TransitFinder, classifier: Any, simulators: Mapping[str, Simulator],
-             name: str, rows: list[tuple]) -> str:
-    """Search one injected light curve and add its example to ``rows``; what happened."""
-    if injected is None:
+def _example(found: FinderResult | None, kind: str, event: Any, classifier: Any,
+             simulators: Mapping[str, Simulator], name: str, rows: list[tuple]) -> str:
+    """Add the example of one searched light curve to ``rows``; what happened."""
+    if found is None:
         return "too few points to inject"
-    found = finder.find_source(injected)
     searches = [s for s in found.searched if s.candidate is not None]
     if not searches:
         return "no transit candidate"
