@@ -6,10 +6,12 @@ sources (:func:`make_examples`):
 - **positives**: a transit injected by the :class:`Simulator` (periods drawn
   log-uniformly over ``training.period``, expected S/N over ``training.snr``),
   kept when the transit search finds it (its best candidate matches the
-  injection), so that the views are those the search would give;
+  injection) with at least the search's S/N threshold, so that the views are
+  those the search would give and no positive is noise;
 - **negatives**: the same stars as they are, or with an injected flare, a dip
   (one occultation) or an eclipsing-binary-like signal (V-shaped eclipses and
-  a secondary eclipse at phase 0.5); the search's best candidate whatever it is.
+  a secondary eclipse at phase 0.5, itself above the S/N threshold); the
+  search's best candidate whatever it is.
 
 Each example is folded on the search's best period, epoch and duration into
 the views the analysis scores. Examples are split by source (all of a star's
@@ -110,13 +112,19 @@ def _simulators(analysis: Analysis, span: float) -> dict[str, Simulator]:
 
 
 def _eclipsing_binary(frames: Sequence[pd.DataFrame], simulator: Simulator,
-                      rng: np.random.Generator) -> list[pd.DataFrame] | None:
-    """Copies of ``frames`` with V-shaped primary eclipses and a shallower secondary."""
+                      rng: np.random.Generator, detectable: float = 7.0
+                      ) -> list[pd.DataFrame] | None:
+    """Copies of ``frames`` with V-shaped primary eclipses and a shallower secondary.
+
+    The secondary's depth is 10% to 90% of the primary's, and enough for an
+    S/N of at least ``detectable``: a binary whose secondary is lost in the
+    noise is, in its light curve, a transit, and would be a wrong label.
+    """
     event = simulator.draw(frames, rng)
     if event is None:
         return None
     p = event.parameters
-    ratio = rng.uniform(0.1, 0.9)
+    ratio = rng.uniform(min(max(0.1, detectable / max(event.snr, 1e-9)), 0.9), 0.9)
     for index in event.models:
         times = _good_times(frames[index])
         primary = transit_model(times, p["period"], p["epoch"], p["duration"], p["depth"],
@@ -177,7 +185,8 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
         if kind == "none":
             injected = frames
         elif kind == "eclipsing_binary":
-            injected = _eclipsing_binary(frames, simulators[name][kind], rng)
+            injected = _eclipsing_binary(frames, simulators[name][kind], rng,
+                                         finder.pars.snr_threshold)
         else:
             event = simulators[name][kind].draw(frames, rng)
             injected = None if event is None else simulators[name][kind].inject(frames, event)
@@ -187,7 +196,8 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
             found = as_they_are[name]
         else:
             found = None if injected is None else finder.find_source(injected)
-        outcome = _example(found, kind, event, classifier, simulators[name], name, rows)
+        outcome = _example(found, kind, event, classifier, simulators[name], name, rows,
+                           finder.pars.snr_threshold)
         if outcome != "made":
             dropped[f"{kind}: {outcome}"] += 1
         if progress is not None:
@@ -208,7 +218,8 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
 
 
 def _example(found: FinderResult | None, kind: str, event: Any, classifier: Any,
-             simulators: Mapping[str, Simulator], name: str, rows: list[tuple]) -> str:
+             simulators: Mapping[str, Simulator], name: str, rows: list[tuple],
+             snr_threshold: float) -> str:
     """Add the example of one searched light curve to ``rows``; what happened."""
     if found is None:
         return "too few points to inject"
@@ -221,6 +232,9 @@ def _example(found: FinderResult | None, kind: str, event: Any, classifier: Any,
             event, {"period": candidate.period, "epoch": candidate.epoch,
                     "duration": candidate.duration}):
         return "injected transit not found by the search"
+    if kind == "transit" and not candidate.snr >= snr_threshold:
+        # found, but weaker than the search reports: in a run it would be noise
+        return "injected transit found below the S/N threshold"
     try:
         views = classifier.views(best.times, best.flux, candidate.period, candidate.epoch,
                                  candidate.duration)
