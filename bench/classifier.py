@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from skyretriever.analysis import Analysis
-from skyretriever.analysis.classifier import TrainingParameters, save_model
+from skyretriever.analysis.classifier import TrainingParameters, candidate_numbers, save_model
 from skyretriever.analysis.synthetic import as_lightcurve, sector_lightcurve
 from skyretriever.analysis.training import (
     Examples,
@@ -145,7 +145,8 @@ def score_real(analysis: Analysis, models: dict, injections: int = 10) -> dict:
                 continue
             views = analysis.classifier.views(best.times, best.flux, c.period, c.epoch,
                                               c.duration)
-            scores = {m: float(model.predict(views.global_view[None], views.local_view[None])[0])
+            scores = {m: float(model.scores(views.global_view[None], views.local_view[None],
+                                            candidate_numbers([c], model.candidate_numbers))[0])
                       for m, model in models.items()}
             if event is None:
                 entry["as_it_is"] = {"period": c.period, "snr": c.snr, "sde": c.sde, **scores}
@@ -210,7 +211,7 @@ def main() -> None:
     for name in (args.only,) if args.only else ("gbt", "cnn"):
         model, history, seconds = fit_model(name, made, parts, pars, 2001, 201)
         fitted[name] = model
-        result = evaluate(test.labels, model.predict(test.global_views, test.local_views), 0.5)
+        result = evaluate(test.labels, test.scores(model), 0.5)
         rate, wall_rate = scoring_rate(analysis, model, stars, 1000)
         results["models"][name] = {"auc": result.auc, "auprc": result.auprc,
                                    "recall_at_99_precision": result.recall_at_99_precision,
@@ -238,7 +239,8 @@ def main() -> None:
         model = ConvolutionalClassifier(2001, 201, seed=0, threads=args.threads)
         begin = time.perf_counter()
         model.fit(global_views, local_views, made.labels[pick], None,
-                  TrainingParameters(epochs=1, batch_size=pars.batch_size))
+                  TrainingParameters(epochs=1, batch_size=pars.batch_size),
+                  numbers=made.numbers(model.candidate_numbers)[pick])
         epoch = time.perf_counter() - begin
         results["cnn_epoch_seconds"] = {"examples": args.fit_examples, "seconds": epoch}
         print(f"cnn: one epoch on {args.fit_examples} examples: {epoch:.1f} s "

@@ -52,6 +52,13 @@ def _toy_views(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return global_views, local_views, labels
 
 
+def _toy_numbers(labels: np.ndarray, seed: int) -> np.ndarray:
+    """S/N and SDE of toy candidates: higher for the dips, overlapping."""
+    rng = np.random.default_rng(seed)
+    return np.column_stack([rng.uniform(5, 12, len(labels)) + 3 * labels,
+                            rng.uniform(3, 10, len(labels)) + 3 * labels])
+
+
 # -- views -------------------------------------------------------------------------------------
 def test_binned_median_equals_scipy_binned_statistic_where_bins_have_data():
     rng = np.random.default_rng(5)
@@ -97,7 +104,7 @@ def test_views_refuse_a_light_curve_too_short_and_a_candidate_without_a_period()
 def test_each_model_learns_to_tell_dips_from_spikes_on_held_out_views(cls):
     train = _toy_views(256, seed=1)
     test = _toy_views(200, seed=2)
-    model = cls(GLOBAL, LOCAL, seed=4)
+    model = cls(GLOBAL, LOCAL, seed=4, candidate_numbers=())     # the views alone
     model.fit(*train, None, TrainingParameters(epochs=12, batch_size=32, max_iterations=60))
     result = evaluate(test[2], model.predict(test[0], test[1]), 0.5)
     assert result.auc > 0.97
@@ -110,7 +117,7 @@ def test_the_cnn_is_deterministic_with_a_seed_and_changes_with_it():
     pars = TrainingParameters(epochs=3, batch_size=16)
     scores = []
     for seed in (7, 7, 8):
-        model = ConvolutionalClassifier(GLOBAL, LOCAL, seed=seed)
+        model = ConvolutionalClassifier(GLOBAL, LOCAL, seed=seed, candidate_numbers=())
         model.fit(global_views, local_views, labels, None, pars)
         scores.append(model.predict(global_views[:10], local_views[:10]))
     np.testing.assert_array_equal(scores[0], scores[1])
@@ -121,34 +128,38 @@ def test_the_cnn_scores_as_its_network_does_with_batch_normalisation_statistics_
     import torch
 
     global_views, local_views, labels = _toy_views(96, seed=9)
+    numbers = _toy_numbers(labels, seed=9)
     model = ConvolutionalClassifier(GLOBAL, LOCAL, seed=2)
-    model.fit(global_views, local_views, labels, None, TrainingParameters(epochs=2, batch_size=16))
+    model.fit(global_views, local_views, labels, None, TrainingParameters(epochs=2, batch_size=16),
+              numbers=numbers)
     for layer in model.network.modules():   # statistics far from the initial 0 and 1
         if isinstance(layer, torch.nn.BatchNorm1d):
             layer.running_mean.uniform_(-1, 1)
             layer.running_var.uniform_(0.3, 3)
     model._steps = None
     with torch.no_grad():
-        expected = torch.sigmoid(model.network(*model._inputs(global_views, local_views)))
-    scores = model.predict(global_views, local_views)
+        expected = torch.sigmoid(model.network(*model._inputs(global_views, local_views,
+                                                               numbers)))
+    scores = model.predict(global_views, local_views, numbers=numbers)
     np.testing.assert_allclose(scores, expected.numpy(), rtol=0, atol=1e-6)
     assert np.ptp(scores) > 1e-3     # the scores differ from one example to the next
-    np.testing.assert_allclose(model.predict(global_views[:1], local_views[:1]), scores[:1],
+    np.testing.assert_allclose(model.predict(global_views[:1], local_views[:1],
+                                             numbers=numbers[:1]), scores[:1],
                                rtol=0, atol=1e-6)
 
 
 def test_the_boosted_trees_score_as_scikit_learn_does_with_missing_values():
     global_views, local_views, labels = _toy_views(500, seed=10)
+    numbers = _toy_numbers(labels, seed=10)
     model = GradientBoostingClassifier(GLOBAL, LOCAL, seed=0)
     model.fit(global_views[:440], local_views[:440], labels[:440], None,
-              TrainingParameters(max_iterations=80))
+              TrainingParameters(max_iterations=80), numbers=numbers[:440])
     assert model._forest is not None
     test_global, test_local = global_views[440:].copy(), local_views[440:].copy()
     test_local[:5, :] = np.nan
-    from skyretriever.analysis.classifier import view_features
-
-    expected = model.estimator.predict_proba(view_features(test_global, test_local))[:, 1]
-    scores = model.predict(test_global, test_local)
+    expected = model.estimator.predict_proba(model._features(test_global, test_local,
+                                                             numbers[440:]))[:, 1]
+    scores = model.predict(test_global, test_local, numbers=numbers[440:])
     np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-12)
     assert 0.05 < scores.mean() < 0.95
 
@@ -164,23 +175,28 @@ def test_a_model_refuses_views_of_other_sizes():
 @pytest.mark.parametrize("cls", [ConvolutionalClassifier, GradientBoostingClassifier])
 def test_a_model_file_gives_back_the_same_scores_and_its_metadata(tmp_path, cls):
     global_views, local_views, labels = _toy_views(64, seed=6)
+    numbers = _toy_numbers(labels, seed=6)
     model = cls(GLOBAL, LOCAL, seed=1)
     model.fit(global_views, local_views, labels, None,
-              TrainingParameters(epochs=2, batch_size=16, max_iterations=20))
+              TrainingParameters(epochs=2, batch_size=16, max_iterations=20), numbers=numbers)
     path = tmp_path / "models" / "model.skm"
     save_model(model, path, {"data": {"examples": 64}})
     loaded, info = load_model(path, GLOBAL, LOCAL)
     assert type(loaded) is cls and info["data"] == {"examples": 64}
     assert info["model"] == cls.name and (info["global_bins"], info["local_bins"]) == (61, 31)
-    np.testing.assert_allclose(loaded.predict(global_views, local_views),
-                               model.predict(global_views, local_views), rtol=1e-6)
+    assert loaded.candidate_numbers == ("snr", "sde") == tuple(info["candidate_numbers"])
+    np.testing.assert_allclose(loaded.predict(global_views, local_views, numbers=numbers),
+                               model.predict(global_views, local_views, numbers=numbers),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="also takes the candidates' snr, sde"):
+        loaded.scores(global_views, local_views)
     assert json.loads((tmp_path / "models" / "model.skm.json").read_text())["model"] == cls.name
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.skm", "model.skm.json"]
 
 
 def test_missing_damaged_and_mismatched_model_files_are_clear_errors(tmp_path):
     global_views, local_views, labels = _toy_views(40, seed=6)
-    model = GradientBoostingClassifier(GLOBAL, LOCAL)
+    model = GradientBoostingClassifier(GLOBAL, LOCAL, candidate_numbers=())
     model.fit(global_views, local_views, labels, None, TrainingParameters(max_iterations=5))
     path = tmp_path / "model.skm"
     save_model(model, path, {})
@@ -252,7 +268,7 @@ def _demo_frames(analysis: Analysis, name: str, num_points: int = 800) -> list[p
 
 def test_the_analysis_records_why_a_candidate_was_not_scored_and_goes_on(tmp_path):
     global_views, local_views, labels = _toy_views(40, seed=6)
-    model = GradientBoostingClassifier(GLOBAL, LOCAL)
+    model = GradientBoostingClassifier(GLOBAL, LOCAL, candidate_numbers=())
     model.fit(global_views, local_views, labels, None, TrainingParameters(max_iterations=5))
     save_model(model, tmp_path / "model.skm", {})
     classifier = {"enabled": True, "model": "gbt", "model_file": str(tmp_path / "model.skm"),

@@ -43,6 +43,7 @@ from skyretriever.analysis.views import CandidateViews, candidate_views
 from skyretriever.parameters import ParameterError, Parameters, parameter
 
 __all__ = [
+    "CANDIDATE_NUMBERS",
     "MODEL_FILE_FORMAT",
     "MODELS",
     "Classifier",
@@ -52,6 +53,7 @@ __all__ = [
     "ModelFileError",
     "TrainingParameters",
     "TransitClassifier",
+    "candidate_numbers",
     "load_model",
     "model_class",
     "read_model_metadata",
@@ -60,6 +62,21 @@ __all__ = [
 
 MODEL_FILE_FORMAT = "skyretriever-transit-classifier"
 MODEL_FILE_VERSION = 1
+#: Numbers of a candidate a model may take beside its views: the transit search's S/N
+#: and SDE (what AstroNet's threshold-crossing events had passed before it saw them).
+CANDIDATE_NUMBERS = ("snr", "sde")
+
+
+def candidate_numbers(candidates: Sequence[Any], names: Sequence[str]) -> np.ndarray:
+    """The ``names`` attributes of each candidate, one row each (NaN where missing)."""
+    return np.array([[float(getattr(c, n, np.nan) if getattr(c, n, None) is not None
+                             else np.nan) for n in names] for c in candidates],
+                    dtype=float).reshape(len(candidates), len(names))
+
+
+def _scaled_numbers(numbers: np.ndarray) -> np.ndarray:
+    """S/N and SDE on a log scale (both are positive and spread over decades), 0 if unknown."""
+    return np.nan_to_num(np.log(np.clip(numbers, 0.5, None)), nan=0.0).astype(np.float32)
 
 
 class ModelFileError(ValueError):
@@ -138,17 +155,48 @@ class TransitClassifier:
     """A model scoring candidates' views: fit, predict, and its state as bytes.
 
     Subclasses set ``name`` and implement :meth:`fit`, :meth:`predict`,
-    :meth:`state` and :meth:`load_state`.
+    :meth:`state` and :meth:`load_state`. A model that also takes numbers
+    of the candidate from the search (:data:`CANDIDATE_NUMBERS`, as ExoMiner
+    takes scalar diagnostics beside its views) names them in
+    ``candidate_numbers``; its ``fit`` and ``predict`` then get them as
+    ``numbers`` (one row per example), and the validation tuple a fourth part.
     """
 
     name: ClassVar[str] = "base"
+    #: The candidate's numbers the model takes beside the views (none by default).
+    default_numbers: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, global_bins: int, local_bins: int, seed: int = 0, threads: int = 1
-                 ) -> None:
+    def __init__(self, global_bins: int, local_bins: int, seed: int = 0, threads: int = 1,
+                 candidate_numbers: Sequence[str] | None = None) -> None:
         self.global_bins = int(global_bins)
         self.local_bins = int(local_bins)
         self.seed = int(seed)
         self.threads = int(threads)
+        self.candidate_numbers = tuple(self.default_numbers if candidate_numbers is None
+                                       else candidate_numbers)
+        unknown = set(self.candidate_numbers) - set(CANDIDATE_NUMBERS)
+        if unknown:
+            raise ValueError(f"unknown candidate numbers {sorted(unknown)}: use some of "
+                             f"{', '.join(CANDIDATE_NUMBERS)}")
+
+    def scores(self, global_views: np.ndarray, local_views: np.ndarray,
+               numbers: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`predict`, given the candidates' numbers when the model takes them."""
+        if not self.candidate_numbers:
+            return self.predict(global_views, local_views)
+        return self.predict(global_views, local_views, numbers=self.check_numbers(
+            numbers, len(global_views)))
+
+    def check_numbers(self, numbers: np.ndarray | None, count: int) -> np.ndarray:
+        """``numbers`` as a float array of ``count`` rows of this model's numbers."""
+        if numbers is None:
+            raise ValueError(f"the {self.name} model also takes the candidates' "
+                             f"{', '.join(self.candidate_numbers)}")
+        numbers = np.asarray(numbers, dtype=float).reshape(count, -1)
+        if numbers.shape[1] != len(self.candidate_numbers):
+            raise ValueError(f"{numbers.shape[1]} numbers per candidate given to a model "
+                             f"of {len(self.candidate_numbers)}")
+        return numbers
 
     def fit(self, global_views: np.ndarray, local_views: np.ndarray, labels: np.ndarray,
             validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
@@ -284,21 +332,31 @@ class GradientBoostingClassifier(TransitClassifier):
     >>> rng = np.random.default_rng(1)
     >>> labels = np.arange(200) % 2
     >>> local = rng.normal(0, 0.3, (200, 21)); local[labels == 1, 8:13] -= 1
-    >>> model = GradientBoostingClassifier(31, 21)
-    >>> _ = model.fit(rng.normal(0, 0.3, (200, 31)), local, labels, None, TrainingParameters())
-    >>> bool(model.predict(np.zeros((1, 31)), local[1:2])[0] > 0.9)
+    >>> snr_sde = np.column_stack([rng.uniform(7, 20, 200), rng.uniform(6, 15, 200)])
+    >>> model = GradientBoostingClassifier(31, 21)          # views, and the search's S/N and SDE
+    >>> _ = model.fit(rng.normal(0, 0.3, (200, 31)), local, labels, None, TrainingParameters(),
+    ...               numbers=snr_sde)
+    >>> bool(model.predict(np.zeros((1, 31)), local[1:2], numbers=snr_sde[1:2])[0] > 0.9)
     True
     """
 
     name: ClassVar[str] = "gbt"
+    default_numbers: ClassVar[tuple[str, ...]] = CANDIDATE_NUMBERS
 
-    def __init__(self, global_bins: int, local_bins: int, seed: int = 0, threads: int = 1
-                 ) -> None:
-        super().__init__(global_bins, local_bins, seed, threads)
+    def __init__(self, global_bins: int, local_bins: int, seed: int = 0, threads: int = 1,
+                 candidate_numbers: Sequence[str] | None = None) -> None:
+        super().__init__(global_bins, local_bins, seed, threads, candidate_numbers)
         self.estimator: Any = None
         self._forest: _Forest | None = None
 
-    def fit(self, global_views, local_views, labels, validation, pars):
+    def _features(self, global_views, local_views, numbers) -> np.ndarray:
+        features = view_features(global_views, local_views)
+        if not self.candidate_numbers:
+            return features
+        numbers = self.check_numbers(numbers, len(features))
+        return np.hstack([features, _scaled_numbers(numbers)])
+
+    def fit(self, global_views, local_views, labels, validation, pars, numbers=None):
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         self.check_views(global_views, local_views)
@@ -311,17 +369,18 @@ class GradientBoostingClassifier(TransitClassifier):
             min_samples_leaf=int(min(20, max(3, count // 20))),
         )
         with _threads(self.threads):
-            self.estimator.fit(view_features(global_views, local_views), np.asarray(labels, int))
+            self.estimator.fit(self._features(global_views, local_views, numbers),
+                               np.asarray(labels, int))
         self._forest = _Forest.of(self.estimator)
         return {"train_loss": [float(x) for x in -self.estimator.train_score_],
                 "validation_loss": [float(x) for x in -getattr(
                     self.estimator, "validation_score_", np.array([]))]}
 
-    def predict(self, global_views, local_views):
+    def predict(self, global_views, local_views, numbers=None):
         if self.estimator is None:
             raise RuntimeError("the gradient-boosting model is not fitted")
         self.check_views(global_views, local_views)
-        features = view_features(global_views, local_views)
+        features = self._features(global_views, local_views, numbers)
         if self._forest is not None:
             return self._forest.probability(features)
         # scikit-learn's OpenMP threads cost more than they give on one candidate at a time
@@ -363,7 +422,7 @@ def _column_blocks(length: int) -> list[tuple[int, int, int]]:
     return blocks or [(8, 3, 1)]
 
 
-def _network(global_bins: int, local_bins: int) -> Any:
+def _network(global_bins: int, local_bins: int, numbers: int = 0) -> Any:
     """The convolutional network (a ``torch.nn.Module``) for views of these sizes."""
     import torch
     from torch import nn
@@ -387,14 +446,14 @@ def _network(global_bins: int, local_bins: int) -> Any:
             self.global_column, global_size = column(global_bins)
             self.local_column, local_size = column(local_bins)
             self.head = nn.Sequential(
-                nn.Dropout(0.5), nn.Linear(global_size + local_size, 64), nn.ReLU(),
+                nn.Dropout(0.5), nn.Linear(global_size + local_size + numbers, 64), nn.ReLU(),
                 nn.Dropout(0.25), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1),
             )
 
-        def forward(self, global_views: torch.Tensor, local_views: torch.Tensor
-                    ) -> torch.Tensor:
+        def forward(self, global_views: torch.Tensor, local_views: torch.Tensor,
+                    numbers: torch.Tensor) -> torch.Tensor:
             joined = torch.cat([self.global_column(global_views),
-                                self.local_column(local_views)], dim=1)
+                                self.local_column(local_views), numbers], dim=1)
             return self.head(joined).squeeze(1)   # logits; the sigmoid is in predict
 
     return Network()
@@ -460,7 +519,7 @@ class ConvolutionalClassifier(TransitClassifier):
     >>> rng = np.random.default_rng(1)
     >>> labels = np.arange(128) % 2
     >>> local = rng.normal(0, 0.3, (128, 21)).astype(np.float32); local[labels == 1, 8:13] -= 1
-    >>> model = ConvolutionalClassifier(31, 21, seed=3)
+    >>> model = ConvolutionalClassifier(31, 21, seed=3, candidate_numbers=())   # views alone
     >>> history = model.fit(rng.normal(0, 0.3, (128, 31)), local, labels, None,
     ...                     TrainingParameters(epochs=15, batch_size=16))
     >>> bool(history["train_loss"][-1] < history["train_loss"][0])
@@ -468,14 +527,17 @@ class ConvolutionalClassifier(TransitClassifier):
     """
 
     name: ClassVar[str] = "cnn"
+    default_numbers: ClassVar[tuple[str, ...]] = CANDIDATE_NUMBERS
 
-    def __init__(self, global_bins: int, local_bins: int, seed: int = 0, threads: int = 1
-                 ) -> None:
-        super().__init__(global_bins, local_bins, seed, threads)
+    def __init__(self, global_bins: int, local_bins: int, seed: int = 0, threads: int = 1,
+                 candidate_numbers: Sequence[str] | None = None) -> None:
+        super().__init__(global_bins, local_bins, seed, threads, candidate_numbers)
         self.network: Any = None
         self._steps: tuple[Any, Any, Any] | None = None
 
-    def _inputs(self, global_views: np.ndarray, local_views: np.ndarray) -> tuple[Any, Any]:
+    def _inputs(self, global_views: np.ndarray, local_views: np.ndarray,
+                numbers: np.ndarray | None = None) -> tuple[Any, Any, Any]:
+        """Tensors of the views (each with its smoothed copy) and of the candidate numbers."""
         import torch
 
         def channels(views: np.ndarray) -> Any:
@@ -483,31 +545,34 @@ class ConvolutionalClassifier(TransitClassifier):
             size = max(3, views.shape[-1] // 50)
             return torch.from_numpy(np.stack([views, _smoothed(views, size)], axis=1))
 
-        return channels(global_views), channels(local_views)
+        count = len(global_views)
+        scaled = (_scaled_numbers(self.check_numbers(numbers, count))
+                  if self.candidate_numbers else np.zeros((count, 0), np.float32))
+        return channels(global_views), channels(local_views), torch.from_numpy(scaled)
 
     def _build(self) -> Any:
         import torch
 
         torch.manual_seed(self.seed)
-        self.network = _network(self.global_bins, self.local_bins)
+        self.network = _network(self.global_bins, self.local_bins, len(self.candidate_numbers))
         self._steps = None
         return self.network
 
-    def fit(self, global_views, local_views, labels, validation, pars):
+    def fit(self, global_views, local_views, labels, validation, pars, numbers=None):
         import torch
 
         self.check_views(global_views, local_views)
         torch.set_num_threads(self.threads)
         torch.use_deterministic_algorithms(True)
         network = self._build()
-        inputs = self._inputs(global_views, local_views)
+        inputs = self._inputs(global_views, local_views, numbers)
         targets = torch.from_numpy(np.asarray(labels, dtype=np.float32))
         positives = float(targets.sum())
         weight = torch.tensor((len(targets) - positives) / max(positives, 1.0))
         loss_function = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
         optimiser = torch.optim.Adam(network.parameters(), lr=pars.learning_rate)
         if validation is not None:
-            checked = self._inputs(validation[0], validation[1])
+            checked = self._inputs(*validation[:2], *validation[3:])
             checked_targets = torch.from_numpy(np.asarray(validation[2], dtype=np.float32))
         rng = np.random.default_rng(self.seed)
         history: dict[str, list[float]] = {"train_loss": [], "validation_loss": []}
@@ -525,7 +590,8 @@ class ConvolutionalClassifier(TransitClassifier):
                 if rng.random() < 0.5:
                     global_batch, local_batch = global_batch.flip(-1), local_batch.flip(-1)
                 optimiser.zero_grad()
-                loss = loss_function(network(global_batch, local_batch), targets[batch])
+                loss = loss_function(network(global_batch, local_batch, inputs[2][batch]),
+                                     targets[batch])
                 loss.backward()
                 optimiser.step()
                 total += float(loss.detach()) * len(batch)
@@ -549,7 +615,7 @@ class ConvolutionalClassifier(TransitClassifier):
         self._steps = None
         return history
 
-    def predict(self, global_views, local_views):
+    def predict(self, global_views, local_views, numbers=None):
         import torch
 
         if self.network is None:
@@ -562,9 +628,10 @@ class ConvolutionalClassifier(TransitClassifier):
                 self._steps = (_scoring_steps(self.network.global_column),
                                _scoring_steps(self.network.local_column),
                                _scoring_steps(self.network.head))
-            global_inputs, local_inputs = self._inputs(global_views, local_views)
+            global_inputs, local_inputs, scaled = self._inputs(global_views, local_views,
+                                                               numbers)
             joined = torch.cat([_run_steps(self._steps[0], global_inputs),
-                                _run_steps(self._steps[1], local_inputs)], dim=1)
+                                _run_steps(self._steps[1], local_inputs), scaled], dim=1)
             logits = _run_steps(self._steps[2], joined).squeeze(1)
             return torch.sigmoid(logits).numpy().astype(float)
 
@@ -625,6 +692,7 @@ def save_model(model: TransitClassifier, path: str | Path, metadata: Mapping[str
         "class": _class_path(type(model)),
         "global_bins": model.global_bins,
         "local_bins": model.local_bins,
+        "candidate_numbers": list(model.candidate_numbers),
         "seed": model.seed,
         **metadata,
     }
@@ -698,7 +766,11 @@ def load_model(path: str | Path, global_bins: int | None = None,
             cls = model_class(str(info.get("class")), load)
         except ParameterError as error:
             raise ModelFileError(f"{str(path)!r}: {error}") from None
-    model = cls(int(sizes[0]), int(sizes[1]), seed=int(info.get("seed", 0)), threads=threads)
+    try:   # a file written before models took the candidate's numbers has none
+        model = cls(int(sizes[0]), int(sizes[1]), seed=int(info.get("seed", 0)),
+                    threads=threads, candidate_numbers=info.get("candidate_numbers", ()))
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(f"{str(path)!r}: {error}") from None
     try:
         with zipfile.ZipFile(path) as archive:
             model.load_state(archive.read("weights.bin"))
@@ -770,6 +842,7 @@ class Classifier:
         """``(score, None)`` or ``(None, reason not scored)`` for each search's candidate."""
         results: list[tuple[float | None, str | None]] = []
         views: list[CandidateViews] = []
+        candidates: list[Any] = []
         where: list[int] = []
         for search in searched:
             candidate = search.candidate
@@ -784,11 +857,14 @@ class Classifier:
                 continue
             results.append((None, None))
             views.append(made)
+            candidates.append(candidate)
             where.append(len(results) - 1)
         if views:
             try:
-                scores = self.model().predict(np.stack([v.global_view for v in views]),
-                                              np.stack([v.local_view for v in views]))
+                model = self.model()
+                scores = model.scores(np.stack([v.global_view for v in views]),
+                                      np.stack([v.local_view for v in views]),
+                                      candidate_numbers(candidates, model.candidate_numbers))
             except (ModelFileError, ValueError) as error:
                 reason = str(error)
                 return [(None, reason) if r == (None, None) else r for r in results]

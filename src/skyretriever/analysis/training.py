@@ -69,6 +69,17 @@ class Examples:
                         self.sources[keep], self.kinds[keep], self.sde[keep], self.snr[keep],
                         self.injected_snr[keep])
 
+    def numbers(self, names: Sequence[str]) -> np.ndarray | None:
+        """The candidates' numbers a model takes (``snr``, ``sde``), one row each; None for none."""
+        if not names:
+            return None
+        return np.column_stack([getattr(self, name) for name in names]).astype(float)
+
+    def scores(self, model: TransitClassifier) -> np.ndarray:
+        """``model``'s scores of these examples."""
+        return model.scores(self.global_views, self.local_views,
+                            self.numbers(model.candidate_numbers))
+
     def summary(self) -> dict[str, Any]:
         """Counts by kind, label and source, and what was dropped."""
         return {
@@ -285,11 +296,14 @@ def fit_model(model_name: str, examples: Examples, parts: np.ndarray, pars: Any,
     if len(set(examples.labels[train].tolist())) < 2:
         raise ValueError("the training examples need both transits and negatives; make more "
                          "(--examples) or use more sources")
+    numbers = examples.numbers(model.candidate_numbers)
+    given = {} if numbers is None else {"numbers": numbers[train]}
     validation = ((examples.global_views[valid], examples.local_views[valid],
-                   examples.labels[valid]) if valid.any() else None)
+                   examples.labels[valid], *([] if numbers is None else [numbers[valid]]))
+                  if valid.any() else None)
     begin = time.perf_counter()
     history = model.fit(examples.global_views[train], examples.local_views[train],
-                        examples.labels[train], validation, pars)
+                        examples.labels[train], validation, pars, **given)
     return model, history, time.perf_counter() - begin
 
 
