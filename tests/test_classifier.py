@@ -223,13 +223,14 @@ def test_evaluation_counts_recall_at_99_percent_precision_and_the_confusion_matr
 
 
 def test_examples_keep_only_transits_the_search_would_report_and_search_a_star_once():
+    """Positives the search reports; negatives with rotational modulation; stars searched once."""
     from skyretriever.analysis.synthetic import as_lightcurve, sector_lightcurve
     from skyretriever.analysis.training import make_examples
 
     analysis = Analysis(finders=["transit"], transit={"max_period": 5.0}, classifier={
         "global_bins": GLOBAL, "local_bins": LOCAL,
         "training": {"snr": [4.0, 9.0], "period": [0.5, 5.0],
-                     "negatives": {"none": 1.0}, "positive_fraction": 0.6}})
+                     "negatives": {"none": 1.0, "variable": 0.5}, "positive_fraction": 0.6}})
     rng = np.random.default_rng(4)
     stars = {f"s{i}": [analysis.check_quality(as_lightcurve(sector_lightcurve(
         rng, days=12.0, cadence_minutes=30.0, gaps=(), noise_ppm=800.0)))[0]]
@@ -240,6 +241,9 @@ def test_examples_keep_only_transits_the_search_would_report_and_search_a_star_o
     assert transits.any() and (made.snr[transits] >= threshold).all()
     # injections of S/N 4-9: some are found weaker than a detection, and are left out
     assert made.dropped["transit: injected transit found below the S/N threshold"] > 0
+    # a spotted star's modulation is a negative
+    variable = made.kinds == "variable"
+    assert variable.any() and (made.labels[variable] == 0).all()
     # a star as it is gives one example, the same each time it is drawn
     for name in stars:
         mine = (made.kinds == "none") & (made.sources == name)

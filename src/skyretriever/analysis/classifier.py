@@ -98,9 +98,10 @@ class TrainingParameters(Parameters):
         [7.0, 20.0], "Range of the injected transits' expected S/N.", min_length=2, max_length=2
     )
     negatives: dict[str, float] = parameter(
-        {"none": 1.0, "flare": 1.0, "dip": 1.0, "eclipsing_binary": 1.0},
+        {"none": 1.0, "flare": 1.0, "dip": 1.0, "eclipsing_binary": 1.0, "variable": 1.0},
         "Relative frequency of each kind of negative: none (the star as it is), flare, "
-        "dip (one occultation), eclipsing_binary (V-shaped eclipses and a secondary).",
+        "dip (one occultation), eclipsing_binary (V-shaped eclipses and a secondary), "
+        "variable (rotational modulation: a sinusoid and its harmonic).",
     )
     split: list[float] = parameter(
         [0.7, 0.15, 0.15], "Fractions of the sources for training, validation and test "
@@ -445,15 +446,19 @@ def _network(global_bins: int, local_bins: int, numbers: int = 0) -> Any:
             super().__init__()
             self.global_column, global_size = column(global_bins)
             self.local_column, local_size = column(local_bins)
+            # dropout on the views' features only: the candidate's numbers are two inputs
+            # among a thousand, and dropping them half the time would hide them
+            self.dropout = nn.Dropout(0.5)
             self.head = nn.Sequential(
-                nn.Dropout(0.5), nn.Linear(global_size + local_size + numbers, 64), nn.ReLU(),
+                nn.Linear(global_size + local_size + numbers, 64), nn.ReLU(),
                 nn.Dropout(0.25), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1),
             )
 
         def forward(self, global_views: torch.Tensor, local_views: torch.Tensor,
                     numbers: torch.Tensor) -> torch.Tensor:
-            joined = torch.cat([self.global_column(global_views),
-                                self.local_column(local_views), numbers], dim=1)
+            joined = torch.cat([self.dropout(torch.cat([self.global_column(global_views),
+                                                        self.local_column(local_views)], dim=1)),
+                                numbers], dim=1)
             return self.head(joined).squeeze(1)   # logits; the sigmoid is in predict
 
     return Network()

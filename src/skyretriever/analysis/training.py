@@ -9,9 +9,10 @@ sources (:func:`make_examples`):
   injection) with at least the search's S/N threshold, so that the views are
   those the search would give and no positive is noise;
 - **negatives**: the same stars as they are, or with an injected flare, a dip
-  (one occultation) or an eclipsing-binary-like signal (V-shaped eclipses and
-  a secondary eclipse at phase 0.5, itself above the S/N threshold); the
-  search's best candidate whatever it is.
+  (one occultation), an eclipsing-binary-like signal (V-shaped eclipses and
+  a secondary eclipse at phase 0.5, itself above the S/N threshold) or
+  rotational modulation (a sinusoid and its harmonic); the search's best
+  candidate whatever it is.
 
 Each example is folded on the search's best period, epoch and duration into
 the views the analysis scores. Examples are split by source (all of a star's
@@ -40,7 +41,7 @@ from skyretriever.analysis.transit import TransitFinder
 __all__ = ["EXAMPLE_KINDS", "Evaluation", "Examples", "evaluate", "fit_model", "make_examples",
            "split_by_source"]
 
-EXAMPLE_KINDS = ("transit", "none", "flare", "dip", "eclipsing_binary")
+EXAMPLE_KINDS = ("transit", "none", "flare", "dip", "eclipsing_binary", "variable")
 
 
 @dataclass
@@ -146,6 +147,31 @@ def _eclipsing_binary(frames: Sequence[pd.DataFrame], simulator: Simulator,
     return simulator.inject(frames, event)
 
 
+def _variable(frames: Sequence[pd.DataFrame], simulator: Simulator,
+              rng: np.random.Generator) -> list[pd.DataFrame] | None:
+    """Copies of ``frames`` with rotational modulation: a sinusoid and its first harmonic.
+
+    Periods of 0.3 to 10 days, amplitudes of 0.5 to 30 times the scatter of
+    the light curve: what a spotted star leaves after detrending (a smooth
+    dip once a period), the false positive the search finds most in real
+    stars (altaipony's K2 and Kepler flare stars).
+    """
+    event = simulator.draw(frames, rng)      # for the light curves and epochs it covers
+    if event is None:
+        return None
+    period = float(np.exp(rng.uniform(np.log(0.3), np.log(10.0))))
+    amplitude = float(np.exp(rng.uniform(np.log(0.5), np.log(30.0))))
+    harmonic, phases = rng.uniform(0.0, 0.5), rng.uniform(0, 2 * np.pi, 2)
+    for index in event.models:
+        times = _good_times(frames[index])
+        flux = frames[index]["flux"].to_numpy(dtype=float)[good_epochs(frames[index])]
+        scatter = float(np.nanstd(np.diff(flux)) / np.sqrt(2) / np.nanmedian(flux))
+        angle = 2 * np.pi * times / period
+        event.models[index] = 1 + amplitude * scatter * (
+            np.sin(angle + phases[0]) + harmonic * np.sin(2 * angle + phases[1]))
+    return simulator.inject(frames, event)
+
+
 def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]],
                   number: int, seed: int = 0,
                   progress: Callable[[int, str], None] | None = None) -> Examples:
@@ -195,6 +221,8 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
         event = None
         if kind == "none":
             injected = frames
+        elif kind == "variable":
+            injected = _variable(frames, simulators[name]["transit"], rng)
         elif kind == "eclipsing_binary":
             injected = _eclipsing_binary(frames, simulators[name][kind], rng,
                                          finder.pars.snr_threshold)
