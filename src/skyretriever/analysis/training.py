@@ -152,7 +152,7 @@ def _variable(frames: Sequence[pd.DataFrame], simulator: Simulator,
     """Copies of ``frames`` with rotational modulation: a sinusoid and its first harmonic.
 
     Periods of 0.3 to 10 days, amplitudes of 0.5 to 30 times the scatter of
-    the light curve: what a spotted star leaves after detrending (a smooth
+    the light curve (at most 30%): what a spotted star leaves after detrending (a smooth
     dip once a period), the false positive the search finds most in real
     stars (altaipony's K2 and Kepler flare stars).
     """
@@ -167,7 +167,8 @@ def _variable(frames: Sequence[pd.DataFrame], simulator: Simulator,
         flux = frames[index]["flux"].to_numpy(dtype=float)[good_epochs(frames[index])]
         scatter = float(np.nanstd(np.diff(flux)) / np.sqrt(2) / np.nanmedian(flux))
         angle = 2 * np.pi * times / period
-        event.models[index] = 1 + amplitude * scatter * (
+        strength = min(amplitude * scatter, 0.3)     # the flux stays positive
+        event.models[index] = 1 + strength * (
             np.sin(angle + phases[0]) + harmonic * np.sin(2 * angle + phases[1]))
     return simulator.inject(frames, event)
 
