@@ -11,8 +11,9 @@ star, and both models (``cnn``, ``gbt``) are fitted on the training part and
 judged on the test part beside the transit search's SDE.
 
 It prints, per model: AUC, AUPRC, recall at 99% precision (the SDE's too),
-the fitting time, and the scoring rate (views made from the stitched light
-curve and scored one candidate at a time, as in a run, on one thread). With
+the fitting time, and the scoring rate (the analysis' classifier step with the
+model read from its file: views made from the stitched light curves and one
+model call per source, as in a run, on one thread; per CPU second). With
 ``--fit-examples N`` it also times the CNN's epochs on N examples (the made
 examples repeated with their views flipped and noise added: the cost of an
 epoch depends on the number of examples, not on where they came from).
@@ -28,12 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 
 import numpy as np
+import pandas as pd
 
 from skyretriever.analysis import Analysis
-from skyretriever.analysis.classifier import TrainingParameters
+from skyretriever.analysis.classifier import TrainingParameters, candidate_numbers, save_model
 from skyretriever.analysis.synthetic import as_lightcurve, sector_lightcurve
 from skyretriever.analysis.training import (
     Examples,
@@ -56,20 +59,110 @@ def make_stars(count: int, cadence: float, analysis: Analysis, seed: int = 0) ->
     return stars
 
 
-def scoring_rate(analysis: Analysis, model, stars: dict, count: int) -> float:
-    """Candidates scored per second, views included, one at a time."""
+def scoring_rate(analysis: Analysis, model, stars: dict, count: int) -> tuple[float, float]:
+    """Candidates scored per CPU second and per second of wall time, as a run scores them.
+
+    The model is written to a model file and read back by an analysis with the
+    classifier on; its step (``Analysis.classify``: the views of each source's
+    candidates, made from the stitched light curves, and one model call per
+    source) is timed on the transit searches of 20 stars, on one thread. CPU
+    seconds are the figure per core; wall time on a shared machine is longer.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.zip")
+        save_model(model, path, {})
+        scoring = Analysis(finders=["transit"], classifier={
+            "enabled": True, "model": model.name, "model_file": path,
+            "global_bins": model.global_bins, "local_bins": model.local_bins})
+        scoring.classifier.model()
+    found = [analysis.finders[0].find_source(frames) for frames in list(stars.values())[:20]]
+    found = [f for f in found if any(s.candidate is not None for s in f.searched)]
+    scored = 0
+    cpu, wall = time.process_time(), time.perf_counter()
+    while scored < count:
+        for result in found:
+            scoring.classify(result)
+            scored += sum(s.candidate is not None for s in result.searched)
+    return scored / (time.process_time() - cpu), scored / (time.perf_counter() - wall)
+
+
+def real_stars(analysis: Analysis) -> dict:
+    """The real mission light curves of the project's test data (``bench/real_files.py``).
+
+    altaipony 2.1.2's files: a TESS 2-minute sector (TIC 358108509), a K2
+    campaign (EPIC 211117077) and two Kepler quarters (KIC 10002792, searched
+    together), PDCSAP flux with the mission's quality flags.
+    """
+    from skyretriever.observatories.mission_files import read_lightcurve_fits
+    from skyretriever.testing.realfiles import find_real_files
+
+    stars: dict = {}
+    for path in find_real_files():
+        table, headers = read_lightcurve_fits(path)
+        name = str(headers["primary"].get("OBJECT"))
+        quality = table["quality" if "quality" in table else "sap_quality"].to_numpy()
+        flux = table["pdcsap_flux"].to_numpy(dtype=float)
+        band = "TESS" if name.startswith("TIC") else "Kepler"
+        frame = pd.DataFrame({
+            "mjd": table["mjd"].to_numpy(dtype=float), "flux": flux,
+            "flux_err": table["pdcsap_flux_err"].to_numpy(dtype=float),
+            "mag": 20.0 - 2.5 * np.log10(np.where(flux > 0, flux, np.nan)),
+            "filter": band, "quality": quality, "qflag": quality != 0,
+            "exptime": table["exptime"].to_numpy(dtype=float)})
+        lightcurve = as_lightcurve(frame, "tess" if band == "TESS" else "kepler",
+                                   series_number=len(stars.get(name, [])) + 1)
+        stars.setdefault(name, []).append(analysis.check_quality(lightcurve)[0])
+    return stars
+
+
+def score_real(analysis: Analysis, models: dict, injections: int = 10) -> dict:
+    """Scores of the real stars as they are, and with transits injected (S/N 10-20)."""
+    from skyretriever.analysis.simulator import Simulator
+
+    stars = real_stars(analysis)
     finder = analysis.finders[0]
-    searches = []
-    for frames in list(stars.values())[:20]:
-        searches += [s for s in finder.find_source(frames).searched if s.candidate is not None]
-    classifier = analysis.classifier
-    begin = time.perf_counter()
-    for index in range(count):
-        search = searches[index % len(searches)]
-        c = search.candidate
-        views = classifier.views(search.times, search.flux, c.period, c.epoch, c.duration)
-        model.predict(views.global_view[None], views.local_view[None])
-    return count / (time.perf_counter() - begin)
+    results = {}
+    for name, frames in stars.items():
+        span = max(f["mjd"].max() for f in frames) - min(f["mjd"].min() for f in frames)
+        simulator = Simulator(events={"transit": 1.0}, transit={
+            "period": {"kind": "loguniform", "low": 0.5, "high": min(20.0, span / 3)},
+            "snr": [10.0, 20.0]})
+        rng = np.random.default_rng(5)
+        entry: dict = {"as_it_is": {}, "injected": {m: [] for m in models}, "found": 0}
+        searches = [(frames, None)]
+        for _ in range(injections):
+            event = simulator.draw(frames, rng)
+            searches.append((simulator.inject(frames, event), event))
+        for injected, event in searches:
+            found = finder.find_source(injected)
+            best = max((s for s in found.searched if s.candidate is not None),
+                       key=lambda s: s.candidate.snr, default=None)
+            if best is None:
+                continue
+            c = best.candidate
+            if event is not None and not simulator.match(
+                    event, {"period": c.period, "epoch": c.epoch, "duration": c.duration}):
+                continue
+            views = analysis.classifier.views(best.times, best.flux, c.period, c.epoch,
+                                              c.duration)
+            scores = {m: float(model.scores(views.global_view[None], views.local_view[None],
+                                            candidate_numbers([c], model.candidate_numbers))[0])
+                      for m, model in models.items()}
+            if event is None:
+                entry["as_it_is"] = {"period": c.period, "snr": c.snr, "sde": c.sde, **scores}
+            else:
+                entry["found"] += 1
+                for m, score in scores.items():
+                    entry["injected"][m].append(score)
+        results[name] = entry
+        print(f"{name}: as it is: best candidate P {entry['as_it_is'].get('period', np.nan):.3f} d, "
+              f"S/N {entry['as_it_is'].get('snr', np.nan):.1f}, SDE "
+              f"{entry['as_it_is'].get('sde', np.nan):.1f}, scores "
+              + ", ".join(f"{m} {entry['as_it_is'].get(m, np.nan):.3f}" for m in models)
+              + f"; {entry['found']} of {injections} injected transits found, scores "
+              + ", ".join(f"{m} median {np.median(v) if v else np.nan:.3f} min "
+                          f"{min(v) if v else np.nan:.3f}" for m, v in entry["injected"].items()))
+    return results
 
 
 def main() -> None:
@@ -83,6 +176,10 @@ def main() -> None:
     parser.add_argument("--examples-file", help="keep the examples in this .npz file (and read "
                         "them from it when it exists)")
     parser.add_argument("--only", choices=("gbt", "cnn"), help="fit only this model")
+    parser.add_argument("--threads", type=int, default=1, help="threads to fit with")
+    parser.add_argument("--real-files", action="store_true", help="also score the real TESS, "
+                        "K2 and Kepler light curves of the test data (bench/real_files.py "
+                        "fetches them), as they are and with injected transits")
     args = parser.parse_args()
     analysis = Analysis(finders=["transit"], classifier={"global_bins": 2001, "local_bins": 201})
     print(f"load average before: {os.getloadavg()}")
@@ -101,7 +198,7 @@ def main() -> None:
     print(f"{len(made)} examples made in {made.seconds:.0f} s "
           f"({made.seconds / args.examples:.2f} s each); {made.summary()['by_kind']}; "
           f"dropped {dict(made.dropped)}")
-    pars = TrainingParameters(epochs=args.epochs, seed=0)
+    pars = TrainingParameters(epochs=args.epochs, seed=0, threads=args.threads)
     parts = split_by_source(made.sources, pars.split, pars.seed)
     test = made.subset(parts == 2)
     results = {"examples": made.summary(), "test": int((parts == 2).sum()), "models": {}}
@@ -110,19 +207,24 @@ def main() -> None:
     print(f"SDE:  AUC {sde.auc:.4f}  AUPRC {sde.auprc:.4f}  recall@99%prec "
           f"{sde.recall_at_99_precision:.3f}  (test: {len(test)} examples, "
           f"{int(test.labels.sum())} transits)")
+    fitted = {}
     for name in (args.only,) if args.only else ("gbt", "cnn"):
         model, history, seconds = fit_model(name, made, parts, pars, 2001, 201)
-        result = evaluate(test.labels, model.predict(test.global_views, test.local_views), 0.5)
-        rate = scoring_rate(analysis, model, stars, 300)
+        fitted[name] = model
+        result = evaluate(test.labels, test.scores(model), 0.5)
+        rate, wall_rate = scoring_rate(analysis, model, stars, 1000)
         results["models"][name] = {"auc": result.auc, "auprc": result.auprc,
                                    "recall_at_99_precision": result.recall_at_99_precision,
                                    "confusion": result.confusion, "fit_seconds": seconds,
                                    "epochs": len(history["train_loss"]),
-                                   "candidates_per_second": rate}
+                                   "candidates_per_cpu_second": rate,
+                                   "candidates_per_wall_second": wall_rate}
         print(f"{name}:  AUC {result.auc:.4f}  AUPRC {result.auprc:.4f}  recall@99%prec "
               f"{result.recall_at_99_precision:.3f}  confusion {result.confusion}  fit "
               f"{seconds:.1f} s ({len(history['train_loss'])} epochs)  scoring "
-              f"{rate:.0f} candidates/s")
+              f"{rate:.0f} candidates per CPU second ({wall_rate:.0f}/s wall)")
+    if args.real_files:
+        results["real_files"] = score_real(analysis, fitted)
     if args.fit_examples:
         rng = np.random.default_rng(2)
         pick = rng.integers(0, len(made), args.fit_examples)
@@ -134,10 +236,11 @@ def main() -> None:
         local_views = local_views + rng.normal(0, 0.05, local_views.shape).astype(np.float32)
         from skyretriever.analysis.classifier import ConvolutionalClassifier
 
-        model = ConvolutionalClassifier(2001, 201, seed=0)
+        model = ConvolutionalClassifier(2001, 201, seed=0, threads=args.threads)
         begin = time.perf_counter()
         model.fit(global_views, local_views, made.labels[pick], None,
-                  TrainingParameters(epochs=1))
+                  TrainingParameters(epochs=1, batch_size=pars.batch_size),
+                  numbers=made.numbers(model.candidate_numbers)[pick])
         epoch = time.perf_counter() - begin
         results["cnn_epoch_seconds"] = {"examples": args.fit_examples, "seconds": epoch}
         print(f"cnn: one epoch on {args.fit_examples} examples: {epoch:.1f} s "

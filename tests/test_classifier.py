@@ -35,7 +35,7 @@ from skyretriever.database import Session
 from skyretriever.models import Detection, Lightcurve, Properties, Source
 from skyretriever.observatories.demo import VirtualDemoObs
 from skyretriever.parameters import ParameterError
-from skyretriever.plots import plot_power_spectrum, plot_spectrogram
+from skyretriever.plots import plot_power_spectrum, plot_source_spectra, plot_spectrogram
 
 GLOBAL, LOCAL = 61, 31
 
@@ -50,6 +50,13 @@ def _toy_views(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     global_views[labels == 1, 29:32] -= 1.0
     local_views[labels == 0, 3] -= 1.0
     return global_views, local_views, labels
+
+
+def _toy_numbers(labels: np.ndarray, seed: int) -> np.ndarray:
+    """S/N and SDE of toy candidates: higher for the dips, overlapping."""
+    rng = np.random.default_rng(seed)
+    return np.column_stack([rng.uniform(5, 12, len(labels)) + 3 * labels,
+                            rng.uniform(3, 10, len(labels)) + 3 * labels])
 
 
 # -- views -------------------------------------------------------------------------------------
@@ -97,7 +104,7 @@ def test_views_refuse_a_light_curve_too_short_and_a_candidate_without_a_period()
 def test_each_model_learns_to_tell_dips_from_spikes_on_held_out_views(cls):
     train = _toy_views(256, seed=1)
     test = _toy_views(200, seed=2)
-    model = cls(GLOBAL, LOCAL, seed=4)
+    model = cls(GLOBAL, LOCAL, seed=4, candidate_numbers=())     # the views alone
     model.fit(*train, None, TrainingParameters(epochs=12, batch_size=32, max_iterations=60))
     result = evaluate(test[2], model.predict(test[0], test[1]), 0.5)
     assert result.auc > 0.97
@@ -110,11 +117,51 @@ def test_the_cnn_is_deterministic_with_a_seed_and_changes_with_it():
     pars = TrainingParameters(epochs=3, batch_size=16)
     scores = []
     for seed in (7, 7, 8):
-        model = ConvolutionalClassifier(GLOBAL, LOCAL, seed=seed)
+        model = ConvolutionalClassifier(GLOBAL, LOCAL, seed=seed, candidate_numbers=())
         model.fit(global_views, local_views, labels, None, pars)
         scores.append(model.predict(global_views[:10], local_views[:10]))
     np.testing.assert_array_equal(scores[0], scores[1])
     assert not np.allclose(scores[0], scores[2])
+
+
+def test_the_cnn_scores_as_its_network_does_with_batch_normalisation_statistics_learnt():
+    import torch
+
+    global_views, local_views, labels = _toy_views(96, seed=9)
+    numbers = _toy_numbers(labels, seed=9)
+    model = ConvolutionalClassifier(GLOBAL, LOCAL, seed=2)
+    model.fit(global_views, local_views, labels, None, TrainingParameters(epochs=2, batch_size=16),
+              numbers=numbers)
+    for layer in model.network.modules():   # statistics far from the initial 0 and 1
+        if isinstance(layer, torch.nn.BatchNorm1d):
+            layer.running_mean.uniform_(-1, 1)
+            layer.running_var.uniform_(0.3, 3)
+    model._steps = None
+    with torch.no_grad():
+        expected = torch.sigmoid(model.network(*model._inputs(global_views, local_views,
+                                                               numbers)))
+    scores = model.predict(global_views, local_views, numbers=numbers)
+    np.testing.assert_allclose(scores, expected.numpy(), rtol=0, atol=1e-6)
+    assert np.ptp(scores) > 1e-3     # the scores differ from one example to the next
+    np.testing.assert_allclose(model.predict(global_views[:1], local_views[:1],
+                                             numbers=numbers[:1]), scores[:1],
+                               rtol=0, atol=1e-6)
+
+
+def test_the_boosted_trees_score_as_scikit_learn_does_with_missing_values():
+    global_views, local_views, labels = _toy_views(500, seed=10)
+    numbers = _toy_numbers(labels, seed=10)
+    model = GradientBoostingClassifier(GLOBAL, LOCAL, seed=0)
+    model.fit(global_views[:440], local_views[:440], labels[:440], None,
+              TrainingParameters(max_iterations=80), numbers=numbers[:440])
+    assert model._forest is not None
+    test_global, test_local = global_views[440:].copy(), local_views[440:].copy()
+    test_local[:5, :] = np.nan
+    expected = model.estimator.predict_proba(model._features(test_global, test_local,
+                                                             numbers[440:]))[:, 1]
+    scores = model.predict(test_global, test_local, numbers=numbers[440:])
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-12)
+    assert 0.05 < scores.mean() < 0.95
 
 
 def test_a_model_refuses_views_of_other_sizes():
@@ -128,23 +175,28 @@ def test_a_model_refuses_views_of_other_sizes():
 @pytest.mark.parametrize("cls", [ConvolutionalClassifier, GradientBoostingClassifier])
 def test_a_model_file_gives_back_the_same_scores_and_its_metadata(tmp_path, cls):
     global_views, local_views, labels = _toy_views(64, seed=6)
+    numbers = _toy_numbers(labels, seed=6)
     model = cls(GLOBAL, LOCAL, seed=1)
     model.fit(global_views, local_views, labels, None,
-              TrainingParameters(epochs=2, batch_size=16, max_iterations=20))
+              TrainingParameters(epochs=2, batch_size=16, max_iterations=20), numbers=numbers)
     path = tmp_path / "models" / "model.skm"
     save_model(model, path, {"data": {"examples": 64}})
     loaded, info = load_model(path, GLOBAL, LOCAL)
     assert type(loaded) is cls and info["data"] == {"examples": 64}
     assert info["model"] == cls.name and (info["global_bins"], info["local_bins"]) == (61, 31)
-    np.testing.assert_allclose(loaded.predict(global_views, local_views),
-                               model.predict(global_views, local_views), rtol=1e-6)
+    assert loaded.candidate_numbers == ("snr", "sde") == tuple(info["candidate_numbers"])
+    np.testing.assert_allclose(loaded.predict(global_views, local_views, numbers=numbers),
+                               model.predict(global_views, local_views, numbers=numbers),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="also takes the candidates' snr, sde"):
+        loaded.scores(global_views, local_views)
     assert json.loads((tmp_path / "models" / "model.skm.json").read_text())["model"] == cls.name
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.skm", "model.skm.json"]
 
 
 def test_missing_damaged_and_mismatched_model_files_are_clear_errors(tmp_path):
     global_views, local_views, labels = _toy_views(40, seed=6)
-    model = GradientBoostingClassifier(GLOBAL, LOCAL)
+    model = GradientBoostingClassifier(GLOBAL, LOCAL, candidate_numbers=())
     model.fit(global_views, local_views, labels, None, TrainingParameters(max_iterations=5))
     path = tmp_path / "model.skm"
     save_model(model, path, {})
@@ -170,6 +222,35 @@ def test_evaluation_counts_recall_at_99_percent_precision_and_the_confusion_matr
     assert result.auc == pytest.approx(15 / 16)
 
 
+def test_examples_keep_only_transits_the_search_would_report_and_search_a_star_once():
+    """Positives the search reports; negatives with rotational modulation; stars searched once."""
+    from skyretriever.analysis.synthetic import as_lightcurve, sector_lightcurve
+    from skyretriever.analysis.training import make_examples
+
+    analysis = Analysis(finders=["transit"], transit={"max_period": 5.0}, classifier={
+        "global_bins": GLOBAL, "local_bins": LOCAL,
+        "training": {"snr": [4.0, 9.0], "period": [0.5, 5.0],
+                     "negatives": {"none": 1.0, "variable": 0.5}, "positive_fraction": 0.6}})
+    rng = np.random.default_rng(4)
+    stars = {f"s{i}": [analysis.check_quality(as_lightcurve(sector_lightcurve(
+        rng, days=12.0, cadence_minutes=30.0, gaps=(), noise_ppm=800.0)))[0]]
+        for i in range(2)}
+    made = make_examples(analysis, stars, 24, seed=3)
+    transits = made.kinds == "transit"
+    threshold = analysis.finders[0].pars.snr_threshold
+    assert transits.any() and (made.snr[transits] >= threshold).all()
+    # injections of S/N 4-9: some are found weaker than a detection, and are left out
+    assert made.dropped["transit: injected transit found below the S/N threshold"] > 0
+    # a spotted star's modulation is a negative
+    variable = made.kinds == "variable"
+    assert variable.any() and (made.labels[variable] == 0).all()
+    # a star as it is gives one example, the same each time it is drawn
+    for name in stars:
+        mine = (made.kinds == "none") & (made.sources == name)
+        if mine.sum() > 1:
+            assert (made.local_views[mine] == made.local_views[mine][0]).all()
+
+
 def test_split_by_source_keeps_each_source_in_one_part_with_the_fractions_of_sources():
     sources = [f"s{i % 20}" for i in range(200)]
     parts = split_by_source(sources, [0.7, 0.15, 0.15], seed=3)
@@ -191,7 +272,7 @@ def _demo_frames(analysis: Analysis, name: str, num_points: int = 800) -> list[p
 
 def test_the_analysis_records_why_a_candidate_was_not_scored_and_goes_on(tmp_path):
     global_views, local_views, labels = _toy_views(40, seed=6)
-    model = GradientBoostingClassifier(GLOBAL, LOCAL)
+    model = GradientBoostingClassifier(GLOBAL, LOCAL, candidate_numbers=())
     model.fit(global_views, local_views, labels, None, TrainingParameters(max_iterations=5))
     save_model(model, tmp_path / "model.skm", {})
     classifier = {"enabled": True, "model": "gbt", "model_file": str(tmp_path / "model.skm"),
@@ -320,6 +401,30 @@ def test_run_train_run_and_query_ml_score(tmp_path, database_url, data_root, cap
     listed = {row["name"]: row["ml_score"] for row in json.loads(out)}
     assert listed == {name: s for name, s in scores.items() if s > cut}
     assert 0 < len(listed) < 20
+
+    # spacekit's analyzer views of a source: from the command line, and in the report
+    with Session() as session:
+        transit_host = session.scalars(sa.select(Source.name).join(Detection).where(
+            Detection.finder == "transit", Detection.is_simulated.is_(False))).first()
+        name = transit_host or min(scores)
+        source = session.scalars(sa.select(Source).where(Source.name == name)).one()
+        figure = plot_source_spectra(source, "power_spectrum", session=session)
+        frequency, _ = figure.axes[0].lines[0].get_data()
+        data = source.lightcurves[0].data
+        times = np.sort(data["mjd"].to_numpy()[~data["qflag"].to_numpy(bool)])
+    assert len(figure.axes) == 1                       # one light curve, one panel
+    nyquist = 0.5 / np.median(np.diff(times))          # the demo's times are irregular
+    assert frequency.max() == pytest.approx(nyquist, rel=0.01)
+    code, out, err = _run(capsys, "show", config, name, "--plot", tmp_path / "spectrogram.png",
+                          "--plot-kind", "spectrogram")
+    assert code == 0, err
+    assert "plot saved to" in out and (tmp_path / "spectrogram.png").stat().st_size > 5000
+    if transit_host is not None:
+        code, out, err = _run(capsys, "report", config)
+        assert code == 0, err
+        page = Path(out.strip().splitlines()[-1]).parent / "sources" / f"{transit_host}.html"
+        text = page.read_text()
+        assert 'id="power-spectrum-plot"' in text and 'id="spectrogram-plot"' in text
 
 
 def test_a_model_of_ones_own_is_named_in_the_config_fitted_saved_and_scored(tmp_path):

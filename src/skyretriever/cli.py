@@ -11,6 +11,7 @@ Examples
     skyretriever sources configs/demo.yaml --where 'mag < 15 and dec > -30' --format csv
     skyretriever detections configs/demo.yaml --min-snr 10 --real --limit 20
     skyretriever show configs/demo.yaml demo_0042 --plot demo_0042.png
+    skyretriever show configs/demo.yaml demo_0042 --plot demo_0042_fft.png --plot-kind power_spectrum
     skyretriever report configs/demo.yaml --top 50
     skyretriever check configs/demo.yaml --repair
     skyretriever get "TIC 25155310" --obs TESS --format csv > tic25155310.csv
@@ -60,7 +61,12 @@ from skyretriever.models import Detection, Lightcurve, Properties, Source
 from skyretriever.models.display import column_unit, format_column
 from skyretriever.net import NetworkError
 from skyretriever.parameters import ParameterError
-from skyretriever.plots import plot_classifier_evaluation, plot_source
+from skyretriever.plots import (
+    SPECTRAL_KINDS,
+    plot_classifier_evaluation,
+    plot_source,
+    plot_source_spectra,
+)
 from skyretriever.progress import PROGRESS_LOGGER
 from skyretriever.project import Project
 from skyretriever.query import FilterError, filter_columns, parse_filter
@@ -191,6 +197,11 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--plot", metavar="FILE",
                       help="also plot its light curves to FILE (format from the suffix: "
                            ".png, .pdf, .svg)")
+    show.add_argument("--plot-kind", choices=("lightcurves", *SPECTRAL_KINDS),
+                      default="lightcurves",
+                      help="what --plot draws: the light curves on one time axis, or each "
+                           "light curve's Fourier power spectrum or spectrogram (spacekit's "
+                           "analyzer views); default %(default)s")
     show.add_argument("--format", choices=("text", "json"), default="text")
 
     report = commands.add_parser(
@@ -552,7 +563,7 @@ def _show(args: argparse.Namespace) -> int:
         detections = [{**_row_values(d), "name": source.name}
                       for d in sorted(source.detections, key=lambda d: (-d.snr, d.id))]
         if args.format == "json":
-            plot = _plot(source, session, args.plot) if args.plot else None
+            plot = _plot(source, session, args.plot, args.plot_kind) if args.plot else None
             print(json.dumps({
                 "project": context.name, "cfg_hash": context.cfg_hash,
                 "source": {k: _plain(v) for k, v in catalog.items()},
@@ -585,7 +596,7 @@ def _show(args: argparse.Namespace) -> int:
             print(f"  {line}")
         if args.plot:  # after the text, so a source that cannot be plotted is still shown
             sys.stdout.flush()
-            print(f"plot saved to {_plot(source, session, args.plot)}")
+            print(f"plot saved to {_plot(source, session, args.plot, args.plot_kind)}")
     return 0
 
 
@@ -602,9 +613,12 @@ def _print_pairs(title: str, values: Mapping[str, Any], model: Any) -> None:
         print(f"  {key:<{width}}  {_text_cell(key, value) if text is None else _printable(text)}")
 
 
-def _plot(source: Any, session: Any, filename: str) -> str:
+def _plot(source: Any, session: Any, filename: str, kind: str = "lightcurves") -> str:
     try:
-        figure = plot_source(source, session=session, filename=filename)
+        if kind == "lightcurves":
+            figure = plot_source(source, session=session, filename=filename)
+        else:
+            figure = plot_source_spectra(source, kind, session=session, filename=filename)
     except (OSError, ValueError) as error:
         raise CommandError(f"--plot {filename}: {error}") from None
     pyplot = sys.modules.get("matplotlib.pyplot")

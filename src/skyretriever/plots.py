@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FLAGGED_ALPHA",
+    "is_transit",
     "plot_classifier_evaluation",
     "SAVE_DPI",
     "plot_detection",
@@ -74,6 +75,7 @@ __all__ = [
     "plot_power_spectrum",
     "plot_raw_photometry",
     "plot_source",
+    "plot_source_spectra",
     "plot_spectrogram",
     "reused_figures",
     "shared_sectors",
@@ -801,7 +803,8 @@ def plot_source(source: Source, session: Any = None, ax: Axes | None = None,
 
 
 # -- detections --------------------------------------------------------------------------------
-def _is_transit(detection: Detection) -> bool:
+def is_transit(detection: Detection) -> bool:
+    """Whether a detection is a periodic transit (a period, duration and epoch), not an event."""
     return all(value is not None and np.isfinite(value) and value > 0
                for value in (detection.period, detection.duration)) and detection.epoch is not None
 
@@ -890,7 +893,7 @@ def plot_detection(detection: Detection, session: Any = None,
         fig = _plot_volunteers_box(detection, session)
         _save(fig, filename)
         return fig
-    transit = _is_transit(detection)
+    transit = is_transit(detection)
     name, lightcurves = _detection_lightcurves(detection, session)
     if transit:
         fig = _plot_transit(detection, name, lightcurves)
@@ -1537,5 +1540,61 @@ def plot_spectrogram(lightcurve: Lightcurve, segment_days: float | None = None,
     ax.set_xlabel(_time_label([lightcurve.observatory]))
     ax.set_ylabel("Frequency (cycles per day)")
     ax.set_title(f"Spectrogram: {_describe_lightcurve(lightcurve)}")
+    _save(fig, filename)
+    return fig
+
+
+SPECTRAL_KINDS = {"spectrogram": plot_spectrogram, "power_spectrum": plot_power_spectrum}
+
+
+def plot_source_spectra(source: Source, kind: str = "power_spectrum", session: Any = None,
+                        filename: str | os.PathLike | None = None, most: int = 4) -> Figure:
+    """The power spectrum or spectrogram of each processed light curve of a source, stacked.
+
+    One panel per light curve (in survey, filter and time order), at most
+    ``most`` of them; light curves too short for the plot are left out.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is neither ``power_spectrum`` nor ``spectrogram``, or no
+        light curve of the source can be drawn so.
+
+    Examples
+    --------
+    >>> with Session() as session:                                      # doctest: +SKIP
+    ...     source = session.scalars(sa.select(Source).where(Source.name == "star_7")).one()
+    ...     fig = plot_source_spectra(source, "spectrogram", filename="star_7_spectra.png")
+    """
+    if kind not in SPECTRAL_KINDS:
+        raise ValueError(f"no spectral plot {kind!r}: use {' or '.join(SPECTRAL_KINDS)}")
+    lightcurves = sorted(_source_lightcurves(source, session),
+                         key=lambda lc: (_group_key(lc), lc.time_start or 0.0))
+    drawable, reasons = [], []
+    for lightcurve in lightcurves:
+        try:
+            cadences = len(_evenly_sampled(lightcurve)[1])
+        except ValueError as error:
+            reasons.append(str(error))
+            continue
+        if kind == "spectrogram" and cadences < 64:
+            reasons.append(f"{_describe_lightcurve(lightcurve)}: fewer than 64 cadences")
+            continue
+        drawable.append(lightcurve)
+    if not drawable:
+        raise ValueError(f"source {source.name!r} has no light curve to draw a "
+                         f"{kind.replace('_', ' ')} of"
+                         + (f" ({'; '.join(reasons[:3])})" if reasons else ""))
+    drawable = drawable[:most]
+    fig, axes = _pyplot().subplots(len(drawable), 1, figsize=(10.0, 3.2 * len(drawable) + 0.6),
+                                   layout="constrained", squeeze=False)
+    try:
+        for ax, lightcurve in zip(axes[:, 0], drawable):
+            SPECTRAL_KINDS[kind](lightcurve, ax=ax)
+        fig.suptitle(f"{source.name}: {kind.replace('_', ' ')} of {len(drawable)} of "
+                     f"{len(lightcurves)} light curves")
+    except BaseException:
+        _pyplot().close(fig)
+        raise
     _save(fig, filename)
     return fig

@@ -1191,7 +1191,7 @@ class Project:
                                             load_class)
         test = made.subset(parts == 2)
         begin = time.perf_counter()
-        scores = model.predict(test.global_views, test.local_views)
+        scores = test.scores(model)
         scoring = time.perf_counter() - begin
         sde_threshold = next((f.pars.sde_threshold for f in self.analysis.finders
                               if hasattr(f.pars, "sde_threshold")), 6.0)

@@ -938,6 +938,18 @@ def _write_source_page(folder: Path, source: Source, list_page: int, page_count:
     if source_plots:
         add(_event_section(folder, source, stem, session, observatories))
 
+    if source_plots and source.lightcurves and any(plots.is_transit(d) for d in real):
+        # spacekit's analyzer views, for the sources where something periodic was found
+        for kind, caption in (("power_spectrum", "Fourier power spectrum"),
+                              ("spectrogram", "spectrogram")):
+            spectrum = f"{stem}_{kind}.png"
+            if plotter.make(f"{caption} of {source.name!r}", "plot_source_spectra",
+                            folder / spectrum, source, kind, session=session):
+                add(f'<figure><a href="{_href(spectrum)}"><img class="plot" '
+                    f'id="{kind.replace("_", "-")}-plot" src="{_href(spectrum)}" '
+                    f'alt="{caption} of {_text(source.name)}"></a><figcaption>{caption} of '
+                    f"each light curve</figcaption></figure>\n")
+
     add("<h2>Catalog and state</h2>\n")
     add(_properties_table(Source, source, [*_SOURCE_FIELDS, "cat_extra"], "source-properties",
                           keep_missing=("status",)))

@@ -6,10 +6,13 @@ sources (:func:`make_examples`):
 - **positives**: a transit injected by the :class:`Simulator` (periods drawn
   log-uniformly over ``training.period``, expected S/N over ``training.snr``),
   kept when the transit search finds it (its best candidate matches the
-  injection), so that the views are those the search would give;
+  injection) with at least the search's S/N threshold, so that the views are
+  those the search would give and no positive is noise;
 - **negatives**: the same stars as they are, or with an injected flare, a dip
-  (one occultation) or an eclipsing-binary-like signal (V-shaped eclipses and
-  a secondary eclipse at phase 0.5); the search's best candidate whatever it is.
+  (one occultation), an eclipsing-binary-like signal (V-shaped eclipses and
+  a secondary eclipse at phase 0.5, itself above the S/N threshold) or
+  rotational modulation (a sinusoid and its harmonic); the search's best
+  candidate whatever it is.
 
 Each example is folded on the search's best period, epoch and duration into
 the views the analysis scores. Examples are split by source (all of a star's
@@ -31,14 +34,14 @@ import pandas as pd
 
 from skyretriever.analysis.analysis import Analysis
 from skyretriever.analysis.classifier import TransitClassifier, model_class
-from skyretriever.analysis.finder import good_epochs
+from skyretriever.analysis.finder import FinderResult, good_epochs
 from skyretriever.analysis.simulator import Simulator, transit_model
 from skyretriever.analysis.transit import TransitFinder
 
 __all__ = ["EXAMPLE_KINDS", "Evaluation", "Examples", "evaluate", "fit_model", "make_examples",
            "split_by_source"]
 
-EXAMPLE_KINDS = ("transit", "none", "flare", "dip", "eclipsing_binary")
+EXAMPLE_KINDS = ("transit", "none", "flare", "dip", "eclipsing_binary", "variable")
 
 
 @dataclass
@@ -66,6 +69,17 @@ class Examples:
         return Examples(self.global_views[keep], self.local_views[keep], self.labels[keep],
                         self.sources[keep], self.kinds[keep], self.sde[keep], self.snr[keep],
                         self.injected_snr[keep])
+
+    def numbers(self, names: Sequence[str]) -> np.ndarray | None:
+        """The candidates' numbers a model takes (``snr``, ``sde``), one row each; None for none."""
+        if not names:
+            return None
+        return np.column_stack([getattr(self, name) for name in names]).astype(float)
+
+    def scores(self, model: TransitClassifier) -> np.ndarray:
+        """``model``'s scores of these examples."""
+        return model.scores(self.global_views, self.local_views,
+                            self.numbers(model.candidate_numbers))
 
     def summary(self) -> dict[str, Any]:
         """Counts by kind, label and source, and what was dropped."""
@@ -110,13 +124,19 @@ def _simulators(analysis: Analysis, span: float) -> dict[str, Simulator]:
 
 
 def _eclipsing_binary(frames: Sequence[pd.DataFrame], simulator: Simulator,
-                      rng: np.random.Generator) -> list[pd.DataFrame] | None:
-    """Copies of ``frames`` with V-shaped primary eclipses and a shallower secondary."""
+                      rng: np.random.Generator, detectable: float = 7.0
+                      ) -> list[pd.DataFrame] | None:
+    """Copies of ``frames`` with V-shaped primary eclipses and a shallower secondary.
+
+    The secondary's depth is 10% to 90% of the primary's, and enough for an
+    S/N of at least ``detectable``: a binary whose secondary is lost in the
+    noise is, in its light curve, a transit, and would be a wrong label.
+    """
     event = simulator.draw(frames, rng)
     if event is None:
         return None
     p = event.parameters
-    ratio = rng.uniform(0.1, 0.9)
+    ratio = rng.uniform(min(max(0.1, detectable / max(event.snr, 1e-9)), 0.9), 0.9)
     for index in event.models:
         times = _good_times(frames[index])
         primary = transit_model(times, p["period"], p["epoch"], p["duration"], p["depth"],
@@ -124,6 +144,32 @@ def _eclipsing_binary(frames: Sequence[pd.DataFrame], simulator: Simulator,
         secondary = transit_model(times, p["period"], p["epoch"] + 0.5 * p["period"],
                                   p["duration"], ratio * p["depth"], ingress=0.5)
         event.models[index] = primary * secondary
+    return simulator.inject(frames, event)
+
+
+def _variable(frames: Sequence[pd.DataFrame], simulator: Simulator,
+              rng: np.random.Generator) -> list[pd.DataFrame] | None:
+    """Copies of ``frames`` with rotational modulation: a sinusoid and its first harmonic.
+
+    Periods of 0.3 to 10 days, amplitudes of 0.5 to 30 times the scatter of
+    the light curve (at most 30%): what a spotted star leaves after detrending (a smooth
+    dip once a period), the false positive the search finds most in real
+    stars (altaipony's K2 and Kepler flare stars).
+    """
+    event = simulator.draw(frames, rng)      # for the light curves and epochs it covers
+    if event is None:
+        return None
+    period = float(np.exp(rng.uniform(np.log(0.3), np.log(10.0))))
+    amplitude = float(np.exp(rng.uniform(np.log(0.5), np.log(30.0))))
+    harmonic, phases = rng.uniform(0.0, 0.5), rng.uniform(0, 2 * np.pi, 2)
+    for index in event.models:
+        times = _good_times(frames[index])
+        flux = frames[index]["flux"].to_numpy(dtype=float)[good_epochs(frames[index])]
+        scatter = float(np.nanstd(np.diff(flux)) / np.sqrt(2) / np.nanmedian(flux))
+        angle = 2 * np.pi * times / period
+        strength = min(amplitude * scatter, 0.3)     # the flux stays positive
+        event.models[index] = 1 + strength * (
+            np.sin(angle + phases[0]) + harmonic * np.sin(2 * angle + phases[1]))
     return simulator.inject(frames, event)
 
 
@@ -138,7 +184,8 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
     candidate into views. An example that cannot be made (no candidate, an
     injected transit the search missed, a light curve too short for the
     views) is dropped and counted in ``dropped``. ``progress(1, outcome)`` is
-    called after each.
+    called after each. A star as it is is searched once (the search is
+    deterministic), so its examples cost nothing after the first.
     """
     pars = analysis.pars.classifier.training
     finder = _transit_finder(analysis)
@@ -158,6 +205,7 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
         times = [t for t in times if len(t)]
         spans[name] = (max(t[-1] for t in times) - min(t[0] for t in times)) if times else 0.0
     simulators: dict[str, dict[str, Simulator]] = {}
+    as_they_are: dict[str, FinderResult] = {}
     rows: list[tuple] = []
     dropped: Counter = Counter()
     begin = time.perf_counter()
@@ -174,13 +222,22 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
         event = None
         if kind == "none":
             injected = frames
+        elif kind == "variable":
+            injected = _variable(frames, simulators[name]["transit"], rng)
         elif kind == "eclipsing_binary":
-            injected = _eclipsing_binary(frames, simulators[name][kind], rng)
+            injected = _eclipsing_binary(frames, simulators[name][kind], rng,
+                                         finder.pars.snr_threshold)
         else:
             event = simulators[name][kind].draw(frames, rng)
             injected = None if event is None else simulators[name][kind].inject(frames, event)
-        outcome = _example(injected, kind, event, finder, classifier, simulators[name], name,
-                           rows)
+        if kind == "none":
+            if name not in as_they_are:
+                as_they_are[name] = finder.find_source(frames)
+            found = as_they_are[name]
+        else:
+            found = None if injected is None else finder.find_source(injected)
+        outcome = _example(found, kind, event, classifier, simulators[name], name, rows,
+                           finder.pars.snr_threshold)
         if outcome != "made":
             dropped[f"{kind}: {outcome}"] += 1
         if progress is not None:
@@ -200,13 +257,12 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
     )
 
 
-def _example(injected: Sequence[pd.DataFrame] | None, kind: str, event: Any,
-             finder: TransitFinder, classifier: Any, simulators: Mapping[str, Simulator],
-             name: str, rows: list[tuple]) -> str:
-    """Search one injected light curve and add its example to ``rows``; what happened."""
-    if injected is None:
+def _example(found: FinderResult | None, kind: str, event: Any, classifier: Any,
+             simulators: Mapping[str, Simulator], name: str, rows: list[tuple],
+             snr_threshold: float) -> str:
+    """Add the example of one searched light curve to ``rows``; what happened."""
+    if found is None:
         return "too few points to inject"
-    found = finder.find_source(injected)
     searches = [s for s in found.searched if s.candidate is not None]
     if not searches:
         return "no transit candidate"
@@ -216,6 +272,9 @@ def _example(injected: Sequence[pd.DataFrame] | None, kind: str, event: Any,
             event, {"period": candidate.period, "epoch": candidate.epoch,
                     "duration": candidate.duration}):
         return "injected transit not found by the search"
+    if kind == "transit" and not candidate.snr >= snr_threshold:
+        # found, but weaker than the search reports: in a run it would be noise
+        return "injected transit found below the S/N threshold"
     try:
         views = classifier.views(best.times, best.flux, candidate.period, candidate.epoch,
                                  candidate.duration)
@@ -266,11 +325,14 @@ def fit_model(model_name: str, examples: Examples, parts: np.ndarray, pars: Any,
     if len(set(examples.labels[train].tolist())) < 2:
         raise ValueError("the training examples need both transits and negatives; make more "
                          "(--examples) or use more sources")
+    numbers = examples.numbers(model.candidate_numbers)
+    given = {} if numbers is None else {"numbers": numbers[train]}
     validation = ((examples.global_views[valid], examples.local_views[valid],
-                   examples.labels[valid]) if valid.any() else None)
+                   examples.labels[valid], *([] if numbers is None else [numbers[valid]]))
+                  if valid.any() else None)
     begin = time.perf_counter()
     history = model.fit(examples.global_views[train], examples.local_views[train],
-                        examples.labels[train], validation, pars)
+                        examples.labels[train], validation, pars, **given)
     return model, history, time.perf_counter() - begin
 
 
