@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +210,17 @@ def test_missing_damaged_and_mismatched_model_files_are_clear_errors(tmp_path):
     damaged.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
     with pytest.raises(ModelFileError, match="not a readable skyretriever model file"):
         load_model(damaged, GLOBAL, LOCAL)
+    # A CNN of the first file format (another network head) is refused by name, not as damage.
+    old = tmp_path / "old_cnn.skm"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(old, "w") as target:
+        for item in source.namelist():
+            data = source.read(item)
+            if item == "model.json":
+                data = json.dumps({**json.loads(data), "model": "cnn",
+                                   "format_version": 1}).encode()
+            target.writestr(item, data)
+    with pytest.raises(ModelFileError, match="CNN made by an older skyretriever.*train it again"):
+        load_model(old, GLOBAL, LOCAL)
 
 
 # -- evaluation --------------------------------------------------------------------------------

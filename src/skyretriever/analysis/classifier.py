@@ -61,7 +61,9 @@ __all__ = [
 ]
 
 MODEL_FILE_FORMAT = "skyretriever-transit-classifier"
-MODEL_FILE_VERSION = 1
+MODEL_FILE_VERSION = 2
+#: Files of format 1 hold a CNN of another head (views only): trained again, not read.
+_FIRST_CNN_VERSION = 2
 #: Numbers of a candidate a model may take beside its views: the transit search's S/N
 #: and SDE (what AstroNet's threshold-crossing events had passed before it saw them).
 CANDIDATE_NUMBERS = ("snr", "sde")
@@ -766,6 +768,11 @@ def load_model(path: str | Path, global_bins: int | None = None,
         of other sizes than ``global_bins`` and ``local_bins``.
     """
     info = read_model_metadata(path)
+    if info.get("model") == "cnn" and int(info.get("format_version", 0)) < _FIRST_CNN_VERSION:
+        raise ModelFileError(
+            f"{str(path)!r} holds a CNN made by an older skyretriever (model file format "
+            f"{info.get('format_version')}), whose network this one no longer builds: train it "
+            "again with 'skyretriever train CONFIG'")
     sizes = (info.get("global_bins"), info.get("local_bins"))
     if (global_bins, local_bins) != (None, None) and sizes != (global_bins, local_bins):
         raise ModelFileError(
