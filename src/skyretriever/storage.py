@@ -1170,33 +1170,47 @@ def write_tables(
     >>> read_table(info.filename, "x", info.checksum)[1]
     {'a': 1}
     """
-    _refuse_after_disk_full()
     final = full_path(relative)
     filters = _FILTERS[_checked_compression(compression or current_compression())]
-    # HDF5 builds the file in memory and Python writes its bytes: a full disk then fails
-    # a plain write, never HDF5's own (after which HDF5 crashes the process at exit).
+    with _file_in_memory(final) as (handle, image):
+        for key, (frame, metadata) in tables.items():
+            records, kinds = _frame_to_records(frame)
+            dataset = _create_dataset(handle, key, records, filters)
+            text = json.dumps(dict(metadata or {}), default=_json_default)
+            columns = json.dumps({"columns": kinds})[:-1]
+            if len(text) < _LARGEST_ATTRIBUTE:
+                # {"columns": ..., "metadata": ...} without parsing the metadata again
+                description = f'{columns}, "metadata": {text}}}'
+            else:  # HDF5 attributes are limited to 64 kB: long headers go in a dataset
+                handle.create_dataset(f"{key}{_METADATA_SUFFIX}",
+                                      data=np.frombuffer(text.encode(), dtype=np.uint8))
+                description = f"{columns}}}"
+            _write_text_attribute(dataset, _DESCRIPTION, description)
+    return _place_file(relative, final, image[0])
+
+
+@contextlib.contextmanager
+def _file_in_memory(final: Path) -> Iterator[tuple[h5py.Group, list[bytes]]]:
+    """:func:`_memory_file` for the product ``final``, HDF5's own full-disk error made
+    :class:`DiskFull` (and HDF5 not called again in this process, see :func:`write_tables`).
+
+    HDF5 builds the file in memory and Python writes its bytes: a full disk then fails
+    a plain write, never HDF5's own (after which HDF5 crashes the process at exit).
+    """
+    _refuse_after_disk_full()
     try:
-        with _memory_file(f"{final.name}.in-memory") as (handle, image):
-            for key, (frame, metadata) in tables.items():
-                records, kinds = _frame_to_records(frame)
-                dataset = _create_dataset(handle, key, records, filters)
-                text = json.dumps(dict(metadata or {}), default=_json_default)
-                columns = json.dumps({"columns": kinds})[:-1]
-                if len(text) < _LARGEST_ATTRIBUTE:
-                    # {"columns": ..., "metadata": ...} without parsing the metadata again
-                    description = f'{columns}, "metadata": {text}}}'
-                else:  # HDF5 attributes are limited to 64 kB: long headers go in a dataset
-                    handle.create_dataset(f"{key}{_METADATA_SUFFIX}",
-                                          data=np.frombuffer(text.encode(), dtype=np.uint8))
-                    description = f"{columns}}}"
-                _write_text_attribute(dataset, _DESCRIPTION, description)
-        image = image[0]
+        with _memory_file(f"{final.name}.in-memory") as made:
+            yield made
     except Exception as error:
         full = disk_full_from(error, data_root()) if is_disk_full(error) else None
         if full is None:
             raise
         _HDF5_UNUSABLE["error"] = full
         raise full from error
+
+
+def _place_file(relative: str, final: Path, image: bytes) -> FileInfo:
+    """Write a file's bytes under a temporary name, rename it to ``final``, describe it."""
     checksum = hashlib.sha256(image).hexdigest()
     with atomic_write(final, disk_full_at=data_root()) as temporary:
         with open(temporary, "wb") as handle:
@@ -1310,36 +1324,19 @@ def write_arrays(relative: str, groups: Mapping[str, tuple[Mapping[str, np.ndarr
     >>> arrays["flux"].shape, metadata
     ((2, 3, 3), {'sector': 1})
     """
-    _refuse_after_disk_full()
     final = full_path(relative)
     filters = _FILTERS[_checked_compression(compression or current_compression())]
-    try:
-        with h5py.File(f"{final.name}.in-memory", "w", driver="core",
-                       backing_store=False) as handle:
-            for key, (arrays, metadata) in groups.items():
-                group = handle.create_group(key)
-                for name, values in arrays.items():
-                    values = np.ascontiguousarray(values)
-                    options = filters if values.nbytes > _COMPRESS_ABOVE_BYTES and values.ndim else {}
-                    group.create_dataset(name, data=values, track_times=False, **options)
-                text = json.dumps(dict(metadata or {}), default=_json_default)
-                group.create_dataset(_METADATA_SUFFIX.lstrip("."),
-                                     data=np.frombuffer(text.encode(), dtype=np.uint8))
-            handle.flush()
-            image = handle.id.get_file_image()
-    except Exception as error:
-        full = disk_full_from(error, data_root()) if is_disk_full(error) else None
-        if full is None:
-            raise
-        _HDF5_UNUSABLE["error"] = full
-        raise full from error
-    checksum = hashlib.sha256(image).hexdigest()
-    with atomic_write(final, disk_full_at=data_root()) as temporary:
-        with open(temporary, "wb") as handle:
-            handle.write(image)
-        status = temporary.stat()
-    return FileInfo(filename=str(relative), checksum=checksum, file_size=status.st_size,
-                    mtime_ns=status.st_mtime_ns)
+    with _file_in_memory(final) as (handle, image):
+        for key, (arrays, metadata) in groups.items():
+            group = handle.create_group(key)
+            for name, values in arrays.items():
+                values = np.ascontiguousarray(values)
+                options = filters if values.nbytes > _COMPRESS_ABOVE_BYTES and values.ndim else {}
+                group.create_dataset(name, data=values, track_times=False, **options)
+            text = json.dumps(dict(metadata or {}), default=_json_default)
+            group.create_dataset(_METADATA_SUFFIX.lstrip("."),
+                                 data=np.frombuffer(text.encode(), dtype=np.uint8))
+    return _place_file(relative, final, image[0])
 
 
 def read_arrays(relative: str, key: str | None = None, checksum: str | None = None,
