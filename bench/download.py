@@ -213,7 +213,8 @@ def instrument(clock: StageClock) -> None:
         clock.wrap(database, name, "run setup")
     clock.wrap(storage, "clean_temporary", "run setup")
     clock.wrap(mast.VirtualMAST, "prepare_download", "MAST queries")
-    clock.wrap(mast.VirtualMAST, "download_from_observatory", "parse")  # checks, concat
+    clock.wrap(mast.VirtualMAST, "fetch", "download")           # files fetched and read
+    clock.wrap(mast.VirtualMAST, "parse", "parse")              # checks, concat
     clock.wrap(mast.VirtualMAST, "fetch_file", "download")
     clock.wrap(mast, "read_lightcurve_fits", "parse")
     clock.wrap(RawPhotometry, "save", "raw write")
@@ -293,7 +294,7 @@ def print_hot_functions(statistics: pstats.Stats, files: int, most: int = 25) ->
     for own, cumulative, calls, label, _, _ in sorted(rows, reverse=True)[:most]:
         print(f"  {1000 * own / files:7.2f} {1000 * cumulative / files:7.2f} {calls:7d}  {label}")
     entries = {"prepare_download", "fetch_file", "validate_fits", "read_lightcurve_fits",
-               "download_from_observatory", "save", "write_tables", "_frame_to_records",
+               "fetch", "parse", "write_files_table", "save", "write_tables", "_frame_to_records",
                "_create_dataset", "reduce", "standardize", "save_lightcurves", "plan_batch",
                "write_batch", "check_target", "download", "download_with"}
     print("skyretriever's stage functions (cumulative, ms per file):")

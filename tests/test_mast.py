@@ -349,3 +349,42 @@ def test_unknown_simulated_targets_are_empty_not_errors(data_root):
     with SimulatedArchives(sky) as archives:
         raw = download_all(tess(archives), catalog_rows(sky.stars))["lonely"]
     assert raw.data.empty and raw.altdata["target_name"] == "306000001"
+
+
+@pytest.mark.parametrize("mission", ["TESS", "Kepler", "K2"])
+def test_raw_data_is_kept_as_the_archive_files_and_reads_back_as_the_same_table(
+        archives, sky, mission):
+    import h5py
+    import pandas as pd
+
+    from skyretriever import storage
+    from skyretriever.models import RawPhotometry
+
+    name = {"TESS": "planet_host", "Kepler": "kepler_host", "K2": "k2_star"}[mission]
+    cls = {"TESS": VirtualTESS, "Kepler": VirtualKepler, "K2": VirtualK2}[mission]
+    star = sky.star(name)
+    raw = download_all(cls(**archives.observatory_kwargs(**QUICK)), catalog_rows([star]))[name]
+    downloaded = raw.data.copy()
+    raw.save()
+    # The file holds the archive's files byte for byte, not a table made of them.
+    with h5py.File(storage.full_path(raw.filename), "r") as handle:
+        group = handle[raw.key]
+        stored = [group[str(number)][()].tobytes() for number in range(len(group) - 1)]
+    assert stored == [sky.file_bytes(product.data_uri) for product in sky.files_of(star, mission)]
+    # Loaded from disk (checksum first) or adopted from the file alone: the same table.
+    again = RawPhotometry(**{k: v for k, v in raw.column_values().items()})
+    pd.testing.assert_frame_equal(again.data, downloaded)
+    assert again.file_metadata["altdata"]["products"] == raw.altdata["products"]
+    adopted = RawPhotometry.from_file(raw.filename)
+    pd.testing.assert_frame_equal(adopted.data, downloaded)
+    assert (adopted.checksum, adopted.num_points) == (raw.checksum, len(downloaded))
+
+
+def test_a_raw_file_whose_reader_is_unknown_says_so(data_root):
+    from skyretriever import storage
+
+    info = storage.write_files_table("raw/TESS/RA000/x.h5", "x", [("a.fits", b"x")],
+                                     "no-such-reader", {})
+    with pytest.raises(storage.StorageError, match="reader 'no-such-reader', which is not "
+                                                   "registered"):
+        storage.read_table(info.filename, "x", info.checksum)

@@ -21,8 +21,16 @@ from tests.test_real_files import _star, tess_copies  # noqa: F401  (a fixture)
 
 
 def _compressions(relative: str) -> set:
+    """The compression of every table of a file (and of every file kept in a group)."""
+    found = set()
     with h5py.File(storage.full_path(relative), "r") as handle:
-        return {handle[key].compression for key in handle if not key.endswith(".metadata")}
+        for key in handle:
+            item = handle[key]
+            if isinstance(item, h5py.Group):
+                found |= {item[name].compression for name in item if name != "metadata"}
+            elif not key.endswith(".metadata"):
+                found.add(item.compression)
+    return found
 
 
 @pytest.fixture
@@ -51,8 +59,10 @@ def test_uncompressed_and_compressed_runs_store_the_same_data(
     with Session() as session:
         raws = session.scalars(sa.select(RawPhotometry)).all()
         assert sorted(raw.source_name for raw in raws) == ["first", "second"]
-        for raw in raws:                       # written once, by the first run, uncompressed
+        for raw in raws:    # written once, by the first run: the archive's files as they came
             assert _compressions(raw.filename) == {None}
+            assert storage.full_path(raw.filename).stat().st_size > 2_000_000 * len(
+                set(raw.data["sector"]))
             assert len(raw.data) > 15_000 and set(raw.data["sector"]) <= {1, 2, 4}
         curves = {}
         for lc in session.scalars(sa.select(Lightcurve)).all():

@@ -22,6 +22,7 @@ Examples
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -221,18 +222,20 @@ def _structured_dtype(header: dict[str, Any]) -> np.dtype | None:
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": offset})
 
 
-def read_fits_table(path: str | os.PathLike, name: str) -> tuple[dict[str, np.ndarray],
-                                                                   list[FitsHDU]]:
+def read_fits_table(path: str | os.PathLike, name: str, content: bytes | None = None
+                    ) -> tuple[dict[str, np.ndarray], list[FitsHDU]]:
     """The columns of binary table ``name`` (native byte order) and every HDU's header.
 
-    Logical columns come back as booleans, character columns as ``str``.
+    Logical columns come back as booleans, character columns as ``str``. With
+    ``content`` the file's bytes are those (``path`` then only names it in messages).
 
     Raises
     ------
     InvalidFileError
         If the file is not whole FITS, or has no binary table of that name.
     """
-    content = Path(path).read_bytes()
+    if content is None:
+        content = Path(path).read_bytes()
     hdus = _scan(content, str(path))
     table = next((hdu for hdu in hdus if hdu.name == name), None)
     if table is None or table.header.get("XTENSION") != "BINTABLE":
@@ -240,7 +243,7 @@ def read_fits_table(path: str | os.PathLike, name: str) -> tuple[dict[str, np.nd
                                f"(HDUs: {[hdu.name for hdu in hdus]})")
     dtype = _structured_dtype(table.header)
     if dtype is None:
-        return _read_with_astropy(path, table.index), hdus
+        return _read_with_astropy(content, table.index), hdus
     rows = np.frombuffer(content, dtype=dtype, count=int(table.header["NAXIS2"]),
                          offset=table.data_start)
     columns: dict[str, np.ndarray] = {}
@@ -256,10 +259,10 @@ def read_fits_table(path: str | os.PathLike, name: str) -> tuple[dict[str, np.nd
     return columns, hdus
 
 
-def _read_with_astropy(path: str | os.PathLike, index: int) -> dict[str, np.ndarray]:
+def _read_with_astropy(content: bytes, index: int) -> dict[str, np.ndarray]:
     from astropy.io import fits
 
-    with fits.open(path, memmap=False) as hdul:
+    with fits.open(io.BytesIO(content), memmap=False) as hdul:
         data = hdul[index].data
         return {name: np.asarray(data[name]).astype(np.asarray(data[name]).dtype.newbyteorder("="))
                 for name in data.columns.names}

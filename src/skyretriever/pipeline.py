@@ -27,7 +27,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
 from sqlalchemy import orm
 
 from skyretriever import queries, storage
@@ -332,15 +331,9 @@ class Worker:
         observatories = {obs.name: obs for obs in self.observatories}
         for name, fetched in task.downloads.items():
             try:
-                frame, altdata = observatories[name].parse(fetched)
-                if frame is None:
-                    frame = pd.DataFrame()
-                raw = observatories[name].raw_class(
-                    data=frame, source_name=task.name, observatory=name,
-                    ra=float(task.row["ra"]), dec=float(task.row["dec"]), altdata=altdata or {},
-                    **observatories[name].raw_identity(task.row))
+                raw = observatories[name].raw_from_download(fetched, task.row)
                 raw.save()
-                task.raw_new[name], task.raw_frames[name] = raw.column_values(), frame
+                task.raw_new[name], task.raw_frames[name] = raw.column_values(), raw.data
             except Exception as error:  # one source's failure must not stop the run
                 self._stop_on(error)
                 log.debug("reading or saving raw data failed for %s (%s)", task.name, name,

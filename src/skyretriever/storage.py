@@ -62,7 +62,7 @@ import socket
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -109,6 +109,7 @@ __all__ = [
     "raw_folder",
     "read_table",
     "read_table_keys",
+    "register_file_reader",
     "reduced_filename",
     "replace_folder",
     "restore_folder",
@@ -125,6 +126,7 @@ __all__ = [
     "set_compression",
     "verify_file",
     "walk_files",
+    "write_files_table",
     "write_tables",
 ]
 
@@ -1282,6 +1284,8 @@ def read_table(
             if key not in handle:
                 raise StorageError(f"product file {str(path)!r} has no table {key!r}")
             dataset = handle[key]
+            if isinstance(dataset, h5py.Group):
+                return _table_from_files(path, key, dataset)
             description = json.loads(dataset.attrs[_DESCRIPTION])
             kinds = description["columns"]
             if "metadata" in description:
@@ -1292,6 +1296,70 @@ def read_table(
     except (OSError, KeyError, ValueError) as error:
         raise StorageError(f"cannot read table {key!r} of {str(path)!r}: {error}") from None
     return _records_to_frame(records, kinds), metadata
+
+
+#: Readers of tables kept as the files they were read from (:func:`write_files_table`), by
+#: name: ``reader(files, options) -> DataFrame`` with ``files`` a list of (name, bytes).
+_FILE_READERS: dict[str, Callable[[list[tuple[str, bytes]], dict[str, Any]], pd.DataFrame]] = {}
+_READER = "reader"
+
+
+def register_file_reader(name: str, reader: Callable[[list[tuple[str, bytes]], dict[str, Any]],
+                                                     pd.DataFrame]) -> None:
+    """Name the function that makes a table of files kept by :func:`write_files_table`.
+
+    The module that writes such files registers its reader when it is imported
+    (the MAST observatories register ``mast-lightcurves``).
+    """
+    _FILE_READERS[name] = reader
+
+
+def write_files_table(relative: str, key: str, files: Sequence[tuple[str, bytes]], reader: str,
+                      options: Mapping[str, Any], metadata: Mapping[str, Any] | None = None
+                      ) -> FileInfo:
+    """Keep a table as the files it was read from (an archive's FITS files, byte for byte).
+
+    The files go into group ``key`` of one HDF5 file, uncompressed (they are the
+    archive's own bytes), with the name of the registered ``reader``
+    (:func:`register_file_reader`) and the ``options`` it needs; :func:`read_table`
+    then returns ``reader(files, options)`` and ``metadata``, as for a table
+    written by :func:`write_tables`. Storing the files costs a copy of their bytes,
+    where a table costs converting and compressing every column.
+
+    Examples
+    --------
+    >>> register_file_reader("lines", lambda files, options: pd.DataFrame(
+    ...     {options["column"]: [line for _, data in files for line in data.decode().split()]}))
+    >>> info = write_files_table("raw/DEMO/RA010/y.h5", "y", [("a.txt", b"1 2"), ("b.txt", b"3")],
+    ...                          "lines", {"column": "word"}, {"source_name": "y"})
+    >>> frame, metadata = read_table(info.filename, "y", info.checksum)
+    >>> list(frame["word"]), metadata
+    (['1', '2', '3'], {'source_name': 'y'})
+    """
+    arrays = {str(number): np.frombuffer(content, dtype=np.uint8)
+              for number, (_, content) in enumerate(files)}
+    description = {_READER: reader, "files": [name for name, _ in files],
+                   "options": dict(options), "metadata": dict(metadata or {})}
+    return write_arrays(relative, {key: (arrays, description)}, compression="none")
+
+
+def _table_from_files(path: Path, key: str, group: h5py.Group) -> tuple[pd.DataFrame, dict]:
+    """The table of a group written by :func:`write_files_table`, made by its reader."""
+    meta_name = _METADATA_SUFFIX.lstrip(".")
+    description = json.loads(group[meta_name][()].tobytes()) if meta_name in group else {}
+    name = description.get(_READER)
+    reader = _FILE_READERS.get(name)
+    if reader is None:
+        raise StorageError(f"table {key!r} of {str(path)!r} is kept as files for reader "
+                           f"{name!r}, which is not registered (import the module that wrote it)")
+    files = [(file_name, group[str(number)][()].tobytes())
+             for number, file_name in enumerate(description["files"])]
+    try:
+        frame = reader(files, description.get("options") or {})
+    except (OSError, KeyError, ValueError) as error:
+        raise StorageError(f"cannot read table {key!r} of {str(path)!r} from its files: "
+                           f"{error}") from None
+    return frame, description.get("metadata") or {}
 
 
 def read_table_keys(relative: str) -> list[str]:

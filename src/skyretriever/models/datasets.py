@@ -346,10 +346,24 @@ class RawPhotometry(PhotometryTable, RawData, Base):
         doc="Light curves reduced from this raw data (in every project).",
     )
 
+    #: The files ``data`` was read from, kept instead of the table (:meth:`keep_source_files`).
+    _source_files = None
+
     def __init__(self, data: pd.DataFrame | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if data is not None:
             self.data = data
+
+    def keep_source_files(self, reader: str, files: list[tuple[str, bytes]],
+                          options: dict[str, Any]) -> None:
+        """Have :meth:`save` keep the archive's files ``data`` was read from, not the table.
+
+        ``reader`` names the function registered with
+        :func:`~skyretriever.storage.register_file_reader` that makes ``data`` again
+        from ``files`` and ``options`` when the row's data is loaded: the table it
+        makes must be the one ``data`` holds.
+        """
+        self._source_files = (reader, list(files), dict(options))
 
     @classmethod
     def from_file(cls, relative: str) -> RawPhotometry | None:
@@ -452,7 +466,11 @@ class RawPhotometry(PhotometryTable, RawData, Base):
             "cross_ids": self.cross_ids or {},
             "altdata": self.altdata or {},
         }
-        info = storage.write_tables(relative, {self.key: (self._data, metadata)})
+        if self._source_files is not None:
+            reader, files, options = self._source_files
+            info = storage.write_files_table(relative, self.key, files, reader, options, metadata)
+        else:
+            info = storage.write_tables(relative, {self.key: (self._data, metadata)})
         self.filename, self.checksum, self.file_size = info.filename, info.checksum, info.file_size
         self.file_mtime_ns = info.mtime_ns
 

@@ -303,14 +303,21 @@ class VirtualObservatory(abc.ABC):
         """The CPU half of a download, run in a worker process: ``fetch``'s result to (table, provenance)."""
         return fetched
 
-    @property
-    def raw_class(self) -> type[RawData]:
-        """The raw-data table of this observatory's :attr:`data_type`."""
-        return raw_data_class(self.data_type)
+    def source_files(self, fetched: Any, altdata: dict[str, Any]
+                     ) -> tuple[str, list[tuple[str, bytes]], dict[str, Any]] | None:
+        """The archive's files :meth:`parse` read the table from, to keep as the raw data.
 
-    def download(self, cat_row: dict[str, Any]) -> RawData:
-        """Download one source into an (unsaved) raw-data object of this data type."""
-        frame, altdata = self.parse(self.fetch(cat_row))
+        ``None`` (the default) keeps the table. An observatory whose archive sends
+        files worth keeping as they came (MAST's FITS light curves: storing them costs
+        a copy of their bytes, storing the table costs converting and compressing
+        every column) returns ``(reader, files, options)`` for
+        :meth:`~skyretriever.models.RawPhotometry.keep_source_files`.
+        """
+        return None
+
+    def raw_from_download(self, fetched: Any, cat_row: dict[str, Any]) -> RawData:
+        """The (unsaved) raw-data object of a :meth:`fetch` result, read by :meth:`parse`."""
+        frame, altdata = self.parse(fetched)
         if frame is None:
             frame = pd.DataFrame()
         raw = self.raw_class(
@@ -323,8 +330,21 @@ class VirtualObservatory(abc.ABC):
             is_empty=len(frame) == 0,
             **self.raw_identity(cat_row),
         )
+        if len(frame):
+            kept = self.source_files(fetched, altdata or {})
+            if kept is not None:
+                raw.keep_source_files(*kept)
         raw.compute_summaries()
         return raw
+
+    @property
+    def raw_class(self) -> type[RawData]:
+        """The raw-data table of this observatory's :attr:`data_type`."""
+        return raw_data_class(self.data_type)
+
+    def download(self, cat_row: dict[str, Any]) -> RawData:
+        """Download one source into an (unsaved) raw-data object of this data type."""
+        return self.raw_from_download(self.fetch(cat_row), cat_row)
 
     # -- reducing --------------------------------------------------------------------------
     def standardize(self, frame: pd.DataFrame, altdata: dict[str, Any]) -> pd.DataFrame:

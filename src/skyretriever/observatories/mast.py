@@ -73,11 +73,15 @@ from skyretriever.observatories.s3 import S3Bucket
 from skyretriever.parameters import parameter
 
 __all__ = [
+    "FILE_READER",
+    "FetchedFiles",
     "MastParameters",
     "ProductInfo",
     "Resolution",
     "SourcePlan",
     "VirtualMAST",
+    "lightcurves_from_files",
+    "one_table",
 ]
 
 log = logging.getLogger(__name__)
@@ -119,6 +123,50 @@ class SourcePlan:
     products: list[ProductInfo] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+
+
+@dataclass
+class FetchedFiles:
+    """What :meth:`VirtualMAST.fetch` hands to :meth:`VirtualMAST.parse`: the row, its plan,
+    the provenance so far, and each file as (product, route, path, bytes)."""
+
+    cat_row: dict[str, Any]
+    plan: SourcePlan
+    altdata: dict[str, Any]
+    files: list[tuple[ProductInfo, str, str, bytes]] = field(default_factory=list)
+
+
+#: The name the raw data of MAST files are read back by (:func:`lightcurves_from_files`).
+FILE_READER = "mast-lightcurves"
+
+
+def one_table(frames: list[pd.DataFrame], options: dict[str, Any]) -> pd.DataFrame:
+    """The tables of a source's files as one, with the sequence and band columns.
+
+    ``options``: ``sequences`` (one per frame), ``sequence_column``, ``band``.
+    """
+    sequence_column = options["sequence_column"]
+    # The sequence and band columns are added once to the whole table, not to each file's.
+    table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    table[sequence_column] = np.repeat(np.array(options["sequences"], dtype=np.int64),
+                                       [len(frame) for frame in frames])
+    table["filter"] = options["band"]
+    # Columns in the order they had when each file's table got both columns (a file with
+    # columns the others lack puts them after the first file's).
+    order = list(dict.fromkeys(column for frame in frames for column in
+                               (*frame.columns, sequence_column, "filter")))
+    return table if list(table.columns) == order else table[order]
+
+
+def lightcurves_from_files(files: list[tuple[str, bytes]], options: dict[str, Any]
+                           ) -> pd.DataFrame:
+    """The raw table of a source's MAST light-curve files, as :meth:`VirtualMAST.parse` made it
+    (the files were checked then; they are read again, not checked)."""
+    frames = [read_lightcurve_fits(name, None, content)[0] for name, content in files]
+    return one_table(frames, options)
+
+
+storage.register_file_reader(FILE_READER, lightcurves_from_files)
 
 
 # -- the observatory base --------------------------------------------------------------------
@@ -505,38 +553,53 @@ class VirtualMAST(RuntimeState, VirtualObservatory):
                          product.filename, error)
         return self.mast.download(product.data_uri, destination), "https"
 
-    def download_from_observatory(self, cat_row: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
-        """Every light curve MAST has for one catalog row, as one table with a sequence column.
+    def fetch(self, cat_row: dict[str, Any]) -> FetchedFiles:
+        """Fetch every light-curve file MAST has for one catalog row (on a download thread).
 
         Raises
         ------
         skyretriever.net.NetworkError
-            If MAST could not be queried or a file could not be fetched (the
-            source is then recorded as failed, and tried again by the next run).
-        skyretriever.fitsfile.InvalidFileError
-            If a file is whole but not a light curve this reader knows.
+            If a file could not be fetched (the source is then recorded as failed,
+            and tried again by the next run).
         """
         plan = self._take_plan(cat_row)
         altdata: dict[str, Any] = {**plan.provenance, "mast_url": self.pars.mast_url,
                                    "products": [], "headers": {}}
+        fetched = FetchedFiles(cat_row=dict(cat_row), plan=plan, altdata=altdata)
         if not plan.products:
-            return pd.DataFrame(), altdata
+            return fetched
         folder = self.fits_folder(cat_row["name"], self.raw_identity(cat_row)["target_key"])
+        for product in plan.products:
+            path, route = self.fetch_file(product, folder)
+            fetched.files.append((product, route, str(path), path.read_bytes()))
+        if not self.pars.keep_fits:
+            shutil.rmtree(folder, ignore_errors=True)
+        return fetched
+
+    def parse(self, fetched: FetchedFiles) -> tuple[pd.DataFrame, dict]:
+        """Read the fetched files (in a worker process): one table with a sequence column.
+
+        Raises
+        ------
+        skyretriever.fitsfile.InvalidFileError
+            If a file is whole but not a light curve of this mission, or is of another
+            target than the row's (the kept copy of the file is deleted).
+        """
+        altdata = {**fetched.altdata, "products": [], "headers": {}}
         wanted = self.wanted_sequences()
         frames: list[pd.DataFrame] = []
         sequences: list[int] = []
-        for product in plan.products:
-            path, route = self.fetch_file(product, folder)
+        for product, route, path, content in fetched.files:
             try:
-                frame, headers = read_lightcurve_fits(path, self.lightcurve_layout())
+                frame, headers = read_lightcurve_fits(path, self.lightcurve_layout(), content)
             except InvalidFileError as error:
-                path.unlink(missing_ok=True)
+                Path(path).unlink(missing_ok=True)
                 raise InvalidFileError(f"{product.data_uri} (from {route}) cannot be read as a "
                                        f"light curve: {error}") from error
             try:
-                self.check_target(path, headers["primary"], plan, cat_row)
+                self.check_target(Path(path), headers["primary"], fetched.plan, fetched.cat_row)
             except WrongTargetError:
-                path.unlink(missing_ok=True)
+                Path(path).unlink(missing_ok=True)
                 raise
             # MAST's rows name the sequence as users ask for it (K2's campaign 9 is one
             # campaign, though its files are named c91 and c92); the header is the fallback.
@@ -550,20 +613,40 @@ class VirtualMAST(RuntimeState, VirtualObservatory):
             altdata["products"].append({**product.to_dict(), "sequence": sequence,
                                         "route": route, "num_rows": len(frame)})
             altdata["headers"][product.filename] = headers
-        if not self.pars.keep_fits:
-            shutil.rmtree(folder, ignore_errors=True)
         if not frames:
             return pd.DataFrame(), altdata
-        # The sequence and band columns are added once to the whole table, not to each file's.
-        table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        table[self.sequence_column] = np.repeat(np.array(sequences, dtype=np.int64),
-                                                [len(frame) for frame in frames])
-        table["filter"] = self.band
-        # Columns in the order they had when each file's table got both columns (a file with
-        # columns the others lack puts them after the first file's).
-        order = list(dict.fromkeys(column for frame in frames for column in
-                                   (*frame.columns, self.sequence_column, "filter")))
-        return (table if list(table.columns) == order else table[order]), altdata
+        return one_table(frames, self._table_options(sequences)), altdata
+
+    def download_from_observatory(self, cat_row: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
+        """Every light curve MAST has for one catalog row, as one table with a sequence column
+        (:meth:`fetch`, then :meth:`parse`).
+
+        Raises
+        ------
+        skyretriever.net.NetworkError
+            If MAST could not be queried or a file could not be fetched (the
+            source is then recorded as failed, and tried again by the next run).
+        skyretriever.fitsfile.InvalidFileError
+            If a file is whole but not a light curve this reader knows.
+        """
+        return self.parse(self.fetch(cat_row))
+
+    def source_files(self, fetched: FetchedFiles, altdata: dict[str, Any]
+                     ) -> tuple[str, list[tuple[str, bytes]], dict[str, Any]] | None:
+        """The FITS files the table was read from (those :meth:`parse` kept), to be kept as
+        the raw data, byte for byte, with what :func:`lightcurves_from_files` needs."""
+        kept = altdata.get("products") or []
+        if not kept:
+            return None
+        content = {product.filename: data for product, _, _, data in fetched.files}
+        files = [(product["filename"], content[product["filename"]]) for product in kept]
+        sequences = [-1 if product["sequence"] is None else product["sequence"]
+                     for product in kept]
+        return FILE_READER, files, self._table_options(sequences)
+
+    def _table_options(self, sequences: list[int]) -> dict[str, Any]:
+        return {"sequences": sequences, "sequence_column": self.sequence_column,
+                "band": self.band}
 
     def check_target(self, path: Path, primary: dict[str, Any], plan: SourcePlan,
                      cat_row: dict[str, Any]) -> None:

@@ -215,7 +215,8 @@ def check_target(path: str | Path, primary: dict[str, Any], keyword: str,
             f"at {position[0]:.6f}, {position[1]:.6f} (match_radius {radius:g}): not stored")
 
 
-def read_lightcurve_fits(path: str | Path, layout: LightcurveLayout | None = None
+def read_lightcurve_fits(path: str | Path, layout: LightcurveLayout | None = None,
+                         content: bytes | None = None
                          ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Read a TESS, K2 or Kepler light-curve file: its table (every row) and its headers.
 
@@ -227,6 +228,7 @@ def read_lightcurve_fits(path: str | Path, layout: LightcurveLayout | None = Non
     the headers in the raw data's provenance. Headers lose their table-layout and
     checksum cards.
     With ``layout``, the file must be one of that mission (:func:`check_layout`).
+    With ``content``, the file's bytes are those (``path`` names it in messages).
 
     Returns
     -------
@@ -245,7 +247,7 @@ def read_lightcurve_fits(path: str | Path, layout: LightcurveLayout | None = Non
     >>> frame, headers = read_lightcurve_fits("tess2018206045859-s0001-..._lc.fits")  # doctest: +SKIP
     >>> headers["primary"]["SECTOR"], frame[["time", "bjd", "pdcsap_flux", "quality"]]   # doctest: +SKIP
     """
-    columns, hdus = read_fits_table(path, "LIGHTCURVE")
+    columns, hdus = read_fits_table(path, "LIGHTCURVE", content)
     columns, repeated = drop_repeated_cadences(columns)
     table = next(hdu for hdu in hdus if hdu.name == "LIGHTCURVE")
     if "TIME" not in columns:
