@@ -316,7 +316,8 @@ class VirtualObservatory(abc.ABC):
         return None
 
     def raw_from_download(self, fetched: Any, cat_row: dict[str, Any]) -> RawData:
-        """The (unsaved) raw-data object of a :meth:`fetch` result, read by :meth:`parse`."""
+        """The (unsaved) raw-data object of a :meth:`fetch` result, read by :meth:`parse`
+        (its summaries are filled when it is saved)."""
         frame, altdata = self.parse(fetched)
         if frame is None:
             frame = pd.DataFrame()
@@ -334,7 +335,6 @@ class VirtualObservatory(abc.ABC):
             kept = self.source_files(fetched, altdata or {})
             if kept is not None:
                 raw.keep_source_files(*kept)
-        raw.compute_summaries()
         return raw
 
     @property
@@ -344,7 +344,9 @@ class VirtualObservatory(abc.ABC):
 
     def download(self, cat_row: dict[str, Any]) -> RawData:
         """Download one source into an (unsaved) raw-data object of this data type."""
-        return self.raw_from_download(self.fetch(cat_row), cat_row)
+        raw = self.raw_from_download(self.fetch(cat_row), cat_row)
+        raw.compute_summaries()
+        return raw
 
     # -- reducing --------------------------------------------------------------------------
     def standardize(self, frame: pd.DataFrame, altdata: dict[str, Any]) -> pd.DataFrame:
