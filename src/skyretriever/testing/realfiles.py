@@ -307,22 +307,25 @@ def read_text_lightcurve(path: str | os.PathLike, real: RealFile
                          ) -> tuple[pd.DataFrame, dict[str, dict]]:
     """A text light curve (BJD, relative flux, its error, instrument) as the FITS reader's table.
 
-    The columns are those :func:`read_lightcurve_fits` gives for a file of
-    ``real``'s mission (``time``, ``bjd``, ``mjd``, ``exptime``, PDCSAP and SAP
-    flux as the text's relative flux, quality 0), so the observatory reduces it
-    as it reduces a download.
+    Only the rows of ``real``'s mission are kept (juliet's K2-140 table also
+    holds 98 points of a transit seen from the ground by LCOGT, which a search
+    would stitch to the K2 light curve). The columns are those
+    :func:`read_lightcurve_fits` gives for a file of that mission (``time``,
+    ``bjd``, ``mjd``, ``exptime``, PDCSAP and SAP flux as the text's relative
+    flux, quality 0), so the observatory reduces it as it reduces a download.
 
     Examples
     --------
     >>> real = next(r for r in PLANET_FILES if r.name == "K2-140_lc.dat")
     >>> frame, headers = read_text_lightcurve(planet_cache() / real.name, real)  # doctest: +SKIP
     >>> len(frame), headers["primary"]["CAMPAIGN"]                               # doctest: +SKIP
-    (2330, 10)
+    (2232, 10)
     """
     from astropy.table import Table
 
     table = Table.read(path, format="ascii.no_header", names=("bjd", "flux", "flux_err",
                                                                "instrument"))
+    table = table[np.asarray(table["instrument"], dtype=str) == real.mission]
     bjd = np.asarray(table["bjd"], dtype=float)
     flux = np.asarray(table["flux"], dtype=float)
     error = np.asarray(table["flux_err"], dtype=float)
