@@ -361,7 +361,7 @@ def _config(tmp_path: Path, database_url: str, data_root: Path) -> Path:
             global_bins: {GLOBAL}
             local_bins: {LOCAL}
             min_points: 50
-            training: {{examples: 60, period: [0.5, 6.0], snr: [10, 20], max_iterations: 40}}
+            training: {{examples: 60, period: [0.5, 6.0], snr: [10, 60], max_iterations: 40}}
         execution: {{scheduler: serial}}
     """))
     return path

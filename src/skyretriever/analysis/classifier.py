@@ -99,7 +99,10 @@ class TrainingParameters(Parameters):
         min_length=2, max_length=2,
     )
     snr: list[float] = parameter(
-        [7.0, 20.0], "Range of the injected transits' expected S/N.", min_length=2, max_length=2
+        [7.0, 60.0], "Range of the injected transits' expected S/N, drawn log-uniformly "
+        "(eclipsing binaries: from 10 to its top; with transits of 7-20 against binaries of "
+        "10-60, real hot Jupiters of S/N 200-430 scored below 0.1).",
+        min_length=2, max_length=2,
     )
     negatives: dict[str, float] = parameter(
         {"none": 1.0, "flare": 1.0, "dip": 1.0, "eclipsing_binary": 1.0, "variable": 1.0},

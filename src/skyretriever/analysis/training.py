@@ -4,13 +4,15 @@ Examples are made from the quality-checked light curves of the project's
 sources (:func:`make_examples`):
 
 - **positives**: a transit injected by the :class:`Simulator` (periods drawn
-  log-uniformly over ``training.period``, expected S/N over ``training.snr``),
+  log-uniformly over ``training.period``, expected S/N log-uniformly over
+  ``training.snr``),
   kept when the transit search finds it (its best candidate matches the
   injection) with at least the search's S/N threshold, so that the views are
   those the search would give and no positive is noise;
 - **negatives**: the same stars as they are, or with an injected flare, a dip
-  (one occultation), an eclipsing-binary-like signal (V-shaped eclipses and
-  a secondary eclipse at phase 0.5, itself above the S/N threshold) or
+  (one occultation), an eclipsing-binary-like signal (V-shaped eclipses of
+  S/N 10 to the transits' highest, so that no S/N is only one class's, and a
+  secondary eclipse at phase 0.5, itself above the S/N threshold) or
   rotational modulation (a sinusoid and its harmonic); the search's best
   candidate whatever it is.
 
@@ -113,10 +115,17 @@ def _simulators(analysis: Analysis, span: float) -> dict[str, Simulator]:
     longest = min(pars.period[1], span / max(finder.pars.min_transits - 1, 1))
     period = {"kind": "loguniform", "low": min(pars.period[0], 0.9 * longest), "high": longest}
     return {
-        "transit": Simulator(events={"transit": 1.0},
-                             transit={"period": period, "snr": list(pars.snr)}),
+        # transits log-uniform in S/N, as real ones are spread (7 to hundreds), and up to the
+        # binaries' S/N: with transits of 7-20 against binaries of 10-60 the S/N alone told
+        # them apart, and every real hot Jupiter (S/N 200-430: WASP-4, K2-140, K2-32)
+        # scored 0.01-0.06, as a binary would
+        "transit": Simulator(events={"transit": 1.0}, transit={"period": period, "snr": {
+            "kind": "loguniform", "low": pars.snr[0], "high": pars.snr[1]}}),
+        # binaries from S/N 10 (a secondary at least 70% as deep as the primary when it must
+        # reach S/N 7: below, a binary is a transit at half its period) to the transits' top
         "eclipsing_binary": Simulator(events={"transit": 1.0},
-                                      transit={"period": period, "snr": [10.0, 60.0],
+                                      transit={"period": period,
+                                               "snr": [min(10.0, pars.snr[1]), pars.snr[1]],
                                                "impact_parameter": [0.0, 0.9]}),
         "flare": Simulator(events={"flare": 1.0}),
         "dip": Simulator(events={"dip": 1.0}),

@@ -10,6 +10,17 @@ from and its SHA-256; :func:`fetch_real_files` gets them into a cache folder
 (``pip download``, through whatever package index pip is configured for) and
 checks them; :func:`find_real_files` lists the checked ones already there.
 
+:data:`PLANET_FILES` are real light curves of stars with known transiting
+planets (and of stars of unknown status) from other packages' sdists:
+pytransit's TESS sectors of WASP-4 and of TIC 413248763, eleanor's TESS
+data-alerts light curves of TOI-216 and TIC 160148385, juliet's K2 photometry
+of K2-140 and K2-32 (text). Each records its planets (name, period,
+reference) where they are known. They are kept in a folder of their own
+(:func:`planet_cache`), so that a folder of :data:`REAL_FILES` served as a
+simulated sky's files (:meth:`RealFileCopies.from_folder`) stays as it was;
+:func:`real_lightcurves` reduces any of them the way a project reduces its
+downloads.
+
 :class:`RealFileCopies` serves them as a simulated sky's files: each product
 (star x sector, quarter or campaign) gets a copy of a real file of its mission
 (cycled), with the star's identity written into every header that names one
@@ -36,16 +47,40 @@ import sys
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from skyretriever.fitsfile import scan_fits
+from skyretriever.models import Lightcurve, RawPhotometry
+from skyretriever.observatories.k2 import VirtualK2
+from skyretriever.observatories.kepler import VirtualKepler
+from skyretriever.observatories.mission_files import MJD_OFFSET, read_lightcurve_fits
+from skyretriever.observatories.tess import VirtualTESS
 from skyretriever.storage import atomic_write, file_sha256
 from skyretriever.testing.stars import Product
 
-__all__ = ["ALTAIPONY", "REAL_FILES", "RealFile", "RealFileCopies", "RealFilesUnavailable",
-           "default_cache", "fetch_real_files", "find_real_files", "with_identity"]
+__all__ = ["ALTAIPONY", "PLANET_FILES", "REAL_FILES", "KnownPlanet", "RealFile",
+           "RealFileCopies", "RealFilesUnavailable", "default_cache", "fetch_real_files",
+           "find_real_files", "planet_cache", "read_text_lightcurve", "real_lightcurves",
+           "with_identity"]
+
+#: The source distribution the altaipony files come from: (requirement, SHA-256 of the sdist).
+ALTAIPONY = ("altaipony==2.1.2",
+             "c9e692ae3fc87356c4beb7ec073f067f85cf57412b9ad8c7b753860e4f3a7b42")
+
+
+@dataclass(frozen=True)
+class KnownPlanet:
+    """A published transiting planet of a real file's star."""
+
+    name: str
+    #: Orbital period (days).
+    period: float
+    reference: str
 
 
 @dataclass(frozen=True)
@@ -58,32 +93,94 @@ class RealFile:
     mission: str
     #: Path of the file inside the source distribution that holds it.
     member: str
+    #: The source distribution holding it: (pip requirement, SHA-256 of the sdist).
+    sdist: tuple[str, str] = ALTAIPONY
+    #: The star, as its file or package names it.
+    target: str = ""
+    #: Its known transiting planets, the first the one a search should find; empty when
+    #: the star has none known or its status is not known here (see ``status``).
+    planets: tuple[KnownPlanet, ...] = ()
+    #: "planet host", "no known planet" or "unknown" (not checked: neither host nor not).
+    status: str = "no known planet"
+    #: For a text file (no header): the K2 campaign, TESS sector or Kepler quarter.
+    sequence: int | None = None
+
+    @property
+    def is_text(self) -> bool:
+        """Whether the file is a text table (time, relative flux, error) and not FITS."""
+        return not self.name.endswith(".fits")
 
 
-#: The source distribution the files come from: (requirement, SHA-256 of the sdist).
-ALTAIPONY = ("altaipony==2.1.2",
-             "c9e692ae3fc87356c4beb7ec073f067f85cf57412b9ad8c7b753860e4f3a7b42")
 _EXAMPLES = "altaipony-2.1.2/altaipony/examples/"
-#: The real files, checked by SHA-256 (MAST products, public domain, as shipped in altaipony).
+#: The real files, checked by SHA-256 (MAST products, public domain, as shipped in altaipony):
+#: flare stars, no known planet.
 REAL_FILES = (
     RealFile("tess2018206045859-s0001-0000000358108509-0120-s_lc.fits",
              "8f026f87bfaf4e79496e124dd6a9a36b5ff06ed597c0b3bff5387fa240681695", 2_039_040,
-             "TESS", _EXAMPLES + "tess2018206045859-s0001-0000000358108509-0120-s_lc.fits"),
+             "TESS", _EXAMPLES + "tess2018206045859-s0001-0000000358108509-0120-s_lc.fits",
+             target="TIC 358108509"),
     RealFile("ktwo211117077-c04_llc.fits",
              "236eaa4c669987e5f2b3f696690b947434a159b2cfca75a933a546e7f269a7af", 377_280,
-             "K2", _EXAMPLES + "ktwo211117077-c04_llc.fits"),
+             "K2", _EXAMPLES + "ktwo211117077-c04_llc.fits", target="EPIC 211117077"),
     RealFile("kplr010002792-2009259160929_llc.fits",
              "65ec2b64d904b3f241c92d216509748d4fded02a8ee9dc397ce11ed7aa72af80", 466_560,
-             "Kepler", _EXAMPLES + "kplr010002792-2009259160929_llc.fits"),
+             "Kepler", _EXAMPLES + "kplr010002792-2009259160929_llc.fits", target="KIC 10002792"),
     RealFile("kplr010002792-2010174085026_llc.fits",
              "a0bfd85d5403e761d7d761717f6476d802d3865b2c77196f804a7bfe38c37c36", 492_480,
-             "Kepler", _EXAMPLES + "kplr010002792-2010174085026_llc.fits"),
+             "Kepler", _EXAMPLES + "kplr010002792-2010174085026_llc.fits", target="KIC 10002792"),
+)
+
+_PYTRANSIT = ("pytransit==2.10.1",
+              "18bcdab9f93d58c7bb32f732f66d36d4c63bf5a991e0b30c5aaefbc6a4196e38")
+_ELEANOR = ("eleanor==2.0.5", "e0b579e405c6a8c3f5cd48d3c26ec77ac57a07e61d34609a69a936b501376436")
+_JULIET = ("juliet==2.2.1", "78d091eaf7afdd5857f974ebb807478d89de575d21ce8814323332f8198c679d")
+#: Real light curves of planet hosts (and of stars whose status is not known here), from the
+#: examples of pytransit, eleanor and juliet (MAST products and K2 photometry as shipped).
+PLANET_FILES = (
+    RealFile("tess2018234235059-s0002-0000000402026209-0121-s_lc.fits",
+             "d9f1fa88f015206b9718526ccc12d3447fcdbe11c3fff803d0f84dc5d7c3b500", 2_004_480,
+             "TESS", "pytransit-2.10.1/notebooks/tess_examples/data/"
+             "tess2018234235059-s0002-0000000402026209-0121-s_lc.fits", _PYTRANSIT,
+             "WASP-4 (TIC 402026209)",
+             (KnownPlanet("WASP-4 b", 1.33823, "Wilson et al. 2008, ApJ 675, L113"),),
+             "planet host"),
+    RealFile("tess2019032160000-s0008-0000000413248763-0136-s_lc.fits",
+             "a918c192b721da96cedae06e6b2e089ece4f79e85ba4d3bea75638c7ff8b1395", 1_805_760,
+             "TESS", "pytransit-2.10.1/notebooks/tess_examples/data/"
+             "tess2019032160000-s0008-0000000413248763-0136-s_lc.fits", _PYTRANSIT,
+             "TIC 413248763", (), "unknown"),      # pytransit's notebooks do not name it
+    RealFile("hlsp_tess-data-alerts_tess_phot_00055652896-s01_tess_v1_lc.fits",
+             "5405a7f644ed9b57bf8c21477e5af148a1e3b08b3fc4cc4f288326f5ed9d274a", 2_039_040,
+             "TESS", "eleanor-2.0.5/notebooks/"
+             "hlsp_tess-data-alerts_tess_phot_00055652896-s01_tess_v1_lc.fits", _ELEANOR,
+             "TOI-216 (TIC 55652896)",
+             # two giants near 2:1; one 27-day sector holds at most two transits of b, one of c
+             (KnownPlanet("TOI-216 b", 17.1, "Dawson et al. 2019, AJ 158, 65"),
+              KnownPlanet("TOI-216 c", 34.55, "Dawson et al. 2019, AJ 158, 65")),
+             "planet host"),
+    RealFile("hlsp_tess-data-alerts_tess_phot_00160148385-s02_tess_v1_lc.fits",
+             "0fbd76d0da6ee794cff451b3e942cb08450e2e633da09aa033fb11e7f66863e6", 2_004_480,
+             "TESS", "eleanor-2.0.5/notebooks/"
+             "hlsp_tess-data-alerts_tess_phot_00160148385-s02_tess_v1_lc.fits", _ELEANOR,
+             "TIC 160148385", (), "unknown"),      # a TESS alert; whether a planet, not known here
+    RealFile("K2-140_lc.dat",
+             "d1fe0a16495e7a3fdf721198d1db43480eaa28b5c05006718d9b56957fa6627c", 112_134,
+             "K2", "juliet-2.2.1/tutorial1/data/K2-140_lc.dat", _JULIET, "K2-140",
+             (KnownPlanet("K2-140 b", 6.5693, "Giles et al. 2018, A&A 615, L13"),),
+             "planet host", sequence=10),
+    RealFile("K2-32_lc.dat",
+             "9a4acff83849cefd338dae45414b2e3e4f9643112f5351db93d9b1c6d6482596", 175_872,
+             "K2", "juliet-2.2.1/tutorial2/data/K2-32_lc.dat", _JULIET, "K2-32",
+             (KnownPlanet("K2-32 b", 8.992, "Dai et al. 2016, ApJ 823, 115"),
+              KnownPlanet("K2-32 c", 20.66, "Sinukoff et al. 2016, ApJ 827, 78"),
+              KnownPlanet("K2-32 d", 31.71, "Sinukoff et al. 2016, ApJ 827, 78")),
+             "planet host", sequence=2),
 )
 
 _HOW = ("Get them with `python bench/real_files.py` (runs `pip download {req} --no-deps "
-        "--no-binary :all:` and unpacks the light curves), or by hand: download that sdist, "
-        "unpack {names} from {examples} into {folder} (or set SKYRETRIEVER_REAL_FILES to the "
-        "folder that holds them).")
+        "--no-binary :all:` and unpacks the light curves), or by hand: download {sdists}, "
+        "unpack {names} into {folder} (or set SKYRETRIEVER_REAL_FILES to the folder that "
+        "holds the altaipony files; the others go in its subfolder planets/).")
 
 
 class RealFilesUnavailable(RuntimeError):
@@ -98,6 +195,11 @@ def default_cache() -> Path:
         return Path(configured)
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "skyretriever" / "real-files"
+
+
+def planet_cache() -> Path:
+    """Where the files of :data:`PLANET_FILES` are kept: ``planets/`` in :func:`default_cache`."""
+    return default_cache() / "planets"
 
 
 def find_real_files(folder: str | os.PathLike | None = None,
@@ -119,51 +221,67 @@ def find_real_files(folder: str | os.PathLike | None = None,
     return found
 
 
-def how_to_get(folder: Path) -> str:
-    """A sentence saying how to get the real files into ``folder`` by hand."""
-    return _HOW.format(req=ALTAIPONY[0], names=", ".join(r.name for r in REAL_FILES),
-                       examples=_EXAMPLES, folder=folder)
+def how_to_get(folder: Path, files: Iterable[RealFile] = REAL_FILES) -> str:
+    """A sentence saying how to get the real ``files`` into ``folder`` by hand."""
+    files = list(files)
+    sdists = list(dict.fromkeys(real.sdist[0] for real in files))
+    return _HOW.format(req=" ".join(sdists), sdists=", ".join(f"the {s} sdist" for s in sdists),
+                       names=", ".join(real.member for real in files), folder=folder)
 
 
-def fetch_real_files(folder: str | os.PathLike | None = None, timeout: float = 600.0
-                     ) -> list[Path]:
-    """Make sure every file of :data:`REAL_FILES` is in ``folder`` (default :func:`default_cache`);
-    returns their paths.
+def _download_sdist(sdist: tuple[str, str], scratch: str, folder: Path,
+                    files: Sequence[RealFile], timeout: float) -> Path:
+    """The sdist ``pip download`` gives for ``sdist``'s requirement, checked by SHA-256."""
+    command = [sys.executable, "-m", "pip", "download", sdist[0], "--no-deps",
+               "--no-binary", ":all:", "--disable-pip-version-check", "-d", scratch]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as error:
+        detail = getattr(error, "stderr", None) or str(error)
+        raise RealFilesUnavailable(f"pip could not download {sdist[0]}: "
+                                   f"{detail.strip()[-500:]}. {how_to_get(folder, files)}"
+                                   ) from error
+    name = sdist[0].split("==")[0].lower().replace("-", "_")
+    sdists = [path for path in Path(scratch).glob("*.tar.gz")
+              if path.name.lower().replace("-", "_").startswith(name)]
+    if len(sdists) != 1 or file_sha256(sdists[0]) != sdist[1]:
+        raise RealFilesUnavailable(f"the {sdist[0]} sdist pip gave is not the one recorded "
+                                   f"(SHA-256 {sdist[1]}). {how_to_get(folder, files)}")
+    return sdists[0]
 
-    Missing ones are taken from altaipony's source distribution, downloaded with
-    ``pip download`` (so through the package index and proxy pip is configured
-    for); the sdist and every file are checked against their recorded SHA-256.
+
+def fetch_real_files(folder: str | os.PathLike | None = None, timeout: float = 600.0,
+                     files: Sequence[RealFile] = REAL_FILES) -> list[Path]:
+    """Make sure every file of ``files`` (default :data:`REAL_FILES`) is in ``folder``
+    (default :func:`default_cache`); returns their paths.
+
+    Missing ones are taken from the source distributions that hold them,
+    downloaded with ``pip download`` (so through the package index and proxy pip
+    is configured for); each sdist and every file are checked against their
+    recorded SHA-256.
 
     Raises
     ------
     RealFilesUnavailable
-        If pip cannot get the sdist or a checksum differs, saying how to get the
+        If pip cannot get an sdist or a checksum differs, saying how to get the
         files by hand.
     """
     folder = Path(folder) if folder is not None else default_cache()
-    present = {path.name for path in find_real_files(folder)}
-    missing = [real for real in REAL_FILES if real.name not in present]
+    present = {path.name for path in find_real_files(folder, files)}
+    missing = [real for real in files if real.name not in present]
+    by_sdist: dict[tuple[str, str], list[RealFile]] = {}
+    for real in missing:
+        by_sdist.setdefault(real.sdist, []).append(real)
     if missing:
         folder.mkdir(parents=True, exist_ok=True)
+    for sdist, reals in by_sdist.items():
         with tempfile.TemporaryDirectory(prefix="real-files-") as scratch:
-            command = [sys.executable, "-m", "pip", "download", ALTAIPONY[0], "--no-deps",
-                       "--no-binary", ":all:", "--disable-pip-version-check", "-d", scratch]
-            try:
-                subprocess.run(command, check=True, capture_output=True, text=True,
-                               timeout=timeout)
-            except (OSError, subprocess.SubprocessError) as error:
-                detail = getattr(error, "stderr", None) or str(error)
-                raise RealFilesUnavailable(f"pip could not download {ALTAIPONY[0]}: "
-                                           f"{detail.strip()[-500:]}. {how_to_get(folder)}"
-                                           ) from error
-            sdists = list(Path(scratch).glob("*.tar.gz"))
-            if len(sdists) != 1 or file_sha256(sdists[0]) != ALTAIPONY[1]:
-                raise RealFilesUnavailable(f"the {ALTAIPONY[0]} sdist pip gave is not the one "
-                                           f"recorded (SHA-256 {ALTAIPONY[1]}). "
-                                           f"{how_to_get(folder)}")
-            with tarfile.open(sdists[0]) as archive:
-                for real in missing:
-                    member = archive.extractfile(real.member)
+            with tarfile.open(_download_sdist(sdist, scratch, folder, files, timeout)) as archive:
+                for real in reals:
+                    try:
+                        member = archive.extractfile(real.member)
+                    except KeyError:
+                        member = None
                     if member is None:
                         raise RealFilesUnavailable(f"{real.member} is not in the sdist")
                     with atomic_write(folder / real.name) as partial:
@@ -172,10 +290,80 @@ def fetch_real_files(folder: str | os.PathLike | None = None, timeout: float = 6
                         if file_sha256(partial) != real.sha256:  # the error removes the partial
                             raise RealFilesUnavailable(f"{real.name} from the sdist does not "
                                                        f"have the recorded SHA-256 {real.sha256}")
-    found = find_real_files(folder)
-    if len(found) != len(REAL_FILES):
-        raise RealFilesUnavailable(f"real files missing from {folder}. {how_to_get(folder)}")
+    found = find_real_files(folder, files)
+    if len(found) != len(files):
+        raise RealFilesUnavailable(f"real files missing from {folder}. "
+                                   f"{how_to_get(folder, files)}")
     return found
+
+
+# -- real files as a project's light curves ---------------------------------------------------
+_OBSERVATORIES = {"TESS": VirtualTESS, "K2": VirtualK2, "Kepler": VirtualKepler}
+#: Days from BJD to the Kepler missions' BKJD and TESS's BTJD.
+_MISSION_TIME_OFFSET = {"TESS": 2457000.0, "K2": 2454833.0, "Kepler": 2454833.0}
+
+
+def read_text_lightcurve(path: str | os.PathLike, real: RealFile
+                         ) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """A text light curve (BJD, relative flux, its error, instrument) as the FITS reader's table.
+
+    Only the rows of ``real``'s mission are kept (juliet's K2-140 table also
+    holds 98 points of a transit seen from the ground by LCOGT, which a search
+    would stitch to the K2 light curve). The columns are those
+    :func:`read_lightcurve_fits` gives for a file of that mission (``time``,
+    ``bjd``, ``mjd``, ``exptime``, PDCSAP and SAP flux as the text's relative
+    flux, quality 0), so the observatory reduces it as it reduces a download.
+
+    Examples
+    --------
+    >>> real = next(r for r in PLANET_FILES if r.name == "K2-140_lc.dat")
+    >>> frame, headers = read_text_lightcurve(planet_cache() / real.name, real)  # doctest: +SKIP
+    >>> len(frame), headers["primary"]["CAMPAIGN"]                               # doctest: +SKIP
+    (2232, 10)
+    """
+    from astropy.table import Table
+
+    table = Table.read(path, format="ascii.no_header", names=("bjd", "flux", "flux_err",
+                                                               "instrument"))
+    table = table[np.asarray(table["instrument"], dtype=str) == real.mission]
+    bjd = np.asarray(table["bjd"], dtype=float)
+    flux = np.asarray(table["flux"], dtype=float)
+    error = np.asarray(table["flux_err"], dtype=float)
+    steps = np.diff(np.sort(bjd))
+    exptime = float(np.median(steps)) * 86400.0 if len(steps) else np.nan
+    quality = "quality" if real.mission == "TESS" else "sap_quality"
+    frame = pd.DataFrame({
+        "time": bjd - _MISSION_TIME_OFFSET[real.mission], "bjd": bjd, "mjd": bjd - MJD_OFFSET,
+        "exptime": np.full(len(bjd), exptime), "sap_flux": flux, "sap_flux_err": error,
+        "pdcsap_flux": flux, "pdcsap_flux_err": error,
+        quality: np.zeros(len(bjd), dtype=np.int64)})
+    keyword = {"TESS": "SECTOR", "K2": "CAMPAIGN", "Kepler": "QUARTER"}[real.mission]
+    return frame, {"primary": {"OBJECT": real.target, keyword: real.sequence}, "lightcurve": {}}
+
+
+def real_lightcurves(path: str | os.PathLike, real: RealFile, name: str | None = None
+                     ) -> list[Lightcurve]:
+    """The light curves a project makes of a real file: read and reduced by its mission's
+    observatory (PDCSAP flux, the mission's default quality mask, split at gaps).
+
+    Examples
+    --------
+    >>> wasp4 = PLANET_FILES[0]
+    >>> lightcurves = real_lightcurves(planet_cache() / wasp4.name, wasp4)   # doctest: +SKIP
+    >>> lightcurves[0].filter, lightcurves[0].num_points                    # doctest: +SKIP
+    ('TESS', 18699)
+    """
+    observatory = _OBSERVATORIES[real.mission]()
+    if real.is_text:
+        frame, headers = read_text_lightcurve(path, real)
+    else:
+        frame, headers = read_lightcurve_fits(path, observatory.lightcurve_layout())
+    sequence = headers["primary"].get(observatory.sequence_column.upper())
+    frame[observatory.sequence_column] = -1 if sequence is None else int(sequence)
+    frame["filter"] = observatory.band
+    raw = RawPhotometry(data=frame, source_name=name or real.target or real.name,
+                        observatory=observatory.name, ra=0.0, dec=0.0, altdata={})
+    return observatory.reduce(raw)
 
 
 # -- copies with a simulated star's identity ---------------------------------------------------
