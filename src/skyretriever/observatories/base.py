@@ -532,8 +532,7 @@ class VirtualObservatory(abc.ABC):
                     *raw_identity_filter(values, model)))
                 if exists is not None:
                     row = session.get(model, exists)
-                    for key, value in values.items():
-                        setattr(row, key, value)
+                    row.update_from(values)
                 else:
                     session.add(model(**values))
                 made += 1
