@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from skyretriever import queries
 from skyretriever.database import SmartSession
 from skyretriever.models import Lightcurve, RawImages, RawImageSector, Source
-from skyretriever.models.images import BTJD_TO_MJD
+from skyretriever.models.images import BTJD_TO_MJD, Cutout
 from skyretriever.observatories.tessffi import VirtualTESSFFI
 from skyretriever.testing.ffi import (
     PIXEL_ARCSEC,
@@ -183,3 +183,38 @@ def test_sectors_are_not_in_the_download_hash_which_products_made_before_keep():
     assert VirtualTESSFFI().download_hash == expected
     assert VirtualTESSFFI(sectors=[1, 5]).download_hash == expected
     assert VirtualTESSFFI(cutout_size=9).download_hash != expected
+
+
+def _cutouts(sectors) -> dict[int, Cutout]:
+    cube = np.ones((3, 5, 5), np.float32)
+    return {s: Cutout(sector=s, camera=2, ccd=4, time=np.arange(3.0) + 1325.0 + 27.4 * s,
+                      timecorr=np.zeros(3), cadenceno=np.arange(3), flux=cube * s,
+                      flux_err=cube * 0.1, quality=np.zeros(3, np.int32), wcs_header="",
+                      primary_header="", corner=(10, 20)) for s in sectors}
+
+
+def test_a_row_brought_up_to_a_file_replaces_its_sector_rows(database_url, data_root):
+    # What check --repair and populate_sources do to a row whose file changed: its sector
+    # rows follow (sector 1 goes, 2 stays, 3 comes) and no (row, key) is ever held twice.
+    raw = RawImages(data=_cutouts([1, 2]), source_name="star", observatory="tessffi",
+                    ra=10.0, dec=5.0, download_hash="abc", target_key="k")
+    raw.save()
+    with SmartSession() as session:
+        session.add(raw)
+        session.commit()
+        raw_id = raw.id
+    newer = RawImages(data=_cutouts([2, 3]), source_name="star", observatory="tessffi",
+                      ra=10.0, dec=5.0, download_hash="abc", target_key="k")
+    newer.save()
+    with SmartSession() as session:
+        queries.save_raw_row(session, newer.column_values(), RawImages)
+        session.commit()
+    with SmartSession() as session:
+        row = session.get(RawImages, raw_id)
+        assert row.sectors == [2, 3] and row.is_intact()
+        assert [(g.key, g.camera, g.ccd, g.num_frames) for g in row.sector_rows] == [
+            (2, 2, 4, 3), (3, 2, 4, 3)]
+        assert row.sector_rows[1].time_start == pytest.approx(1325.0 + 27.4 * 3 + BTJD_TO_MJD)
+        session.delete(row)
+        session.commit()
+        assert session.scalar(sa.select(sa.func.count()).select_from(RawImageSector)) == 0
