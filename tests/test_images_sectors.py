@@ -218,3 +218,30 @@ def test_a_row_brought_up_to_a_file_replaces_its_sector_rows(database_url, data_
         session.delete(row)
         session.commit()
         assert session.scalar(sa.select(sa.func.count()).select_from(RawImageSector)) == 0
+
+
+def test_check_repair_makes_the_sector_rows_of_files_written_before_them(project_factory,
+                                                                        data_root):
+    from skyretriever.checker import check_project
+
+    project = project_factory(name="ffi_check", obs_names=["TESSFFI"],
+                              catalog_kwargs={"default": "test", "num_sources": 2})
+    raw = RawImages(data=_cutouts([4, 7]), source_name="old", observatory="tessffi",
+                    ra=10.0, dec=5.0, download_hash="abc", target_key="k")
+    raw.save()
+    with SmartSession() as session:
+        session.add(raw)
+        session.commit()
+        # As a row written before migration 0009_image_sectors: no sector rows.
+        session.execute(sa.delete(RawImageSector))
+        session.commit()
+    report = check_project(project)
+    (finding,) = [f for f in report.findings if f.kind == "raw images without sector rows"]
+    assert finding.where == raw.filename
+    repaired = check_project(project, repair=True)
+    assert [f.repair for f in repaired.findings if f.kind == finding.kind] == [
+        "2 sector row(s) made from the file"]
+    with SmartSession() as session:
+        assert [(g.group, g.sector, g.num_frames) for g in session.get(
+            RawImages, raw.id).sector_rows] == [("s0004", 4, 3), ("s0007", 7, 3)]
+    assert not [f for f in check_project(project).findings if f.kind == finding.kind]

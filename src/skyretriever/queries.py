@@ -75,6 +75,7 @@ __all__ = [
     "chunks",
     "ffi_file_rows",
     "record_ffi_file",
+    "raw_images_without_sectors",
     "replace_image_sectors",
     "source_raw_images",
     "sources_with_cutouts",
@@ -942,3 +943,15 @@ def sources_with_cutouts(session: orm.Session, context: ProjectContext, sector: 
                                  RawImages.observatory == SourceRawData.observatory))
         .join(RawImageSector, RawImageSector.raw_images_id == RawImages.id)
         .where(*conditions).order_by(Source.name, RawImageSector.key)).all()]
+
+
+def raw_images_without_sectors(session: orm.Session, observatories: Sequence[str]
+                               ) -> list[tuple[int, str, str]]:
+    """``(id, source_name, filename)`` of the raw-images rows with a file but no
+    ``raw_image_sectors`` row (written before that table existed)."""
+    return list(session.execute(sa.select(
+        RawImages.id, RawImages.source_name, RawImages.filename).where(
+        RawImages.observatory.in_(observatories), RawImages.is_empty.is_(False),
+        RawImages.filename.is_not(None),
+        ~sa.exists().where(RawImageSector.raw_images_id == RawImages.id))
+        .order_by(RawImages.id)).all())

@@ -8,9 +8,9 @@ Create Date: 2026-12-07
 download parameters, target); each group of the file (a TESS sector's cutout, a
 ZTF science image) becomes a row of ``raw_image_sectors`` with its sector,
 camera, CCD, frames, times and cutout size, deleted with its raw-images row.
-Rows of files written before this revision are made by ``skyretriever check
---repair`` or when a run next writes the source's file; until then a sector
-query does not see them.
+The rows of files written before this revision are made from the files by
+``skyretriever check --repair`` (the check reports them as "raw images without
+sector rows"); until then a sector query does not see those files.
 """
 
 from __future__ import annotations
