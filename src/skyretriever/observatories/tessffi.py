@@ -23,9 +23,10 @@ are fetched, added to the same file (written anew under a temporary name, so
 the old file stays whole if anything fails), and the source is reduced and
 analysed again. The s3 route asks only the cubes it has not checked for the
 star before (``cubes_checked`` of the provenance); TESScut is asked its sector
-list once per source. The reduction makes one light curve per sector by aperture photometry
-(:mod:`skyretriever.images.photometry`, lightkurve's target-pixel tools), with
-the cube's quality flags, so the photometry analysis runs on them unchanged.
+list once per source. The reduction makes one light curve per wanted sector by
+aperture photometry (:mod:`skyretriever.images.photometry`, lightkurve's
+target-pixel tools), with the cube's quality flags, so the photometry analysis
+runs on them unchanged.
 
 Examples
 --------
