@@ -24,7 +24,7 @@ from skyretriever import database, storage
 POSTGRES_ADMIN_URL = os.environ.get(
     "SKYRETRIEVER_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
-TABLES = ("cutout_jobs", "raw_cutouts", "raw_images", "ffi_files", "detections", "properties",
+TABLES = ("cutout_jobs", "raw_cutouts", "raw_image_sectors", "raw_images", "ffi_files", "detections", "properties",
           "lightcurves", "source_raw_data", "raw_photometry", "sources", "histogram_batches")
 
 

@@ -7,6 +7,7 @@ cutouts can be checked against the light curves IRSA sends for the same star.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import urllib.parse
 import urllib.request
@@ -20,11 +21,11 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from skyretriever.database import Session
-from skyretriever.images.ibe import cutout_params, science_image_path
+from skyretriever.images.ibe import SCIENCE_PATH, cutout_params, science_image_path
 from skyretriever.models import Lightcurve, RawImages, Source
 from skyretriever.observatories.ztf import VirtualZTF, ZtfParameters
 from skyretriever.parameters import ParameterError
-from skyretriever.testing import Faults, SimulatedArchives
+from skyretriever.testing import Faults, SimulatedArchives, SimulatedSky, SimulatedStar
 from skyretriever.testing.ibe import IbeService
 from skyretriever.testing.irsa import ztf_objects
 from skyretriever.testing.server import ArchiveServer, Reply
@@ -272,3 +273,59 @@ def test_the_module_examples_run():
     for module in (ibe, simulated):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def _three_band_star() -> SimulatedStar:
+    """A star the simulated survey sees in g, r and i: 6 seasons x 24 epochs x 3 = 432 images."""
+    name = next(f"busy{i}" for i in range(100)
+                if int(hashlib.sha256(f"busy{i}".encode()).hexdigest(), 16) % 3 == 0)
+    return SimulatedStar(name, 30.0, 25.0, gaia_id=7100, gmag=16.0)
+
+
+def test_hundreds_of_images_are_fetched_within_the_host_limit_and_stored(data_root):
+    star = _three_band_star()
+    busy = SimulatedSky([star], days_per_sector=1.0)
+    row = {"name": star.name, "ra": star.ra, "dec": star.dec, "mag": 16.0}
+    with ArchiveServer([IbeService(busy)]) as running:
+        obs = VirtualZTF(image_cutouts=True, ibe_url=running.url + "/ibe",
+                         bands=["g", "r", "i"], max_connections_per_host=4, **QUICK_NET)
+        raw = obs.download(row)
+        assert running.max_in_flight == 4             # in parallel, never past the limit
+        listed = running.count("/ibe/search")
+        served = running.count("/ibe/data/")
+        # One image, asked again outside the client: the same pixels as stored.
+        key = 300
+        path = raw.data[key].extra["image"]
+        query = urllib.parse.urlencode(cutout_params(row["ra"], row["dec"], obs.pars.cutout_size))
+        with urllib.request.urlopen(f"{running.url}/ibe/{SCIENCE_PATH}/{path}?{query}") as answer:
+            pixels = fits.getdata(io.BytesIO(answer.read()))
+    assert (listed, served) == (1, 432)
+    assert len(raw.data) == raw.num_points == raw.altdata["images_found"] == 432
+    assert "images_capped" not in raw.altdata
+    times = [cutout.time[0] for _, cutout in sorted(raw.data.items())]
+    assert times == sorted(times)                     # the keys number the images in time order
+    np.testing.assert_array_equal(raw.data[key].flux[0], pixels)
+    raw.save()
+    assert len(raw.sector_rows) == 432 and raw.sector_rows[key].group == "s0300"
+    again = RawImages(filename=raw.filename, checksum=raw.checksum, file_size=raw.file_size)
+    np.testing.assert_array_equal(again.load()[key].flux[0], pixels)
+
+
+def test_max_images_keeps_that_many_evenly_spaced_and_says_so(data_root):
+    star = _three_band_star()
+    busy = SimulatedSky([star], days_per_sector=1.0)
+    row = {"name": star.name, "ra": star.ra, "dec": star.dec, "mag": 16.0}
+    with ArchiveServer([IbeService(busy)]) as running:
+        obs = VirtualZTF(image_cutouts=True, ibe_url=running.url + "/ibe",
+                         bands=["g", "r", "i"], max_images=40, **QUICK_NET)
+        raw = obs.download(row)
+        served = running.count("/ibe/data/")
+        rows = IbeService(busy).search(star.ra, star.dec)
+    assert served == len(raw.data) == 40
+    assert raw.altdata["images_found"] == 432
+    assert raw.altdata["images_capped"]["found"] == 432
+    assert raw.altdata["images_capped"]["kept"] == 40
+    kept = [cutout.extra["obsjd"] for _, cutout in sorted(raw.data.items())]
+    assert kept[0] == rows[0]["obsjd"] and kept[-1] == rows[-1]["obsjd"]
+    assert VirtualZTF(image_cutouts=True, max_images=40).download_hash != \
+        VirtualZTF(image_cutouts=True).download_hash

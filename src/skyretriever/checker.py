@@ -10,7 +10,10 @@ of its observatories, and reports:
 - ``temporary file``: a file half-written by a process that has died;
 - ``wrong config hash``: a row whose config hash differs from its source's;
 - ``inconsistent source``: a source marked done whose products are not all there;
-- ``histogram``: a histogram file that lacks committed batches or holds unknown ones.
+- ``histogram``: a histogram file that lacks committed batches or holds unknown ones;
+- ``raw images without sector rows``: a ``raw_images`` row with a file but no
+  ``raw_image_sectors`` rows (written before migration ``0009_image_sectors``);
+  the repair makes them from the file.
 
 Files an interrupted run left behind are reported apart, not as problems:
 readable raw data no row points at (the next run adopts it for its source, as
@@ -58,7 +61,7 @@ from typing import Any
 
 from skyretriever import database, queries, storage
 from skyretriever.analysis.histogram import Histogram, HistogramFileError
-from skyretriever.models import Detection, Lightcurve, Properties, RawPhotometry
+from skyretriever.models import Detection, Lightcurve, Properties, RawImages, RawPhotometry
 
 __all__ = ["CheckReport", "Finding", "check_project"]
 
@@ -236,6 +239,28 @@ class _Checker:
                          "row deleted, source marked to download again",
                          lambda raw_id=raw_id, name=name, filename=filename, model=model:
                          self._forget_raw(raw_id, name, filename, model))
+
+    def check_image_sectors(self, session) -> None:
+        names = [name for name in self.observatories
+                 if self._raw_model(name) is RawImages]
+        if not names:
+            return
+        for raw_id, name, filename in queries.raw_images_without_sectors(session, names):
+            self.add("raw images without sector rows", filename,
+                     f"raw images of source {name!r} have no raw_image_sectors rows (made "
+                     "before they existed)", "sector rows made from the file",
+                     lambda raw_id=raw_id: self._make_image_sectors(raw_id))
+
+    def _make_image_sectors(self, raw_id: int) -> str:
+        row = queries.by_id(self.session, RawImages, raw_id)
+        if row is None:                      # deleted by another repair (its file is damaged)
+            return "left alone: the row was deleted (its file is damaged)"
+        try:
+            row.load()
+        except storage.StorageError as error:
+            return f"left alone: {error}"
+        row.compute_summaries()
+        return f"{len(row.sector_rows)} sector row(s) made from the file"
 
     def _raw_model(self, observatory: str) -> type:
         """The raw table of an observatory's data type (raw_photometry, raw_images)."""
@@ -426,6 +451,7 @@ class _Checker:
             self.known_files(session)
             self.check_temporary_files()
             self.check_raw_rows(session)
+            self.check_image_sectors(session)
             self.check_lightcurve_rows(session)
             self.check_raw_files(session)
             self.check_reduced_files(session)

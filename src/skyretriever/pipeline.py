@@ -247,15 +247,18 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
     downloaded into memory, for the CPU stage to write. A source already done
     whose every file is intact is marked ``skip`` and goes no further.
     """
-    if task.status == "done" and all(
-        obs.name in task.raw and _raw_intact(task.raw[obs.name], obs, task) for obs in observatories
-    ):
+    intact = {obs.name: obs.name in task.raw and _raw_intact(task.raw[obs.name], obs, task)
+              for obs in observatories}
+    for obs in observatories:
+        if intact[obs.name]:
+            _fetch_additions(task, obs)
+    if task.status == "done" and all(intact.values()) and not task.downloads and not task.errors:
         if not reduce or all(_products_intact(obs, task) for obs in observatories):
             task.skip = True
             return task
     for obs in observatories:
         existing = task.raw.get(obs.name)
-        if existing is not None and _raw_intact(existing, obs, task):
+        if intact[obs.name]:
             continue
         try:
             identity = obs.raw_identity(task.row)
@@ -277,6 +280,20 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
             log.debug("download failed for %s (%s)", task.name, obs.name, exc_info=True)
             task.errors.append(_error_text("download", obs.name, error))
     return task
+
+
+def _fetch_additions(task: SourceTask, obs: VirtualObservatory) -> None:
+    """Fetch what the archive added to an intact raw product (new TESS sectors...), merged
+    with it, for the CPU stage to write in its place (:meth:`VirtualObservatory.fetch_additions`)."""
+    try:
+        merged = obs.fetch_additions(task.row, task.raw[obs.name])
+    except Exception as error:  # the product stays as it is; the next run asks again
+        log.debug("looking for additions failed for %s (%s)", task.name, obs.name, exc_info=True)
+        task.errors.append(_error_text("download", obs.name, error))
+        return
+    if merged is not None:
+        task.downloads[obs.name] = merged
+        task.downloaded += 1
 
 
 # -- 3. reducing and analysing -------------------------------------------------------------

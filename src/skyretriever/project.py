@@ -795,6 +795,8 @@ class Project:
             raise stopped from error
         observatories = (list(self.observatories.values()) if obs_names is None
                          else [self.observatories[name] for name in obs_names])
+        for obs in observatories:
+            obs.begin_run()
         summary = RunSummary(project=self.pars.name, cfg_hash=context.cfg_hash, notes=notes)
         worker = Worker(context, observatories, self.analysis if analyze else None,
                         str(self.data_root))

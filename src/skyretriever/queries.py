@@ -50,6 +50,7 @@ from skyretriever.models import (
     RawCutouts,
     RawData,
     RawImages,
+    RawImageSector,
     RawPhotometry,
     Source,
     SourceRawData,
@@ -74,7 +75,10 @@ __all__ = [
     "chunks",
     "ffi_file_rows",
     "record_ffi_file",
+    "raw_images_without_sectors",
+    "replace_image_sectors",
     "source_raw_images",
+    "sources_with_cutouts",
     "delete_analysis",
     "delete_lightcurves_in_file",
     "delete_raw_row",
@@ -318,9 +322,10 @@ def upsert_raw_rows(batch: BatchConnection, rows: list[dict[str, Any]],
     statement = batch.insert(model.__table__)
     updates = {c: statement.excluded[c] for c in raw_columns(model) if c not in
                ("id", *RAW_IDENTITY)}
+    columns = set(model.__table__.columns.keys()) - {"id"}
     batch.execute(statement.on_conflict_do_update(
         index_elements=list(RAW_IDENTITY), set_=updates
-    ), [{k: v for k, v in values.items() if k != "id"} for values in rows])
+    ), [{k: v for k, v in values.items() if k in columns} for values in rows])
     names = sorted({values["source_name"] for values in rows})
     identity_ids: dict[tuple, int] = {}
     for raw_id, *identity in batch.execute(
@@ -328,6 +333,11 @@ def upsert_raw_rows(batch: BatchConnection, rows: list[dict[str, Any]],
         .where(model.source_name.in_(names), model.download_hash.is_not(None))
     ):
         identity_ids[tuple(identity)] = raw_id
+    # Raw images carry their file's groups (RawImages.column_values): they replace the old ones.
+    groups = {identity_ids[tuple(values[c] for c in RAW_IDENTITY)]: values["sector_rows"]
+              for values in rows if "sector_rows" in values}
+    if groups:
+        replace_image_sectors(batch, groups)
     return identity_ids
 
 
@@ -706,8 +716,7 @@ def save_raw_row(session: orm.Session, values: dict[str, Any],
     if existing is None:
         session.add(model(**values))
     else:
-        for key, value in values.items():
-            setattr(existing, key, value)
+        existing.update_from(values)
     session.flush()
 
 
@@ -895,3 +904,54 @@ def counterpart_lightcurves(session: orm.Session, source: Source, observatory: s
                 Lightcurve.source_id == source_id, Lightcurve.observatory == observatory,
                 Lightcurve.is_simulated.is_(False)).order_by(Lightcurve.series_number)))
     return []
+
+
+# -- images: the groups of raw-images files, one row per sector (issue 18) -------------------------
+def replace_image_sectors(batch: BatchConnection, groups: Mapping[int, list[dict[str, Any]]]
+                          ) -> None:
+    """Make the ``raw_image_sectors`` rows of raw-images rows these values (``{raw id: rows}``,
+    each row :meth:`RawImageSector.column_values`), replacing those they had."""
+    ids = sorted(groups)
+    for chunk in chunks(ids):
+        batch.execute(sa.delete(RawImageSector).where(RawImageSector.raw_images_id.in_(chunk)))
+    rows = [{**values, "raw_images_id": raw_id} for raw_id in ids for values in groups[raw_id]]
+    if rows:
+        batch.execute(RawImageSector.__table__.insert(), rows)
+
+
+def sources_with_cutouts(session: orm.Session, context: ProjectContext, sector: int,
+                         observatory: str = "tessffi", camera: int | None = None,
+                         ccd: int | None = None) -> list[tuple[Source, RawImageSector]]:
+    """The project's sources whose raw images hold a cutout of ``sector`` (for ZTF: of that
+    field), with the group that holds it, by source name (then group).
+
+    Examples
+    --------
+    >>> for source, group in sources_with_cutouts(session, project.context, 14):  # doctest: +SKIP
+    ...     print(source.name, group.camera, group.ccd, group.num_frames)
+    """
+    conditions = [*_mine(context), RawImageSector.sector == int(sector),
+                  RawImages.observatory == observatory]
+    if camera is not None:
+        conditions.append(RawImageSector.camera == int(camera))
+    if ccd is not None:
+        conditions.append(RawImageSector.ccd == int(ccd))
+    return [tuple(pair) for pair in session.execute(
+        sa.select(Source, RawImageSector)
+        .join(SourceRawData, SourceRawData.source_id == Source.id)
+        .join(RawImages, sa.and_(RawImages.id == SourceRawData.raw_id,
+                                 RawImages.observatory == SourceRawData.observatory))
+        .join(RawImageSector, RawImageSector.raw_images_id == RawImages.id)
+        .where(*conditions).order_by(Source.name, RawImageSector.key)).all()]
+
+
+def raw_images_without_sectors(session: orm.Session, observatories: Sequence[str]
+                               ) -> list[tuple[int, str, str]]:
+    """``(id, source_name, filename)`` of the raw-images rows with a file but no
+    ``raw_image_sectors`` row (written before that table existed)."""
+    return list(session.execute(sa.select(
+        RawImages.id, RawImages.source_name, RawImages.filename).where(
+        RawImages.observatory.in_(observatories), RawImages.is_empty.is_(False),
+        RawImages.filename.is_not(None),
+        ~sa.exists().where(RawImageSector.raw_images_id == RawImages.id))
+        .order_by(RawImages.id)).all())

@@ -14,7 +14,7 @@ from skyretriever.models.datasets import (
 )
 from skyretriever.models.detection import Detection
 from skyretriever.models.histogram import Histogram, HistogramBatch, HistogramParameters
-from skyretriever.models.images import Cutout, FFIFile, RawImages
+from skyretriever.models.images import Cutout, FFIFile, RawImages, RawImageSector
 from skyretriever.models.properties import Properties
 from skyretriever.models.raw import RawData, data_types, raw_data_class
 from skyretriever.models.solar import CutoutJob, RawCutouts
@@ -33,6 +33,7 @@ __all__ = [
     "Properties",
     "RawCutouts",
     "RawData",
+    "RawImageSector",
     "RawImages",
     "RawPhotometry",
     "Source",

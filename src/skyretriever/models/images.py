@@ -23,6 +23,13 @@ Examples
 ...                 data={1: cutout})
 >>> raw.compute_summaries(); raw.num_points, raw.sectors, raw.cutout_size
 (3, [1], 5)
+>>> [(row.group, row.sector, row.num_frames) for row in raw.sector_rows]
+[('s0001', 1, 3)]
+
+Each group of the file is also a row of ``raw_image_sectors``
+(:class:`RawImageSector`: sector, camera, CCD, frames, times, cutout size, group
+name), made by :meth:`RawImages.compute_summaries` and written with the row, so
+a query can ask which sources have a cutout of a sector without opening files.
 """
 
 from __future__ import annotations
@@ -34,13 +41,14 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from skyretriever import drawing, storage
 from skyretriever.models.base import Base, plain_value, utcnow
 from skyretriever.models.raw import RawData, register_data_type, target_key
 
-__all__ = ["BTJD_TO_MJD", "Cutout", "FFIFile", "RawImages", "cutout_hdulist"]
+__all__ = ["BTJD_TO_MJD", "Cutout", "FFIFile", "RawImageSector", "RawImages", "cutout_hdulist",
+           "group_name"]
 
 #: MJD = BTJD + this (BJD - 2457000 to JD - 2400000.5).
 BTJD_TO_MJD = 2457000.0 - 2400000.5
@@ -101,6 +109,11 @@ class Cutout:
                    corner=tuple(int(v) for v in metadata["corner"]),
                    extra=dict(metadata.get("extra") or {}),
                    **{name: arrays[name] for name in _ARRAYS})
+
+
+def group_name(key: int) -> str:
+    """The HDF5 group of a raw-images file holding the cutout of this key (``s0014``)."""
+    return f"s{int(key):04d}"
 
 
 def cutout_hdulist(cutout: Cutout, name: str = "", ra: float | None = None,
@@ -168,6 +181,10 @@ class RawImages(RawData, Base):
     time_end: Mapped[float | None] = mapped_column(doc="Last frame (MJD, TDB).")
     sectors: Mapped[list[Any] | None] = mapped_column(doc="Sectors held in the file.")
     cutout_size: Mapped[int | None] = mapped_column(doc="Rows (and columns) of the cutouts.")
+    sector_rows: Mapped[list[RawImageSector]] = relationship(
+        back_populates="raw", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="RawImageSector.key",
+        doc="One row per group of the file (a sector of TESS, an image of ZTF).")
 
     def __init__(self, data: dict[int, Cutout] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -202,10 +219,37 @@ class RawImages(RawData, Base):
         values["altdata"] = self.altdata or {}
         values["sectors"] = list(self.sectors or [])
         values["is_empty"] = bool(self.is_empty)
+        # Not a column: the rows of raw_image_sectors, written with this row (queries.upsert_raw_rows).
+        values["sector_rows"] = [row.column_values() for row in self.sector_rows]
         return values
 
+    def update_from(self, values: dict[str, Any]) -> None:
+        """Bring this row up to ``values``; its sector rows are updated by key in place (a
+        replaced collection would be inserted before the old rows are deleted)."""
+        values = dict(values)
+        wanted = {int(row["key"]): row for row in values.pop("sector_rows", [])}
+        super().update_from(values)
+        for row in list(self.sector_rows):
+            if row.key not in wanted:
+                self.sector_rows.remove(row)
+        held = {row.key: row for row in self.sector_rows}
+        for key, row_values in sorted(wanted.items()):
+            if key in held:
+                for name, value in row_values.items():
+                    setattr(held[key], name, value)
+            else:
+                self.sector_rows.append(RawImageSector(**row_values))
+
+    @validates("sector_rows")
+    def _sector_row(self, _key: str, row: RawImageSector | dict[str, Any]) -> RawImageSector:
+        """Rows given as values (``column_values()["sector_rows"]``) become rows."""
+        return row if isinstance(row, RawImageSector) else RawImageSector(**row)
+
     def compute_summaries(self) -> None:
-        """Fill ``num_points``, ``time_start``, ``time_end``, ``sectors`` and ``cutout_size``."""
+        """Fill ``num_points``, ``time_start``, ``time_end``, ``sectors``, ``cutout_size`` and
+        one :class:`RawImageSector` per group (``sector_rows``)."""
+        self.sector_rows = [RawImageSector.of_cutout(key, cutout)
+                            for key, cutout in sorted((self._data or {}).items())]
         cutouts = list((self._data or {}).values())
         self.sectors = sorted({int(c.sector) for c in cutouts})
         self.num_points = int(sum(len(c.time) for c in cutouts))
@@ -232,7 +276,7 @@ class RawImages(RawData, Base):
                     "target_key": self.target_key, "cross_ids": self.cross_ids or {},
                     "altdata": self.altdata or {}}
         # Groups are named by the key of ``data`` (the sector for TESS, the image for ZTF).
-        groups = {f"s{key:04d}": (cutout.arrays(), {**cutout.metadata(), "key": int(key),
+        groups = {group_name(key): (cutout.arrays(), {**cutout.metadata(), "key": int(key),
                                                      "source": identity})
                   for key, cutout in sorted(self._data.items())}
         info = storage.write_arrays(relative, groups)
@@ -305,6 +349,61 @@ def _cutouts(groups: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]
     """The stored groups as ``{key: Cutout}`` (files written before keys were stored: the sector)."""
     return {int(meta.get("key", meta["sector"])): Cutout.from_stored(arrays, meta)
             for arrays, meta in groups.values()}
+
+
+class RawImageSector(Base):
+    """One group of a raw-images file: a sector's cutout (TESS), or one science image (ZTF).
+
+    Made from the file's cutouts by :meth:`RawImages.compute_summaries` and written
+    with its :class:`RawImages` row (deleted with it), so which sources have a
+    cutout of a sector is a query (``queries.sources_with_cutouts``), not a file scan.
+    """
+
+    __tablename__ = "raw_image_sectors"
+    __table_args__ = (sa.UniqueConstraint("raw_images_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, doc="Database id of this row.")
+    raw_images_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("raw_images.id", ondelete="CASCADE"), index=True,
+        doc="The raw-images row (and file) this group belongs to.")
+    key: Mapped[int] = mapped_column(
+        doc="Key of the cutout in the file: the sector (TESS), the image's number in time "
+            "order (ZTF).")
+    group: Mapped[str] = mapped_column(doc="Name of the HDF5 group holding it (s0014).")
+    sector: Mapped[int] = mapped_column(index=True,
+                                        doc="TESS sector; for ZTF the science image's field.")
+    camera: Mapped[int] = mapped_column(doc="TESS camera; for ZTF the CCD (ccdid).")
+    ccd: Mapped[int] = mapped_column(doc="CCD of the TESS camera; for ZTF the quadrant (qid).")
+    num_frames: Mapped[int] = mapped_column(doc="Frames of the cutout (1 for a ZTF image).")
+    time_start: Mapped[float | None] = mapped_column(doc="First frame (MJD; TDB for TESS, UTC "
+                                                         "for ZTF).")
+    time_end: Mapped[float | None] = mapped_column(doc="Last frame (MJD).")
+    cutout_rows: Mapped[int] = mapped_column(doc="Rows of the cutout (pixels).")
+    cutout_columns: Mapped[int] = mapped_column(doc="Columns of the cutout (pixels).")
+    raw: Mapped[RawImages] = relationship(back_populates="sector_rows",
+                                          doc="The raw-images row.")
+
+    @classmethod
+    def of_cutout(cls, key: int, cutout: Cutout) -> RawImageSector:
+        """The row of the group ``key`` of a file, holding ``cutout``."""
+        times = np.asarray(cutout.time, float)
+        times = times[np.isfinite(times)]
+        rows, columns = cutout.shape
+        return cls(key=int(key), group=group_name(key), sector=int(cutout.sector),
+                   camera=int(cutout.camera), ccd=int(cutout.ccd), num_frames=len(cutout.time),
+                   time_start=float(times.min() + BTJD_TO_MJD) if len(times) else None,
+                   time_end=float(times.max() + BTJD_TO_MJD) if len(times) else None,
+                   cutout_rows=rows, cutout_columns=columns)
+
+    def column_values(self) -> dict[str, Any]:
+        """Every column but the ids, as plain values."""
+        return {c.key: plain_value(getattr(self, c.key)) for c in self.__table__.columns
+                if c.key not in ("id", "raw_images_id")}
+
+    def __repr__(self) -> str:
+        return (f"<RawImageSector {self.group}: sector {self.sector}, camera {self.camera}, "
+                f"CCD {self.ccd}, {self.num_frames} frames, "
+                f"{self.cutout_rows}x{self.cutout_columns} px>")
 
 
 class FFIFile(Base):

@@ -140,6 +140,11 @@ class RawData(FileBacked):
         """Short hash of (download_hash, target_key): ends the raw file's name."""
         return raw_file_identity(self.download_hash, self.target_key)
 
+    def update_from(self, values: dict[str, Any]) -> None:
+        """Bring this row up to ``values`` (a product's :meth:`column_values`, same identity)."""
+        for key, value in values.items():
+            setattr(self, key, value)
+
     @staticmethod
     def matches(values: dict[str, Any], download_hash: str, ra: float, dec: float,
                 cross_ids: dict[str, Any] | None, radius: float) -> str | None:

@@ -279,6 +279,10 @@ class VirtualObservatory(abc.ABC):
                                      self.pars.same_target_radius)
 
     # -- downloading -----------------------------------------------------------------------
+    def begin_run(self) -> None:  # noqa: B027
+        """Called once as a run starts: forget what the archive may have changed since the
+        last run (a listing kept in memory...). The default does nothing."""
+
     def prepare_download(self, cat_rows: list[dict[str, Any]]) -> None:  # noqa: B027
         """Called once per batch of rows before their downloads; batch archive queries go here.
 
@@ -370,6 +374,18 @@ class VirtualObservatory(abc.ABC):
         if "filter" not in result:
             result["filter"] = self.name
         return result
+
+    def fetch_additions(self, cat_row: dict[str, Any], raw_values: dict[str, Any]) -> Any | None:
+        """What the archive now has that an intact raw product (``raw_values``) lacks, fetched
+        and merged with what it holds, as :meth:`fetch` returns it; ``None`` when nothing.
+
+        Asked by the pipeline's I/O stage for every source whose raw data exist,
+        before it is skipped; what it returns is written in place of the product
+        (atomically, the same file name and row) and the source is reduced and
+        analysed again. The default: raw data are complete once downloaded
+        (photometry is never topped up).
+        """
+        return None
 
     def products_current(self, raw_values: dict[str, Any]) -> bool | None:
         """Whether the reduced products of a raw row are made and current, for an observatory
@@ -554,8 +570,7 @@ class VirtualObservatory(abc.ABC):
                     *raw_identity_filter(values, model)))
                 if exists is not None:
                     row = session.get(model, exists)
-                    for key, value in values.items():
-                        setattr(row, key, value)
+                    row.update_from(values)
                 else:
                     session.add(model(**values))
                 made += 1

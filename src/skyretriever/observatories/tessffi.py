@@ -16,10 +16,17 @@ Two routes to the same cutouts:
   ``api/v0.1/astrocut`` per sector), retried with backoff on 504 and the
   rest; each zip is checked before anything is kept.
 
-A star on no sector is recorded as empty, like photometry with no data. The
-reduction makes one light curve per sector by aperture photometry
-(:mod:`skyretriever.images.photometry`, lightkurve's target-pixel tools), with
-the cube's quality flags, so the photometry analysis runs on them unchanged.
+A star on no sector is recorded as empty, like photometry with no data. A
+later run asks again for the sectors a source's file lacks (sectors the archive
+added since, or sectors added to ``sectors``; ``recheck_sectors``): only those
+are fetched, added to the same file (written anew under a temporary name, so
+the old file stays whole if anything fails), and the source is reduced and
+analysed again. The s3 route asks only the cubes it has not checked for the
+star before (``cubes_checked`` of the provenance); TESScut is asked its sector
+list once per source. The reduction makes one light curve per wanted sector by
+aperture photometry (:mod:`skyretriever.images.photometry`, lightkurve's
+target-pixel tools), with the cube's quality flags, so the photometry analysis
+runs on them unchanged.
 
 Examples
 --------
@@ -111,6 +118,11 @@ class TessFFIParameters(ObservatoryParameters, NetworkParameters):
         "wcs", "How the s3 route finds the cubes that hold a star: 'wcs' reads every cube's "
         "WCS (once per process); 'pointing' asks TESS's pointing model (tess-point) and reads "
         "only the cubes it names (sectors past its table by their WCS).", critical=False)
+    recheck_sectors: bool = parameter(
+        True, "On a later run, ask the archive for the wanted sectors a source's file lacks "
+        "(added since, or added to 'sectors') and fetch only those (s3: the cubes not "
+        "checked before, after one listing per run; tesscut: one sector query per source).",
+        critical=False)
     aperture_radius: float = parameter(
         2.0, "Radius of the photometric aperture around the target (pixels).", gt=0)
     background_radius: float = parameter(
@@ -124,7 +136,9 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
     name = "tessffi"
     Parameters = TessFFIParameters
     data_type = "images"
-    download_parameters = ("cutout_size", "sectors", "product")
+    # Not ``sectors``: a file holds the sectors fetched so far, and a later run with more
+    # sectors wanted adds the missing ones to it (the reduction uses only those wanted).
+    download_parameters = ("cutout_size", "product")
     QUALITY_PRESETS = TESS_QUALITY_PRESETS
     split_columns: ClassVar[tuple[str, ...]] = ("sector",)
     _RUNTIME = ("_bucket", "_layouts", "_layout_locks", "_cube_keys", "_lock", "_pointing")
@@ -141,6 +155,17 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
         self._cube_keys: list[str] | None = None
         self._lock = threading.Lock()
         self._pointing: Any = None
+
+    def download_settings(self) -> dict[str, Any]:
+        """The download parameters, with ``sectors`` fixed at None: products made when
+        ``sectors`` was one of them, with every sector (the default), keep their hash."""
+        return {**super().download_settings(), "sectors": None}
+
+    def begin_run(self) -> None:
+        """List the bucket's cubes again on this run (a sector may have been added since);
+        the cubes' headers stay cached (a cube's key names one sector, camera and CCD)."""
+        with self._lock:
+            self._cube_keys = None
 
     @property
     def http(self):
@@ -169,14 +194,15 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
         return self.pars.sectors is None or sector in self.pars.sectors
 
     # route tesscut
-    def _fetch_tesscut(self, ra: float, dec: float) -> tuple[dict[int, Cutout], dict[str, Any]]:
+    def _fetch_tesscut(self, ra: float, dec: float, skip: frozenset[int] = frozenset()
+                       ) -> tuple[dict[int, Cutout], dict[str, Any]]:
         base = join_url(self.pars.tesscut_url, "api/v0.1")
         product = self.pars.product
         answer = self.http.request_json(
             "GET", join_url(base, "sector"),
             params={"ra": ra, "dec": dec, "radius": 0, "product": product})
         sectors = sorted({int(entry["sector"]) for entry in (answer or {}).get("results", [])})
-        sectors = [s for s in sectors if self._wanted(s)]
+        sectors = [s for s in sectors if self._wanted(s) and s not in skip]
         cutouts: dict[int, Cutout] = {}
         messages = {}
         size = self.pars.cutout_size
@@ -249,7 +275,9 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
         # Sector numbers past 1000 are not TESS's sectors (a comet's pointing).
         return found, int(pointing.sectors[pointing.sectors < 1000].max())
 
-    def _fetch_s3(self, ra: float, dec: float) -> tuple[dict[int, Cutout], dict[str, Any]]:
+    def _fetch_s3(self, ra: float, dec: float, skip_sectors: frozenset[int] = frozenset(),
+                  skip_cubes: frozenset[str] = frozenset()
+                  ) -> tuple[dict[int, Cutout], dict[str, Any]]:
         cutouts: dict[int, Cutout] = {}
         looked = []
         provenance: dict[str, Any] = {"route": "s3", "product": self.pars.product,
@@ -261,7 +289,7 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
         for key in self._cube_list():
             name = _CUBE_NAME.search(key)
             sector, camera, ccd = int(name.group(2)), int(name.group(3)), int(name.group(4))
-            if not self._wanted(sector):
+            if not self._wanted(sector) or sector in skip_sectors or key in skip_cubes:
                 continue
             if (candidates is not None and sector <= last_known
                     and (sector, camera, ccd) not in candidates):
@@ -309,6 +337,45 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
     def parse(self, fetched):
         return fetched
 
+    def fetch_additions(self, cat_row: dict[str, Any], raw_values: dict[str, Any]
+                        ) -> tuple[dict[int, Cutout], dict[str, Any]] | None:
+        """The wanted sectors a source's raw images lack, if the archive has them now, fetched
+        and merged with the sectors the file holds (``None``: nothing to add).
+
+        The s3 route looks only at the cubes neither checked for the star before
+        (``cubes_checked`` of the provenance) nor of a sector held; TESScut is
+        asked its sector list, and cuts only the sectors not held (nor answered
+        before with TESScut's "does not overlap").
+        """
+        if not self.pars.recheck_sectors:
+            return None
+        ra, dec = float(cat_row["ra"]), float(cat_row["dec"])
+        held = frozenset(int(s) for s in raw_values.get("sectors") or [])
+        old = dict(raw_values.get("altdata") or {})
+        if self.pars.route == "tesscut":
+            answered = frozenset(int(s) for s in old.get("messages") or {})
+            added, provenance = self._fetch_tesscut(ra, dec, skip=held | answered)
+        else:
+            checked = frozenset(old.get("cubes_checked") or [])
+            added, provenance = self._fetch_s3(ra, dec, skip_sectors=held, skip_cubes=checked)
+            provenance["cubes_checked"] = sorted(checked | set(provenance["cubes_checked"]))
+        if not added:
+            return None
+        cutouts: dict[int, Cutout] = {}
+        if not raw_values.get("is_empty"):
+            cutouts = RawImages(**{k: v for k, v in raw_values.items() if k != "id"}).load()
+        cutouts.update(added)
+        altdata = {**old, **provenance, "sectors_added": sorted(added)}
+        found = set(old.get("sectors_found") or []) | set(provenance.get("sectors_found") or [])
+        if found:
+            altdata["sectors_found"] = sorted(found)
+        messages = {**(old.get("messages") or {}), **(provenance.get("messages") or {})}
+        if messages:
+            altdata["messages"] = {str(k): v for k, v in messages.items()}
+        log.info("%s (%s): sectors %s added to sectors %s", cat_row["name"], self.name,
+                 sorted(added), sorted(held))
+        return cutouts, altdata
+
     def download(self, cat_row: dict[str, Any]) -> RawImages:
         """Fetch one source's cutouts into an (unsaved) :class:`RawImages`."""
         cutouts, altdata = self.fetch(cat_row)
@@ -326,9 +393,12 @@ class VirtualTESSFFI(RuntimeState, VirtualObservatory):
             raise ValueError(f"{self.name} reduces {self.data_type}, not {data_type!r}")
         if raw.is_empty or not raw.data:
             return []
+        # A file may hold sectors no longer wanted (``sectors`` narrowed since): left out.
         frames = [lightcurve_frame(cutout, raw.ra, raw.dec, self.pars.aperture_radius,
                                    self.pars.background_radius, raw.source_name)
-                  for _, cutout in sorted(raw.data.items())]
+                  for sector, cutout in sorted(raw.data.items()) if self._wanted(sector)]
+        if not frames:
+            return []
         frame = pd.concat(frames, ignore_index=True)
         zero_mag, zero_flux = TESS_ZERO_POINT
         with np.errstate(divide="ignore", invalid="ignore"):

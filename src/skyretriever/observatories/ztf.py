@@ -145,7 +145,8 @@ _MJD_J2000 = 51544.5
 
 _DAYS_PER_YEAR = 365.25
 #: The parameters of image cutouts (critical only when ``image_cutouts`` is on).
-IMAGE_PARAMETERS = ("image_cutouts", "cutout_size", "aperture_radius", "background_radius")
+IMAGE_PARAMETERS = ("image_cutouts", "cutout_size", "max_images", "aperture_radius",
+                    "background_radius")
 #: Arcseconds per ZTF pixel.
 ZTF_PIXEL_ARCSEC = 1.012
 _COLLECTION = re.compile(r"[A-Za-z0-9_]{1,64}")
@@ -215,6 +216,12 @@ class ZtfParameters(ObservatoryParameters, NetworkParameters):
     )
     cutout_size: float = parameter(
         30.0, "Width and height of each image cutout (arcsec; image_cutouts).", gt=0, le=1800,
+    )
+    max_images: int | None = parameter(
+        1000, "Most science-image cutouts kept per source (image_cutouts): a star with more "
+        "images keeps this many, evenly spaced in time, and its provenance says so "
+        "(images_capped); None keeps every one. A star in a high-cadence field has "
+        "thousands, each a request to IRSA and about 10-40 kB held and stored.", ge=1,
     )
     ibe_url: str = parameter(
         "https://irsa.ipac.caltech.edu/ibe", "Base URL of IRSA's Image Back End (or a mirror "
@@ -375,7 +382,7 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
     #: cone's radius (match_radius and position_epoch set it).
     download_parameters = ("collection", "bands", "time_range", "bad_catflags_mask",
                            "match_radius", "position_epoch", "route", "hats_url",
-                           "image_cutouts", "cutout_size")
+                           "image_cutouts", "cutout_size", "max_images")
     QUALITY_PRESETS = ZTF_QUALITY_PRESETS
     split_columns = ("oid", "filter")
 
@@ -415,7 +422,7 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
             # The hash of API downloads made before routes existed (images have no route).
             del settings["route"], settings["hats_url"]
         if not settings["image_cutouts"]:  # the hash of light curves made before images
-            del settings["image_cutouts"], settings["cutout_size"]
+            del settings["image_cutouts"], settings["cutout_size"], settings["max_images"]
         return settings
 
     # -- talking to IRSA ---------------------------------------------------------------------
@@ -763,6 +770,14 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
         text = client.request("GET", join_url(pars.ibe_url, SEARCH_PATH), params=query,
                               accept=_search_answer(what), what=what, allowed_hosts=hosts)
         rows = read_search_table(text, f"IBE's answer to the {what}").to_dict("records")
+        found = len(rows)
+        capped = pars.max_images is not None and found > pars.max_images
+        if capped:
+            # Evenly spaced in time (the first and the last kept): the whole baseline stays.
+            keep = np.round(np.linspace(0, found - 1, pars.max_images)).astype(int)
+            rows = [rows[index] for index in keep]
+            log.warning("%s: %d ZTF science images hold the star; %d kept, evenly spaced in "
+                        "time (max_images)", cat_row["name"], found, len(rows))
 
         def cut(row: dict[str, Any]) -> Cutout | str:
             ra, dec = self.position_at(cat_row, mjd_to_year(row["obsjd"] - 2400000.5))
@@ -787,8 +802,12 @@ class VirtualZTF(RuntimeState, VirtualObservatory):
         provenance = {
             "archive": "IRSA IBE", "ibe_url": pars.ibe_url, "query": query,
             "queried_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "images_found": len(rows), "cutout_size_arcsec": pars.cutout_size,
+            "images_found": found, "cutout_size_arcsec": pars.cutout_size,
             "target": self._target(cat_row)}
+        if capped:
+            provenance["images_capped"] = {
+                "found": found, "kept": len(rows), "max_images": pars.max_images,
+                "how": "evenly spaced in time, the first and the last kept"}
         if missed:
             provenance["images_missed"] = missed
         return cutouts, provenance

@@ -154,6 +154,14 @@ class FFISky:
                 for sector, camera, ccd in [*found[:count], *decoys]]
         return cls(folder, stars, made)
 
+    def add_sector(self, sector: FFISector) -> FFISector:
+        """Make the files of one more sector (as MAST publishing a new sector): the bucket and
+        TESScut serving this sky have it from their next request."""
+        self._make(sector)
+        with self._lock:
+            self.sectors.append(sector)
+        return sector
+
     # -- making the files ----------------------------------------------------------------
     def _make(self, sector: FFISector) -> None:
         import astrocut
