@@ -296,6 +296,12 @@ def test_each_row_group_is_read_once_per_batch_and_each_footer_once(archives, sk
     assert sum(len(b) for b in buffers) == len(set().union(*buffers))
     assert hats.hats_collection().row_groups.size == \
         sum(table.get_total_buffer_size() for table in kept)
+    # Footers are kept serialized (parsed they take ten times the memory) and parse back
+    # to the files' own.
+    kept_footers = [file for files in hats.hats_collection().footers.values() for file in files]
+    assert len(kept_footers) == len(reads)
+    for file in kept_footers:
+        assert file.metadata.equals(pq.ParquetFile(bucket / file.path.split("/", 1)[1]).metadata)
 
     # The next batch, the same stars: footers and row groups come from the caches.
     archives.reset_stats()
