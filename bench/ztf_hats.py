@@ -12,39 +12,65 @@ bucket with ``--bucket-latency`` seconds per request, and downloads:
 - route ``api``: the first ``--api-sample`` stars, 4 at a time (the politeness
   limit), one cone search each.
 
-Prints sources per second, requests and bytes per source, the peak memory
-(RSS) of the hats route, the ratio of the two routes, and the projection for
-the 1.3 million white dwarfs of the default catalog.
+Prints sources per second, requests and bytes per source (the bucket's
+requests by kind), the peak memory (RSS) of the hats route and its RSS along
+the catalog, the ratio of the two routes, and the projection for the 1.3
+million white dwarfs of the default catalog. The simulated archives run in a
+process of their own, so the memory and CPU measured are the routes'.
+
+Building the collection is the slow part (minutes for a million objects): with
+``--collection-dir`` it is kept in that folder, one subfolder per set of build
+parameters (``--stars``, ``--objects``, ``--background-epochs``,
+``--pixel-threshold``, ``--rows-per-group``, the seeds and hats-import's
+version, recorded in ``bench-collection.json``), and the next run with the same
+parameters reuses it.
 
 Usage::
 
     python bench/ztf_hats.py                      # 10,000 stars, 1,000,000 objects
+    python bench/ztf_hats.py --collection-dir ~/.cache/skyretriever-bench   # built once
     python bench/ztf_hats.py --stars 2000 --objects 200000 --api-sample 40
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import json
+import multiprocessing
 import re
+import shutil
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pyarrow as pa
 
+from skyretriever.net import HttpClient, NetworkPolicy
 from skyretriever.observatories.ztf import VirtualZTF
+from skyretriever.storage import atomic_write
 from skyretriever.testing import Faults, SimulatedArchives, SimulatedSky, SimulatedStar
 from skyretriever.testing.hats import build_ztf_collection, ztf_collection_table
+from skyretriever.testing.server import RequestRecord
 
 WHITE_DWARFS = 1_300_000
 MACHINES = (1, 4)
+ADMIN = HttpClient(NetworkPolicy(max_attempts=3, backoff=0.2))
+#: Part of a kept collection's parameters: raise it when the way it is built changes, so an
+#: older folder is built again rather than reused.
+COLLECTION_FORMAT = 1
+SKY_SEED, BACKGROUND_SEED = 7, 11
+HIGHEST_ORDER = 9
 
 
-def make_sky(stars: int, seed: int = 7) -> SimulatedSky:
+def make_sky(stars: int, seed: int = SKY_SEED) -> SimulatedSky:
     rng = np.random.default_rng(seed)
     ra = rng.uniform(0, 360, stars)
     dec = np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(-29.0)), 1.0, stars)))
@@ -55,7 +81,7 @@ def make_sky(stars: int, seed: int = 7) -> SimulatedSky:
         for i in range(stars)], seed=seed)
 
 
-def background(count: int, epochs: int, seed: int = 11) -> pa.Table:
+def background(count: int, epochs: int, seed: int = BACKGROUND_SEED) -> pa.Table:
     """``count`` objects spread over the ZTF sky with ``epochs`` epochs each (vectorised)."""
     rng = np.random.default_rng(seed)
     ra = rng.uniform(0, 360, count)
@@ -98,21 +124,111 @@ def catalog_rows(sky: SimulatedSky, order: str = "random") -> list[dict]:
     return sorted(rows, key=lambda row: row["ra"]) if order == "ra" else rows
 
 
-def bucket_bytes(server, root: Path) -> int:
-    """Bytes the bucket sent: each ranged GET's range, each whole GET's file (listings ~1 kB)."""
-    total = 0
-    for record in server.records:
-        if record.method != "GET":
-            continue
+def collection_parameters(args: argparse.Namespace) -> dict:
+    """What the simulated collection is built from (a kept one is reused when they match)."""
+    return {"format": COLLECTION_FORMAT, "stars": args.stars, "objects": args.objects,
+            "background_epochs": args.background_epochs,
+            "pixel_threshold": args.pixel_threshold, "rows_per_group": args.rows_per_group,
+            "highest_order": HIGHEST_ORDER, "sky_seed": SKY_SEED,
+            "background_seed": BACKGROUND_SEED, "hats_import": version("hats-import")}
+
+
+def build(parameters: dict, root: Path) -> None:
+    """Write the collection of ``parameters`` as the bucket folder ``root`` (hats-import)."""
+    sky = make_sky(parameters["stars"], parameters["sky_seed"])
+    own = ztf_collection_table(sky)
+    filler = max(parameters["objects"] - own.num_rows, 0)
+    table = pa.concat_tables([own, background(filler, parameters["background_epochs"],
+                                              parameters["background_seed"])]) \
+        if filler else own
+    build_ztf_collection(sky, root, table=table, pixel_threshold=parameters["pixel_threshold"],
+                         highest_order=parameters["highest_order"],
+                         rows_per_group=parameters["rows_per_group"] or None)
+
+
+def kept_collection(parameters: dict, folder: Path) -> tuple[Path, bool]:
+    """The bucket folder of the collection of ``parameters`` in ``folder``, and whether it
+    was there already. Built (in a child process, so its memory is not the routes') in
+    ``folder/collection-<hash of the parameters>/`` unless that folder's
+    ``bench-collection.json``, written last, records the same parameters."""
+    key = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()[:12]
+    home = folder / f"collection-{key}"
+    record, root = home / "bench-collection.json", home / "ipac-irsa-ztf"
+    if record.is_file() and json.loads(record.read_text()) == parameters:
+        return root, True
+    shutil.rmtree(home, ignore_errors=True)  # a build that did not finish
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(build, parameters, root).result()
+    with atomic_write(record, beside=True) as temporary:
+        temporary.write_text(json.dumps(parameters, indent=1, sort_keys=True) + "\n")
+    return root, False
+
+
+def serve(stars: int, root: Path, api_latency: float, bucket_latency: float,
+          connection) -> None:
+    """Serve the simulated IRSA API and bucket, send their URLs on ``connection`` and stop
+    when it says so (run in a process of its own)."""
+    with SimulatedArchives(make_sky(stars)) as archives:
+        archives.add_irsa(faults=Faults(latency=api_latency))
+        archives.add_ztf_hats(root, faults=Faults(latency=bucket_latency))
+        connection.send({"api": archives.ztf_kwargs(), "hats": archives.ztf_hats_kwargs()})
+        connection.recv()
+
+
+@contextlib.contextmanager
+def archives_process(stars: int, root: Path, api_latency: float, bucket_latency: float):
+    """The simulated archives in a child process; yields the routes' parameters."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(target=serve, daemon=True,
+                              args=(stars, root, api_latency, bucket_latency, theirs))
+    process.start()
+    try:
+        yield ours.recv()
+    finally:
+        ours.send("stop")
+        process.join(30)
+
+
+def reset_stats(url: str) -> None:
+    ADMIN.request("POST", url + "/_sim/stats/reset", data=b"")
+
+
+def records(url: str) -> list[RequestRecord]:
+    """The requests a simulated server handled since its statistics were reset."""
+    summary = ADMIN.request_json("GET", url + "/_sim/stats", params={"log": "1"})
+    if len(summary["log"]) < summary["requests"]:
+        raise RuntimeError(f"{url} logged {len(summary['log'])} of {summary['requests']} "
+                           "requests")
+    return [RequestRecord(**record) for record in summary["log"]]
+
+
+def bucket_requests(url: str, root: Path) -> tuple[Counter, Counter]:
+    """The bucket's requests and the bytes it sent, by kind: ``listing``, ``HEAD``,
+    ``footer`` (a partition file's tail), ``row groups`` (its other ranges), ``metadata``
+    (the collection's other files) and ``failed`` (an error status, a retry follows)."""
+    requests, sent = Counter(), Counter()
+    for record in records(url):
+        key = record.path.split("/", 2)[2] if record.path.count("/") > 1 else ""
         ranges = re.fullmatch(r"bytes=(\d+)-(\d+)", record.headers.get("range", "") or "")
-        if ranges:
-            total += int(ranges.group(2)) - int(ranges.group(1)) + 1
-        elif record.path.count("/") > 1:
-            path = root / record.path.split("/", 2)[2]
-            total += path.stat().st_size if path.is_file() else 0
+        if record.status is None or record.status >= 400:
+            kind, size = "failed", 0
+        elif record.method == "HEAD":
+            kind, size = "HEAD", 0
+        elif not key:
+            kind, size = "listing", 1024  # about a kilobyte a listing
         else:
-            total += 1024
-    return total
+            whole = (root / key).stat().st_size
+            size = int(ranges.group(2)) - int(ranges.group(1)) + 1 if ranges else whole
+            if not key.endswith(".parquet"):
+                kind = "metadata"
+            elif ranges and int(ranges.group(2)) + 1 >= whole:
+                kind = "footer"
+            else:
+                kind = "row groups"
+        requests[kind] += 1
+        sent[kind] += size
+    return requests, sent
 
 
 class PeakMemory:
@@ -139,6 +255,7 @@ class PeakMemory:
 
 
 def run_hats(obs: VirtualZTF, rows: list[dict], batch: int) -> tuple[float, int, list[int]]:
+    """Seconds, epochs, and the RSS after each batch."""
     start, epochs, peaks = time.perf_counter(), 0, []
     process = psutil.Process()
     for first in range(0, len(rows), batch):
@@ -169,7 +286,8 @@ def main() -> None:
     parser.add_argument("--stars", type=int, default=10_000)
     parser.add_argument("--objects", type=int, default=1_000_000)
     parser.add_argument("--background-epochs", type=int, default=24)
-    parser.add_argument("--api-sample", type=int, default=100)
+    parser.add_argument("--api-sample", type=int, default=100,
+                        help="stars through the api route (0: the hats route alone)")
     parser.add_argument("--api-latency", type=float, default=2.0)
     parser.add_argument("--bucket-latency", type=float, default=0.05)
     parser.add_argument("--batch", type=int, default=500)
@@ -178,57 +296,60 @@ def main() -> None:
                         help="objects per Parquet row group (0: one group per file)")
     parser.add_argument("--order", choices=("random", "ra"), default="random",
                         help="catalog order: random over the sky, or by RA (the white dwarfs)")
-    parser.add_argument("--collection", type=Path, default=None,
-                        help="build the collection in this folder, or reuse the one there "
-                             "(built with the same --stars, --objects and layout options)")
+    parser.add_argument("--collection-dir", type=Path, default=None,
+                        help="keep the built collection in this folder and reuse it when "
+                             "built with the same parameters (default: a temporary folder)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ztf-hats-bench-") as folder:
-        root = (args.collection or Path(folder)) / "ipac-irsa-ztf"
         t0 = time.perf_counter()
+        root, reused = kept_collection(collection_parameters(args),
+                                       args.collection_dir or Path(folder))
         sky = make_sky(args.stars)
-        if not (root / "contributed").is_dir():
-            own = ztf_collection_table(sky)
-            filler = max(args.objects - own.num_rows, 0)
-            table = pa.concat_tables([own, background(filler, args.background_epochs)]) \
-                if filler else own
-            build_ztf_collection(sky, root, table=table, pixel_threshold=args.pixel_threshold,
-                                 highest_order=9, rows_per_group=args.rows_per_group or None)
-            del table, own
         partitions = len(list(root.rglob("part0.snappy.parquet")))
         size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
         print(f"collection ({args.rows_per_group or 'one row group'} objects per row group): "
               f"{args.objects:,} objects ({args.stars:,} catalog stars), {partitions} "
-              f"partitions, {size / 1e6:.0f} MB, ready in {time.perf_counter() - t0:.0f} s; "
-              f"catalog order: {args.order}")
+              f"partitions, {size / 1e6:.0f} MB, {'reused from' if reused else 'built in'} "
+              f"{root.parent} in {time.perf_counter() - t0:.0f} s; catalog order: {args.order}")
         rows = catalog_rows(sky, args.order)
-        with SimulatedArchives(sky) as archives:
-            archives.add_irsa(faults=Faults(latency=args.api_latency))
-            archives.add_ztf_hats(root, faults=Faults(latency=args.bucket_latency))
+        with archives_process(args.stars, root, args.api_latency, args.bucket_latency) as urls:
             network = {"max_connections_per_host": 4, "max_attempts": 3, "backoff": 0.5}
 
-            hats = VirtualZTF(**archives.ztf_hats_kwargs(**network))
-            archives.reset_stats()
+            hats = VirtualZTF(**urls["hats"], **network)
+            bucket = urls["hats"]["s3_endpoint_url"]
+            reset_stats(bucket)
+            before = psutil.Process().memory_info().rss
             with PeakMemory() as memory:
                 seconds, epochs, peaks = run_hats(hats, rows, args.batch)
-            requests = archives.ztf_hats.count()
-            sent = bucket_bytes(archives.ztf_hats, root)
+            requests, sent = bucket_requests(bucket, root)
             hats_rate = len(rows) / seconds
+            total = sum(requests.values())
             print(f"hats: {len(rows):,} sources in {seconds:.1f} s = {hats_rate:.1f} sources/s; "
-                  f"{requests / len(rows):.3f} requests and {sent / len(rows) / 1e3:.1f} kB "
-                  f"per source; {epochs:,} epochs; peak RSS {memory.peak / 1e6:.0f} MB "
-                  f"(after the first batch {peaks[0] / 1e6:.0f} MB, after the last "
-                  f"{peaks[-1] / 1e6:.0f} MB)")
+                  f"{total / len(rows):.3f} requests and {sum(sent.values()) / len(rows) / 1e3:.1f}"
+                  f" kB per source; {epochs:,} epochs; peak RSS {memory.peak / 1e6:.0f} MB")
+            print("  requests (bytes) by kind: " + ", ".join(
+                f"{kind} {count:,} ({sent[kind] / 1e6:.1f} MB)"
+                for kind, count in requests.most_common()))
+            tenth = max(len(peaks) // 10, 1)
+            print(f"  RSS before {before / 1e6:.0f}, after " + ", ".join(
+                f"{min((i + 1) * args.batch, len(rows)):,}: {peaks[i] / 1e6:.0f}"
+                for i in range(len(peaks)) if (i + 1) % tenth == 0 or i == 0) + " (MB)")
+            cache = hats.hats_collection()
+            print(f"  caches: {len(cache.footers)} footers {cache.footers.size / 1e6:.1f} MB, "
+                  f"{len(cache.row_groups)} row groups {cache.row_groups.size / 1e6:.1f} MB")
+            if not args.api_sample:
+                return
 
-            api = VirtualZTF(**archives.ztf_kwargs(**network))
+            api = VirtualZTF(**urls["api"], **network)
             sample = rows[: args.api_sample]
-            archives.reset_stats()
-            seconds, epochs, sent = run_api(api, sample)
-            requests = archives.irsa.count()
+            reset_stats(urls["api"]["irsa_url"])
+            seconds, epochs, api_bytes = run_api(api, sample)
+            api_requests = len(records(urls["api"]["irsa_url"]))
             api_rate = len(sample) / seconds
             print(f"api:  {len(sample):,} sources in {seconds:.1f} s = {api_rate:.2f} "
-                  f"sources/s; {requests / len(sample):.2f} requests and "
-                  f"{sent / len(sample) / 1e3:.1f} kB per source; {epochs:,} epochs")
+                  f"sources/s; {api_requests / len(sample):.2f} requests and "
+                  f"{api_bytes / len(sample) / 1e3:.1f} kB per source; {epochs:,} epochs")
             print(f"hats / api: {hats_rate / api_rate:.0f}x")
             for machines in MACHINES:
                 print(f"1.3 M white dwarfs on {machines} machine(s): hats "

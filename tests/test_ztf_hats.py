@@ -275,12 +275,33 @@ def test_each_row_group_is_read_once_per_batch_and_each_footer_once(archives, sk
     reads = _reads(archives.ztf_hats, bucket)
     assert sorted(k.split("/dataset/")[1].replace("Dir=0/", "") for k in reads) == \
         sorted(f"{name}/part0.snappy.parquet" for name in partitions)
+    longest_run = 0
     for key, ranges in reads.items():
         footers, groups = _groups_read(key, ranges, bucket)
         assert footers == 1 and groups, (key, ranges)
         # No byte of a file is asked for twice in a batch: each row group is read once.
         data = sorted(r for r in ranges if r[1] != (bucket / key).stat().st_size)
         assert all(a[1] <= b[0] for a, b in zip(data, data[1:])), data
+        longest_run = max(longest_run, *(len(_groups_read(key, [r], bucket)[1]) for r in data))
+    # Nothing else is asked: a listing of each partition's folder and the ranged GETs, no
+    # HEAD before a file's reads.
+    assert archives.ztf_hats.count(method="HEAD") == 0
+    assert archives.ztf_hats.count() == len(reads) + sum(len(r) for r in reads.values())
+    # A row group kept from a run read as one holds only its own memory, no buffer of the
+    # others (a slice of the run would keep the whole run alive, beyond the cache's limit).
+    assert longest_run >= 2
+    kept = hats.hats_collection().row_groups.values()
+    buffers = [{b.address for column in table.columns for chunk in column.chunks
+                for b in chunk.buffers() if b is not None and b.size} for table in kept]
+    assert sum(len(b) for b in buffers) == len(set().union(*buffers))
+    assert hats.hats_collection().row_groups.size == \
+        sum(table.get_total_buffer_size() for table in kept)
+    # Footers are kept serialized (parsed they take ten times the memory) and parse back
+    # to the files' own.
+    kept_footers = [file for files in hats.hats_collection().footers.values() for file in files]
+    assert len(kept_footers) == len(reads)
+    for file in kept_footers:
+        assert file.metadata.equals(pq.ParquetFile(bucket / file.path.split("/", 1)[1]).metadata)
 
     # The next batch, the same stars: footers and row groups come from the caches.
     archives.reset_stats()

@@ -235,7 +235,10 @@ class HatsLightCurves:
 
         with self._lock:
             if self._structure is None:
-                opened = self._with_retries(lambda: hats.read_hats(self.path()),
+                # No MOC: the route finds partitions from their list, and the MOC would be
+                # made from the point map, read whole (12.9 MB for the benchmark's million
+                # objects) at every opening.
+                opened = self._with_retries(lambda: hats.read_hats(self.path(), read_moc=False),
                                             f"opening the ZTF HATS collection {self.url}")
                 self._structure = getattr(opened, "main_catalog", opened)
             return self._structure
@@ -302,9 +305,18 @@ class HatsLightCurves:
 
     def _open(self, path: str, size: int):
         """A file of the collection read with no read-ahead: each read pyarrow makes (a
-        footer, a coalesced run of column chunks) is one ranged GET of just those bytes,
-        and the known size spares a HEAD."""
-        return self._filesystem().open(path, "rb", cache_type="none", size=size)
+        footer, a coalesced run of column chunks) is one ranged GET of just those bytes.
+
+        The file's details (its size, known already) are given to the handle: s3fs
+        otherwise looks them up with a HEAD before the first read of every handle, one
+        more request for each footer and each run of row groups.
+        """
+        from fsspec.spec import AbstractBufferedFile
+
+        handle = self._filesystem().open(path, "rb", cache_type="none", size=size)
+        if isinstance(handle, AbstractBufferedFile):
+            handle.details = {"name": path, "size": size, "type": "file"}
+        return handle
 
     def partition_files(self, pixel: tuple[int, int]) -> list[PartitionFile]:
         """The Parquet files of a partition with their footers (listed and read once, then
@@ -335,19 +347,22 @@ class HatsLightCurves:
             with self._open(name, size) as handle:
                 found.append(PartitionFile.from_metadata(name, size,
                                                          pq.ParquetFile(handle).metadata))
-        self.footers.put(pixel, found, sum(f.metadata.serialized_size for f in found))
+        self.footers.put(pixel, found, sum(f.memory for f in found))
         return found
 
     def _read_groups(self, file: PartitionFile, groups: list[int]) -> list[pa.Table]:
         """Row groups (consecutive ones, so pyarrow coalesces their chunks into one ranged
-        read) of a file, only the route's columns; one table per row group."""
+        read) of a file, only the route's columns; one table per row group, holding its own
+        memory."""
         with self._open(file.path, file.size) as handle:
             table = pq.ParquetFile(handle, metadata=file.metadata, pre_buffer=True
-                                   ).read_row_groups(groups, columns=file.columns)
+                                   ).read_row_groups(groups, columns=list(file.columns))
+        if len(groups) == 1:
+            return [table]
         tables, start = [], 0
         for group in groups:
-            rows = file.metadata.row_group(group).num_rows
-            tables.append(table.slice(start, rows))
+            rows = int(file.rows[group])
+            tables.append(_compacted(table.slice(start, rows)))
             start += rows
         return tables
 
@@ -406,7 +421,8 @@ class HatsLightCurves:
                 continue
             for group, table in zip(groups, tables):
                 have[(file.path, group)] = table
-                self.row_groups.put((file.path, group), table, table.nbytes)
+                self.row_groups.put((file.path, group), table,
+                                    table.get_total_buffer_size())
         return {pixel: found if isinstance(found, HatsError)
                 else [have[key] for key in wanted[pixel]] for pixel, found in results.items()}
 
@@ -476,6 +492,11 @@ class BoundedCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def values(self) -> list:
+        """The values kept, least recently used first."""
+        with self._lock:
+            return [value for value, _ in self._entries.values()]
+
     def get(self, key):
         with self._lock:
             entry = self._entries.get(key)
@@ -497,31 +518,48 @@ class BoundedCache:
 
 @dataclass(frozen=True)
 class PartitionFile:
-    """One Parquet file of a partition: its path, size and footer, and each row group's
-    ``_healpix_29`` range from the footer's statistics (the whole sky where they lack)."""
+    """One Parquet file of a partition: its path, size and footer, each row group's rows
+    and ``_healpix_29`` range from the footer's statistics (the whole sky where they lack),
+    and the columns read (the route's, and ``_healpix_29`` where the file has it)."""
 
     path: str
     size: int
-    metadata: pq.FileMetaData
+    #: The footer, serialized as in the file: kept so because parsed it takes
+    #: about ten times the memory (pyarrow keeps every column chunk's Thrift structure:
+    #: 21 MB for the 152 footers of the benchmark's collection, 1.9 MB serialized), which
+    #: would put the footer cache far beyond its limit.
+    footer: pa.Buffer
+    rows: np.ndarray
     lowest: np.ndarray
     highest: np.ndarray
+    columns: tuple[str, ...]
 
     @property
-    def columns(self) -> list[str]:
-        """The columns read: the route's, and ``_healpix_29`` where the file has it."""
-        names = self.metadata.schema.to_arrow_schema().names
-        return [column for column in _READ_COLUMNS if column in names or column != "_healpix_29"]
+    def metadata(self) -> pq.FileMetaData:
+        """The footer, parsed (about 0.2 ms for hats-import's)."""
+        return pq.read_metadata(pa.BufferReader(self.footer))
+
+    @property
+    def memory(self) -> int:
+        """Bytes this description holds (what the footer cache counts)."""
+        return self.footer.size + self.rows.nbytes + self.lowest.nbytes + self.highest.nbytes
 
     @classmethod
     def from_metadata(cls, path: str, size: int, metadata: pq.FileMetaData) -> PartitionFile:
-        column = metadata.schema.to_arrow_schema().get_field_index("_healpix_29")
+        names = metadata.schema.to_arrow_schema().names
+        column = names.index("_healpix_29") if "_healpix_29" in names else -1
+        rows = np.array([metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)],
+                        dtype=np.int64)
         lowest = np.zeros(metadata.num_row_groups, dtype=np.int64)
         highest = np.full(metadata.num_row_groups, np.iinfo(np.int64).max, dtype=np.int64)
         for group in range(metadata.num_row_groups if column >= 0 else 0):
             statistics = metadata.row_group(group).column(column).statistics
             if statistics is not None and statistics.has_min_max:
                 lowest[group], highest[group] = statistics.min, statistics.max
-        return cls(path, size, metadata, lowest, highest)
+        sink = pa.BufferOutputStream()
+        metadata.write_metadata_file(sink)
+        columns = tuple(c for c in _READ_COLUMNS if c in names or c != "_healpix_29")
+        return cls(path, size, sink.getvalue(), rows, lowest, highest, columns)
 
     def groups_meeting(self, ranges: np.ndarray) -> list[int]:
         """The row groups whose ``_healpix_29`` span meets one of the sorted, disjoint
@@ -534,6 +572,18 @@ class PartitionFile:
         meets = (first < len(ranges)) & (ranges[np.minimum(first, len(ranges) - 1), 0]
                                          <= self.highest)
         return [int(group) for group in np.flatnonzero(meets)]
+
+
+def _compacted(table: pa.Table) -> pa.Table:
+    """A copy of a slice that holds only its rows' memory.
+
+    pyarrow reads a run of row groups as one chunk, and a slice of it keeps the whole
+    run's buffers alive: a row group kept in the cache would hold all its run's memory,
+    counted as its own part only, and the cache would hold more than its limit.
+    """
+    return pa.Table.from_arrays(
+        [pa.concat_arrays(column.chunks) if column.num_chunks else pa.array([], column.type)
+         for column in table.columns], schema=table.schema)
 
 
 def _consecutive(groups: list[int]) -> list[list[int]]:
