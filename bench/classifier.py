@@ -101,12 +101,14 @@ def real_stars(analysis: Analysis, planets: bool = False) -> dict:
     campaign (EPIC 211117077) and two Kepler quarters (KIC 10002792, searched
     together); with ``planets``, also the files of
     :data:`~skyretriever.testing.realfiles.PLANET_FILES` (WASP-4, TOI-216,
-    K2-140, K2-32 and two TESS stars of unknown status). Each is read and
+    K2-140, K2-32 and two TESS stars of unknown status; HAT-P-7 and WASP-126 of
+    :data:`~skyretriever.testing.realfiles.ASTROPY_DATA_FILES` when present). Each is read and
     reduced by its mission's observatory as a project reduces a download
     (PDCSAP flux, the default quality mask) and quality-checked by the
     analysis; the stars by name, each with its :class:`RealFile` records.
     """
     from skyretriever.testing.realfiles import (
+        ASTROPY_DATA_FILES,
         PLANET_FILES,
         REAL_FILES,
         find_real_files,
@@ -117,6 +119,8 @@ def real_stars(analysis: Analysis, planets: bool = False) -> dict:
     wanted = [(find_real_files(), REAL_FILES)]
     if planets:
         wanted.append((find_real_files(planet_cache(), PLANET_FILES), PLANET_FILES))
+        # HAT-P-7 and WASP-126, when `bench/real_files.py --astropy-data` has fetched them
+        wanted.append((find_real_files(planet_cache(), ASTROPY_DATA_FILES), ASTROPY_DATA_FILES))
     stars: dict = {}
     for paths, records in wanted:
         by_name = {real.name: real for real in records}

@@ -135,3 +135,42 @@ def test_planet_files_stay_out_of_the_download_benchmarks_folder():
     # RealFileCopies serves every FITS file of its folder: the planets' are in planets/
     assert RealFileCopies.from_folder(default_cache()).missions == {"TESS": 1, "K2": 1,
                                                                      "Kepler": 2}
+
+
+def test_astropy_data_files_are_fetched_checked_and_refused_when_they_differ(tmp_path):
+    """The bench-only planet hosts of astropy's documentation data: downloaded through the
+    HTTP layer (here from a loopback server), kept only with the recorded SHA-256."""
+    import dataclasses
+    import hashlib
+
+    from skyretriever.testing.realfiles import (
+        ASTROPY_DATA_FILES,
+        RealFilesUnavailable,
+        fetch_astropy_data,
+    )
+    from skyretriever.testing.server import ArchiveServer, Reply, Route, Service
+
+    content = b"SIMPLE  =                    T" + b" " * 2850
+    good = dataclasses.replace(ASTROPY_DATA_FILES[0], sha256=hashlib.sha256(content).hexdigest(),
+                               size=len(content))
+    changed = dataclasses.replace(good, name="other.fits", member="timeseries/other.fits")
+
+    files = Service()
+    files.routes = [Route(("GET",), "/timeseries/" + good.name, lambda _: Reply.file(content)),
+                    Route(("GET",), "/timeseries/other.fits",
+                          lambda _: Reply.file(content[:-1] + b"x"))]
+    server = ArchiveServer([files]).start()
+    try:
+        (path,) = fetch_astropy_data(tmp_path, base_url=server.url, files=[good])
+        assert path == tmp_path / good.name and path.read_bytes() == content
+        with pytest.raises(RealFilesUnavailable, match="does not have the recorded SHA-256"):
+            fetch_astropy_data(tmp_path, base_url=server.url, files=[changed])
+        assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]   # nothing half-kept
+        with pytest.raises(RealFilesUnavailable, match="cannot download .*missing.fits"):
+            fetch_astropy_data(tmp_path, base_url=server.url, files=[
+                dataclasses.replace(good, name="missing.fits", member="timeseries/missing.fits")])
+    finally:
+        server.stop()
+    # The recorded files: a Kepler and a TESS planet host, the Kepler one short cadence.
+    assert [(r.mission, r.planets[0].name) for r in ASTROPY_DATA_FILES] == [
+        ("Kepler", "HAT-P-7 b"), ("TESS", "WASP-126 b")]

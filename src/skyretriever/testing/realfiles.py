@@ -56,6 +56,7 @@ import pandas as pd
 
 from skyretriever.fitsfile import scan_fits
 from skyretriever.models import Lightcurve, RawPhotometry
+from skyretriever.net import HttpClient, NetworkError, NetworkPolicy
 from skyretriever.observatories.k2 import VirtualK2
 from skyretriever.observatories.kepler import VirtualKepler
 from skyretriever.observatories.mission_files import MJD_OFFSET, read_lightcurve_fits
@@ -63,8 +64,9 @@ from skyretriever.observatories.tess import VirtualTESS
 from skyretriever.storage import atomic_write, file_sha256
 from skyretriever.testing.stars import Product
 
-__all__ = ["ALTAIPONY", "PLANET_FILES", "REAL_FILES", "KnownPlanet", "RealFile",
-           "RealFileCopies", "RealFilesUnavailable", "default_cache", "fetch_real_files",
+__all__ = ["ALTAIPONY", "ASTROPY_DATA_FILES", "ASTROPY_DATA_URL", "PLANET_FILES", "REAL_FILES",
+           "KnownPlanet", "RealFile", "RealFileCopies", "RealFilesUnavailable", "default_cache",
+           "fetch_astropy_data", "fetch_real_files",
            "find_real_files", "planet_cache", "read_text_lightcurve", "real_lightcurves",
            "with_identity"]
 
@@ -175,6 +177,27 @@ PLANET_FILES = (
               KnownPlanet("K2-32 c", 20.66, "Sinukoff et al. 2016, ApJ 827, 78"),
               KnownPlanet("K2-32 d", 31.71, "Sinukoff et al. 2016, ApJ 827, 78")),
              "planet host", sequence=2),
+)
+
+#: Where astropy's documentation data are published (astropy's ``get_pkg_data_filename``).
+ASTROPY_DATA_URL = "https://data.astropy.org/"
+#: Two more planet hosts, from astropy's documentation data (MAST products) rather than an
+#: sdist: the only Kepler light curve of a known planet host found published with a package's
+#: data. ``member`` is the path below :data:`ASTROPY_DATA_URL`; fetched by
+#: :func:`fetch_astropy_data` (not by :func:`fetch_real_files`, so the tests never need them).
+ASTROPY_DATA_FILES = (
+    RealFile("kplr010666592-2009131110544_slc.fits",
+             "b648bf31893ab3eca26260d6c3077ac0e650b712823ae1134381d356fdf64cba", 1_457_280,
+             "Kepler", "timeseries/kplr010666592-2009131110544_slc.fits", ("", ""),
+             "HAT-P-7 (KIC 10666592)",
+             (KnownPlanet("HAT-P-7 b", 2.2047354, "Pal et al. 2008, ApJ 680, 1450"),),
+             "planet host"),
+    RealFile("hlsp_tess-data-alerts_tess_phot_00025155310-s01_tess_v1_lc.fits",
+             "d52c23f0f2c944c9ae585369ecb42a9c48c650b875b9f87814a325079e23bf2f", 2_039_040,
+             "TESS", "timeseries/hlsp_tess-data-alerts_tess_phot_00025155310-s01_tess_v1_lc.fits",
+             ("", ""), "WASP-126 (TIC 25155310)",
+             (KnownPlanet("WASP-126 b", 3.2888, "Maxted et al. 2016, arXiv:1605.05124"),),
+             "planet host"),
 )
 
 _HOW = ("Get them with `python bench/real_files.py` (runs `pip download {req} --no-deps "
@@ -295,6 +318,39 @@ def fetch_real_files(folder: str | os.PathLike | None = None, timeout: float = 6
         raise RealFilesUnavailable(f"real files missing from {folder}. "
                                    f"{how_to_get(folder, files)}")
     return found
+
+
+def fetch_astropy_data(folder: str | os.PathLike | None = None, timeout: float = 120.0,
+                       base_url: str = ASTROPY_DATA_URL,
+                       files: Sequence[RealFile] = ASTROPY_DATA_FILES) -> list[Path]:
+    """Make sure the files of :data:`ASTROPY_DATA_FILES` are in ``folder`` (default
+    :func:`planet_cache`), downloading the missing ones from ``base_url`` through the one
+    HTTP layer; returns their paths.
+
+    Raises
+    ------
+    RealFilesUnavailable
+        If a file cannot be downloaded or its SHA-256 is not the recorded one (nothing is
+        left in ``folder`` then), saying where to put it by hand.
+    """
+    folder = Path(folder) if folder is not None else planet_cache()
+    present = {path.name for path in find_real_files(folder, files)}
+    missing = [real for real in files if real.name not in present]
+    client = HttpClient(NetworkPolicy(max_attempts=2, timeout=timeout)) if missing else None
+    for real in missing:
+        folder.mkdir(parents=True, exist_ok=True)
+        url = base_url.rstrip("/") + "/" + real.member
+        by_hand = (f"download {url} into {folder} (astropy's "
+                   f"get_pkg_data_filename({real.member!r}) fetches the same file)")
+        try:
+            with atomic_write(folder / real.name) as partial:
+                client.download(url, partial)
+                if file_sha256(partial) != real.sha256:  # the error removes the partial
+                    raise RealFilesUnavailable(f"{url} does not have the recorded SHA-256 "
+                                               f"{real.sha256}; {by_hand}")
+        except NetworkError as error:
+            raise RealFilesUnavailable(f"cannot download {url}: {error}; {by_hand}") from error
+    return find_real_files(folder, files)
 
 
 # -- real files as a project's light curves ---------------------------------------------------
