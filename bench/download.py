@@ -23,7 +23,7 @@ the rest), timed with ``time.thread_time`` around the functions of each stage.
 ``--cprofile`` adds the functions that cost most in a second serial run without
 latency (cProfile); ``--stages-only`` runs only these serial runs (no routes, no
 lightkurve), and prints the HDF5 bytes on disk per light-curve file.
-``SKYRETRIEVER_HDF5_COMPRESSION=gzip|lzf|none`` chooses how the tables are compressed.
+``SKYRETRIEVER_HDF5_COMPRESSION=blosc|gzip|lzf|none`` chooses how the tables are compressed.
 
 Examples
 --------
@@ -31,6 +31,7 @@ Examples
     python bench/download.py --stars 50 --lightkurve-stars 10
     python bench/download.py --real-files --stars 50 --sectors 2 --lightkurve-stars 10 --cprofile
     python bench/download.py --real-files --stars 40 --sectors 2 --profile-sources 40 --stages-only
+    python bench/download.py --cadence 20 --days 27 --stars 20 --sectors 2 --lightkurve-stars 5
 """
 
 from __future__ import annotations
@@ -66,11 +67,16 @@ def start_archives(args: argparse.Namespace, folder: Path) -> tuple[subprocess.P
     catalog = folder / "catalog.csv"
     command = [sys.executable, "-m", "skyretriever.testing", "serve", "--stars", str(args.stars),
                "--sectors", str(args.sectors), "--days", str(args.days), "--latency",
-               str(args.latency), "--catalog", str(catalog), "--prepare-files", "--seed", "1"]
+               str(args.latency), "--catalog", str(catalog), "--prepare-files", "--seed", "1",
+               "--cadence", str(args.cadence)]
     if args.real_files:
         # Every copy stays in memory (2 MB each), so none is made again while timing.
         megabytes = max(512, 2.5 * args.stars * args.sectors)
         command += ["--real-files", str(args.real_files), "--cache-mb", str(megabytes)]
+    else:       # every file made beforehand stays in memory too (a 20-second sector: 7 MB)
+        megabytes = max(512, 1.2 * args.stars * args.sectors * (7.5 if args.cadence == 20 else 2)
+                        * args.days / 27)
+        command += ["--cache-mb", str(megabytes)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     for line in process.stdout:
         if line.startswith("{"):
@@ -105,7 +111,7 @@ def cpu_seconds() -> float:
 
 
 def make_project(urls: dict[str, str], root: Path, use_cloud: bool, connections: int,
-                 execution: dict[str, Any] | None = None):
+                 execution: dict[str, Any] | None = None, cadence: int = 120):
     from skyretriever import Project
 
     return Project(
@@ -114,14 +120,15 @@ def make_project(urls: dict[str, str], root: Path, use_cloud: bool, connections:
         catalog_kwargs={"kind": "file", "filename": urls["catalog"]},
         execution_kwargs=execution or {},
         TESS={"mast_url": urls["mast_url"], "s3_endpoint_url": urls["s3_endpoint_url"],
-              "use_cloud": use_cloud, "max_connections_per_host": connections},
+              "use_cloud": use_cloud, "max_connections_per_host": connections,
+              "cadences": [cadence]},
     )
 
 
-def run_skyretriever(urls: dict[str, str], folder: Path, use_cloud: bool, connections: int
-                     ) -> tuple[float, dict[str, int], int, float]:
+def run_skyretriever(urls: dict[str, str], folder: Path, use_cloud: bool, connections: int,
+                     cadence: int) -> tuple[float, dict[str, int], int, float]:
     project = make_project(urls, folder / ("data_s3" if use_cloud else "data_https"),
-                           use_cloud, connections)
+                           use_cloud, connections, cadence=cadence)
     reset(urls)
     cpu = cpu_seconds()
     begin = time.perf_counter()
@@ -230,7 +237,7 @@ def instrument(clock: StageClock) -> None:
 
 
 def profile_stages(urls: dict[str, str], folder: Path, sources: int, use_cloud: bool,
-                   connections: int, with_cprofile: bool
+                   connections: int, with_cprofile: bool, cadence: int
                    ) -> tuple[int, dict[str, float], float, pstats.Stats | None]:
     """CPU seconds by stage of a serial run (one thread) over the first ``sources`` stars;
     returns the files, the seconds by stage, the run's wall time and, with
@@ -239,7 +246,7 @@ def profile_stages(urls: dict[str, str], folder: Path, sources: int, use_cloud: 
     instrument(clock)
     try:
         project = make_project(urls, folder / "data_profile", use_cloud, connections,
-                               {"scheduler": "serial"})
+                               {"scheduler": "serial"}, cadence)
         begin, cpu = time.perf_counter(), time.thread_time()
         summary = project.run(stop=sources, analyze=False)
         total_cpu, elapsed = time.thread_time() - cpu, time.perf_counter() - begin
@@ -260,7 +267,7 @@ def profile_stages(urls: dict[str, str], folder: Path, sources: int, use_cloud: 
         # than the small functions they time) counts little waiting.
         set_latency(urls, 0.0)
         project = make_project(urls, folder / "data_cprofile", use_cloud, connections,
-                               {"scheduler": "serial"})
+                               {"scheduler": "serial"}, cadence)
         profiler = cProfile.Profile()
         profiler.enable()
         project.run(stop=sources, analyze=False)
@@ -303,7 +310,7 @@ def print_hot_functions(statistics: pstats.Stats, files: int, most: int = 25) ->
             print(f"  {1000 * cumulative / files:7.2f} {calls:7d}  {label}")
 
 
-def run_lightkurve(urls: dict[str, str], folder: Path, tics: list[int]
+def run_lightkurve(urls: dict[str, str], folder: Path, tics: list[int], cadence: int
                    ) -> tuple[float, dict, int, float]:
     import lightkurve as lk
     from astroquery.mast import Observations
@@ -320,7 +327,7 @@ def run_lightkurve(urls: dict[str, str], folder: Path, tics: list[int]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for tic in tics:
-            found = lk.search_lightcurve(f"TIC {tic}", author="SPOC", exptime=120)
+            found = lk.search_lightcurve(f"TIC {tic}", author="SPOC", exptime=cadence)
             collection = found.download_all(download_dir=str(folder / "lightkurve"))
             files += len(collection) if collection is not None else 0
     elapsed = time.perf_counter() - begin
@@ -337,6 +344,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stars", type=int, default=200)
     parser.add_argument("--sectors", type=int, default=3, help="TESS sectors per star")
+    parser.add_argument("--cadence", type=int, choices=(120, 20), default=120,
+                        help="TESS light curves of 2-minute (120) or 20-second (20) cadence; "
+                             "20-second files are simulated (no real one is at hand): use "
+                             "--days 27 for files of a real sector's size")
     parser.add_argument("--days", type=float, default=2.0,
                         help="days of data per simulated sector file (not with --real-files)")
     parser.add_argument("--latency", type=float, default=0.15, help="seconds per request")
@@ -354,6 +365,8 @@ def main() -> int:
     parser.add_argument("--cprofile", action="store_true",
                         help="also profile a serial run with cProfile and list the hot functions")
     args = parser.parse_args()
+    if args.real_files is not None and args.cadence != 120:
+        parser.error("--real-files has 2-minute files only; leave it out with --cadence 20")
     if args.real_files is not None:
         from skyretriever.testing.realfiles import default_cache, fetch_real_files
 
@@ -369,7 +382,7 @@ def main() -> int:
             catalog = pd.read_csv(urls["catalog"])
             files = args.stars * args.sectors
             what = (f"copies of real SPOC 2-min files from {args.real_files}" if args.real_files
-                    else f"simulated files, {args.days:g} days each")
+                    else f"simulated {args.cadence}-s files, {args.days:g} days each")
             print(f"skyretriever download benchmark: {args.stars} TESS stars x {args.sectors} "
                   f"sectors = {files} light-curve files ({what}), "
                   f"{1000 * args.latency:.0f} ms latency per request, {os.cpu_count()} cores")
@@ -382,7 +395,7 @@ def main() -> int:
                 for label, use_cloud in (("skyretriever, S3 bucket + MAST", True),
                                          ("skyretriever, MAST HTTPS only", False)):
                     elapsed, counts, reduced, cpu = run_skyretriever(urls, folder, use_cloud,
-                                                                     args.connections)
+                                                                     args.connections, args.cadence)
                     ideal, how = ideal_seconds(counts, args.connections, args.latency)
                     results[label] = elapsed
                     print(f"{label:<38} {elapsed:8.1f} s   requests {counts}, "
@@ -392,7 +405,7 @@ def main() -> int:
                 subset = catalog["tic_id"].astype(int).tolist()
                 if args.lightkurve_stars is not None:
                     subset = subset[: args.lightkurve_stars]
-                elapsed, counts, fetched, cpu = run_lightkurve(urls, folder, subset)
+                elapsed, counts, fetched, cpu = run_lightkurve(urls, folder, subset, args.cadence)
                 scale = len(catalog) / len(subset)
                 total = elapsed * scale
                 ideal, how = ideal_seconds(counts, 1, args.latency)
@@ -409,7 +422,8 @@ def main() -> int:
             if args.profile_sources > 0:
                 print()
                 reduced, seconds, elapsed, statistics = profile_stages(
-                    urls, folder, args.profile_sources, True, args.connections, args.cprofile)
+                    urls, folder, args.profile_sources, True, args.connections, args.cprofile,
+                    args.cadence)
                 print_stages(reduced, seconds, elapsed, "S3 bucket + MAST")
                 if statistics is not None:
                     print()

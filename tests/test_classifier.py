@@ -405,8 +405,11 @@ def test_run_train_run_and_query_ml_score(tmp_path, database_url, data_root, cap
     assert len(scores) == 20 and all(0.0 <= s <= 1.0 for s in scores.values())
     assert all(s is not None and 0.0 <= s <= 1.0 for s in transit_scores)
     distinct = sorted(set(scores.values()))
-    assert len(distinct) > 2, scores        # the model tells the sources apart
-    cut = distinct[len(distinct) // 2]
+    # The model tells the sources apart. Fitted on 60 examples, its trees have two leaves
+    # each (scikit-learn's 20 examples a leaf at least), and may all split one number at
+    # one value: two scores are then all it gives.
+    assert len(distinct) > 1, scores
+    cut = (distinct[0] + distinct[-1]) / 2
     code, out, _ = _run(capsys, "sources", config, "--where", f"ml_score > {cut}",
                         "--format", "json")
     assert code == 0

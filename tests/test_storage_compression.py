@@ -49,8 +49,9 @@ def test_every_compression_reads_back_the_same_table(data_root, compression):
     assert metadata == {"h": {"OBJECT": "TIC 7"}}
     with h5py.File(storage.full_path(info.filename), "r") as handle:
         dataset = handle["k"]
-        assert dataset.compression == {"gzip": "gzip", "lzf": "lzf", "none": None}[compression]
-        assert dataset.shuffle == (compression != "none")
+        assert storage.compression_of(dataset) == compression
+        # Blosc shuffles the bytes itself; HDF5's shuffle goes before deflate and LZF.
+        assert dataset.shuffle == (compression in ("gzip", "lzf"))
         if compression == "gzip":
             assert dataset.compression_opts == 1
 
@@ -59,15 +60,37 @@ def test_compression_makes_files_smaller_and_the_same_bytes_each_time(data_root)
     frame = _big_frame()
     sizes = {name: write_tables(f"T/RA001/s_{name}.h5", {"k": (frame, {})},
                                 compression=name).file_size for name in storage.COMPRESSIONS}
-    assert sizes["gzip"] < sizes["lzf"] < sizes["none"] / 2
-    again = write_tables("T/RA001/s_again.h5", {"k": (frame, {})}, compression="gzip")
-    first = write_tables("T/RA001/s_first.h5", {"k": (frame, {})}, compression="gzip")
-    assert again.checksum == first.checksum
+    assert sizes["gzip"] < min(sizes["lzf"], sizes["blosc"])
+    assert max(sizes["lzf"], sizes["blosc"]) < sizes["none"] / 2
+    for name in ("blosc", "gzip"):
+        again = write_tables(f"T/RA001/{name}_again.h5", {"k": (frame, {})}, compression=name)
+        first = write_tables(f"T/RA001/{name}_first.h5", {"k": (frame, {})}, compression=name)
+        assert again.checksum == first.checksum
+
+
+def test_blosc_files_read_in_a_process_that_never_imported_skyretriever(data_root):
+    """What a user's own h5py script needs for the default files: ``import hdf5plugin``."""
+    import subprocess
+    import sys
+
+    info = write_tables("T/RA001/theirs.h5", {"k": (_big_frame(), {})})
+    path = str(storage.full_path(info.filename))
+    script = ("import sys, h5py\n"
+              "{plugin}"
+              "with h5py.File(sys.argv[1], 'r') as handle:\n"
+              "    print(handle['k'][:]['cadenceno'].sum())\n")
+    with_plugin = subprocess.run([sys.executable, "-c", script.format(plugin="import hdf5plugin\n"),
+                                  path], capture_output=True, text=True, timeout=120)
+    assert with_plugin.returncode == 0, with_plugin.stderr[-2000:]
+    assert int(with_plugin.stdout) == sum(range(20_000))
+    without = subprocess.run([sys.executable, "-c", script.format(plugin=""), path],
+                             capture_output=True, text=True, timeout=120)
+    assert without.returncode != 0 and "read data" in without.stderr
 
 
 def test_the_process_setting_is_used_checked_and_inherited(data_root, default_compression,
                                                            monkeypatch):
-    assert storage.current_compression() == "gzip"
+    assert storage.current_compression() == "blosc"
     assert storage.set_compression("none") == "none"
     info = write_tables("T/RA001/p.h5", {"k": (_big_frame(), {})})
     with h5py.File(storage.full_path(info.filename), "r") as handle:
@@ -84,7 +107,7 @@ def test_the_process_setting_is_used_checked_and_inherited(data_root, default_co
     with pytest.raises(ValueError, match=r"\$SKYRETRIEVER_HDF5_COMPRESSION is 'gzip9'"):
         write_tables("T/RA001/q.h5", {"k": (_big_frame(), {})})
     monkeypatch.delenv(storage.COMPRESSION_VARIABLE)
-    assert storage.current_compression() == "gzip"
+    assert storage.current_compression() == "blosc"
 
 
 def _write_like_before(path, key: str, frame: pd.DataFrame, metadata: dict) -> None:
@@ -198,6 +221,6 @@ def test_a_worker_that_did_not_inherit_the_environment_uses_the_drivers_compress
                             env=environment, capture_output=True, timeout=120)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     before, filename = result.stdout.decode().split()
-    assert before == "gzip"                      # what such a process has of its own
+    assert before == "blosc"                     # what such a process has of its own
     with h5py.File(storage.full_path(filename), "r") as handle:
         assert handle["k"].compression == "lzf"

@@ -12,9 +12,10 @@ check is treated as missing and made again.
 A table is stored as one HDF5 compound dataset per key (one row per epoch),
 with the column kinds and any metadata as JSON attributes. This keeps a
 100-point light curve to a few kilobytes. Tables above 64 kB are compressed
-(:func:`set_compression`: deflate level 1 after the byte shuffle by default, which
-every HDF5 reader opens); whatever the setting a file was written with, it
-reads the same way.
+(:func:`set_compression`: by default Blosc's LZ4 after the byte shuffle, HDF5
+filter 32001, which h5py opens once ``hdf5plugin`` is imported and PyTables
+opens as it is; ``gzip`` for files every HDF5 reader opens); whatever the
+setting a file was written with, it reads the same way.
 
 Layout (``DATA_ROOT`` from :func:`configure`, ``$SKYRETRIEVER_DATA`` or ``./data``)::
 
@@ -68,6 +69,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import h5py
+import hdf5plugin
 import numpy as np
 import pandas as pd
 
@@ -118,6 +120,7 @@ __all__ = [
     "clean_temporary",
     "clean_temporary_counted",
     "current_compression",
+    "compression_of",
     "temporary_path",
     "writer_alive",
     "check_file",
@@ -597,14 +600,18 @@ def _json_default(value: Any) -> Any:
 _HDF5_TYPES: dict[np.dtype, Any] = {}
 
 #: How tables larger than 64 kB are compressed (:func:`set_compression`).
-COMPRESSIONS = ("gzip", "lzf", "none")
+COMPRESSIONS = ("blosc", "gzip", "lzf", "none")
 #: The environment variable naming the compression (worker processes inherit it).
 COMPRESSION_VARIABLE = "SKYRETRIEVER_HDF5_COMPRESSION"
-_DEFAULT_COMPRESSION = "gzip"
+_DEFAULT_COMPRESSION = "blosc"
 #: Bytes per chunk of a compressed table: small enough for the byte shuffle to stay in
 #: the processor's cache, large enough for deflate to find long runs.
 _CHUNK_BYTES = 64 * 1024
 _FILTERS: dict[str, dict[str, Any]] = {
+    # LZ4 level 5 after Blosc's byte shuffle, one thread (the same table, the same bytes):
+    # a 20,000-epoch TESS light curve in 3.7 ms of CPU, against 27 ms for deflate level 1,
+    # 8% larger; it reads back in a third of deflate's time.
+    "blosc": dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)),
     # Level 1 with the byte shuffle: as small as level 4 within 1%, a quarter less CPU.
     "gzip": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
     "lzf": {"compression": "lzf", "shuffle": True},
@@ -615,11 +622,14 @@ _FILTERS: dict[str, dict[str, Any]] = {
 def set_compression(name: str | None) -> str:
     """Choose how this process (and the worker processes it starts) compresses large tables.
 
-    ``gzip`` (the default: deflate level 1 after the byte shuffle) gives files
-    every HDF5 reader opens, about 2.7 times smaller than ``none``; ``lzf`` costs
-    a little less CPU for files a little larger, and only h5py (or HDF5 with the
-    LZF plugin) reads them; ``none`` costs almost nothing and is largest. Files
-    written with any of them are read the same way; ``None`` restores the default.
+    ``blosc`` (the default: LZ4 after Blosc's byte shuffle) costs about a seventh
+    of ``gzip``'s CPU for files about 8% larger, and is read by h5py with
+    ``import hdf5plugin`` (this module imports it) and by PyTables; ``gzip``
+    (deflate level 1 after the byte shuffle) gives files every HDF5 reader
+    opens, about 2.9 times smaller than ``none``; ``lzf`` is between them and
+    only h5py (or HDF5 with the LZF plugin) reads it; ``none`` costs least CPU
+    and is largest. Files written with any of them are read the same way;
+    ``None`` restores the default.
     The choice is kept in ``$SKYRETRIEVER_HDF5_COMPRESSION``, so processes started
     afterwards use it too. Returns the compression now in use.
 
@@ -628,11 +638,11 @@ def set_compression(name: str | None) -> str:
     >>> set_compression("none")
     'none'
     >>> set_compression(None)
-    'gzip'
+    'blosc'
     >>> set_compression("zstd")
     Traceback (most recent call last):
     ...
-    ValueError: unknown HDF5 compression 'zstd'; choose one of gzip, lzf, none
+    ValueError: unknown HDF5 compression 'zstd'; choose one of blosc, gzip, lzf, none
     """
     if name is None:
         os.environ.pop(COMPRESSION_VARIABLE, None)
@@ -645,6 +655,23 @@ def current_compression() -> str:
     """The compression of large tables in this process (:func:`set_compression`)."""
     return _checked_compression(os.environ.get(COMPRESSION_VARIABLE) or _DEFAULT_COMPRESSION,
                                 f"${COMPRESSION_VARIABLE} is {{name!r}}")
+
+
+def compression_of(dataset: h5py.Dataset) -> str:
+    """Which of :data:`COMPRESSIONS` a dataset was written with (``other`` for none of them).
+
+    >>> info = write_tables("raw/DEMO/RA010/c.h5", {"x": (pd.DataFrame({"t": np.arange(9e3)}), {})})
+    >>> with h5py.File(full_path(info.filename)) as handle:
+    ...     compression_of(handle["x"])
+    'blosc'
+    """
+    properties = dataset.id.get_create_plist()
+    codes = {properties.get_filter(index)[0] for index in range(properties.get_nfilters())}
+    if not codes:
+        return "none"
+    if hdf5plugin.BLOSC_ID in codes:
+        return "blosc"
+    return dataset.compression if dataset.compression in COMPRESSIONS else "other"
 
 
 def _checked_compression(name: str, what: str = "unknown HDF5 compression {name!r}") -> str:

@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="start the simulated archives (MAST, S3, IRSA, catalogs)")
     serve.add_argument("--stars", type=int, default=20, help="number of simulated stars")
     serve.add_argument("--sectors", type=int, default=2, help="TESS sectors per star")
+    serve.add_argument("--cadence", type=int, choices=(120, 20), default=120,
+                       help="seconds between the TESS light curves' epochs (2-minute or 20-second)")
     serve.add_argument("--days", type=float, default=3.0,
                        help="days covered by each sector's file")
     serve.add_argument("--empty-fraction", type=float, default=0.0,
@@ -143,6 +145,7 @@ def _looking_commands(config: str, data_root: Path, database_url: str,
 def serve(args: argparse.Namespace) -> int:
     real_files = RealFileCopies.from_folder(args.real_files) if args.real_files else None
     sky = SimulatedSky.random(args.stars, seed=args.seed, sectors_per_star=args.sectors,
+                              tess_cadence="fast" if args.cadence == 20 else "short",
                               empty_fraction=args.empty_fraction, days_per_sector=args.days,
                               real_files=real_files, cache_bytes=int(args.cache_mb * 1024**2))
     faults = Faults(latency=args.latency, retry_after=args.retry_after, seed=args.seed,

@@ -153,8 +153,9 @@ class SimulatedSky:
     def random(cls, num_stars: int, *, seed: int = 0, sectors_per_star: int = 2,
                transit_fraction: float = 0.5, empty_fraction: float = 0.0,
                k2_fraction: float = 0.0, kepler_fraction: float = 0.0,
-               **kwargs: Any) -> SimulatedSky:
-        """A sky of ``num_stars`` random stars, each with ``sectors_per_star`` TESS sectors.
+               tess_cadence: str = "short", **kwargs: Any) -> SimulatedSky:
+        """A sky of ``num_stars`` random stars, each with ``sectors_per_star`` TESS sectors
+        (``tess_cadence``: ``short``, 2-minute, or ``fast``, 20-second light curves).
 
         A fraction has a transiting planet; a fraction has no data at all; a
         fraction also has K2 campaigns or Kepler quarters.
@@ -165,6 +166,8 @@ class SimulatedSky:
         >>> len(sky.stars), len(sky.observations)
         (5, 15)
         """
+        if tess_cadence not in ("short", "fast"):
+            raise ValueError(f"tess_cadence is 'short' or 'fast', not {tess_cadence!r}")
         rng = np.random.default_rng(seed)
         stars = []
         for index in range(num_stars):
@@ -188,8 +191,8 @@ class SimulatedSky:
                 epic_id=int(201_000_000 + index) if campaigns else None,
                 kic_id=int(1_000_000 + index) if quarters else None,
                 gaia_id=int(4_000_000_000_000_000_000 + index),
-                tmag=tmag, tess_sectors=sectors, k2_campaigns=campaigns,
-                kepler_quarters=quarters, transit=transit,
+                tmag=tmag, k2_campaigns=campaigns, kepler_quarters=quarters, transit=transit,
+                **{"tess_sectors" if tess_cadence == "short" else "tess_fast_sectors": sectors},
             ))
         return cls(stars, seed=seed, **kwargs)
 
