@@ -138,6 +138,13 @@ def _import_builtin_observatories() -> None:
                 raise
 
 
+def _gathered(column: pd.Series, rows: np.ndarray) -> Any:
+    """The values of ``column`` at positions ``rows``, a new array of the column's own dtype."""
+    if isinstance(column.dtype, np.dtype):
+        return column.to_numpy()[rows]
+    return column.array.take(rows)
+
+
 class VirtualObservatory(abc.ABC):
     """Base of every observatory: download, standardise and reduce one source at a time.
 
@@ -436,19 +443,27 @@ class VirtualObservatory(abc.ABC):
         frame.attrs = {}
         quality = frame["quality"].to_numpy(dtype=np.int64)
         frame["qflag"] = (quality & self.quality_mask) != 0
-        ordered, bounds = self._split(frame)
+        order, bounds = self._split(frame)
         total = len(bounds)
         folder = self.context.folder
         filename = storage.reduced_filename(folder, self.name, raw.source_name, raw.ra,
                                             self.data_type)
-        arrays = {c: ordered[c].to_numpy() for c in SUMMARY_COLUMNS if c in ordered}
-        filters = ordered["filter"].to_numpy() if "filter" in ordered else None
+        columns = {name: frame[name] for name in frame.columns}
         lightcurves = []
         for number, (start, stop) in enumerate(bounds, start=1):
-            summaries = lightcurve_summaries({c: v[start:stop] for c, v in arrays.items()})
+            # Each light curve's columns are gathered from the frame's once: its own copy
+            # (sharing memory with neither the raw data nor another light curve), left as
+            # columns (pandas would copy them again into one block).
+            rows = order[start:stop]
+            data = pd.DataFrame({name: _gathered(column, rows) for name, column in columns.items()},
+                                copy=False)
+            summaries = lightcurve_summaries({c: data[c].to_numpy() for c in SUMMARY_COLUMNS
+                                              if c in data})
             band = None
-            if filters is not None and (filters[start:stop] == filters[start]).all():
-                band = str(filters[start])
+            if "filter" in data:
+                filters = data["filter"].to_numpy()
+                if len(filters) and (filters == filters[0]).all():
+                    band = str(filters[0])
             lc = Lightcurve(
                 observatory=self.name,
                 filter=band,
@@ -462,7 +477,7 @@ class VirtualObservatory(abc.ABC):
                 key=storage.reduction_key(raw.source_name, number, total),
                 **summaries,
             )
-            lc.data = ordered.iloc[start:stop].reset_index(drop=True)
+            lc.data = data
             lc._metadata = {
                 "source_name": raw.source_name,
                 "observatory": self.name,
@@ -478,12 +493,13 @@ class VirtualObservatory(abc.ABC):
             lc.siblings = lightcurves
         return lightcurves
 
-    def _split(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, int]]]:
+    def _split(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Order the epochs for splitting and find the series in them.
 
-        Returns the epochs with a finite time, ordered by ``split_columns`` then
-        time, and the ``(start, stop)`` rows of each series (split by those
-        columns and by time gaps), numbered by start time.
+        Returns the rows of the epochs with a finite time, ordered by
+        ``split_columns`` then time, and the ``(start, stop)`` places in that
+        order of each series (split by those columns and by time gaps), numbered
+        by start time.
         """
         times = frame["mjd"].to_numpy(dtype=float)
         codes = np.zeros(len(frame), dtype=np.int64)
@@ -500,7 +516,7 @@ class VirtualObservatory(abc.ABC):
                   if b - a >= self.pars.reducer.min_points]
         # Number the series by start time (codes break ties, so the order is deterministic).
         bounds.sort(key=lambda ab: (ordered_times[ab[0]], ordered_codes[ab[0]]))
-        return frame.take(order), bounds
+        return order, bounds
 
     # -- whole sources ---------------------------------------------------------------------
     def fetch_source(self, cat_row: dict[str, Any], save: bool = True, reduce: bool = True):

@@ -696,4 +696,4 @@ class VirtualMAST(RuntimeState, VirtualObservatory):
             else np.full(len(frame), -1, dtype=np.int64),
             "sap_bkg": column("sap_bkg"),
             self.sequence_column: frame[self.sequence_column].to_numpy(dtype=np.int64),
-        })
+        }, copy=False)      # columns as they are: the light curves gather theirs from them

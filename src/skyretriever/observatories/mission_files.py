@@ -262,6 +262,8 @@ def read_lightcurve_fits(path: str | Path, layout: LightcurveLayout | None = Non
     data["bjd"] = np.asarray(data["time"], dtype=float) + reference
     data["mjd"] = data["bjd"] - MJD_OFFSET
     data["exptime"] = np.full(len(data["bjd"]), float(timedel) * 86400.0 if timedel else np.nan)
-    frame = pd.DataFrame(data)
+    # The columns as they are (each the reader's own array): pandas would copy them all again
+    # into blocks of one dtype.
+    frame = pd.DataFrame(data, copy=False)
     return frame, {"primary": hdus[0].described(), "lightcurve": table.described(),
                    "repeated_cadences_dropped": repeated}
