@@ -329,8 +329,10 @@ def main() -> None:
     analysis = Analysis(finders=["transit"], classifier={"global_bins": 2001, "local_bins": 201,
                                                          "local_kinds": kinds})
     print(f"load average before: {os.getloadavg()}")
-    stars = make_stars(args.stars, args.cadence, analysis)
-    if args.examples_file and glob.glob(args.examples_file):
+    kept = bool(args.examples_file and glob.glob(args.examples_file))
+    # with kept examples the stars are for the scoring rate alone (its first 20, the same)
+    stars = make_stars(min(args.stars, 20) if kept else args.stars, args.cadence, analysis)
+    if kept:
         made = read_examples(args.examples_file)
         if made.series is not None:     # views of this run's kinds from the kept series
             made = remade_views(made, analysis)

@@ -103,19 +103,17 @@ def binned_median(x: np.ndarray, y: np.ndarray, low: float, high: float, bins: i
     return result
 
 
+def _median(view: np.ndarray) -> float:
+    """``np.median`` of a 1-D array without NaN, at a third of its cost on a view's few bins."""
+    middle = [(len(view) - 1) // 2, len(view) // 2]
+    low, high = np.partition(view, middle)[middle]
+    return 0.5 * (low + high)
+
+
 def _normalised(view: np.ndarray) -> np.ndarray:
     """Median 0, minimum -1 (a flat view stays at 0)."""
-    view = view - np.median(view)
+    view = view - _median(view)
     lowest = -float(np.min(view))
-    return view / lowest if lowest > 0 else view
-
-
-def _scaled_as(view: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """``view`` less its median, divided by the depth of ``reference`` (raw, unnormalised)."""
-    if np.isnan(view).all():          # no point in this window (an odd or even part)
-        return np.zeros_like(view)
-    view = view - np.median(view)
-    lowest = -float(np.min(reference - np.median(reference)))
     return view / lowest if lowest > 0 else view
 
 
@@ -196,15 +194,25 @@ def candidate_views(times: np.ndarray, flux: np.ndarray, period: float, epoch: f
     global_view = binned_median(phase, flux, -0.5 * period, 0.5 * period, global_bins)
     local_view = binned_median(phase, flux, -half_local, half_local, local_bins)
     parts = [_normalised(local_view)]
-    for kind in check_local_kinds(local_kinds)[1:]:
+    kinds = check_local_kinds(local_kinds)
+    if len(kinds) > 1:
+        # the other parts less their median, in the transit part's depths
+        lowest = float(_median(local_view) - np.min(local_view))
+        scale = 1.0 / lowest if lowest > 0 else 1.0
+        # the other parts from the points near the transits or the secondary alone
+        near = np.abs(phase) <= half_local
+        opposite = np.abs(phase) >= 0.5 * period - half_local
+    for kind in kinds[1:]:
         if kind == "secondary":
-            shifted = fold(times, period, epoch + 0.5 * period)
-            part = binned_median(shifted, flux, -half_local, half_local, local_bins)
+            shifted = fold(times[opposite], period, epoch + 0.5 * period)
+            part = binned_median(shifted, flux[opposite], -half_local, half_local, local_bins)
         else:
-            cycle = np.floor((times - epoch) / period + 0.5)
+            cycle = np.floor((times[near] - epoch) / period + 0.5)
             chosen = (cycle % 2 == 0) == (kind == "even")
-            part = binned_median(phase[chosen], flux[chosen], -half_local, half_local,
-                                 local_bins)
-        parts.append(_scaled_as(part, local_view))
+            part = binned_median(phase[near][chosen], flux[near][chosen], -half_local,
+                                 half_local, local_bins)
+        # a part without points (odd or even transits in no light curve) is flat
+        parts.append(np.zeros(local_bins) if np.isnan(part[0]) else
+                     (part - _median(part)) * scale)
     return CandidateViews(_normalised(global_view).astype(np.float32),
                           np.concatenate(parts).astype(np.float32))
