@@ -306,6 +306,8 @@ def main() -> None:
     parser.add_argument("--stars", type=int, default=60)
     parser.add_argument("--cadence", type=float, default=10.0, help="minutes between epochs")
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--patience", type=int, default=TrainingParameters().patience,
+                        help="epochs without a better validation loss before the CNN stops")
     parser.add_argument("--fit-examples", type=int, default=0)
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--examples-file", help="keep the examples in this .npz file (and read "
@@ -344,7 +346,8 @@ def main() -> None:
     print(f"{len(made)} examples made in {made.seconds:.0f} s "
           f"({made.seconds / (len(made) + sum(made.dropped.values())):.2f} s each); {made.summary()['by_kind']}; "
           f"dropped {dict(made.dropped)}")
-    pars = TrainingParameters(epochs=args.epochs, seed=0, threads=args.threads)
+    pars = TrainingParameters(epochs=args.epochs, seed=0, threads=args.threads,
+                              patience=args.patience)
     parts = split_by_source(made.sources, pars.split, pars.seed)
     test = made.subset(parts == 2)
     results = {"examples": made.summary(), "test": int((parts == 2).sum()), "models": {}}
@@ -391,7 +394,8 @@ def main() -> None:
         averaged_scores = [test.scores(fitted["cnn"])]
         total = results["models"]["cnn"]["fit_seconds"]
         for seed in range(1, args.seeds):
-            seeded = TrainingParameters(epochs=args.epochs, seed=seed, threads=args.threads)
+            seeded = TrainingParameters(epochs=args.epochs, seed=seed, threads=args.threads,
+                                        patience=args.patience)
             model, _, seconds = fit_model("cnn", made, parts, seeded, 2001, 201,
                                           local_kinds=kinds)
             total += seconds

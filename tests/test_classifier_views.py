@@ -160,3 +160,13 @@ def test_a_model_file_of_format_2_is_a_model_of_the_transit_part_alone(tmp_path)
         "local_bins": LOCAL, "local_kinds": list(ALL)})
     with pytest.raises(ModelFileError, match="made before local views had other parts"):
         analysis.classifier.model()
+
+
+def test_odd_transits_in_no_light_curve_give_a_flat_odd_part():
+    # one transit in the light curve (period longer than the data): the odd part has no point
+    t, flux, _, epoch, duration = _light_curve((4e-3, 4e-3), secondary=0.0)
+    keep = t < 2.0
+    parts = _parts(candidate_views(t[keep], flux[keep], 2.7, epoch, duration, global_bins=201,
+                                   local_bins=81, local_kinds=ALL))
+    assert np.all(parts["odd"] == 0.0)
+    assert np.median(parts["even"][37:44]) == pytest.approx(-1.0, abs=0.05)

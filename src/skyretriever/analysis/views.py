@@ -202,17 +202,23 @@ def candidate_views(times: np.ndarray, flux: np.ndarray, period: float, epoch: f
         # the other parts from the points near the transits or the secondary alone
         near = np.abs(phase) <= half_local
         opposite = np.abs(phase) >= 0.5 * period - half_local
-    for kind in kinds[1:]:
-        if kind == "secondary":
-            shifted = fold(times[opposite], period, epoch + 0.5 * period)
-            part = binned_median(shifted, flux[opposite], -half_local, half_local, local_bins)
-        else:
-            cycle = np.floor((times[near] - epoch) / period + 0.5)
-            chosen = (cycle % 2 == 0) == (kind == "even")
-            part = binned_median(phase[near][chosen], flux[near][chosen], -half_local,
-                                 half_local, local_bins)
-        # a part without points (odd or even transits in no light curve) is flat
-        parts.append(np.zeros(local_bins) if np.isnan(part[0]) else
-                     (part - _median(part)) * scale)
+        # all of them binned at once, laid end to end: one sort (empty bins at a part's
+        # edge may take their value from the next part's edge)
+        xs, ys = [], []
+        for number, kind in enumerate(kinds[1:]):
+            if kind == "secondary":
+                x, y = fold(times[opposite], period, epoch + 0.5 * period), flux[opposite]
+            else:
+                cycle = np.floor((times[near] - epoch) / period + 0.5)
+                chosen = (cycle % 2 == 0) == (kind == "even")
+                x, y = phase[near][chosen], flux[near][chosen]
+            xs.append(np.clip(x, -half_local, half_local * (1 - 1e-9)) + 2 * number * half_local)
+            ys.append(y)
+        others = binned_median(np.concatenate(xs), np.concatenate(ys), -half_local,
+                               (2 * len(xs) - 1) * half_local, len(xs) * local_bins)
+        for number, part in enumerate(others.reshape(len(xs), local_bins)):
+            # a part without points (odd or even transits in no light curve) is flat
+            parts.append(np.zeros(local_bins) if len(xs[number]) == 0 else
+                         (part - _median(part)) * scale)
     return CandidateViews(_normalised(global_view).astype(np.float32),
                           np.concatenate(parts).astype(np.float32))
