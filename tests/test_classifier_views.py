@@ -170,3 +170,24 @@ def test_odd_transits_in_no_light_curve_give_a_flat_odd_part():
                                    local_bins=81, local_kinds=ALL))
     assert np.all(parts["odd"] == 0.0)
     assert np.median(parts["even"][37:44]) == pytest.approx(-1.0, abs=0.05)
+
+
+def test_examples_keep_their_series_and_the_views_made_from_them_are_the_examples_views():
+    from skyretriever.analysis.synthetic import as_lightcurve, sector_lightcurve
+    from skyretriever.analysis.training import make_examples
+
+    analysis = Analysis(finders=["transit"], transit={"max_period": 5.0}, classifier={
+        "global_bins": GLOBAL, "local_bins": LOCAL, "local_kinds": list(ALL),
+        "training": {"snr": [10.0, 30.0], "period": [0.5, 5.0]}})
+    rng = np.random.default_rng(4)
+    stars = {f"s{i}": [analysis.check_quality(as_lightcurve(sector_lightcurve(
+        rng, days=12.0, cadence_minutes=30.0, gaps=(), noise_ppm=800.0)))[0]]
+        for i in range(2)}
+    made = make_examples(analysis, stars, 8, seed=3, keep_series=True)
+    assert len(made) > 0 and len(made.series) == len(made)
+    assert made.local_views.shape == (len(made), 4 * LOCAL)
+    for index, series in enumerate(made.series):
+        views = analysis.classifier.views(*series)
+        np.testing.assert_allclose(views.local_view, made.local_views[index], atol=1e-6)
+        np.testing.assert_allclose(views.global_view, made.global_views[index], atol=1e-6)
+    assert make_examples(analysis, stars, 2, seed=3).series is None

@@ -256,7 +256,7 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
         else:
             found = None if injected is None else finder.find_source(injected)
         outcome = _example(found, kind, event, classifier, simulators[name], name, rows,
-                           finder.pars.snr_threshold)
+                           finder.pars.snr_threshold, keep_series)
         if outcome != "made":
             dropped[f"{kind}: {outcome}"] += 1
         if progress is not None:
@@ -280,7 +280,7 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
 
 def _example(found: FinderResult | None, kind: str, event: Any, classifier: Any,
              simulators: Mapping[str, Simulator], name: str, rows: list[tuple],
-             snr_threshold: float) -> str:
+             snr_threshold: float, keep_series: bool = False) -> str:
     """Add the example of one searched light curve to ``rows``; what happened."""
     if found is None:
         return "too few points to inject"
@@ -303,8 +303,9 @@ def _example(found: FinderResult | None, kind: str, event: Any, classifier: Any,
         return str(error).split(":")[0]
     rows.append((views.global_view, views.local_view, int(kind == "transit"), name, kind,
                  candidate.sde, candidate.snr, np.nan if event is None else event.snr,
-                 (np.asarray(best.times, dtype=float), np.asarray(best.flux, dtype=np.float32),
-                  candidate.period, candidate.epoch, candidate.duration)))
+                 # the series only when asked: a project's thousands of them would fill memory
+                 (np.asarray(best.times, dtype=float), np.asarray(best.flux, dtype=float),
+                  candidate.period, candidate.epoch, candidate.duration) if keep_series else None))
     return "made"
 
 
