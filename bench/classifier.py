@@ -31,6 +31,11 @@ Examples
     .venv/bin/python bench/classifier.py                       # 600 examples of 60 stars
     .venv/bin/python bench/classifier.py -n 2000 --stars 150 --fit-examples 20000
     .venv/bin/python bench/classifier.py --planets --real-files   # and the real stars
+    # examples kept with their series, then views with the local view's other parts and
+    # the mean of five CNNs
+    .venv/bin/python bench/classifier.py -n 3000 --stars 600 --examples-file ex.npz
+    .venv/bin/python bench/classifier.py --examples-file ex.npz \
+        --local-kinds transit,secondary,odd,even --seeds 5
 """
 
 from __future__ import annotations
