@@ -31,15 +31,22 @@ Examples
     .venv/bin/python bench/classifier.py                       # 600 examples of 60 stars
     .venv/bin/python bench/classifier.py -n 2000 --stars 150 --fit-examples 20000
     .venv/bin/python bench/classifier.py --planets --real-files   # and the real stars
+    # examples kept with their series, then views with the local view's other parts and
+    # the mean of five CNNs
+    .venv/bin/python bench/classifier.py -n 3000 --stars 600 --examples-file ex.npz
+    .venv/bin/python bench/classifier.py --examples-file ex.npz \
+        --local-kinds transit,secondary,odd,even --seeds 5
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import tempfile
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -53,6 +60,81 @@ from skyretriever.analysis.training import (
     make_examples,
     split_by_source,
 )
+
+_EXAMPLE_ARRAYS = ("global_views", "local_views", "labels", "sources", "kinds", "sde", "snr",
+                   "injected_snr")
+
+
+def write_examples(made: Examples, path: str) -> None:
+    """Keep ``made`` in an .npz file, with each example's searched series when it has them.
+
+    The series (times, flux, and the best candidate's period, epoch and
+    duration) let views of other kinds or sizes be made again without searching.
+    """
+    extra = {}
+    if made.series is not None:
+        extra = {"series_times": np.concatenate([s[0] for s in made.series]),
+                 "series_flux": np.concatenate([s[1] for s in made.series]),
+                 "series_lengths": np.array([len(s[0]) for s in made.series]),
+                 "series_candidates": np.array([s[2:] for s in made.series], dtype=float)}
+    np.savez(path, seconds=made.seconds, dropped=json.dumps(dict(made.dropped)),
+             **{key: getattr(made, key) for key in _EXAMPLE_ARRAYS}, **extra)
+
+
+def read_examples(path: str) -> Examples:
+    """The examples :func:`write_examples` kept (views remade when the file has the series).
+
+    ``path`` may be a glob (``'chunk*.npz'``): the files' examples are joined
+    (their series too when every file has them).
+    """
+    parts = []
+    for name in sorted(glob.glob(path)) or [path]:
+        with np.load(name) as saved:
+            made = Examples(**{key: saved[key] for key in _EXAMPLE_ARRAYS},
+                            seconds=float(saved["seconds"]),
+                            dropped=Counter(json.loads(str(saved["dropped"]))
+                                            if "dropped" in saved.files else {}))
+            if "series_lengths" in saved.files:
+                ends = np.cumsum(saved["series_lengths"])
+                times = np.split(saved["series_times"], ends[:-1])
+                flux = np.split(saved["series_flux"], ends[:-1])
+                made.series = [(t, f, *c) for t, f, c in zip(
+                    times, flux, saved["series_candidates"].tolist(), strict=True)]
+        parts.append(made)
+    if len(parts) == 1:
+        return parts[0]
+    series = sum((p.series for p in parts), []) if all(p.series for p in parts) else None
+    return Examples(**{key: np.concatenate([getattr(p, key) for p in parts])
+                       for key in _EXAMPLE_ARRAYS},
+                    dropped=sum((p.dropped for p in parts), Counter()),
+                    seconds=sum(p.seconds for p in parts), series=series)
+
+
+def remade_views(made: Examples, analysis: Analysis) -> Examples:
+    """``made`` with its views made again from its kept series by ``analysis``' classifier.
+
+    Examples whose views cannot be made (none: they were made once) would be dropped.
+    """
+    rows = [analysis.classifier.views(*series) for series in made.series]
+    made.global_views = np.stack([r.global_view for r in rows])
+    made.local_views = np.stack([r.local_view for r in rows])
+    return made
+
+
+def errors(test: Examples, scores: np.ndarray) -> str:
+    """What a model gets wrong at 99% precision: negatives above, transits below, by kind and S/N."""
+    order = np.argsort(-scores, kind="stable")
+    labels = test.labels[order]
+    precision = np.cumsum(labels) / np.arange(1, len(labels) + 1)
+    reachable = np.flatnonzero(precision >= 0.99)
+    cut = scores[order][reachable[-1]] if len(reachable) else np.inf
+    above = scores >= cut
+    wrong = [str(k) for k in test.kinds[(test.labels == 0) & above]]
+    missed = test.injected_snr[(test.labels == 1) & ~above]
+    bins = np.histogram(missed, bins=[7, 10, 14, 20, 30, 60])[0]
+    return (f"at 99% precision (score >= {cut:.3f}): negatives above {dict(Counter(wrong))}; "
+            f"transits below {len(missed)} of {int(test.labels.sum())}, by injected S/N "
+            f"7-10/10-14/14-20/20-30/30-60: {bins.tolist()}")
 
 
 def make_stars(count: int, cadence: float, analysis: Analysis, seed: int = 0) -> dict:
@@ -81,7 +163,8 @@ def scoring_rate(analysis: Analysis, model, stars: dict, count: int) -> tuple[fl
         save_model(model, path, {})
         scoring = Analysis(finders=["transit"], classifier={
             "enabled": True, "model": model.name, "model_file": path,
-            "global_bins": model.global_bins, "local_bins": model.local_bins})
+            "global_bins": model.global_bins, "local_bins": model.local_bins,
+            "local_kinds": list(model.local_kinds)})
         scoring.classifier.model()
     found = [analysis.finders[0].find_source(frames) for frames in list(stars.values())[:20]]
     found = [f for f in found if any(s.candidate is not None for s in f.searched)]
@@ -228,12 +311,20 @@ def main() -> None:
     parser.add_argument("--stars", type=int, default=60)
     parser.add_argument("--cadence", type=float, default=10.0, help="minutes between epochs")
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--patience", type=int, default=TrainingParameters().patience,
+                        help="epochs without a better validation loss before the CNN stops")
     parser.add_argument("--fit-examples", type=int, default=0)
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--examples-file", help="keep the examples in this .npz file (and read "
-                        "them from it when it exists)")
+                        "them from it when it exists; a glob joins the files it matches), "
+                        "with their searched series, so that views of other parts can be "
+                        "made from them")
     parser.add_argument("--only", choices=("gbt", "cnn"), help="fit only this model")
     parser.add_argument("--threads", type=int, default=1, help="threads to fit with")
+    parser.add_argument("--local-kinds", default="transit", help="parts of the local view, "
+                        "comma-separated (transit,secondary,odd,even)")
+    parser.add_argument("--seeds", type=int, default=1, help="CNNs fitted with this many "
+                        "seeds; their mean score is also judged")
     parser.add_argument("--real-files", action="store_true", help="also score the real TESS, "
                         "K2 and Kepler light curves of the test data (bench/real_files.py "
                         "fetches them), as they are and with injected transits")
@@ -241,24 +332,27 @@ def main() -> None:
                         "curves of known planet hosts (WASP-4, TOI-216, K2-140, K2-32) and of "
                         "stars without known planets, as they are, against the known periods")
     args = parser.parse_args()
-    analysis = Analysis(finders=["transit"], classifier={"global_bins": 2001, "local_bins": 201})
+    kinds = args.local_kinds.split(",")
+    analysis = Analysis(finders=["transit"], classifier={"global_bins": 2001, "local_bins": 201,
+                                                         "local_kinds": kinds})
     print(f"load average before: {os.getloadavg()}")
-    stars = make_stars(args.stars, args.cadence, analysis)
-    if args.examples_file and os.path.exists(args.examples_file):
-        with np.load(args.examples_file) as saved:
-            made = Examples(**{key: saved[key] for key in saved.files if key != "seconds"},
-                            seconds=float(saved["seconds"]))
+    kept = bool(args.examples_file and glob.glob(args.examples_file))
+    # with kept examples the stars are for the scoring rate alone (its first 20, the same)
+    stars = make_stars(min(args.stars, 20) if kept else args.stars, args.cadence, analysis)
+    if kept:
+        made = read_examples(args.examples_file)
+        if made.series is not None:     # views of this run's kinds from the kept series
+            made = remade_views(made, analysis)
     else:
-        made = make_examples(analysis, stars, args.examples, seed=1)
+        made = make_examples(analysis, stars, args.examples, seed=1,
+                             keep_series=bool(args.examples_file))
         if args.examples_file:
-            np.savez(args.examples_file, seconds=made.seconds,
-                     **{key: getattr(made, key) for key in (
-                         "global_views", "local_views", "labels", "sources", "kinds", "sde",
-                         "snr", "injected_snr")})
+            write_examples(made, args.examples_file)
     print(f"{len(made)} examples made in {made.seconds:.0f} s "
-          f"({made.seconds / args.examples:.2f} s each); {made.summary()['by_kind']}; "
+          f"({made.seconds / (len(made) + sum(made.dropped.values())):.2f} s each); {made.summary()['by_kind']}; "
           f"dropped {dict(made.dropped)}")
-    pars = TrainingParameters(epochs=args.epochs, seed=0, threads=args.threads)
+    pars = TrainingParameters(epochs=args.epochs, seed=0, threads=args.threads,
+                              patience=args.patience)
     parts = split_by_source(made.sources, pars.split, pars.seed)
     test = made.subset(parts == 2)
     results = {"examples": made.summary(), "test": int((parts == 2).sum()), "models": {}}
@@ -278,7 +372,8 @@ def main() -> None:
               "transits)")
     fitted = {}
     for name in (args.only,) if args.only else ("gbt", "cnn"):
-        model, history, seconds = fit_model(name, made, parts, pars, 2001, 201)
+        model, history, seconds = fit_model(name, made, parts, pars, 2001, 201,
+                                            local_kinds=kinds)
         fitted[name] = model
         result = evaluate(test.labels, test.scores(model), 0.5)
         rate, wall_rate = scoring_rate(analysis, model, stars, 1000)
@@ -299,6 +394,30 @@ def main() -> None:
                                                low.recall_at_99_precision))
             print(f"{name}, transits of S/N 7-20 only:  AUC {low.auc:.4f}  recall@99%prec "
                   f"{low.recall_at_99_precision:.3f}  confusion {low.confusion}")
+        print(f"{name}: {errors(test, test.scores(model))}")
+    if args.seeds > 1 and "cnn" in fitted:
+        averaged_scores = [test.scores(fitted["cnn"])]
+        total = results["models"]["cnn"]["fit_seconds"]
+        for seed in range(1, args.seeds):
+            seeded = TrainingParameters(epochs=args.epochs, seed=seed, threads=args.threads,
+                                        patience=args.patience)
+            model, _, seconds = fit_model("cnn", made, parts, seeded, 2001, 201,
+                                          local_kinds=kinds)
+            total += seconds
+            averaged_scores.append(test.scores(model))
+            one = evaluate(test.labels, averaged_scores[-1], 0.5)
+            print(f"cnn seed {seed}: AUC {one.auc:.4f}  fit {seconds:.1f} s")
+        mean = np.mean(averaged_scores, axis=0)
+        both = evaluate(test.labels, mean, 0.5)
+        low = evaluate(test.labels[faint], mean[faint], 0.5)
+        results["models"]["cnn_mean"] = {
+            "seeds": args.seeds, "auc": both.auc, "auprc": both.auprc,
+            "recall_at_99_precision": both.recall_at_99_precision, "fit_seconds": total,
+            "auc_snr_7_20": low.auc, "recall_at_99_precision_snr_7_20": low.recall_at_99_precision}
+        print(f"cnn, mean of {args.seeds} seeds:  AUC {both.auc:.4f}  recall@99%prec "
+              f"{both.recall_at_99_precision:.3f}; S/N 7-20: AUC {low.auc:.4f}  recall@99%prec "
+              f"{low.recall_at_99_precision:.3f}; fits {total:.0f} s in all")
+        print(f"cnn mean: {errors(test, mean)}")
     if args.real_files:
         results["real_files"] = score_real(analysis, fitted)
     if args.planets:

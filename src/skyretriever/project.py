@@ -1190,7 +1190,7 @@ class Project:
                  int((parts == 0).sum()), len(made), made.seconds)
         model, history, seconds = fit_model(classifier.model, made, parts, pars,
                                             classifier.global_bins, classifier.local_bins,
-                                            load_class)
+                                            load_class, classifier.local_kinds)
         test = made.subset(parts == 2)
         begin = time.perf_counter()
         scores = test.scores(model)

@@ -16,8 +16,13 @@ transit (``ml_score``, 0 to 1). Two models come with the package:
 Another model is a subclass of :class:`TransitClassifier` named in the config
 as ``module:Class`` (see the README's classifier section).
 
+Both may take more parts of the local view (``local_kinds``: the secondary
+eclipse's window, the odd and the even transits; see
+:mod:`skyretriever.analysis.views`): the CNN as more channels of its local
+column, the gradient boosting as more averaged bins and depths.
+
 A model file is a ZIP archive holding ``model.json`` (format version, model,
-view sizes, training parameters, data summary, metrics) and ``weights.bin``;
+view sizes and local view parts, training parameters, data summary, metrics) and ``weights.bin``;
 it is written in one step (:func:`save_model`), and the same JSON is written
 beside it as ``<model file>.json`` for people to read. Its SHA-256 enters the
 config hash of the projects that use it.
@@ -39,7 +44,7 @@ import numpy as np
 from skyretriever import storage
 from skyretriever._version import __version__
 from skyretriever.analysis.transit import StitchedSearch
-from skyretriever.analysis.views import CandidateViews, candidate_views
+from skyretriever.analysis.views import CandidateViews, candidate_views, check_local_kinds
 from skyretriever.parameters import ParameterError, Parameters, parameter
 
 __all__ = [
@@ -61,7 +66,9 @@ __all__ = [
 ]
 
 MODEL_FILE_FORMAT = "skyretriever-transit-classifier"
-MODEL_FILE_VERSION = 2
+MODEL_FILE_VERSION = 3
+#: Files before format 3 hold models of the local view's transit part alone.
+_FIRST_KINDS_VERSION = 3
 #: Files of format 1 hold a CNN of another head (views only): trained again, not read.
 _FIRST_CNN_VERSION = 2
 #: Numbers of a candidate a model may take beside its views: the transit search's S/N
@@ -145,6 +152,11 @@ class ClassifierParameters(Parameters):
     local_durations: float = parameter(
         4.0, "Half-width of the local view, in transit durations.", gt=0
     )
+    local_kinds: list[str] = parameter(
+        ["transit"], "Parts of the local view, each local_bins long: transit (first), then "
+        "any of secondary (the window at phase 0.5), odd and even (the odd and the even "
+        "transits alone); the model file must have been trained on the same.", min_length=1,
+    )
     min_points: int = parameter(
         100, "Fewest points a stitched light curve needs to be scored.", ge=3
     )
@@ -175,7 +187,10 @@ class TransitClassifier:
     default_numbers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, global_bins: int, local_bins: int, seed: int = 0, threads: int = 1,
-                 candidate_numbers: Sequence[str] | None = None) -> None:
+                 candidate_numbers: Sequence[str] | None = None,
+                 local_kinds: Sequence[str] = ("transit",)) -> None:
+        #: The local view's parts (each ``local_bins`` long, laid end to end).
+        self.local_kinds = check_local_kinds(tuple(local_kinds))
         self.global_bins = int(global_bins)
         self.local_bins = int(local_bins)
         self.seed = int(seed)
@@ -225,10 +240,12 @@ class TransitClassifier:
 
     def check_views(self, global_views: np.ndarray, local_views: np.ndarray) -> None:
         """Raise ValueError unless the views have this model's sizes."""
-        if global_views.shape[-1] != self.global_bins or local_views.shape[-1] != self.local_bins:
+        local_length = self.local_bins * len(self.local_kinds)
+        if global_views.shape[-1] != self.global_bins or local_views.shape[-1] != local_length:
             raise ValueError(f"views of {global_views.shape[-1]} and {local_views.shape[-1]} "
                              f"bins given to a model of {self.global_bins} and "
-                             f"{self.local_bins}")
+                             f"{local_length} ({self.local_bins} for each local part: "
+                             f"{', '.join(self.local_kinds)})")
 
 
 def _averaged(views: np.ndarray, bins: int) -> np.ndarray:
@@ -237,16 +254,29 @@ def _averaged(views: np.ndarray, bins: int) -> np.ndarray:
     return np.add.reduceat(views, edges[:-1], axis=1) / np.diff(edges)
 
 
-def view_features(global_views: np.ndarray, local_views: np.ndarray) -> np.ndarray:
+def view_features(global_views: np.ndarray, local_views: np.ndarray, parts: int = 1
+                  ) -> np.ndarray:
     """The gradient-boosting features: coarser views and numbers read off them.
 
-    The global view averaged to 101 bins, the local view to 51, then the
-    minimum near phase 0.5 (a secondary eclipse), the scatter of the global
-    view away from the transit and of the local view's wings, and the
-    difference of the local view's two halves (asymmetry, as of a flare's tail).
+    The global view averaged to 101 bins, the local view's transit part to 51,
+    then the minimum near phase 0.5 (a secondary eclipse), the scatter of the
+    global view away from the transit and of the local view's wings, and the
+    difference of the local view's two halves (asymmetry, as of a flare's
+    tail). Each further part of the local view (``parts`` in all) adds itself
+    averaged to 25 bins and the mean of its middle fifth (a depth, in the
+    transit's depths).
     """
     global_views = np.asarray(global_views, dtype=np.float64)
     local_views = np.asarray(local_views, dtype=np.float64)
+    extra = []
+    if parts > 1:
+        split = local_views.reshape(len(local_views), parts, -1)
+        local_views = split[:, 0]
+        width = split.shape[2]
+        middle = slice(width * 2 // 5, max(width * 3 // 5, width * 2 // 5 + 1))
+        for part in range(1, parts):
+            extra += [_averaged(split[:, part], min(25, width)),
+                      split[:, part, middle].mean(axis=1)[:, None]]
     n_global, n_local = global_views.shape[1], local_views.shape[1]
     centre, quarter = n_global // 2, max(n_global // 8, 1)
     edges = np.concatenate([global_views[:, :quarter], global_views[:, -quarter:]], axis=1)
@@ -261,7 +291,7 @@ def view_features(global_views: np.ndarray, local_views: np.ndarray) -> np.ndarr
         local_views[:, : n_local // 2].mean(axis=1) - local_views[:, -(n_local // 2):].mean(axis=1),
     ])
     return np.hstack([_averaged(global_views, min(101, n_global)),
-                      _averaged(local_views, min(51, n_local)), numbers])
+                      _averaged(local_views, min(51, n_local)), numbers, *extra])
 
 
 @functools.cache
@@ -352,13 +382,14 @@ class GradientBoostingClassifier(TransitClassifier):
     default_numbers: ClassVar[tuple[str, ...]] = CANDIDATE_NUMBERS
 
     def __init__(self, global_bins: int, local_bins: int, seed: int = 0, threads: int = 1,
-                 candidate_numbers: Sequence[str] | None = None) -> None:
-        super().__init__(global_bins, local_bins, seed, threads, candidate_numbers)
+                 candidate_numbers: Sequence[str] | None = None,
+                 local_kinds: Sequence[str] = ("transit",)) -> None:
+        super().__init__(global_bins, local_bins, seed, threads, candidate_numbers, local_kinds)
         self.estimator: Any = None
         self._forest: _Forest | None = None
 
     def _features(self, global_views, local_views, numbers) -> np.ndarray:
-        features = view_features(global_views, local_views)
+        features = view_features(global_views, local_views, len(self.local_kinds))
         if not self.candidate_numbers:
             return features
         numbers = self.check_numbers(numbers, len(features))
@@ -430,14 +461,17 @@ def _column_blocks(length: int) -> list[tuple[int, int, int]]:
     return blocks or [(8, 3, 1)]
 
 
-def _network(global_bins: int, local_bins: int, numbers: int = 0) -> Any:
-    """The convolutional network (a ``torch.nn.Module``) for views of these sizes."""
+def _network(global_bins: int, local_bins: int, numbers: int = 0, local_parts: int = 1) -> Any:
+    """The convolutional network (a ``torch.nn.Module``) for views of these sizes.
+
+    Each view comes with its smoothed copy (two channels); the local column
+    takes two channels per part of the local view.
+    """
     import torch
     from torch import nn
 
-    def column(length: int) -> tuple[nn.Sequential, int]:
+    def column(length: int, channels: int = 2) -> tuple[nn.Sequential, int]:
         layers: list[nn.Module] = []
-        channels = 2
         for number, (filters, kernel, pool) in enumerate(_column_blocks(length)):
             layers += [nn.Conv1d(channels, filters, kernel, padding=kernel // 2), nn.ReLU()]
             if pool > 1:
@@ -452,7 +486,7 @@ def _network(global_bins: int, local_bins: int, numbers: int = 0) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.global_column, global_size = column(global_bins)
-            self.local_column, local_size = column(local_bins)
+            self.local_column, local_size = column(local_bins, 2 * local_parts)
             # dropout on the views' features only: the candidate's numbers are two inputs
             # among a thousand, and dropping them half the time would hide them
             self.dropout = nn.Dropout(0.5)
@@ -546,31 +580,34 @@ class ConvolutionalClassifier(TransitClassifier):
     default_numbers: ClassVar[tuple[str, ...]] = CANDIDATE_NUMBERS
 
     def __init__(self, global_bins: int, local_bins: int, seed: int = 0, threads: int = 1,
-                 candidate_numbers: Sequence[str] | None = None) -> None:
-        super().__init__(global_bins, local_bins, seed, threads, candidate_numbers)
+                 candidate_numbers: Sequence[str] | None = None,
+                 local_kinds: Sequence[str] = ("transit",)) -> None:
+        super().__init__(global_bins, local_bins, seed, threads, candidate_numbers, local_kinds)
         self.network: Any = None
         self._steps: tuple[Any, ...] | None = None
 
     def _inputs(self, global_views: np.ndarray, local_views: np.ndarray,
                 numbers: np.ndarray | None = None) -> tuple[Any, Any, Any]:
-        """Tensors of the views (each with its smoothed copy) and of the candidate numbers."""
+        """Tensors of the views (each part with its smoothed copy) and of the candidate numbers."""
         import torch
 
-        def channels(views: np.ndarray) -> Any:
-            views = np.asarray(views, dtype=np.float32)
+        def channels(views: np.ndarray, parts: int = 1) -> Any:
+            views = np.asarray(views, dtype=np.float32).reshape(len(views), parts, -1)
             size = max(3, views.shape[-1] // 50)
-            return torch.from_numpy(np.stack([views, _smoothed(views, size)], axis=1))
+            return torch.from_numpy(np.concatenate([views, _smoothed(views, size)], axis=1))
 
         count = len(global_views)
         scaled = (_scaled_numbers(self.check_numbers(numbers, count))
                   if self.candidate_numbers else np.zeros((count, 0), np.float32))
-        return channels(global_views), channels(local_views), torch.from_numpy(scaled)
+        return (channels(global_views), channels(local_views, len(self.local_kinds)),
+                torch.from_numpy(scaled))
 
     def _build(self) -> Any:
         import torch
 
         torch.manual_seed(self.seed)
-        self.network = _network(self.global_bins, self.local_bins, len(self.candidate_numbers))
+        self.network = _network(self.global_bins, self.local_bins, len(self.candidate_numbers),
+                                len(self.local_kinds))
         self._steps = None
         return self.network
 
@@ -710,6 +747,7 @@ def save_model(model: TransitClassifier, path: str | Path, metadata: Mapping[str
         "class": _class_path(type(model)),
         "global_bins": model.global_bins,
         "local_bins": model.local_bins,
+        "local_kinds": list(model.local_kinds),
         "candidate_numbers": list(model.candidate_numbers),
         "seed": model.seed,
         **metadata,
@@ -760,15 +798,20 @@ def read_model_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, global_bins: int | None = None,
-               local_bins: int | None = None, load: Any = None, threads: int = 1
+               local_bins: int | None = None, load: Any = None, threads: int = 1,
+               local_kinds: Sequence[str] | None = None
                ) -> tuple[TransitClassifier, dict[str, Any]]:
-    """The model in a model file and its metadata, checked against the view sizes asked for.
+    """The model in a model file and its metadata, checked against the views asked for.
+
+    A file of format 1 or 2 (before the local view had parts) holds a model of
+    the transit part alone.
 
     Raises
     ------
     ModelFileError
         If the file is missing or damaged, or its model was trained on views
-        of other sizes than ``global_bins`` and ``local_bins``.
+        of other sizes than ``global_bins`` and ``local_bins``, or on other
+        local view parts than ``local_kinds``.
     """
     info = read_model_metadata(path)
     if info.get("model") == "cnn" and int(info.get("format_version", 0)) < _FIRST_CNN_VERSION:
@@ -782,6 +825,17 @@ def load_model(path: str | Path, global_bins: int | None = None,
             f"the model in {str(path)!r} was trained on views of {sizes[0]} (global) and "
             f"{sizes[1]} (local) bins, and analysis.classifier asks for {global_bins} and "
             f"{local_bins}: set global_bins and local_bins as in the model, or train again")
+    trained_kinds = tuple(info.get("local_kinds", ("transit",))
+                          if int(info.get("format_version", 0)) >= _FIRST_KINDS_VERSION
+                          else ("transit",))
+    if local_kinds is not None and tuple(local_kinds) != trained_kinds:
+        made_by = ("" if int(info.get("format_version", 0)) >= _FIRST_KINDS_VERSION else
+                   f" (model file format {info.get('format_version')}, made before local "
+                   "views had other parts)")
+        raise ModelFileError(
+            f"the model in {str(path)!r} was trained on the local view parts "
+            f"{', '.join(trained_kinds)}{made_by}, and analysis.classifier.local_kinds asks "
+            f"for {', '.join(local_kinds)}: set local_kinds as in the model, or train again")
     try:
         cls = model_class(str(info.get("model")), load)
     except ParameterError:
@@ -789,9 +843,12 @@ def load_model(path: str | Path, global_bins: int | None = None,
             cls = model_class(str(info.get("class")), load)
         except ParameterError as error:
             raise ModelFileError(f"{str(path)!r}: {error}") from None
+    # a model of the transit part alone is built as before (a subclass need not know kinds)
+    kinds = {} if trained_kinds == ("transit",) else {"local_kinds": trained_kinds}
     try:   # a file written before models took the candidate's numbers has none
         model = cls(int(sizes[0]), int(sizes[1]), seed=int(info.get("seed", 0)),
-                    threads=threads, candidate_numbers=info.get("candidate_numbers", ()))
+                    threads=threads, candidate_numbers=info.get("candidate_numbers", ()),
+                    **kinds)
     except (TypeError, ValueError) as error:
         raise ModelFileError(f"{str(path)!r}: {error}") from None
     try:
@@ -816,6 +873,10 @@ class Classifier:
         self._load = load
         self._model: TransitClassifier | None = None
         self._error: str | None = None
+        try:
+            check_local_kinds(pars.local_kinds)
+        except ValueError as error:
+            raise ParameterError(f"analysis.classifier.local_kinds: {error}") from None
         if pars.enabled:
             model_class(pars.model, load)   # an unknown model is a configuration error now
             if not pars.model_file:
@@ -847,7 +908,8 @@ class Classifier:
                 raise ModelFileError(self._error)
             try:
                 self._model, _ = load_model(self.pars.model_file, self.pars.global_bins,
-                                            self.pars.local_bins, self._load)
+                                            self.pars.local_bins, self._load,
+                                            local_kinds=self.pars.local_kinds)
             except ModelFileError as error:
                 self._error = str(error)
                 raise
@@ -858,7 +920,8 @@ class Classifier:
         """The views of a candidate (ValueError when they cannot be made)."""
         pars = self.pars
         return candidate_views(times, flux, period, epoch, duration, pars.global_bins,
-                               pars.local_bins, pars.local_durations, pars.min_points)
+                               pars.local_bins, pars.local_durations, pars.min_points,
+                               tuple(pars.local_kinds))
 
     def score_searches(self, searched: Sequence[StitchedSearch]
                        ) -> list[tuple[float | None, str | None]]:

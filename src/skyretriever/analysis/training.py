@@ -62,15 +62,22 @@ class Examples:
     dropped: Counter = field(default_factory=Counter)
     #: Seconds spent making the examples.
     seconds: float = 0.0
+    #: With ``make_examples(keep_series=True)``: each example's searched series and best
+    #: candidate, ``(times, flux, period, epoch, duration)``, to make other views from later.
+    series: list | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, keep: np.ndarray) -> Examples:
         """The examples where ``keep`` is true."""
+        series = None
+        if self.series is not None:
+            series = [s for s, k in zip(self.series, np.asarray(keep), strict=True) if k] \
+                if np.asarray(keep).dtype == bool else [self.series[i] for i in keep]
         return Examples(self.global_views[keep], self.local_views[keep], self.labels[keep],
                         self.sources[keep], self.kinds[keep], self.sde[keep], self.snr[keep],
-                        self.injected_snr[keep])
+                        self.injected_snr[keep], series=series)
 
     def numbers(self, names: Sequence[str]) -> np.ndarray | None:
         """The candidates' numbers a model takes (``snr``, ``sde``), one row each; None for none."""
@@ -184,7 +191,8 @@ def _variable(frames: Sequence[pd.DataFrame], simulator: Simulator,
 
 def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]],
                   number: int, seed: int = 0,
-                  progress: Callable[[int, str], None] | None = None) -> Examples:
+                  progress: Callable[[int, str], None] | None = None,
+                  keep_series: bool = False) -> Examples:
     """``number`` examples from the quality-checked light curves of ``stars`` (name: tables).
 
     Each example picks a star and a kind (a transit with probability
@@ -194,7 +202,9 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
     injected transit the search missed, a light curve too short for the
     views) is dropped and counted in ``dropped``. ``progress(1, outcome)`` is
     called after each. A star as it is is searched once (the search is
-    deterministic), so its examples cost nothing after the first.
+    deterministic), so its examples cost nothing after the first. With
+    ``keep_series`` each example's searched series and candidate are kept in
+    ``series`` (views of other kinds or sizes can then be made without searching again).
     """
     pars = analysis.pars.classifier.training
     finder = _transit_finder(analysis)
@@ -246,14 +256,15 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
         else:
             found = None if injected is None else finder.find_source(injected)
         outcome = _example(found, kind, event, classifier, simulators[name], name, rows,
-                           finder.pars.snr_threshold)
+                           finder.pars.snr_threshold, keep_series)
         if outcome != "made":
             dropped[f"{kind}: {outcome}"] += 1
         if progress is not None:
             progress(1, outcome)
     if not rows:
         return Examples(np.zeros((0, classifier.pars.global_bins), np.float32),
-                        np.zeros((0, classifier.pars.local_bins), np.float32),
+                        np.zeros((0, classifier.pars.local_bins
+                                  * len(classifier.pars.local_kinds)), np.float32),
                         *(np.zeros(0) for _ in range(6)), dropped=dropped,
                         seconds=time.perf_counter() - begin)
     columns = list(zip(*rows))
@@ -263,12 +274,13 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
         kinds=np.array(columns[4]), sde=np.array(columns[5], dtype=float),
         snr=np.array(columns[6], dtype=float), injected_snr=np.array(columns[7], dtype=float),
         dropped=dropped, seconds=time.perf_counter() - begin,
+        series=list(columns[8]) if keep_series else None,
     )
 
 
 def _example(found: FinderResult | None, kind: str, event: Any, classifier: Any,
              simulators: Mapping[str, Simulator], name: str, rows: list[tuple],
-             snr_threshold: float) -> str:
+             snr_threshold: float, keep_series: bool = False) -> str:
     """Add the example of one searched light curve to ``rows``; what happened."""
     if found is None:
         return "too few points to inject"
@@ -290,7 +302,10 @@ def _example(found: FinderResult | None, kind: str, event: Any, classifier: Any,
     except ValueError as error:
         return str(error).split(":")[0]
     rows.append((views.global_view, views.local_view, int(kind == "transit"), name, kind,
-                 candidate.sde, candidate.snr, np.nan if event is None else event.snr))
+                 candidate.sde, candidate.snr, np.nan if event is None else event.snr,
+                 # the series only when asked: a project's thousands of them would fill memory
+                 (np.asarray(best.times, dtype=float), np.asarray(best.flux, dtype=float),
+                  candidate.period, candidate.epoch, candidate.duration) if keep_series else None))
     return "made"
 
 
@@ -325,11 +340,17 @@ def split_by_source(sources: Iterable[str], fractions: Sequence[float], seed: in
 
 
 def fit_model(model_name: str, examples: Examples, parts: np.ndarray, pars: Any,
-              global_bins: int, local_bins: int, load: Any = None
+              global_bins: int, local_bins: int, load: Any = None,
+              local_kinds: Sequence[str] = ("transit",)
               ) -> tuple[TransitClassifier, dict[str, list[float]], float]:
-    """A model fitted on part 0, stopped on part 1; its history and the seconds the fit took."""
+    """A model fitted on part 0, stopped on part 1; its history and the seconds the fit took.
+
+    ``local_kinds`` are the parts of the examples' local views (the analysis'
+    ``classifier.local_kinds``).
+    """
     cls = model_class(model_name, load)
-    model = cls(global_bins, local_bins, seed=pars.seed, threads=pars.threads)
+    kinds = {} if tuple(local_kinds) == ("transit",) else {"local_kinds": tuple(local_kinds)}
+    model = cls(global_bins, local_bins, seed=pars.seed, threads=pars.threads, **kinds)
     train, valid = parts == 0, parts == 1
     if len(set(examples.labels[train].tolist())) < 2:
         raise ValueError("the training examples need both transits and negatives; make more "
