@@ -138,6 +138,12 @@ def _import_builtin_observatories() -> None:
                 raise
 
 
+#: Rows from which reduction gathers each light curve's columns (see ``lightcurves_from_frame``):
+#: the demo's 400-row tables reduce in 2.2 ms by slices, 3.9 by gathering; a 40,000-row TESS
+#: table in about 7 ms by gathering, 10 by slices.
+_GATHER_ROWS = 5_000
+
+
 def _gathered(column: pd.Series, rows: np.ndarray) -> Any:
     """The values of ``column`` at positions ``rows``, a new array of the column's own dtype."""
     if isinstance(column.dtype, np.dtype):
@@ -448,22 +454,31 @@ class VirtualObservatory(abc.ABC):
         folder = self.context.folder
         filename = storage.reduced_filename(folder, self.name, raw.source_name, raw.ra,
                                             self.data_type)
+        # A large table's light curves gather their columns from the frame's once: each its
+        # own copy (sharing memory with neither the raw data nor another light curve), left
+        # as columns (pandas would copy them again into one block). A small table's are
+        # slices of the frame reordered once, where pandas' cost per column is less.
+        large = len(order) >= _GATHER_ROWS
         columns = {name: frame[name] for name in frame.columns}
+        ordered = None if large else frame.take(order)
+        source = columns if large else ordered
+        summarised = {c: source[c].to_numpy() for c in (*SUMMARY_COLUMNS, "filter")
+                      if c in source}
+        if large:   # the ordered values of the few columns summarised
+            summarised = {c: values[order] for c, values in summarised.items()}
+        filters = summarised.pop("filter", None)
         lightcurves = []
         for number, (start, stop) in enumerate(bounds, start=1):
-            # Each light curve's columns are gathered from the frame's once: its own copy
-            # (sharing memory with neither the raw data nor another light curve), left as
-            # columns (pandas would copy them again into one block).
-            rows = order[start:stop]
-            data = pd.DataFrame({name: _gathered(column, rows) for name, column in columns.items()},
-                                copy=False)
-            summaries = lightcurve_summaries({c: data[c].to_numpy() for c in SUMMARY_COLUMNS
-                                              if c in data})
+            if large:
+                rows = order[start:stop]
+                data = pd.DataFrame({name: _gathered(column, rows)
+                                     for name, column in columns.items()}, copy=False)
+            else:
+                data = ordered.iloc[start:stop].reset_index(drop=True)
+            summaries = lightcurve_summaries({c: v[start:stop] for c, v in summarised.items()})
             band = None
-            if "filter" in data:
-                filters = data["filter"].to_numpy()
-                if len(filters) and (filters == filters[0]).all():
-                    band = str(filters[0])
+            if filters is not None and (filters[start:stop] == filters[start]).all():
+                band = str(filters[start])
             lc = Lightcurve(
                 observatory=self.name,
                 filter=band,
