@@ -454,28 +454,25 @@ class VirtualObservatory(abc.ABC):
         folder = self.context.folder
         filename = storage.reduced_filename(folder, self.name, raw.source_name, raw.ra,
                                             self.data_type)
-        # A large table's light curves gather their columns from the frame's once: each its
-        # own copy (sharing memory with neither the raw data nor another light curve), left
-        # as columns (pandas would copy them again into one block). A small table's are
-        # slices of the frame reordered once, where pandas' cost per column is less.
+        # A large table's columns are gathered in series order once (a copy: no light curve
+        # shares memory with the raw data) and each light curve takes its rows of them, left
+        # as columns (pandas would copy them again into one block). A small table is
+        # reordered once and sliced, where pandas' cost per column is less.
         large = len(order) >= _GATHER_ROWS
-        columns = {name: frame[name] for name in frame.columns}
-        ordered = None if large else frame.take(order)
-        source = columns if large else ordered
-        summarised = {c: source[c].to_numpy() for c in (*SUMMARY_COLUMNS, "filter")
-                      if c in source}
-        if large:   # the ordered values of the few columns summarised
-            summarised = {c: values[order] for c, values in summarised.items()}
-        filters = summarised.pop("filter", None)
+        ordered = frame if large else frame.take(order)
+        columns = {name: _gathered(frame[name], order) if large else ordered[name].to_numpy()
+                   for name in frame.columns
+                   if large or name in SUMMARY_COLUMNS or name == "filter"}
+        filters = np.asarray(columns["filter"]) if "filter" in columns else None
         lightcurves = []
         for number, (start, stop) in enumerate(bounds, start=1):
             if large:
-                rows = order[start:stop]
-                data = pd.DataFrame({name: _gathered(column, rows)
-                                     for name, column in columns.items()}, copy=False)
+                data = pd.DataFrame({name: values[start:stop] for name, values in columns.items()},
+                                    copy=False)
             else:
                 data = ordered.iloc[start:stop].reset_index(drop=True)
-            summaries = lightcurve_summaries({c: v[start:stop] for c, v in summarised.items()})
+            summaries = lightcurve_summaries({c: columns[c][start:stop] for c in SUMMARY_COLUMNS
+                                              if c in columns})
             band = None
             if filters is not None and (filters[start:stop] == filters[start]).all():
                 band = str(filters[start])
