@@ -73,8 +73,8 @@ def start_archives(args: argparse.Namespace, folder: Path) -> tuple[subprocess.P
         # Every copy stays in memory (2 MB each), so none is made again while timing.
         megabytes = max(512, 2.5 * args.stars * args.sectors)
         command += ["--real-files", str(args.real_files), "--cache-mb", str(megabytes)]
-    else:       # every file made beforehand stays in memory too (a 20-second sector: 7 MB)
-        megabytes = max(512, 1.2 * args.stars * args.sectors * (7.5 if args.cadence == 20 else 2)
+    else:       # every file made beforehand stays in memory too (a 20-second sector: 11.7 MB)
+        megabytes = max(512, 1.2 * args.stars * args.sectors * (11.7 if args.cadence == 20 else 2)
                         * args.days / 27)
         command += ["--cache-mb", str(megabytes)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
