@@ -32,10 +32,10 @@ Examples
     .venv/bin/python bench/classifier.py -n 2000 --stars 150 --fit-examples 20000
     .venv/bin/python bench/classifier.py --planets --real-files   # and the real stars
     # examples kept with their series, then views with the local view's other parts and
-    # the mean of five CNNs
+    # a CNN of five networks (the mean of their scores)
     .venv/bin/python bench/classifier.py -n 3000 --stars 600 --examples-file ex.npz
     .venv/bin/python bench/classifier.py --examples-file ex.npz \
-        --local-kinds transit,secondary,odd,even --seeds 5
+        --local-kinds transit,secondary,odd,even --networks 5
 """
 
 from __future__ import annotations
@@ -323,8 +323,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads to fit with")
     parser.add_argument("--local-kinds", default="transit", help="parts of the local view, "
                         "comma-separated (transit,secondary,odd,even)")
-    parser.add_argument("--seeds", type=int, default=1, help="CNNs fitted with this many "
-                        "seeds; their mean score is also judged")
+    parser.add_argument("--weight-average", type=float,
+                        default=TrainingParameters().weight_average,
+                        help="CNN: decay per step of the moving average of the weights kept")
+    parser.add_argument("--networks", type=int, default=TrainingParameters().networks,
+                        help="networks of the CNN (fitted from successive seeds; it scores "
+                        "their mean); each one is also judged alone")
     parser.add_argument("--real-files", action="store_true", help="also score the real TESS, "
                         "K2 and Kepler light curves of the test data (bench/real_files.py "
                         "fetches them), as they are and with injected transits")
@@ -352,7 +356,8 @@ def main() -> None:
           f"({made.seconds / (len(made) + sum(made.dropped.values())):.2f} s each); {made.summary()['by_kind']}; "
           f"dropped {dict(made.dropped)}")
     pars = TrainingParameters(epochs=args.epochs, seed=0, threads=args.threads,
-                              patience=args.patience)
+                              patience=args.patience, networks=args.networks,
+                              weight_average=args.weight_average)
     parts = split_by_source(made.sources, pars.split, pars.seed)
     test = made.subset(parts == 2)
     results = {"examples": made.summary(), "test": int((parts == 2).sum()), "models": {}}
@@ -395,29 +400,20 @@ def main() -> None:
             print(f"{name}, transits of S/N 7-20 only:  AUC {low.auc:.4f}  recall@99%prec "
                   f"{low.recall_at_99_precision:.3f}  confusion {low.confusion}")
         print(f"{name}: {errors(test, test.scores(model))}")
-    if args.seeds > 1 and "cnn" in fitted:
-        averaged_scores = [test.scores(fitted["cnn"])]
-        total = results["models"]["cnn"]["fit_seconds"]
-        for seed in range(1, args.seeds):
-            seeded = TrainingParameters(epochs=args.epochs, seed=seed, threads=args.threads,
-                                        patience=args.patience)
-            model, _, seconds = fit_model("cnn", made, parts, seeded, 2001, 201,
-                                          local_kinds=kinds)
-            total += seconds
-            averaged_scores.append(test.scores(model))
-            one = evaluate(test.labels, averaged_scores[-1], 0.5)
-            print(f"cnn seed {seed}: AUC {one.auc:.4f}  fit {seconds:.1f} s")
-        mean = np.mean(averaged_scores, axis=0)
-        both = evaluate(test.labels, mean, 0.5)
-        low = evaluate(test.labels[faint], mean[faint], 0.5)
-        results["models"]["cnn_mean"] = {
-            "seeds": args.seeds, "auc": both.auc, "auprc": both.auprc,
-            "recall_at_99_precision": both.recall_at_99_precision, "fit_seconds": total,
-            "auc_snr_7_20": low.auc, "recall_at_99_precision_snr_7_20": low.recall_at_99_precision}
-        print(f"cnn, mean of {args.seeds} seeds:  AUC {both.auc:.4f}  recall@99%prec "
-              f"{both.recall_at_99_precision:.3f}; S/N 7-20: AUC {low.auc:.4f}  recall@99%prec "
-              f"{low.recall_at_99_precision:.3f}; fits {total:.0f} s in all")
-        print(f"cnn mean: {errors(test, mean)}")
+    if args.networks > 1 and "cnn" in fitted:     # each network of the mean on its own
+        import copy
+
+        for number, network in enumerate(fitted["cnn"].networks):
+            alone = copy.copy(fitted["cnn"])
+            alone.networks, alone._steps = [network], None
+            scores = test.scores(alone)
+            one, low = evaluate(test.labels, scores, 0.5), evaluate(
+                test.labels[faint], scores[faint], 0.5)
+            results["models"]["cnn"].setdefault("networks", []).append(
+                {"auc": one.auc, "auc_snr_7_20": low.auc,
+                 "recall_at_99_precision_snr_7_20": low.recall_at_99_precision})
+            print(f"cnn network {number} alone:  AUC {one.auc:.4f}; S/N 7-20: AUC "
+                  f"{low.auc:.4f}  recall@99%prec {low.recall_at_99_precision:.3f}")
     if args.real_files:
         results["real_files"] = score_real(analysis, fitted)
     if args.planets:

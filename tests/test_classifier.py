@@ -125,28 +125,49 @@ def test_the_cnn_is_deterministic_with_a_seed_and_changes_with_it():
     assert not np.allclose(scores[0], scores[2])
 
 
-def test_the_cnn_scores_as_its_network_does_with_batch_normalisation_statistics_learnt():
+@pytest.mark.parametrize("networks", [1, 3])
+def test_the_cnn_scores_the_mean_of_its_networks_with_batch_normalisation_statistics_learnt(
+        networks):
     import torch
 
     global_views, local_views, labels = _toy_views(96, seed=9)
     numbers = _toy_numbers(labels, seed=9)
     model = ConvolutionalClassifier(GLOBAL, LOCAL, seed=2)
-    model.fit(global_views, local_views, labels, None, TrainingParameters(epochs=2, batch_size=16),
-              numbers=numbers)
-    for layer in model.network.modules():   # statistics far from the initial 0 and 1
-        if isinstance(layer, torch.nn.BatchNorm1d):
-            layer.running_mean.uniform_(-1, 1)
-            layer.running_var.uniform_(0.3, 3)
+    model.fit(global_views, local_views, labels, None,
+              TrainingParameters(epochs=2, batch_size=16, networks=networks), numbers=numbers)
+    assert len(model.networks) == networks
+    for network in model.networks:      # statistics far from the initial 0 and 1
+        for layer in network.modules():
+            if isinstance(layer, torch.nn.BatchNorm1d):
+                layer.running_mean.uniform_(-1, 1)
+                layer.running_var.uniform_(0.3, 3)
     model._steps = None
+    inputs = model._inputs(global_views, local_views, numbers)
     with torch.no_grad():
-        expected = torch.sigmoid(model.network(*model._inputs(global_views, local_views,
-                                                               numbers)))
+        each = np.array([torch.sigmoid(network(*inputs)).numpy() for network in model.networks])
     scores = model.predict(global_views, local_views, numbers=numbers)
-    np.testing.assert_allclose(scores, expected.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(scores, each.mean(axis=0), rtol=0, atol=1e-6)
     assert np.ptp(scores) > 1e-3     # the scores differ from one example to the next
+    if networks > 1:                 # the networks differ, and the score is not the first's
+        assert np.abs(each[1] - each[0]).max() > 1e-3
+        assert np.abs(scores - each[0]).max() > 1e-4
     np.testing.assert_allclose(model.predict(global_views[:1], local_views[:1],
                                              numbers=numbers[:1]), scores[:1],
                                rtol=0, atol=1e-6)
+
+
+def test_a_cnn_of_several_networks_is_saved_and_read_back_whole(tmp_path):
+    global_views, local_views, labels = _toy_views(64, seed=4)
+    numbers = _toy_numbers(labels, seed=4)
+    model = ConvolutionalClassifier(GLOBAL, LOCAL, seed=5)
+    model.fit(global_views, local_views, labels, None,
+              TrainingParameters(epochs=1, batch_size=16, networks=2), numbers=numbers)
+    save_model(model, tmp_path / "two.skm", {})
+    loaded, info = load_model(tmp_path / "two.skm", GLOBAL, LOCAL)
+    assert len(loaded.networks) == 2
+    np.testing.assert_allclose(loaded.predict(global_views, local_views, numbers=numbers),
+                               model.predict(global_views, local_views, numbers=numbers),
+                               rtol=0, atol=1e-7)
 
 
 def test_the_boosted_trees_score_as_scikit_learn_does_with_missing_values():
@@ -458,3 +479,56 @@ def test_a_model_of_ones_own_is_named_in_the_config_fitted_saved_and_scored(tmp_
     assert type(loaded).__name__ == "LogisticClassifier"
     scores = loaded.predict(global_views[80:], local_views[80:])
     assert evaluate(labels[80:], scores, 0.5).auc > 0.97
+
+
+def test_a_cnn_file_of_format_3_holds_one_network_and_scores_as_before(tmp_path):
+    import io
+
+    import torch
+
+    global_views, local_views, labels = _toy_views(64, seed=6)
+    numbers = _toy_numbers(labels, seed=6)
+    model = ConvolutionalClassifier(GLOBAL, LOCAL, seed=1)
+    model.fit(global_views, local_views, labels, None,
+              TrainingParameters(epochs=1, batch_size=16, networks=1), numbers=numbers)
+    path, old = tmp_path / "model.skm", tmp_path / "old.skm"
+    save_model(model, path, {})
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(old, "w") as target:
+        for item in source.namelist():
+            data = source.read(item)
+            if item == "model.json":    # format 3 wrote one network's state dict as it is
+                data = json.dumps({**json.loads(data), "format_version": 3}).encode()
+            elif item == "weights.bin":
+                buffer = io.BytesIO()
+                torch.save(model.networks[0].state_dict(), buffer)
+                data = buffer.getvalue()
+            target.writestr(item, data)
+    loaded, info = load_model(old, GLOBAL, LOCAL)
+    assert info["format_version"] == 3 and len(loaded.networks) == 1
+    np.testing.assert_allclose(loaded.predict(global_views, local_views, numbers=numbers),
+                               model.predict(global_views, local_views, numbers=numbers),
+                               rtol=0, atol=1e-7)
+
+
+def test_the_cnn_keeps_the_averaged_weights_it_judged_best_on_the_validation_part():
+    import torch
+
+    global_views, local_views, labels = _toy_views(160, seed=12)
+    numbers = _toy_numbers(labels, seed=12)
+    train, valid = slice(0, 120), slice(120, 160)
+    validation = (global_views[valid], local_views[valid], labels[valid], numbers[valid])
+    kept = {}
+    for decay in (0.0, 0.9):
+        model = ConvolutionalClassifier(GLOBAL, LOCAL, seed=4)
+        history = model.fit(global_views[train], local_views[train], labels[train], validation,
+                            TrainingParameters(epochs=6, batch_size=16, weight_average=decay),
+                            numbers=numbers[train])
+        scores = model.predict(*validation[:2], numbers=numbers[valid])
+        positives = labels[train].sum()
+        loss = torch.nn.BCELoss(weight=torch.from_numpy(
+            np.where(labels[valid] == 1, (len(labels[train]) - positives) / positives, 1.0)))(
+            torch.from_numpy(scores), torch.from_numpy(labels[valid].astype(float)))
+        # the model kept is the one whose validation loss was the lowest of its history
+        assert float(loss) == pytest.approx(min(history["validation_loss"]), rel=1e-4)
+        kept[decay] = scores
+    assert np.abs(kept[0.0] - kept[0.9]).max() > 1e-3

@@ -122,7 +122,7 @@ def test_a_model_learns_from_the_secondary_part_and_its_file_keeps_the_parts(tmp
     path = tmp_path / "model.skm"
     save_model(model, path, {})
     loaded, info = load_model(path, GLOBAL, LOCAL, local_kinds=kinds)
-    assert info["local_kinds"] == list(kinds) and info["format_version"] == 3
+    assert info["local_kinds"] == list(kinds) and info["format_version"] == 4
     assert loaded.local_kinds == kinds
     np.testing.assert_allclose(loaded.scores(global_views[300:], local_views[300:],
                                              numbers[300:]), scores, rtol=1e-6)

@@ -8,7 +8,8 @@ transit (``ml_score``, 0 to 1). Two models come with the package:
   one column of convolution, max pooling and batch normalisation blocks per
   view, each view given with a smoothed copy as a second channel (spacekit's
   uniform filter), then dropout and dense layers to one sigmoid output.
-  Training is deterministic with a seed.
+  Training is deterministic with a seed. ``training.networks`` fits several
+  from successive seeds; the model then scores their mean.
 - ``gbt``: scikit-learn's histogram gradient boosting on the same views, each
   averaged to fewer bins, and a few numbers read off them (the depth of the
   secondary at phase 0.5, the scatter out of transit).
@@ -22,7 +23,8 @@ eclipse's window, the odd and the even transits; see
 column, the gradient boosting as more averaged bins and depths.
 
 A model file is a ZIP archive holding ``model.json`` (format version, model,
-view sizes and local view parts, training parameters, data summary, metrics) and ``weights.bin``;
+view sizes and local view parts, training parameters, data summary, metrics) and ``weights.bin``
+(a CNN's: ``{"networks": [state dict, ...]}`` from format 4 on, one state dict before);
 it is written in one step (:func:`save_model`), and the same JSON is written
 beside it as ``<model file>.json`` for people to read. Its SHA-256 enters the
 config hash of the projects that use it.
@@ -66,11 +68,14 @@ __all__ = [
 ]
 
 MODEL_FILE_FORMAT = "skyretriever-transit-classifier"
-MODEL_FILE_VERSION = 3
+MODEL_FILE_VERSION = 4
 #: Files before format 3 hold models of the local view's transit part alone.
 _FIRST_KINDS_VERSION = 3
 #: Files of format 1 hold a CNN of another head (views only): trained again, not read.
 _FIRST_CNN_VERSION = 2
+#: CNN files from format 4 on may hold several networks (``weights.bin``: ``{"networks": [...]}``).
+NETWORKS_DEFAULT = 1
+WEIGHT_AVERAGE_DEFAULT = 0.0
 #: Numbers of a candidate a model may take beside its views: the transit search's S/N
 #: and SDE (what AstroNet's threshold-crossing events had passed before it saw them).
 CANDIDATE_NUMBERS = ("snr", "sde")
@@ -133,6 +138,15 @@ class TrainingParameters(Parameters):
     max_iterations: int = parameter(300, "Boosting iterations (gradient boosting).", ge=1)
     seed: int = parameter(0, "Random seed of the examples, the split and the fit.")
     threads: int = parameter(1, "CPU threads used to fit.", ge=1)
+    weight_average: float = parameter(
+        WEIGHT_AVERAGE_DEFAULT, "CNN: decay per step of a moving average of the weights, "
+        "which is what is judged on the validation part and kept (0: the weights as fitted).",
+        ge=0, lt=1,
+    )
+    networks: int = parameter(
+        NETWORKS_DEFAULT, "Networks the CNN fits from successive seeds; it scores their mean.",
+        ge=1,
+    )
 
 
 class ClassifierParameters(Parameters):
@@ -509,34 +523,57 @@ def _network(global_bins: int, local_bins: int, numbers: int = 0, local_parts: i
     return Network()
 
 
-def _scoring_steps(modules: Any) -> list[tuple[Any, ...]]:
-    """The layers of an ``nn.Sequential`` in eval mode as plain operations (for scoring).
+def _scoring_steps(columns: Sequence[Any], per_network_input: bool = False
+                   ) -> list[tuple[Any, ...]]:
+    """The same layers of several networks in eval mode as plain operations on all at once.
 
-    Calling each module costs more than its arithmetic on one candidate's views
-    (the network took 410 microseconds a call, these steps 190): scoring runs
-    these, with batch normalisation as a multiply-add and dropout left out.
+    ``columns`` holds one ``nn.Sequential`` per network, alike but for their
+    weights. Calling each module costs more than its arithmetic on one
+    candidate's views (one network took 410 microseconds a call as modules,
+    190 as steps), so scoring runs steps: batch normalisation as a
+    multiply-add, dropout left out, and the networks side by side in each
+    step. A column's input is the same for every network: its first layer
+    has the networks' filters stacked, the later convolutions are grouped
+    (one group per network), so its output holds the networks' features one
+    after another. With ``per_network_input`` (the head) the values come as
+    ``(networks, candidates, features)`` and each linear layer is a batched
+    matrix product.
     """
+    import torch
     from torch import nn
 
+    count = len(columns)
     steps: list[tuple[Any, ...]] = []
-    for module in modules:
-        if isinstance(module, nn.Conv1d):
-            steps.append(("conv", module.weight.detach(), module.bias.detach(),
-                          module.padding[0]))
-        elif isinstance(module, nn.Linear):
-            steps.append(("linear", module.weight.detach(), module.bias.detach()))
+    split = per_network_input
+    for layers in zip(*columns, strict=True):
+        module = layers[0]
+        if isinstance(module, nn.Conv1d) and not per_network_input:
+            weight = torch.cat([layer.weight.detach() for layer in layers])
+            bias = torch.cat([layer.bias.detach() for layer in layers])
+            steps.append(("conv", weight, bias, module.padding[0], count if split else 1))
+            split = True
+        elif isinstance(module, nn.Linear) and per_network_input:
+            weight = torch.stack([layer.weight.detach().T for layer in layers])
+            bias = torch.stack([layer.bias.detach()[None, :] for layer in layers])
+            steps.append(("batched linear", weight.contiguous(), bias))
+        elif isinstance(module, nn.Linear) and not split:
+            steps.append(("linear", torch.cat([layer.weight.detach() for layer in layers]),
+                          torch.cat([layer.bias.detach() for layer in layers])))
+            split = True
         elif isinstance(module, nn.ReLU):
             steps.append(("relu",))
         elif isinstance(module, nn.MaxPool1d):
             steps.append(("pool", module.kernel_size))
         elif isinstance(module, nn.BatchNorm1d):
-            scale = (module.weight / (module.running_var + module.eps).sqrt()).detach()
-            shift = (module.bias - module.running_mean * scale).detach()
-            steps.append(("scale", scale[:, None], shift[:, None]))
+            scales = [(layer.weight / (layer.running_var + layer.eps).sqrt()).detach()
+                      for layer in layers]
+            shifts = [(layer.bias - layer.running_mean * scale).detach()
+                      for layer, scale in zip(layers, scales, strict=True)]
+            steps.append(("scale", torch.cat(scales)[:, None], torch.cat(shifts)[:, None]))
         elif isinstance(module, nn.Flatten):
             steps.append(("flatten",))
         elif not isinstance(module, nn.Dropout):
-            raise TypeError(f"no scoring step for {type(module).__name__}")
+            raise TypeError(f"no scoring step for {type(module).__name__} here")
     return steps
 
 
@@ -547,9 +584,11 @@ def _run_steps(steps: list[tuple[Any, ...]], values: Any) -> Any:
     for step in steps:
         kind = step[0]
         if kind == "conv":
-            values = functional.conv1d(values, step[1], step[2], padding=step[3])
+            values = functional.conv1d(values, step[1], step[2], padding=step[3], groups=step[4])
         elif kind == "linear":
             values = functional.linear(values, step[1], step[2])
+        elif kind == "batched linear":
+            values = torch.baddbmm(step[2], values, step[1])
         elif kind == "relu":
             values = torch.relu_(values)
         elif kind == "pool":
@@ -562,7 +601,13 @@ def _run_steps(steps: list[tuple[Any, ...]], values: Any) -> Any:
 
 
 class ConvolutionalClassifier(TransitClassifier):
-    """A 1-D convolutional network of spacekit's kind, on PyTorch (CPU), deterministic with a seed.
+    """1-D convolutional networks of spacekit's kind on PyTorch (CPU), deterministic with a seed.
+
+    The model is ``training.networks`` networks fitted alike from seeds
+    ``seed``, ``seed + 1``, ...; its score is the mean of theirs (networks
+    from different seeds err on different faint transits, so their mean
+    ranks candidates better than any one of them). Scoring runs them side by
+    side in the same steps.
 
     Examples
     --------
@@ -571,7 +616,7 @@ class ConvolutionalClassifier(TransitClassifier):
     >>> local = rng.normal(0, 0.3, (128, 21)).astype(np.float32); local[labels == 1, 8:13] -= 1
     >>> model = ConvolutionalClassifier(31, 21, seed=3, candidate_numbers=())   # views alone
     >>> history = model.fit(rng.normal(0, 0.3, (128, 31)), local, labels, None,
-    ...                     TrainingParameters(epochs=15, batch_size=16))
+    ...                     TrainingParameters(epochs=15, batch_size=16, networks=1))
     >>> bool(history["train_loss"][-1] < history["train_loss"][0])
     True
     """
@@ -583,7 +628,8 @@ class ConvolutionalClassifier(TransitClassifier):
                  candidate_numbers: Sequence[str] | None = None,
                  local_kinds: Sequence[str] = ("transit",)) -> None:
         super().__init__(global_bins, local_bins, seed, threads, candidate_numbers, local_kinds)
-        self.network: Any = None
+        #: The fitted networks (``torch.nn.Module``), whose mean score is the model's.
+        self.networks: list[Any] = []
         self._steps: tuple[Any, ...] | None = None
 
     def _inputs(self, global_views: np.ndarray, local_views: np.ndarray,
@@ -602,32 +648,58 @@ class ConvolutionalClassifier(TransitClassifier):
         return (channels(global_views), channels(local_views, len(self.local_kinds)),
                 torch.from_numpy(scaled))
 
-    def _build(self) -> Any:
+    def _build(self, seed: int) -> Any:
         import torch
 
-        torch.manual_seed(self.seed)
-        self.network = _network(self.global_bins, self.local_bins, len(self.candidate_numbers),
-                                len(self.local_kinds))
-        self._steps = None
-        return self.network
+        torch.manual_seed(seed)
+        return _network(self.global_bins, self.local_bins, len(self.candidate_numbers),
+                        len(self.local_kinds))
 
     def fit(self, global_views, local_views, labels, validation, pars, numbers=None):
+        """Fit ``pars.networks`` networks; the first one's history (``networks``: each one's)."""
         import torch
 
         self.check_views(global_views, local_views)
         torch.set_num_threads(self.threads)
         torch.use_deterministic_algorithms(True)
-        network = self._build()
         inputs = self._inputs(global_views, local_views, numbers)
         targets = torch.from_numpy(np.asarray(labels, dtype=np.float32))
+        checked = None
+        if validation is not None:
+            checked = (self._inputs(*validation[:2], *validation[3:]),
+                       torch.from_numpy(np.asarray(validation[2], dtype=np.float32)))
+        self.networks, self._steps = [], None
+        histories = []
+        for number in range(pars.networks):
+            network, history = self._fit_network(self.seed + number, inputs, targets, checked,
+                                                 pars)
+            self.networks.append(network)
+            histories.append(history)
+        history = dict(histories[0])
+        if len(histories) > 1:
+            history["networks"] = histories
+        return history
+
+    def _fit_network(self, seed: int, inputs: tuple[Any, Any, Any], targets: Any,
+                     checked: tuple[Any, Any] | None, pars: TrainingParameters
+                     ) -> tuple[Any, dict[str, list[float]]]:
+        """One network fitted from ``seed``, stopped early on ``checked``; it and its history."""
+        import torch
+
+        network = self._build(seed)
         positives = float(targets.sum())
         weight = torch.tensor((len(targets) - positives) / max(positives, 1.0))
         loss_function = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
         optimiser = torch.optim.Adam(network.parameters(), lr=pars.learning_rate)
-        if validation is not None:
-            checked = self._inputs(*validation[:2], *validation[3:])
-            checked_targets = torch.from_numpy(np.asarray(validation[2], dtype=np.float32))
-        rng = np.random.default_rng(self.seed)
+        # the averaged weights (and batch normalisation statistics) are judged and kept
+        judged = network
+        if pars.weight_average > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            averaged = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(
+                pars.weight_average), use_buffers=True)
+            judged = averaged.module
+        rng = np.random.default_rng(seed)
         history: dict[str, list[float]] = {"train_loss": [], "validation_loss": []}
         best_loss, best_state, waited = np.inf, None, 0
         for _ in range(pars.epochs):
@@ -647,63 +719,77 @@ class ConvolutionalClassifier(TransitClassifier):
                                      targets[batch])
                 loss.backward()
                 optimiser.step()
+                if judged is not network:
+                    averaged.update_parameters(network)
                 total += float(loss.detach()) * len(batch)
             history["train_loss"].append(total / len(targets))
-            if validation is None:
+            if checked is None:
                 continue
-            network.eval()
+            judged.eval()
             with torch.no_grad():
-                loss = float(loss_function(network(*checked), checked_targets))
+                loss = float(loss_function(judged(*checked[0]), checked[1]))
             history["validation_loss"].append(loss)
             if loss < best_loss - 1e-4:
                 best_loss, waited = loss, 0
-                best_state = {k: v.clone() for k, v in network.state_dict().items()}
+                best_state = {k: v.clone() for k, v in judged.state_dict().items()}
             else:
                 waited += 1
                 if waited >= pars.patience:
                     break
+        if best_state is None and judged is not network:
+            best_state = judged.state_dict()
         if best_state is not None:
             network.load_state_dict(best_state)
         network.eval()
-        self._steps = None
-        return history
+        return network, history
 
     def predict(self, global_views, local_views, numbers=None):
         import torch
 
-        if self.network is None:
+        if not self.networks:
             raise RuntimeError("the convolutional model is not fitted")
         self.check_views(global_views, local_views)
         # a run scores one source's candidates per call, where the call's overhead counts:
-        # inference mode, and the network's layers as plain steps (_scoring_steps)
+        # inference mode, and the networks' layers as plain steps, side by side
         with torch.inference_mode():
             if self._steps is None:
-                self._steps = (_scoring_steps(self.network.global_column),
-                               _scoring_steps(self.network.local_column),
-                               _scoring_steps(self.network.head),
-                               _scoring_steps(self.network.numbers))
+                self._steps = tuple(
+                    _scoring_steps([getattr(network, part) for network in self.networks],
+                                   per_network_input=part == "head")
+                    for part in ("global_column", "local_column", "numbers", "head"))
             global_inputs, local_inputs, scaled = self._inputs(global_views, local_views,
                                                                numbers)
-            joined = torch.cat([_run_steps(self._steps[0], global_inputs),
-                                _run_steps(self._steps[1], local_inputs),
-                                _run_steps(self._steps[3], scaled)], dim=1)
-            logits = _run_steps(self._steps[2], joined).squeeze(1)
-            return torch.sigmoid(logits).numpy().astype(float)
+            count, networks = len(scaled), len(self.networks)
+            # each column gives (candidates, networks x features); the head takes
+            # (networks, candidates, each network's features joined)
+            joined = torch.cat([_run_steps(steps, values).reshape(count, networks, -1)
+                                for steps, values in zip(self._steps[:3], (
+                                    global_inputs, local_inputs, scaled), strict=True)], dim=2)
+            logits = _run_steps(self._steps[3], joined.transpose(0, 1).contiguous())
+            return torch.sigmoid(logits[..., 0]).mean(dim=0).numpy().astype(float)
 
     def state(self) -> bytes:
         import torch
 
         buffer = io.BytesIO()
-        torch.save(self.network.state_dict(), buffer)
+        torch.save({"networks": [network.state_dict() for network in self.networks]}, buffer)
         return buffer.getvalue()
 
     def load_state(self, data: bytes) -> None:
+        """Read :meth:`state` (a file before format 4 holds one network's weights alone)."""
         import torch
 
         torch.set_num_threads(self.threads)
-        network = self._build()
-        network.load_state_dict(torch.load(io.BytesIO(data), weights_only=True))
-        network.eval()
+        saved = torch.load(io.BytesIO(data), weights_only=True)
+        states = saved["networks"] if "networks" in saved else [saved]
+        if not states:
+            raise ValueError("the model holds no network")
+        self.networks, self._steps = [], None
+        for number, weights in enumerate(states):
+            network = self._build(self.seed + number)
+            network.load_state_dict(weights)
+            network.eval()
+            self.networks.append(network)
 
 
 MODELS: dict[str, type[TransitClassifier]] = {
