@@ -537,7 +537,7 @@ def _scoring_steps(columns: Sequence[Any], per_network_input: bool = False
     (one group per network), so its output holds the networks' features one
     after another. With ``per_network_input`` (the head) the values come as
     ``(networks, candidates, features)`` and each linear layer is a batched
-    matrix product.
+    matrix product (for one network, a plain one).
     """
     import torch
     from torch import nn
@@ -552,11 +552,11 @@ def _scoring_steps(columns: Sequence[Any], per_network_input: bool = False
             bias = torch.cat([layer.bias.detach() for layer in layers])
             steps.append(("conv", weight, bias, module.padding[0], count if split else 1))
             split = True
-        elif isinstance(module, nn.Linear) and per_network_input:
+        elif isinstance(module, nn.Linear) and per_network_input and count > 1:
             weight = torch.stack([layer.weight.detach().T for layer in layers])
             bias = torch.stack([layer.bias.detach()[None, :] for layer in layers])
             steps.append(("batched linear", weight.contiguous(), bias))
-        elif isinstance(module, nn.Linear) and not split:
+        elif isinstance(module, nn.Linear) and (not split or count == 1):
             steps.append(("linear", torch.cat([layer.weight.detach() for layer in layers]),
                           torch.cat([layer.bias.detach() for layer in layers])))
             split = True
@@ -759,14 +759,18 @@ class ConvolutionalClassifier(TransitClassifier):
                     for part in ("global_column", "local_column", "numbers", "head"))
             global_inputs, local_inputs, scaled = self._inputs(global_views, local_views,
                                                                numbers)
-            count, networks = len(scaled), len(self.networks)
+            features = [_run_steps(steps, values) for steps, values in zip(
+                self._steps[:3], (global_inputs, local_inputs, scaled), strict=True)]
+            if len(self.networks) == 1:
+                logits = _run_steps(self._steps[3], torch.cat(features, dim=1))[:, 0]
+                return torch.sigmoid(logits).numpy().astype(float)
             # each column gives (candidates, networks x features); the head takes
             # (networks, candidates, each network's features joined)
-            joined = torch.cat([_run_steps(steps, values).reshape(count, networks, -1)
-                                for steps, values in zip(self._steps[:3], (
-                                    global_inputs, local_inputs, scaled), strict=True)], dim=2)
-            logits = _run_steps(self._steps[3], joined.transpose(0, 1).contiguous())
-            return torch.sigmoid(logits[..., 0]).mean(dim=0).numpy().astype(float)
+            count, networks = len(scaled), len(self.networks)
+            joined = torch.cat([values.reshape(count, networks, -1) for values in features],
+                               dim=2)
+            logits = _run_steps(self._steps[3], joined.transpose(0, 1).contiguous())[..., 0]
+            return torch.sigmoid(logits).mean(dim=0).numpy().astype(float)
 
     def state(self) -> bytes:
         import torch
