@@ -57,9 +57,12 @@ from skyretriever.analysis.training import (
     Examples,
     evaluate,
     fit_model,
+    keep_example_input,
+    make_example_chunk,
     make_examples,
     split_by_source,
 )
+from skyretriever.execution import run_in_processes
 
 _EXAMPLE_ARRAYS = ("global_views", "local_views", "labels", "sources", "kinds", "sde", "snr",
                    "injected_snr")
@@ -101,13 +104,7 @@ def read_examples(path: str) -> Examples:
                 made.series = [(t, f, *c) for t, f, c in zip(
                     times, flux, saved["series_candidates"].tolist(), strict=True)]
         parts.append(made)
-    if len(parts) == 1:
-        return parts[0]
-    series = sum((p.series for p in parts), []) if all(p.series for p in parts) else None
-    return Examples(**{key: np.concatenate([getattr(p, key) for p in parts])
-                       for key in _EXAMPLE_ARRAYS},
-                    dropped=sum((p.dropped for p in parts), Counter()),
-                    seconds=sum(p.seconds for p in parts), series=series)
+    return Examples.joined(parts)
 
 
 def remade_views(made: Examples, analysis: Analysis) -> Examples:
@@ -321,6 +318,8 @@ def main() -> None:
                         "made from them")
     parser.add_argument("--only", choices=("gbt", "cnn"), help="fit only this model")
     parser.add_argument("--threads", type=int, default=1, help="threads to fit with")
+    parser.add_argument("--workers", type=int, default=1, help="processes making the examples "
+                        "(the same examples as one)")
     parser.add_argument("--local-kinds", default="transit", help="parts of the local view, "
                         "comma-separated (transit,secondary,odd,even)")
     parser.add_argument("--weight-average", type=float,
@@ -348,8 +347,19 @@ def main() -> None:
         if made.series is not None:     # views of this run's kinds from the kept series
             made = remade_views(made, analysis)
     else:
-        made = make_examples(analysis, stars, args.examples, seed=1,
-                             keep_series=bool(args.examples_file))
+        if args.workers > 1:    # chunks on worker processes, as skyretriever train makes them
+            begin = time.perf_counter()
+            calls = [(first, min(25, args.examples - first))
+                     for first in range(0, args.examples, 25)]
+            chunks = dict(run_in_processes(make_example_chunk, calls, args.workers,
+                                           setup=keep_example_input,
+                                           setup_args=(analysis, stars, 1,
+                                                       bool(args.examples_file))))
+            made = Examples.joined([chunks[index] for index in range(len(calls))])
+            made.seconds = (time.perf_counter() - begin) * args.workers   # CPU, about
+        else:
+            made = make_examples(analysis, stars, args.examples, seed=1,
+                                 keep_series=bool(args.examples_file))
         if args.examples_file:
             write_examples(made, args.examples_file)
     print(f"{len(made)} examples made in {made.seconds:.0f} s "

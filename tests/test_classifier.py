@@ -284,6 +284,37 @@ def test_examples_keep_only_transits_the_search_would_report_and_search_a_star_o
             assert (made.local_views[mine] == made.local_views[mine][0]).all()
 
 
+def test_examples_made_in_chunks_on_worker_processes_are_the_examples_made_at_once():
+    from skyretriever.analysis.synthetic import as_lightcurve, sector_lightcurve
+    from skyretriever.analysis.training import (
+        Examples,
+        keep_example_input,
+        make_example_chunk,
+        make_examples,
+    )
+    from skyretriever.execution import run_in_processes
+
+    analysis = Analysis(finders=["transit"], transit={"max_period": 5.0}, classifier={
+        "global_bins": GLOBAL, "local_bins": LOCAL,
+        "training": {"snr": [5.0, 30.0], "period": [0.5, 5.0]}})
+    rng = np.random.default_rng(5)
+    stars = {f"s{i}": [analysis.check_quality(as_lightcurve(sector_lightcurve(
+        rng, days=12.0, cadence_minutes=30.0, gaps=(), noise_ppm=800.0)))[0]]
+        for i in range(3)}
+    at_once = make_examples(analysis, stars, 14, seed=7)
+    chunks = {}
+    for index, chunk in run_in_processes(make_example_chunk, [(0, 6), (6, 5), (11, 3)], 2,
+                                         setup=keep_example_input,
+                                         setup_args=(analysis, stars, 7)):
+        chunks[index] = chunk
+    joined = Examples.joined([chunks[index] for index in range(3)])
+    assert len(at_once) > 5 and at_once.dropped == joined.dropped
+    for name in ("global_views", "local_views", "labels", "sources", "kinds", "sde", "snr"):
+        np.testing.assert_array_equal(getattr(joined, name), getattr(at_once, name))
+    # a chunk is its own part of the sequence, not its start again
+    assert not np.array_equal(chunks[1].local_views, at_once.local_views[:len(chunks[1])])
+
+
 def test_split_by_source_keeps_each_source_in_one_part_with_the_fractions_of_sources():
     sources = [f"s{i % 20}" for i in range(200)]
     parts = split_by_source(sources, [0.7, 0.15, 0.15], seed=3)
@@ -412,6 +443,15 @@ def test_run_train_run_and_query_ml_score(tmp_path, database_url, data_root, cap
     assert "AUC" in out and f"{info['metrics']['model']['auc']:6.3f}" in out
     for kind in ("roc", "precision_recall", "confusion"):
         assert (tmp_path / "models" / "ml_test.skm_figures" / f"{kind}.png").stat().st_size > 0
+    # made in chunks on two worker processes, the examples are those made in one
+    local = config.with_name("ml_local.yaml")
+    local.write_text(config.read_text().replace("scheduler: serial", "scheduler: local, workers: 2")
+                     .replace("models/ml_test.skm", "models/ml_local.skm"))
+    code, _, err = _run(capsys, "train", local)
+    assert code == 0, err
+    local_info = json.loads((tmp_path / "models" / "ml_local.skm.json").read_text())
+    assert {**local_info["data"], "seconds": None} == {**info["data"], "seconds": None}
+    assert local_info["test_scores"] == info["test_scores"]
 
     # the model file's hash is part of the configuration: the results must be made again
     code, _, err = _run(capsys, "run", config)

@@ -28,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Literal
@@ -39,7 +39,7 @@ from skyretriever.parameters import ParameterError, Parameters, parameter
 from skyretriever.pipeline import SourceResult, SourceTask, Worker, download_source
 
 __all__ = ["DaskExecutor", "ExecutionParameters", "Executor", "LocalExecutor", "die_with_parent",
-           "make_executor"]
+           "make_executor", "run_in_processes"]
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,39 @@ def die_with_parent(expected_parent: int | None = None, interval: float = 1.0) -
         _WATCHED_PARENT["pid"] = parent
         threading.Thread(target=_watch_parent, args=(parent, interval), daemon=True,
                          name="parent-watchdog").start()
+
+
+def _initialize_process(driver: int | None, setup: Callable[..., Any] | None,
+                        setup_args: tuple[Any, ...]) -> None:
+    die_with_parent(driver)
+    if setup is not None:
+        setup(*setup_args)
+
+
+def run_in_processes(function: Callable[..., Any], calls: Sequence[tuple[Any, ...]],
+                     workers: int, start_method: str | None = None,
+                     setup: Callable[..., Any] | None = None, setup_args: tuple[Any, ...] = ()
+                     ) -> Iterator[tuple[int, Any]]:
+    """``function(*call)`` for each of ``calls`` in ``workers`` processes: (index, result) as each ends.
+
+    ``setup(*setup_args)`` runs once in each process first; with the fork start
+    method (the default on Linux) its arguments are inherited, not pickled, so
+    large inputs are best given there. The processes end with this one. An
+    exception of a call is raised here, and the calls not started are cancelled.
+    """
+    method = start_method or ("fork" if sys.platform.startswith("linux") else "spawn")
+    with ProcessPoolExecutor(max_workers=max(1, workers),
+                             mp_context=multiprocessing.get_context(method),
+                             initializer=_initialize_process,
+                             initargs=(os.getpid() if method != "forkserver" else None, setup,
+                                       setup_args)) as pool:
+        futures = {pool.submit(function, *call): index for index, call in enumerate(calls)}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 def _initialize_local_worker(worker: Worker, driver: int | None) -> None:

@@ -34,7 +34,15 @@ from skyretriever._version import __version__
 from skyretriever.analysis.analysis import Analysis, load_class
 from skyretriever.analysis.classifier import model_class, save_model
 from skyretriever.analysis.histogram import Histogram, HistogramFileError, update_histogram_file
-from skyretriever.analysis.training import evaluate, fit_model, make_examples, split_by_source
+from skyretriever.analysis.training import (
+    Examples,
+    evaluate,
+    fit_model,
+    keep_example_input,
+    make_example_chunk,
+    make_examples,
+    split_by_source,
+)
 from skyretriever.catalogs.catalog import Catalog, CatalogParameters
 from skyretriever.catalogs.errors import CatalogError
 from skyretriever.errors import (
@@ -45,7 +53,7 @@ from skyretriever.errors import (
     free_megabytes,
     is_disk_full,
 )
-from skyretriever.execution import ExecutionParameters, make_executor
+from skyretriever.execution import ExecutionParameters, make_executor, run_in_processes
 from skyretriever.fitsfile import validate_fits
 from skyretriever.models import Lightcurve
 from skyretriever.observatories.base import (
@@ -71,6 +79,8 @@ __all__ = ["ConfigurationChanged", "Project", "ProjectParameters", "RunSummary"]
 log = logging.getLogger(__name__)
 
 SECTIONS = ("project", "database", "data_root", "catalog", "observatories", "analysis", "execution")
+#: Examples a worker process makes at a time in `skyretriever train` (a few seconds of work).
+_EXAMPLES_PER_CHUNK = 25
 CONSTRUCTOR_KEYWORDS = ("catalog_kwargs", "obs_kwargs", "analysis_kwargs", "execution_kwargs",
                         "database_url", "data_root", "analysis_module", "analysis_class")
 
@@ -1172,9 +1182,7 @@ class Project:
                 f"test): run 'skyretriever run' first")
         bar = progress_bar(pars.examples, show_progress, "examples", unit="example")
         try:
-            made = make_examples(self.analysis, stars, pars.examples, pars.seed,
-                                 progress=lambda n, outcome: bar.update(
-                                     n, "done" if outcome == "made" else "skipped"))
+            made = self._make_examples(stars, pars, bar)
         finally:
             bar.close()
         parts = split_by_source(made.sources, pars.split, pars.seed)
@@ -1218,6 +1226,33 @@ class Project:
                             "sde": test.sde.tolist(), "kind": test.kinds.tolist()},
         }
         return save_model(model, classifier.model_file, metadata)
+
+    def _make_examples(self, stars: dict[str, list[Any]], pars: Any, bar: Any) -> Examples:
+        """``pars.examples`` examples of ``stars``, on ``execution.workers`` processes.
+
+        Chunks of examples are made in the worker processes and joined in
+        order: the examples are those made in one process (each draws from
+        its own generator), whatever the number of workers.
+        """
+        workers = min(self.execution.workers or os.cpu_count() or 1,
+                      -(-pars.examples // _EXAMPLES_PER_CHUNK))
+        if self.execution.scheduler == "serial" or workers < 2:
+            return make_examples(self.analysis, stars, pars.examples, pars.seed,
+                                 progress=lambda n, outcome: bar.update(
+                                     n, "done" if outcome == "made" else "skipped"))
+        begin = time.perf_counter()
+        calls = [(first, min(_EXAMPLES_PER_CHUNK, pars.examples - first))
+                 for first in range(0, pars.examples, _EXAMPLES_PER_CHUNK)]
+        chunks: list[Examples | None] = [None] * len(calls)
+        for index, chunk in run_in_processes(
+                make_example_chunk, calls, workers, self.execution.start_method,
+                setup=keep_example_input, setup_args=(self.analysis, stars, pars.seed)):
+            chunks[index] = chunk
+            bar.update(len(chunk), "done")
+            bar.update(sum(chunk.dropped.values()), "skipped")
+        made = Examples.joined([chunk for chunk in chunks if chunk is not None])
+        made.seconds = time.perf_counter() - begin
+        return made
 
     def status(self, max_failures: int = 20) -> dict[str, Any]:
         """Counts per stage and observatory, and the failures with their reasons.

@@ -79,6 +79,19 @@ class Examples:
                         self.sources[keep], self.kinds[keep], self.sde[keep], self.snr[keep],
                         self.injected_snr[keep], series=series)
 
+    @classmethod
+    def joined(cls, parts: Sequence[Examples]) -> Examples:
+        """The examples of ``parts`` one after another (series only when every part has them)."""
+        if len(parts) == 1:
+            return parts[0]
+        series = (sum((p.series for p in parts), []) if all(p.series is not None for p in parts)
+                  else None)
+        arrays = ("global_views", "local_views", "labels", "sources", "kinds", "sde", "snr",
+                  "injected_snr")
+        return cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in arrays},
+                   dropped=sum((p.dropped for p in parts), Counter()),
+                   seconds=sum(p.seconds for p in parts), series=series)
+
     def numbers(self, names: Sequence[str]) -> np.ndarray | None:
         """The candidates' numbers a model takes (``snr``, ``sde``), one row each; None for none."""
         if not names:
@@ -192,7 +205,7 @@ def _variable(frames: Sequence[pd.DataFrame], simulator: Simulator,
 def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]],
                   number: int, seed: int = 0,
                   progress: Callable[[int, str], None] | None = None,
-                  keep_series: bool = False) -> Examples:
+                  keep_series: bool = False, first: int = 0) -> Examples:
     """``number`` examples from the quality-checked light curves of ``stars`` (name: tables).
 
     Each example picks a star and a kind (a transit with probability
@@ -205,6 +218,11 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
     deterministic), so its examples cost nothing after the first. With
     ``keep_series`` each example's searched series and candidate are kept in
     ``series`` (views of other kinds or sizes can then be made without searching again).
+
+    Each example draws from its own generator (``seed`` and its index), so
+    the examples ``first`` to ``first + number - 1`` made apart (``first``)
+    and joined (:meth:`Examples.joined`) are those made at once: chunks can
+    be made in other processes (:func:`keep_example_input`, :func:`make_example_chunk`).
     """
     pars = analysis.pars.classifier.training
     finder = _transit_finder(analysis)
@@ -228,7 +246,7 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
     rows: list[tuple] = []
     dropped: Counter = Counter()
     begin = time.perf_counter()
-    for number_made in range(number):
+    for number_made in range(first, first + number):
         rng = np.random.default_rng([seed, number_made])
         name = names[int(rng.integers(len(names)))]
         frames = list(stars[name])
@@ -276,6 +294,24 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
         dropped=dropped, seconds=time.perf_counter() - begin,
         series=list(columns[8]) if keep_series else None,
     )
+
+
+#: What a worker process makes examples from (set by :func:`keep_example_input`).
+_EXAMPLE_INPUT: dict[str, Any] = {}
+
+
+def keep_example_input(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]],
+                       seed: int, keep_series: bool = False) -> None:
+    """Keep, in this process, what :func:`make_example_chunk` makes examples from."""
+    _EXAMPLE_INPUT.clear()
+    _EXAMPLE_INPUT.update(analysis=analysis, stars=stars, seed=seed, keep_series=keep_series)
+
+
+def make_example_chunk(first: int, number: int) -> Examples:
+    """Examples ``first`` to ``first + number - 1`` of what :func:`keep_example_input` kept."""
+    if not _EXAMPLE_INPUT:
+        raise RuntimeError("keep_example_input was not called in this process")
+    return make_examples(number=number, first=first, **_EXAMPLE_INPUT)
 
 
 def _example(found: FinderResult | None, kind: str, event: Any, classifier: Any,
