@@ -325,6 +325,8 @@ def main() -> None:
     parser.add_argument("--weight-average", type=float,
                         default=TrainingParameters().weight_average,
                         help="CNN: decay per step of the moving average of the weights kept")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fit (the split "
+                        "stays that of seed 0)")
     parser.add_argument("--networks", type=int, default=TrainingParameters().networks,
                         help="networks of the CNN (fitted from successive seeds; it scores "
                         "their mean); each one is also judged alone")
@@ -370,6 +372,7 @@ def main() -> None:
                               weight_average=args.weight_average)
     parts = split_by_source(made.sources, pars.split, pars.seed)
     test = made.subset(parts == 2)
+    pars = pars.model_copy(update={"seed": args.seed})
     results = {"examples": made.summary(), "test": int((parts == 2).sum()), "models": {}}
     sde = evaluate(test.labels, test.sde, 6.0)
     results["sde"] = {k: getattr(sde, k) for k in ("auc", "auprc", "recall_at_99_precision")}

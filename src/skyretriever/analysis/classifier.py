@@ -75,7 +75,7 @@ _FIRST_KINDS_VERSION = 3
 _FIRST_CNN_VERSION = 2
 #: CNN files from format 4 on may hold several networks (``weights.bin``: ``{"networks": [...]}``).
 NETWORKS_DEFAULT = 1
-WEIGHT_AVERAGE_DEFAULT = 0.0
+WEIGHT_AVERAGE_DEFAULT = 0.995
 #: Numbers of a candidate a model may take beside its views: the transit search's S/N
 #: and SDE (what AstroNet's threshold-crossing events had passed before it saw them).
 CANDIDATE_NUMBERS = ("snr", "sde")
@@ -139,8 +139,9 @@ class TrainingParameters(Parameters):
     seed: int = parameter(0, "Random seed of the examples, the split and the fit.")
     threads: int = parameter(1, "CPU threads used to fit.", ge=1)
     weight_average: float = parameter(
-        WEIGHT_AVERAGE_DEFAULT, "CNN: decay per step of a moving average of the weights, "
-        "which is what is judged on the validation part and kept (0: the weights as fitted).",
+        WEIGHT_AVERAGE_DEFAULT, "CNN: decay per step of a moving average of the weights "
+        "(less in the first steps), which is what is judged on the validation part and kept "
+        "(0: the weights as fitted).",
         ge=0, lt=1,
     )
     networks: int = parameter(
@@ -600,6 +601,29 @@ def _run_steps(steps: list[tuple[Any, ...]], values: Any) -> Any:
     return values
 
 
+def _moving_average(decay: float) -> Any:
+    """An exponential moving average of tensors, for ``AveragedModel(multi_avg_fn=...)``.
+
+    The new weights count ``max(1 - decay, 4 / (n + 4))`` after ``n`` updates:
+    the average spans about the last quarter of the steps so far, and at most
+    ``1 / (1 - decay)`` steps, so a short fit (a small project: a few steps an
+    epoch) averages its recent weights rather than keeping its first ones.
+    Integer buffers (batch normalisation's count) take the current value.
+    """
+    import torch
+
+    @torch.no_grad()
+    def update(averaged: list[Any], current: list[Any], count: Any) -> None:
+        weight = max(1.0 - decay, 4.0 / (float(count) + 4.0))
+        for old, new in zip(averaged, current, strict=True):
+            if old.is_floating_point():
+                old.lerp_(new, weight)
+            else:
+                old.copy_(new)
+
+    return update
+
+
 class ConvolutionalClassifier(TransitClassifier):
     """1-D convolutional networks of spacekit's kind on PyTorch (CPU), deterministic with a seed.
 
@@ -694,10 +718,10 @@ class ConvolutionalClassifier(TransitClassifier):
         # the averaged weights (and batch normalisation statistics) are judged and kept
         judged = network
         if pars.weight_average > 0:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+            from torch.optim.swa_utils import AveragedModel
 
-            averaged = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(
-                pars.weight_average), use_buffers=True)
+            averaged = AveragedModel(network, multi_avg_fn=_moving_average(pars.weight_average),
+                                     use_buffers=True)
             judged = averaged.module
         rng = np.random.default_rng(seed)
         history: dict[str, list[float]] = {"train_loss": [], "validation_loss": []}
