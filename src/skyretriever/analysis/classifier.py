@@ -91,8 +91,9 @@ def candidate_numbers(candidates: Sequence[Any], names: Sequence[str]) -> np.nda
 def _scaled_numbers(numbers: np.ndarray) -> np.ndarray:
     """S/N and SDE on a log scale (both are positive and spread over decades), 0 if unknown."""
     # centred on S/N 10 (log 2.3), spread 0.5: inputs of the size the network's weights expect
-    return np.nan_to_num((np.log(np.clip(numbers, 0.5, None)) - 2.3) / 0.5,
-                         nan=0.0).astype(np.float32)
+    scaled = ((np.log(np.clip(numbers, 0.5, None)) - 2.3) / 0.5).astype(np.float32)
+    scaled[np.isnan(scaled)] = 0.0
+    return scaled
 
 
 class ModelFileError(ValueError):
@@ -524,6 +525,14 @@ def _network(global_bins: int, local_bins: int, numbers: int = 0, local_parts: i
     return Network()
 
 
+@functools.cache
+def _torch() -> Any:
+    """The torch module, imported when first needed (an import statement costs each call)."""
+    import torch
+
+    return torch
+
+
 def _scoring_steps(columns: Sequence[Any], per_network_input: bool = False
                    ) -> list[tuple[Any, ...]]:
     """The same layers of several networks in eval mode as plain operations on all at once.
@@ -579,21 +588,19 @@ def _scoring_steps(columns: Sequence[Any], per_network_input: bool = False
 
 
 def _run_steps(steps: list[tuple[Any, ...]], values: Any) -> Any:
-    import torch
-    from torch.nn import functional
-
+    torch = _torch()
     for step in steps:
         kind = step[0]
         if kind == "conv":
-            values = functional.conv1d(values, step[1], step[2], padding=step[3], groups=step[4])
+            values = torch.conv1d(values, step[1], step[2], padding=step[3], groups=step[4])
         elif kind == "linear":
-            values = functional.linear(values, step[1], step[2])
+            values = torch.nn.functional.linear(values, step[1], step[2])
         elif kind == "batched linear":
             values = torch.baddbmm(step[2], values, step[1])
         elif kind == "relu":
             values = torch.relu_(values)
-        elif kind == "pool":
-            values = functional.max_pool1d(values, step[1])
+        elif kind == "pool":    # torch's own (functional's wrapper costs as much again)
+            values = torch.max_pool1d(values, step[1])
         elif kind == "scale":
             values = torch.addcmul(step[2], values, step[1])
         else:
