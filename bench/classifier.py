@@ -152,19 +152,27 @@ def scoring_rate(analysis: Analysis, model, stars: dict, count: int) -> tuple[fl
     The model is written to a model file and read back by an analysis with the
     classifier on; its step (``Analysis.classify``: the views of each source's
     candidates, made from the stitched light curves, and one model call per
-    source) is timed on the transit searches of 20 stars, on one thread. CPU
-    seconds are the figure per core; wall time on a shared machine is longer.
+    source) is timed on the transit searches of 20 stars, on one thread, in a
+    new process (as a run's workers read the model). CPU seconds are the
+    figure per core; wall time on a shared machine is longer.
     """
+    found = [analysis.finders[0].find_source(frames) for frames in list(stars.values())[:20]]
+    found = [f for f in found if any(s.candidate is not None for s in f.searched)]
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.zip")
         save_model(model, path, {})
-        scoring = Analysis(finders=["transit"], classifier={
-            "enabled": True, "model": model.name, "model_file": path,
-            "global_bins": model.global_bins, "local_bins": model.local_bins,
-            "local_kinds": list(model.local_kinds)})
-        scoring.classifier.model()
-    found = [analysis.finders[0].find_source(frames) for frames in list(stars.values())[:20]]
-    found = [f for f in found if any(s.candidate is not None for s in f.searched)]
+        # in a new process, as a run's workers score (not after a fit in this one)
+        calls = [(model.name, path, model.global_bins, model.local_bins,
+                  list(model.local_kinds), found, count)]
+        return next(run_in_processes(_scoring_rate, calls, 1, start_method="spawn"))[1]
+
+
+def _scoring_rate(name: str, path: str, global_bins: int, local_bins: int, kinds: list,
+                  found: list, count: int) -> tuple[float, float]:
+    scoring = Analysis(finders=["transit"], classifier={
+        "enabled": True, "model": name, "model_file": path, "global_bins": global_bins,
+        "local_bins": local_bins, "local_kinds": kinds})
+    scoring.classifier.model()
     scored = 0
     cpu, wall = time.process_time(), time.perf_counter()
     while scored < count:

@@ -692,7 +692,6 @@ class ConvolutionalClassifier(TransitClassifier):
 
         self.check_views(global_views, local_views)
         torch.set_num_threads(self.threads)
-        torch.use_deterministic_algorithms(True)
         inputs = self._inputs(global_views, local_views, numbers)
         targets = torch.from_numpy(np.asarray(labels, dtype=np.float32))
         checked = None
@@ -701,11 +700,17 @@ class ConvolutionalClassifier(TransitClassifier):
                        torch.from_numpy(np.asarray(validation[2], dtype=np.float32)))
         self.networks, self._steps = [], None
         histories = []
-        for number in range(pars.networks):
-            network, history = self._fit_network(self.seed + number, inputs, targets, checked,
-                                                 pars)
-            self.networks.append(network)
-            histories.append(history)
+        # deterministic while fitting, and as before after (it is torch's global setting)
+        was_deterministic = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            for number in range(pars.networks):
+                network, history = self._fit_network(self.seed + number, inputs, targets,
+                                                     checked, pars)
+                self.networks.append(network)
+                histories.append(history)
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic)
         history = dict(histories[0])
         if len(histories) > 1:
             history["networks"] = histories
