@@ -57,12 +57,10 @@ from skyretriever.analysis.training import (
     Examples,
     evaluate,
     fit_model,
-    keep_example_input,
-    make_example_chunk,
     make_examples,
     split_by_source,
 )
-from skyretriever.execution import run_in_processes
+from skyretriever.execution import make_examples_in_processes, run_in_processes
 
 _EXAMPLE_ARRAYS = ("global_views", "local_views", "labels", "sources", "kinds", "sde", "snr",
                    "injected_snr")
@@ -358,15 +356,9 @@ def main() -> None:
             made = remade_views(made, analysis)
     else:
         if args.workers > 1:    # chunks on worker processes, as skyretriever train makes them
-            begin = time.perf_counter()
-            calls = [(first, min(25, args.examples - first))
-                     for first in range(0, args.examples, 25)]
-            chunks = dict(run_in_processes(make_example_chunk, calls, args.workers,
-                                           setup=keep_example_input,
-                                           setup_args=(analysis, stars, 1,
-                                                       bool(args.examples_file))))
-            made = Examples.joined([chunks[index] for index in range(len(calls))])
-            made.seconds = (time.perf_counter() - begin) * args.workers   # CPU, about
+            made = make_examples_in_processes(analysis, stars, args.examples, 1, args.workers,
+                                              keep_series=bool(args.examples_file))
+            made.seconds *= args.workers     # CPU, about
         else:
             made = make_examples(analysis, stars, args.examples, seed=1,
                                  keep_series=bool(args.examples_file))

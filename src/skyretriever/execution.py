@@ -39,7 +39,7 @@ from skyretriever.parameters import ParameterError, Parameters, parameter
 from skyretriever.pipeline import SourceResult, SourceTask, Worker, download_source
 
 __all__ = ["DaskExecutor", "ExecutionParameters", "Executor", "LocalExecutor", "die_with_parent",
-           "make_executor", "run_in_processes"]
+           "make_examples_in_processes", "make_executor", "run_in_processes"]
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +292,38 @@ def run_in_processes(function: Callable[..., Any], calls: Sequence[tuple[Any, ..
         finally:
             for future in futures:
                 future.cancel()
+
+
+def make_examples_in_processes(analysis: Any, stars: Any, number: int, seed: int, workers: int,
+                               start_method: str | None = None, keep_series: bool = False,
+                               progress: Callable[[int, str], None] | None = None,
+                               chunk: int = 25) -> Any:
+    """:func:`~skyretriever.analysis.training.make_examples` in chunks on ``workers`` processes.
+
+    The chunks (``chunk`` examples each, a few seconds of work) are joined in
+    order: the examples are those one process makes (each draws from its own
+    generator), whatever the number of workers. ``progress(n, "made" or
+    "dropped")`` is called as each chunk ends.
+    """
+    from skyretriever.analysis.training import (
+        Examples,
+        keep_example_input,
+        make_example_chunk,
+    )
+
+    begin = time.perf_counter()
+    calls = [(first, min(chunk, number - first)) for first in range(0, number, chunk)]
+    chunks: dict[int, Any] = {}
+    for index, made in run_in_processes(make_example_chunk, calls, workers, start_method,
+                                        setup=keep_example_input,
+                                        setup_args=(analysis, stars, seed, keep_series)):
+        chunks[index] = made
+        if progress is not None:
+            progress(len(made), "made")
+            progress(sum(made.dropped.values()), "dropped")
+    joined = Examples.joined([chunks[index] for index in range(len(calls))])
+    joined.seconds = time.perf_counter() - begin
+    return joined
 
 
 def _initialize_local_worker(worker: Worker, driver: int | None) -> None:

@@ -38,8 +38,6 @@ from skyretriever.analysis.training import (
     Examples,
     evaluate,
     fit_model,
-    keep_example_input,
-    make_example_chunk,
     make_examples,
     split_by_source,
 )
@@ -53,7 +51,11 @@ from skyretriever.errors import (
     free_megabytes,
     is_disk_full,
 )
-from skyretriever.execution import ExecutionParameters, make_executor, run_in_processes
+from skyretriever.execution import (
+    ExecutionParameters,
+    make_examples_in_processes,
+    make_executor,
+)
 from skyretriever.fitsfile import validate_fits
 from skyretriever.models import Lightcurve
 from skyretriever.observatories.base import (
@@ -1230,29 +1232,21 @@ class Project:
     def _make_examples(self, stars: dict[str, list[Any]], pars: Any, bar: Any) -> Examples:
         """``pars.examples`` examples of ``stars``, on ``execution.workers`` processes.
 
-        Chunks of examples are made in the worker processes and joined in
-        order: the examples are those made in one process (each draws from
-        its own generator), whatever the number of workers.
+        The same examples whatever the number of workers
+        (:func:`~skyretriever.execution.make_examples_in_processes`).
         """
         workers = min(self.execution.workers or os.cpu_count() or 1,
                       -(-pars.examples // _EXAMPLES_PER_CHUNK))
+
+        def progress(count: int, outcome: str) -> None:
+            bar.update(count, "done" if outcome == "made" else "skipped")
+
         if self.execution.scheduler == "serial" or workers < 2:
             return make_examples(self.analysis, stars, pars.examples, pars.seed,
-                                 progress=lambda n, outcome: bar.update(
-                                     n, "done" if outcome == "made" else "skipped"))
-        begin = time.perf_counter()
-        calls = [(first, min(_EXAMPLES_PER_CHUNK, pars.examples - first))
-                 for first in range(0, pars.examples, _EXAMPLES_PER_CHUNK)]
-        chunks: list[Examples | None] = [None] * len(calls)
-        for index, chunk in run_in_processes(
-                make_example_chunk, calls, workers, self.execution.start_method,
-                setup=keep_example_input, setup_args=(self.analysis, stars, pars.seed)):
-            chunks[index] = chunk
-            bar.update(len(chunk), "done")
-            bar.update(sum(chunk.dropped.values()), "skipped")
-        made = Examples.joined([chunk for chunk in chunks if chunk is not None])
-        made.seconds = time.perf_counter() - begin
-        return made
+                                 progress=progress)
+        return make_examples_in_processes(
+            self.analysis, stars, pars.examples, pars.seed, workers, self.execution.start_method,
+            progress=progress, chunk=_EXAMPLES_PER_CHUNK)
 
     def status(self, max_failures: int = 20) -> dict[str, Any]:
         """Counts per stage and observatory, and the failures with their reasons.

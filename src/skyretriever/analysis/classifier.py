@@ -536,57 +536,34 @@ def _torch() -> Any:
     return torch
 
 
-def _scoring_steps(columns: Sequence[Any], per_network_input: bool = False
-                   ) -> list[tuple[Any, ...]]:
-    """The same layers of several networks in eval mode as plain operations on all at once.
+def _scoring_steps(modules: Any) -> list[tuple[Any, ...]]:
+    """The layers of an ``nn.Sequential`` in eval mode as plain operations (for scoring).
 
-    ``columns`` holds one ``nn.Sequential`` per network, alike but for their
-    weights. Calling each module costs more than its arithmetic on one
-    candidate's views (one network took 410 microseconds a call as modules,
-    190 as steps), so scoring runs steps: batch normalisation as a
-    multiply-add, dropout left out, and the networks side by side in each
-    step. A column's input is the same for every network: its first layer
-    has the networks' filters stacked, the later convolutions are grouped
-    (one group per network), so its output holds the networks' features one
-    after another. With ``per_network_input`` (the head) the values come as
-    ``(networks, candidates, features)`` and each linear layer is a batched
-    matrix product (for one network, a plain one).
+    Calling each module costs more than its arithmetic on one candidate's views
+    (the network took 410 microseconds a call, these steps 190): scoring runs
+    these, with batch normalisation as a multiply-add and dropout left out.
     """
-    import torch
     from torch import nn
 
-    count = len(columns)
     steps: list[tuple[Any, ...]] = []
-    split = per_network_input
-    for layers in zip(*columns, strict=True):
-        module = layers[0]
-        if isinstance(module, nn.Conv1d) and not per_network_input:
-            weight = torch.cat([layer.weight.detach() for layer in layers])
-            bias = torch.cat([layer.bias.detach() for layer in layers])
-            steps.append(("conv", weight, bias, module.padding[0], count if split else 1))
-            split = True
-        elif isinstance(module, nn.Linear) and per_network_input and count > 1:
-            weight = torch.stack([layer.weight.detach().T for layer in layers])
-            bias = torch.stack([layer.bias.detach()[None, :] for layer in layers])
-            steps.append(("batched linear", weight.contiguous(), bias))
-        elif isinstance(module, nn.Linear) and (not split or count == 1):
-            steps.append(("linear", torch.cat([layer.weight.detach() for layer in layers]),
-                          torch.cat([layer.bias.detach() for layer in layers])))
-            split = True
+    for module in modules:
+        if isinstance(module, nn.Conv1d):
+            steps.append(("conv", module.weight.detach(), module.bias.detach(),
+                          module.padding[0]))
+        elif isinstance(module, nn.Linear):
+            steps.append(("linear", module.weight.detach(), module.bias.detach()))
         elif isinstance(module, nn.ReLU):
             steps.append(("relu",))
         elif isinstance(module, nn.MaxPool1d):
             steps.append(("pool", module.kernel_size))
         elif isinstance(module, nn.BatchNorm1d):
-            scales = [(layer.weight / (layer.running_var + layer.eps).sqrt()).detach()
-                      for layer in layers]
-            shifts = [(layer.bias - layer.running_mean * scale).detach()
-                      for layer, scale in zip(layers, scales, strict=True)]
-            steps.append(("scale", torch.cat(scales)[:, None], torch.cat(shifts)[:, None]))
+            scale = (module.weight / (module.running_var + module.eps).sqrt()).detach()
+            shift = (module.bias - module.running_mean * scale).detach()
+            steps.append(("scale", scale[:, None], shift[:, None]))
         elif isinstance(module, nn.Flatten):
             steps.append(("flatten",))
         elif not isinstance(module, nn.Dropout):
-            raise TypeError(f"no scoring step for {type(module).__name__} here")
+            raise TypeError(f"no scoring step for {type(module).__name__}")
     return steps
 
 
@@ -595,11 +572,9 @@ def _run_steps(steps: list[tuple[Any, ...]], values: Any) -> Any:
     for step in steps:
         kind = step[0]
         if kind == "conv":
-            values = torch.conv1d(values, step[1], step[2], padding=step[3], groups=step[4])
+            values = torch.conv1d(values, step[1], step[2], padding=step[3])
         elif kind == "linear":
             values = torch.nn.functional.linear(values, step[1], step[2])
-        elif kind == "batched linear":
-            values = torch.baddbmm(step[2], values, step[1])
         elif kind == "relu":
             values = torch.relu_(values)
         elif kind == "pool":    # torch's own (functional's wrapper costs as much again)
@@ -640,8 +615,7 @@ class ConvolutionalClassifier(TransitClassifier):
     The model is ``training.networks`` networks fitted alike from seeds
     ``seed``, ``seed + 1``, ...; its score is the mean of theirs (networks
     from different seeds err on different faint transits, so their mean
-    ranks candidates better than any one of them). Scoring runs them side by
-    side in the same steps.
+    ranks candidates better than any one of them).
 
     Examples
     --------
@@ -789,27 +763,20 @@ class ConvolutionalClassifier(TransitClassifier):
             raise RuntimeError("the convolutional model is not fitted")
         self.check_views(global_views, local_views)
         # a run scores one source's candidates per call, where the call's overhead counts:
-        # inference mode, and the networks' layers as plain steps, side by side
+        # inference mode, and each network's layers as plain steps (_scoring_steps; run side
+        # by side as grouped convolutions, they were no faster)
         with torch.inference_mode():
             if self._steps is None:
                 self._steps = tuple(
-                    _scoring_steps([getattr(network, part) for network in self.networks],
-                                   per_network_input=part == "head")
-                    for part in ("global_column", "local_column", "numbers", "head"))
-            global_inputs, local_inputs, scaled = self._inputs(global_views, local_views,
-                                                               numbers)
-            features = [_run_steps(steps, values) for steps, values in zip(
-                self._steps[:3], (global_inputs, local_inputs, scaled), strict=True)]
-            if len(self.networks) == 1:
-                logits = _run_steps(self._steps[3], torch.cat(features, dim=1))[:, 0]
-                return torch.sigmoid(logits).numpy().astype(float)
-            # each column gives (candidates, networks x features); the head takes
-            # (networks, candidates, each network's features joined)
-            count, networks = len(scaled), len(self.networks)
-            joined = torch.cat([values.reshape(count, networks, -1) for values in features],
-                               dim=2)
-            logits = _run_steps(self._steps[3], joined.transpose(0, 1).contiguous())[..., 0]
-            return torch.sigmoid(logits).mean(dim=0).numpy().astype(float)
+                    tuple(_scoring_steps(getattr(network, part)) for part in (
+                        "global_column", "local_column", "numbers", "head"))
+                    for network in self.networks)
+            inputs = self._inputs(global_views, local_views, numbers)
+            scores = [torch.sigmoid(_run_steps(steps[3], torch.cat(
+                [_run_steps(column, values) for column, values in zip(steps[:3], inputs,
+                                                                      strict=True)],
+                dim=1))[:, 0]) for steps in self._steps]
+            return torch.stack(scores).mean(dim=0).numpy().astype(float)
 
     def state(self) -> bytes:
         import torch
