@@ -34,6 +34,11 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Literal
 
 from skyretriever import database
+from skyretriever.analysis.training import (
+    Examples,
+    keep_example_input,
+    make_example_chunk,
+)
 from skyretriever.errors import RunStopped
 from skyretriever.parameters import ParameterError, Parameters, parameter
 from skyretriever.pipeline import SourceResult, SourceTask, Worker, download_source
@@ -297,7 +302,7 @@ def run_in_processes(function: Callable[..., Any], calls: Sequence[tuple[Any, ..
 def make_examples_in_processes(analysis: Any, stars: Any, number: int, seed: int, workers: int,
                                start_method: str | None = None, keep_series: bool = False,
                                progress: Callable[[int, str], None] | None = None,
-                               chunk: int = 25) -> Any:
+                               chunk: int = 25) -> Examples:
     """:func:`~skyretriever.analysis.training.make_examples` in chunks on ``workers`` processes.
 
     The chunks (``chunk`` examples each, a few seconds of work) are joined in
@@ -305,15 +310,9 @@ def make_examples_in_processes(analysis: Any, stars: Any, number: int, seed: int
     generator), whatever the number of workers. ``progress(n, "made" or
     "dropped")`` is called as each chunk ends.
     """
-    from skyretriever.analysis.training import (
-        Examples,
-        keep_example_input,
-        make_example_chunk,
-    )
-
     begin = time.perf_counter()
     calls = [(first, min(chunk, number - first)) for first in range(0, number, chunk)]
-    chunks: dict[int, Any] = {}
+    chunks: dict[int, Examples] = {}
     for index, made in run_in_processes(make_example_chunk, calls, workers, start_method,
                                         setup=keep_example_input,
                                         setup_args=(analysis, stars, seed, keep_series)):
