@@ -54,6 +54,7 @@ from skyretriever.analysis import Analysis
 from skyretriever.analysis.classifier import TrainingParameters, candidate_numbers, save_model
 from skyretriever.analysis.synthetic import as_lightcurve, sector_lightcurve
 from skyretriever.analysis.training import (
+    EXAMPLE_ARRAYS,
     Examples,
     evaluate,
     fit_model,
@@ -61,9 +62,6 @@ from skyretriever.analysis.training import (
     split_by_source,
 )
 from skyretriever.execution import make_examples_in_processes, run_in_processes
-
-_EXAMPLE_ARRAYS = ("global_views", "local_views", "labels", "sources", "kinds", "sde", "snr",
-                   "injected_snr")
 
 
 def write_examples(made: Examples, path: str) -> None:
@@ -79,7 +77,7 @@ def write_examples(made: Examples, path: str) -> None:
                  "series_lengths": np.array([len(s[0]) for s in made.series]),
                  "series_candidates": np.array([s[2:] for s in made.series], dtype=float)}
     np.savez(path, seconds=made.seconds, dropped=json.dumps(dict(made.dropped)),
-             **{key: getattr(made, key) for key in _EXAMPLE_ARRAYS}, **extra)
+             **{key: getattr(made, key) for key in EXAMPLE_ARRAYS}, **extra)
 
 
 def read_examples(path: str) -> Examples:
@@ -91,7 +89,11 @@ def read_examples(path: str) -> Examples:
     parts = []
     for name in sorted(glob.glob(path)) or [path]:
         with np.load(name) as saved:
-            made = Examples(**{key: saved[key] for key in _EXAMPLE_ARRAYS},
+            arrays = {key: saved[key] for key in EXAMPLE_ARRAYS if key in saved.files}
+            if "duty_cycle" not in arrays:      # kept before examples had it: from the series
+                candidates = saved["series_candidates"]     # period, epoch, duration
+                arrays["duty_cycle"] = candidates[:, 2] / candidates[:, 0]
+            made = Examples(**arrays,
                             seconds=float(saved["seconds"]),
                             dropped=Counter(json.loads(str(saved["dropped"]))
                                             if "dropped" in saved.files else {}))
@@ -331,6 +333,9 @@ def main() -> None:
     parser.add_argument("--weight-average", type=float,
                         default=TrainingParameters().weight_average,
                         help="CNN: decay per step of the moving average of the weights kept")
+    parser.add_argument("--numbers", help="the candidate's numbers the models take, "
+                        "comma-separated (of snr,sde,duty_cycle; 'none' for none); the "
+                        "models' defaults when not given")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fit (the split "
                         "stays that of seed 0)")
     parser.add_argument("--networks", type=int, default=TrainingParameters().networks,
@@ -344,6 +349,8 @@ def main() -> None:
                         "stars without known planets, as they are, against the known periods")
     args = parser.parse_args()
     kinds = args.local_kinds.split(",")
+    numbers = (None if args.numbers is None else
+               () if args.numbers == "none" else tuple(args.numbers.split(",")))
     analysis = Analysis(finders=["transit"], classifier={"global_bins": 2001, "local_bins": 201,
                                                          "local_kinds": kinds})
     print(f"load average before: {os.getloadavg()}")
@@ -373,7 +380,8 @@ def main() -> None:
     parts = split_by_source(made.sources, pars.split, pars.seed)
     test = made.subset(parts == 2)
     pars = pars.model_copy(update={"seed": args.seed})
-    results = {"examples": made.summary(), "test": int((parts == 2).sum()), "models": {}}
+    results = {"examples": made.summary(), "test": int((parts == 2).sum()), "models": {},
+               "numbers": numbers}
     sde = evaluate(test.labels, test.sde, 6.0)
     results["sde"] = {k: getattr(sde, k) for k in ("auc", "auprc", "recall_at_99_precision")}
     print(f"SDE:  AUC {sde.auc:.4f}  AUPRC {sde.auprc:.4f}  recall@99%prec "
@@ -391,7 +399,7 @@ def main() -> None:
     fitted = {}
     for name in (args.only,) if args.only else ("gbt", "cnn"):
         model, history, seconds = fit_model(name, made, parts, pars, 2001, 201,
-                                            local_kinds=kinds)
+                                            local_kinds=kinds, candidate_numbers=numbers)
         fitted[name] = model
         result = evaluate(test.labels, test.scores(model), 0.5)
         rate, wall_rate = scoring_rate(analysis, model, stars, 1000)

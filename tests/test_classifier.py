@@ -54,10 +54,11 @@ def _toy_views(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _toy_numbers(labels: np.ndarray, seed: int) -> np.ndarray:
-    """S/N and SDE of toy candidates: higher for the dips, overlapping."""
+    """S/N, SDE and duty cycle of toy candidates: higher and shorter for the dips, overlapping."""
     rng = np.random.default_rng(seed)
     return np.column_stack([rng.uniform(5, 12, len(labels)) + 3 * labels,
-                            rng.uniform(3, 10, len(labels)) + 3 * labels])
+                            rng.uniform(3, 10, len(labels)) + 3 * labels,
+                            rng.uniform(0.01, 0.15, len(labels)) / (1 + labels)])
 
 
 # -- views -------------------------------------------------------------------------------------
@@ -216,11 +217,12 @@ def test_a_model_file_gives_back_the_same_scores_and_its_metadata(tmp_path, cls)
     loaded, info = load_model(path, GLOBAL, LOCAL)
     assert type(loaded) is cls and info["data"] == {"examples": 64}
     assert info["model"] == cls.name and (info["global_bins"], info["local_bins"]) == (61, 31)
-    assert loaded.candidate_numbers == ("snr", "sde") == tuple(info["candidate_numbers"])
+    assert loaded.candidate_numbers == ("snr", "sde", "duty_cycle") == tuple(
+        info["candidate_numbers"])
     np.testing.assert_allclose(loaded.predict(global_views, local_views, numbers=numbers),
                                model.predict(global_views, local_views, numbers=numbers),
                                rtol=1e-6)
-    with pytest.raises(ValueError, match="also takes the candidates' snr, sde"):
+    with pytest.raises(ValueError, match="also takes the candidates' snr, sde, duty_cycle"):
         loaded.scores(global_views, local_views)
     assert json.loads((tmp_path / "models" / "model.skm.json").read_text())["model"] == cls.name
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.skm", "model.skm.json"]
@@ -297,6 +299,7 @@ def test_examples_keep_only_transits_the_search_would_report_and_search_a_star_o
 def test_examples_made_in_chunks_on_worker_processes_are_the_examples_made_at_once():
     from skyretriever.analysis.synthetic import as_lightcurve, sector_lightcurve
     from skyretriever.analysis.training import (
+        EXAMPLE_ARRAYS,
         Examples,
         keep_example_input,
         make_example_chunk,
@@ -319,7 +322,7 @@ def test_examples_made_in_chunks_on_worker_processes_are_the_examples_made_at_on
         chunks[index] = chunk
     joined = Examples.joined([chunks[index] for index in range(3)])
     assert len(at_once) > 5 and at_once.dropped == joined.dropped
-    for name in ("global_views", "local_views", "labels", "sources", "kinds", "sde", "snr"):
+    for name in EXAMPLE_ARRAYS:
         np.testing.assert_array_equal(getattr(joined, name), getattr(at_once, name))
     # a chunk is its own part of the sequence, not its start again
     assert not np.array_equal(chunks[1].local_views, at_once.local_views[:len(chunks[1])])

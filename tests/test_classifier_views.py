@@ -111,7 +111,7 @@ def _toy(count: int, parts: int, seed: int):
 def test_a_model_learns_from_the_secondary_part_and_its_file_keeps_the_parts(tmp_path, cls):
     kinds = ("transit", "secondary")
     global_views, local_views, labels = _toy(400, 2, seed=1)
-    numbers = np.ones((400, 2))
+    numbers = np.ones((400, 3))      # S/N, SDE and duty cycle alike
     model = cls(GLOBAL, LOCAL, seed=1, local_kinds=kinds)
     model.fit(global_views[:300], local_views[:300], labels[:300], None,
               TrainingParameters(epochs=20, batch_size=32, max_iterations=50),
@@ -190,4 +190,9 @@ def test_examples_keep_their_series_and_the_views_made_from_them_are_the_example
         views = analysis.classifier.views(*series)
         np.testing.assert_allclose(views.local_view, made.local_views[index], atol=1e-6)
         np.testing.assert_allclose(views.global_view, made.global_views[index], atol=1e-6)
+        period, _, duration = series[2:]
+        assert made.duty_cycle[index] == duration / period      # the candidate's, a number
+    assert np.all((made.duty_cycle > 0) & (made.duty_cycle <= 0.15 * (1 + 2e-3)))
+    assert made.numbers(("snr", "duty_cycle")).tolist() == [
+        [snr, duty] for snr, duty in zip(made.snr.tolist(), made.duty_cycle.tolist())]
     assert make_examples(analysis, stars, 2, seed=3).series is None

@@ -102,6 +102,24 @@ def test_short_periods_near_the_duty_cycle_limit_are_not_doubled(period, duratio
     assert candidate.passes(finder.pars)
 
 
+@pytest.mark.parametrize("seed, period, amplitude", [(4, 0.43, 0.004), (6, 0.35, 0.002),
+                                                      (7, 0.9, 0.003)])
+def test_a_spotted_stars_candidate_keeps_the_duty_cycle_limit(seed, period, amplitude):
+    # A smooth modulation fits a box as long as the search allows; the refinement used to
+    # stretch it past the coarse search's limit (1.8 h at 0.35 d, 21% of the orbit; a real
+    # flare star's 7.9 h at 0.43 d), where no transit lasts.
+    rng = np.random.default_rng(seed)
+    times = signal_times(cadence_minutes=CADENCE)
+    angle = 2 * np.pi * times / period
+    signal = 1 + amplitude * (np.sin(angle) + 0.3 * np.sin(2 * angle + 1))
+    frame = _frame(rng, mag=10, noise_ppm=1000, red_ppm=200, variability_ppm=0, signal=signal)
+    finder = TransitFinder()
+    candidate = finder.search(frame["mjd"].to_numpy(), frame["flux"].to_numpy())
+    assert candidate.period == pytest.approx(period, rel=2e-3)
+    assert 0.1 < candidate.duty_cycle <= finder.pars.max_duty_cycle * (1 + 2e-3)
+    assert candidate.duty_cycle == candidate.duration / candidate.period
+
+
 def test_find_source_stitches_sectors_normalised_on_their_own():
     """Two sectors of one star at flux levels 30% apart, with trends: one detection from both."""
     rng = np.random.default_rng(5)

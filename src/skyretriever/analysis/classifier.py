@@ -80,8 +80,15 @@ _FIRST_CNN_VERSION = 2
 NETWORKS_DEFAULT = 1
 WEIGHT_AVERAGE_DEFAULT = 0.995
 #: Numbers of a candidate a model may take beside its views: the transit search's S/N
-#: and SDE (what AstroNet's threshold-crossing events had passed before it saw them).
-CANDIDATE_NUMBERS = ("snr", "sde")
+#: and SDE (what AstroNet's threshold-crossing events had passed before it saw them),
+#: and its duty cycle (duration over period: a transit lasts a small part of its orbit;
+#: a spotted star's modulation gives boxes at the search's limit, 14-15% of the period).
+CANDIDATE_NUMBERS = ("snr", "sde", "duty_cycle")
+#: How each number is put on the network's scale: ``(log(max(value, floor)) - centre) / spread``.
+#: S/N and SDE are centred on 10 and spread over decades; duty cycles run from about 0.005
+#: (a long period) to the search's limit of 0.15.
+_NUMBER_SCALES = {"snr": (0.5, 2.3, 0.5), "sde": (0.5, 2.3, 0.5),
+                  "duty_cycle": (1e-4, -3.5, 1.0)}
 
 
 def candidate_numbers(candidates: Sequence[Any], names: Sequence[str]) -> np.ndarray:
@@ -91,10 +98,11 @@ def candidate_numbers(candidates: Sequence[Any], names: Sequence[str]) -> np.nda
                     dtype=float).reshape(len(candidates), len(names))
 
 
-def _scaled_numbers(numbers: np.ndarray) -> np.ndarray:
-    """S/N and SDE on a log scale (both are positive and spread over decades), 0 if unknown."""
-    # centred on S/N 10 (log 2.3), spread 0.5: inputs of the size the network's weights expect
-    scaled = ((np.log(np.clip(numbers, 0.5, None)) - 2.3) / 0.5).astype(np.float32)
+def _scaled_numbers(numbers: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """The candidates' numbers (columns ``names``) on log scales of unit spread; 0 if unknown."""
+    floor, centre, spread = (np.array([_NUMBER_SCALES[name][i] for name in names])
+                             for i in range(3))
+    scaled = ((np.log(np.maximum(numbers, floor)) - centre) / spread).astype(np.float32)
     scaled[np.isnan(scaled)] = 0.0
     return scaled
 
@@ -389,11 +397,12 @@ class GradientBoostingClassifier(TransitClassifier):
     >>> rng = np.random.default_rng(1)
     >>> labels = np.arange(200) % 2
     >>> local = rng.normal(0, 0.3, (200, 21)); local[labels == 1, 8:13] -= 1
-    >>> snr_sde = np.column_stack([rng.uniform(7, 20, 200), rng.uniform(6, 15, 200)])
-    >>> model = GradientBoostingClassifier(31, 21)          # views, and the search's S/N and SDE
+    >>> numbers = np.column_stack([rng.uniform(7, 20, 200), rng.uniform(6, 15, 200),
+    ...                            rng.uniform(0.01, 0.15, 200)])   # S/N, SDE, duty cycle
+    >>> model = GradientBoostingClassifier(31, 21)          # views, and the candidate's numbers
     >>> _ = model.fit(rng.normal(0, 0.3, (200, 31)), local, labels, None, TrainingParameters(),
-    ...               numbers=snr_sde)
-    >>> bool(model.predict(np.zeros((1, 31)), local[1:2], numbers=snr_sde[1:2])[0] > 0.9)
+    ...               numbers=numbers)
+    >>> bool(model.predict(np.zeros((1, 31)), local[1:2], numbers=numbers[1:2])[0] > 0.9)
     True
     """
 
@@ -412,7 +421,7 @@ class GradientBoostingClassifier(TransitClassifier):
         if not self.candidate_numbers:
             return features
         numbers = self.check_numbers(numbers, len(features))
-        return np.hstack([features, _scaled_numbers(numbers)])
+        return np.hstack([features, _scaled_numbers(numbers, self.candidate_numbers)])
 
     def fit(self, global_views, local_views, labels, validation, pars, numbers=None):
         from sklearn.ensemble import HistGradientBoostingClassifier
@@ -651,7 +660,7 @@ class ConvolutionalClassifier(TransitClassifier):
             return torch.from_numpy(np.concatenate([views, _smoothed(views, size)], axis=1))
 
         count = len(global_views)
-        scaled = (_scaled_numbers(self.check_numbers(numbers, count))
+        scaled = (_scaled_numbers(self.check_numbers(numbers, count), self.candidate_numbers)
                   if self.candidate_numbers else np.zeros((count, 0), np.float32))
         return (channels(global_views), channels(local_views, len(self.local_kinds)),
                 torch.from_numpy(scaled))

@@ -40,10 +40,13 @@ from skyretriever.analysis.finder import FinderResult, good_epochs
 from skyretriever.analysis.simulator import Simulator, transit_model
 from skyretriever.analysis.transit import TransitFinder
 
-__all__ = ["EXAMPLE_KINDS", "Evaluation", "Examples", "evaluate", "fit_model", "make_examples",
-           "split_by_source"]
+__all__ = ["EXAMPLE_ARRAYS", "EXAMPLE_KINDS", "Evaluation", "Examples", "evaluate", "fit_model",
+           "make_examples", "split_by_source"]
 
 EXAMPLE_KINDS = ("transit", "none", "flare", "dip", "eclipsing_binary", "variable")
+#: The arrays of :class:`Examples`, one row per example.
+EXAMPLE_ARRAYS = ("global_views", "local_views", "labels", "sources", "kinds", "sde", "snr",
+                  "injected_snr", "duty_cycle")
 
 
 @dataclass
@@ -58,6 +61,8 @@ class Examples:
     sde: np.ndarray
     snr: np.ndarray
     injected_snr: np.ndarray
+    #: The best candidate's duration over its period.
+    duty_cycle: np.ndarray
     #: Examples asked for but not made, by reason.
     dropped: Counter = field(default_factory=Counter)
     #: Seconds spent making the examples.
@@ -77,7 +82,7 @@ class Examples:
                 if np.asarray(keep).dtype == bool else [self.series[i] for i in keep]
         return Examples(self.global_views[keep], self.local_views[keep], self.labels[keep],
                         self.sources[keep], self.kinds[keep], self.sde[keep], self.snr[keep],
-                        self.injected_snr[keep], series=series)
+                        self.injected_snr[keep], self.duty_cycle[keep], series=series)
 
     @classmethod
     def joined(cls, parts: Sequence[Examples]) -> Examples:
@@ -86,14 +91,16 @@ class Examples:
             return parts[0]
         series = (sum((p.series for p in parts), []) if all(p.series is not None for p in parts)
                   else None)
-        arrays = ("global_views", "local_views", "labels", "sources", "kinds", "sde", "snr",
-                  "injected_snr")
-        return cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in arrays},
+        return cls(**{name: np.concatenate([getattr(p, name) for p in parts])
+                      for name in EXAMPLE_ARRAYS},
                    dropped=sum((p.dropped for p in parts), Counter()),
                    seconds=sum(p.seconds for p in parts), series=series)
 
     def numbers(self, names: Sequence[str]) -> np.ndarray | None:
-        """The candidates' numbers a model takes (``snr``, ``sde``), one row each; None for none."""
+        """The candidates' numbers a model takes (of ``CANDIDATE_NUMBERS``), one row each.
+
+        None when ``names`` is empty.
+        """
         if not names:
             return None
         return np.column_stack([getattr(self, name) for name in names]).astype(float)
@@ -283,7 +290,7 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
         return Examples(np.zeros((0, classifier.pars.global_bins), np.float32),
                         np.zeros((0, classifier.pars.local_bins
                                   * len(classifier.pars.local_kinds)), np.float32),
-                        *(np.zeros(0) for _ in range(6)), dropped=dropped,
+                        *(np.zeros(0) for _ in range(7)), dropped=dropped,
                         seconds=time.perf_counter() - begin)
     columns = list(zip(*rows))
     return Examples(
@@ -291,8 +298,8 @@ def make_examples(analysis: Analysis, stars: Mapping[str, Sequence[pd.DataFrame]
         labels=np.array(columns[2], dtype=int), sources=np.array(columns[3]),
         kinds=np.array(columns[4]), sde=np.array(columns[5], dtype=float),
         snr=np.array(columns[6], dtype=float), injected_snr=np.array(columns[7], dtype=float),
-        dropped=dropped, seconds=time.perf_counter() - begin,
-        series=list(columns[8]) if keep_series else None,
+        duty_cycle=np.array(columns[8], dtype=float), dropped=dropped,
+        seconds=time.perf_counter() - begin, series=list(columns[9]) if keep_series else None,
     )
 
 
@@ -339,6 +346,7 @@ def _example(found: FinderResult | None, kind: str, event: Any, classifier: Any,
         return str(error).split(":")[0]
     rows.append((views.global_view, views.local_view, int(kind == "transit"), name, kind,
                  candidate.sde, candidate.snr, np.nan if event is None else event.snr,
+                 candidate.duty_cycle,
                  # the series only when asked: a project's thousands of them would fill memory
                  (np.asarray(best.times, dtype=float), np.asarray(best.flux, dtype=float),
                   candidate.period, candidate.epoch, candidate.duration) if keep_series else None))
@@ -377,15 +385,19 @@ def split_by_source(sources: Iterable[str], fractions: Sequence[float], seed: in
 
 def fit_model(model_name: str, examples: Examples, parts: np.ndarray, pars: Any,
               global_bins: int, local_bins: int, load: Any = None,
-              local_kinds: Sequence[str] = ("transit",)
+              local_kinds: Sequence[str] = ("transit",),
+              candidate_numbers: Sequence[str] | None = None,
               ) -> tuple[TransitClassifier, dict[str, list[float]], float]:
     """A model fitted on part 0, stopped on part 1; its history and the seconds the fit took.
 
     ``local_kinds`` are the parts of the examples' local views (the analysis'
-    ``classifier.local_kinds``).
+    ``classifier.local_kinds``); ``candidate_numbers`` those the model takes
+    (its class' ``default_numbers`` when None).
     """
     cls = model_class(model_name, load)
     kinds = {} if tuple(local_kinds) == ("transit",) else {"local_kinds": tuple(local_kinds)}
+    if candidate_numbers is not None:
+        kinds["candidate_numbers"] = tuple(candidate_numbers)
     model = cls(global_bins, local_bins, seed=pars.seed, threads=pars.threads, **kinds)
     train, valid = parts == 0, parts == 1
     if len(set(examples.labels[train].tolist())) < 2:
