@@ -25,6 +25,7 @@ from skyretriever.analysis.classifier import (
     GradientBoostingClassifier,
     ModelFileError,
     TrainingParameters,
+    candidate_numbers,
     load_model,
     model_class,
     save_model,
@@ -202,6 +203,33 @@ def test_a_model_refuses_views_of_other_sizes():
     with pytest.raises(ValueError, match="views of 60 and 31 bins given to a model of 61 and 31"):
         model.fit(np.zeros((4, 60)), np.zeros((4, 31)), np.array([0, 1, 0, 1]), None,
                   TrainingParameters())
+
+
+def test_a_model_of_fewer_numbers_is_given_its_own_in_its_order(tmp_path):
+    from skyretriever.analysis.transit import TransitCandidate
+
+    global_views, local_views, labels = _toy_views(80, seed=8)
+    numbers = _toy_numbers(labels, seed=8)      # snr, sde, duty cycle
+    # a file of a model that takes the duty cycle and the S/N, in that order (as one of
+    # a model that took only S/N and SDE, before the duty cycle, reads)
+    model = GradientBoostingClassifier(GLOBAL, LOCAL, candidate_numbers=("duty_cycle", "snr"))
+    model.fit(global_views, local_views, labels, None, TrainingParameters(max_iterations=20),
+              numbers=numbers[:, [2, 0]])
+    save_model(model, tmp_path / "model.skm", {})
+    loaded, _ = load_model(tmp_path / "model.skm", GLOBAL, LOCAL)
+    assert loaded.candidate_numbers == ("duty_cycle", "snr")
+    candidates = [TransitCandidate(period=2.0, epoch=0.0, duration=duration, depth=1e-3,
+                                   depth_err=1e-4, snr=snr, snr_white=snr, sde=9.0,
+                                   num_transits=10, num_points=100, time_start=0.0,
+                                   time_end=27.0)
+                  for duration, snr in ((0.05, 12.0), (0.25, 8.0))]
+    given = candidate_numbers(candidates, loaded.candidate_numbers)
+    np.testing.assert_allclose(given, [[0.025, 12.0], [0.125, 8.0]])
+    np.testing.assert_allclose(loaded.scores(global_views[:2], local_views[:2], given),
+                               model.predict(global_views[:2], local_views[:2],
+                                             numbers=np.array([[0.025, 12.0], [0.125, 8.0]])))
+    with pytest.raises(ValueError, match="3 numbers per candidate given to a model of 2"):
+        loaded.scores(global_views[:2], local_views[:2], numbers[:2])
 
 
 # -- model files -------------------------------------------------------------------------------

@@ -98,10 +98,15 @@ def candidate_numbers(candidates: Sequence[Any], names: Sequence[str]) -> np.nda
                     dtype=float).reshape(len(candidates), len(names))
 
 
+@functools.cache
+def _number_scales(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The floors, centres and spreads of ``names`` (made once: scoring calls it per source)."""
+    return tuple(np.array([_NUMBER_SCALES[name][i] for name in names]) for i in range(3))
+
+
 def _scaled_numbers(numbers: np.ndarray, names: Sequence[str]) -> np.ndarray:
     """The candidates' numbers (columns ``names``) on log scales of unit spread; 0 if unknown."""
-    floor, centre, spread = (np.array([_NUMBER_SCALES[name][i] for name in names])
-                             for i in range(3))
+    floor, centre, spread = _number_scales(tuple(names))
     scaled = ((np.log(np.maximum(numbers, floor)) - centre) / spread).astype(np.float32)
     scaled[np.isnan(scaled)] = 0.0
     return scaled
