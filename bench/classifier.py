@@ -36,6 +36,12 @@ Examples
     .venv/bin/python bench/classifier.py -n 3000 --stars 600 --examples-file ex.npz
     .venv/bin/python bench/classifier.py --examples-file ex.npz \
         --local-kinds transit,secondary,odd,even --networks 5
+    # the README's 14,645 examples: 60 files of 250 examples of 40 stars each, then the
+    # models fitted on them, with and without the candidate's duty cycle
+    .venv/bin/python bench/classifier.py --make-chunks 101-160 /tmp/ml -n 250 --stars 40 \
+        --workers 2
+    .venv/bin/python bench/classifier.py --examples-file '/tmp/ml/chunk*.npz' --planets
+    .venv/bin/python bench/classifier.py --examples-file '/tmp/ml/chunk*.npz' --numbers snr,sde
 """
 
 from __future__ import annotations
@@ -105,6 +111,22 @@ def read_examples(path: str) -> Examples:
                     times, flux, saved["series_candidates"].tolist(), strict=True)]
         parts.append(made)
     return Examples.joined(parts)
+
+
+def make_chunk(seed: int, stars: int, examples: int, cadence: float, folder: str) -> str:
+    """One file of examples kept with their series: ``stars`` new stars of ``seed``.
+
+    The stars are named ``s<seed>_star<NNNN>`` (every chunk's its own, so a
+    split by star keeps each star in one part) and the examples drawn with the
+    same seed; written to ``folder/chunk<seed>.npz``, its path returned.
+    """
+    analysis = Analysis(finders=["transit"], classifier={"global_bins": 2001, "local_bins": 201})
+    made = make_examples(analysis, {f"s{seed}_{name}": frames for name, frames in
+                                    make_stars(stars, cadence, analysis, seed=seed).items()},
+                         examples, seed=seed, keep_series=True)
+    path = os.path.join(folder, f"chunk{seed:03d}.npz")
+    write_examples(made, path)
+    return path
 
 
 def remade_views(made: Examples, analysis: Analysis) -> Examples:
@@ -347,7 +369,19 @@ def main() -> None:
     parser.add_argument("--planets", action="store_true", help="also score the real light "
                         "curves of known planet hosts (WASP-4, TOI-216, K2-140, K2-32) and of "
                         "stars without known planets, as they are, against the known periods")
+    parser.add_argument("--make-chunks", metavar="FIRST-LAST FOLDER", nargs=2,
+                        help="only make files of examples for --examples-file, one per seed "
+                        "from FIRST to LAST, each of --stars new stars and --examples "
+                        "examples, on --workers processes, into FOLDER")
     args = parser.parse_args()
+    if args.make_chunks:
+        first, last = (int(seed) for seed in args.make_chunks[0].split("-"))
+        os.makedirs(args.make_chunks[1], exist_ok=True)
+        calls = [(seed, args.stars, args.examples, args.cadence, args.make_chunks[1])
+                 for seed in range(first, last + 1)]
+        for _, path in run_in_processes(make_chunk, calls, args.workers):
+            print(path, flush=True)
+        return
     kinds = args.local_kinds.split(",")
     numbers = (None if args.numbers is None else
                () if args.numbers == "none" else tuple(args.numbers.split(",")))
