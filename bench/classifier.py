@@ -97,6 +97,9 @@ def read_examples(path: str) -> Examples:
         with np.load(name) as saved:
             arrays = {key: saved[key] for key in EXAMPLE_ARRAYS if key in saved.files}
             if "duty_cycle" not in arrays:      # kept before examples had it: from the series
+                if "series_candidates" not in saved.files:
+                    raise SystemExit(f"{name}: examples kept without their duty cycle or "
+                                     "their series; make them again")
                 candidates = saved["series_candidates"]     # period, epoch, duration
                 arrays["duty_cycle"] = candidates[:, 2] / candidates[:, 0]
             made = Examples(**arrays,
