@@ -395,10 +395,10 @@ def fit_model(model_name: str, examples: Examples, parts: np.ndarray, pars: Any,
     (its class' ``default_numbers`` when None).
     """
     cls = model_class(model_name, load)
-    kinds = {} if tuple(local_kinds) == ("transit",) else {"local_kinds": tuple(local_kinds)}
+    options = {} if tuple(local_kinds) == ("transit",) else {"local_kinds": tuple(local_kinds)}
     if candidate_numbers is not None:
-        kinds["candidate_numbers"] = tuple(candidate_numbers)
-    model = cls(global_bins, local_bins, seed=pars.seed, threads=pars.threads, **kinds)
+        options["candidate_numbers"] = tuple(candidate_numbers)
+    model = cls(global_bins, local_bins, seed=pars.seed, threads=pars.threads, **options)
     train, valid = parts == 0, parts == 1
     if len(set(examples.labels[train].tolist())) < 2:
         raise ValueError("the training examples need both transits and negatives; make more "

@@ -456,8 +456,7 @@ class TransitFinder(Finder):
         # coarse search's limit (``max_duty_cycle``): beyond it a spotted star's smooth
         # modulation fits a box of most of the orbit (7.9 h at 0.43 d, 76% of it).
         periods = candidate.period * np.exp(log_step * np.linspace(-10.0, 10.0, 201))
-        longest = min(max(self.pars.max_duty_cycle * periods[0], self.pars.min_duration * HOURS),
-                      periods[0])
+        longest = max(self.pars.max_duty_cycle * periods[0], self.pars.min_duration * HOURS)
         durations = min(candidate.duration, longest) * np.geomspace(
             self.pars.duration_ratio ** -2, self.pars.duration_ratio ** 2, 13)
         durations = durations[(durations <= longest) & (durations < periods[0])]
