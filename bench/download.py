@@ -51,7 +51,6 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -192,20 +191,8 @@ class StageClock:
         self._restore.clear()
 
 
-class _TimedHashlib:
-    """``hashlib`` for :mod:`skyretriever.storage`, with ``sha256`` wrapped by a clock."""
-
-    def __init__(self, module: Any, sha256: Callable) -> None:
-        self._module, self.sha256 = module, sha256
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._module, name)
-
-
 def instrument(clock: StageClock) -> None:
     """Wrap the functions of each stage (as the pipeline calls them) in ``clock``."""
-    import hashlib
-
     from skyretriever import database, pipeline, project, storage
     from skyretriever.catalogs.catalog import Catalog
     from skyretriever.models import RawPhotometry
@@ -226,10 +213,7 @@ def instrument(clock: StageClock) -> None:
     clock.wrap(mast, "read_lightcurve_fits", "parse")
     clock.wrap(RawPhotometry, "save", "raw write")
     clock.wrap(storage, "file_sha256", "hash")
-    hashing = _TimedHashlib(hashlib, hashlib.sha256)
-    clock.wrap(hashing, "sha256", "hash")
-    clock._restore.append((storage, "hashlib", hashlib))
-    storage.hashlib = hashing
+    clock.wrap(storage, "_sha256_of", "hash")
     clock.wrap(VirtualObservatory, "reduce", "reduce")
     clock.wrap(pipeline, "save_lightcurves", "reduced write")
     clock.wrap(project, "plan_batch", "database")
@@ -257,7 +241,7 @@ def profile_stages(urls: dict[str, str], folder: Path, sources: int, use_cloud: 
     seconds = dict(clock.seconds)
     seconds["other"] = total_cpu - sum(seconds.values())
     root = folder / "data_profile"
-    for kind, pattern in (("raw", "raw/*/RA*/*.h5"), ("reduced", "projects/*/RA*/*.h5")):
+    for kind, pattern in (("raw", "raw/*/RA*/*.[ht][5a]*"), ("reduced", "projects/*/RA*/*.h5")):
         sizes = [path.stat().st_size for path in root.glob(pattern)]
         print(f"{kind} HDF5 files: {len(sizes)}, {sum(sizes) / 1e6:.2f} MB, "
               f"{sum(sizes) / 1e6 / max(summary.counts['reduced'], 1):.3f} MB per light-curve file")
@@ -362,6 +346,9 @@ def main() -> int:
                         help="stars in the serial run timed by stage (0: none)")
     parser.add_argument("--stages-only", action="store_true",
                         help="only the serial run by stage (and --cprofile): no routes, no lightkurve")
+    parser.add_argument("--stages-route", choices=("s3", "https"), default="s3",
+                        help="the route of the serial run by stage: the S3 bucket (MAST for "
+                             "what it lacks) or MAST HTTPS only")
     parser.add_argument("--cprofile", action="store_true",
                         help="also profile a serial run with cProfile and list the hot functions")
     args = parser.parse_args()
@@ -421,10 +408,12 @@ def main() -> int:
 
             if args.profile_sources > 0:
                 print()
+                use_cloud = args.stages_route == "s3"
                 reduced, seconds, elapsed, statistics = profile_stages(
-                    urls, folder, args.profile_sources, True, args.connections, args.cprofile,
-                    args.cadence)
-                print_stages(reduced, seconds, elapsed, "S3 bucket + MAST")
+                    urls, folder, args.profile_sources, use_cloud, args.connections,
+                    args.cprofile, args.cadence)
+                print_stages(reduced, seconds, elapsed,
+                             "S3 bucket + MAST" if use_cloud else "MAST HTTPS only")
                 if statistics is not None:
                     print()
                     print_hot_functions(statistics, reduced)

@@ -322,6 +322,34 @@ def test_fits_files_are_kept_only_when_asked(archives, sky, data_root):
     assert archives.s3.count() == 0
 
 
+def test_a_source_that_fails_part_way_keeps_what_it_fetched_for_its_next_try(
+        archives, sky, data_root):
+    """Files are fetched into memory; when a later file of a source fails, those fetched
+    before it are written to the FITS folder, and the next try fetches only the rest."""
+    from skyretriever.testing.archives import BUCKET
+
+    star = sky.star("planet_host")
+    row = catalog_rows([star])[0]
+    first, second = sky.files_of(star)
+    archives.set_faults(Faults(truncate_rate=1.0, paths=(f"/{BUCKET}/{second.cloud_key}",
+                                                         "/api/v0.1/Download")),
+                        servers=["s3", "mast"])
+    obs = tess(archives, max_attempts=2)
+    obs.prepare_download([row])
+    with pytest.raises(RetriesExhausted, match="body cut"):
+        obs.download(row)
+    folder = obs.fits_folder(star.name, obs.raw_identity(row)["target_key"])
+    assert [p.name for p in folder.iterdir()] == [first.filename]
+    assert (folder / first.filename).read_bytes() == sky.file_bytes(first.data_uri)
+    archives.set_faults(None, servers=["s3", "mast"])
+    archives.reset_stats()
+    raw = download_all(tess(archives), [row])[star.name]
+    routes = {p["filename"]: p["route"] for p in raw.altdata["products"]}
+    assert routes == {first.filename: "cache", second.filename: "s3"}
+    assert archives.s3.count() == 1 and not folder.exists()
+    assert sorted(raw.data["sector"].unique()) == [1, 2]
+
+
 def test_observatories_pickle_without_their_clients(archives, sky):
     obs = tess(archives)
     rows = catalog_rows([sky.star("quiet_star")])
@@ -354,7 +382,8 @@ def test_unknown_simulated_targets_are_empty_not_errors(data_root):
 @pytest.mark.parametrize("mission", ["TESS", "Kepler", "K2"])
 def test_raw_data_is_kept_as_the_archive_files_and_reads_back_as_the_same_table(
         archives, sky, mission):
-    import h5py
+    import tarfile
+
     import pandas as pd
 
     from skyretriever import storage
@@ -366,11 +395,15 @@ def test_raw_data_is_kept_as_the_archive_files_and_reads_back_as_the_same_table(
     raw = download_all(cls(**archives.observatory_kwargs(**QUICK)), catalog_rows([star]))[name]
     downloaded = raw.data.copy()
     raw.save()
-    # The file holds the archive's files byte for byte, not a table made of them.
-    with h5py.File(storage.full_path(raw.filename), "r") as handle:
-        group = handle[raw.key]
-        stored = [group[str(number)][()].tobytes() for number in range(len(group) - 1)]
-    assert stored == [sky.file_bytes(product.data_uri) for product in sky.files_of(star, mission)]
+    # The file is a tar of the archive's files byte for byte, not a table made of them.
+    assert raw.filename.endswith(".tar") and storage.is_raw_filename(raw.filename, mission)
+    expected = {product.data_uri.rsplit("/", 1)[-1]: sky.file_bytes(product.data_uri)
+                for product in sky.files_of(star, mission)}
+    with tarfile.open(storage.full_path(raw.filename)) as archive:
+        names = archive.getnames()
+        stored = {member.name: archive.extractfile(member).read()
+                  for member in archive.getmembers()[1:]}
+    assert names[0] == "skyretriever.json" and stored == expected
     # Loaded from disk (checksum first) or adopted from the file alone: the same table.
     again = RawPhotometry(**{k: v for k, v in raw.column_values().items()})
     pd.testing.assert_frame_equal(again.data, downloaded)
@@ -388,3 +421,36 @@ def test_a_raw_file_whose_reader_is_unknown_says_so(data_root):
     with pytest.raises(storage.StorageError, match="reader 'no-such-reader', which is not "
                                                    "registered"):
         storage.read_table(info.filename, "x", info.checksum)
+
+
+def test_raw_files_kept_in_hdf5_by_earlier_versions_read_as_before(archives, sky, data_root):
+    """Before the archives, the files went into an HDF5 group (one uint8 dataset each, and
+    the description as JSON); such a file reads, and is adopted, as it did."""
+    import numpy as np
+    import pandas as pd
+
+    from skyretriever import storage
+    from skyretriever.models import RawPhotometry
+
+    star = sky.star("planet_host")
+    raw = download_all(VirtualTESS(**archives.observatory_kwargs(**QUICK)),
+                       catalog_rows([star]))["planet_host"]
+    downloaded = raw.data.copy()
+    raw.save()
+    description, files = storage._read_archive(storage.full_path(raw.filename))
+    old_name = raw.filename.removesuffix(".tar") + ".h5"
+    arrays = {str(number): np.frombuffer(content, np.uint8)
+              for number, (_, content) in enumerate(files)}
+    old = storage.write_arrays(old_name, {raw.key: (arrays, {
+        key: description[key] for key in ("reader", "files", "options", "metadata")})},
+        compression="none")
+    storage.full_path(raw.filename).unlink()
+    frame, metadata = storage.read_table(old.filename, raw.key, old.checksum)
+    pd.testing.assert_frame_equal(frame, downloaded)
+    assert metadata["source_name"] == "planet_host"
+    adopted = RawPhotometry.from_file(old.filename)
+    pd.testing.assert_frame_equal(adopted.data, downloaded)
+    # Written again, the product becomes an archive and the HDF5 file goes.
+    raw.save()
+    assert raw.filename.endswith(".tar") and not storage.full_path(old.filename).exists()
+    assert storage.raw_file_on_disk(old.filename) == raw.filename

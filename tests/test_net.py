@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from skyretriever.fitsfile import validate_fits
+from skyretriever.fitsfile import validate_fits, validate_fits_bytes
 from skyretriever.net import (
     HttpClient,
     HttpError,
@@ -235,6 +235,44 @@ def test_expected_size_is_checked(serve, tmp_path):
         HttpClient(NetworkPolicy(max_attempts=1)).download(server.url + "/f.fits",
                                                            tmp_path / "f.fits", expected_size=10)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_into_memory_is_resumed_checked_and_never_half_returned(serve):
+    content = fits_bytes(25_000)
+    cut = serve(Scripted({"/f.fits": [Reply.file(content)]}),
+                faults=Faults(truncate_rate=1.0, faults_per_request=1))
+    assert HttpClient(FAST).download_bytes(cut.url + "/f.fits",
+                                           validator=validate_fits_bytes) == content
+    first, second = cut.records
+    assert first.fault == "truncate" and second.status == 206
+    assert 0 < int(second.headers["range"].removeprefix("bytes=").rstrip("-")) <= len(content) // 2
+    # An HTML page in place of the file is refused and asked again.
+    html = serve(Scripted({"/f.fits": [Reply.file(content)]}),
+                 faults=Faults(html_rate=1.0, faults_per_request=1))
+    assert HttpClient(FAST).download_bytes(html.url + "/f.fits",
+                                           validator=validate_fits_bytes) == content
+    assert [r.fault for r in html.records] == ["html", None]
+    always = serve(Scripted({"/f.fits": [Reply.file(content)]}), faults=Faults(html_rate=1.0))
+    with pytest.raises(RetriesExhausted, match="not valid.*does not start with SIMPLE"):
+        HttpClient(FAST).download_bytes(always.url + "/f.fits", validator=validate_fits_bytes)
+    whole = serve(Scripted({"/f.fits": [Reply.file(content)]}))
+    with pytest.raises(RetriesExhausted, match=f"has {len(content)} bytes, expected 10"):
+        HttpClient(NetworkPolicy(max_attempts=1)).download_bytes(whole.url + "/f.fits",
+                                                                 expected_size=10)
+
+
+def test_fits_in_memory_are_checked_like_files(tmp_path):
+    content = fits_bytes()
+    validate_fits_bytes(content)
+    validate_fits_bytes(memoryview(content))
+    with pytest.raises(ValueError, match="ends inside the header of HDU 1"):
+        validate_fits_bytes(memoryview(content)[: 2880 + 100])
+    with pytest.raises(ValueError, match="declares .* bytes of data"):
+        validate_fits_bytes(content[:-2880])
+    path = tmp_path / "cut.fits"
+    path.write_bytes(content[:-2880])
+    with pytest.raises(ValueError, match="declares .* bytes of data"):
+        validate_fits(path)
 
 
 def test_retry_delays_grow_with_jitter_and_respect_retry_after():

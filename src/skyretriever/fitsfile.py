@@ -9,7 +9,8 @@ in one step, falling back to astropy for tables that use what it does not
 handle (scaled columns, variable-length arrays).
 
 - :func:`scan_fits` walks the HDUs and checks the file is whole;
-- :func:`validate_fits` is that check as a download validator;
+- :func:`validate_fits` and :func:`validate_fits_bytes` are that check as download
+  validators (of a file, of a body in memory);
 - :func:`read_fits_table` returns a binary table's columns and the headers;
 - :func:`drop_repeated_cadences` keeps the first row of each cadence of a light
   curve (a file that holds a cadence twice must not count it as two points).
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["FitsHDU", "InvalidFileError", "drop_repeated_cadences", "read_fits_table",
-           "repeated_cadences", "scan_fits", "validate_fits"]
+           "repeated_cadences", "scan_fits", "validate_fits", "validate_fits_bytes"]
 
 BLOCK = 2880
 CARD = 80
@@ -130,27 +131,26 @@ def scan_fits(source: str | os.PathLike | bytes) -> list[FitsHDU]:
     return _scan(Path(source).read_bytes(), str(source))
 
 
-def _scan(content: bytes, where: str, layout_only: bool = False) -> list[FitsHDU]:
+def _scan(content: bytes | memoryview, where: str, layout_only: bool = False) -> list[FitsHDU]:
     size = len(content)
     hdus: list[FitsHDU] = []
     position = 0
     while position < size:
         number = len(hdus)
         expected = "SIMPLE" if number == 0 else "XTENSION"
-        first = content[position : position + 8].decode("ascii", "replace").strip()
+        first = _text(content, position, position + 8).strip()
         if first != expected:
-            start = content[position : position + 40].decode("ascii", "replace")
+            start = _text(content, position, position + 40)
             raise InvalidFileError(f"{where}: HDU {number} does not start with {expected} "
                                    f"(not a FITS file; starts with {start!r})")
         cards: list[str] = []
         ended = False
         while not ended:
-            block = content[position : position + BLOCK]
-            if len(block) < BLOCK:
+            text = _text(content, position, position + BLOCK)
+            if len(text) < BLOCK:
                 raise InvalidFileError(f"{where}: ends inside the header of HDU {number} (file "
                                        f"has {size} bytes; cut short, or not a FITS file)")
             position += BLOCK
-            text = block.decode("ascii", "replace")
             for start in range(0, BLOCK, CARD):
                 card = text[start : start + CARD]
                 if card[:8].strip() == "END":
@@ -180,6 +180,11 @@ def _scan(content: bytes, where: str, layout_only: bool = False) -> list[FitsHDU
     return hdus
 
 
+def _text(content: bytes | memoryview, start: int, stop: int) -> str:
+    """Bytes ``start:stop`` of ``content`` as ASCII text (what is not ASCII replaced)."""
+    return bytes(content[start:stop]).decode("ascii", "replace")
+
+
 def validate_fits(path: str | os.PathLike) -> None:
     """Raise :class:`InvalidFileError` unless ``path`` is a whole FITS file (a download validator).
 
@@ -189,6 +194,20 @@ def validate_fits(path: str | os.PathLike) -> None:
     >>> HttpClient().download(url, "x.fits", validator=validate_fits)   # doctest: +SKIP
     """
     _scan(Path(path).read_bytes(), str(path), layout_only=True)
+
+
+def validate_fits_bytes(content: bytes | memoryview) -> None:
+    """:func:`validate_fits` of a file in memory (a validator of
+    :meth:`~skyretriever.net.HttpClient.download_bytes`).
+
+    Examples
+    --------
+    >>> validate_fits_bytes(b"<html>Service unavailable</html>")
+    Traceback (most recent call last):
+    ...
+    skyretriever.fitsfile.InvalidFileError: FITS data: HDU 0 does not start with SIMPLE (not a FITS file; starts with '<html>Service unavailable</html>')
+    """
+    _scan(content, "FITS data", layout_only=True)
 
 
 def _structured_dtype(header: dict[str, Any]) -> np.dtype | None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import io
 import json
 import logging
 import os
@@ -633,6 +634,38 @@ class HttpClient:
         ...                       "x_lc.fits", validator=validate_fits)      # doctest: +SKIP
         PosixPath('x_lc.fits')
         """
+        return self.download_with(destination, self._resumable_get(url, headers, allowed_hosts),
+                                  what=f"download {url}", validator=validator,
+                                  expected_size=expected_size)
+
+    def download_bytes(self, url: str, *,
+                       validator: Callable[[memoryview], None] | None = None,
+                       expected_size: int | None = None,
+                       headers: Mapping[str, str] | None = None,
+                       allowed_hosts: Iterable[str] | None = None) -> bytes:
+        """:meth:`download` into memory: the whole body, checked the same way.
+
+        For files the caller reads at once and keeps elsewhere (a light curve
+        stored as raw data): no temporary file is written, read back and
+        deleted. A body cut short is resumed with ``Range`` as :meth:`download`
+        resumes one; ``validator`` gets the body as a ``memoryview`` (e.g.
+        :func:`skyretriever.fitsfile.validate_fits_bytes`).
+
+        Examples
+        --------
+        >>> HttpClient().download_bytes("https://mast.stsci.edu/api/v0.1/Download/file?uri=...",
+        ...                             validator=validate_fits_bytes)   # doctest: +SKIP
+        b'SIMPLE  =                    T ...'
+        """
+        return self.download_bytes_with(self._resumable_get(url, headers, allowed_hosts),
+                                        what=f"download {url}", validator=validator,
+                                        expected_size=expected_size)
+
+    def _resumable_get(self, url: str, headers: Mapping[str, str] | None,
+                       allowed_hosts: Iterable[str] | None
+                       ) -> Callable[[IO[bytes]], int | None]:
+        """The ``write`` of :meth:`download_with`: a GET of ``url`` into the handle, asking with
+        ``Range`` for the rest of a body an earlier attempt cut short."""
         partial = _Partial()
         base_headers = self._headers(headers)
         allowed = _allowed_set(allowed_hosts)
@@ -650,7 +683,8 @@ class HttpClient:
                     first, total = _content_range(raw.headers.get("content-range"))
                     if first != offset or total != partial.total:
                         # Not the rest of the file we started: start again from the beginning.
-                        handle.truncate(0)
+                        handle.seek(0)
+                        handle.truncate()
                         raise TransientError(
                             f"GET {url}: asked for bytes from {offset} of {partial.total}, got "
                             f"Content-Range {raw.headers.get('content-range')!r}"
@@ -665,8 +699,7 @@ class HttpClient:
                 self._read_body("GET", url, raw, handle.write)
             return partial.total
 
-        return self.download_with(destination, write, what=f"download {url}",
-                                  validator=validator, expected_size=expected_size)
+        return write
 
     def download_with(self, destination: str | os.PathLike,
                       write: Callable[[IO[bytes]], int | None], *, what: str,
@@ -688,12 +721,9 @@ class HttpClient:
                 with open(temporary, "ab") as handle:
                     total = write(handle)
                     size = handle.tell()
-                expected = expected_size if expected_size is not None else total
                 try:
-                    if expected is not None and size != expected:
-                        raise ValueError(f"has {size} bytes, expected {expected}")
-                    if validator is not None:
-                        validator(temporary)
+                    _check_body(size, expected_size if expected_size is not None else total,
+                                validator, temporary)
                 except ValueError as error:
                     temporary.unlink(missing_ok=True)
                     raise TransientError(
@@ -701,6 +731,39 @@ class HttpClient:
 
             self.call_with_retries(attempt, what)
         return destination
+
+    def download_bytes_with(self, write: Callable[[IO[bytes]], int | None], *, what: str,
+                            validator: Callable[[memoryview], None] | None = None,
+                            expected_size: int | None = None) -> bytes:
+        """:meth:`download_with` into memory: ``write`` gets an in-memory file (positioned at
+        its end), and the whole body, checked, is returned."""
+        body = io.BytesIO()
+
+        def attempt() -> bytes:
+            body.seek(0, io.SEEK_END)
+            total = write(body)
+            size = body.seek(0, io.SEEK_END)
+            try:
+                with body.getbuffer() as view:
+                    _check_body(size, expected_size if expected_size is not None else total,
+                                validator, view)
+            except ValueError as error:
+                body.seek(0)
+                body.truncate()
+                raise TransientError(
+                    f"{what}: the downloaded file is not valid: {error}") from None
+            return body.getvalue()          # the buffer itself, not a copy
+
+        return self.call_with_retries(attempt, what)
+
+
+def _check_body(size: int, expected: int | None, validator: Callable[[Any], None] | None,
+                content: Any) -> None:
+    """Raise ``ValueError`` unless a downloaded body has the size expected and passes ``validator``."""
+    if expected is not None and size != expected:
+        raise ValueError(f"has {size} bytes, expected {expected}")
+    if validator is not None:
+        validator(content)
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:

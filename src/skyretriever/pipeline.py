@@ -268,8 +268,8 @@ def download_source(task: SourceTask, observatories: list[VirtualObservatory],
                 data_type=obs.data_type)
             # Only a file without a row is adopted: one that no longer matches its row is
             # damaged; and only one recorded for this target and download.
-            adopted = (obs.raw_class.from_file(relative)
-                       if existing is None and storage.full_path(relative).exists() else None)
+            on_disk = storage.raw_file_on_disk(relative) if existing is None else None
+            adopted = obs.raw_class.from_file(on_disk) if on_disk is not None else None
             values = None if adopted is None else adopted.column_values()
             if values is not None and obs.raw_mismatch(values, task.row) is None:
                 task.raw_new[obs.name], task.raw_frames[obs.name] = values, adopted.data

@@ -20,6 +20,8 @@ setting a file was written with, it reads the same way.
 Layout (``DATA_ROOT`` from :func:`configure`, ``$SKYRETRIEVER_DATA`` or ``./data``)::
 
     DATA_ROOT/raw/<OBS>/RA<ddd>/<OBS>_photometry_<source>_<identity>.h5      raw, key <source>
+    DATA_ROOT/raw/<OBS>/RA<ddd>/<OBS>_photometry_<source>_<identity>.tar     raw kept as the
+        archive's files (TESS, Kepler, K2): a tar of them after a JSON description
     DATA_ROOT/projects/<PROJECT>[_<cfg_hash>]/RA<ddd>/<OBS>_photometry_<source>_reduced.h5
         keys <source>_reduction_XX_of_YY
     DATA_ROOT/.tmp/<host>.<pid>/                 files being written by one process
@@ -60,6 +62,7 @@ import re
 import secrets
 import shutil
 import socket
+import tarfile
 import threading
 import time
 import unicodedata
@@ -131,6 +134,9 @@ __all__ = [
     "walk_files",
     "write_files_table",
     "write_tables",
+    "FILES_SUFFIX",
+    "files_filename",
+    "raw_file_on_disk",
 ]
 
 TEMP_SUFFIX = ".tmp"
@@ -317,8 +323,9 @@ def is_raw_filename(relative: str, observatory: str, data_type: str = "photometr
     """Whether a path relative to the data root is named like a raw file of ``observatory``
     (and of ``data_type``).
 
-    The names :func:`raw_filename` makes, and nothing else: never a reduced file
-    (``*_reduced.h5``), even where raw and reduced files share a folder.
+    The names :func:`raw_filename` makes (and their ``.tar`` form, :func:`files_filename`),
+    and nothing else: never a reduced file (``*_reduced.h5``), even where raw and reduced
+    files share a folder.
 
     Examples
     --------
@@ -329,8 +336,18 @@ def is_raw_filename(relative: str, observatory: str, data_type: str = "photometr
     """
     obs, folder = re.escape(observatory.upper()), re.escape(raw_folder(observatory))
     kind = re.escape(data_type)
-    return (re.fullmatch(rf"{folder}/RA\d{{3}}/{obs}_{kind}_{_SAFE_NAME}\.h5", relative)
+    return (re.fullmatch(rf"{folder}/RA\d{{3}}/{obs}_{kind}_{_SAFE_NAME}\.(h5|tar)", relative)
             is not None and not relative.endswith("_reduced.h5"))
+
+
+def raw_file_on_disk(relative: str) -> str | None:
+    """The file on disk of the raw product :func:`raw_filename` names ``relative``: the
+    archive of kept files (:func:`files_filename`), else the HDF5 file; ``None`` if neither
+    exists."""
+    for name in (files_filename(relative), relative):
+        if full_path(name).exists():
+            return name
+    return None
 
 
 def is_reduced_filename(relative: str, project_folder: str) -> bool:
@@ -1240,15 +1257,25 @@ def _file_in_memory(final: Path, size: int = 0) -> Iterator[tuple[h5py.Group, li
         raise full from error
 
 
-def _place_file(relative: str, final: Path, image: bytes) -> FileInfo:
-    """Write a file's bytes under a temporary name, rename it to ``final``, describe it."""
-    checksum = hashlib.sha256(image).hexdigest()
+def _place_file(relative: str, final: Path, *pieces: bytes | memoryview) -> FileInfo:
+    """Write a file's bytes (``pieces`` one after the other, never joined) under a temporary
+    name, rename it to ``final``, describe it."""
+    checksum = _sha256_of(pieces)
     with atomic_write(final, disk_full_at=data_root()) as temporary:
         with open(temporary, "wb") as handle:
-            handle.write(image)
+            for piece in pieces:
+                handle.write(piece)
         status = temporary.stat()           # the rename keeps the inode, its size and time
     return FileInfo(filename=str(relative), checksum=checksum, file_size=status.st_size,
                     mtime_ns=status.st_mtime_ns)
+
+
+def _sha256_of(pieces: Sequence[bytes | memoryview]) -> str:
+    """Hex SHA-256 of the bytes of ``pieces`` one after the other."""
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return digest.hexdigest()
 
 
 #: File access and creation properties of an in-memory HDF5 file, as h5py makes them, by
@@ -1317,6 +1344,8 @@ def read_table(
         If the file's size or SHA-256 differs from what the database holds.
     """
     path = _checked_product(relative, checksum, file_size)
+    if path.suffix == FILES_SUFFIX:
+        return _table_from_archive(path, key)
     try:
         with h5py.File(path, "r") as handle:
             if key not in handle:
@@ -1357,12 +1386,16 @@ def write_files_table(relative: str, key: str, files: Sequence[tuple[str, bytes]
                       ) -> FileInfo:
     """Keep a table as the files it was read from (an archive's FITS files, byte for byte).
 
-    The files go into group ``key`` of one HDF5 file, uncompressed (they are the
-    archive's own bytes), with the name of the registered ``reader``
-    (:func:`register_file_reader`) and the ``options`` it needs; :func:`read_table`
-    then returns ``reader(files, options)`` and ``metadata``, as for a table
-    written by :func:`write_tables`. Storing the files costs a copy of their bytes,
-    where a table costs converting and compressing every column.
+    The files are kept as they came, in one tar archive (:func:`files_filename`:
+    ``relative`` with ``.tar`` for its suffix) after a JSON member
+    (``skyretriever.json``) naming the registered ``reader``
+    (:func:`register_file_reader`), the ``options`` it needs, the table's ``key``
+    and ``metadata``; :func:`read_table` then returns ``reader(files, options)``
+    and ``metadata``, as for a table written by :func:`write_tables`. Storing the
+    files costs one write of their bytes and their SHA-256, where a table costs
+    converting and compressing every column. ``tar xf`` gives the files back. A
+    product of the same name written as HDF5 by an earlier version is removed once
+    the archive is in place.
 
     Examples
     --------
@@ -1370,28 +1403,104 @@ def write_files_table(relative: str, key: str, files: Sequence[tuple[str, bytes]
     ...     {options["column"]: [line for _, data in files for line in data.decode().split()]}))
     >>> info = write_files_table("raw/DEMO/RA010/y.h5", "y", [("a.txt", b"1 2"), ("b.txt", b"3")],
     ...                          "lines", {"column": "word"}, {"source_name": "y"})
+    >>> info.filename
+    'raw/DEMO/RA010/y.tar'
     >>> frame, metadata = read_table(info.filename, "y", info.checksum)
     >>> list(frame["word"]), metadata
     (['1', '2', '3'], {'source_name': 'y'})
+    >>> import tarfile
+    >>> tarfile.open(full_path(info.filename)).getnames()
+    ['skyretriever.json', 'a.txt', 'b.txt']
     """
-    arrays = {str(number): np.frombuffer(content, dtype=np.uint8)
-              for number, (_, content) in enumerate(files)}
-    description = {_READER: reader, "files": [name for name, _ in files],
+    description = {"key": key, _READER: reader, "files": [name for name, _ in files],
                    "options": dict(options), "metadata": dict(metadata or {})}
-    return write_arrays(relative, {key: (arrays, description)}, compression="none")
+    text = json.dumps(description, default=_json_default).encode("utf-8")
+    pieces: list[bytes | memoryview] = [*_tar_member(_FILES_DESCRIPTION, text)]
+    for name, content in files:
+        pieces += _tar_member(sanitize_name(name), content)
+    written = sum(len(piece) for piece in pieces)
+    # Two empty blocks end the archive; tar's own writers pad it to whole records.
+    end = 2 * tarfile.BLOCKSIZE
+    pieces.append(bytes(end + (-(written + end)) % tarfile.RECORDSIZE))
+    name = files_filename(relative)
+    info = _place_file(name, full_path(name), *pieces)
+    if name != relative:
+        full_path(relative).unlink(missing_ok=True)
+    return info
+
+
+#: The suffix of a product kept as the files it was read from (:func:`write_files_table`).
+FILES_SUFFIX = ".tar"
+#: The first member of such a product: what :func:`read_table` needs, as JSON.
+_FILES_DESCRIPTION = "skyretriever.json"
+
+
+def files_filename(relative: str) -> str:
+    """The name :func:`write_files_table` gives a product named ``relative``.
+
+    >>> files_filename("raw/TESS/RA084/TESS_photometry_pi_Men_0a1b2c3d4e.h5")
+    'raw/TESS/RA084/TESS_photometry_pi_Men_0a1b2c3d4e.tar'
+    """
+    return str(PurePosixPath(relative).with_suffix(FILES_SUFFIX))
+
+
+def _tar_member(name: str, content: bytes | memoryview) -> list[bytes | memoryview]:
+    """A tar member's header, its content as it is, and the zeros that end its last block
+    (no modification time: the same files always give the same bytes)."""
+    member = tarfile.TarInfo(name)
+    member.size, member.mode, member.mtime = len(content), 0o644, 0
+    header = member.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    return [header, content, bytes(-len(content) % tarfile.BLOCKSIZE)]
+
+
+def _table_from_archive(path: Path, key: str) -> tuple[pd.DataFrame, dict]:
+    """The table of a :func:`write_files_table` archive, made by its reader."""
+    description, files = _read_archive(path)
+    if description.get("key") != key:
+        raise StorageError(f"product file {str(path)!r} has no table {key!r}")
+    return _table_of_files(path, key, description, files)
+
+
+def _read_archive(path: Path, with_files: bool = True
+                  ) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """The description and the files of a :func:`write_files_table` archive."""
+    try:
+        with tarfile.open(path, "r:") as archive:
+            first = archive.next()
+            if first is None or first.name != _FILES_DESCRIPTION:
+                raise StorageError(f"{str(path)!r} is not a product of kept files (its first "
+                                   f"member is not {_FILES_DESCRIPTION})")
+            description = json.loads(archive.extractfile(first).read())
+            files = []
+            if with_files:
+                members = archive.getmembers()[1:]
+                if len(members) != len(description["files"]):
+                    raise StorageError(f"{str(path)!r} holds {len(members)} files, its "
+                                       f"description names {len(description['files'])}")
+                files = [(name, archive.extractfile(member).read())
+                         for name, member in zip(description["files"], members)]
+    except (OSError, tarfile.TarError, KeyError, ValueError, AttributeError) as error:
+        raise StorageError(f"cannot read {str(path)!r}: {error}") from None
+    return description, files
 
 
 def _table_from_files(path: Path, key: str, group: h5py.Group) -> tuple[pd.DataFrame, dict]:
-    """The table of a group written by :func:`write_files_table`, made by its reader."""
+    """The table of a group of files kept in HDF5 (by versions before the archives)."""
     meta_name = _METADATA_SUFFIX.lstrip(".")
     description = json.loads(group[meta_name][()].tobytes()) if meta_name in group else {}
+    files = [(file_name, group[str(number)][()].tobytes())
+             for number, file_name in enumerate(description.get("files", []))]
+    return _table_of_files(path, key, description, files)
+
+
+def _table_of_files(path: Path, key: str, description: Mapping[str, Any],
+                    files: list[tuple[str, bytes]]) -> tuple[pd.DataFrame, dict]:
+    """``reader(files, options)`` of a product of kept files, and its metadata."""
     name = description.get(_READER)
     reader = _FILE_READERS.get(name)
     if reader is None:
         raise StorageError(f"table {key!r} of {str(path)!r} is kept as files for reader "
                            f"{name!r}, which is not registered (import the module that wrote it)")
-    files = [(file_name, group[str(number)][()].tobytes())
-             for number, file_name in enumerate(description["files"])]
     try:
         frame = reader(files, description.get("options") or {})
     except (OSError, KeyError, ValueError) as error:
@@ -1404,6 +1513,8 @@ def read_table_keys(relative: str) -> list[str]:
     """The table keys stored in a product file."""
     _refuse_after_disk_full()
     path = full_path(relative)
+    if path.suffix == FILES_SUFFIX:
+        return [_read_archive(path, with_files=False)[0].get("key")]
     try:
         with h5py.File(path, "r") as handle:
             return [key for key in handle.keys() if not key.endswith(_METADATA_SUFFIX)]

@@ -31,6 +31,7 @@ Examples
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import math
 import shutil
@@ -44,7 +45,7 @@ import pandas as pd
 from pydantic import field_validator
 
 from skyretriever import storage
-from skyretriever.fitsfile import InvalidFileError, validate_fits
+from skyretriever.fitsfile import InvalidFileError, validate_fits_bytes
 from skyretriever.net import NetworkError, NetworkParameters, shared_client, validate_archive_url
 from skyretriever.observatories.base import (
     ObservatoryParameters,
@@ -211,7 +212,9 @@ class MastParameters(ObservatoryParameters, NetworkParameters):
     )
     page_size: int = parameter(50000, "Rows per page of MAST query results.", critical=False, ge=1)
     keep_fits: bool = parameter(
-        False, "Keep downloaded FITS files under DATA_ROOT/raw/<OBS>/fits (else deleted once stored).",
+        False, "Also write downloaded FITS files under DATA_ROOT/raw/<OBS>/fits (the raw data "
+        "holds them anyway; files are fetched into memory and written there only when asked, "
+        "or when a source fails part-way).",
         critical=False,
     )
     download_workers: int = parameter(
@@ -528,33 +531,40 @@ class VirtualMAST(RuntimeState, VirtualObservatory):
         return (storage.data_root() / storage.RAW_FOLDER / self.name.upper() / "fits"
                 / (f"{name}_{target_key[:10]}" if target_key else name))
 
-    def fetch_file(self, product: ProductInfo, folder: Path) -> tuple[Path, str]:
-        """A product's file on disk, and how it came: ``"cache"``, ``"s3"`` or ``"https"``.
+    def fetch_file(self, product: ProductInfo, folder: Path) -> tuple[bytes, str]:
+        """A product's file, in memory, and how it came: ``"cache"``, ``"s3"`` or ``"https"``.
 
-        A complete file left by an earlier try (files stay when a source
-        fails part-way, so its next try fetches only what is missing) is
-        reused. Otherwise the S3 bucket is tried first (when ``use_cloud`` and
-        the file has a cloud key), then MAST HTTPS. A product whose data URI is
-        not a MAST one is refused (:class:`~skyretriever.net.ForbiddenHost`).
+        A complete file left in ``folder`` by an earlier try (:meth:`fetch` keeps
+        what it fetched when a source fails part-way, so its next try fetches
+        only what is missing) is reused. Otherwise the S3 bucket is tried first
+        (when ``use_cloud`` and the file has a cloud key), then MAST HTTPS. A
+        product whose data URI is not a MAST one is refused
+        (:class:`~skyretriever.net.ForbiddenHost`).
         """
         check_data_uri(product.data_uri)
-        destination = storage.ensure_inside_root(folder / storage.sanitize_name(product.filename))
-        if destination.exists():
+        kept = storage.ensure_inside_root(folder / storage.sanitize_name(product.filename))
+        if kept.exists():
             try:
-                validate_fits(destination)
-                return destination, "cache"
+                content = kept.read_bytes()
+                validate_fits_bytes(content)
+                return content, "cache"
             except (ValueError, OSError):
-                destination.unlink(missing_ok=True)
+                kept.unlink(missing_ok=True)
         if self.pars.use_cloud and product.cloud_key:
             try:
-                return self.s3.download(product.cloud_key, destination), "s3"
+                return self.s3.read(product.cloud_key), "s3"
             except NetworkError as error:
                 log.info("%s: S3 failed for %s (%s); using MAST HTTPS", self.name,
                          product.filename, error)
-        return self.mast.download(product.data_uri, destination), "https"
+        return self.mast.read(product.data_uri), "https"
 
     def fetch(self, cat_row: dict[str, Any]) -> FetchedFiles:
         """Fetch every light-curve file MAST has for one catalog row (on a download thread).
+
+        The files are fetched into memory: they are stored as the raw data once read
+        (:meth:`source_files`). They are written to the source's FITS folder
+        (:meth:`fits_folder`) only when ``keep_fits`` asks for them, or when a later
+        file of the source fails, so that the next try fetches only what is missing.
 
         Raises
         ------
@@ -570,11 +580,28 @@ class VirtualMAST(RuntimeState, VirtualObservatory):
             return fetched
         folder = self.fits_folder(cat_row["name"], self.raw_identity(cat_row)["target_key"])
         for product in plan.products:
-            path, route = self.fetch_file(product, folder)
-            fetched.files.append((product, route, str(path), path.read_bytes()))
-        if not self.pars.keep_fits:
+            try:
+                content, route = self.fetch_file(product, folder)
+            except Exception:
+                with contextlib.suppress(OSError):     # the error that matters is the fetch's
+                    self._keep_files(fetched.files)
+                raise
+            path = folder / storage.sanitize_name(product.filename)
+            fetched.files.append((product, route, str(path), content))
+        if self.pars.keep_fits:
+            self._keep_files(fetched.files)
+        elif folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
         return fetched
+
+    @staticmethod
+    def _keep_files(files: list[tuple[ProductInfo, str, str, bytes]]) -> None:
+        """Write fetched files to their FITS folder (each atomically; those that came from
+        it are there already)."""
+        for _, route, path, content in files:
+            if route != "cache":
+                with storage.atomic_write(Path(path), beside=True) as temporary:
+                    temporary.write_bytes(content)
 
     def parse(self, fetched: FetchedFiles) -> tuple[pd.DataFrame, dict]:
         """Read the fetched files (in a worker process): one table with a sequence column.

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from skyretriever.fitsfile import validate_fits
+from skyretriever.fitsfile import validate_fits, validate_fits_bytes
 from skyretriever.net import (
     BadAnswer,
     ForbiddenHost,
@@ -288,6 +288,12 @@ class MastClient(RuntimeState):
         """Download a product over HTTPS (atomically, validated), from the MAST host only."""
         return self.http.download(self.download_url(data_uri), destination, validator=validator,
                                   allowed_hosts=(self.mast_url,))
+
+    def read(self, data_uri: str,
+             validator: Callable[[memoryview], None] | None = validate_fits_bytes) -> bytes:
+        """:meth:`download` into memory: the product's bytes (validated, from the MAST host only)."""
+        return self.http.download_bytes(self.download_url(data_uri), validator=validator,
+                                        allowed_hosts=(self.mast_url,))
 
 
 #: What a MAST data URI looks like: ``mast:TESS/product/<file>`` (HLSPs: ``mast:HLSP/...``).

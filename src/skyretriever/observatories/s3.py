@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from skyretriever.fitsfile import validate_fits
+from skyretriever.fitsfile import validate_fits, validate_fits_bytes
 from skyretriever.net import TRANSIENT_STATUS, HttpClient, NetworkError, TransientError
 from skyretriever.observatories.runtime import RuntimeState
 
@@ -158,6 +158,18 @@ class S3Bucket(RuntimeState):
         skyretriever.net.RetriesExhausted, skyretriever.net.NetworkError
             If the bucket cannot be read.
         """
+        return self.http.download_with(destination, self._getter(key),
+                                       what=f"s3://{self.bucket}/{key}", validator=validator)
+
+    def read(self, key: str, validator: Callable[[memoryview], None] | None = validate_fits_bytes
+             ) -> bytes:
+        """:meth:`download` into memory: the object's bytes (validated, with retries)."""
+        return self.http.download_bytes_with(self._getter(key), what=f"s3://{self.bucket}/{key}",
+                                             validator=validator)
+
+    def _getter(self, key: str) -> Callable[[IO[bytes]], int | None]:
+        """The ``write`` of :meth:`HttpClient.download_with` for one key: a whole GET of it
+        into the handle (boto3 does not resume), within the endpoint's connection limit."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         def write(handle: IO[bytes]) -> int | None:
@@ -178,8 +190,7 @@ class S3Bucket(RuntimeState):
                     raise self._fault(error, key) from error
             return int(answer.get("ContentLength") or 0) or None
 
-        return self.http.download_with(destination, write, what=f"s3://{self.bucket}/{key}",
-                                       validator=validator)
+        return write
 
     def read_range(self, key: str, first: int, last: int) -> bytes:
         """Bytes ``first`` to ``last`` (inclusive) of ``key``, with retries; the answer is checked.
