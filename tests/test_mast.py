@@ -153,6 +153,22 @@ def test_files_come_from_s3_with_https_as_fallback(data_root):
         assert fallback["cloudy"].data.equals(raws["cloudy"].data)
 
 
+def test_a_key_the_bucket_lacks_falls_back_to_mast_https(data_root):
+    """The bucket is read with plain HTTPS GETs: its 404 (NoSuchKey) sends the file to MAST."""
+    star = SimulatedStar("gone", 10.0, 10.0, tic_id=304_000_003, tess_sectors=(1,))
+    sky = small_sky([star])
+    rows = catalog_rows([star])
+    with SimulatedArchives(sky) as archives:
+        obs = tess(archives)
+        obs.prepare_download(rows)
+        sky.cloud_keys.clear()          # MAST named the key, the bucket no longer has it
+        raw = obs.download(rows[0])
+        assert [p["route"] for p in raw.altdata["products"]] == ["https"]
+        assert [r.status for r in archives.s3.records] == [404]
+        assert archives.mast.count("/api/v0.1/Download/file") == 1
+        assert sorted(raw.data["sector"].unique()) == [1]
+
+
 def test_tess_spoc_and_fast_cadence_light_curves(data_root):
     star = SimulatedStar("many", 15.0, -15.0, tic_id=305_000_001, tmag=8.5, tess_sectors=(30,),
                          tess_fast_sectors=(30,), tess_ffi_sectors=(30,))
