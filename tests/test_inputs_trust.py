@@ -42,7 +42,7 @@ def _alias_bomb(levels: int = 9) -> str:
     return "project:\n  name: [" + ", ".join(items) + "]\n"
 
 
-def test_a_yaml_alias_bomb_is_refused_in_well_under_a_second_naming_the_file(tmp_path, capsys):
+def test_a_yaml_alias_bomb_is_refused_before_it_expands_naming_the_file(tmp_path, capsys):
     config = tmp_path / "bomb.yaml"
     config.write_text(_alias_bomb())
     assert len(config.read_bytes()) < 600
@@ -50,7 +50,10 @@ def test_a_yaml_alias_bomb_is_refused_in_well_under_a_second_naming_the_file(tmp
     code, out, err = _run(capsys, "status", config)
     elapsed = time.perf_counter() - started
     assert code == 1 and out == ""
-    assert elapsed < 0.5, elapsed
+    # Refused before expanding: about 0.01 s alone; expanded, the nine levels of nine
+    # aliases would be 9**9 (387 million) values, minutes and gigabytes. The bound leaves
+    # room for a busy machine (0.58 s seen with the whole suite on both cores).
+    assert elapsed < 5.0, elapsed
     assert "bomb.yaml" in err and "aliases expand to more than" in err
     assert "line 2" in err and len(err) < 400, err
     assert not (tmp_path / "data").exists()
