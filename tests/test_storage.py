@@ -235,3 +235,45 @@ def test_a_run_says_half_written_files_only_where_there_were_some(project_factor
         (logging.INFO, f"removed 2 file(s) half-written by a run that died: {died}"),
         (logging.DEBUG, f"removed the empty temporary folder of a finished process: {ended}")}
     assert not died.exists() and not ended.exists()
+
+
+def test_a_product_of_kept_files_is_a_plain_tar_and_a_damaged_one_is_refused(data_root):
+    import tarfile
+
+    storage.register_file_reader("sizes", lambda files, options: pd.DataFrame(
+        {"name": [name for name, _ in files], "size": [len(data) for _, data in files]}))
+    files = [("a.fits", b"x" * 3000), ("../b name.fits", b"")]
+    info = storage.write_files_table("raw/DEMO/RA010/DEMO_photometry_k_0a1b2c3d4e.h5", "k",
+                                     files, "sizes", {}, {"source_name": "k"})
+    path = storage.full_path(info.filename)
+    assert storage.is_raw_filename(info.filename, "demo")
+    # Any tar reader gets the files back, under safe names, byte for byte.
+    with tarfile.open(path) as archive:
+        assert archive.getnames() == ["skyretriever.json", "a.fits",
+                                      storage.sanitize_name("../b name.fits")]
+        assert "/" not in archive.getnames()[2]
+        assert archive.extractfile("a.fits").read() == b"x" * 3000
+        assert json.loads(archive.extractfile("skyretriever.json").read())["files"] == [
+            "a.fits", "../b name.fits"]
+    assert path.stat().st_size % tarfile.RECORDSIZE == 0
+    frame, metadata = storage.read_table(info.filename, "k", info.checksum, info.file_size)
+    assert list(frame["size"]) == [3000, 0] and metadata == {"source_name": "k"}
+    assert storage.read_table_keys(info.filename) == ["k"]
+    with pytest.raises(storage.StorageError, match="has no table 'other'"):
+        storage.read_table(info.filename, "other")
+    # The same files always make the same bytes.
+    again = storage.write_files_table("raw/DEMO/RA010/DEMO_photometry_k_0a1b2c3d4e.h5", "k",
+                                      files, "sizes", {}, {"source_name": "k"})
+    assert again.checksum == info.checksum
+    # Cut short: the row's checksum refuses it; read without one, tar's own reading does.
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(storage.ChecksumError):
+        storage.read_table(info.filename, "k", info.checksum, info.file_size)
+    with pytest.raises(storage.StorageError, match="cannot read"):
+        storage.read_table(info.filename, "k")
+    # A tar of other files is not taken for a product.
+    with tarfile.open(path, "w") as archive:
+        member = tarfile.TarInfo("notes.txt")
+        archive.addfile(member)
+    with pytest.raises(storage.StorageError, match="first member is not skyretriever.json"):
+        storage.read_table_keys(info.filename)
