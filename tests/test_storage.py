@@ -277,3 +277,15 @@ def test_a_product_of_kept_files_is_a_plain_tar_and_a_damaged_one_is_refused(dat
         archive.addfile(member)
     with pytest.raises(storage.StorageError, match="first member is not skyretriever.json"):
         storage.read_table_keys(info.filename)
+
+
+@pytest.mark.parametrize("values", [["TESS"] * 5, [""] * 3, ["é"] * 2, ["g", "r", "g"],
+                                    ["g", None, "g"], ["TESS", "TESS", 3], ["a", pd.NA]])
+def test_text_columns_read_back_as_written(values, data_root):
+    frame = pd.DataFrame({"filter": pd.Series(values, dtype=object), "mjd": np.arange(len(values),
+                                                                                      dtype=float)})
+    info = storage.write_tables("raw/DEMO/RA010/t.h5", {"t": (frame, None)})
+    back, _ = storage.read_table(info.filename, "t", info.checksum)
+    assert list(back["filter"]) == ["" if v is None else str(v) for v in values]
+    assert list(storage._object_text(np.array(values, dtype=object))) == [
+        ("" if v is None else str(v)).encode() for v in values]
