@@ -289,3 +289,20 @@ def test_text_columns_read_back_as_written(values, data_root):
     assert list(back["filter"]) == ["" if v is None else str(v) for v in values]
     assert list(storage._object_text(np.array(values, dtype=object))) == [
         ("" if v is None else str(v)).encode() for v in values]
+
+
+def test_a_table_of_many_blocks_of_records_reads_back_as_written(data_root):
+    """Records are filled a block of rows at a time: the rows of every block, and the last
+    block's remainder, land in their place."""
+    rows = 3 * (storage._RECORD_BLOCK_BYTES // 33) + 7
+    generator = np.random.default_rng(5)
+    frame = pd.DataFrame({"mjd": np.arange(rows, dtype=float), "flux": generator.random(rows),
+                          "quality": generator.integers(0, 2**20, rows),
+                          "qflag": generator.random(rows) < 0.1,
+                          "filter": np.full(rows, "TESS", dtype=object),
+                          "ccd": generator.integers(0, 4, rows).astype(np.int32)})
+    records, _ = storage._frame_to_records(frame)
+    assert records.dtype.itemsize == 33 and rows > 3 * storage._RECORD_BLOCK_BYTES // 33
+    info = storage.write_tables("raw/DEMO/RA010/many.h5", {"many": (frame, None)})
+    back, _ = storage.read_table(info.filename, "many", info.checksum)
+    pd.testing.assert_frame_equal(back, frame)
