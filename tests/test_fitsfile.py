@@ -97,3 +97,16 @@ def test_only_whole_files_are_valid(tmp_path: Path):
         path.write_bytes(data)
         with pytest.raises(InvalidFileError, match=message):
             validate_fits(path)
+
+
+@pytest.mark.parametrize("cadences, times, expected", [
+    ([1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0], [False] * 4),               # increasing: nothing
+    ([3, 1, 2, 3], [3.0, 1.0, 2.0, 3.5], [False, False, False, True]),  # out of order, twice
+    ([1, 2, 3, 4], [1.0, 2.0, 2.0, np.nan], [False, False, True, False]),  # TIME repeats
+    ([7], [np.nan], [False]),
+])
+def test_repeated_cadences_are_found_in_any_order(cadences, times, expected):
+    from skyretriever.fitsfile import repeated_cadences
+
+    found = repeated_cadences({"CADENCENO": np.array(cadences), "TIME": np.array(times)})
+    assert found.tolist() == expected

@@ -306,7 +306,10 @@ def repeated_cadences(columns: dict[str, np.ndarray]) -> np.ndarray:
             continue
         usable = np.isfinite(values) if values.dtype.kind == "f" else np.ones(length, bool)
         index = np.flatnonzero(usable)
-        _, first = np.unique(values[index], return_index=True)
+        picked = values[index]
+        if len(picked) < 2 or bool((picked[1:] > picked[:-1]).all()):
+            continue        # strictly increasing, as the missions write them: nothing repeats
+        _, first = np.unique(picked, return_index=True)
         later = np.ones(len(index), dtype=bool)
         later[first] = False
         repeated[index[later]] = True
