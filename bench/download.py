@@ -241,9 +241,9 @@ def profile_stages(urls: dict[str, str], folder: Path, sources: int, use_cloud: 
     seconds = dict(clock.seconds)
     seconds["other"] = total_cpu - sum(seconds.values())
     root = folder / "data_profile"
-    for kind, pattern in (("raw", "raw/*/RA*/*.[ht][5a]*"), ("reduced", "projects/*/RA*/*.h5")):
+    for kind, pattern in (("raw", "raw/*/RA*/*_photometry_*"), ("reduced", "projects/*/RA*/*.h5")):
         sizes = [path.stat().st_size for path in root.glob(pattern)]
-        print(f"{kind} HDF5 files: {len(sizes)}, {sum(sizes) / 1e6:.2f} MB, "
+        print(f"{kind} files: {len(sizes)}, {sum(sizes) / 1e6:.2f} MB, "
               f"{sum(sizes) / 1e6 / max(summary.counts['reduced'], 1):.3f} MB per light-curve file")
     statistics = None
     if with_cprofile:

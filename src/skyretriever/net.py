@@ -657,15 +657,33 @@ class HttpClient:
         ...                             validator=validate_fits_bytes)   # doctest: +SKIP
         b'SIMPLE  =                    T ...'
         """
-        return self.download_bytes_with(self._resumable_get(url, headers, allowed_hosts),
-                                        what=f"download {url}", validator=validator,
-                                        expected_size=expected_size)
+        write = self._resumable_get(url, headers, allowed_hosts)
+        what = f"download {url}"
+        body = io.BytesIO()
+
+        def attempt() -> bytes:
+            body.seek(0, io.SEEK_END)       # a cut body is resumed from where it stopped
+            total = write(body)
+            size = body.seek(0, io.SEEK_END)
+            try:
+                with body.getbuffer() as view:
+                    _check_body(size, expected_size if expected_size is not None else total,
+                                validator, view)
+            except ValueError as error:
+                body.seek(0)
+                body.truncate()
+                raise TransientError(
+                    f"{what}: the downloaded file is not valid: {error}") from None
+            return body.getvalue()          # the buffer itself, not a copy
+
+        return self.call_with_retries(attempt, what)
 
     def _resumable_get(self, url: str, headers: Mapping[str, str] | None,
                        allowed_hosts: Iterable[str] | None
                        ) -> Callable[[IO[bytes]], int | None]:
-        """The ``write`` of :meth:`download_with`: a GET of ``url`` into the handle, asking with
-        ``Range`` for the rest of a body an earlier attempt cut short."""
+        """The ``write`` of :meth:`download` and :meth:`download_bytes`: a GET of ``url`` into
+        the handle (a file or memory), asking with ``Range`` for the rest of a body an
+        earlier attempt cut short."""
         partial = _Partial()
         base_headers = self._headers(headers)
         allowed = _allowed_set(allowed_hosts)
@@ -731,30 +749,6 @@ class HttpClient:
 
             self.call_with_retries(attempt, what)
         return destination
-
-    def download_bytes_with(self, write: Callable[[IO[bytes]], int | None], *, what: str,
-                            validator: Callable[[memoryview], None] | None = None,
-                            expected_size: int | None = None) -> bytes:
-        """:meth:`download_with` into memory: ``write`` gets an in-memory file (positioned at
-        its end), and the whole body, checked, is returned."""
-        body = io.BytesIO()
-
-        def attempt() -> bytes:
-            body.seek(0, io.SEEK_END)
-            total = write(body)
-            size = body.seek(0, io.SEEK_END)
-            try:
-                with body.getbuffer() as view:
-                    _check_body(size, expected_size if expected_size is not None else total,
-                                validator, view)
-            except ValueError as error:
-                body.seek(0)
-                body.truncate()
-                raise TransientError(
-                    f"{what}: the downloaded file is not valid: {error}") from None
-            return body.getvalue()          # the buffer itself, not a copy
-
-        return self.call_with_retries(attempt, what)
 
 
 def _check_body(size: int, expected: int | None, validator: Callable[[Any], None] | None,

@@ -196,7 +196,7 @@ class S3Bucket(RuntimeState):
         ``Range``).
 
         The bucket is public, so this is a plain HTTPS GET of :meth:`object_url` through
-        the :class:`HttpClient` (boto3 adds about 3 ms of CPU per 2 MB file, and does not
+        the :class:`HttpClient` (boto3 added about 4 ms of CPU per 2 MB file, and does not
         resume); ranges and listings go through boto3.
 
         Raises
