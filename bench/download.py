@@ -285,7 +285,8 @@ def print_hot_functions(statistics: pstats.Stats, files: int, most: int = 25) ->
     for own, cumulative, calls, label, _, _ in sorted(rows, reverse=True)[:most]:
         print(f"  {1000 * own / files:7.2f} {1000 * cumulative / files:7.2f} {calls:7d}  {label}")
     entries = {"prepare_download", "fetch_file", "validate_fits", "read_lightcurve_fits",
-               "fetch", "parse", "write_files_table", "save", "write_tables", "_frame_to_records",
+               "fetch", "parse", "write_files_table", "save", "write_tables", "write_table_parts",
+               "_frame_to_records", "_columns_to_records",
                "_create_dataset", "reduce", "standardize", "save_lightcurves", "plan_batch",
                "write_batch", "check_target", "download", "download_with"}
     print("skyretriever's stage functions (cumulative, ms per file):")

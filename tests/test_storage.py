@@ -306,3 +306,92 @@ def test_a_table_of_many_blocks_of_records_reads_back_as_written(data_root):
     info = storage.write_tables("raw/DEMO/RA010/many.h5", {"many": (frame, None)})
     back, _ = storage.read_table(info.filename, "many", info.checksum)
     pd.testing.assert_frame_equal(back, frame)
+
+
+def test_tables_written_as_parts_read_back_one_by_one_from_one_dataset(data_root):
+    """A source's light curves are the parts of one table: each key reads back its own rows
+    and metadata, the keys keep their order, and the file holds one dataset for them."""
+    import h5py
+
+    frame = _frame()
+    tables = {"s_reduction_02_of_03": (frame.iloc[1:], {"series_number": 2}),
+              "s_reduction_01_of_03": (frame.iloc[:1], {"series_number": 1, "filter": "g"}),
+              "s_reduction_03_of_03": (frame.iloc[:0], None)}
+    info = storage.write_table_parts("projects/P/RA001/s.h5", tables)
+    path = storage.full_path(info.filename)
+    assert info.checksum == storage.file_sha256(path) and info.file_size == path.stat().st_size
+    assert storage.read_table_keys(info.filename) == list(tables)
+    for key, (table, metadata) in tables.items():
+        back, back_metadata = read_table(info.filename, key, info.checksum, info.file_size)
+        pd.testing.assert_frame_equal(back, table.reset_index(drop=True), check_dtype=True)
+        assert back_metadata == (metadata or {})
+    with h5py.File(path, "r") as handle:
+        assert list(handle) == [storage._PARTS] and len(handle[storage._PARTS]) == len(frame)
+    with pytest.raises(StorageError, match="has no table 's_reduction_04_of_03'"):
+        read_table(info.filename, "s_reduction_04_of_03")
+    with pytest.raises(StorageError, match="has no table"):
+        read_table(info.filename, storage._PARTS)        # the dataset is not a table itself
+    damaged = bytearray(path.read_bytes())
+    damaged[-100] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ChecksumError):
+        read_table(info.filename, "s_reduction_01_of_03", info.checksum)
+
+
+def test_parts_of_other_columns_or_types_are_written_as_tables_of_their_own(data_root):
+    import h5py
+
+    frame = _frame()
+    other_type = frame.assign(quality=frame["quality"].astype(np.int32))
+    for second in (other_type, frame[["mjd", "flux"]], frame[["flux", "mjd", "quality", "qflag",
+                                                                   "filter"]]):
+        info = storage.write_table_parts("projects/P/RA001/o.h5",
+                                         {"a": (frame, {"n": 1}), "b": (second, {"n": 2})})
+        with h5py.File(storage.full_path(info.filename), "r") as handle:
+            assert sorted(handle) == ["a", "b"]
+        back, metadata = read_table(info.filename, "b", info.checksum)
+        pd.testing.assert_frame_equal(back, second, check_dtype=True)
+        assert metadata == {"n": 2}
+
+
+def test_parts_with_long_metadata_and_many_rows_read_back(data_root):
+    """Metadata past HDF5's 64 kB attribute limit goes beside the dataset; a compressed
+    table of parts is read a part at a time."""
+    rows = 40_000
+    generator = np.random.default_rng(3)
+    frame = pd.DataFrame({"mjd": np.arange(rows, dtype=float), "flux": generator.random(rows),
+                          "filter": np.where(generator.random(rows) < 0.5, "g", "r").astype(object)})
+    header = {f"KEY{i:05d}": "x" * 60 for i in range(2000)}
+    tables = {"one": (frame.iloc[:25_000], {"header": header}), "two": (frame.iloc[25_000:], {})}
+    info = storage.write_table_parts("projects/P/RA001/l.h5", tables)
+    assert storage.read_table_keys(info.filename) == ["one", "two"]
+    back, metadata = read_table(info.filename, "two", info.checksum)
+    pd.testing.assert_frame_equal(back, frame.iloc[25_000:].reset_index(drop=True))
+    assert read_table(info.filename, "one")[1] == {"header": header} and metadata == {}
+
+
+def test_large_tables_written_one_after_another_and_in_threads_keep_their_own_rows(data_root):
+    """Large records are made in memory each thread reuses: a file written after another,
+    or beside one written in another thread, holds its own rows, never the other's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = 2 * storage._SCRATCH_BYTES[0] // 17 + 5          # above the scratch threshold
+
+    def table(seed: int) -> pd.DataFrame:
+        generator = np.random.default_rng(seed)
+        return pd.DataFrame({"mjd": generator.random(rows), "cadenceno": np.arange(rows) + seed,
+                             "qflag": generator.random(rows) < 0.5})
+
+    def write(seed: int) -> tuple[int, str, str]:
+        one = storage.write_tables(f"raw/DEMO/RA010/w{seed}.h5", {"k": (table(seed), None)})
+        two = storage.write_table_parts(f"projects/P/RA010/p{seed}.h5",
+                                        {"a": (table(seed + 1), None), "b": (table(seed), None)})
+        return seed, one.filename, two.filename
+
+    with ThreadPoolExecutor(4) as pool:
+        written = list(pool.map(write, range(0, 80, 10)))
+    written += [write(100), write(110)]                       # one after another, one thread
+    for seed, single, parts in written:
+        pd.testing.assert_frame_equal(read_table(single, "k")[0], table(seed))
+        pd.testing.assert_frame_equal(read_table(parts, "a")[0], table(seed + 1))
+        pd.testing.assert_frame_equal(read_table(parts, "b")[0], table(seed))

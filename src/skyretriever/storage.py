@@ -10,7 +10,8 @@ and size of a product file go into the database row that points at it, and
 check is treated as missing and made again.
 
 A table is stored as one HDF5 compound dataset per key (one row per epoch),
-with the column kinds and any metadata as JSON attributes. This keeps a
+with the column kinds and any metadata as JSON attributes; tables of the same
+columns (a source's light curves) can be the parts of one dataset instead. This keeps a
 100-point light curve to a few kilobytes. Tables above 64 kB are compressed
 (:func:`set_compression`: by default Blosc's LZ4 after the byte shuffle, HDF5
 filter 32001, which h5py opens once ``hdf5plugin`` is imported and PyTables
@@ -23,7 +24,7 @@ Layout (``DATA_ROOT`` from :func:`configure`, ``$SKYRETRIEVER_DATA`` or ``./data
     DATA_ROOT/raw/<OBS>/RA<ddd>/<OBS>_photometry_<source>_<identity>.tar     raw kept as the
         archive's files (TESS, Kepler, K2): a tar of them after a JSON description
     DATA_ROOT/projects/<PROJECT>[_<cfg_hash>]/RA<ddd>/<OBS>_photometry_<source>_reduced.h5
-        keys <source>_reduction_XX_of_YY
+        keys <source>_reduction_XX_of_YY: the parts of one table (:func:`write_table_parts`)
     DATA_ROOT/.tmp/<host>.<pid>/                 files being written by one process
     DATA_ROOT/quarantine/<time>-<pid>/<relative path>  what ``check --repair`` moved aside
 
@@ -134,6 +135,7 @@ __all__ = [
     "walk_files",
     "write_files_table",
     "write_tables",
+    "write_table_parts",
     "FILES_SUFFIX",
     "files_filename",
     "raw_file_on_disk",
@@ -158,6 +160,8 @@ MAX_NAME_LENGTH = 80
 _COMPRESS_ABOVE_BYTES = 64 * 1024
 _LARGEST_ATTRIBUTE = 60_000
 _METADATA_SUFFIX = ".metadata"
+#: The dataset of a file of table parts (:func:`write_table_parts`): every part's rows.
+_PARTS = "skyretriever.parts"
 _DESCRIPTION = "skyretriever"          # attribute: JSON with the column kinds and the metadata
 _SAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
 _HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()) or "host"
@@ -591,18 +595,61 @@ def _column_for_hdf5(values: np.ndarray) -> tuple[np.ndarray, str]:
 _RECORD_BLOCK_BYTES = 512 * 1024
 
 
-def _frame_to_records(frame: pd.DataFrame) -> tuple[np.ndarray, list[list[str]]]:
+def _without_attrs(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame``, or a view of it without ``attrs`` (pandas deep-copies them into every
+    column taken)."""
     if frame.attrs:
-        # A view without ``attrs``: pandas deep-copies them into every column taken.
         frame = frame.copy(deep=False)
         frame.attrs = {}
+    return frame
+
+
+def _frame_to_records(frame: pd.DataFrame, scratch: bool = False
+                      ) -> tuple[np.ndarray, list[list[str]]]:
+    frame = _without_attrs(frame)
+    return _columns_to_records({name: frame[name].to_numpy() for name in frame.columns}, scratch)
+
+
+#: Records of at least this many bytes are made in this thread's scratch memory, reused from
+#: table to table (:func:`_scratch_records`), and of at most the second number.
+_SCRATCH_BYTES = (1 << 20, 64 << 20)
+_SCRATCH = threading.local()
+
+
+def _scratch_records(rows: int, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array of records in memory this thread reuses for the next one.
+
+    New memory costs a page fault per 4 kB the first time it is written (the
+    records of a 20-second TESS light curve, 14 MB, about 5 ms of them; more on
+    a virtual machine whose memory is still new to it); the largest records made
+    so far in this thread stay allocated instead. The array is valid until this
+    thread asks for the next one.
+    """
+    size = rows * dtype.itemsize
+    memory = getattr(_SCRATCH, "memory", None)
+    if memory is None or len(memory) < size:
+        memory = _SCRATCH.memory = np.empty(size, dtype=np.uint8)
+    return np.ndarray((rows,), dtype=dtype, buffer=memory)
+
+
+def _columns_to_records(table: Mapping[Any, np.ndarray], scratch: bool = False
+                        ) -> tuple[np.ndarray, list[list[str]]]:
+    """The rows of named columns (of one length) as records, and each column's kind.
+
+    With ``scratch``, large records are made in this thread's scratch memory
+    (:func:`_scratch_records`): the caller is done with them before it makes others.
+    """
     columns, kinds, fields = [], [], []
-    for name in frame.columns:
-        values, kind = _column_for_hdf5(np.asarray(frame[name].to_numpy()))
+    for name, column in table.items():
+        values, kind = _column_for_hdf5(np.asarray(column))
         columns.append(values)
         kinds.append([str(name), kind])
         fields.append((str(name), values.dtype))
-    records = np.empty(len(frame), dtype=fields)
+    rows, dtype = len(columns[0]) if columns else 0, np.dtype(fields)
+    if scratch and _SCRATCH_BYTES[0] <= rows * dtype.itemsize <= _SCRATCH_BYTES[1]:
+        records = _scratch_records(rows, dtype)
+    else:
+        records = np.empty(rows, dtype=dtype)
     # Filled a block of rows at a time, each block small enough to stay in the processor's
     # cache while every column is written into it: a 116,640-row light curve in less than
     # half the time of filling each column over the whole table.
@@ -719,6 +766,16 @@ def _checked_compression(name: str, what: str = "unknown HDF5 compression {name!
     if name not in COMPRESSIONS:
         raise ValueError(f"{what.format(name=name)}; choose one of {', '.join(COMPRESSIONS)}")
     return name
+
+
+def _image_bytes(records: np.ndarray, filters: Mapping[str, Any]) -> int:
+    """About the bytes ``records`` take in an HDF5 file: compressed ones (see
+    :func:`_create_dataset`) a third of their size, which a 20-second TESS light
+    curve's records come to (an in-memory file made at their full size costs a
+    quarter more time, one grown from nothing as much as one a third)."""
+    if filters and records.nbytes > _COMPRESS_ABOVE_BYTES:
+        return records.nbytes // 3
+    return records.nbytes
 
 
 def _create_dataset(handle: h5py.File, key: str, records: np.ndarray,
@@ -1242,22 +1299,88 @@ def write_tables(
     """
     final = full_path(relative)
     filters = _FILTERS[_checked_compression(compression or current_compression())]
-    converted = {key: (_frame_to_records(frame), metadata)
+    # One table's records may be in scratch memory (the common case of one large table).
+    converted = {key: (_frame_to_records(frame, scratch=len(tables) == 1), metadata)
                  for key, (frame, metadata) in tables.items()}
-    size = sum(records.nbytes for (records, _), _ in converted.values())
+    size = sum(_image_bytes(records, filters) for (records, _), _ in converted.values())
     with _file_in_memory(final, size) as (handle, image):
         for key, ((records, kinds), metadata) in converted.items():
-            dataset = _create_dataset(handle, key, records, filters)
-            text = json.dumps(dict(metadata or {}), default=_json_default)
-            columns = json.dumps({"columns": kinds})[:-1]
-            if len(text) < _LARGEST_ATTRIBUTE:
-                # {"columns": ..., "metadata": ...} without parsing the metadata again
-                description = f'{columns}, "metadata": {text}}}'
-            else:  # HDF5 attributes are limited to 64 kB: long headers go in a dataset
-                handle.create_dataset(f"{key}{_METADATA_SUFFIX}",
-                                      data=np.frombuffer(text.encode(), dtype=np.uint8))
-                description = f"{columns}}}"
-            _write_text_attribute(dataset, _DESCRIPTION, description)
+            _write_described(handle, key, records, kinds, filters, "metadata",
+                             dict(metadata or {}))
+    return _place_file(relative, final, image[0])
+
+
+def _write_described(handle: h5py.Group, key: str, records: np.ndarray, kinds: list[list[str]],
+                     filters: Mapping[str, Any], name: str, value: Any) -> None:
+    """One table as a dataset, described by the JSON ``{"columns": kinds, name: value}``.
+
+    The description is an attribute; HDF5 limits those to 64 kB, so a longer
+    ``value`` (a long FITS header) goes in the dataset ``<key>.metadata`` instead.
+    """
+    dataset = _create_dataset(handle, key, records, filters)
+    text = json.dumps(value, default=_json_default)
+    columns = json.dumps({"columns": kinds})[:-1]
+    if len(text) < _LARGEST_ATTRIBUTE:
+        # {"columns": ..., name: ...} without parsing the value again
+        description = f'{columns}, {json.dumps(name)}: {text}}}'
+    else:
+        handle.create_dataset(f"{key}{_METADATA_SUFFIX}",
+                              data=np.frombuffer(text.encode(), dtype=np.uint8))
+        description = f"{columns}}}"
+    _write_text_attribute(dataset, _DESCRIPTION, description)
+
+
+def _read_described(handle: h5py.Group, key: str, name: str) -> tuple[list[list[str]], Any]:
+    """The column kinds and the ``name`` value of a dataset :func:`_write_described` wrote."""
+    description = json.loads(handle[key].attrs[_DESCRIPTION])
+    if name in description:
+        return description["columns"], description[name]
+    return description["columns"], json.loads(handle[f"{key}{_METADATA_SUFFIX}"][()].tobytes())
+
+
+def write_table_parts(
+    relative: str,
+    tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any] | None]],
+    compression: str | None = None,
+) -> FileInfo:
+    """Write tables as the parts of one HDF5 table (their rows back to back), atomically.
+
+    Takes what :func:`write_tables` takes and is read the same way
+    (:func:`read_table` of a key gives that table's rows and metadata; the
+    file's keys are the tables'), but tables of the same columns cost one
+    table's conversion and one dataset, not one each: a source's light curves
+    (four of 100 epochs) are written in 1.4 ms instead of 2.4. Tables whose
+    columns or types differ are written as :func:`write_tables` does.
+
+    Examples
+    --------
+    >>> one, two = pd.DataFrame({"mjd": [1.0, 2.0]}), pd.DataFrame({"mjd": [3.0]})
+    >>> info = write_table_parts("raw/DEMO/RA010/p.h5", {"a": (one, {"n": 1}), "b": (two, None)})
+    >>> read_table_keys(info.filename)
+    ['a', 'b']
+    >>> frame, metadata = read_table(info.filename, "b", info.checksum)
+    >>> frame["mjd"].tolist(), metadata
+    ([3.0], {})
+    """
+    names = list(next(iter(tables.values()))[0].columns) if tables else []
+    # Each table's columns, taken from a view without ``attrs`` (which pandas would
+    # deep-copy into every column taken).
+    columns = [[frame[name].to_numpy() for name in names] if list(frame.columns) == names
+               else None for frame in map(_without_attrs, (frame for frame, _ in tables.values()))]
+    if (len(columns) < 2 or _PARTS in tables or None in columns
+            or any([v.dtype for v in table] != [v.dtype for v in columns[0]]
+                   for table in columns[1:])):
+        return write_tables(relative, tables, compression)
+    final = full_path(relative)
+    filters = _FILTERS[_checked_compression(compression or current_compression())]
+    records, kinds = _columns_to_records({name: np.concatenate(arrays)
+                                          for name, arrays in zip(names, zip(*columns))},
+                                         scratch=True)
+    ends = np.cumsum([len(table[0]) if table else 0 for table in columns]).tolist()
+    parts = [[key, start, stop, dict(metadata or {})] for (key, (_, metadata)), start, stop
+             in zip(tables.items(), [0, *ends[:-1]], ends)]
+    with _file_in_memory(final, _image_bytes(records, filters)) as (handle, image):
+        _write_described(handle, _PARTS, records, kinds, filters, "parts", parts)
     return _place_file(relative, final, image[0])
 
 
@@ -1372,17 +1495,17 @@ def read_table(
         return _table_from_archive(path, key)
     try:
         with h5py.File(path, "r") as handle:
-            if key not in handle:
+            if key not in handle or key == _PARTS:
+                kinds, parts = _read_described(handle, _PARTS, "parts") if _PARTS in handle else (
+                    None, [])
+                for part, start, stop, metadata in parts:
+                    if part == key:
+                        return _records_to_frame(handle[_PARTS][start:stop], kinds), metadata
                 raise StorageError(f"product file {str(path)!r} has no table {key!r}")
             dataset = handle[key]
             if isinstance(dataset, h5py.Group):
                 return _table_from_files(path, key, dataset)
-            description = json.loads(dataset.attrs[_DESCRIPTION])
-            kinds = description["columns"]
-            if "metadata" in description:
-                metadata = description["metadata"]
-            else:
-                metadata = json.loads(handle[f"{key}{_METADATA_SUFFIX}"][()].tobytes())
+            kinds, metadata = _read_described(handle, key, "metadata")
             records = dataset[()]
     except (OSError, KeyError, ValueError) as error:
         raise StorageError(f"cannot read table {key!r} of {str(path)!r}: {error}") from None
@@ -1541,8 +1664,12 @@ def read_table_keys(relative: str) -> list[str]:
         return [_read_archive(path, with_files=False)[0].get("key")]
     try:
         with h5py.File(path, "r") as handle:
-            return [key for key in handle.keys() if not key.endswith(_METADATA_SUFFIX)]
-    except OSError as error:
+            keys = [key for key in handle.keys()
+                    if not key.endswith(_METADATA_SUFFIX) and key != _PARTS]
+            if _PARTS in handle:
+                keys += [part[0] for part in _read_described(handle, _PARTS, "parts")[1]]
+            return keys
+    except (OSError, KeyError, ValueError) as error:
         raise StorageError(f"cannot read {str(path)!r}: {error}") from None
 
 

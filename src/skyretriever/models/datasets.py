@@ -783,7 +783,8 @@ def _mean_and_rms(mean: float | None, rms: float | None, spec: str, unit: str) -
 
 
 def save_lightcurves(lightcurves: Iterable[Lightcurve]) -> None:
-    """Write light curves to their reduced files, one file per (source, observatory).
+    """Write light curves to their reduced files, one file per (source, observatory), each
+    light curve a part of the file's one table (:func:`~skyretriever.storage.write_table_parts`).
 
     Each light curve must have ``filename`` and ``key`` set (as
     :meth:`VirtualObservatory.reduce` does); the file's checksum and size are
@@ -796,7 +797,7 @@ def save_lightcurves(lightcurves: Iterable[Lightcurve]) -> None:
         groups[lightcurve.filename].append(lightcurve)
     for filename, group in groups.items():
         tables = {lc.key: (lc.data, lc._metadata) for lc in group}
-        info = storage.write_tables(filename, tables)
+        info = storage.write_table_parts(filename, tables)
         for lc in group:
             lc.checksum, lc.file_size, lc.file_mtime_ns = info.checksum, info.file_size, info.mtime_ns
 
