@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
 from skyretriever.analysis import Finder
+from skyretriever.analysis.series import median
 from skyretriever.analysis.simulator import dip_model, flare_model
 from skyretriever.analysis.synthetic import sector_lightcurve, signal_times
 
@@ -105,3 +110,16 @@ def test_single_epoch_window_ends_at_gaps_in_the_ordering_not_at_flagged_epochs(
     frame.loc[70, "flux"] = 1.05
     detections = Finder().find(frame)[0]
     assert len(detections) == 1 and detections[0]["time_peak"] == frame.loc[70, "mjd"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(hnp.arrays(np.float64, st.integers(0, 60),
+                  elements=st.floats(allow_nan=True, allow_infinity=True, width=64)))
+def test_the_median_of_the_checks_and_finders_is_numpys_to_the_bit(values):
+    """The checks, finders and properties take their medians from series.median, made for
+    speed: it must give np.median's number exactly (NaN where numpy gives NaN)."""
+    with np.errstate(all="ignore"):
+        expected = float(np.median(values)) if len(values) else float("nan")
+    found = median(values)
+    assert (np.isnan(found) and np.isnan(expected)) or found == expected
+    assert isinstance(found, float)

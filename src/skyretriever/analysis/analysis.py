@@ -49,7 +49,7 @@ from skyretriever.analysis.histogram import (
 )
 from skyretriever.analysis.periodogram import PeriodogramParameters, lomb_scargle_peak
 from skyretriever.analysis.quality import QualityChecker, QualityParameters
-from skyretriever.analysis.series import MAD_TO_SIGMA
+from skyretriever.analysis.series import MAD_TO_SIGMA, median
 from skyretriever.analysis.simulator import Simulator, SimulatorParameters
 from skyretriever.analysis.transit import TransitFinder
 from skyretriever.models.datasets import Lightcurve
@@ -600,10 +600,10 @@ class _Statistics:
                 self.mag_residuals.append(mags - mags.mean())
         usable = good_epochs(frame)
         flux = frame["flux"].to_numpy(dtype=float)[usable]
-        median = np.median(flux) if len(flux) else np.nan
-        if len(flux) and median > 0:
-            self.flux_residuals.append(flux / median - 1.0)
-            self.normalised.append((frame["mjd"].to_numpy(dtype=float)[usable], flux / median))
+        middle = median(flux)
+        if len(flux) and middle > 0:
+            self.flux_residuals.append(flux / middle - 1.0)
+            self.normalised.append((frame["mjd"].to_numpy(dtype=float)[usable], flux / middle))
         finite = scores[np.isfinite(scores)]
         if len(finite):
             best = float(np.max(np.abs(finite)))
@@ -627,9 +627,9 @@ class _Statistics:
             "num_good_points": self.num_good,
             "time_span": (max(self.times) - min(self.times)) if self.times else None,
             "mag_mean": float(mags.mean()) if len(mags) else None,
-            "mag_median": float(np.median(mags)) if len(mags) else None,
+            "mag_median": median(mags) if len(mags) else None,
             "mag_rms": float(residuals.std()) if len(residuals) else None,
-            "flux_rms_ppm": float(MAD_TO_SIGMA * np.median(np.abs(flux - np.median(flux))) * 1e6)
+            "flux_rms_ppm": float(MAD_TO_SIGMA * median(np.abs(flux - median(flux))) * 1e6)
             if len(flux) else None,
             "best_snr": self.best_snr,
         }

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from skyretriever.analysis.series import MAD_TO_SIGMA, detrend, robust_std
+from skyretriever.analysis.series import MAD_TO_SIGMA, detrend, median, robust_std
 from skyretriever.parameters import Parameters, parameter
 
 __all__ = [
@@ -126,15 +126,15 @@ def robust_snr(flux: np.ndarray, good: np.ndarray, flux_err: np.ndarray | None =
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return snr, float("nan")
-    median = np.median(values)
-    if not np.isfinite(median) or median == 0:
+    middle = median(values)
+    if not np.isfinite(middle) or middle == 0:
         return snr, float("nan")
-    normalised = flux / median
+    normalised = flux / middle
     scatter = robust_std(normalised[good])
     if not scatter > 0 and flux_err is not None:
-        relative = flux_err[good] / np.abs(median)
+        relative = flux_err[good] / np.abs(middle)
         relative = relative[np.isfinite(relative) & (relative > 0)]
-        scatter = float(np.median(relative)) if len(relative) else float("nan")
+        scatter = median(relative)
     if not scatter > 0:
         return snr, float("nan")
     snr[good] = (normalised[good] - 1.0) / scatter
@@ -291,7 +291,7 @@ class Finder:
             scatter = robust_std(means)
             if not scatter > 0:
                 continue
-            significance = (means - np.median(means)) / scatter
+            significance = (means - median(means)) / scatter
             touched = np.convolve(taken, np.ones(size), mode="valid") > 0
             for start in np.flatnonzero((significance >= threshold) & ~touched):
                 window = slice(start, start + size)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from skyretriever.analysis.series import robust_std
+from skyretriever.analysis.series import median, robust_std
 from skyretriever.parameters import Parameters, parameter
 
 __all__ = ["QualityChecker", "QualityParameters"]
@@ -160,7 +160,7 @@ class QualityChecker:
                 reference = values[good & np.isfinite(values)]
                 if len(reference) < 5:
                     break
-                offset = values - np.median(reference)
+                offset = values - median(reference)
                 if column == "ra":  # right ascension wraps at 360 degrees
                     offset = (offset + 180.0) % 360.0 - 180.0
                 scale = robust_std(offset[good])

@@ -17,6 +17,7 @@ __all__ = [
     "binned_scatter",
     "clipped_std",
     "detrend",
+    "median",
     "point_to_point_scatter",
     "robust_std",
     "running_trend",
@@ -28,6 +29,29 @@ __all__ = [
 MAD_TO_SIGMA = 1.4826
 
 DetrendMethod = Literal["window", "spline", "none"]
+
+
+def median(values: np.ndarray) -> float:
+    """``np.median`` of a 1-D array, the same number, without numpy's general path.
+
+    NaN if the array is empty or holds a NaN. On a light curve's hundred values
+    it takes about a fifth of ``np.median``'s 8 microseconds; a source's checks,
+    finders and properties take about forty medians.
+
+    Examples
+    --------
+    >>> median(np.array([3.0, 1.0, 2.0, 10.0])), median(np.array([2.0, np.nan])), median([])
+    (2.5, nan, nan)
+    """
+    values = np.asarray(values, dtype=float)
+    size = len(values)
+    if size == 0:
+        return float("nan")
+    half = size // 2
+    part = np.partition(values, [half - 1, half, size - 1] if size % 2 == 0 else [half, size - 1])
+    if np.isnan(part[-1]):          # NaN sorts last
+        return float("nan")
+    return float(part[half]) if size % 2 else float((part[half - 1] + part[half]) / 2)
 
 
 def robust_std(values: np.ndarray) -> float:
@@ -42,7 +66,7 @@ def robust_std(values: np.ndarray) -> float:
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return float("nan")
-    return float(MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))))
+    return float(MAD_TO_SIGMA * median(np.abs(values - median(values))))
 
 
 def point_to_point_scatter(values: np.ndarray) -> float:
@@ -117,9 +141,9 @@ def running_trend(times: np.ndarray, values: np.ndarray, window: float, clip: fl
         if b <= a:
             continue
         chunk = values[a:b]
-        median = np.median(chunk)
-        spread = MAD_TO_SIGMA * np.median(np.abs(chunk - median))
-        kept = np.abs(chunk - median) <= clip * spread if spread > 0 else np.ones(b - a, bool)
+        middle = median(chunk)
+        spread = MAD_TO_SIGMA * median(np.abs(chunk - middle))
+        kept = np.abs(chunk - middle) <= clip * spread if spread > 0 else np.ones(b - a, bool)
         centres.append(np.mean(times[a:b][kept]))
         means.append(np.mean(chunk[kept]))
     centres, first = np.unique(np.asarray(centres), return_index=True)
@@ -173,7 +197,7 @@ def spline_trend(times: np.ndarray, values: np.ndarray, knot_spacing: float,
     n = len(times)
     keep = np.ones(n, dtype=bool) if fit is None else fit.copy()
     if keep.sum() < 8:
-        return np.full(n, np.median(values) if n else np.nan)
+        return np.full(n, median(values))
     trend = np.full(n, np.median(values))
     for _ in range(iterations):
         knots = _spline_knots(times[keep], knot_spacing)
@@ -241,7 +265,7 @@ def detrend(times: np.ndarray, flux: np.ndarray, method: DetrendMethod, window: 
         elif method == "spline":
             trend = spline_trend(t, f, window, fit=fit)
         else:
-            trend = np.full(len(f), np.median(f[fit]))
+            trend = np.full(len(f), median(f[fit]))
         relative[start:stop] = f / trend
     return relative
 
@@ -288,7 +312,7 @@ def clipped_std(values: np.ndarray, clip: float = 4.0) -> float:
         return float("nan")
     spread = robust_std(values)
     if spread > 0:
-        values = values[np.abs(values - np.median(values)) <= clip * spread]
+        values = values[np.abs(values - median(values)) <= clip * spread]
     return float(np.std(values, ddof=1))
 
 

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from skyretriever.analysis.series import median
+
 __all__ = ["LOCAL_KINDS", "CandidateViews", "binned_median", "candidate_views", "check_local_kinds",
            "fold"]
 
@@ -110,16 +112,9 @@ def binned_median(x: np.ndarray, y: np.ndarray, low: float, high: float, bins: i
     return result
 
 
-def _median(view: np.ndarray) -> float:
-    """``np.median`` of a 1-D array without NaN, at a third of its cost on a view's few bins."""
-    middle = [(len(view) - 1) // 2, len(view) // 2]
-    low, high = np.partition(view, middle)[middle]
-    return 0.5 * (low + high)
-
-
 def _normalised(view: np.ndarray) -> np.ndarray:
     """Median 0, minimum -1 (a flat view stays at 0)."""
-    view = view - _median(view)
+    view = view - median(view)
     lowest = -float(np.min(view))
     return view / lowest if lowest > 0 else view
 
@@ -205,7 +200,7 @@ def candidate_views(times: np.ndarray, flux: np.ndarray, period: float, epoch: f
     kinds = check_local_kinds(local_kinds)
     if len(kinds) > 1:
         # the other parts less their median, in the transit part's depths
-        lowest = float(_median(local_view) - np.min(local_view))
+        lowest = float(median(local_view) - np.min(local_view))
         scale = 1.0 / lowest if lowest > 0 else 1.0
         # the other parts from the points near the transits or the secondary alone
         near = np.abs(phase) <= half_local
@@ -227,6 +222,6 @@ def candidate_views(times: np.ndarray, flux: np.ndarray, period: float, epoch: f
         for number, part in enumerate(others.reshape(len(xs), local_bins)):
             # a part without points (odd or even transits in no light curve) is flat
             parts.append(np.zeros(local_bins) if len(xs[number]) == 0 else
-                         (part - _median(part)) * scale)
+                         (part - median(part)) * scale)
     return CandidateViews(_normalised(global_view).astype(np.float32),
                           np.concatenate(parts).astype(np.float32))
