@@ -188,6 +188,11 @@ def test_a_link_out_of_the_data_root_is_neither_followed_by_repair_nor_written_t
 
     with pytest.raises(storage.StorageError, match="outside the data root"):
         storage.full_path(f"{RAW}/RA359/DEMO_photometry_x.h5")
+    # A run looks for a file to adopt where it would be: found through the link, it is
+    # refused, not read; nothing there is nothing to adopt.
+    with pytest.raises(storage.StorageError, match="outside the data root"):
+        storage.raw_file_on_disk(f"{RAW}/RA359/DEMO_photometry_stranger.h5")
+    assert storage.raw_file_on_disk(f"{RAW}/RA359/DEMO_photometry_nobody.h5") is None
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (data_root / storage.project_path("LINKED")).symlink_to(elsewhere, target_is_directory=True)

@@ -349,7 +349,11 @@ def raw_file_on_disk(relative: str) -> str | None:
     archive of kept files (:func:`files_filename`), else the HDF5 file; ``None`` if neither
     exists."""
     for name in (files_filename(relative), relative):
-        if full_path(name).exists():
+        # Looked for where it would be, and checked (links resolved) only when it is there:
+        # most sources of a run have no file yet, and resolving a path costs a system call
+        # per folder on the way.
+        if _joined(name).exists():
+            full_path(name)
             return name
     return None
 
@@ -460,10 +464,16 @@ def full_path(relative: str | os.PathLike) -> Path:
     Neither ``..`` nor a symbolic link inside the root can lead out of it (see
     :func:`ensure_inside_root`).
     """
+    return ensure_inside_root(_joined(relative))
+
+
+def _joined(relative: str | os.PathLike) -> Path:
+    """The data root joined with ``relative``, refused if it is absolute or holds ``..``
+    (links not resolved: :func:`full_path` does that)."""
     relative = PurePosixPath(str(relative).replace(os.sep, "/"))
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
         raise StorageError(f"refusing a product path outside the data root: {str(relative)!r}")
-    return ensure_inside_root(data_root().joinpath(*relative.parts))
+    return data_root().joinpath(*relative.parts)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
