@@ -331,6 +331,9 @@ def test_tables_written_as_parts_read_back_one_by_one_from_one_dataset(data_root
         read_table(info.filename, "s_reduction_04_of_03")
     with pytest.raises(StorageError, match="has no table"):
         read_table(info.filename, storage._PARTS)        # the dataset is not a table itself
+    for write in (storage.write_tables, storage.write_table_parts):
+        with pytest.raises(StorageError, match="names the parts of a table"):
+            write("projects/P/RA001/r.h5", {storage._PARTS: (frame, None), "x": (frame, None)})
     damaged = bytearray(path.read_bytes())
     damaged[-100] ^= 0xFF
     path.write_bytes(bytes(damaged))

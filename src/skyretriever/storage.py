@@ -1307,6 +1307,7 @@ def write_tables(
     >>> read_table(info.filename, "x", info.checksum)[1]
     {'a': 1}
     """
+    _refuse_parts_key(relative, tables)
     final = full_path(relative)
     filters = _FILTERS[_checked_compression(compression or current_compression())]
     # One table's records may be in scratch memory (the common case of one large table).
@@ -1318,6 +1319,12 @@ def write_tables(
             _write_described(handle, key, records, kinds, filters, "metadata",
                              dict(metadata or {}))
     return _place_file(relative, final, image[0])
+
+
+def _refuse_parts_key(relative: str, tables: Mapping[str, Any]) -> None:
+    if _PARTS in tables:
+        raise StorageError(f"{_PARTS!r} names the parts of a table (write_table_parts), not a "
+                           f"table of its own: choose another key for {relative!r}")
 
 
 def _write_described(handle: h5py.Group, key: str, records: np.ndarray, kinds: list[list[str]],
@@ -1372,12 +1379,13 @@ def write_table_parts(
     >>> frame["mjd"].tolist(), metadata
     ([3.0], {})
     """
+    _refuse_parts_key(relative, tables)
     names = list(next(iter(tables.values()))[0].columns) if tables else []
     # Each table's columns, taken from a view without ``attrs`` (which pandas would
     # deep-copy into every column taken).
     columns = [[frame[name].to_numpy() for name in names] if list(frame.columns) == names
                else None for frame in map(_without_attrs, (frame for frame, _ in tables.values()))]
-    if (len(columns) < 2 or _PARTS in tables or None in columns
+    if (len(columns) < 2 or None in columns
             or any([v.dtype for v in table] != [v.dtype for v in columns[0]]
                    for table in columns[1:])):
         return write_tables(relative, tables, compression)
