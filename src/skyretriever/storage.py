@@ -617,7 +617,8 @@ def _without_attrs(frame: pd.DataFrame) -> pd.DataFrame:
 def _frame_to_records(frame: pd.DataFrame, scratch: bool = False
                       ) -> tuple[np.ndarray, list[list[str]]]:
     frame = _without_attrs(frame)
-    return _columns_to_records({name: frame[name].to_numpy() for name in frame.columns}, scratch)
+    return _columns_to_records({name: frame[name].to_numpy() for name in frame.columns}, scratch,
+                               rows=len(frame))
 
 
 #: Records of at least this many bytes are made in this thread's scratch memory, reused from
@@ -642,9 +643,10 @@ def _scratch_records(rows: int, dtype: np.dtype) -> np.ndarray:
     return np.ndarray((rows,), dtype=dtype, buffer=memory)
 
 
-def _columns_to_records(table: Mapping[Any, np.ndarray], scratch: bool = False
-                        ) -> tuple[np.ndarray, list[list[str]]]:
-    """The rows of named columns (of one length) as records, and each column's kind.
+def _columns_to_records(table: Mapping[Any, np.ndarray], scratch: bool = False,
+                        rows: int | None = None) -> tuple[np.ndarray, list[list[str]]]:
+    """The rows of named columns (of one length, ``rows`` if given) as records, and each
+    column's kind.
 
     With ``scratch``, large records are made in this thread's scratch memory
     (:func:`_scratch_records`): the caller is done with them before it makes others.
@@ -655,8 +657,11 @@ def _columns_to_records(table: Mapping[Any, np.ndarray], scratch: bool = False
         columns.append(values)
         kinds.append([str(name), kind])
         fields.append((str(name), values.dtype))
-    rows, dtype = len(columns[0]) if columns else 0, np.dtype(fields)
-    if scratch and _SCRATCH_BYTES[0] <= rows * dtype.itemsize <= _SCRATCH_BYTES[1]:
+    dtype = np.dtype(fields)
+    if rows is None:
+        rows = len(columns[0]) if columns else 0
+    if (scratch and not dtype.hasobject
+            and _SCRATCH_BYTES[0] <= rows * dtype.itemsize <= _SCRATCH_BYTES[1]):
         records = _scratch_records(rows, dtype)
     else:
         records = np.empty(rows, dtype=dtype)

@@ -198,7 +198,7 @@ def spline_trend(times: np.ndarray, values: np.ndarray, knot_spacing: float,
     keep = np.ones(n, dtype=bool) if fit is None else fit.copy()
     if keep.sum() < 8:
         return np.full(n, median(values))
-    trend = np.full(n, np.median(values))
+    trend = np.full(n, median(values))
     for _ in range(iterations):
         knots = _spline_knots(times[keep], knot_spacing)
         try:
