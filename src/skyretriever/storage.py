@@ -783,16 +783,6 @@ def _checked_compression(name: str, what: str = "unknown HDF5 compression {name!
     return name
 
 
-def _image_bytes(records: np.ndarray, filters: Mapping[str, Any]) -> int:
-    """About the bytes ``records`` take in an HDF5 file: compressed ones (see
-    :func:`_create_dataset`) a third of their size, which a 20-second TESS light
-    curve's records come to (an in-memory file made at their full size costs a
-    quarter more time, one grown from nothing as much as one a third)."""
-    if filters and records.nbytes > _COMPRESS_ABOVE_BYTES:
-        return records.nbytes // 3
-    return records.nbytes
-
-
 def _create_dataset(handle: h5py.File, key: str, records: np.ndarray,
                     filters: Mapping[str, Any]) -> h5py.Dataset:
     """One table as a compound dataset; large ones compressed with ``filters``.
@@ -1318,8 +1308,7 @@ def write_tables(
     # One table's records may be in scratch memory (the common case of one large table).
     converted = {key: (_frame_to_records(frame, scratch=len(tables) == 1), metadata)
                  for key, (frame, metadata) in tables.items()}
-    size = sum(_image_bytes(records, filters) for (records, _), _ in converted.values())
-    with _file_in_memory(final, size) as (handle, image):
+    with _file_in_memory(final) as (handle, image):
         for key, ((records, kinds), metadata) in converted.items():
             _write_described(handle, key, records, kinds, filters, "metadata",
                              dict(metadata or {}))
@@ -1402,13 +1391,13 @@ def write_table_parts(
     ends = np.cumsum([len(table[0]) if table else 0 for table in columns]).tolist()
     parts = [[key, start, stop, dict(metadata or {})] for (key, (_, metadata)), start, stop
              in zip(tables.items(), [0, *ends[:-1]], ends)]
-    with _file_in_memory(final, _image_bytes(records, filters)) as (handle, image):
+    with _file_in_memory(final) as (handle, image):
         _write_described(handle, _PARTS, records, kinds, filters, "parts", parts)
     return _place_file(relative, final, image[0])
 
 
 @contextlib.contextmanager
-def _file_in_memory(final: Path, size: int = 0) -> Iterator[tuple[h5py.Group, list[bytes]]]:
+def _file_in_memory(final: Path) -> Iterator[tuple[h5py.Group, list[bytes]]]:
     """:func:`_memory_file` for the product ``final``, HDF5's own full-disk error made
     :class:`DiskFull` (and HDF5 not called again in this process, see :func:`write_tables`).
 
@@ -1417,7 +1406,7 @@ def _file_in_memory(final: Path, size: int = 0) -> Iterator[tuple[h5py.Group, li
     """
     _refuse_after_disk_full()
     try:
-        with _memory_file(f"{final.name}.in-memory", size) as made:
+        with _memory_file(f"{final.name}.in-memory") as made:
             yield made
     except Exception as error:
         full = disk_full_from(error, data_root()) if is_disk_full(error) else None
@@ -1451,19 +1440,20 @@ def _sha256_of(pieces: Sequence[bytes | memoryview]) -> str:
 #: File access and creation properties of an in-memory HDF5 file, as h5py makes them, by
 #: process (made once: h5py's ``File()`` builds them again for every file).
 _MEMORY_FILE_PROPERTIES: dict[int, tuple[Any, Any]] = {}
-#: HDF5 grows a file in memory by blocks of this size (h5py's own), or of the data's size
-#: rounded up to it: growing by small blocks copies the file at every step (a 2 MB file
-#: grown by 64 kB took 6 ms, in one block 1 ms), a large first block is slow for small files.
+#: HDF5 grows a file in memory by blocks of this size (h5py's own). Blocks of the data's size
+#: were slower in every case measured (best of 8, one process): a 20-second TESS source's
+#: 27 MB of records in 18.0 ms growing by 64 kB against 23.9 (compressed) and 7.5 against
+#: 39.4 (not compressed: a file a little larger than its data took two such blocks and a
+#: copy), a 2-minute light curve's 2.3 MB in 1.9 against 2.2: a block is memory touched.
 _MEMORY_BLOCK = 64 * 1024
 
 
 @contextlib.contextmanager
-def _memory_file(name: str, size: int = 0) -> Iterator[tuple[h5py.Group, list[bytes]]]:
+def _memory_file(name: str) -> Iterator[tuple[h5py.Group, list[bytes]]]:
     """An HDF5 file in memory: yields its root group and a list that gets the file's bytes.
 
     The same file as ``h5py.File(name, "w", driver="core", backing_store=False)``
-    with its properties made once per process; ``size`` (the bytes of data it will
-    hold, at most) sets the memory it starts with.
+    with its properties made once per process.
     """
     properties = _MEMORY_FILE_PROPERTIES.get(os.getpid())
     if properties is None:
@@ -1472,9 +1462,6 @@ def _memory_file(name: str, size: int = 0) -> Iterator[tuple[h5py.Group, list[by
             properties = (handle.id.get_access_plist(), handle.id.get_create_plist())
         _MEMORY_FILE_PROPERTIES[os.getpid()] = properties
     access, creation = properties
-    if size >= _MEMORY_BLOCK:
-        access = access.copy()
-        access.set_fapl_core((size // _MEMORY_BLOCK + 1) * _MEMORY_BLOCK, False)
     file_id = h5py.h5f.create(name.encode("utf-8"), h5py.h5f.ACC_TRUNC, fapl=access,
                               fcpl=creation)
     try:
@@ -1717,9 +1704,7 @@ def write_arrays(relative: str, groups: Mapping[str, tuple[Mapping[str, np.ndarr
     """
     final = full_path(relative)
     filters = _FILTERS[_checked_compression(compression or current_compression())]
-    size = sum(np.asarray(values).nbytes for arrays, _ in groups.values()
-               for values in arrays.values())
-    with _file_in_memory(final, size) as (handle, image):
+    with _file_in_memory(final) as (handle, image):
         for key, (arrays, metadata) in groups.items():
             group = handle.create_group(key)
             for name, values in arrays.items():
