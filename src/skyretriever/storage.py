@@ -1360,8 +1360,9 @@ def write_table_parts(
     (:func:`read_table` of a key gives that table's rows and metadata; the
     file's keys are the tables'), but tables of the same columns cost one
     table's conversion and one dataset, not one each: a source's light curves
-    (four of 100 epochs) are written in 1.4 ms instead of 2.4. Tables whose
-    columns or types differ are written as :func:`write_tables` does.
+    (four of 100 epochs) are written in 1.9 ms instead of 2.5. Tables whose
+    columns or types differ, or that have no columns, are written as
+    :func:`write_tables` does.
 
     Examples
     --------
@@ -1379,7 +1380,7 @@ def write_table_parts(
     # deep-copy into every column taken).
     columns = [[frame[name].to_numpy() for name in names] if list(frame.columns) == names
                else None for frame in map(_without_attrs, (frame for frame, _ in tables.values()))]
-    if (len(columns) < 2 or None in columns
+    if (len(columns) < 2 or not names or None in columns
             or any([v.dtype for v in table] != [v.dtype for v in columns[0]]
                    for table in columns[1:])):
         return write_tables(relative, tables, compression)
