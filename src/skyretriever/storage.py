@@ -617,8 +617,7 @@ def _without_attrs(frame: pd.DataFrame) -> pd.DataFrame:
 def _frame_to_records(frame: pd.DataFrame, scratch: bool = False
                       ) -> tuple[np.ndarray, list[list[str]]]:
     frame = _without_attrs(frame)
-    return _columns_to_records({name: frame[name].to_numpy() for name in frame.columns}, scratch,
-                               rows=len(frame))
+    return _columns_to_records({name: frame[name].to_numpy() for name in frame.columns}, scratch)
 
 
 #: Records of at least this many bytes are made in this thread's scratch memory, reused from
@@ -643,10 +642,9 @@ def _scratch_records(rows: int, dtype: np.dtype) -> np.ndarray:
     return np.ndarray((rows,), dtype=dtype, buffer=memory)
 
 
-def _columns_to_records(table: Mapping[Any, np.ndarray], scratch: bool = False,
-                        rows: int | None = None) -> tuple[np.ndarray, list[list[str]]]:
-    """The rows of named columns (of one length, ``rows`` if given) as records, and each
-    column's kind.
+def _columns_to_records(table: Mapping[Any, np.ndarray], scratch: bool = False
+                        ) -> tuple[np.ndarray, list[list[str]]]:
+    """The rows of named columns (of one length) as records, and each column's kind.
 
     With ``scratch``, large records are made in this thread's scratch memory
     (:func:`_scratch_records`): the caller is done with them before it makes others.
@@ -657,9 +655,7 @@ def _columns_to_records(table: Mapping[Any, np.ndarray], scratch: bool = False,
         columns.append(values)
         kinds.append([str(name), kind])
         fields.append((str(name), values.dtype))
-    dtype = np.dtype(fields)
-    if rows is None:
-        rows = len(columns[0]) if columns else 0
+    rows, dtype = len(columns[0]) if columns else 0, np.dtype(fields)
     if (scratch and not dtype.hasobject
             and _SCRATCH_BYTES[0] <= rows * dtype.itemsize <= _SCRATCH_BYTES[1]):
         records = _scratch_records(rows, dtype)
@@ -1506,12 +1502,12 @@ def read_table(
         return _table_from_archive(path, key)
     try:
         with h5py.File(path, "r") as handle:
-            if key not in handle or key == _PARTS:
-                kinds, parts = _read_described(handle, _PARTS, "parts") if _PARTS in handle else (
-                    None, [])
-                for part, start, stop, metadata in parts:
-                    if part == key:
-                        return _records_to_frame(handle[_PARTS][start:stop], kinds), metadata
+            if key not in handle or key == _PARTS:       # a part of one table, if anything
+                if _PARTS in handle:
+                    kinds, parts = _read_described(handle, _PARTS, "parts")
+                    for part, start, stop, metadata in parts:
+                        if part == key:
+                            return _records_to_frame(handle[_PARTS][start:stop], kinds), metadata
                 raise StorageError(f"product file {str(path)!r} has no table {key!r}")
             dataset = handle[key]
             if isinstance(dataset, h5py.Group):
